@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+// First-run set-up used by `npm test` and `npm run demo`: installs dependencies when
+// node_modules is missing or older than package-lock.json. Plain Node (no dependencies), so it
+// runs on a fresh clone. No dependency needs an install script (see README, "Install scripts").
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const lock = path.join(root, 'package-lock.json');
+const marker = path.join(root, 'node_modules', '.package-lock.json');
+const stale = !fs.existsSync(marker) || fs.statSync(marker).mtimeMs < fs.statSync(lock).mtimeMs;
+if (stale) {
+  process.stderr.write('[setup] installing dependencies (npm ci)…\n');
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) {
+    process.stderr.write('[setup] npm ci failed; see the output above\n');
+    process.exit(r.status ?? 1);
+  }
+}

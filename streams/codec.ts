@@ -1,0 +1,237 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import avro from 'avsc';
+import { SchemaRegistry, COMPATIBILITY } from '@kafkajs/confluent-schema-registry';
+import { AVRO_DIR } from '../schemas/generate.ts';
+import { EVENT_NAMES, type EventName, type EventTypes } from '../schemas/events.ts';
+import { DependencyUnavailableError, EddyError, InvalidEventError, errorMessage } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+
+/**
+ * Avro serde through a Confluent-compatible schema registry (Confluent wire format: magic byte 0,
+ * 4-byte schema id, Avro binary).
+ *
+ * Subjects follow the RecordNameStrategy (`eddy.events.LabeledExample`): the models topic carries
+ * four event types, and a subject per record lets each evolve on its own under BACKWARD
+ * compatibility. Messages are decoded with the writer's schema (fetched by id, cached) and resolved
+ * into this build's reader schema, so old events stay readable after a compatible change.
+ */
+
+export type DecodeFailureCode = 'UNDECODABLE' | 'UNKNOWN_SCHEMA' | 'UNEXPECTED_TYPE' | 'INVALID';
+
+/** A message that can never be decoded, however often we retry: it goes to the dead letters. */
+export class DecodeError extends EddyError {
+  constructor(readonly failure: DecodeFailureCode, message: string, cause?: unknown) {
+    super(failure, message, { retriable: false, cause });
+    this.name = 'DecodeError';
+  }
+}
+
+export type AnyEvent = { [N in EventName]: { name: N; value: EventTypes[N] } }[EventName];
+
+export interface RegistryOptions {
+  url: string;
+  /** Attempts to reach the registry before start-up fails (bounded; default 5). */
+  connectAttempts?: number;
+  /** First retry delay in ms, doubled each attempt (default 250). */
+  retryDelayMs?: number;
+  logger?: Logger;
+}
+
+const MAGIC_BYTE = 0;
+const HEADER_BYTES = 5;
+
+export function loadSchema(name: EventName): avro.Schema {
+  return JSON.parse(fs.readFileSync(path.join(AVRO_DIR, `${name}.avsc`), 'utf8')) as avro.Schema;
+}
+
+export function subjectOf(name: EventName): string {
+  return `eddy.events.${name}`;
+}
+
+function isNotFound(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { status?: number }).status === 404;
+}
+
+/** Registry HTTP failures with a status are answers (bad request, conflict); the rest are outages. */
+function isOutage(err: unknown): boolean {
+  const status = typeof err === 'object' && err !== null ? (err as { status?: number }).status : undefined;
+  return status === undefined || status >= 500 || status === 408 || status === 429;
+}
+
+export class EventCodec {
+  private readonly readers = new Map<EventName, avro.Type>();
+  private readonly writerIds = new Map<EventName, number>();
+  /** schema id -> how to read it: the event name and a resolver from writer to reader schema. */
+  private readonly byId = new Map<number, { name: EventName; read: (buf: Buffer) => unknown }>();
+  private readonly knownNames = new Set<string>(EVENT_NAMES.map((n) => `eddy.events.${n}`));
+
+  private constructor(readonly registry: SchemaRegistry, private readonly url: string) {
+    for (const name of EVENT_NAMES) this.readers.set(name, avro.Type.forSchema(loadSchema(name)));
+  }
+
+  /**
+   * Connects to the registry and registers every event schema under BACKWARD compatibility
+   * (idempotent: an identical schema returns its existing id). Fails after bounded retries with a
+   * message that says which registry could not be reached.
+   */
+  static async connect(opts: RegistryOptions): Promise<EventCodec> {
+    const registry = new SchemaRegistry(
+      { host: opts.url, retry: { retries: 0 } },
+    );
+    const codec = new EventCodec(registry, opts.url);
+    const attempts = opts.connectAttempts ?? 5;
+    let delay = opts.retryDelayMs ?? 250;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await codec.registerAll();
+        return codec;
+      } catch (err) {
+        if (!isOutage(err)) {
+          throw new EddyError('SCHEMA_REGISTRATION_FAILED', `schema registry at ${opts.url} refused a schema: ${errorMessage(err)}`, { cause: err });
+        }
+        if (attempt >= attempts) {
+          throw new DependencyUnavailableError(
+            'schema_registry',
+            `schema registry at ${opts.url} is not reachable after ${attempts} attempts (${errorMessage(err)}); is it running? try 'eddy stack status'`,
+            err,
+          );
+        }
+        opts.logger?.warn({ attempt, attempts, err: errorMessage(err) }, 'schema registry not reachable, retrying');
+        await new Promise((r) => setTimeout(r, delay));
+        delay *= 2;
+      }
+    }
+  }
+
+  private async registerAll(): Promise<void> {
+    for (const name of EVENT_NAMES) {
+      if (this.writerIds.has(name)) continue;
+      const { id } = await this.registry.register(
+        { type: 'AVRO' as never, schema: JSON.stringify(loadSchema(name)) },
+        { subject: subjectOf(name), compatibility: COMPATIBILITY.BACKWARD },
+      );
+      this.writerIds.set(name, id);
+      this.byId.set(id, { name, read: this.readerFor(name, undefined) });
+    }
+  }
+
+  schemaId(name: EventName): number {
+    const id = this.writerIds.get(name);
+    if (id === undefined) throw new EddyError('SCHEMA_NOT_REGISTERED', `no schema id for ${name}`);
+    return id;
+  }
+
+  /**
+   * Checks an event against its schema; throws InvalidEventError naming every bad field
+   * (e.g. `invalid LabeledExample: text: expected string, got undefined`).
+   */
+  validate<N extends EventName>(name: N, value: EventTypes[N]): void {
+    const type = this.readers.get(name)!;
+    const problems: string[] = [];
+    const paths: string[] = [];
+    type.isValid(value, {
+      errorHook: (p: string[], v: unknown, t: avro.Type) => {
+        const field = p.join('.') || '(root)';
+        paths.push(field);
+        problems.push(`${field}: expected ${describeType(t)}, got ${describeValue(v)}`);
+      },
+    });
+    if (problems.length > 0) throw new InvalidEventError(name, paths, problems.join('; '));
+    const clientId = (value as { clientId?: unknown }).clientId;
+    if (typeof clientId === 'string' && clientId.length === 0) {
+      throw new InvalidEventError(name, ['clientId'], 'clientId: must not be empty');
+    }
+  }
+
+  /** Validates, then encodes in the Confluent wire format. */
+  encode<N extends EventName>(name: N, value: EventTypes[N]): Buffer {
+    this.validate(name, value);
+    const body = this.readers.get(name)!.toBuffer(value);
+    const out = Buffer.allocUnsafe(HEADER_BYTES + body.length);
+    out.writeUInt8(MAGIC_BYTE, 0);
+    out.writeInt32BE(this.schemaId(name), 1);
+    body.copy(out, HEADER_BYTES);
+    return out;
+  }
+
+  /**
+   * Decodes a message value. Throws DecodeError for what can never be decoded (garbage, unknown
+   * schema id, a record type this build does not know) and DependencyUnavailableError when the
+   * registry cannot be asked right now (retry later; the message is fine).
+   */
+  async decode(buf: Buffer | null): Promise<AnyEvent> {
+    if (!buf || buf.length < HEADER_BYTES) {
+      throw new DecodeError('UNDECODABLE', `message of ${buf?.length ?? 0} bytes is shorter than the ${HEADER_BYTES}-byte Confluent header`);
+    }
+    if (buf.readUInt8(0) !== MAGIC_BYTE) {
+      throw new DecodeError('UNDECODABLE', `magic byte is ${buf.readUInt8(0)}, expected ${MAGIC_BYTE} (not Confluent wire format)`);
+    }
+    const id = buf.readInt32BE(1);
+    let entry = this.byId.get(id);
+    if (!entry) entry = await this.lookup(id);
+    let value: unknown;
+    try {
+      value = entry.read(buf.subarray(HEADER_BYTES));
+    } catch (err) {
+      throw new DecodeError('UNDECODABLE', `Avro body does not match schema id ${id} (${entry.name}): ${errorMessage(err)}`, err);
+    }
+    const clientId = (value as { clientId?: unknown }).clientId;
+    if (typeof clientId !== 'string' || clientId.length === 0) {
+      throw new DecodeError('INVALID', `${entry.name} has an empty clientId`);
+    }
+    return { name: entry.name, value } as AnyEvent;
+  }
+
+  private async lookup(id: number): Promise<{ name: EventName; read: (buf: Buffer) => unknown }> {
+    let writer: avro.Type;
+    try {
+      writer = (await this.registry.getSchema(id)) as unknown as avro.Type;
+    } catch (err) {
+      if (isNotFound(err) || /not found/i.test(errorMessage(err))) {
+        throw new DecodeError('UNKNOWN_SCHEMA', `schema id ${id} is not known to the registry at ${this.url}`, err);
+      }
+      throw new DependencyUnavailableError('schema_registry', `cannot fetch schema id ${id} from ${this.url}: ${errorMessage(err)}`, err);
+    }
+    const fullName = (writer as { name?: string }).name ?? '';
+    if (!this.knownNames.has(fullName)) {
+      throw new DecodeError('UNEXPECTED_TYPE', `schema id ${id} is ${fullName || 'an unnamed schema'}, which is not an Eddy event`);
+    }
+    const name = fullName.slice('eddy.events.'.length) as EventName;
+    const entry = { name, read: this.readerFor(name, writer) };
+    this.byId.set(id, entry);
+    return entry;
+  }
+
+  private readerFor(name: EventName, writer: avro.Type | undefined): (buf: Buffer) => unknown {
+    const reader = this.readers.get(name)!;
+    if (!writer || writer.equals(reader)) return (buf) => reader.fromBuffer(buf);
+    let resolver: avro.Resolver;
+    try {
+      resolver = reader.createResolver(writer);
+    } catch (err) {
+      return () => {
+        throw new DecodeError('UNEXPECTED_TYPE', `writer schema of ${name} cannot be read by this build's schema: ${errorMessage(err)}`, err);
+      };
+    }
+    return (buf) => reader.fromBuffer(buf, resolver);
+  }
+}
+
+function describeType(t: avro.Type): string {
+  const name = t.typeName;
+  if (name === 'enum') return `one of ${(t as avro.types.EnumType).symbols.join('|')}`;
+  if (name === 'record') return `a ${t.name ?? 'record'}`;
+  if (name === 'union:unwrapped' || name === 'union:wrapped') {
+    return (t as avro.types.UnwrappedUnionType).types.map((x) => x.typeName).join(' or ');
+  }
+  return name;
+}
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  if (v === null) return 'null';
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (typeof v === 'object') return Array.isArray(v) ? 'an array' : 'an object';
+  return `${typeof v} ${String(v)}`;
+}

@@ -1,0 +1,312 @@
+import { randomUUID } from 'node:crypto';
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
+import { DecodeError, type AnyEvent, type EventCodec } from './codec.ts';
+import type { EventProducer } from './producer.ts';
+import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
+import { EddyError, errorMessage, isRetriable } from '../common/errors.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import { metric, prom } from '../common/metrics.ts';
+import type { DeadLetter } from '../schemas/events.ts';
+
+/** One decoded event with where it came from. */
+export interface EventRecord<E extends AnyEvent = AnyEvent> {
+  event: E;
+  topic: TopicName;
+  partition: number;
+  offset: string;
+  key: string | null;
+  /** Broker timestamp (ms) of the message. */
+  timestamp: number;
+}
+
+export interface BatchContext {
+  /** Keeps the group membership alive during long work. */
+  heartbeat(): Promise<void>;
+  /** False once shutdown started: long handlers may stop early by throwing a retriable error. */
+  isRunning(): boolean;
+  logger: Logger;
+}
+
+/**
+ * What a consumer does with events (after the Kafka Streams `Processor`). `handle` receives the
+ * records of ONE partition, in offset order. It must be idempotent (use `eventId`): after a crash
+ * or a retry the runner delivers from the last committed offset again.
+ * - return: the records are done; their offsets are committed.
+ * - throw a retriable EddyError (Redis or ClickHouse down...): nothing is committed, the same
+ *   records are retried with backoff, the partition makes no progress meanwhile (pause, not drop).
+ * - throw anything else: the records are retried one by one to isolate the poison record, which
+ *   goes to the dead-letter topic with the reason; the rest are processed.
+ */
+export interface EventHandler {
+  init?(ctx: { logger: Logger }): Promise<void>;
+  handle(records: EventRecord[], ctx: BatchContext): Promise<void>;
+  close?(): Promise<void>;
+}
+
+export interface ConsumerRunnerOptions {
+  /** Logical group name; the physical group id carries the topic prefix. */
+  group: string;
+  topics: readonly TopicName[];
+  handler: EventHandler;
+  /** Start from the beginning of the log when the group has no committed offset (event sourcing: yes). */
+  fromBeginning?: boolean;
+  /** Largest slice of a fetched batch handed to `handle` at once; offsets are committed per slice. */
+  maxRecordsPerCall?: number;
+  /** Partitions processed concurrently by this process (order is kept within each). */
+  partitionsConsumedConcurrently?: number;
+  /** Backoff for retriable errors: starts at initialMs, doubles, capped at maxMs; retried until stopped. */
+  retry?: { initialMs?: number; maxMs?: number };
+  /**
+   * What to do with a message that cannot be decoded or is not valid (a policy, after Kafka Streams'
+   * deserialization exception handler): 'dead-letter' (default) records it and continues; 'fail'
+   * stops the consumer with the error.
+   */
+  onUndecodable?: 'dead-letter' | 'fail';
+  logger?: Logger;
+}
+
+const metrics = {
+  received: () => metric('eddy_consumer_received_total', () => new prom.Counter({
+    name: 'eddy_consumer_received_total', help: 'Messages fetched by a consumer group', labelNames: ['group', 'topic'],
+  })),
+  processed: () => metric('eddy_consumer_processed_total', () => new prom.Counter({
+    name: 'eddy_consumer_processed_total', help: 'Events handled and committed', labelNames: ['group', 'topic'],
+  })),
+  deadLettered: () => metric('eddy_consumer_dead_lettered_total', () => new prom.Counter({
+    name: 'eddy_consumer_dead_lettered_total', help: 'Messages sent to the dead-letter topic', labelNames: ['group', 'topic', 'code'],
+  })),
+  retries: () => metric('eddy_consumer_retries_total', () => new prom.Counter({
+    name: 'eddy_consumer_retries_total', help: 'Retriable failures (the work was retried, not dropped)', labelNames: ['group', 'code'],
+  })),
+  latency: () => metric('eddy_consumer_handle_seconds', () => new prom.Histogram({
+    name: 'eddy_consumer_handle_seconds', help: 'Time to handle one call of records', labelNames: ['group'],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+  })),
+};
+
+class StoppedError extends Error {}
+
+/**
+ * Runs an EventHandler over topics as a consumer group: decodes through the registry, keeps
+ * per-partition order, commits only after the handler succeeded, retries transient failures with
+ * backoff, dead-letters what can never succeed and carries on, and shuts down gracefully
+ * (stop fetching, finish the records in hand, commit, leave the group).
+ */
+export class ConsumerRunner {
+  readonly groupId: string;
+  private readonly consumer: Consumer;
+  private readonly logger: Logger;
+  private readonly opts: Required<Omit<ConsumerRunnerOptions, 'logger' | 'handler' | 'topics' | 'group'>>;
+  private running = false;
+  private crashed: Error | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(
+    kafka: Kafka,
+    private readonly codec: EventCodec,
+    private readonly producer: EventProducer,
+    private readonly names: TopicNames,
+    private readonly options: ConsumerRunnerOptions,
+  ) {
+    this.groupId = names.group(options.group);
+    this.logger = (options.logger ?? createLogger('consumer')).child({ group: this.groupId });
+    this.opts = {
+      fromBeginning: options.fromBeginning ?? true,
+      maxRecordsPerCall: options.maxRecordsPerCall ?? 1000,
+      partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 1,
+      retry: { initialMs: options.retry?.initialMs ?? 200, maxMs: options.retry?.maxMs ?? 10_000 },
+      onUndecodable: options.onUndecodable ?? 'dead-letter',
+    };
+    this.consumer = kafka.consumer({
+      groupId: this.groupId,
+      allowAutoTopicCreation: false,
+      sessionTimeout: 30_000,
+      heartbeatInterval: 3_000,
+      maxWaitTimeInMs: 100,
+    });
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      const err = e.payload.error;
+      this.logger.error({ err: errorMessage(err), restart: e.payload.restart }, 'consumer crashed');
+      if (!e.payload.restart) {
+        this.crashed = err;
+        this.running = false;
+      }
+    });
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  /** The error that stopped the consumer for good, if any. */
+  get crashError(): Error | undefined {
+    return this.crashed;
+  }
+
+  async start(): Promise<void> {
+    await this.options.handler.init?.({ logger: this.logger });
+    await this.producer.connect();
+    await this.consumer.connect();
+    for (const topic of this.options.topics) {
+      await this.consumer.subscribe({ topic: this.names.physical(topic), fromBeginning: this.opts.fromBeginning });
+    }
+    this.running = true;
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently,
+      eachBatch: (payload) => this.onBatch(payload),
+    });
+    this.logger.info({ topics: this.options.topics }, 'consumer started');
+  }
+
+  /** Waits until the group has partitions assigned (useful before producing in tests and tools). */
+  async waitForAssignment(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    await new Promise<void>((resolve, reject) => {
+      const off = this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
+        off();
+        clearTimeout(timer);
+        resolve();
+      });
+      const timer = setTimeout(() => {
+        off();
+        reject(new EddyError('TIMEOUT', `consumer group ${this.groupId} got no assignment within ${timeoutMs} ms`));
+      }, Math.max(0, deadline - Date.now()));
+    });
+  }
+
+  /** Graceful stop: no new fetches, the records in hand finish and commit, then the group is left. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.running = false;
+      try {
+        await this.consumer.stop();
+        await this.consumer.disconnect();
+      } finally {
+        await this.options.handler.close?.();
+        this.logger.info('consumer stopped');
+      }
+    })();
+    return this.stopping;
+  }
+
+  private async onBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    const topic = this.names.logical(batch.topic);
+    if (!topic) throw new EddyError('UNKNOWN_TOPIC', `subscribed to ${batch.topic}, which is not in the catalogue`);
+    metrics.received().inc({ group: this.groupId, topic }, batch.messages.length);
+    const messages = batch.messages;
+    for (let start = 0; start < messages.length; start += this.opts.maxRecordsPerCall) {
+      if (!payload.isRunning() || payload.isStale()) return;
+      const slice = messages.slice(start, start + this.opts.maxRecordsPerCall);
+      try {
+        await this.processSlice(topic, batch.partition, slice, payload);
+      } catch (err) {
+        if (err instanceof StoppedError) return; // uncommitted: redelivered after restart
+        throw err;
+      }
+      const next = (BigInt(slice[slice.length - 1]!.offset) + 1n).toString();
+      await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }]);
+      payload.resolveOffset(slice[slice.length - 1]!.offset);
+      await payload.heartbeat();
+    }
+  }
+
+  private async processSlice(topic: TopicName, partition: number, slice: KafkaMessage[], payload: EachBatchPayload): Promise<void> {
+    const records: EventRecord[] = [];
+    const dead: DeadLetter[] = [];
+    const allowed: readonly string[] = TOPICS[topic].events;
+    for (const m of slice) {
+      const decoded = await this.withRetry(payload, () => this.codec.decode(m.value));
+      if (decoded instanceof Error) {
+        const code = decoded instanceof DecodeError ? decoded.failure : 'UNDECODABLE';
+        dead.push(this.deadLetter(topic, partition, m, code, decoded.message));
+      } else if (!allowed.includes(decoded.name)) {
+        dead.push(this.deadLetter(topic, partition, m, 'UNEXPECTED_TYPE', `${decoded.name} does not belong on topic ${topic} (expected ${allowed.join(', ')})`));
+      } else {
+        records.push({
+          event: decoded, topic, partition, offset: m.offset,
+          key: m.key ? m.key.toString() : null, timestamp: Number(m.timestamp),
+        });
+      }
+    }
+    if (dead.length > 0 && this.opts.onUndecodable === 'fail') {
+      throw new EddyError('UNDECODABLE_MESSAGE', `${dead[0]!.reason} (${topic}/${partition}@${dead[0]!.offset})`);
+    }
+    if (records.length > 0) {
+      const ctx: BatchContext = {
+        heartbeat: () => payload.heartbeat(),
+        isRunning: () => payload.isRunning() && this.running,
+        logger: this.logger,
+      };
+      const timer = metrics.latency().startTimer({ group: this.groupId });
+      const whole = await this.withRetry(payload, () => this.options.handler.handle(records, ctx));
+      if (whole instanceof Error) {
+        // Isolate the poison record: the handler is idempotent, so replaying the good ones is safe.
+        this.logger.warn({ err: errorMessage(whole), records: records.length }, 'handler failed on a call; retrying record by record');
+        for (const r of records) {
+          const one = await this.withRetry(payload, () => this.options.handler.handle([r], ctx));
+          if (one instanceof Error) {
+            const m = slice.find((x) => x.offset === r.offset)!;
+            dead.push(this.deadLetter(topic, partition, m, 'HANDLER_FAILED', errorMessage(one)));
+          }
+        }
+      }
+      timer();
+    }
+    if (dead.length > 0) {
+      await this.withRetry(payload, () => this.producer.sendAll(dead.map((value) => ({ name: 'DeadLetter', value }) as AnyEvent)), true);
+      for (const d of dead) {
+        metrics.deadLettered().inc({ group: this.groupId, topic, code: d.errorCode });
+        this.logger.warn({ topic, partition, offset: d.offset, code: d.errorCode, reason: d.reason }, 'message dead-lettered');
+      }
+    }
+    metrics.processed().inc({ group: this.groupId, topic }, records.length);
+  }
+
+  /**
+   * Runs `fn`, retrying retriable errors with capped exponential backoff while heartbeating, until
+   * it succeeds or the runner stops (then StoppedError: nothing is committed). A non-retriable
+   * error is returned (not thrown) so the caller decides: dead-letter it, or fail when `rethrow`.
+   */
+  private async withRetry<T>(payload: EachBatchPayload, fn: () => Promise<T>, rethrow = false): Promise<T | Error> {
+    let delay = this.opts.retry.initialMs!;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isRetriable(err)) {
+          if (rethrow || !(err instanceof Error)) throw err;
+          return err;
+        }
+        const code = err instanceof EddyError ? err.code : 'UNKNOWN';
+        metrics.retries().inc({ group: this.groupId, code });
+        this.logger.warn({ code, err: errorMessage(err), retryInMs: delay }, 'transient failure; pausing this partition and retrying');
+        const until = Date.now() + delay;
+        while (Date.now() < until) {
+          if (!payload.isRunning() || !this.running) throw new StoppedError();
+          await new Promise((r) => setTimeout(r, Math.min(250, until - Date.now())));
+          await payload.heartbeat().catch(() => undefined);
+        }
+        delay = Math.min(delay * 2, this.opts.retry.maxMs!);
+      }
+    }
+  }
+
+  private deadLetter(topic: TopicName, partition: number, m: KafkaMessage, code: DeadLetter['errorCode'], reason: string): DeadLetter {
+    return {
+      eventId: randomUUID(),
+      clientId: m.key?.toString() || 'unknown',
+      occurredAt: Date.now(),
+      sourceTopic: this.names.physical(topic),
+      partition,
+      offset: Number(m.offset),
+      consumerGroup: this.groupId,
+      errorCode: code,
+      reason,
+      key: m.key ?? null,
+      value: m.value ?? null,
+    };
+  }
+}

@@ -1,0 +1,33 @@
+import { Kafka, logLevel, type LogEntry, type KafkaConfig } from 'kafkajs';
+import type { EddyConfig } from '../common/config.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+
+const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+/** kafkajs logs through pino so every line is structured like the rest of Eddy's. */
+function pinoLogCreator(logger: Logger) {
+  return () => ({ namespace, level, log }: LogEntry) => {
+    const { message, ...extra } = log;
+    logger[LEVELS[level] ?? 'info']({ kafkajs: namespace, ...extra }, message);
+  };
+}
+
+export function createKafka(config: Pick<EddyConfig, 'kafkaBrokers' | 'logLevel'>, clientId: string, overrides: Partial<KafkaConfig> = {}): Kafka {
+  // kafkajs INFO logs every group join/leave; only warnings and errors reach our log by default.
+  const logger = createLogger('kafkajs', config.logLevel === 'debug' || config.logLevel === 'trace' ? 'debug' : 'warn');
+  process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
+  return new Kafka({
+    clientId,
+    brokers: config.kafkaBrokers,
+    logLevel: logLevel.WARN,
+    logCreator: pinoLogCreator(logger),
+    connectionTimeout: 3000,
+    retry: { initialRetryTime: 200, retries: 8 },
+    ...overrides,
+  });
+}
