@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import envSchema from 'env-schema';
@@ -59,6 +60,67 @@ const ENV_SCHEMA = {
       type: 'string', default: '',
       description: 'Model store directory shared by trainers and servers (default $EDDY_HOME/models).',
     },
+    // --- prediction server (server/) ---
+    EDDY_SERVER_HOST: {
+      type: 'string', default: '127.0.0.1',
+      description: 'Address the prediction server listens on (0.0.0.0 for every interface).',
+    },
+    EDDY_SERVER_PORT: {
+      type: 'integer', default: 8080, minimum: 0, maximum: 65535,
+      description: 'TCP port of the prediction server (0 picks a free port).',
+    },
+    EDDY_SERVER_API_KEYS: {
+      type: 'string', default: '', pattern: '^([A-Za-z0-9._~+/-]{16,}=[^,=\\s]+(,[A-Za-z0-9._~+/-]{16,}=[^,=\\s]+)*)?$',
+      description: 'Comma-separated key=clientId pairs: a key may predict for and read only its own client (keys >= 16 chars).',
+    },
+    EDDY_SERVER_API_KEYS_FILE: {
+      type: 'string', default: '',
+      description: 'File of API keys, one "key clientId" per line (# comments), added to EDDY_SERVER_API_KEYS; for thousands of clients.',
+    },
+    EDDY_SERVER_ADMIN_KEY: {
+      type: 'string', default: '', pattern: '^([A-Za-z0-9._~+/-]{16,})?$',
+      description: 'Key for the admin endpoints (promote, rollback, pin) and every client; empty disables them.',
+    },
+    EDDY_SERVER_MODEL_MEMORY_MB: {
+      type: 'integer', default: 1024, minimum: 1, maximum: 1048576,
+      description: 'Memory budget of loaded models per server process; least recently used models are evicted beyond it.',
+    },
+    EDDY_SERVER_FEATURE_TIMEOUT_MS: {
+      type: 'integer', default: 5, minimum: 1, maximum: 10000,
+      description: 'How long a prediction waits for real-time features from Redis before answering with defaults.',
+    },
+    EDDY_SERVER_MAX_TEXT_CHARS: {
+      type: 'integer', default: 10000, minimum: 1, maximum: 1000000,
+      description: 'Longest text a prediction accepts (longer: 413 TEXT_TOO_LONG).',
+    },
+    EDDY_SERVER_MAX_METADATA_ENTRIES: {
+      type: 'integer', default: 32, minimum: 0, maximum: 10000,
+      description: 'Most metadata entries a prediction accepts (more: 413 METADATA_TOO_LARGE).',
+    },
+    EDDY_SERVER_MAX_METADATA_BYTES: {
+      type: 'integer', default: 4096, minimum: 0, maximum: 1048576,
+      description: 'Most UTF-8 bytes of metadata keys plus values a prediction accepts (more: 413 METADATA_TOO_LARGE).',
+    },
+    EDDY_SERVER_MAX_BATCH: {
+      type: 'integer', default: 100, minimum: 1, maximum: 10000,
+      description: 'Most items in one batch prediction (more: 413 BATCH_TOO_LARGE).',
+    },
+    EDDY_SERVER_TOP_K: {
+      type: 'integer', default: 3, minimum: 1, maximum: 1000,
+      description: 'Scores returned per prediction unless the request asks for another topK.',
+    },
+    EDDY_SERVER_PUBLISH_BUFFER: {
+      type: 'integer', default: 20000, minimum: 1, maximum: 10000000,
+      description: 'PredictionMade events buffered for Kafka per process; beyond it they are dropped and counted (eddy_server_predictions_dropped_total).',
+    },
+    EDDY_SERVER_CANARY_KEY: {
+      type: 'string', default: 'requester', pattern: '^[A-Za-z0-9._-]+$',
+      description: 'Metadata field whose value is hashed to pick canary traffic, so one requester always sees one version.',
+    },
+    EDDY_SERVER_REPLICA_ID: {
+      type: 'string', default: '', pattern: '^[A-Za-z0-9._-]*$',
+      description: 'Name of this server replica in logs and consumer groups (default hostname-pid).',
+    },
   },
 } as const;
 
@@ -75,6 +137,27 @@ export interface EddyConfig {
   logLevel: string;
   home: string;
   modelStoreDir: string;
+  server: ServerConfig;
+}
+
+/** The prediction server's settings (EDDY_SERVER_*), see docs/server.md. */
+export interface ServerConfig {
+  host: string;
+  port: number;
+  /** API key -> the one client it may act for (from EDDY_SERVER_API_KEYS and EDDY_SERVER_API_KEYS_FILE). */
+  apiKeys: Map<string, string>;
+  apiKeysFile: string;
+  adminKey: string;
+  modelMemoryBytes: number;
+  featureTimeoutMs: number;
+  maxTextChars: number;
+  maxMetadataEntries: number;
+  maxMetadataBytes: number;
+  maxBatch: number;
+  topK: number;
+  publishBuffer: number;
+  canaryKey: string;
+  replicaId: string;
 }
 
 type RawEnv = {
@@ -82,6 +165,11 @@ type RawEnv = {
   EDDY_CLICKHOUSE_URL: string; EDDY_CLICKHOUSE_DATABASE: string; EDDY_TOPIC_PREFIX: string;
   EDDY_REDIS_PREFIX: string; EDDY_PARTITIONS: number; EDDY_REPLICATION_FACTOR: number;
   EDDY_LOG_LEVEL: string; EDDY_HOME: string; EDDY_MODEL_STORE_DIR: string;
+  EDDY_SERVER_HOST: string; EDDY_SERVER_PORT: number; EDDY_SERVER_API_KEYS: string; EDDY_SERVER_API_KEYS_FILE: string;
+  EDDY_SERVER_ADMIN_KEY: string; EDDY_SERVER_MODEL_MEMORY_MB: number; EDDY_SERVER_FEATURE_TIMEOUT_MS: number;
+  EDDY_SERVER_MAX_TEXT_CHARS: number; EDDY_SERVER_MAX_METADATA_ENTRIES: number; EDDY_SERVER_MAX_METADATA_BYTES: number;
+  EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number;
+  EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string;
 };
 
 /** Names, defaults and descriptions of every variable, for `eddy config` and the docs. */
@@ -123,5 +211,46 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
     logLevel: raw.EDDY_LOG_LEVEL,
     home,
     modelStoreDir: raw.EDDY_MODEL_STORE_DIR || path.join(home, 'models'),
+    server: {
+      host: raw.EDDY_SERVER_HOST,
+      port: raw.EDDY_SERVER_PORT,
+      apiKeys: parseApiKeys(raw.EDDY_SERVER_API_KEYS, raw.EDDY_SERVER_API_KEYS_FILE),
+      apiKeysFile: raw.EDDY_SERVER_API_KEYS_FILE,
+      adminKey: raw.EDDY_SERVER_ADMIN_KEY,
+      modelMemoryBytes: raw.EDDY_SERVER_MODEL_MEMORY_MB * 1024 * 1024,
+      featureTimeoutMs: raw.EDDY_SERVER_FEATURE_TIMEOUT_MS,
+      maxTextChars: raw.EDDY_SERVER_MAX_TEXT_CHARS,
+      maxMetadataEntries: raw.EDDY_SERVER_MAX_METADATA_ENTRIES,
+      maxMetadataBytes: raw.EDDY_SERVER_MAX_METADATA_BYTES,
+      maxBatch: raw.EDDY_SERVER_MAX_BATCH,
+      topK: raw.EDDY_SERVER_TOP_K,
+      publishBuffer: raw.EDDY_SERVER_PUBLISH_BUFFER,
+      canaryKey: raw.EDDY_SERVER_CANARY_KEY,
+      replicaId: raw.EDDY_SERVER_REPLICA_ID || `${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
+    },
   };
+}
+
+/** API keys from the variable (key=client,...) and the file ("key client" per line); a bad line names itself. */
+function parseApiKeys(inline: string, file: string): Map<string, string> {
+  const keys = new Map<string, string>();
+  for (const pair of inline.split(',').filter(Boolean)) {
+    const at = pair.indexOf('=');
+    keys.set(pair.slice(0, at), pair.slice(at + 1));
+  }
+  if (!file) return keys;
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: EDDY_SERVER_API_KEYS_FILE=${JSON.stringify(file)} cannot be read (${(err as Error).message})`);
+  }
+  text.split('\n').forEach((line, i) => {
+    const trimmed = line.trim();
+    if (!trimmed || trimmed.startsWith('#')) return;
+    const m = /^([A-Za-z0-9._~+/-]{16,})\s+(\S+)$/.exec(trimmed);
+    if (!m) throw new ConfigError(`invalid configuration: EDDY_SERVER_API_KEYS_FILE line ${i + 1} is not "key clientId" (key >= 16 chars of [A-Za-z0-9._~+/-])`);
+    keys.set(m[1]!, m[2]!);
+  });
+  return keys;
 }
