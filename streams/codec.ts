@@ -53,9 +53,14 @@ function isNotFound(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { status?: number }).status === 404;
 }
 
-/** Registry HTTP failures with a status are answers (bad request, conflict); the rest are outages. */
+/**
+ * Is this registry failure an outage (retry later) rather than an answer (bad request, conflict)?
+ * mappersmith, under @kafkajs/confluent-schema-registry, reports network errors as HTTP 400 with
+ * the socket error in the message, so the message is checked too.
+ */
 function isOutage(err: unknown): boolean {
   const status = typeof err === 'object' && err !== null ? (err as { status?: number }).status : undefined;
+  if (/ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|socket hang up|timeout/i.test(errorMessage(err))) return true;
   return status === undefined || status >= 500 || status === 408 || status === 429;
 }
 
@@ -188,9 +193,10 @@ export class EventCodec {
     try {
       writer = (await this.registry.getSchema(id)) as unknown as avro.Type;
     } catch (err) {
-      if (isNotFound(err) || /not found/i.test(errorMessage(err))) {
+      if (!isOutage(err) && (isNotFound(err) || /not found/i.test(errorMessage(err)))) {
         throw new DecodeError('UNKNOWN_SCHEMA', `schema id ${id} is not known to the registry at ${this.url}`, err);
       }
+      if (!isOutage(err)) throw new DecodeError('UNKNOWN_SCHEMA', `the registry at ${this.url} refused schema id ${id}: ${errorMessage(err)}`, err);
       throw new DependencyUnavailableError('schema_registry', `cannot fetch schema id ${id} from ${this.url}: ${errorMessage(err)}`, err);
     }
     const fullName = (writer as { name?: string }).name ?? '';

@@ -207,7 +207,9 @@ export class ConsumerRunner {
         throw err;
       }
       const next = (BigInt(slice[slice.length - 1]!.offset) + 1n).toString();
-      await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }]);
+      // Through the batch payload, not consumer.commitOffsets: the latter is a no-op once stop()
+      // began, and a graceful stop must commit the records it finished.
+      await payload.commitOffsetsIfNecessary({ topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }] });
       payload.resolveOffset(slice[slice.length - 1]!.offset);
       await payload.heartbeat();
     }

@@ -1,0 +1,32 @@
+import type { Logger } from '../common/log.ts';
+
+/**
+ * Graceful shutdown on SIGINT/SIGTERM: the first signal runs `close` (stop fetching, finish the
+ * records in hand, commit, leave the group, close clients) and exits 0 when it completes; a second
+ * signal, or `close` taking longer than `graceMs`, exits 1 at once.
+ */
+export function onShutdownSignal(close: () => Promise<void>, logger: Logger, graceMs = 30_000): void {
+  let closing = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (closing) {
+      logger.warn({ signal }, 'second signal: exiting without finishing');
+      process.exit(1);
+    }
+    closing = true;
+    logger.info({ signal }, 'shutting down gracefully');
+    const timer = setTimeout(() => {
+      logger.error({ graceMs }, 'graceful shutdown took too long; exiting');
+      process.exit(1);
+    }, graceMs);
+    timer.unref();
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err: String(err) }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+}

@@ -1,0 +1,67 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { SchemaRegistry } from '@kafkajs/confluent-schema-registry';
+import { loadConfig } from '../common/config.ts';
+import { AVRO_DIR, GENERATED_FILE, generateTypes, listSchemaFiles } from '../schemas/generate.ts';
+import { EVENT_NAMES } from '../schemas/events.ts';
+import { EventCodec, subjectOf } from '../streams/codec.ts';
+import { TOPIC_OF_EVENT } from '../streams/topics.ts';
+
+const config = loadConfig();
+
+describe('event contracts', () => {
+  it('the committed TypeScript types are generated from the current schemas', () => {
+    // Fails when a schema changed without `npm run schemas:generate`: the types follow the schemas.
+    expect(fs.readFileSync(GENERATED_FILE, 'utf8')).toBe(generateTypes());
+  });
+
+  it('every event carries eventId, clientId and occurredAt (millis) and belongs to a topic', () => {
+    expect(listSchemaFiles().length).toBe(EVENT_NAMES.length);
+    for (const file of listSchemaFiles()) {
+      const schema = JSON.parse(fs.readFileSync(path.join(AVRO_DIR, file), 'utf8'));
+      const fields = Object.fromEntries(schema.fields.map((f: { name: string; type: unknown }) => [f.name, f.type]));
+      expect(schema.namespace, file).toBe('eddy.events');
+      expect(fields.eventId, file).toBe('string');
+      expect(fields.clientId, file).toBe('string');
+      expect(fields.occurredAt, file).toEqual({ type: 'long', logicalType: 'timestamp-millis' });
+      expect(TOPIC_OF_EVENT[schema.name as keyof typeof TOPIC_OF_EVENT], file).toBeDefined();
+    }
+  });
+});
+
+describe('schema registry (real Apicurio, Confluent API)', () => {
+  it('registers every subject with BACKWARD compatibility, idempotently', async () => {
+    const a = await EventCodec.connect({ url: config.schemaRegistryUrl });
+    const b = await EventCodec.connect({ url: config.schemaRegistryUrl });
+    for (const name of EVENT_NAMES) expect(b.schemaId(name)).toBe(a.schemaId(name));
+    const res = await fetch(`${config.schemaRegistryUrl}/config/${subjectOf('LabeledExample')}`);
+    expect(await res.json()).toMatchObject({ compatibilityLevel: 'BACKWARD' });
+  });
+
+  it('accepts a compatible evolution and refuses an incompatible one with a clear error', async () => {
+    const registry = new SchemaRegistry({ host: config.schemaRegistryUrl, retry: { retries: 0 } });
+    const subject = `eddy.test.Evolution${randomBytes(4).toString('hex')}`;
+    const v1 = { type: 'record', name: 'Evolution', namespace: 'eddy.test', fields: [{ name: 'clientId', type: 'string' }] };
+    const v2 = { ...v1, fields: [...v1.fields, { name: 'note', type: 'string', default: '' }] };
+    const bad = { ...v1, fields: [...v1.fields, { name: 'required', type: 'int' }] };
+    const opts = { subject };
+    const first = await registry.register({ type: 'AVRO' as never, schema: JSON.stringify(v1) }, opts);
+    const second = await registry.register({ type: 'AVRO' as never, schema: JSON.stringify(v2) }, opts);
+    expect(second.id).not.toBe(first.id);
+    const refused = registry.register({ type: 'AVRO' as never, schema: JSON.stringify(bad) }, opts);
+    await expect(refused).rejects.toThrow(/Incompatible|incompatib/i);
+    await expect(refused).rejects.toThrow(/required/);
+    await fetch(`${config.schemaRegistryUrl}/subjects/${subject}`, { method: 'DELETE' });
+  });
+
+  it('fails clearly after bounded retries when the registry is down at start', async () => {
+    const url = 'http://127.0.0.1:1/apis/ccompat/v7';
+    const started = Date.now();
+    const error = await EventCodec.connect({ url, connectAttempts: 3, retryDelayMs: 50 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'SCHEMA_REGISTRY_UNAVAILABLE', retriable: true });
+    expect((error as Error).message).toMatch(/schema registry at http:\/\/127\.0\.0\.1:1\/apis\/ccompat\/v7 is not reachable after 3 attempts/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});

@@ -1,0 +1,221 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DependencyUnavailableError, EddyError, InvalidEventError } from '../common/errors.ts';
+import type { DeadLetter, LabeledExample } from '../schemas/events.ts';
+import type { EventRecord } from '../streams/index.ts';
+import { testStreams, waitFor } from './helpers.ts';
+
+type TestStreams = Awaited<ReturnType<typeof testStreams>>;
+
+function example(clientId: string, text: string, extra: Partial<LabeledExample> = {}): LabeledExample {
+  return {
+    eventId: randomUUID(), clientId, occurredAt: Date.now(), exampleId: randomUUID(), text, label: 'it',
+    source: 'ASSIGNMENT', metadata: { requester: 'ann' }, predictionId: null, ...extra,
+  };
+}
+
+async function committedOffsets(s: TestStreams, groupId: string, topic: string): Promise<Map<number, bigint>> {
+  const [t] = await s.withAdmin((admin) => admin.fetchOffsets({ groupId, topics: [topic] }));
+  return new Map(t!.partitions.map((p) => [p.partition, BigInt(p.offset)]));
+}
+
+async function endOffsets(s: TestStreams, topic: string): Promise<Map<number, bigint>> {
+  const offsets = await s.withAdmin((admin) => admin.fetchTopicOffsets(topic));
+  return new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
+}
+
+/** Collects dead letters of this test's prefix. */
+function collectDeadLetters(s: TestStreams): { letters: DeadLetter[]; start(): Promise<void> } {
+  const letters: DeadLetter[] = [];
+  const runner = s.consumer({
+    group: 'dead-letter-reader', topics: ['dead-letters'],
+    handler: { async handle(records) { for (const r of records) letters.push(r.event.value as DeadLetter); } },
+  });
+  return { letters, start: () => runner.start() };
+}
+
+describe('typed producer', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('refuses an invalid event with a message naming the field, and sends nothing', async () => {
+    const bad = { ...example('acme', 'x'), text: 42 } as unknown as LabeledExample;
+    const error = await s.producer.send('LabeledExample', bad).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidEventError);
+    expect((error as InvalidEventError).paths).toEqual(['text']);
+    expect((error as Error).message).toBe('invalid LabeledExample: text: expected string, got number 42');
+
+    const wrongEnum = { ...example('acme', 'x'), source: 'GUESS' } as unknown as LabeledExample;
+    await expect(s.producer.send('LabeledExample', wrongEnum)).rejects.toThrow(/source: expected one of DEFINITION\|ASSIGNMENT/);
+    await expect(s.producer.send('LabeledExample', example('', 'no client'))).rejects.toThrow(/clientId: must not be empty/);
+
+    const ends = await endOffsets(s, s.topics.physical('examples'));
+    expect([...ends.values()].every((o) => o === 0n)).toBe(true);
+  });
+
+  it('keys every event by clientId so one client stays on one partition', async () => {
+    await s.producer.sendAll(Array.from({ length: 20 }, (_, i) => ({ name: 'LabeledExample' as const, value: example('same-client', `t${i}`) })));
+    const ends = await endOffsets(s, s.topics.physical('examples'));
+    const nonEmpty = [...ends.values()].filter((o) => o > 0n);
+    expect(nonEmpty).toEqual([20n]);
+  });
+});
+
+describe('consumer runner', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('dead-letters garbage bytes and unknown schema ids with the reason, and processes the good messages around them', async () => {
+    const topic = s.topics.physical('examples');
+    await s.producer.send('LabeledExample', example('c1', 'before'));
+    await s.producer.sendMessages([{ topic, messages: [
+      { key: 'c1', value: Buffer.from('not avro at all') },
+      { key: 'c1', value: Buffer.from([0, 0x7f, 0xff, 0xff, 0x01, 2, 3]) },
+      { key: 'c1', value: null },
+    ] }]);
+    await s.producer.send('LabeledExample', example('c1', 'after'));
+
+    const seen: string[] = [];
+    const dead = collectDeadLetters(s);
+    await dead.start();
+    const runner = s.consumer({
+      group: 'dlq-test', topics: ['examples'],
+      handler: { async handle(records) { for (const r of records) seen.push((r.event.value as LabeledExample).text); } },
+    });
+    await runner.start();
+    await waitFor('good messages and three dead letters', () => seen.length === 2 && dead.letters.length === 3);
+    expect(seen).toEqual(['before', 'after']);
+    const byCode = dead.letters.map((d) => [d.errorCode, d.reason, d.sourceTopic, d.clientId]);
+    expect(byCode).toEqual([
+      ['UNDECODABLE', 'magic byte is 110, expected 0 (not Confluent wire format)', topic, 'c1'],
+      ['UNKNOWN_SCHEMA', expect.stringMatching(/^schema id 2147483393 is not known to the registry/), topic, 'c1'],
+      ['UNDECODABLE', 'message of 0 bytes is shorter than the 5-byte Confluent header', topic, 'c1'],
+    ]);
+    expect(dead.letters.map((d) => d.offset)).toEqual([1, 2, 3]);
+    expect(dead.letters[0]!.value?.toString()).toBe('not avro at all');
+    expect(dead.letters.every((d) => d.consumerGroup === runner.groupId)).toBe(true);
+    await runner.stop();
+    const committed = await committedOffsets(s, runner.groupId, topic);
+    expect([...committed.values()].reduce((a, b) => a + (b > 0n ? b : 0n), 0n)).toBe(5n);
+  });
+});
+
+describe('consumer runner: failures', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('retries a transient failure without committing, then processes everything exactly in order', async () => {
+    const texts = Array.from({ length: 10 }, (_, i) => `m${i}`);
+    await s.producer.sendAll(texts.map((t) => ({ name: 'LabeledExample' as const, value: example('ordered', t) })));
+    const topic = s.topics.physical('examples');
+    let failuresLeft = 3;
+    let committedDuringOutage: Map<number, bigint> | undefined;
+    const handled: string[] = [];
+    const runner = s.consumer({
+      group: 'retry-test', topics: ['examples'], retry: { initialMs: 50, maxMs: 200 },
+      handler: {
+        async handle(records: EventRecord[]) {
+          if (failuresLeft > 0) {
+            failuresLeft--;
+            if (failuresLeft === 0) committedDuringOutage = await committedOffsets(s, runner.groupId, topic);
+            throw new DependencyUnavailableError('redis', 'redis is down (simulated by the handler)');
+          }
+          for (const r of records) handled.push((r.event.value as LabeledExample).text);
+        },
+      },
+    });
+    await runner.start();
+    await waitFor('all ten handled', () => handled.length === 10);
+    expect(handled).toEqual(texts);
+    // While the handler kept failing nothing was committed (no offset, or -1 for "none").
+    expect([...committedDuringOutage!.values()].every((o) => o <= 0n)).toBe(true);
+    await waitFor('offsets committed', async () => [...(await committedOffsets(s, runner.groupId, topic)).values()].some((o) => o === 10n));
+    await runner.stop();
+  });
+
+  it('isolates a poison record: it is dead-lettered with the handler error, the others are processed', async () => {
+    await s.producer.sendAll(['ok1', 'poison', 'ok2'].map((t) => ({ name: 'LabeledExample' as const, value: example('poison-client', t) })));
+    const dead = collectDeadLetters(s);
+    await dead.start();
+    const handled: string[] = [];
+    const runner = s.consumer({
+      group: 'poison-test', topics: ['examples'],
+      handler: {
+        async handle(records) {
+          if (records.some((r) => (r.event.value as LabeledExample).text === 'poison')) {
+            if (records.length === 1) throw new EddyError('BAD_EXAMPLE', 'cannot handle poison');
+            throw new EddyError('BAD_BATCH', 'batch contains poison');
+          }
+          for (const r of records) handled.push((r.event.value as LabeledExample).text);
+        },
+      },
+    });
+    await runner.start();
+    await waitFor('poison dead-lettered', () => dead.letters.some((d) => d.errorCode === 'HANDLER_FAILED'));
+    await waitFor('good records handled', () => handled.includes('ok1') && handled.includes('ok2'));
+    const letter = dead.letters.find((d) => d.errorCode === 'HANDLER_FAILED')!;
+    expect(letter.reason).toBe('cannot handle poison');
+    expect(letter.clientId).toBe('poison-client');
+    await runner.stop();
+  });
+
+  it('stops gracefully: finishes the records in hand, commits them, and leaves the group', async () => {
+    const topic = s.topics.physical('labels');
+    await s.producer.sendAll(Array.from({ length: 30 }, (_, i) => ({
+      name: 'LabelSetChanged' as const,
+      value: { eventId: randomUUID(), clientId: `g${i % 3}`, occurredAt: Date.now(), change: 'ADDED' as const, label: `L${i}`, previousLabel: null, description: null, keywords: [] },
+    })));
+    let handled = 0;
+    let stopRequested: Promise<void> | undefined;
+    const runner = s.consumer({
+      group: 'graceful-test', topics: ['labels'], maxRecordsPerCall: 5,
+      handler: {
+        async handle(records) {
+          await new Promise((r) => setTimeout(r, 20));
+          handled += records.length;
+          stopRequested ??= runner.stop(); // a signal arrives while a batch is in flight
+        },
+      },
+    });
+    await runner.start();
+    await waitFor('stop requested', () => stopRequested !== undefined);
+    await stopRequested;
+    const committed = [...(await committedOffsets(s, runner.groupId, topic)).values()].reduce((a, b) => a + (b > 0n ? b : 0n), 0n);
+    expect(Number(committed)).toBe(handled);
+    expect(handled).toBeGreaterThan(0);
+    const description = await s.withAdmin((admin) => admin.describeGroups([runner.groupId]));
+    expect(description.groups[0]!.members).toEqual([]);
+  });
+});
+
+describe('process shutdown', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('on SIGTERM a consumer process finishes its records, commits them, leaves the group and exits 0', async () => {
+    const { spawn } = await import('node:child_process');
+    await s.producer.sendAll(Array.from({ length: 200 }, (_, i) => ({ name: 'LabeledExample' as const, value: example('sig', `s${i}`) })));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/slow-consumer.ts'], {
+      env: { ...process.env, EDDY_TOPIC_PREFIX: s.config.topicPrefix, EDDY_PARTITIONS: '3', EDDY_LOG_LEVEL: 'error' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    await waitFor('the child to handle some records', () => /handled \d+/.test(stdout), 30_000);
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(0);
+    const handled = Number(/closed after (\d+)/.exec(stdout)?.[1]);
+    expect(handled).toBeGreaterThan(0);
+    expect(handled).toBeLessThan(200); // it really stopped early rather than draining the topic
+    const committed = [...(await committedOffsets(s, s.topics.group('slow-consumer'), s.topics.physical('examples'))).values()]
+      .reduce((a, b) => a + (b > 0n ? b : 0n), 0n);
+    expect(Number(committed)).toBe(handled);
+    const description = await s.withAdmin((admin) => admin.describeGroups([s.topics.group('slow-consumer')]));
+    expect(description.groups[0]!.members).toEqual([]);
+  });
+});
