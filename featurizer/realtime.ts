@@ -1,0 +1,138 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * Real-time features: what recent history says about the entities a request names in its
+ * metadata (who asked, through which channel). For each entity the feature processor keeps a
+ * time-decayed count per label in Redis; these functions turn that state into named numbers.
+ *
+ * The SAME code computes the features in two places, so training sees what serving sees:
+ * - the feature processor, for each LabeledExample, reads the state as it was just BEFORE the
+ *   example was counted (the label must not leak into its own features) at the example's time,
+ *   and records the values with the example (ClickHouse `examples.features`);
+ * - the prediction server, via `readRealtimeFeatures`, at request time.
+ *
+ * Feature names: `<field>.share:<label>` (share of the entity's decayed history with that
+ * label, 0..1) and `<field>.log_count` (ln(1 + decayed number of examples)). A field absent from
+ * the metadata, or an entity never seen, contributes no features (the model reads missing as 0).
+ */
+export type RealtimeFeatures = Record<string, number>;
+
+/** Metadata fields whose values are entities with their own label history. */
+export const REALTIME_ENTITY_FIELDS = ['requester', 'channel'] as const;
+
+/** Half-life of the decayed counts: a week-old assignment weighs half as much as today's. */
+export const REALTIME_HALF_LIFE_MS = 7 * 24 * 60 * 60 * 1000;
+
+/** An entity unseen for this long ages out of Redis (its decayed counts would be ~1/20 anyway). */
+export const REALTIME_ENTITY_TTL_MS = 30 * 24 * 60 * 60 * 1000;
+
+/** Changes whenever names, fields, decay or TTL change: models record which features they saw. */
+export const REALTIME_FEATURES_VERSION = 'rt1:requester,channel:hl7d';
+
+/** The hash field holding the time (ms) the decayed counts are expressed at. */
+export const DECAY_TIME_FIELD = '_t';
+
+const MAX_ENTITY_VALUE_LENGTH = 200;
+
+/** Redis keys of the per-client feature state; the `{clientId}` hash tag keeps a client on one Cluster slot. */
+export function clientKeyPrefix(keyPrefix: string, clientId: string): string {
+  return `${keyPrefix}:{${clientId}}:f`;
+}
+
+/** The Redis key of one entity's decayed label counts. */
+export function entityKey(keyPrefix: string, clientId: string, field: string, value: string): string {
+  return `${clientKeyPrefix(keyPrefix, clientId)}:rt:${field}:${encodeURIComponent(value.slice(0, MAX_ENTITY_VALUE_LENGTH))}`;
+}
+
+/** The entities named in `metadata`, in a fixed order (the order of REALTIME_ENTITY_FIELDS). */
+export function entitiesOf(metadata: Record<string, string>): Array<{ field: string; value: string }> {
+  const out: Array<{ field: string; value: string }> = [];
+  for (const field of REALTIME_ENTITY_FIELDS) {
+    const value = metadata[field];
+    if (value !== undefined && value !== '') out.push({ field, value });
+  }
+  return out;
+}
+
+/**
+ * Features from the raw state of each entity (HGETALL results, one per entity of `entitiesOf`,
+ * in that order) as of `nowMs`. Pure and deterministic: the processor and the server share it.
+ */
+export function featuresFromState(
+  entities: ReadonlyArray<{ field: string }>,
+  states: ReadonlyArray<Record<string, string>>,
+  nowMs: number,
+): RealtimeFeatures {
+  const features: RealtimeFeatures = {};
+  entities.forEach(({ field }, i) => {
+    const state = states[i];
+    if (!state) return;
+    let total = 0;
+    const counts: Array<[string, number]> = [];
+    for (const [name, raw] of Object.entries(state)) {
+      if (name === DECAY_TIME_FIELD) continue;
+      const c = Number(raw);
+      if (!Number.isFinite(c) || c <= 0) continue;
+      counts.push([name, c]);
+      total += c;
+    }
+    if (total <= 0) return;
+    // Shares do not change with uniform decay; only the total is brought forward to `nowMs`.
+    const at = Number(state[DECAY_TIME_FIELD] ?? nowMs);
+    const decay = Math.pow(2, -Math.max(0, nowMs - at) / REALTIME_HALF_LIFE_MS);
+    features[`${field}.log_count`] = round(Math.log1p(total * decay));
+    for (const [label, c] of counts) features[`${field}.share:${label}`] = round(c / total);
+  });
+  return features;
+}
+
+/** Rounded so that values survive JSON and ClickHouse round trips bit for bit. */
+function round(x: number): number {
+  return Math.round(x * 1e6) / 1e6;
+}
+
+/** Parses an ioredis HGETALL-style flat [k, v, k, v] array into an object. */
+export function pairsToObject(flat: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
+  return out;
+}
+
+/**
+ * Reads the real-time features for a request at serving time. Never throws: when Redis is down
+ * or slower than `timeoutMs`, it returns no features and `defaulted: true` (the model then
+ * predicts from the text alone, and the prediction records that it did).
+ */
+export async function readRealtimeFeatures(
+  redis: Redis,
+  keyPrefix: string,
+  clientId: string,
+  metadata: Record<string, string>,
+  opts: { timeoutMs: number; nowMs?: number },
+): Promise<{ features: RealtimeFeatures; defaulted: boolean }> {
+  const entities = entitiesOf(metadata);
+  if (entities.length === 0) return { features: {}, defaulted: false };
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const read = (async () => {
+      const pipeline = redis.pipeline();
+      for (const e of entities) pipeline.hgetall(entityKey(keyPrefix, clientId, e.field, e.value));
+      const results = (await pipeline.exec()) ?? [];
+      return results.map(([err, value]) => {
+        if (err) throw err;
+        return value as Record<string, string>;
+      });
+    })();
+    read.catch(() => undefined); // a late failure after the timeout must not become unhandled
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), opts.timeoutMs);
+    });
+    const states = await Promise.race([read, timeout]);
+    if (states === 'timeout') return { features: {}, defaulted: true };
+    return { features: featuresFromState(entities, states, opts.nowMs ?? Date.now()), defaulted: false };
+  } catch {
+    return { features: {}, defaulted: true };
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
