@@ -60,6 +60,55 @@ const ENV_SCHEMA = {
       type: 'string', default: '',
       description: 'Model store directory shared by trainers and servers (default $EDDY_HOME/models).',
     },
+    // --- processors (processors/) ---
+    EDDY_ANALYTICS_BATCH_ROWS: {
+      type: 'integer', default: 5000, minimum: 1, maximum: 1000000,
+      description: 'Rows per ClickHouse insert at most; events of concurrent partitions share one insert.',
+    },
+    EDDY_ANALYTICS_BATCH_MS: {
+      type: 'integer', default: 200, minimum: 0, maximum: 60000,
+      description: 'Longest a row waits for its ClickHouse insert to fill (time bound of a batch).',
+    },
+    EDDY_FEATURES_SEEN_TTL_HOURS: {
+      type: 'integer', default: 168, minimum: 1, maximum: 87600,
+      description: 'How long the feature processor remembers processed eventIds (redeliveries within it never count twice).',
+    },
+    EDDY_FEEDBACK_PREDICTION_TTL_DAYS: {
+      type: 'integer', default: 14, minimum: 1, maximum: 3650,
+      description: 'How long predictions are kept in Redis so that feedback on them becomes a training example.',
+    },
+    EDDY_FEEDBACK_MAX_WAITS: {
+      type: 'integer', default: 6, minimum: 0, maximum: 1000,
+      description: 'Retries of a feedback whose prediction is not (yet) known before it is dead-lettered.',
+    },
+    EDDY_TRIGGER_MIN_EXAMPLES: {
+      type: 'integer', default: 50, minimum: 1, maximum: 100000000,
+      description: 'Examples a new client needs (with at least EDDY_TRIGGER_MIN_LABELS labels) before its first retrain.',
+    },
+    EDDY_TRIGGER_MIN_LABELS: {
+      type: 'integer', default: 2, minimum: 2, maximum: 100000,
+      description: 'Distinct labels with examples a client needs before any retrain.',
+    },
+    EDDY_TRIGGER_NEW_EXAMPLES: {
+      type: 'integer', default: 500, minimum: 1, maximum: 100000000,
+      description: 'New examples since the last model that trigger a retrain.',
+    },
+    EDDY_TRIGGER_GROWTH: {
+      type: 'number', default: 0.2, minimum: 0.001, maximum: 1000,
+      description: 'Growth of the example count since the last model (0.2 = +20%) that triggers a retrain, if at least EDDY_TRIGGER_MIN_EXAMPLES new ones.',
+    },
+    EDDY_TRIGGER_COOLDOWN_MS: {
+      type: 'integer', default: 600000, minimum: 0, maximum: 2592000000,
+      description: 'Least time between two retrain requests of one client (quality alerts and label changes wait too).',
+    },
+    EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: {
+      type: 'integer', default: 3600000, minimum: 1000, maximum: 2592000000,
+      description: 'A retrain request with no ModelPublished/ModelRejected after this long no longer blocks new ones.',
+    },
+    EDDY_TRIGGER_STALE_MS: {
+      type: 'integer', default: 604800000, minimum: 1000, maximum: 31536000000,
+      description: 'A model older than this is retrained when any new example arrives.',
+    },
     // --- prediction server (server/) ---
     EDDY_SERVER_HOST: {
       type: 'string', default: '127.0.0.1',
@@ -138,6 +187,7 @@ export interface EddyConfig {
   home: string;
   modelStoreDir: string;
   server: ServerConfig;
+  processors: ProcessorsConfig;
 }
 
 /** The prediction server's settings (EDDY_SERVER_*), see docs/server.md. */
@@ -170,6 +220,11 @@ type RawEnv = {
   EDDY_SERVER_MAX_TEXT_CHARS: number; EDDY_SERVER_MAX_METADATA_ENTRIES: number; EDDY_SERVER_MAX_METADATA_BYTES: number;
   EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number;
   EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string;
+  EDDY_ANALYTICS_BATCH_ROWS: number; EDDY_ANALYTICS_BATCH_MS: number; EDDY_FEATURES_SEEN_TTL_HOURS: number;
+  EDDY_FEEDBACK_PREDICTION_TTL_DAYS: number; EDDY_FEEDBACK_MAX_WAITS: number;
+  EDDY_TRIGGER_MIN_EXAMPLES: number; EDDY_TRIGGER_MIN_LABELS: number; EDDY_TRIGGER_NEW_EXAMPLES: number;
+  EDDY_TRIGGER_GROWTH: number; EDDY_TRIGGER_COOLDOWN_MS: number; EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: number;
+  EDDY_TRIGGER_STALE_MS: number;
 };
 
 /** Names, defaults and descriptions of every variable, for `eddy config` and the docs. */
@@ -211,6 +266,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
     logLevel: raw.EDDY_LOG_LEVEL,
     home,
     modelStoreDir: raw.EDDY_MODEL_STORE_DIR || path.join(home, 'models'),
+    processors: processorsConfig(raw),
     server: {
       host: raw.EDDY_SERVER_HOST,
       port: raw.EDDY_SERVER_PORT,
@@ -253,4 +309,41 @@ function parseApiKeys(inline: string, file: string): Map<string, string> {
     keys.set(m[1]!, m[2]!);
   });
   return keys;
+}
+
+/** The processors' settings (EDDY_ANALYTICS_*, EDDY_FEATURES_*, EDDY_FEEDBACK_*, EDDY_TRIGGER_*), see docs/processors.md. */
+export interface ProcessorsConfig {
+  analyticsBatchRows: number;
+  analyticsBatchMs: number;
+  featuresSeenTtlMs: number;
+  predictionTtlMs: number;
+  feedbackMaxWaits: number;
+  trigger: {
+    minExamples: number;
+    minLabels: number;
+    newExamples: number;
+    growth: number;
+    cooldownMs: number;
+    outstandingTimeoutMs: number;
+    staleMs: number;
+  };
+}
+
+function processorsConfig(raw: RawEnv): ProcessorsConfig {
+  return {
+    analyticsBatchRows: raw.EDDY_ANALYTICS_BATCH_ROWS,
+    analyticsBatchMs: raw.EDDY_ANALYTICS_BATCH_MS,
+    featuresSeenTtlMs: raw.EDDY_FEATURES_SEEN_TTL_HOURS * 3_600_000,
+    predictionTtlMs: raw.EDDY_FEEDBACK_PREDICTION_TTL_DAYS * 86_400_000,
+    feedbackMaxWaits: raw.EDDY_FEEDBACK_MAX_WAITS,
+    trigger: {
+      minExamples: raw.EDDY_TRIGGER_MIN_EXAMPLES,
+      minLabels: raw.EDDY_TRIGGER_MIN_LABELS,
+      newExamples: raw.EDDY_TRIGGER_NEW_EXAMPLES,
+      growth: raw.EDDY_TRIGGER_GROWTH,
+      cooldownMs: raw.EDDY_TRIGGER_COOLDOWN_MS,
+      outstandingTimeoutMs: raw.EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS,
+      staleMs: raw.EDDY_TRIGGER_STALE_MS,
+    },
+  };
 }
