@@ -5,6 +5,7 @@ import { describeConfig, loadConfig, type EddyConfig } from '../common/config.ts
 import { EddyError, errorMessage } from '../common/errors.ts';
 import { stackDown, stackLogFile, stackStatus, stackUp } from './stack.ts';
 import { registerStreamsCommands } from './streams-commands.ts';
+import { registerDemoCommand } from './demo.ts';
 
 /**
  * `eddy` — one entry point for operators and developers. Subcommands live next to what they
@@ -87,6 +88,7 @@ stack
   });
 
 registerStreamsCommands(program, config);
+registerDemoCommand(program, config);
 
 program.addOption(new Option('--no-color', 'disable colours').hideHelp());
 

@@ -13,7 +13,13 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
 function pinoLogCreator(logger: Logger) {
   return () => ({ namespace, level, log }: LogEntry) => {
     const { message, ...extra } = log;
-    logger[LEVELS[level] ?? 'info']({ kafkajs: namespace, ...extra }, message);
+    // Bounded retries are a deliberate choice (see EventProducer); the warning adds nothing.
+    if (message.startsWith('Limiting retries for the idempotent producer')) return;
+    // Per-request failures that kafkajs retries by itself are warnings; what finally fails reaches
+    // our code as a thrown error and is logged there.
+    const retried = namespace === 'Connection' || 'retryCount' in extra;
+    const name = LEVELS[level] ?? 'info';
+    logger[retried && name === 'error' ? 'warn' : name]({ kafkajs: namespace, ...extra }, message);
   };
 }
 

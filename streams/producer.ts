@@ -17,15 +17,19 @@ const produced = () => metric('eddy_events_produced_total', () => new prom.Count
  * A typed producer: validates each event against its Avro schema before it leaves the process
  * (an invalid event is refused with the field named, never sent), encodes it through the registry,
  * keys it by clientId, and sends it to the topic the catalogue assigns to its type.
- * acks=all; delivery is at-least-once (a retried send may duplicate), which is why every consumer
- * is idempotent on `eventId`.
+ * acks=all and idempotent, so retries do not duplicate; every consumer is still idempotent on
+ * `eventId` because upstream producers and replays can repeat an event.
  */
 export class EventProducer {
   private readonly producer: Producer;
   private connected = false;
 
   constructor(kafka: Kafka, private readonly codec: EventCodec, private readonly topics: TopicNames) {
-    this.producer = kafka.producer({ allowAutoTopicCreation: false });
+    // Idempotent: kafkajs retries a failed Produce request whole (e.g. NOT_LEADER on one partition
+    // right after topic creation), which duplicates the partitions that had succeeded; broker-side
+    // sequence numbers drop those duplicates. Retries stay bounded so a dead cluster surfaces as an
+    // error instead of a hang; after that, delivery is at-least-once and consumers dedupe on eventId.
+    this.producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 5, retry: { retries: 10, initialRetryTime: 100 } });
   }
 
   async connect(): Promise<void> {

@@ -86,11 +86,27 @@ export async function ensureTopics(
     }));
     // createTopics resolves false (not an error) when a concurrent creator won the race: fine.
     await admin.createTopics({ topics, waitForLeaders: true });
+    await waitForLeaders(admin, missing.map((t) => t.physical));
   }
   return {
     created: missing.map((t) => t.physical),
     existing: wanted.filter((t) => present.has(t.physical)).map((t) => t.physical),
   };
+}
+
+/**
+ * A freshly created topic can answer NOT_LEADER for a moment after createTopics returned; a
+ * producer that hits it retries the whole batch and duplicates the partitions that had succeeded.
+ * Waiting until every partition reports a leader in fresh metadata avoids that.
+ */
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { topics: meta } = await admin.fetchTopicMetadata({ topics });
+    if (meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+    if (Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** Deletes every topic of a prefix (tests and `eddy topics delete`); never touches other prefixes. */
