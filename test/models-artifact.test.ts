@@ -1,0 +1,138 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EddyError } from '../common/errors.ts';
+import { DEFAULT_FEATURIZER_CONFIG, TextFeaturizer } from '../featurizer/text.ts';
+import { quantizeWeights, type ModelManifest } from '../models/artifact.ts';
+import { loadPredictor } from '../models/predictor.ts';
+import { FsModelStore } from '../models/store.ts';
+import { initBackend } from '../trainer/backend.ts';
+import { DEFAULT_TRAIN_OPTIONS, tfLogits, trainSparseLinear, type TrainedLinearModel } from '../trainer/model.ts';
+import { generateClient } from './quality/workload.ts';
+
+const featurizer = new TextFeaturizer();
+const client = generateClient({ clientId: 'golden', examples: 400, labels: 4, noise: 0, seed: 11 });
+const labels = client.labels.map((l) => l.name);
+let root: string;
+let trained: TrainedLinearModel;
+let backend: string;
+
+function manifest(version: string, quantization: 'int8-row' | 'float32', m = trained): Omit<ModelManifest, 'weights'> {
+  return {
+    formatVersion: 1, clientId: client.clientId, modelVersion: version, createdAt: new Date(0).toISOString(), labels,
+    featurizer: { ...featurizer.identity }, model: { kind: 'sparse-linear', dimensions: { features: m.featureIds.length, labels: labels.length }, quantization },
+    metrics: { accuracy: 0.9 }, trainingDataSha256: 'x'.repeat(64), trainingExamples: client.examples.length, backend, parentVersion: null,
+  };
+}
+
+function weightsOf(q: 'int8-row' | 'float32', m = trained) {
+  return { featureIds: m.featureIds, bias: m.bias, ...quantizeWeights(m.weights, m.featureIds.length, labels.length, q) };
+}
+
+function softmax(z: ArrayLike<number>): number[] {
+  const max = Math.max(...Array.from(z));
+  const e = Array.from(z, (v) => Math.exp(v - max));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+beforeAll(async () => {
+  root = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-models-'));
+  backend = await initBackend();
+  const vectors = client.examples.map((e) => featurizer.featurize(e.text, e.metadata));
+  const index = new Map(labels.map((l, i) => [l, i]));
+  trained = await trainSparseLinear(
+    { vectors, targets: Int32Array.from(client.examples, (e) => index.get(e.label)!), numLabels: labels.length },
+    { ...DEFAULT_TRAIN_OPTIONS, epochs: 4 },
+  );
+});
+
+afterAll(async () => {
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+describe('model artifact, store and predictor', () => {
+  it('pure-JS predictor scores equal the TensorFlow.js model scores (float32 artifact)', async () => {
+    const store = new FsModelStore(root);
+    const { uri, sha256 } = await store.put(manifest('v1', 'float32'), weightsOf('float32'));
+    const predictor = loadPredictor(await store.get(uri, sha256));
+    const inputs = client.examples.slice(0, 50);
+    const tfz = tfLogits(trained, inputs.map((e) => featurizer.featurize(e.text, e.metadata)), labels.length);
+    inputs.forEach((e, i) => {
+      const expected = softmax(tfz.subarray(i * labels.length, (i + 1) * labels.length));
+      const got = predictor.predict(e.text, e.metadata, {});
+      expect(got.scores).toHaveLength(labels.length);
+      for (const s of got.scores) expect(s.score).toBeCloseTo(expected[labels.indexOf(s.label)]!, 5);
+      expect(got.label).toBe(labels[expected.indexOf(Math.max(...expected))]);
+    });
+  });
+
+  it('int8-quantised weights keep the decisions and scores within 0.02', async () => {
+    const store = new FsModelStore(root);
+    const f32 = await store.put(manifest('v2', 'float32'), weightsOf('float32'));
+    const i8 = await store.put(manifest('v3', 'int8-row'), weightsOf('int8-row'));
+    const a = loadPredictor(await store.get(f32.uri, f32.sha256));
+    const b = loadPredictor(await store.get(i8.uri, i8.sha256));
+    expect(b.memoryBytes).toBeLessThan(a.memoryBytes);
+    let same = 0;
+    for (const e of client.examples) {
+      const pa = a.predict(e.text, e.metadata, {});
+      const pb = b.predict(e.text, e.metadata, {});
+      if (pa.label === pb.label) same++;
+      expect(Math.abs(pa.scores[0]!.score - pb.scores.find((s) => s.label === pa.label)!.score)).toBeLessThan(0.02);
+    }
+    expect(same / client.examples.length).toBeGreaterThan(0.99);
+  });
+
+  it('the same input gives the same feature vector every time (trainer and server share one featurizer)', () => {
+    const text = 'Mon ＬＡＰＴＯＰ ne démarre plus — réseau  down!!';
+    const a = featurizer.featurize(text, { channel: 'Email' }, { 'requester.share:Network': 0.6 });
+    const b = new TextFeaturizer({ ...DEFAULT_FEATURIZER_CONFIG }).featurize(text, { channel: 'Email' }, { 'requester.share:Network': 0.6 });
+    expect(Array.from(a.ids)).toEqual(Array.from(b.ids));
+    expect(Array.from(a.values)).toEqual(Array.from(b.values));
+    expect(featurizer.textFeatureNames(text)).toContain('w:laptop');
+    expect(featurizer.textFeatureNames(text)).toContain('w:reseau');
+  });
+
+  it('refuses an artifact whose bytes do not match the expected hash', async () => {
+    const store = new FsModelStore(root);
+    const { uri, sha256 } = await store.put(manifest('v4', 'int8-row'), weightsOf('int8-row'));
+    const file = path.join(root, 'blobs', sha256.slice(0, 2), `${sha256}.eddymodel`);
+    const bytes = await fs.readFile(file);
+    bytes[bytes.length - 3] ^= 0xff;
+    await fs.writeFile(file, bytes);
+    await expect(store.get(uri, sha256)).rejects.toMatchObject({ code: 'ARTIFACT_CORRUPT' });
+    await expect(store.get(uri, 'f'.repeat(64))).rejects.toMatchObject({ code: 'ARTIFACT_CORRUPT' });
+  });
+
+  it('refuses a model trained with a featurizer this build does not implement', async () => {
+    const store = new FsModelStore(root);
+    const m = manifest('v5', 'float32');
+    m.featurizer = { ...m.featurizer, config: { ...m.featurizer.config, hashBits: 18 } }; // id no longer matches config
+    const { uri, sha256 } = await store.put(m, weightsOf('float32'));
+    const artifact = await store.get(uri, sha256);
+    expect(() => loadPredictor(artifact)).toThrow(EddyError);
+    expect(() => loadPredictor(artifact)).toThrow(/FEATURIZER|featurizer/);
+    try {
+      loadPredictor(artifact);
+    } catch (err) {
+      expect((err as EddyError).code).toBe('FEATURIZER_MISMATCH');
+    }
+  });
+
+  it('lists versions in order, refuses to overwrite a version, and prunes by policy', async () => {
+    const store = new FsModelStore(root);
+    const refs = await store.list(client.clientId);
+    expect(refs.map((r) => r.modelVersion)).toEqual(['v1', 'v2', 'v3', 'v4', 'v5']);
+    expect(await store.nextVersion(client.clientId)).toBe('v6');
+    // Same content again: idempotent. Other content under the same version: refused.
+    await store.put(manifest('v1', 'float32'), weightsOf('float32'));
+    await expect(store.put(manifest('v1', 'int8-row'), weightsOf('int8-row'))).rejects.toMatchObject({ code: 'VERSION_EXISTS' });
+    const removed = await store.prune({ clientId: client.clientId, keepLast: 2, keepVersions: ['v1'] });
+    expect(removed).toEqual(['v2', 'v3']);
+    expect((await store.list(client.clientId)).map((r) => r.modelVersion)).toEqual(['v1', 'v4', 'v5']);
+    const v2 = refs.find((r) => r.modelVersion === 'v2')!;
+    await expect(store.get(v2.uri, v2.sha256)).rejects.toMatchObject({ code: 'ARTIFACT_NOT_FOUND' });
+  });
+});
