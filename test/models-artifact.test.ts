@@ -100,7 +100,7 @@ describe('model artifact, store and predictor', () => {
     const { uri, sha256 } = await store.put(manifest('v4', 'int8-row'), weightsOf('int8-row'));
     const file = path.join(root, 'blobs', sha256.slice(0, 2), `${sha256}.eddymodel`);
     const bytes = await fs.readFile(file);
-    bytes[bytes.length - 3] ^= 0xff;
+    bytes[bytes.length - 3] = (bytes[bytes.length - 3] ?? 0) ^ 0xff;
     await fs.writeFile(file, bytes);
     await expect(store.get(uri, sha256)).rejects.toMatchObject({ code: 'ARTIFACT_CORRUPT' });
     await expect(store.get(uri, 'f'.repeat(64))).rejects.toMatchObject({ code: 'ARTIFACT_CORRUPT' });
