@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { describeConfig, loadConfig, type EddyConfig } from '../common/config.ts';
 import { EddyError, errorMessage } from '../common/errors.ts';
 import { stackDown, stackLogFile, stackStatus, stackUp } from './stack.ts';
@@ -16,6 +16,8 @@ export const program = new Command('eddy')
   .description('Continuous training and serving of per-tenant classifiers on Kafka')
   .version(JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version as string)
   .showHelpAfterError('(run with --help for usage)')
+  // Usage errors exit 2 (the POSIX convention), runtime errors 1; see the catch at the end.
+  .exitOverride()
   .addHelpText('after', `
 Environment: EDDY_* variables configure every command (see 'eddy config').
 Quick start:  eddy stack up   then   npm run demo`);
@@ -95,7 +97,10 @@ program.addOption(new Option('--no-color', 'disable colours').hideHelp());
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  if (e instanceof EddyError) {
+  if (e instanceof CommanderError) {
+    // commander already printed the message (or the help/version text).
+    process.exitCode = e.exitCode === 0 ? 0 : 2;
+  } else if (e instanceof EddyError) {
     err(`eddy: ${e.message}`);
     process.exitCode = 1;
   } else {

@@ -25,7 +25,8 @@ function pinoLogCreator(logger: Logger) {
 
 export function createKafka(config: Pick<EddyConfig, 'kafkaBrokers' | 'logLevel'>, clientId: string, overrides: Partial<KafkaConfig> = {}): Kafka {
   // kafkajs INFO logs every group join/leave; only warnings and errors reach our log by default.
-  const logger = createLogger('kafkajs', config.logLevel === 'debug' || config.logLevel === 'trace' ? 'debug' : 'warn');
+  const level = config.logLevel === 'debug' || config.logLevel === 'trace' ? 'debug' : config.logLevel === 'info' ? 'warn' : config.logLevel;
+  const logger = createLogger('kafkajs', level);
   process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
   return new Kafka({
     clientId,

@@ -219,3 +219,22 @@ describe('process shutdown', () => {
     expect(description.groups[0]!.members).toEqual([]);
   });
 });
+
+describe('consumer runner: fail policy', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it("with onUndecodable: 'fail' an undecodable message stops the consumer instead of being skipped", async () => {
+    const topic = s.topics.physical('feedback');
+    await s.producer.sendMessages([{ topic, messages: [{ key: 'c', value: Buffer.from('garbage') }] }]);
+    const runner = s.consumer({ group: 'strict', topics: ['feedback'], onUndecodable: 'fail', handler: { async handle() {} } });
+    await runner.start();
+    await waitFor('the consumer to stop', () => runner.crashError !== undefined);
+    expect(runner.crashError!.message).toMatch(/^magic byte is 103, expected 0 .*feedback\/\d@0\)$/);
+    expect(runner.isRunning).toBe(false);
+    const committed = await committedOffsets(s, runner.groupId, topic);
+    expect([...committed.values()].every((o) => o <= 0n)).toBe(true);
+    await runner.stop();
+  });
+});
