@@ -1,0 +1,118 @@
+import { Redis } from 'ioredis';
+import type { FastifyInstance } from 'fastify';
+import type { EddyConfig } from '../common/config.ts';
+import { errorMessage } from '../common/errors.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import { readRealtimeFeatures } from '../featurizer/realtime.ts';
+import { loadPredictor } from '../models/predictor.ts';
+import { FsModelStore } from '../models/store.ts';
+import { connectStreams, type ConsumerRunner, type Streams } from '../streams/index.ts';
+import { createApp } from './app.ts';
+import { kafkaPredictHandler } from './kafka-predict.ts';
+import { LogFollower } from './log-follower.ts';
+import { ModelAdmin } from './model-admin.ts';
+import { ModelManager, type ArtifactLoader } from './model-manager.ts';
+import { PredictionService, type FeatureReader } from './prediction-service.ts';
+import { PredictionPublisher } from './publisher.ts';
+import { LabelDirectory, ModelRegistry } from './registry.ts';
+
+/**
+ * One prediction server process: wires the source (log follower -> registry), the loader (model
+ * store + predictor), the manager, the prediction service, both channels (HTTP, Kafka) and the
+ * publisher; starts them in dependency order and closes them in reverse (fastify/demo: external
+ * clients are closed in onClose).
+ */
+export interface PredictionServer {
+  app: FastifyInstance;
+  /** `http://host:port` once listening. */
+  url: string;
+  registry: ModelRegistry;
+  labels: LabelDirectory;
+  manager: ModelManager;
+  service: PredictionService;
+  publisher: PredictionPublisher;
+  follower: LogFollower;
+  streams: Streams;
+  redis: Redis;
+  logger: Logger;
+  /** Resolves when the registry caught up with the log. */
+  ready: Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Listen on a port (default: yes). Tests may use app.inject without listening. */
+  listen?: boolean;
+  /** Consume PredictionRequested (default: yes). */
+  kafkaPredict?: boolean;
+  /** Replace the artifact loader (benchmarks measure the real one; tests may wrap it to count loads). */
+  loader?: ArtifactLoader;
+}
+
+export function storeLoader(config: EddyConfig): ArtifactLoader {
+  const store = new FsModelStore(config.modelStoreDir);
+  return async (_clientId, info) => loadPredictor(await store.get(info.artifactUri, info.artifactSha256));
+}
+
+export async function startServer(config: EddyConfig, opts: StartOptions = {}): Promise<PredictionServer> {
+  const s = config.server;
+  const logger = createLogger('server', config.logLevel).child({ replica: s.replicaId });
+  const streams = await connectStreams(config, `eddy-server-${s.replicaId}`);
+  // Fail fast instead of queueing while Redis is away: a prediction waits at most the feature timeout.
+  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true });
+  redis.on('error', (err) => logger.debug({ err: errorMessage(err) }, 'redis error (features default while it lasts)'));
+  await redis.connect().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'redis not reachable at start; predictions use default features until it is'));
+
+  const registry = new ModelRegistry();
+  const labels = new LabelDirectory();
+  const manager = new ModelManager(opts.loader ?? storeLoader(config), s.modelMemoryBytes, logger);
+  const readFeatures: FeatureReader = (clientId, metadata) =>
+    readRealtimeFeatures(redis, config.redisPrefix, clientId, metadata, { timeoutMs: s.featureTimeoutMs });
+  const service = new PredictionService(registry, labels, manager, readFeatures, s, logger);
+  const publisher = new PredictionPublisher(streams.producer, s.publishBuffer, logger);
+  const admin = new ModelAdmin(registry, streams.producer);
+  const follower = new LogFollower(streams, registry, labels, s.replicaId, logger);
+
+  const app = createApp({ config: s, service, registry, manager, publisher, admin, isReady: () => follower.ready, logger });
+  await follower.start();
+
+  let predictRunner: ConsumerRunner | undefined;
+  const ready = follower.whenReady().then(async () => {
+    // Kafka requests are answered only once the registry is complete: never from a half-read log.
+    if (opts.kafkaPredict ?? true) {
+      predictRunner = streams.consumer({
+        group: 'server-predict',
+        topics: ['prediction-requests'],
+        fromBeginning: false,
+        partitionsConsumedConcurrently: Math.min(config.partitions, 4),
+        handler: kafkaPredictHandler(service, streams.producer, { maxTextChars: s.maxTextChars }),
+      });
+      await predictRunner.start();
+    }
+  });
+
+  let url = '';
+  if (opts.listen ?? true) {
+    url = await app.listen({ host: s.host, port: s.port });
+    logger.info({ url }, 'prediction server listening');
+  } else {
+    await app.ready();
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    app, url, registry, labels, manager, service, publisher, follower, streams, redis, logger, ready,
+    close() {
+      closing ??= (async () => {
+        await app.close();
+        await predictRunner?.stop();
+        await follower.stop();
+        await publisher.close();
+        await streams.close();
+        redis.disconnect();
+        logger.info('prediction server closed');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,59 @@
+import { metric, prom } from '../common/metrics.ts';
+
+/** Every metric the prediction server exports on /metrics (shared registry, created once). */
+export const serverMetrics = {
+  requests: () => metric('eddy_server_requests_total', () => new prom.Counter({
+    name: 'eddy_server_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'status'],
+  })),
+  requestSeconds: () => metric('eddy_server_request_seconds', () => new prom.Histogram({
+    name: 'eddy_server_request_seconds', help: 'HTTP request latency by route', labelNames: ['route'],
+    buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+  })),
+  errors: () => metric('eddy_server_errors_total', () => new prom.Counter({
+    name: 'eddy_server_errors_total', help: 'Error responses by stable error code', labelNames: ['code'],
+  })),
+  predictions: () => metric('eddy_server_predictions_total', () => new prom.Counter({
+    name: 'eddy_server_predictions_total', help: 'Predictions by channel and variant', labelNames: ['channel', 'variant'],
+  })),
+  predictSeconds: () => metric('eddy_server_predict_seconds', () => new prom.Histogram({
+    name: 'eddy_server_predict_seconds', help: 'Time to answer one prediction inside the server (features + model)', labelNames: ['channel'],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
+  })),
+  featuresDefaulted: () => metric('eddy_server_features_defaulted_total', () => new prom.Counter({
+    name: 'eddy_server_features_defaulted_total', help: 'Predictions answered with default real-time features (Redis slow or down)',
+  })),
+  cacheLookups: () => metric('eddy_server_model_cache_total', () => new prom.Counter({
+    name: 'eddy_server_model_cache_total', help: 'Model lookups by result: hit (loaded), miss (loaded on demand)', labelNames: ['result'],
+  })),
+  loads: () => metric('eddy_server_model_loads_total', () => new prom.Counter({
+    name: 'eddy_server_model_loads_total', help: 'Model loads by outcome (ok, failed) and error code', labelNames: ['outcome', 'code'],
+  })),
+  loadSeconds: () => metric('eddy_server_model_load_seconds', () => new prom.Histogram({
+    name: 'eddy_server_model_load_seconds', help: 'Time to read, verify and load one model artifact',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+  })),
+  evictions: () => metric('eddy_server_model_evictions_total', () => new prom.Counter({
+    name: 'eddy_server_model_evictions_total', help: 'Loaded models evicted to stay within EDDY_SERVER_MODEL_MEMORY_MB',
+  })),
+  loadedModels: () => metric('eddy_server_models_loaded', () => new prom.Gauge({
+    name: 'eddy_server_models_loaded', help: 'Models currently loaded in memory',
+  })),
+  loadedBytes: () => metric('eddy_server_models_loaded_bytes', () => new prom.Gauge({
+    name: 'eddy_server_models_loaded_bytes', help: 'Memory of loaded models as reported by Predictor.memoryBytes',
+  })),
+  swaps: () => metric('eddy_server_model_swaps_total', () => new prom.Counter({
+    name: 'eddy_server_model_swaps_total', help: 'Live versions switched after a background load', labelNames: ['outcome'],
+  })),
+  published: () => metric('eddy_server_predictions_published_total', () => new prom.Counter({
+    name: 'eddy_server_predictions_published_total', help: 'PredictionMade events written to Kafka',
+  })),
+  dropped: () => metric('eddy_server_predictions_dropped_total', () => new prom.Counter({
+    name: 'eddy_server_predictions_dropped_total', help: 'PredictionMade events lost because the publish buffer was full (Kafka slow or down)',
+  })),
+  bufferSize: () => metric('eddy_server_publish_buffer_events', () => new prom.Gauge({
+    name: 'eddy_server_publish_buffer_events', help: 'PredictionMade events waiting to be written to Kafka',
+  })),
+  registryReady: () => metric('eddy_server_registry_ready', () => new prom.Gauge({
+    name: 'eddy_server_registry_ready', help: '1 once the model registry caught up with the models topic',
+  })),
+};

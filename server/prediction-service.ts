@@ -1,0 +1,241 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { ServerConfig } from '../common/config.ts';
+import { EddyError } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import type { PredictionMade } from '../schemas/events.ts';
+import { baselinePredict } from './baseline.ts';
+import { serverMetrics } from './metrics.ts';
+import type { ModelHandle, ModelManager } from './model-manager.ts';
+import type { ClientModels, LabelDefinition, LabelDirectory, ModelRegistry, VersionInfo } from './registry.ts';
+
+/**
+ * The one prediction path, shared by HTTP and Kafka: pick the version (rollout), borrow the model
+ * (lazy load, availability-preserving swap), read real-time features with a deadline, predict,
+ * and describe what happened as PredictionMade events (the answer, plus a SHADOW one when a shadow
+ * version scored the request too). Channels differ only in how they deliver those events.
+ */
+
+export type Variant = 'LIVE' | 'CANARY' | 'BASELINE';
+export type Channel = 'HTTP' | 'KAFKA';
+
+export interface PredictRequest {
+  clientId: string;
+  text: string;
+  metadata: Record<string, string>;
+  /** Given by the caller (Kafka) or generated (HTTP). */
+  requestId?: string;
+  /** Deterministic event ids for redelivered Kafka requests; random for HTTP. */
+  sourceEventId?: string;
+  topK?: number;
+}
+
+export interface PredictResult {
+  requestId: string;
+  clientId: string;
+  label: string;
+  scores: Array<{ label: string; score: number }>;
+  modelVersion: string | null;
+  variant: Variant;
+  featuresDefaulted: boolean;
+  latencyMs: number;
+}
+
+/** Real-time features for a request; must never throw (featurizer/realtime.ts readRealtimeFeatures). */
+export type FeatureReader = (clientId: string, metadata: Record<string, string>) => Promise<{ features: Record<string, number>; defaulted: boolean }>;
+
+/** Stable share in [0, 1) for a key (FNV-1a + murmur3 finaliser): one requester, one bucket. */
+export function stableShare(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return (h >>> 0) / 0x1_0000_0000;
+}
+
+/** A UUID-shaped id derived from a string: a redelivered request produces the same event id. */
+export function derivedId(source: string): string {
+  const h = createHash('sha256').update(source).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export class PredictionService {
+  constructor(
+    private readonly registry: ModelRegistry,
+    private readonly labels: LabelDirectory,
+    private readonly manager: ModelManager,
+    private readonly readFeatures: FeatureReader,
+    private readonly config: ServerConfig,
+    private readonly logger: Logger,
+  ) {
+    // Availability-preserving swap: when a client that is being served gets a new live (or
+    // canary/shadow) version, load it in the background; requests keep the old one meanwhile.
+    registry.onChange((change) => {
+      if (change.kind === 'ignored' || change.version === undefined) return;
+      if (change.kind === 'published' && !change.becameLive) return;
+      const c = registry.get(change.clientId);
+      const info = c?.versions.get(change.version);
+      if (!c || !info || !this.isHot(c)) return;
+      manager.preload(c.clientId, info);
+    });
+  }
+
+  /** A client is known once it has a published model or label definitions. */
+  isKnown(clientId: string): boolean {
+    return (this.registry.get(clientId)?.versions.size ?? 0) > 0 || this.labels.has(clientId);
+  }
+
+  private isHot(c: ClientModels): boolean {
+    for (const v of c.versions.keys()) if (this.manager.isLoaded(c.clientId, v)) return true;
+    return false;
+  }
+
+  async predict(req: PredictRequest, channel: Channel): Promise<{ result: PredictResult; events: PredictionMade[] }> {
+    const started = performance.now();
+    const { clientId } = req;
+    if (!this.isKnown(clientId)) {
+      throw new EddyError('CLIENT_UNKNOWN', `client '${clientId}' has no model and no label definitions`);
+    }
+    const requestId = req.requestId ?? randomUUID();
+    const topK = req.topK ?? this.config.topK;
+    const c = this.registry.get(clientId);
+    let handle: ModelHandle | undefined;
+    let variant: Variant = 'BASELINE';
+    let featuresDefaulted = false;
+    let label: string;
+    let scores: Array<{ label: string; score: number }>;
+    const events: PredictionMade[] = [];
+    const requester = req.metadata[this.config.canaryKey] || requestId;
+
+    if (c?.live !== undefined) {
+      // Features and the model are fetched concurrently: a cold load does not add the Redis time.
+      const features = this.readFeatures(clientId, req.metadata);
+      const history = [...c.liveHistory].reverse();
+      const canary = c.canary && stableShare(`${clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
+      handle = canary
+        ? await this.borrowServing(c, canary, [c.live, ...history])
+        : await this.borrowServing(c, c.live, history);
+      const f = await features;
+      featuresDefaulted = f.defaulted;
+      if (f.defaulted) serverMetrics.featuresDefaulted().inc();
+      if (handle) {
+        try {
+          ({ label, scores } = handle.predictor.predict(req.text, req.metadata, f.features, topK));
+          variant = handle.version === canary ? 'CANARY' : 'LIVE';
+          const shadow = c.shadow;
+          if (shadow && shadow.version !== handle.version && stableShare(`${clientId}|${shadow.version}|shadow|${requestId}`) < shadow.share) {
+            const shadowEvent = this.scoreShadow(c, shadow.version, req, f.features, topK, requestId, channel, featuresDefaulted, started);
+            if (shadowEvent) events.push(shadowEvent);
+          }
+        } finally {
+          handle.release();
+        }
+      }
+    }
+    if (!handle) {
+      const base = baselinePredict(req.text, this.baselineLabels(clientId, c), this.labels.counts(clientId), topK);
+      if (!base) throw new EddyError('CLIENT_UNKNOWN', `client '${clientId}' has no servable model and no labels`);
+      ({ label, scores } = base);
+      variant = 'BASELINE';
+      featuresDefaulted = false;
+    }
+    const latencyMs = performance.now() - started;
+    const result: PredictResult = {
+      requestId, clientId, label: label!, scores: scores!, modelVersion: handle?.version ?? null, variant, featuresDefaulted, latencyMs,
+    };
+    events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomUUID()));
+    serverMetrics.predictions().inc({ channel, variant });
+    serverMetrics.predictSeconds().observe({ channel }, latencyMs / 1000);
+    return { result, events };
+  }
+
+  /** Label definitions for the baseline; a client whose models all fail still has the labels they were trained on. */
+  private baselineLabels(clientId: string, c: ClientModels | undefined): LabelDefinition[] {
+    const defined = this.labels.get(clientId);
+    if (defined.length > 0 || !c) return defined;
+    const newest = [...c.versions.values()].at(-1);
+    return (newest?.labels ?? []).map((label) => ({ label, description: '', keywords: [] }));
+  }
+
+  /**
+   * The model for `wanted`, falling back along `fallbacks` (newest first):
+   * 1. wanted is loaded: use it (the hot path, no await on a promise that does I/O);
+   * 2. an older version is loaded: use it and load `wanted` in the background (the swap);
+   * 3. nothing loaded: load on demand, trying the next version when one fails to load.
+   * Versions that recently failed to load are skipped: a broken artifact never replaces a working one.
+   */
+  private async borrowServing(c: ClientModels, wanted: string, fallbacks: readonly string[]): Promise<ModelHandle | undefined> {
+    const candidates: VersionInfo[] = [];
+    for (const v of [wanted, ...fallbacks]) {
+      const info = c.versions.get(v);
+      if (info && !candidates.includes(info) && !this.manager.failure(c.clientId, v)) candidates.push(info);
+    }
+    if (candidates.length === 0) return undefined;
+    const hot = this.manager.borrowLoaded(c.clientId, candidates[0]!.version);
+    if (hot) return hot;
+    for (let i = 1; i < candidates.length; i++) {
+      const older = this.manager.borrowLoaded(c.clientId, candidates[i]!.version);
+      if (older) {
+        this.manager.preload(c.clientId, candidates[0]!);
+        return older;
+      }
+    }
+    for (const info of candidates) {
+      try {
+        return await this.manager.borrow(c.clientId, info);
+      } catch {
+        // Logged and counted by the manager; the next older version is tried.
+      }
+    }
+    return undefined;
+  }
+
+  private scoreShadow(
+    c: ClientModels, version: string, req: PredictRequest, features: Record<string, number>, topK: number,
+    requestId: string, channel: Channel, featuresDefaulted: boolean, started: number,
+  ): PredictionMade | undefined {
+    const h = this.manager.borrowLoaded(c.clientId, version);
+    if (!h) {
+      // Shadow scoring must not add latency: load it in the background and score later requests.
+      const info = c.versions.get(version);
+      if (info) this.manager.preload(c.clientId, info);
+      return undefined;
+    }
+    try {
+      const p = h.predictor.predict(req.text, req.metadata, features, topK);
+      serverMetrics.predictions().inc({ channel, variant: 'SHADOW' });
+      return this.event(
+        { requestId, clientId: c.clientId, label: p.label, scores: p.scores, modelVersion: version, variant: 'SHADOW' as Variant, featuresDefaulted, latencyMs: performance.now() - started },
+        req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:shadow`) : randomUUID(),
+      );
+    } catch (err) {
+      this.logger.warn({ clientId: c.clientId, version, err: String(err) }, 'shadow scoring failed');
+      return undefined;
+    } finally {
+      h.release();
+    }
+  }
+
+  private event(r: Omit<PredictResult, 'variant'> & { variant: Variant | 'SHADOW' }, req: PredictRequest, channel: Channel, eventId: string): PredictionMade {
+    return {
+      eventId,
+      clientId: r.clientId,
+      occurredAt: Date.now(),
+      requestId: r.requestId,
+      text: req.text,
+      metadata: req.metadata,
+      label: r.label,
+      scores: r.scores,
+      modelVersion: r.modelVersion,
+      variant: r.variant,
+      latencyMs: r.latencyMs,
+      channel,
+      featuresDefaulted: r.featuresDefaulted,
+    };
+  }
+}
