@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { Command, CommanderError, Option } from 'commander';
-import { describeConfig, loadConfig, type EddyConfig } from '../common/config.ts';
+import { configurationMarkdown, describeConfig, loadConfig, type EddyConfig } from '../common/config.ts';
 import { EddyError, errorMessage } from '../common/errors.ts';
 import { stackDown, stackLogFile, stackStatus, stackUp } from './stack.ts';
 import { registerStreamsCommands } from './streams-commands.ts';
@@ -34,7 +34,12 @@ const err = (line: string) => process.stderr.write(line + '\n');
 program
   .command('config')
   .description('print the configuration variables, their values and defaults')
-  .action(() => {
+  .option('--markdown', 'print the reference table of docs/configuration.md instead')
+  .action((opts: { markdown?: boolean }) => {
+    if (opts.markdown) {
+      out(configurationMarkdown().trimEnd());
+      return;
+    }
     const env = process.env;
     for (const v of describeConfig()) {
       out(`${v.name}=${env[v.name] ?? ''}`.padEnd(50) + `# ${v.description} (default: ${v.default || 'see description'})`);

@@ -70,7 +70,7 @@ const ENV_SCHEMA = {
       description: 'Longest a row waits for its ClickHouse insert to fill (time bound of a batch).',
     },
     EDDY_FEATURES_SEEN_TTL_HOURS: {
-      type: 'integer', default: 168, minimum: 1, maximum: 87600,
+      type: 'integer', default: 48, minimum: 1, maximum: 87600,
       description: 'How long the feature processor remembers processed eventIds (redeliveries within it never count twice).',
     },
     EDDY_FEEDBACK_PREDICTION_TTL_DAYS: {
@@ -232,6 +232,23 @@ export function describeConfig(): Array<{ name: string; default: string; descrip
   return Object.entries(ENV_SCHEMA.properties).map(([name, p]) => ({
     name, default: String(p.default), description: p.description,
   }));
+}
+
+/** docs/configuration.md, generated from the schema above (`eddy config --markdown`); a test keeps it in sync. */
+export function configurationMarkdown(): string {
+  const rows = describeConfig().map((v) => `| \`${v.name}\` | ${v.default === '' ? '' : `\`${v.default}\``} | ${v.description.replace(/\|/g, '\\|')} |`);
+  return [
+    '# Configuration',
+    '',
+    'Every Eddy process reads these environment variables, validated at start: a bad value stops the',
+    'process with one message naming each bad variable. Generated from `common/config.ts` by',
+    '`npx eddy config --markdown > docs/configuration.md`; `test/config.test.ts` fails when this file is stale.',
+    '',
+    '| variable | default | meaning |',
+    '|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {

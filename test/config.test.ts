@@ -45,3 +45,11 @@ describe('configuration', () => {
     for (const v of describeConfig()) expect(v.description.length).toBeGreaterThan(10);
   });
 });
+
+describe('configuration reference', () => {
+  it('docs/configuration.md is generated from the schema and up to date', async () => {
+    const fs = await import('node:fs');
+    const { configurationMarkdown } = await import('../common/config.ts');
+    expect(fs.readFileSync('docs/configuration.md', 'utf8')).toBe(configurationMarkdown());
+  });
+});
