@@ -459,6 +459,8 @@ export function createApp(deps: AppDeps): FastifyInstance {
     serverMetrics.errors().inc({ code: 'NOT_FOUND' });
     return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
   });
+  // Every server metric exists from the start (a counter that is absent until its first event reads as "no data").
+  for (const create of Object.values(serverMetrics)) create();
   const requests = serverMetrics.requests();
   const latency = serverMetrics.requestSeconds();
   app.addHook('onResponse', async (req, reply) => {

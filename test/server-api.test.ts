@@ -1,0 +1,279 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { metricsRegistry } from '../common/metrics.ts';
+import { entityKey } from '../featurizer/realtime.ts';
+import { FsModelStore } from '../models/store.ts';
+import type { PredictionMade } from '../schemas/events.ts';
+import { createApp } from '../server/app.ts';
+import { ModelAdmin } from '../server/model-admin.ts';
+import { startServer, type PredictionServer } from '../server/main.ts';
+import { waitFor } from './helpers.ts';
+import { testStreams } from './helpers.ts';
+import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverTestConfig } from './server-fixtures.ts';
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+let config: Awaited<ReturnType<typeof serverTestConfig>>;
+let streams: Awaited<ReturnType<typeof testStreams>>;
+let srv: PredictionServer;
+const predictions: PredictionMade[] = [];
+const deadLetters: string[] = [];
+
+async function call(method: string, path: string, opts: { key?: string; body?: unknown; raw?: string; server?: PredictionServer } = {}): Promise<{ status: number; body: Json; text: string }> {
+  const headers: Record<string, string> = {};
+  if (opts.key) headers.authorization = `Bearer ${opts.key}`;
+  if (opts.body !== undefined || opts.raw !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${(opts.server ?? srv).url}${path}`, {
+    method, headers, body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
+  });
+  const text = await res.text();
+  let body: Json = {};
+  try {
+    body = JSON.parse(text) as Json;
+  } catch {
+    // /metrics is text
+  }
+  return { status: res.status, body, text };
+}
+
+const acme = CLIENT_KEYS.acme!;
+const globex = CLIENT_KEYS.globex!;
+
+beforeAll(async () => {
+  config = await serverTestConfig({
+    EDDY_SERVER_MAX_TEXT_CHARS: '200',
+    EDDY_SERVER_MAX_METADATA_ENTRIES: '4',
+    EDDY_SERVER_MAX_METADATA_BYTES: '100',
+    EDDY_SERVER_MAX_BATCH: '5',
+  });
+  streams = await testStreams(config);
+  const store = new FsModelStore(config.modelStoreDir);
+  await publishFixtureModel(store, streams.producer, { clientId: 'acme', version: 'v1', labels: HELPDESK_LABELS });
+  // globex has label definitions and examples but no model: the baseline answers it.
+  const now = Date.now();
+  const labelEvent = (label: string, description: string, keywords: string[]) => ({
+    name: 'LabelSetChanged' as const,
+    value: { eventId: randomUUID(), clientId: 'globex', occurredAt: now, change: 'ADDED' as const, label, previousLabel: null, description, keywords },
+  });
+  await streams.producer.sendAll([
+    labelEvent('Facilities', 'Office building, desks, heating and cleaning', ['desk', 'heating']),
+    labelEvent('Finance', 'Invoices and expense reports', ['invoice', 'expenses']),
+    labelEvent('Security', 'Badges and access cards', ['badge']),
+  ]);
+  await streams.producer.sendAll([1, 2, 3].map((i) => ({
+    name: 'LabeledExample' as const,
+    value: { eventId: randomUUID(), clientId: 'globex', occurredAt: now, exampleId: `ex${i}`, text: `request ${i}`, label: 'Security', source: 'ASSIGNMENT' as const, metadata: {}, predictionId: null },
+  })));
+  srv = await startServer(config);
+  await srv.ready;
+  const tail = streams.consumer({
+    group: 'test-tail', topics: ['predictions', 'dead-letters'],
+    handler: {
+      async handle(records) {
+        for (const r of records) {
+          if (r.event.name === 'PredictionMade') predictions.push(r.event.value);
+          if (r.event.name === 'DeadLetter') deadLetters.push(r.event.value.reason);
+        }
+      },
+    },
+  });
+  await tail.start();
+});
+
+afterAll(async () => {
+  await srv?.close();
+  await streams?.cleanup();
+  await config?.cleanupStore();
+});
+
+describe('prediction API: answers', () => {
+  it('predicts with the live model of a client', async () => {
+    const r = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'my VPN keeps dropping', metadata: { channel: 'chat' } } });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ label: 'Network', modelVersion: 'v1', variant: 'LIVE', featuresDefaulted: false });
+    expect(r.body.scores).toHaveLength(3);
+    expect(r.body.scores[0].score).toBeGreaterThanOrEqual(r.body.scores[1].score);
+    expect(r.body.scores[1].score).toBeGreaterThanOrEqual(r.body.scores[2].score);
+    expect(typeof r.body.requestId).toBe('string');
+  });
+
+  it('honours topK and a caller-chosen requestId', async () => {
+    const r = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'laptop will not boot', topK: 1, requestId: 'req-42' } });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ label: 'Hardware', requestId: 'req-42' });
+    expect(r.body.scores).toHaveLength(1);
+  });
+
+  it('answers a client without a model from its label definitions (BASELINE), else its majority label', async () => {
+    const byKeyword = await call('POST', '/v1/clients/globex/predict', { key: globex, body: { text: 'The heating on floor 3 is broken' } });
+    expect(byKeyword.status).toBe(200);
+    expect(byKeyword.body).toMatchObject({ label: 'Facilities', variant: 'BASELINE', modelVersion: null });
+    const byDescription = await call('POST', '/v1/clients/globex/predict', { key: globex, body: { text: 'question about my expense report' } });
+    expect(byDescription.body.label).toBe('Finance');
+    // No overlap at all: the label with the most examples (Security, counted from the examples topic).
+    await waitFor('examples counted', () => srv.labels.counts('globex')?.get('Security') === 3);
+    const none = await call('POST', '/v1/clients/globex/predict', { key: globex, body: { text: 'zzz qqq' } });
+    expect(none.body).toMatchObject({ label: 'Security', variant: 'BASELINE' });
+  });
+
+  it('predicts a batch in order', async () => {
+    const r = await call('POST', '/v1/clients/acme/predict/batch', {
+      key: acme, body: { items: [{ text: 'wifi is slow' }, { text: 'my payslip is wrong' }, { text: 'keyboard broken', metadata: { requester: 'ann' } }] },
+    });
+    expect(r.status).toBe(200);
+    expect(r.body.predictions.map((p: Json) => p.label)).toEqual(['Network', 'Payroll', 'Hardware']);
+  });
+
+  it('describes the client model (live, canary, shadow)', async () => {
+    const r = await call('GET', '/v1/clients/acme/model', { key: acme });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ clientId: 'acme', live: { version: 'v1', pinned: false, metrics: { accuracy: 0.9 } }, canary: null, shadow: null, baseline: false });
+    const g = await call('GET', '/v1/clients/globex/model', { key: globex });
+    expect(g.body).toMatchObject({ live: null, baseline: true });
+  });
+
+  it('publishes every HTTP prediction as PredictionMade, and answers PredictionRequested on Kafka the same way', async () => {
+    const http = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'internet is down', requestId: 'http-1' } });
+    expect(http.status).toBe(200);
+    const published = await waitFor('HTTP PredictionMade', () => predictions.find((p) => p.requestId === 'http-1'));
+    expect(published).toMatchObject({ clientId: 'acme', label: 'Network', channel: 'HTTP', variant: 'LIVE', modelVersion: 'v1', text: 'internet is down' });
+
+    const eventId = randomUUID();
+    await streams.producer.send('PredictionRequested', { eventId, clientId: 'acme', occurredAt: Date.now(), requestId: 'kafka-1', text: 'bonus missing from salary', metadata: {} });
+    const answer = await waitFor('KAFKA PredictionMade', () => predictions.find((p) => p.requestId === 'kafka-1'), 30_000);
+    expect(answer).toMatchObject({ clientId: 'acme', label: 'Payroll', channel: 'KAFKA', variant: 'LIVE', modelVersion: 'v1' });
+    expect(answer.latencyMs).toBeGreaterThan(0);
+
+    // A request for a client nobody knows cannot be answered: dead-lettered with the reason, not dropped.
+    await streams.producer.send('PredictionRequested', { eventId: randomUUID(), clientId: 'nobody', occurredAt: Date.now(), requestId: 'kafka-2', text: 'hello', metadata: {} });
+    await waitFor('dead letter for unknown client', () => deadLetters.find((d) => d.includes("'nobody'")), 30_000);
+  });
+
+  it('reads real-time features from Redis, and answers with defaults flagged when Redis is down', async () => {
+    const redis = new Redis(config.redisUrl);
+    try {
+      await redis.hset(entityKey(config.redisPrefix, 'acme', 'requester', 'zoe'), { Payroll: '5', _t: String(Date.now()) });
+      const up = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'hello there', metadata: { requester: 'zoe' } } });
+      expect(up.status).toBe(200);
+      expect(up.body.featuresDefaulted).toBe(false);
+    } finally {
+      await redis.del(entityKey(config.redisPrefix, 'acme', 'requester', 'zoe'));
+      redis.disconnect();
+    }
+    // A replica whose Redis is unreachable still answers every prediction, with defaulted features.
+    const down = await startServer({ ...config, redisUrl: 'redis://127.0.0.1:1', server: { ...config.server, replicaId: 'redisless' } }, { kafkaPredict: false });
+    try {
+      await down.ready;
+      const before = await defaultedCount();
+      const r = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'vpn down', metadata: { requester: 'zoe' } }, server: down });
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({ label: 'Network', featuresDefaulted: true, variant: 'LIVE' });
+      expect(await defaultedCount()).toBe(before + 1);
+    } finally {
+      await down.close();
+    }
+  });
+
+  it('exports Prometheus metrics', async () => {
+    const r = await call('GET', '/metrics');
+    expect(r.status).toBe(200);
+    for (const name of ['eddy_server_request_seconds_bucket', 'eddy_server_predictions_total', 'eddy_server_model_loads_total', 'eddy_server_model_cache_total', 'eddy_server_errors_total']) {
+      expect(r.text).toContain(name);
+    }
+  });
+
+  it('reports health and readiness', async () => {
+    expect((await call('GET', '/healthz')).body).toEqual({ status: 'ok' });
+    const ready = await call('GET', '/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.body.status).toBe('ready');
+  });
+});
+
+async function defaultedCount(): Promise<number> {
+  const m = await metricsRegistry.getSingleMetric('eddy_server_features_defaulted_total')?.get();
+  return m?.values[0]?.value ?? 0;
+}
+
+describe('prediction API: authentication, tenant isolation and limits', () => {
+  const expectError = (r: { status: number; body: Json; text: string }, status: number, code: string) => {
+    expect(r.status).toBe(status);
+    expect(r.body.error?.code).toBe(code);
+    expect(typeof r.body.error?.message).toBe('string');
+    expect(r.text).not.toMatch(/\n\s+at |stack/); // never a stack trace
+  };
+
+  it('401 without a key or with an unknown key', async () => {
+    expectError(await call('POST', '/v1/clients/acme/predict', { body: { text: 'x' } }), 401, 'UNAUTHENTICATED');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: 'not-a-real-key-0000000000', body: { text: 'x' } }), 401, 'UNAUTHENTICATED');
+    expectError(await call('GET', '/v1/clients/acme/model'), 401, 'UNAUTHENTICATED');
+    // Authentication comes before validation: no hints about the API without a key.
+    expectError(await call('POST', '/v1/clients/acme/predict', { body: { nonsense: true } }), 401, 'UNAUTHENTICATED');
+  });
+
+  it('403 when a key acts for another client, or a client key calls an admin endpoint', async () => {
+    expectError(await call('POST', '/v1/clients/globex/predict', { key: acme, body: { text: 'x' } }), 403, 'FORBIDDEN');
+    expectError(await call('POST', '/v1/clients/globex/predict/batch', { key: acme, body: { items: [{ text: 'x' }] } }), 403, 'FORBIDDEN');
+    expectError(await call('GET', '/v1/clients/globex/model', { key: acme }), 403, 'FORBIDDEN');
+    expectError(await call('POST', '/v1/admin/clients/acme/promote', { key: acme, body: { version: 'v1' } }), 403, 'FORBIDDEN');
+    expectError(await call('POST', '/v1/admin/clients/acme/rollback', { key: acme, body: {} }), 403, 'FORBIDDEN');
+    expectError(await call('POST', '/v1/admin/clients/acme/pin', { key: acme, body: {} }), 403, 'FORBIDDEN');
+  });
+
+  it('the admin key may act for any client', async () => {
+    const r = await call('POST', '/v1/clients/globex/predict', { key: ADMIN_KEY, body: { text: 'desk is wobbly' } });
+    expect(r.status).toBe(200);
+    expect(r.body.label).toBe('Facilities');
+  });
+
+  it('404 for an unknown client, route or version', async () => {
+    expectError(await call('POST', '/v1/clients/nobody/predict', { key: ADMIN_KEY, body: { text: 'x' } }), 404, 'CLIENT_UNKNOWN');
+    expectError(await call('GET', '/v1/clients/nobody/model', { key: ADMIN_KEY }), 404, 'CLIENT_UNKNOWN');
+    expectError(await call('POST', '/v1/clients/initech/predict', { key: CLIENT_KEYS.initech, body: { text: 'x' } }), 404, 'CLIENT_UNKNOWN');
+    expectError(await call('GET', '/v2/nothing'), 404, 'NOT_FOUND');
+    expectError(await call('POST', '/v1/admin/clients/acme/promote', { key: ADMIN_KEY, body: { version: 'v99' } }), 404, 'VERSION_UNKNOWN');
+  });
+
+  it('400 for invalid bodies, naming the problem', async () => {
+    const missing = await call('POST', '/v1/clients/acme/predict', { key: acme, body: {} });
+    expectError(missing, 400, 'INVALID_REQUEST');
+    expect(missing.body.error.message).toMatch(/text/);
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 42 } }), 400, 'INVALID_REQUEST');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: '' } }), 400, 'INVALID_REQUEST');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'x', extra: 1 } }), 400, 'INVALID_REQUEST');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'x', metadata: { n: 5 } } }), 400, 'INVALID_REQUEST');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'x', topK: 0 } }), 400, 'INVALID_REQUEST');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, raw: '{"text": "unterminated' }), 400, 'INVALID_JSON');
+    expectError(await call('POST', '/v1/clients/acme/predict/batch', { key: acme, body: { items: [] } }), 400, 'INVALID_REQUEST');
+    expectError(await call('POST', '/v1/admin/clients/acme/promote', { key: ADMIN_KEY, body: { version: 'v1', share: 2 } }), 400, 'INVALID_REQUEST');
+  });
+
+  it('413 beyond the text, metadata, batch and body limits', async () => {
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'a'.repeat(201) } }), 413, 'TEXT_TOO_LONG');
+    expect((await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'a'.repeat(200) } })).status).toBe(200);
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'x', metadata: { a: '1', b: '2', c: '3', d: '4', e: '5' } } }), 413, 'METADATA_TOO_LARGE');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'x', metadata: { a: 'v'.repeat(100) } } }), 413, 'METADATA_TOO_LARGE');
+    expectError(await call('POST', '/v1/clients/acme/predict/batch', { key: acme, body: { items: Array.from({ length: 6 }, () => ({ text: 'x' })) } }), 413, 'BATCH_TOO_LARGE');
+    expectError(await call('POST', '/v1/clients/acme/predict/batch', { key: acme, body: { items: [{ text: 'ok' }, { text: 'b'.repeat(201) }] } }), 413, 'TEXT_TOO_LONG');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'x'.repeat(2_000_000) } }), 413, 'PAYLOAD_TOO_LARGE');
+  });
+
+  it('503 with Retry-After until the registry caught up', async () => {
+    const notReady = createApp({
+      config: config.server,
+      service: srv.service, registry: srv.registry, manager: srv.manager, publisher: srv.publisher,
+      admin: new ModelAdmin(srv.registry, streams.producer), isReady: () => false, logger: srv.logger,
+    });
+    try {
+      const r = await notReady.inject({ method: 'POST', url: '/v1/clients/acme/predict', headers: { authorization: `Bearer ${acme}` }, payload: { text: 'x' } });
+      expect(r.statusCode).toBe(503);
+      expect(r.headers['retry-after']).toBe('1');
+      expect(r.json().error.code).toBe('NOT_READY');
+      expect((await notReady.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
+      expect((await notReady.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    } finally {
+      await notReady.close();
+    }
+  });
+});
