@@ -170,6 +170,39 @@ const ENV_SCHEMA = {
       type: 'string', default: '', pattern: '^[A-Za-z0-9._-]*$',
       description: 'Name of this server replica in logs and consumer groups (default hostname-pid).',
     },
+    // --- trainer (trainer/) ---
+    EDDY_TRAINER_GATE_MARGIN: {
+      type: 'number', default: 0.02, minimum: 0, maximum: 1,
+      description: 'A candidate is published only if its test macro-F1 is at most this much below the live version\'s on the same test set.',
+    },
+    EDDY_TRAINER_BACKEND: {
+      type: 'string', default: '', enum: ['', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'],
+      description: 'Force a TensorFlow.js backend; empty picks the best available (tfjs-node-gpu > tfjs-node > wasm > cpu).',
+    },
+    EDDY_TRAINER_EPOCHS: {
+      type: 'integer', default: 10, minimum: 1, maximum: 1000,
+      description: 'Training epochs per model (passes over the training split).',
+    },
+    EDDY_TRAINER_MIN_EXAMPLES: {
+      type: 'integer', default: 10, minimum: 1, maximum: 100000000,
+      description: 'Fewest usable examples a training set needs (fewer: ModelRejected TOO_FEW_EXAMPLES).',
+    },
+    EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: {
+      type: 'integer', default: 2, minimum: 1, maximum: 1000000,
+      description: 'Fewest examples (its definition counts as one) each label needs (fewer: LABEL_TOO_FEW_EXAMPLES).',
+    },
+    EDDY_TRAINER_MAX_TEXT_CHARS: {
+      type: 'integer', default: 20000, minimum: 1, maximum: 10000000,
+      description: 'Longer example texts are oversized: dropped, and the set is refused (OVERSIZED_TEXT) when more than 5% are.',
+    },
+    EDDY_TRAINER_MAX_LABEL_DRIFT: {
+      type: 'number', default: 0.5, minimum: 0, maximum: 1,
+      description: 'Largest change of the label distribution (total variation) since the previous training set (more: LABEL_DISTRIBUTION_DRIFT).',
+    },
+    EDDY_TRAINER_KEEP_VERSIONS: {
+      type: 'integer', default: 10, minimum: 2, maximum: 100000,
+      description: 'Model versions kept per client in the model store (older ones are pruned after a publish; rollback needs 2).',
+    },
   },
 } as const;
 
@@ -188,6 +221,19 @@ export interface EddyConfig {
   modelStoreDir: string;
   server: ServerConfig;
   processors: ProcessorsConfig;
+  trainer: TrainerConfig;
+}
+
+/** The trainer's settings (EDDY_TRAINER_*), see docs/trainer.md. */
+export interface TrainerConfig {
+  gateMargin: number;
+  backend: string;
+  epochs: number;
+  minExamples: number;
+  minExamplesPerLabel: number;
+  maxTextChars: number;
+  maxLabelDrift: number;
+  keepVersions: number;
 }
 
 /** The prediction server's settings (EDDY_SERVER_*), see docs/server.md. */
@@ -225,6 +271,9 @@ type RawEnv = {
   EDDY_TRIGGER_MIN_EXAMPLES: number; EDDY_TRIGGER_MIN_LABELS: number; EDDY_TRIGGER_NEW_EXAMPLES: number;
   EDDY_TRIGGER_GROWTH: number; EDDY_TRIGGER_COOLDOWN_MS: number; EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: number;
   EDDY_TRIGGER_STALE_MS: number;
+  EDDY_TRAINER_GATE_MARGIN: number; EDDY_TRAINER_BACKEND: string; EDDY_TRAINER_EPOCHS: number;
+  EDDY_TRAINER_MIN_EXAMPLES: number; EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: number; EDDY_TRAINER_MAX_TEXT_CHARS: number;
+  EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number;
 };
 
 /** Names, defaults and descriptions of every variable, for `eddy config` and the docs. */
@@ -300,6 +349,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       publishBuffer: raw.EDDY_SERVER_PUBLISH_BUFFER,
       canaryKey: raw.EDDY_SERVER_CANARY_KEY,
       replicaId: raw.EDDY_SERVER_REPLICA_ID || `${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
+    },
+    trainer: {
+      gateMargin: raw.EDDY_TRAINER_GATE_MARGIN,
+      backend: raw.EDDY_TRAINER_BACKEND,
+      epochs: raw.EDDY_TRAINER_EPOCHS,
+      minExamples: raw.EDDY_TRAINER_MIN_EXAMPLES,
+      minExamplesPerLabel: raw.EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL,
+      maxTextChars: raw.EDDY_TRAINER_MAX_TEXT_CHARS,
+      maxLabelDrift: raw.EDDY_TRAINER_MAX_LABEL_DRIFT,
+      keepVersions: raw.EDDY_TRAINER_KEEP_VERSIONS,
     },
   };
 }
