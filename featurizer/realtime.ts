@@ -77,9 +77,11 @@ export function featuresFromState(
       total += c;
     }
     if (total <= 0) return;
-    // Shares do not change with uniform decay; only the total is brought forward to `nowMs`.
+    // Counts are stored as decayed to the reference time `_t` (events after `_t` weigh > 1), so
+    // an update is one HINCRBYFLOAT. Shares do not change with uniform decay; only the total is
+    // brought to `nowMs` (exact also for nowMs < _t).
     const at = Number(state[DECAY_TIME_FIELD] ?? nowMs);
-    const decay = Math.pow(2, -Math.max(0, nowMs - at) / REALTIME_HALF_LIFE_MS);
+    const decay = Math.pow(2, -(nowMs - at) / REALTIME_HALF_LIFE_MS);
     features[`${field}.log_count`] = round(Math.log1p(total * decay));
     for (const [label, c] of counts) features[`${field}.share:${label}`] = round(c / total);
   });

@@ -1,0 +1,148 @@
+import type { Redis } from 'ioredis';
+import { entitiesOf, entityKey, featuresFromState, type RealtimeFeatures } from '../../featurizer/realtime.ts';
+import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
+import type { TopicName } from '../../streams/topics.ts';
+import type { LabeledExample } from '../../schemas/events.ts';
+import { execPipeline } from '../redis.ts';
+import type { BatchInserter, Row } from '../analytics/inserter.ts';
+import { exampleRow } from '../analytics/rows.ts';
+import { FEATURE_DECAY, featureKeys, QUALITY_BUCKET_TTL_MS, withFeatureScripts, type FeatureRedis } from './state.ts';
+
+export const FEATURE_TOPICS: readonly TopicName[] = ['examples', 'labels', 'predictions', 'feedback'];
+
+export interface FeatureProcessorOptions {
+  keyPrefix: string;
+  seenTtlMs: number;
+  predictionTtlMs: number;
+}
+
+type Op = [command: string, keyIndex: number, ...args: Array<string | number>];
+
+/**
+ * Projects events into per-client Redis state (see state.ts for the layout): the label set,
+ * counters, last activity, feedback outcomes per day, the predictions feedback refers to, and
+ * the decayed per-entity label history behind the real-time features.
+ *
+ * One Lua script per event, all pipelined per call: each script checks the event's id against
+ * the client's seen set and applies the update in the same atomic step, so a redelivered or
+ * replayed event never counts twice. For each LabeledExample the script returns the entity
+ * state just before the update; the features computed from it (featurizer/realtime.ts, the code
+ * the server uses) are written with the example to ClickHouse, so training sees what serving saw.
+ * Offsets are committed after Redis applied and ClickHouse acknowledged the call's events.
+ */
+export class FeatureProcessor implements EventHandler {
+  private readonly redis: FeatureRedis;
+  /** Commands sent to Redis (scripts + index updates), for the benchmark's commands/event. */
+  readonly stats = { redisCommands: 0, events: 0 };
+
+  constructor(redis: Redis, private readonly inserter: BatchInserter, private readonly opts: FeatureProcessorOptions) {
+    this.redis = withFeatureScripts(redis);
+  }
+
+  async handle(records: EventRecord[]): Promise<void> {
+    const ticket = this.inserter.open();
+    let rows: Row[];
+    try {
+      rows = await this.applyToRedis(records);
+    } catch (err) {
+      ticket.cancel();
+      throw err;
+    }
+    await ticket.submit({ examples: rows });
+  }
+
+  private async applyToRedis(records: EventRecord[]): Promise<Row[]> {
+    const { keyPrefix: p, seenTtlMs } = this.opts;
+    const pipeline = this.redis.pipeline() as ReturnType<FeatureRedis['pipeline']> & {
+      eddyApplyExample(keys: number, ...args: Array<string | number>): unknown;
+      eddyApplyOnce(keys: number, ...args: Array<string | number>): unknown;
+    };
+    const examples: Array<{ index: number; record: EventRecord; event: LabeledExample; entities: ReturnType<typeof entitiesOf> }> = [];
+    const clients = new Set<string>();
+    let commands = 0;
+    // Wall-clock time ages the seen set (event time is for the state itself, so replays match).
+    const clock = Date.now();
+    for (const r of records) {
+      const ev = r.event;
+      const { clientId, eventId, occurredAt } = ev.value as { clientId: string; eventId: string; occurredAt: number };
+      clients.add(clientId);
+      const seen = featureKeys.seen(p, clientId);
+      const counts = featureKeys.counts(p, clientId);
+      const once = (keys: string[], ops: Op[]) => {
+        pipeline.eddyApplyOnce(keys.length, ...keys, eventId, clock, seenTtlMs, JSON.stringify(ops));
+        commands++;
+      };
+      switch (ev.name) {
+        case 'LabeledExample': {
+          const e = ev.value;
+          const entities = entitiesOf(e.metadata);
+          const keys = [seen, counts, featureKeys.snapshot(p, clientId, eventId), ...entities.map((x) => entityKey(p, clientId, x.field, x.value))];
+          examples.push({ index: commands, record: r, event: e, entities });
+          pipeline.eddyApplyExample(keys.length, ...keys, eventId, occurredAt, e.label, e.source, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock);
+          commands++;
+          break;
+        }
+        case 'LabelSetChanged': {
+          const e = ev.value;
+          const info = JSON.stringify({ description: e.description ?? '', keywords: e.keywords, updatedAt: occurredAt });
+          // keys: 1 seen, 2 counts, 3 labels
+          const ops: Op[] = [['HINCRBY', 2, 'label_changes', 1], ['MAXFIELD', 2, 'last_activity_ms', occurredAt]];
+          if (e.change === 'REMOVED') ops.push(['HDEL', 3, e.label]);
+          else {
+            if (e.change === 'RENAMED' && e.previousLabel) ops.push(['HDEL', 3, e.previousLabel]);
+            ops.push(['HSET', 3, e.label, info]);
+          }
+          once([seen, counts, featureKeys.labels(p, clientId)], ops);
+          break;
+        }
+        case 'PredictionMade': {
+          const e = ev.value;
+          // keys: 1 seen, 2 counts, 3 quality bucket, 4 prediction
+          const ops: Op[] = [
+            ['HINCRBY', 2, 'predictions', 1],
+            ['HINCRBY', 3, 'predictions', 1],
+            ['HINCRBY', 3, `variant:${e.variant}`, 1],
+            ['PEXPIRE', 3, QUALITY_BUCKET_TTL_MS],
+          ];
+          if (e.featuresDefaulted) ops.push(['HINCRBY', 3, 'defaulted', 1]);
+          // Feedback is about what the user saw: a shadow prediction must not overwrite it.
+          if (e.variant !== 'SHADOW') {
+            const stored = JSON.stringify({ text: e.text, metadata: e.metadata, label: e.label, modelVersion: e.modelVersion, variant: e.variant, occurredAt });
+            ops.push(['SET', 4, stored, 'PX', this.opts.predictionTtlMs]);
+          }
+          once([seen, counts, featureKeys.quality(p, clientId, occurredAt), featureKeys.prediction(p, clientId, e.requestId)], ops);
+          break;
+        }
+        case 'PredictionFeedback': {
+          const e = ev.value;
+          once([seen, counts, featureKeys.quality(p, clientId, occurredAt)], [
+            ['HINCRBY', 2, 'feedback', 1],
+            ['HINCRBY', 3, `outcome:${e.outcome}`, 1],
+            ['PEXPIRE', 3, QUALITY_BUCKET_TTL_MS],
+            ['MAXFIELD', 2, 'last_activity_ms', occurredAt],
+          ]);
+          break;
+        }
+        default:
+          break; // not a feature event (the runner only subscribes FEATURE_TOPICS)
+      }
+    }
+    pipeline.sadd(featureKeys.clients(p), ...clients);
+    commands++;
+    const results = await execPipeline(pipeline, 'applying events to Redis');
+    this.stats.redisCommands += commands;
+    this.stats.events += records.length;
+    return examples.map(({ index, record, event, entities }) => {
+      const [, snapshot] = results[index] as [number, string | null];
+      return exampleRow(record, event, this.featuresOf(entities, snapshot, event.occurredAt));
+    });
+  }
+
+  private featuresOf(entities: ReturnType<typeof entitiesOf>, snapshot: string | null, at: number): RealtimeFeatures {
+    if (!snapshot || entities.length === 0) return {};
+    const parsed = JSON.parse(snapshot) as unknown;
+    // cjson encodes an empty Lua table as {}, so "no entities" may come back as an object.
+    const states = Array.isArray(parsed) ? (parsed as Array<Record<string, string>>) : [];
+    return featuresFromState(entities, states.map((s) => (Array.isArray(s) ? {} : s)), at);
+  }
+}

@@ -1,0 +1,121 @@
+import type { Redis } from 'ioredis';
+import { clientKeyPrefix, REALTIME_ENTITY_TTL_MS, REALTIME_HALF_LIFE_MS } from '../../featurizer/realtime.ts';
+
+/**
+ * The feature processor's Redis layout. Every key of a client starts with `${prefix}:{clientId}:f`
+ * (one Redis Cluster slot per client, so a Lua script may touch all of a client's keys):
+ *
+ *   :seen            ZSET eventId -> processing time   events applied (idempotency); pruned after
+ *                    EDDY_FEATURES_SEEN_TTL_HOURS of wall-clock time, which bounds how late a
+ *                    redelivery may come (a replay starts from cleared state, so it needs none)
+ *   :labels          HASH label -> JSON {description, keywords, updatedAt}   the active label set
+ *   :counts          HASH examples, label:<L>, source:<S>, last_activity_ms, label_changes, predictions, feedback
+ *   :rt:<field>:<v>  HASH label -> decayed count, _t   real-time entity history (featurizer/realtime.ts)
+ *   :xf:<eventId>    STRING   the entity state an example saw (so a redelivery records the same features)
+ *   :q:<yyyy-mm-dd>  HASH outcome:<O>, predictions, variant:<V>, defaulted   quality buckets (35 days)
+ *   :pred:<requestId> STRING JSON {text, metadata, label, modelVersion, variant, occurredAt}   for feedback
+ * plus `${prefix}:clients` (SET of client ids, outside any client's slot).
+ */
+export const featureKeys = {
+  client: (prefix: string, clientId: string) => clientKeyPrefix(prefix, clientId),
+  seen: (prefix: string, clientId: string) => `${clientKeyPrefix(prefix, clientId)}:seen`,
+  labels: (prefix: string, clientId: string) => `${clientKeyPrefix(prefix, clientId)}:labels`,
+  counts: (prefix: string, clientId: string) => `${clientKeyPrefix(prefix, clientId)}:counts`,
+  snapshot: (prefix: string, clientId: string, eventId: string) => `${clientKeyPrefix(prefix, clientId)}:xf:${eventId}`,
+  quality: (prefix: string, clientId: string, occurredAt: number) =>
+    `${clientKeyPrefix(prefix, clientId)}:q:${new Date(occurredAt).toISOString().slice(0, 10)}`,
+  prediction: (prefix: string, clientId: string, requestId: string) => `${clientKeyPrefix(prefix, clientId)}:pred:${requestId}`,
+  clients: (prefix: string) => `${prefix}:clients`,
+};
+
+export const QUALITY_BUCKET_TTL_MS = 35 * 24 * 60 * 60 * 1000;
+
+/**
+ * Applies one LabeledExample: returns {applied (0|1), snapshot JSON of the entity hashes before
+ * the update}. On a redelivery nothing changes and the stored snapshot is returned, so the row
+ * written to ClickHouse carries the same features as the first time.
+ * Decayed counts are kept relative to a per-entity reference time `_t`: adding an event at time
+ * `ts` adds 2^((ts - _t)/halfLife); when ts runs 16 half-lives past `_t`, the hash is rebased.
+ * Using event time (not the clock) makes a replay rebuild exactly the same numbers.
+ */
+const APPLY_EXAMPLE = `
+local id, ts, label, source = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local seenTtl, entityTtl, hl, clock = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+if redis.call('ZADD', KEYS[1], 'NX', clock, id) == 0 then
+  return {0, redis.call('GET', KEYS[3])}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (clock - seenTtl))
+redis.call('PEXPIRE', KEYS[1], seenTtl)
+local states = {}
+for i = 4, #KEYS do
+  local h = redis.call('HGETALL', KEYS[i])
+  local state = {}
+  for j = 1, #h, 2 do state[h[j]] = h[j + 1] end
+  states[#states + 1] = state
+  local t = tonumber(state['_t'])
+  if t == nil then
+    redis.call('HSET', KEYS[i], '_t', ts, label, 1)
+  else
+    if ts - t > 16 * hl then
+      local f = 2 ^ (-(ts - t) / hl)
+      for k, v in pairs(state) do
+        if k ~= '_t' then redis.call('HSET', KEYS[i], k, string.format('%.17g', tonumber(v) * f)) end
+      end
+      redis.call('HSET', KEYS[i], '_t', ts)
+      t = ts
+    end
+    redis.call('HINCRBYFLOAT', KEYS[i], label, string.format('%.17g', 2 ^ ((ts - t) / hl)))
+  end
+  redis.call('PEXPIRE', KEYS[i], entityTtl)
+end
+local snapshot = cjson.encode(states)
+redis.call('SET', KEYS[3], snapshot, 'PX', seenTtl)
+redis.call('HINCRBY', KEYS[2], 'examples', 1)
+redis.call('HINCRBY', KEYS[2], 'label:' .. label, 1)
+redis.call('HINCRBY', KEYS[2], 'source:' .. source, 1)
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_activity_ms') or '0')
+if ts > last then redis.call('HSET', KEYS[2], 'last_activity_ms', ts) end
+return {1, snapshot}
+`;
+
+/**
+ * Applies a list of commands once per eventId, atomically: KEYS[1] is the seen set, ARGV =
+ * eventId, processing time (ms), seenTtlMs, then a JSON array of [command, keyIndex, ...args]. Commands are
+ * chosen by the processor (never from event data), so the script stays small and generic.
+ */
+const APPLY_ONCE = `
+local id, clock, seenTtl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if redis.call('ZADD', KEYS[1], 'NX', clock, id) == 0 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (clock - seenTtl))
+redis.call('PEXPIRE', KEYS[1], seenTtl)
+local counts = KEYS[2]
+local ops = cjson.decode(ARGV[4])
+for _, op in ipairs(ops) do
+  local cmd, key = op[1], KEYS[op[2]]
+  if cmd == 'MAXFIELD' then
+    local cur = tonumber(redis.call('HGET', key, op[3]) or '0')
+    if tonumber(op[4]) > cur then redis.call('HSET', key, op[3], op[4]) end
+  else
+    local args = {}
+    for j = 3, #op do args[#args + 1] = tostring(op[j]) end
+    redis.call(cmd, key, unpack(args))
+  end
+end
+return 1
+`;
+
+export type FeatureRedis = Redis & {
+  eddyApplyExample(keys: number, ...args: Array<string | number>): Promise<[number, string | null]>;
+  eddyApplyOnce(keys: number, ...args: Array<string | number>): Promise<number>;
+};
+
+/** Registers the scripts (EVALSHA with automatic fallback to EVAL on NOSCRIPT, by ioredis). */
+export function withFeatureScripts(redis: Redis): FeatureRedis {
+  if (!('eddyApplyExample' in redis)) {
+    redis.defineCommand('eddyApplyExample', { lua: APPLY_EXAMPLE });
+    redis.defineCommand('eddyApplyOnce', { lua: APPLY_ONCE });
+  }
+  return redis as FeatureRedis;
+}
+
+export const FEATURE_DECAY = { halfLifeMs: REALTIME_HALF_LIFE_MS, entityTtlMs: REALTIME_ENTITY_TTL_MS };

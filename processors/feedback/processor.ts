@@ -1,0 +1,99 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { EddyError } from '../../common/errors.ts';
+import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
+import type { EventProducer } from '../../streams/producer.ts';
+import type { AnyEvent } from '../../streams/codec.ts';
+import type { TopicName } from '../../streams/topics.ts';
+import type { LabeledExample, PredictionFeedback } from '../../schemas/events.ts';
+import { execPipeline } from '../redis.ts';
+import { featureKeys } from '../features/state.ts';
+
+export const FEEDBACK_TOPICS: readonly TopicName[] = ['feedback'];
+
+/** The prediction as the feature processor stored it (features/processor.ts). */
+interface StoredPrediction {
+  text: string;
+  metadata: Record<string, string>;
+  label: string;
+  modelVersion: string | null;
+}
+
+/** A stable UUID-shaped id derived from the feedback's eventId: a replay produces the same example event. */
+export function exampleEventIdFor(feedbackEventId: string): string {
+  const h = createHash('sha256').update(`eddy:feedback-example:${feedbackEventId}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * Turns feedback into training data, so an upstream service reports a correction once:
+ * ACCEPTED -> LabeledExample(label = predicted, source ASSIGNMENT), REASSIGNED ->
+ * LabeledExample(label = correctLabel, source REASSIGNMENT); REJECTED says only what is wrong, so
+ * it yields no example. Text and metadata come from the PredictionMade the feature processor
+ * stored in Redis. exampleId = requestId, so a later correction replaces an earlier acceptance.
+ *
+ * Feedback can overtake its prediction (different topics): then the call fails with a retriable
+ * error and is retried with backoff, up to `maxWaits` times, after which the feedback is
+ * dead-lettered with the reason (its prediction is unknown or expired).
+ */
+export class FeedbackProcessor implements EventHandler {
+  private readonly waits = new Map<string, number>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly producer: EventProducer,
+    private readonly opts: { keyPrefix: string; maxWaits: number },
+  ) {}
+
+  async handle(records: EventRecord[]): Promise<void> {
+    const feedback: PredictionFeedback[] = [];
+    for (const r of records) {
+      if (r.event.name !== 'PredictionFeedback') continue;
+      const f = r.event.value;
+      if (f.outcome === 'REJECTED') continue;
+      if (f.outcome === 'REASSIGNED' && !f.correctLabel) {
+        throw new EddyError('FEEDBACK_INVALID', `feedback ${f.eventId} is REASSIGNED without a correctLabel`);
+      }
+      feedback.push(f);
+    }
+    if (feedback.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const f of feedback) pipeline.get(featureKeys.prediction(this.opts.keyPrefix, f.clientId, f.requestId));
+    const stored = await execPipeline(pipeline, 'reading predictions for feedback');
+    const examples: AnyEvent[] = [];
+    const missing: PredictionFeedback[] = [];
+    feedback.forEach((f, i) => {
+      const raw = stored[i] as string | null;
+      if (!raw) {
+        missing.push(f);
+        return;
+      }
+      const p = JSON.parse(raw) as StoredPrediction;
+      const example: LabeledExample = {
+        eventId: exampleEventIdFor(f.eventId),
+        clientId: f.clientId,
+        occurredAt: f.occurredAt,
+        exampleId: f.requestId,
+        text: p.text,
+        label: f.outcome === 'REASSIGNED' ? f.correctLabel! : p.label,
+        source: f.outcome === 'REASSIGNED' ? 'REASSIGNMENT' : 'ASSIGNMENT',
+        metadata: p.metadata,
+        predictionId: f.requestId,
+      };
+      examples.push({ name: 'LabeledExample', value: example });
+      this.waits.delete(f.eventId);
+    });
+    await this.producer.sendAll(examples);
+    if (missing.length === 0) return;
+    const first = missing[0]!;
+    const waited = (this.waits.get(first.eventId) ?? 0) + 1;
+    if (waited > this.opts.maxWaits) {
+      // Kept (not reset) so that the runner's record-by-record isolation dead-letters it at once.
+      if (this.waits.size > 100_000) this.waits.clear();
+      throw new EddyError('PREDICTION_UNKNOWN', `feedback ${first.eventId} refers to prediction ${first.requestId} of client ${first.clientId}, which is unknown or expired after ${this.opts.maxWaits} retries`);
+    }
+    for (const f of missing) this.waits.set(f.eventId, (this.waits.get(f.eventId) ?? 0) + 1);
+    if (this.waits.size > 100_000) this.waits.clear(); // bounded memory; worst case a feedback waits again
+    throw new EddyError('PREDICTION_NOT_YET_KNOWN', `${missing.length} feedback event(s) wait for their prediction (first: ${first.requestId}, attempt ${waited}/${this.opts.maxWaits})`, { retriable: true });
+  }
+}

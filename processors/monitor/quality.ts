@@ -1,0 +1,170 @@
+/**
+ * Quality arithmetic, pure (no I/O): judged-prediction counters -> precision, recall, F1 per
+ * label and macro-averaged; distribution divergence for prediction bias; the drop rule.
+ *
+ * Counters of one window (a sum of daily buckets) are a flat record, as stored in Redis:
+ *   n            judged predictions (feedback joined with its prediction)
+ *   correct      ACCEPTED, or REASSIGNED to the predicted label
+ *   rejected     REJECTED (wrong, correct label unknown)
+ *   tp:<L>       predicted L and L was right
+ *   fp:<L>       predicted L and it was wrong (reassigned elsewhere or rejected)
+ *   fn:<L>       L was right but something else was predicted
+ *   pred:<L>     predictions of L that were judged
+ *   obs:<L>      judged predictions whose right label is known to be L
+ */
+export type Counters = Record<string, number>;
+
+export interface LabelQuality {
+  label: string;
+  precision: number;
+  recall: number;
+  f1: number;
+  /** tp + fp + fn: judgements that say something about this label. */
+  support: number;
+}
+
+export interface Quality {
+  /** Judged predictions in the window. */
+  support: number;
+  /** correct / n (micro-averaged precision; the share of predictions users kept). */
+  accuracy: number;
+  /** Macro averages over labels with support. */
+  precision: number;
+  recall: number;
+  f1: number;
+  labels: LabelQuality[];
+}
+
+export const QUALITY_METRICS = ['precision', 'recall', 'f1'] as const;
+export type QualityMetric = (typeof QUALITY_METRICS)[number];
+
+export function addCounters(into: Counters, from: Counters): Counters {
+  for (const k in from) into[k] = (into[k] ?? 0) + from[k]!;
+  return into;
+}
+
+const ratio = (a: number, b: number) => (b > 0 ? a / b : 0);
+
+export function qualityOf(c: Counters): Quality {
+  const labels = new Set<string>();
+  for (const k of Object.keys(c)) {
+    const m = /^(tp|fp|fn):(.*)$/.exec(k);
+    if (m) labels.add(m[2]!);
+  }
+  const perLabel: LabelQuality[] = [...labels].sort().map((label) => {
+    const tp = c[`tp:${label}`] ?? 0;
+    const fp = c[`fp:${label}`] ?? 0;
+    const fn = c[`fn:${label}`] ?? 0;
+    const precision = ratio(tp, tp + fp);
+    const recall = ratio(tp, tp + fn);
+    return { label, precision, recall, f1: ratio(2 * precision * recall, precision + recall), support: tp + fp + fn };
+  });
+  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+  // A label that was only ever rejected has no observed positives: its recall is undefined, not 0.
+  const withRecall = perLabel.filter((l) => (c[`tp:${l.label}`] ?? 0) + (c[`fn:${l.label}`] ?? 0) > 0);
+  const withPrecision = perLabel.filter((l) => (c[`pred:${l.label}`] ?? 0) > 0);
+  return {
+    support: c.n ?? 0,
+    accuracy: ratio(c.correct ?? 0, c.n ?? 0),
+    precision: mean(withPrecision.map((l) => l.precision)),
+    recall: mean(withRecall.map((l) => l.recall)),
+    f1: mean(perLabel.map((l) => l.f1)),
+    labels: perLabel,
+  };
+}
+
+/** A metric that fell: what QualityAlert reports. */
+export interface Drop {
+  metric: QualityMetric;
+  /** null: the client's macro average. */
+  label: string | null;
+  current: number;
+  previous: number;
+  dropPercent: number;
+  support: number;
+}
+
+/**
+ * Every metric (macro P/R/F1, and P/R/F1 of each label) that fell more than `dropPct` percent below
+ * its previous-week value, where both weeks have at least `minSupport` judgements behind it.
+ * Sorted worst first. Relative drop: (previous - current) / previous.
+ */
+export function findDrops(current: Quality, previous: Quality, opts: { dropPct: number; minSupport: number }): Drop[] {
+  const drops: Drop[] = [];
+  const consider = (metric: QualityMetric, label: string | null, cur: number, prev: number, curSupport: number, prevSupport: number) => {
+    if (curSupport < opts.minSupport || prevSupport < opts.minSupport || prev <= 0) return;
+    const dropPercent = (100 * (prev - cur)) / prev;
+    if (dropPercent > opts.dropPct) drops.push({ metric, label, current: cur, previous: prev, dropPercent, support: curSupport });
+  };
+  for (const m of QUALITY_METRICS) consider(m, null, current[m], previous[m], current.support, previous.support);
+  const before = new Map(previous.labels.map((l) => [l.label, l]));
+  for (const l of current.labels) {
+    const p = before.get(l.label);
+    if (!p) continue;
+    for (const m of QUALITY_METRICS) consider(m, l.label, l[m], p[m], l.support, p.support);
+  }
+  // Worst first; the macro figure wins a tie because it speaks for the whole client.
+  return drops.sort((a, b) => b.dropPercent - a.dropPercent || (a.label === null ? -1 : b.label === null ? 1 : 0));
+}
+
+/** Normalised distribution of the `<prefix>:<label>` counters (labels of both sides included). */
+export function distribution(c: Counters, prefix: 'pred' | 'obs', labels: readonly string[]): number[] {
+  const counts = labels.map((l) => c[`${prefix}:${l}`] ?? 0);
+  const total = counts.reduce((a, b) => a + b, 0);
+  return counts.map((x) => (total > 0 ? x / total : 0));
+}
+
+/**
+ * Jensen-Shannon divergence in bits (0 = same distribution, 1 = disjoint). Chosen over KL because
+ * it is symmetric and finite when one side has a zero (a label never predicted), and over total
+ * variation because it weighs a label squeezed to nothing more than a small shift spread wide.
+ */
+export function jensenShannon(p: readonly number[], q: readonly number[]): number {
+  let js = 0;
+  for (let i = 0; i < p.length; i++) {
+    const a = p[i]!;
+    const b = q[i] ?? 0;
+    const m = (a + b) / 2;
+    if (a > 0) js += 0.5 * a * Math.log2(a / m);
+    if (b > 0) js += 0.5 * b * Math.log2(b / m);
+  }
+  return Math.max(0, Math.min(1, js));
+}
+
+export interface Bias {
+  divergence: number;
+  /** Judgements with a known right label behind the observed distribution. */
+  support: number;
+  /** The label predicted most above its observed share (what the model leans towards). */
+  overPredicted: string | null;
+  predicted: Record<string, number>;
+  observed: Record<string, number>;
+}
+
+/** Predicted-label distribution against observed-label distribution over the same judged predictions. */
+export function biasOf(c: Counters): Bias {
+  const labels = [...new Set(Object.keys(c).filter((k) => k.startsWith('pred:') || k.startsWith('obs:')).map((k) => k.slice(k.indexOf(':') + 1)))].sort();
+  // Only judgements with a known right label (not REJECTED) compare like with like.
+  const known: Counters = {};
+  for (const l of labels) {
+    known[`obs:${l}`] = c[`obs:${l}`] ?? 0;
+    known[`pred:${l}`] = (c[`tp:${l}`] ?? 0) + (c[`fpk:${l}`] ?? 0);
+  }
+  const p = distribution(known, 'pred', labels);
+  const q = distribution(known, 'obs', labels);
+  let overPredicted: string | null = null;
+  let most = 0;
+  labels.forEach((l, i) => {
+    if (p[i]! - q[i]! > most) {
+      most = p[i]! - q[i]!;
+      overPredicted = l;
+    }
+  });
+  return {
+    divergence: jensenShannon(p, q),
+    support: labels.reduce((a, l) => a + (c[`obs:${l}`] ?? 0), 0),
+    overPredicted,
+    predicted: Object.fromEntries(labels.map((l, i) => [l, p[i]!])),
+    observed: Object.fromEntries(labels.map((l, i) => [l, q[i]!])),
+  };
+}

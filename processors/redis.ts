@@ -1,0 +1,54 @@
+import { Redis, ReplyError } from 'ioredis';
+import type { EddyConfig } from '../common/config.ts';
+import { DependencyUnavailableError, EddyError, errorMessage } from '../common/errors.ts';
+
+/**
+ * A Redis connection for processors. Commands fail fast while Redis is away (no offline queue),
+ * so a handler throws a retriable error at once and the consumer runner pauses the partition
+ * without committing, instead of commands piling up in memory; ioredis reconnects by itself.
+ */
+export async function connectRedis(config: Pick<EddyConfig, 'redisUrl'>): Promise<Redis> {
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (times) => Math.min(50 * times, 1000),
+  });
+  // Connection errors surface through the commands that fail; the event must not crash the process.
+  redis.on('error', () => undefined);
+  try {
+    await redis.connect();
+  } catch (err) {
+    redis.disconnect();
+    throw new DependencyUnavailableError('redis', `Redis at ${config.redisUrl} is not reachable (${errorMessage(err)})`, err);
+  }
+  return redis;
+}
+
+/**
+ * Tells "Redis is away or busy" (retriable: pause and retry) from "Redis refused the command"
+ * (a bug: not retriable). Replies LOADING/BUSY/TRYAGAIN/MASTERDOWN are transient.
+ */
+export function redisError(err: unknown, what: string): EddyError {
+  if (err instanceof EddyError) return err;
+  const message = errorMessage(err);
+  if (err instanceof ReplyError && !/^(LOADING|BUSY|TRYAGAIN|MASTERDOWN|CLUSTERDOWN|READONLY)/.test(message)) {
+    return new EddyError('REDIS_REJECTED', `${what}: ${message}`, { cause: err });
+  }
+  return new DependencyUnavailableError('redis', `${what}: Redis unavailable (${message})`, err);
+}
+
+/** Runs a pipeline and returns its results, throwing the first error as a classified EddyError. */
+export async function execPipeline(pipeline: ReturnType<Redis['pipeline']>, what: string): Promise<unknown[]> {
+  let results: Array<[Error | null, unknown]> | null;
+  try {
+    results = await pipeline.exec();
+  } catch (err) {
+    throw redisError(err, what);
+  }
+  if (!results) throw new DependencyUnavailableError('redis', `${what}: pipeline was discarded`);
+  return results.map(([err, value]) => {
+    if (err) throw redisError(err, what);
+    return value;
+  });
+}

@@ -1,0 +1,135 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { ProcessorsConfig } from '../../common/config.ts';
+import type { Logger } from '../../common/log.ts';
+import type { AnyEvent } from '../../streams/codec.ts';
+import type { BatchContext, EventHandler, EventRecord } from '../../streams/consumer.ts';
+import type { EventProducer } from '../../streams/producer.ts';
+import type { TopicName } from '../../streams/topics.ts';
+import type { RetrainRequested } from '../../schemas/events.ts';
+import { execPipeline } from '../redis.ts';
+import { decideRetrain, emptyTriggerState, type ClientTriggerState } from './policy.ts';
+
+export const TRIGGER_TOPICS: readonly TopicName[] = ['examples', 'labels', 'models', 'alerts'];
+
+export function triggerStateKey(prefix: string, clientId: string): string {
+  return `${prefix}:{${clientId}}:t`;
+}
+
+/** A stable id for the request a given event caused: a redelivery re-sends the same event, which trainers dedupe. */
+function requestIdFor(causeEventId: string): string {
+  const h = createHash('sha256').update(`eddy:retrain:${causeEventId}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * Emits RetrainRequested per the retrain policy (policy.ts) and keeps, per client, the state the
+ * policy needs in Redis (`${prefix}:{clientId}:t`). Time is event time (occurredAt), so decisions
+ * do not depend on how fast the log is read. Per call: load the states of the call's clients,
+ * apply the records in order, send the requests, then save the states; a crash between send and
+ * save re-sends the same request ids (derived from the causing event), which trainers dedupe.
+ */
+export class TriggerProcessor implements EventHandler {
+  private logger: Logger | undefined;
+  /** Requests emitted by this process, for tests and logs. */
+  readonly emitted: RetrainRequested[] = [];
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly producer: EventProducer,
+    private readonly opts: { keyPrefix: string; trigger: ProcessorsConfig['trigger'] },
+  ) {}
+
+  async init(ctx: { logger: Logger }): Promise<void> {
+    this.logger = ctx.logger.child({ processor: 'triggers' });
+  }
+
+  async handle(records: EventRecord[], ctx: BatchContext): Promise<void> {
+    const logger = this.logger ?? ctx.logger;
+    const clientIds = [...new Set(records.map((r) => (r.event.value as { clientId: string }).clientId))];
+    const load = this.redis.pipeline();
+    for (const c of clientIds) load.get(triggerStateKey(this.opts.keyPrefix, c));
+    const raw = await execPipeline(load, 'loading trigger state');
+    const states = new Map<string, ClientTriggerState>();
+    clientIds.forEach((c, i) => states.set(c, raw[i] ? { ...emptyTriggerState(), ...(JSON.parse(raw[i] as string) as ClientTriggerState) } : emptyTriggerState()));
+    const requests: RetrainRequested[] = [];
+    const changed = new Set<string>();
+    for (const r of records) {
+      const ev = r.event.value as { clientId: string; eventId: string; occurredAt: number };
+      const s = states.get(ev.clientId)!;
+      const offset = Number(r.offset);
+      const offsetKey = `${r.topic}/${r.partition}`;
+      if ((s.offsets[offsetKey] ?? -1) >= offset) continue; // redelivered: already applied
+      s.offsets[offsetKey] = offset;
+      changed.add(ev.clientId);
+      if (!this.apply(s, r, logger)) continue;
+      const d = decideRetrain(s, ev.occurredAt, this.opts.trigger);
+      if (d.kind === 'hold') {
+        logger.info({ clientId: ev.clientId, reason: d.reason, detail: d.detail, blockedBy: d.blockedBy }, 'retrain wanted but held back');
+      } else if (d.kind === 'request') {
+        const req: RetrainRequested = {
+          eventId: requestIdFor(ev.eventId), clientId: ev.clientId, occurredAt: ev.occurredAt,
+          reason: d.reason, detail: d.detail, requestedBy: 'trigger',
+        };
+        requests.push(req);
+        s.outstanding = { eventId: req.eventId, at: ev.occurredAt };
+        s.lastRequestAt = ev.occurredAt;
+        s.baselineExamples = s.examples;
+        s.labelsChanged = false;
+        s.qualityAlert = null;
+        logger.info({ clientId: ev.clientId, reason: d.reason, detail: d.detail, retrainEventId: req.eventId }, 'retrain requested');
+      }
+    }
+    await this.producer.sendAll(requests.map((value): AnyEvent => ({ name: 'RetrainRequested', value })));
+    this.emitted.push(...requests);
+    if (changed.size > 0) {
+      const save = this.redis.pipeline();
+      for (const c of changed) save.set(triggerStateKey(this.opts.keyPrefix, c), JSON.stringify(states.get(c)));
+      await execPipeline(save, 'saving trigger state');
+    }
+  }
+
+  /** Folds one event into the state; returns whether the policy should be evaluated after it. */
+  private apply(s: ClientTriggerState, r: EventRecord, logger: Logger): boolean {
+    const ev = r.event;
+    switch (ev.name) {
+      case 'LabeledExample':
+        s.examples++;
+        s.labelCounts[ev.value.label] = (s.labelCounts[ev.value.label] ?? 0) + 1;
+        return true;
+      case 'LabelSetChanged': {
+        const e = ev.value;
+        if (e.change === 'REMOVED') delete s.labelCounts[e.label];
+        if (e.change === 'RENAMED' && e.previousLabel) {
+          s.labelCounts[e.label] = (s.labelCounts[e.label] ?? 0) + (s.labelCounts[e.previousLabel] ?? 0);
+          delete s.labelCounts[e.previousLabel];
+        }
+        // A description or keyword update changes the definition examples too: retrain.
+        s.labelsChanged = true;
+        return true;
+      }
+      case 'ModelPublished': {
+        const e = ev.value;
+        s.lastModelVersion = e.modelVersion;
+        s.lastModelAt = e.occurredAt;
+        if (s.outstanding && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null)) s.outstanding = null;
+        // A model we never asked for (an operator's): what counts as new starts here.
+        if (s.lastRequestAt === null) s.baselineExamples = s.examples;
+        return false;
+      }
+      case 'ModelRejected': {
+        const e = ev.value;
+        if (s.outstanding && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null)) s.outstanding = null;
+        logger.info({ clientId: e.clientId, reasons: e.reasons, stage: e.stage }, 'retrain rejected; waiting for new data or signals');
+        return false;
+      }
+      case 'QualityAlert': {
+        const e = ev.value;
+        s.qualityAlert = `${e.kind}: ${e.metric}${e.label ? ` of ${e.label}` : ''} fell ${e.dropPercent.toFixed(1)}% (${e.previousValue.toFixed(3)} -> ${e.currentValue.toFixed(3)})${e.modelVersion ? ` on ${e.modelVersion}` : ''}`;
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+}
