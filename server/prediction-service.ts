@@ -113,14 +113,14 @@ export class PredictionService {
     const requester = req.metadata[this.config.canaryKey] || requestId;
 
     if (c?.live !== undefined) {
-      // Features and the model are fetched concurrently: a cold load does not add the Redis time.
-      const features = this.readFeatures(clientId, req.metadata);
       const history = [...c.liveHistory].reverse();
       const canary = c.canary && stableShare(`${clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
       handle = canary
         ? await this.borrowServing(c, canary, [c.live, ...history])
         : await this.borrowServing(c, c.live, history);
-      const f = await features;
+      // Features are read after the model is in hand: a cold load (CPU-bound: hash + decode) must
+      // not eat the features' tight deadline. On the hot path borrowing takes microseconds.
+      const f = await this.readFeatures(clientId, req.metadata);
       featuresDefaulted = f.defaulted;
       if (f.defaulted) serverMetrics.featuresDefaulted().inc();
       if (handle) {

@@ -46,6 +46,8 @@ beforeAll(async () => {
     EDDY_SERVER_MAX_METADATA_ENTRIES: '4',
     EDDY_SERVER_MAX_METADATA_BYTES: '100',
     EDDY_SERVER_MAX_BATCH: '5',
+    // Behaviour, not speed: a generous deadline so a busy shared CPU cannot make Redis look slow.
+    EDDY_SERVER_FEATURE_TIMEOUT_MS: '1000',
   });
   streams = await testStreams(config);
   const store = new FsModelStore(config.modelStoreDir);
