@@ -191,7 +191,7 @@ describe('model lifecycle across replicas', () => {
     // Flip bytes in the stored blob: the hash no longer matches what ModelPublished says.
     const blob = path.join(config.modelStoreDir, 'blobs', put.sha256.slice(0, 2), `${put.sha256}.eddymodel`);
     const bytes = await fs.readFile(blob);
-    bytes[bytes.length - 1] ^= 0xff;
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
     await fs.writeFile(blob, bytes);
     await streams.producer.send('ModelPublished', modelPublished({ clientId: 'acme', version: 'v4', ...put }));
     await waitFor('v4 load refused', () => a.manager.failure('acme', 'v4'));
