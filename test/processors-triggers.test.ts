@@ -1,0 +1,134 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testConfig, testStreams, waitFor } from './helpers.ts';
+import { startProcessors, type RunningProcessors } from '../processors/run.ts';
+import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
+import { TRIGGER_TOPICS } from '../processors/triggers/processor.ts';
+import type { EventRecord } from '../streams/index.ts';
+import type { ModelPublished, RetrainRequested } from '../schemas/events.ts';
+import { caughtUp, deleteRedisPrefix, example, labelAdded } from './processors-support.ts';
+
+const trigger = { minExamples: 4, minLabels: 2, newExamples: 3, growth: 100, cooldownMs: 0, outstandingTimeoutMs: 3_600_000, staleMs: 30 * 86_400_000 };
+
+describe('retrain policy (pure)', () => {
+  const base = (over: Partial<ClientTriggerState>): ClientTriggerState => ({ ...emptyTriggerState(), ...over });
+  const t = { ...trigger, cooldownMs: 60_000, growth: 0.2, newExamples: 1000 };
+
+  it('needs enough examples over at least two labels for a new client', () => {
+    expect(decideRetrain(base({ examples: 10, labelCounts: { A: 10 } }), 0, t).kind).toBe('none');
+    expect(decideRetrain(base({ examples: 3, labelCounts: { A: 2, B: 1 } }), 0, t).kind).toBe('none');
+    expect(decideRetrain(base({ examples: 4, labelCounts: { A: 2, B: 2 } }), 0, t)).toMatchObject({ kind: 'request', reason: 'NEW_CLIENT' });
+  });
+
+  it('requests on growth, holds during cooldown and while a request is outstanding, and after a timeout lets go', () => {
+    const s = base({ examples: 130, baselineExamples: 100, labelCounts: { A: 70, B: 60 }, lastModelVersion: 'v1', lastModelAt: 0, lastRequestAt: 0 });
+    expect(decideRetrain(s, 10_000, t)).toMatchObject({ kind: 'hold', reason: 'NEW_DATA', blockedBy: 'COOLDOWN' });
+    expect(decideRetrain(s, 60_000, t)).toMatchObject({ kind: 'request', reason: 'NEW_DATA' });
+    expect(decideRetrain({ ...s, examples: 110 }, 60_000, t).kind).toBe('none'); // +10% < 20%
+    const outstanding = { ...s, outstanding: { eventId: 'e', at: 60_000 } };
+    expect(decideRetrain(outstanding, 120_000, t)).toMatchObject({ kind: 'hold', blockedBy: 'OUTSTANDING' });
+    expect(decideRetrain(outstanding, 60_000 + t.outstandingTimeoutMs, t)).toMatchObject({ kind: 'request' });
+  });
+
+  it('retrains a stale model only when new data exists', () => {
+    const s = base({ examples: 100, baselineExamples: 100, labelCounts: { A: 50, B: 50 }, lastModelVersion: 'v1', lastModelAt: 0, lastRequestAt: 0 });
+    expect(decideRetrain(s, t.staleMs + 1, t).kind).toBe('none');
+    expect(decideRetrain({ ...s, examples: 101 }, t.staleMs + 1, t)).toMatchObject({ kind: 'request', reason: 'STALE' });
+    expect(decideRetrain({ ...s, examples: 101 }, t.staleMs - 1, t).kind).toBe('none');
+  });
+});
+
+const config = testConfig({
+  EDDY_TRIGGER_MIN_EXAMPLES: '4', EDDY_TRIGGER_MIN_LABELS: '2', EDDY_TRIGGER_NEW_EXAMPLES: '3', EDDY_TRIGGER_GROWTH: '100',
+  EDDY_TRIGGER_COOLDOWN_MS: '0',
+});
+let streams: Awaited<ReturnType<typeof testStreams>>;
+let procs: RunningProcessors;
+const requests: RetrainRequested[] = [];
+const c = 'initech';
+
+beforeAll(async () => {
+  streams = await testStreams(config);
+  const reader = streams.consumer({
+    group: 'test-reader', topics: ['retrain-requests'],
+    handler: { async handle(records: EventRecord[]) { for (const r of records) if (r.event.name === 'RetrainRequested') requests.push(r.event.value); } },
+  });
+  const assigned = reader.waitForAssignment();
+  await reader.start();
+  await assigned;
+  procs = await startProcessors(config, { only: ['triggers'], waitForAssignment: true });
+});
+
+afterAll(async () => {
+  await procs?.stop();
+  const { connectRedis } = await import('../processors/redis.ts');
+  const redis = await connectRedis(config);
+  await deleteRedisPrefix(redis, config.redisPrefix);
+  redis.disconnect();
+  await streams?.cleanup();
+});
+
+function published(version: string, retrainEventId: string | null): ModelPublished {
+  return {
+    eventId: randomUUID(), clientId: c, occurredAt: Date.now(), modelVersion: version, previousVersion: null, artifactUri: `file:///${version}`, artifactSha256: '0'.repeat(64),
+    featurizer: 'f', labels: ['A', 'B'], metrics: {}, trainingExamples: 4, trainingDataSha256: '0'.repeat(64), backend: 'wasm', trainingMs: 1, retrainEventId,
+  };
+}
+
+async function settled(): Promise<void> {
+  await waitFor('the trigger processor caught up', () => caughtUp(streams, 'processors.triggers', TRIGGER_TOPICS), 30_000, 100);
+}
+
+describe('trigger processor', () => {
+  it('requests NEW_CLIENT, then NEW_DATA, LABELS_CHANGED and QUALITY_DROP, one outstanding request at a time', async () => {
+    for (let i = 0; i < 3; i++) await streams.producer.send('LabeledExample', example(c, 'A'));
+    await settled();
+    expect(requests).toHaveLength(0); // 3 examples, one label
+    await streams.producer.send('LabeledExample', example(c, 'B'));
+    await waitFor('NEW_CLIENT', () => requests.length === 1);
+    expect(requests[0]).toMatchObject({ clientId: c, reason: 'NEW_CLIENT', requestedBy: 'trigger' });
+
+    // While it is outstanding, more data is held back (logged), not requested.
+    for (let i = 0; i < 4; i++) await streams.producer.send('LabeledExample', example(c, 'B'));
+    await settled();
+    expect(requests).toHaveLength(1);
+
+    // The model for that request arrives: the next example triggers NEW_DATA (5 new since the request).
+    await streams.producer.send('ModelPublished', published('v1', requests[0]!.eventId));
+    await settled();
+    await streams.producer.send('LabeledExample', example(c, 'A'));
+    await waitFor('NEW_DATA', () => requests.length === 2);
+    expect(requests[1]).toMatchObject({ reason: 'NEW_DATA' });
+    expect(requests[1]!.detail).toMatch(/5 new examples/);
+
+    // Rejected: no longer outstanding. A label change triggers LABELS_CHANGED.
+    await streams.producer.send('ModelRejected', {
+      eventId: randomUUID(), clientId: c, occurredAt: Date.now(), candidateVersion: 'v2', liveVersion: 'v1', stage: 'GATE', reasons: ['WORSE_THAN_LIVE'],
+      detail: '', candidateMetrics: {}, liveMetrics: {}, retrainEventId: requests[1]!.eventId,
+    });
+    await settled();
+    await streams.producer.send('LabelSetChanged', labelAdded(c, 'C'));
+    await waitFor('LABELS_CHANGED', () => requests.length === 3);
+    expect(requests[2]).toMatchObject({ reason: 'LABELS_CHANGED' });
+
+    await streams.producer.send('ModelPublished', published('v2', requests[2]!.eventId));
+    await settled();
+    await streams.producer.send('QualityAlert', {
+      eventId: randomUUID(), clientId: c, occurredAt: Date.now(), kind: 'QUALITY_DROP', metric: 'f1', label: null, modelVersion: 'v2',
+      currentValue: 0.5, previousValue: 0.8, dropPercent: 37.5, support: 200, window: '7d',
+    });
+    await waitFor('QUALITY_DROP', () => requests.length === 4);
+    expect(requests[3]).toMatchObject({ reason: 'QUALITY_DROP' });
+    expect(requests[3]!.detail).toMatch(/f1 fell 37.5%/);
+    expect(new Set(requests.map((r) => r.eventId)).size).toBe(4);
+  });
+
+  it('does not re-emit after a restart (state and offsets survive in Redis)', async () => {
+    const before = requests.length;
+    await procs.stop();
+    procs = await startProcessors(config, { only: ['triggers'], waitForAssignment: true });
+    await streams.producer.send('LabeledExample', example(c, 'A')); // 1 new since the last request: below every threshold
+    await settled();
+    expect(requests.length).toBe(before);
+  });
+});
