@@ -1,79 +1,126 @@
-import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import type { EddyConfig } from '../common/config.ts';
-import type { AnyEvent } from '../streams/index.ts';
-import { connectStreams, TOPIC_NAMES } from '../streams/index.ts';
+import { EddyError } from '../common/errors.ts';
+import { createLogger } from '../common/log.ts';
+import { startSession, type Session } from '../simulator/session.ts';
+import type { SimulatorSnapshot } from '../simulator/simulator.ts';
 import { stackUp } from './stack.ts';
+
+/**
+ * `eddy demo` (`npm run demo`): the stack, the platform (processors, trainer, a server — child
+ * processes running the real CLI commands, see simulator/platform.ts for why) and the simulated
+ * upstream services, in a fresh namespace of their own; a live summary every few seconds;
+ * Ctrl-C (or --duration) stops the simulator, then each component gracefully, then deletes the
+ * run's topics, keys, database and models (unless --keep).
+ */
 
 const out = (line: string) => process.stdout.write(line + '\n');
 
-/** Sample traffic of three clients with different teams: what upstream services send. */
-export function sampleEvents(): AnyEvent[] {
-  const now = Date.now();
-  const ev = () => ({ eventId: randomUUID(), occurredAt: now });
-  const clients: Record<string, Record<string, string[]>> = {
-    acme: { 'IT Support': ['laptop', 'vpn', 'password'], Facilities: ['desk', 'badge', 'heating'], Payroll: ['salary', 'payslip'] },
-    globex: { Network: ['wifi', 'router', 'latency'], Accounts: ['invoice', 'refund'] },
-    initech: { Helpdesk: ['printer', 'monitor'], HR: ['leave', 'contract'], Legal: ['nda', 'gdpr'] },
-  };
-  const events: AnyEvent[] = [];
-  for (const [clientId, teams] of Object.entries(clients)) {
-    for (const [label, keywords] of Object.entries(teams)) {
-      events.push({ name: 'LabelSetChanged', value: { ...ev(), clientId, change: 'ADDED', label, previousLabel: null, description: `${label} team`, keywords } });
-      for (const k of keywords) {
-        events.push({ name: 'LabeledExample', value: { ...ev(), clientId, exampleId: randomUUID(), text: `my ${k} does not work`, label, source: 'ASSIGNMENT', metadata: { requester: 'sam' }, predictionId: null } });
-      }
-    }
-    const requestId = randomUUID();
-    events.push({ name: 'PredictionRequested', value: { ...ev(), clientId, requestId, text: 'cannot connect to the vpn', metadata: {} } });
-  }
-  return events;
+interface DemoOptions {
+  duration?: string;
+  rate: string;
+  keep?: boolean;
+  servers: string;
 }
 
 export function registerDemoCommand(program: Command, config: () => EddyConfig): void {
   program
     .command('demo')
-    .description('start the stack and run the platform with a simulated workload')
-    .action(async () => {
-      // The demo talks to the user on stdout; routine info logs would drown it.
-      process.env.EDDY_LOG_LEVEL ??= 'warn';
+    .description('start the stack and the platform, run simulated clients against it, print a live summary (Ctrl-C stops)')
+    .option('-d, --duration <seconds>', 'stop after this many seconds (default: run until Ctrl-C)')
+    .option('-r, --rate <requests/s>', 'simulated prediction requests per second, all clients', '15')
+    .option('--servers <n>', 'prediction server processes', '1')
+    .option('--keep', 'keep the run\'s topics, Redis keys, ClickHouse database and models after it stops')
+    .action(async (opts: DemoOptions) => {
+      const duration = opts.duration === undefined ? undefined : positive('--duration', opts.duration);
+      const rate = positive('--rate', opts.rate);
+      const servers = positive('--servers', opts.servers);
       const c = config();
-      out('Eddy demo: starting the local stack (first run downloads Kafka and the registry)…');
+      out('Eddy demo: starting the local stack (the first run downloads Kafka and the registry)…');
       await stackUp(c.home, (line) => out(`  ${line}`));
-      const streams = await connectStreams(c, 'eddy-demo');
-      const events = sampleEvents();
-      await streams.producer.sendAll(events);
-      // One message that is not Avro at all: it must end in the dead letters with the reason.
-      await streams.producer.sendMessages([{ topic: streams.topics.physical('examples'), messages: [{ key: 'acme', value: Buffer.from('{"oops": "plain JSON"}') }] }]);
-      out(`\nproduced ${events.length} events for 3 clients through the schema registry (+1 malformed message)`);
-
-      const counts = new Map<string, number>();
-      let deadLetters = 0;
-      const runner = streams.consumer({
-        group: `demo-${randomUUID()}`,
-        topics: TOPIC_NAMES,
-        handler: {
-          async handle(records) {
-            for (const r of records) {
-              const key = `${r.topic}:${r.event.name}`;
-              counts.set(key, (counts.get(key) ?? 0) + 1);
-              if (r.event.name === 'DeadLetter') {
-                deadLetters++;
-                out(`  dead letter from ${r.event.value.sourceTopic}@${r.event.value.offset}: ${r.event.value.errorCode} — ${r.event.value.reason}`);
-              }
-            }
-          },
-        },
-      });
-      await runner.start();
-      const deadline = Date.now() + 20_000;
-      while (Date.now() < deadline && (deadLetters === 0 || [...counts.values()].reduce((a, b) => a + b, 0) < events.length)) {
-        await new Promise((r) => setTimeout(r, 200));
+      out('starting the platform: eddy processors run, eddy trainer run, eddy serve …');
+      let stopRequested = false;
+      let wake: () => void = () => undefined;
+      const onSignal = () => {
+        if (stopRequested) return;
+        stopRequested = true;
+        out('\nstopping: simulator, then server, trainer, processors (graceful) …');
+        wake();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      let session: Session | undefined;
+      try {
+        session = await startSession({
+          keep: opts.keep, servers,
+          logger: createLogger('simulator', 'warn'),
+          simulator: { requestsPerSecond: rate },
+        });
+        if (stopRequested) return;
+        out(`run ${session.id}: component logs in ${session.platform.logDir}`);
+        out(`dashboard: ${session.serverUrls[0]}/dashboard   predict API: ${session.serverUrls.join(', ')} (key: ${session.apiKey})`);
+        const endAt = duration === undefined ? Infinity : Date.now() + duration * 1000;
+        const tty = process.stdout.isTTY;
+        let lastPrint = 0;
+        while (!stopRequested && Date.now() < endAt) {
+          await new Promise<void>((r) => {
+            wake = r;
+            setTimeout(r, 1000);
+          });
+          const crashed = session.platform.crashed();
+          if (crashed.length) {
+            throw new EddyError('PLATFORM_CRASHED', `${crashed.map((x) => `${x.spec.name} exited (${x.exited?.code ?? x.exited?.signal})`).join(', ')}; see ${session.platform.logDir}`);
+          }
+          // A terminal gets a redrawn screen every 2 s; a log file a summary every 15 s.
+          if (Date.now() - lastPrint >= (tty ? 2000 : 15_000)) {
+            lastPrint = Date.now();
+            const text = renderSummary(session.simulator!.snapshot(), session);
+            if (tty) process.stdout.write('\x1b[H\x1b[2J');
+            out(text);
+          }
+        }
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        if (session) {
+          const final = session.simulator?.snapshot();
+          await session.stop();
+          if (final) out(`\nfinal summary\n${renderSummary(final, session)}`);
+          out(opts.keep ? `kept run ${session.id} (EDDY_TOPIC_PREFIX=${session.id}.)` : `run ${session.id} cleaned up; the stack keeps running ('eddy stack down' stops it)`);
+        }
       }
-      out('\nconsumed (decoded through the registry):');
-      for (const [key, n] of [...counts].sort()) out(`  ${key.padEnd(42)} ${n}`);
-      await streams.close();
-      await streams.withAdmin((admin) => admin.deleteGroups([runner.groupId]).catch(() => undefined));
-      out('\nThe stack keeps running: `npm run stack:status`, `npm run stack:down` to stop it.');
     });
+}
+
+function positive(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new EddyError('USAGE', `${flag} must be a positive number, got '${value}'`);
+  return n;
+}
+
+const pct = (x: number | null) => (x === null ? '   -' : `${(100 * x).toFixed(0).padStart(3)}%`);
+const age = (at: number | null) => (at === null ? '-' : `${Math.round((Date.now() - at) / 1000)} s ago`);
+
+export function renderSummary(s: SimulatorSnapshot, session: Pick<Session, 'serverUrls' | 'id'>): string {
+  const lines: string[] = [];
+  const up = Math.round((Date.now() - s.startedAt) / 1000);
+  lines.push(`Eddy demo ${session.id} — ${up} s — dashboard ${session.serverUrls[0]}/dashboard — Ctrl-C stops`);
+  lines.push('');
+  lines.push(`${'CLIENT'.padEnd(10)}${'TEAMS'.padStart(6)}${'LIVE'.padStart(6)}${'MODELS'.padStart(8)}  ${'LAST MODEL'.padEnd(12)}${'ACCURACY'.padStart(9)}${'ANSWERED'.padStart(10)}${'BASELINE'.padStart(10)}${'FEEDBACK'.padStart(10)}${'RETRAINS'.padStart(10)}${'ALERTS'.padStart(8)}`);
+  for (const c of s.clients) {
+    lines.push(`${c.clientId.padEnd(10)}${String(c.teams).padStart(6)}${(c.liveVersion ?? '-').padStart(6)}${String(c.versions).padStart(8)}  ${age(c.lastModelAt).padEnd(12)}${pct(c.accuracy).padStart(9)}${String(c.answered).padStart(10)}${String(c.baselineAnswers).padStart(10)}${String(c.feedback).padStart(10)}${String(c.retrains).padStart(10)}${String(c.alerts).padStart(8)}`);
+  }
+  lines.push('');
+  if (s.freshness.length) {
+    lines.push('freshness (labelled change produced -> first prediction by a model trained on it):');
+    for (const f of s.freshness) lines.push(`  ${f.clientId}: ${f.what}: ${(f.ms / 1000).toFixed(1)} s`);
+  } else {
+    lines.push('freshness: waiting for the first labelled change to be served');
+  }
+  lines.push(`requests: ${s.requests.http} HTTP, ${s.requests.kafka} Kafka (${s.requests.pendingKafka} awaiting an answer), ${s.requests.failed} failed`);
+  lines.push('');
+  lines.push('story:');
+  for (const st of s.story) lines.push(`  +${Math.round((st.at - s.startedAt) / 1000).toString().padStart(4)} s  ${st.step.padEnd(20)} ${st.clientId}: ${st.detail}`);
+  if (s.lastError) lines.push(`\nlast error: ${s.lastError}`);
+  return lines.join('\n');
 }
