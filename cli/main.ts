@@ -6,6 +6,7 @@ import { EddyError, errorMessage } from '../common/errors.ts';
 import { stackDown, stackLogFile, stackStatus, stackUp } from './stack.ts';
 import { registerStreamsCommands } from './streams-commands.ts';
 import { registerDemoCommand } from './demo.ts';
+import { registerServerCommands } from './server-commands.ts';
 
 /**
  * `eddy` — one entry point for operators and developers. Subcommands live next to what they
@@ -96,6 +97,7 @@ stack
 
 registerStreamsCommands(program, config);
 registerDemoCommand(program, config);
+registerServerCommands(program, config);
 
 program.addOption(new Option('--no-color', 'disable colours').hideHelp());
 

@@ -31,6 +31,8 @@ export class LogFollower {
     private readonly labels: LabelDirectory,
     private readonly replicaId: string,
     private readonly logger: Logger,
+    /** Count examples for the baseline (servers: yes; the CLI only needs the registry). */
+    private readonly countExamples = true,
   ) {}
 
   get ready(): boolean {
@@ -65,6 +67,8 @@ export class LogFollower {
     });
     this.registryRunner = registryRunner;
     await registryRunner.start();
+    void this.watchCatchUp(registryRunner.groupId, targets);
+    if (!this.countExamples) return;
     const examplesRunner = this.streams.consumer({
       group: `server-examples-${this.replicaId}-${this.suffix}`,
       topics: ['examples'],
@@ -77,7 +81,6 @@ export class LogFollower {
     });
     this.examplesRunner = examplesRunner;
     await examplesRunner.start();
-    void this.watchCatchUp(registryRunner.groupId, targets);
   }
 
   /** Polls the group's committed offsets until they reach the targets, then flips to ready. */
