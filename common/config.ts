@@ -203,6 +203,35 @@ const ENV_SCHEMA = {
       type: 'integer', default: 10, minimum: 2, maximum: 100000,
       description: 'Model versions kept per client in the model store (older ones are pruned after a publish; rollback needs 2).',
     },
+    // --- quality monitor and dashboard (processors/monitor/, server/dashboard/) ---
+    EDDY_MONITOR_DROP_PCT: {
+      type: 'number', default: 10, minimum: 0.1, maximum: 100,
+      description: 'QualityAlert when a live precision/recall/F1 (macro or per label) falls more than this many percent below the previous week\'s.',
+    },
+    EDDY_MONITOR_MIN_SUPPORT: {
+      type: 'integer', default: 30, minimum: 1, maximum: 100000000,
+      description: 'Judged predictions (feedback) each week (and each label) needs before its quality or bias may alert.',
+    },
+    EDDY_MONITOR_BIAS_THRESHOLD: {
+      type: 'number', default: 0.1, minimum: 0.001, maximum: 1,
+      description: 'Jensen-Shannon divergence (bits) of predicted vs observed label distribution over 7 days that raises a PREDICTION_BIAS alert.',
+    },
+    EDDY_MONITOR_AUTO_ROLLBACK: {
+      type: 'boolean', default: true,
+      description: 'Roll back a freshly published live version whose accuracy on live feedback is clearly below its predecessor\'s.',
+    },
+    EDDY_MONITOR_ROLLBACK_DROP_PCT: {
+      type: 'number', default: 15, minimum: 0.1, maximum: 100,
+      description: 'How many percent below its predecessor\'s live accuracy a fresh version must fall to be rolled back automatically.',
+    },
+    EDDY_MONITOR_ROLLBACK_MIN_SUPPORT: {
+      type: 'integer', default: 50, minimum: 1, maximum: 100000000,
+      description: 'Judged predictions both the fresh version and its predecessor need before the rollback comparison is made (once).',
+    },
+    EDDY_MONITOR_LAG_INTERVAL_MS: {
+      type: 'integer', default: 15000, minimum: 500, maximum: 3600000,
+      description: 'How often consumer lag per group and topic end offsets are read from Kafka (admin API) for metrics and the dashboard.',
+    },
   },
 } as const;
 
@@ -222,6 +251,7 @@ export interface EddyConfig {
   server: ServerConfig;
   processors: ProcessorsConfig;
   trainer: TrainerConfig;
+  monitor: MonitorConfig;
 }
 
 /** The trainer's settings (EDDY_TRAINER_*), see docs/trainer.md. */
@@ -274,6 +304,9 @@ type RawEnv = {
   EDDY_TRAINER_GATE_MARGIN: number; EDDY_TRAINER_BACKEND: string; EDDY_TRAINER_EPOCHS: number;
   EDDY_TRAINER_MIN_EXAMPLES: number; EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: number; EDDY_TRAINER_MAX_TEXT_CHARS: number;
   EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number;
+  EDDY_MONITOR_DROP_PCT: number; EDDY_MONITOR_MIN_SUPPORT: number; EDDY_MONITOR_BIAS_THRESHOLD: number;
+  EDDY_MONITOR_AUTO_ROLLBACK: boolean; EDDY_MONITOR_ROLLBACK_DROP_PCT: number; EDDY_MONITOR_ROLLBACK_MIN_SUPPORT: number;
+  EDDY_MONITOR_LAG_INTERVAL_MS: number;
 };
 
 /** Names, defaults and descriptions of every variable, for `eddy config` and the docs. */
@@ -360,7 +393,27 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       maxLabelDrift: raw.EDDY_TRAINER_MAX_LABEL_DRIFT,
       keepVersions: raw.EDDY_TRAINER_KEEP_VERSIONS,
     },
+    monitor: {
+      dropPct: raw.EDDY_MONITOR_DROP_PCT,
+      minSupport: raw.EDDY_MONITOR_MIN_SUPPORT,
+      biasThreshold: raw.EDDY_MONITOR_BIAS_THRESHOLD,
+      autoRollback: raw.EDDY_MONITOR_AUTO_ROLLBACK,
+      rollbackDropPct: raw.EDDY_MONITOR_ROLLBACK_DROP_PCT,
+      rollbackMinSupport: raw.EDDY_MONITOR_ROLLBACK_MIN_SUPPORT,
+      lagIntervalMs: raw.EDDY_MONITOR_LAG_INTERVAL_MS,
+    },
   };
+}
+
+/** The quality monitor's settings (EDDY_MONITOR_*), see docs/monitoring.md. */
+export interface MonitorConfig {
+  dropPct: number;
+  minSupport: number;
+  biasThreshold: number;
+  autoRollback: boolean;
+  rollbackDropPct: number;
+  rollbackMinSupport: number;
+  lagIntervalMs: number;
 }
 
 /** API keys from the variable (key=client,...) and the file ("key client" per line); a bad line names itself. */

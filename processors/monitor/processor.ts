@@ -1,0 +1,387 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../common/log.ts';
+import type { AnyEvent } from '../../streams/codec.ts';
+import type { BatchContext, EventHandler, EventRecord } from '../../streams/consumer.ts';
+import type { EventProducer } from '../../streams/producer.ts';
+import type { TopicName } from '../../streams/topics.ts';
+import type { ModelRolledBack, QualityAlert } from '../../schemas/events.ts';
+import { execPipeline, redisError } from '../redis.ts';
+import { monitorMetrics } from './metrics.ts';
+import { biasOf, findDrops, qualityOf, type Drop } from './quality.ts';
+import {
+  ALL_VERSIONS, BASELINE_VERSION, DAY_MS, dayOf, EVENTS_PER_CLIENT, monitorKeys, readWindows, RECENT_EVENTS,
+  TREND_POINTS, withMonitorScripts, type MonitorRedis,
+} from './store.ts';
+
+export const MONITOR_TOPICS: readonly TopicName[] = ['predictions', 'feedback', 'models', 'retrain-requests', 'alerts'];
+
+/** The monitor's settings (EDDY_MONITOR_*; see docs/monitoring.md). */
+export interface MonitorOptions {
+  keyPrefix: string;
+  /** Alert when a metric falls more than this many percent below the previous week's. */
+  dropPct: number;
+  /** Judgements a window (and a label) needs before its metrics may alert. */
+  minSupport: number;
+  /** Jensen-Shannon divergence (bits, 0..1) of predicted vs observed labels that raises PREDICTION_BIAS. */
+  biasThreshold: number;
+  autoRollback: boolean;
+  /** A fresh version whose live accuracy is this many percent below its predecessor's is rolled back. */
+  rollbackDropPct: number;
+  /** Judgements each of the two versions needs before the comparison is made (once). */
+  rollbackMinSupport: number;
+  /** How long predictions wait for feedback (and feedback for its prediction). */
+  predictionTtlMs: number;
+}
+
+/** One line of the lifecycle history the dashboard shows. */
+export interface LifecycleEntry {
+  id: string;
+  clientId: string;
+  type: string;
+  at: number;
+  version: string | null;
+  title: string;
+}
+
+const WEEK_DAYS = 7;
+const BUCKET_TTL_MS = 35 * DAY_MS;
+
+/** UUID-shaped id derived from what caused an event: a redelivery re-sends the same id, consumers dedupe. */
+export function derivedId(...parts: string[]): string {
+  const h = createHash('sha256').update(`eddy:monitor:${parts.join('\u0000')}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+const versionNumber = (v: string | null | undefined) => {
+  const m = v ? /^v(\d+)$/.exec(v) : null;
+  return m ? Number(m[1]) : undefined;
+};
+const pct = (x: number) => `${x.toFixed(1)}%`;
+const f3 = (x: number) => x.toFixed(3);
+
+/**
+ * The quality monitor: joins predictions with their feedback in Redis (in either arrival order),
+ * counts each judgement once into daily buckets per client and model version, and after every
+ * call evaluates the clients that got new judgements, in event time:
+ * - QUALITY_DROP: the worst metric (macro or per-label precision/recall/F1) of the last 7 days
+ *   that fell more than dropPct below the 7 days before, both with minSupport judgements. One
+ *   alert per episode: the episode stays open (no new alert) until no metric is down by more than
+ *   half the threshold. The trigger processor turns the alert into a retrain request.
+ * - PREDICTION_BIAS: predicted vs observed label distribution over 7 days beyond biasThreshold
+ *   (closes below 80% of it).
+ * - MODEL_REGRESSION + ModelRolledBack: a freshly published live version whose accuracy on live
+ *   feedback is rollbackDropPct below its predecessor's, judged once when both have
+ *   rollbackMinSupport judgements.
+ * It also follows the lifecycle (models, retrain-requests, alerts) for the dashboard and metrics.
+ */
+export class MonitorProcessor implements EventHandler {
+  private readonly redis: MonitorRedis;
+  private logger: Logger | undefined;
+  readonly emitted: AnyEvent[] = [];
+
+  constructor(redis: Redis, private readonly producer: EventProducer, private readonly opts: MonitorOptions) {
+    this.redis = withMonitorScripts(redis);
+  }
+
+  async init(ctx: { logger: Logger }): Promise<void> {
+    this.logger = ctx.logger.child({ processor: 'monitor' });
+  }
+
+  async handle(records: EventRecord[], ctx: BatchContext): Promise<void> {
+    const logger = this.logger ?? ctx.logger;
+    const p = this.opts.keyPrefix;
+    /** client -> [latest judgement time, the event that made it] */
+    const judged = new Map<string, { at: number; eventId: string }>();
+    const touched = new Map<string, number>();
+    let pipeline = this.redis.pipeline() as ReturnType<MonitorRedis['pipeline']> & MonitorPipeline;
+    let pending: Array<{ clientId: string; at: number; eventId: string; kind: 'prediction' | 'feedback' }> = [];
+    const flush = async () => {
+      if (pending.length === 0) return;
+      const results = await execPipeline(pipeline, 'applying predictions and feedback');
+      pending.forEach((x, i) => {
+        const r = Number(results[i]);
+        if (r === 2) {
+          monitorMetrics.judged().inc();
+          const prev = judged.get(x.clientId);
+          if (!prev || x.at >= prev.at) judged.set(x.clientId, { at: x.at, eventId: x.eventId });
+        } else if (r === 1 && x.kind === 'feedback') monitorMetrics.waiting().inc();
+        else if (r === 3) monitorMetrics.rejudged().inc();
+      });
+      pipeline = this.redis.pipeline() as typeof pipeline;
+      pending = [];
+    };
+    for (const r of records) {
+      const ev = r.event;
+      const clientId = (ev.value as { clientId: string }).clientId;
+      touched.set(clientId, Math.max(touched.get(clientId) ?? 0, (ev.value as { occurredAt: number }).occurredAt));
+      if (ev.name === 'PredictionMade') {
+        const e = ev.value;
+        // A shadow answer was never shown to the user: the feedback is about the one that was.
+        if (e.variant === 'SHADOW') continue;
+        pipeline.eddyMonitorPrediction(
+          monitorKeys.seen(p, clientId), monitorKeys.prediction(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
+          monitorKeys.base(p, clientId), e.eventId, e.occurredAt, e.label, e.modelVersion ?? BASELINE_VERSION, this.opts.predictionTtlMs, BUCKET_TTL_MS,
+        );
+        pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'prediction' });
+      } else if (ev.name === 'PredictionFeedback') {
+        const e = ev.value;
+        // REASSIGNED without the right label says only "wrong": count it as a rejection.
+        const outcome = e.outcome === 'REASSIGNED' && !e.correctLabel ? 'REJECTED' : e.outcome;
+        pipeline.eddyMonitorFeedback(
+          monitorKeys.seen(p, clientId), monitorKeys.prediction(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
+          monitorKeys.base(p, clientId), e.eventId, e.occurredAt, outcome, e.correctLabel ?? '', this.opts.predictionTtlMs, BUCKET_TTL_MS,
+        );
+        pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'feedback' });
+      } else {
+        await flush();
+        await this.applyLifecycle(ev, logger);
+      }
+    }
+    await flush();
+    const seen = this.redis.pipeline();
+    for (const [c, at] of touched) seen.zadd(monitorKeys.clients(p), 'GT', at, c);
+    if (touched.size > 0) await execPipeline(seen, 'recording active clients').catch(async () => {
+      // ZADD GT needs Redis >= 6.2; older servers get the plain form (last writer wins).
+      const plain = this.redis.pipeline();
+      for (const [c, at] of touched) plain.zadd(monitorKeys.clients(p), at, c);
+      await execPipeline(plain, 'recording active clients');
+    });
+    for (const [clientId, j] of judged) await this.evaluate(clientId, j.at, j.eventId, logger);
+  }
+
+  /** Lifecycle events: summary fields, history lists, metrics. Applied once per eventId. */
+  private async applyLifecycle(ev: AnyEvent, logger: Logger): Promise<void> {
+    const p = this.opts.keyPrefix;
+    const v = ev.value as { clientId: string; eventId: string; occurredAt: number };
+    const clientId = v.clientId;
+    const fields: Record<string, string | number> = {};
+    let title = '';
+    let version: string | null = null;
+    const m = monitorMetrics;
+    const after: Array<() => void> = [];
+    const summary = await this.redis.hmget(monitorKeys.summary(p, clientId), 'pinned', 'last_retrain_id', 'last_retrain_at', 'last_retrain_reason')
+      .catch((err: unknown) => { throw wrap(err, 'reading monitor summary'); });
+    switch (ev.name) {
+      case 'ModelPublished': {
+        const e = ev.value;
+        version = e.modelVersion;
+        const macro = e.metrics.macroF1 ?? e.metrics.f1;
+        title = `${e.modelVersion} published${macro !== undefined ? ` (test macro-F1 ${f3(macro)})` : ''}, ${e.trainingExamples} examples, trained in ${(e.trainingMs / 1000).toFixed(1)} s`;
+        Object.assign(fields, {
+          last_outcome: 'PUBLISHED', last_outcome_at: e.occurredAt, last_outcome_version: e.modelVersion, last_outcome_detail: title,
+          latest_version: e.modelVersion,
+        });
+        if (summary[0] !== '1') {
+          Object.assign(fields, { live: e.modelVersion, live_since: e.occurredAt, fresh: e.modelVersion, fresh_prev: e.previousVersion ?? '', fresh_since: e.occurredAt });
+          after.push(() => { const n = versionNumber(e.modelVersion); if (n !== undefined) m.liveVersion().set({ client_id: clientId }, n); });
+        }
+        const reason = summary[1] && summary[1] === e.retrainEventId ? summary[3] ?? 'unknown' : 'unknown';
+        after.push(() => {
+          m.retrains().inc({ outcome: 'published', reason });
+          m.retrainSeconds().observe({ outcome: 'published' }, e.trainingMs / 1000);
+        });
+        break;
+      }
+      case 'ModelRejected': {
+        const e = ev.value;
+        version = e.candidateVersion;
+        title = `${e.candidateVersion ?? 'candidate'} rejected at ${e.stage}: ${e.reasons.join(', ')}${e.detail ? ` (${e.detail})` : ''}`;
+        Object.assign(fields, { last_outcome: 'REJECTED', last_outcome_at: e.occurredAt, last_outcome_version: e.candidateVersion ?? '', last_outcome_detail: title });
+        const matches = summary[1] && summary[1] === e.retrainEventId;
+        const reason = matches ? summary[3] ?? 'unknown' : 'unknown';
+        after.push(() => {
+          m.retrains().inc({ outcome: 'rejected', reason });
+          if (matches && summary[2]) m.retrainSeconds().observe({ outcome: 'rejected' }, Math.max(0, e.occurredAt - Number(summary[2])) / 1000);
+        });
+        break;
+      }
+      case 'ModelPromoted': {
+        const e = ev.value;
+        version = e.modelVersion;
+        title = `${e.modelVersion} promoted ${e.variant}${e.variant === 'LIVE' ? (e.pinned ? ' (pinned)' : '') : ` share ${e.share}`} by ${e.actor}${e.reason ? `: ${e.reason}` : ''}`;
+        if (e.variant === 'LIVE') {
+          // An operator decided: the monitor no longer second-guesses this version automatically.
+          Object.assign(fields, { live: e.modelVersion, live_since: e.occurredAt, pinned: e.pinned ? '1' : '0', fresh: '' });
+          after.push(() => { const n = versionNumber(e.modelVersion); if (n !== undefined) m.liveVersion().set({ client_id: clientId }, n); });
+        }
+        break;
+      }
+      case 'ModelRolledBack': {
+        const e = ev.value;
+        version = e.toVersion;
+        title = `rolled back ${e.fromVersion ?? '?'} -> ${e.toVersion} by ${e.actor}${e.reason ? `: ${e.reason}` : ''}`;
+        Object.assign(fields, { live: e.toVersion, live_since: e.occurredAt, fresh: '', last_rollback_at: e.occurredAt, last_rollback_detail: title });
+        after.push(() => { const n = versionNumber(e.toVersion); if (n !== undefined) m.liveVersion().set({ client_id: clientId }, n); });
+        break;
+      }
+      case 'RetrainRequested': {
+        const e = ev.value;
+        title = `retrain requested (${e.reason}) by ${e.requestedBy}${e.detail ? `: ${e.detail}` : ''}`;
+        Object.assign(fields, { last_retrain_at: e.occurredAt, last_retrain_reason: e.reason, last_retrain_id: e.eventId, last_retrain_detail: title });
+        after.push(() => m.retrains().inc({ outcome: 'requested', reason: e.reason }));
+        break;
+      }
+      case 'QualityAlert': {
+        const e = ev.value;
+        version = e.modelVersion;
+        title = alertTitle(e);
+        Object.assign(fields, { last_alert_at: e.occurredAt, last_alert_kind: e.kind, last_alert_detail: title });
+        break;
+      }
+      default:
+        return;
+    }
+    if (ev.name.startsWith('Model')) after.push(() => m.modelEvents().inc({ event: ev.name }));
+    const entry: LifecycleEntry = { id: v.eventId, clientId, type: ev.name, at: v.occurredAt, version, title };
+    const json = JSON.stringify(entry);
+    let applied: number;
+    try {
+      applied = await this.redis.eddyMonitorLifecycle(
+        monitorKeys.seen(p, clientId), monitorKeys.summary(p, clientId), monitorKeys.events(p, clientId),
+        v.eventId, v.occurredAt, this.opts.predictionTtlMs, json, EVENTS_PER_CLIENT, ...Object.entries(fields).flat(),
+      );
+    } catch (err) {
+      throw wrap(err, 'applying a lifecycle event');
+    }
+    if (applied !== 1) return;
+    for (const f of after) f();
+    const recent = this.redis.pipeline().lpush(monitorKeys.recent(p), json).ltrim(monitorKeys.recent(p), 0, RECENT_EVENTS - 1);
+    await execPipeline(recent, 'recording recent lifecycle events');
+    logger.debug({ clientId, event: ev.name, title }, 'lifecycle event');
+  }
+
+  /** Evaluates one client at event time `now` (the latest judgement); emits alerts/rollback; saves the episode state. */
+  private async evaluate(clientId: string, now: number, causeId: string, logger: Logger): Promise<void> {
+    const p = this.opts.keyPrefix;
+    const o = this.opts;
+    const summaryKey = monitorKeys.summary(p, clientId);
+    const s = await this.redis.hgetall(summaryKey).catch((err: unknown) => { throw wrap(err, 'reading monitor summary'); });
+    const today = dayOf(now);
+    const windows = [
+      { version: ALL_VERSIONS, fromDay: today - WEEK_DAYS + 1, toDay: today },
+      { version: ALL_VERSIONS, fromDay: today - 2 * WEEK_DAYS + 1, toDay: today - WEEK_DAYS },
+    ];
+    const fresh = o.autoRollback && s.fresh && s.fresh_prev && s.live === s.fresh ? { version: s.fresh, previous: s.fresh_prev, since: Number(s.fresh_since) } : undefined;
+    if (fresh) {
+      windows.push({ version: fresh.version, fromDay: Math.max(dayOf(fresh.since), today - 2 * WEEK_DAYS + 1), toDay: today });
+      windows.push({ version: fresh.previous, fromDay: today - 2 * WEEK_DAYS + 1, toDay: today });
+    }
+    const [cur, prev, freshC, prevC] = await readWindows(this.redis, p, clientId, windows);
+    const current = qualityOf(cur!);
+    const previous = qualityOf(prev!);
+    const out: AnyEvent[] = [];
+    const fields: Record<string, string> = {};
+    const live = s.live || null;
+
+    // --- quality drop: one alert per episode ---
+    const drops = findDrops(current, previous, { dropPct: o.dropPct, minSupport: o.minSupport });
+    if (!s.drop && drops.length > 0) {
+      const d = drops[0]!;
+      out.push({ name: 'QualityAlert', value: dropAlert(clientId, now, d, live, derivedId(clientId, 'drop', causeId)) });
+      fields.drop = JSON.stringify({ at: now, metric: d.metric, label: d.label, dropPercent: d.dropPercent, also: drops.length - 1 });
+    } else if (s.drop && findDrops(current, previous, { dropPct: o.dropPct / 2, minSupport: o.minSupport }).length === 0) {
+      fields.drop = '';
+      logger.info({ clientId }, 'quality recovered; drop episode closed');
+    }
+
+    // --- prediction bias ---
+    const bias = biasOf(cur!);
+    if (!s.bias && bias.support >= o.minSupport && bias.divergence > o.biasThreshold) {
+      const alert: QualityAlert = {
+        eventId: derivedId(clientId, 'bias', causeId), clientId, occurredAt: now, kind: 'PREDICTION_BIAS', metric: 'jensen_shannon',
+        label: bias.overPredicted, modelVersion: live, currentValue: bias.divergence, previousValue: o.biasThreshold,
+        dropPercent: (100 * (bias.divergence - o.biasThreshold)) / o.biasThreshold, support: bias.support, window: '7d',
+      };
+      out.push({ name: 'QualityAlert', value: alert });
+      fields.bias = JSON.stringify({ at: now, divergence: bias.divergence, overPredicted: bias.overPredicted });
+    } else if (s.bias && (bias.support < o.minSupport || bias.divergence < 0.8 * o.biasThreshold)) {
+      fields.bias = '';
+    }
+
+    // --- automatic rollback of a fresh version clearly worse than its predecessor ---
+    if (fresh) {
+      const nq = qualityOf(freshC!);
+      const pq = qualityOf(prevC!);
+      if (nq.support >= o.rollbackMinSupport && pq.support >= o.rollbackMinSupport) {
+        const dropPercent = pq.accuracy > 0 ? (100 * (pq.accuracy - nq.accuracy)) / pq.accuracy : 0;
+        if (dropPercent > o.rollbackDropPct) {
+          const reason = `automatic: ${fresh.version} kept ${pct(100 * nq.accuracy)} of ${nq.support} judged predictions, ${fresh.previous} kept ${pct(100 * pq.accuracy)} of ${pq.support} (accuracy -${pct(dropPercent)}, threshold ${pct(o.rollbackDropPct)}; macro-F1 ${f3(nq.f1)} vs ${f3(pq.f1)})`;
+          const rollback: ModelRolledBack = {
+            eventId: derivedId(clientId, 'rollback', fresh.version), clientId, occurredAt: now,
+            fromVersion: fresh.version, toVersion: fresh.previous, actor: 'monitor', reason,
+          };
+          const alert: QualityAlert = {
+            eventId: derivedId(clientId, 'regression', fresh.version), clientId, occurredAt: now, kind: 'MODEL_REGRESSION', metric: 'accuracy',
+            label: null, modelVersion: fresh.version, currentValue: nq.accuracy, previousValue: pq.accuracy, dropPercent, support: nq.support,
+            window: 'since-publish',
+          };
+          out.push({ name: 'ModelRolledBack', value: rollback }, { name: 'QualityAlert', value: alert });
+          monitorMetrics.rollbacks().inc();
+          logger.warn({ clientId, from: fresh.version, to: fresh.previous, reason }, 'rolling back a version worse than its predecessor');
+        } else {
+          logger.info({ clientId, version: fresh.version, accuracy: nq.accuracy, previous: pq.accuracy }, 'fresh version holds up on live feedback; kept');
+        }
+        fields.fresh = '';
+        fields.fresh_decision = JSON.stringify({ version: fresh.version, at: now, accuracy: nq.accuracy, previousAccuracy: pq.accuracy, support: nq.support, rolledBack: dropPercent > o.rollbackDropPct });
+      }
+    }
+
+    // At-least-once: send first, then remember; a crash in between re-sends the same derived ids.
+    await this.producer.sendAll(out);
+    this.emitted.push(...out);
+    for (const e of out) if (e.name === 'QualityAlert') {
+      monitorMetrics.alerts().inc({ kind: e.value.kind });
+      logger.warn({ clientId, alert: alertTitle(e.value) }, 'quality alert');
+    }
+    const g = monitorMetrics.quality();
+    g.set({ client_id: clientId, metric: 'precision' }, current.precision);
+    g.set({ client_id: clientId, metric: 'recall' }, current.recall);
+    g.set({ client_id: clientId, metric: 'f1' }, current.f1);
+    g.set({ client_id: clientId, metric: 'accuracy' }, current.accuracy);
+    monitorMetrics.bias().set({ client_id: clientId }, bias.divergence);
+
+    const minute = Math.floor(now / 60_000) * 60_000;
+    const point = JSON.stringify({
+      t: now, precision: current.precision, recall: current.recall, f1: current.f1, accuracy: current.accuracy,
+      support: current.support, bias: bias.divergence, version: live,
+    });
+    const trendKey = monitorKeys.trend(p, clientId);
+    const save = this.redis.pipeline()
+      .zremrangebyscore(trendKey, minute, minute + 59_999)
+      .zadd(trendKey, minute, point)
+      .zremrangebyrank(trendKey, 0, -(TREND_POINTS + 1))
+      .pexpire(trendKey, BUCKET_TTL_MS);
+    if (Object.keys(fields).length > 0) save.hset(summaryKey, fields);
+    await execPipeline(save, 'saving monitor state');
+  }
+}
+
+type MonitorPipeline = {
+  eddyMonitorPrediction(...args: Array<string | number>): unknown;
+  eddyMonitorFeedback(...args: Array<string | number>): unknown;
+};
+
+/** Redis failures are classified by the processors' rule: away/busy is retriable (the work pauses). */
+const wrap = (err: unknown, what: string) => redisError(err, what);
+
+export function dropAlert(clientId: string, now: number, d: Drop, modelVersion: string | null, eventId: string): QualityAlert {
+  return {
+    eventId, clientId, occurredAt: now, kind: 'QUALITY_DROP', metric: d.metric, label: d.label, modelVersion,
+    currentValue: d.current, previousValue: d.previous, dropPercent: d.dropPercent, support: d.support, window: '7d',
+  };
+}
+
+export function alertTitle(e: QualityAlert): string {
+  const what = `${e.metric}${e.label ? ` of ${e.label}` : ''}`;
+  switch (e.kind) {
+    case 'QUALITY_DROP':
+      return `${what} fell ${pct(e.dropPercent)} below last week (${f3(e.previousValue)} -> ${f3(e.currentValue)}, ${e.support} judged)${e.modelVersion ? ` on ${e.modelVersion}` : ''}`;
+    case 'PREDICTION_BIAS':
+      return `predictions biased${e.label ? ` towards ${e.label}` : ''}: divergence ${f3(e.currentValue)} > ${f3(e.previousValue)} over ${e.support} judged${e.modelVersion ? ` on ${e.modelVersion}` : ''}`;
+    case 'MODEL_REGRESSION':
+      return `${e.modelVersion ?? 'new version'} worse than its predecessor on live feedback: ${what} ${f3(e.currentValue)} vs ${f3(e.previousValue)} (-${pct(e.dropPercent)}, ${e.support} judged)`;
+    default:
+      return what;
+  }
+}
