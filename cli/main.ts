@@ -7,6 +7,7 @@ import { stackDown, stackLogFile, stackStatus, stackUp } from './stack.ts';
 import { registerStreamsCommands } from './streams-commands.ts';
 import { registerDemoCommand } from './demo.ts';
 import { registerServerCommands } from './server-commands.ts';
+import { registerProcessorsCommands } from './processors-commands.ts';
 
 /**
  * `eddy` — one entry point for operators and developers. Subcommands live next to what they
@@ -98,6 +99,7 @@ stack
 registerStreamsCommands(program, config);
 registerDemoCommand(program, config);
 registerServerCommands(program, config);
+registerProcessorsCommands(program, config);
 
 program.addOption(new Option('--no-color', 'disable colours').hideHelp());
 

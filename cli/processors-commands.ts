@@ -1,0 +1,56 @@
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import type { EddyConfig } from '../common/config.ts';
+import { parseProcessorNames, PROCESSOR_NAMES, startProcessors } from '../processors/run.ts';
+import { replay } from '../processors/replay.ts';
+
+const err = (line: string) => process.stderr.write(line + '\n');
+
+/** `eddy processors run` and `eddy replay` (see docs/processors.md). */
+export function registerProcessorsCommands(program: Command, config: () => EddyConfig): void {
+  const processors = program.command('processors').description('stateful consumers: features (Redis), analytics (ClickHouse), triggers, feedback');
+  processors
+    .command('run')
+    .description('run processors until SIGINT/SIGTERM, then stop gracefully (finish, commit, leave the groups)')
+    .option('--only <names>', `comma-separated subset of ${PROCESSOR_NAMES.join(',')}`)
+    .action(async (opts: { only?: string }) => {
+      const only = parseProcessorNames(opts.only);
+      const procs = await startProcessors(config(), { only });
+      err(`processors running: ${only.join(', ')} (Ctrl-C stops them gracefully)`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      err('stopping processors…');
+      await procs.stop();
+    });
+
+  program
+    .command('replay')
+    .description('rebuild Redis feature state and ClickHouse analytics from the Kafka log (stop live processors first)')
+    .option('--keep', 'do not clear the projections first (merge into them instead of rebuilding)')
+    .action(async (opts: { keep?: boolean }) => {
+      const c = config();
+      err(`replaying into Redis prefix '${c.redisPrefix}' and ClickHouse database '${c.clickhouseDatabase}'${opts.keep ? '' : ' (cleared first)'}`);
+      const bar = new cliProgress.SingleBar({
+        stream: process.stderr,
+        format: 'replay [{bar}] {percentage}% | {value}/{total} events | {rate} ev/s | eta {eta}s',
+        hideCursor: true,
+      }, cliProgress.Presets.shades_classic);
+      let started = false;
+      const t0 = Date.now();
+      const result = await replay(c, {
+        clear: !opts.keep,
+        onProgress: ({ done, total }) => {
+          const rate = Math.round(done / Math.max(0.001, (Date.now() - t0) / 1000));
+          if (!started) {
+            bar.start(Math.max(total, 1), done, { rate });
+            started = true;
+          } else bar.update(done, { rate });
+        },
+      });
+      if (started) bar.stop();
+      err(`replayed ${result.done} events in ${(result.ms / 1000).toFixed(1)} s`);
+    });
+}
