@@ -97,3 +97,145 @@ export async function count(ch: ClickHouseClient, db: string, table: string, fin
 export async function dropDatabase(ch: ClickHouseClient, db: string): Promise<void> {
   await ch.command({ query: `DROP DATABASE IF EXISTS ${identifier(db)}` });
 }
+
+/** A free TCP port on 127.0.0.1 (for private servers in failure tests). */
+export async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface PrivateServer {
+  url: string;
+  start(): Promise<void>;
+  /** SIGKILL: the process dies as in a crash; acknowledged writes must survive on disk. */
+  kill(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+async function spawnAndWait(cmd: string, args: string[], cwd: string, ready: () => Promise<boolean>): Promise<import('node:child_process').ChildProcess> {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(cmd, args, { cwd, stdio: 'ignore' });
+  const deadline = Date.now() + 60_000;
+  while (!(await ready().catch(() => false))) {
+    if (child.exitCode !== null) throw new Error(`${cmd} exited with ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`${cmd} did not become ready`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return child;
+}
+
+async function killChild(child: import('node:child_process').ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/**
+ * A private redis-server (the shared one on 6379 must not be stopped). Append-only file with
+ * fsync on every write, as a production Redis that is the home of state would run: after a
+ * kill, what Redis acknowledged is still there (without persistence a restart would lose all
+ * state, which is a different failure: that one is what `eddy replay` is for).
+ */
+export async function privateRedis(): Promise<PrivateServer> {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-redis-'));
+  const port = await freePort();
+  let child: import('node:child_process').ChildProcess | undefined;
+  const ping = async () => {
+    const { Redis } = await import('ioredis');
+    const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => undefined);
+    try {
+      await r.connect();
+      return (await r.ping()) === 'PONG';
+    } finally {
+      r.disconnect();
+    }
+  };
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async start() {
+      child = await spawnAndWait('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir], dir, ping);
+    },
+    kill: () => killChild(child),
+    async cleanup() {
+      await killChild(child);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A private clickhouse-server with its own data directory and ports (same shape as cli/stack.ts). */
+export async function privateClickHouse(): Promise<PrivateServer> {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-clickhouse-'));
+  const data = path.join(dir, 'data') + '/';
+  fs.mkdirSync(data, { recursive: true });
+  const [http, tcp] = [await freePort(), await freePort()];
+  fs.writeFileSync(path.join(dir, 'users.xml'), `<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>1000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+`);
+  const config = path.join(dir, 'config.xml');
+  fs.writeFileSync(config, `<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>${dir}/server.log</log><errorlog>${dir}/server.err.log</errorlog><console>0</console></logger>
+  <http_port>${http}</http_port>
+  <tcp_port>${tcp}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>${data}</path>
+  <tmp_path>${data}tmp/</tmp_path>
+  <user_files_path>${data}user_files/</user_files_path>
+  <format_schema_path>${data}format_schemas/</format_schema_path>
+  <users_config>${path.join(dir, 'users.xml')}</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mark_cache_size>67108864</mark_cache_size>
+  <max_concurrent_queries>20</max_concurrent_queries>
+</yandex>
+`);
+  let child: import('node:child_process').ChildProcess | undefined;
+  const url = `http://127.0.0.1:${http}`;
+  return {
+    url,
+    async start() {
+      child = await spawnAndWait('/usr/sbin/clickhouse-server', [`--config-file=${config}`], dir, async () => (await fetch(`${url}/ping`)).ok);
+    },
+    kill: () => killChild(child),
+    async cleanup() {
+      await killChild(child);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Sum of a counter's values whose labels match. */
+export async function counterValue(name: string, labels: Record<string, string>): Promise<number> {
+  const { metricsRegistry } = await import('../common/metrics.ts');
+  const m = await metricsRegistry.getSingleMetric(name)?.get();
+  return (m?.values ?? []).filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0);
+}
+
+/** Committed offsets of a group on a topic, by partition. */
+export async function committedOffsets(streams: Streams, logicalGroup: string, topic: TopicName): Promise<Record<number, string>> {
+  return streams.withAdmin(async (admin) => {
+    const [t] = await admin.fetchOffsets({ groupId: streams.topics.group(logicalGroup), topics: [streams.topics.physical(topic)] });
+    return Object.fromEntries((t?.partitions ?? []).map((p) => [p.partition, p.offset]));
+  });
+}
