@@ -10,8 +10,9 @@ import { FEATURE_TOPICS, FeatureProcessor } from './features/processor.ts';
 import { FEEDBACK_TOPICS, FeedbackProcessor } from './feedback/processor.ts';
 import { connectRedis } from './redis.ts';
 import { TRIGGER_TOPICS, TriggerProcessor } from './triggers/processor.ts';
+import { instrumentClients, monitorRunner } from './monitor/run.ts';
 
-export const PROCESSOR_NAMES = ['features', 'analytics', 'triggers', 'feedback'] as const;
+export const PROCESSOR_NAMES = ['features', 'analytics', 'triggers', 'feedback', 'monitor'] as const;
 export type ProcessorName = (typeof PROCESSOR_NAMES)[number];
 
 export function parseProcessorNames(list: string | undefined): ProcessorName[] {
@@ -55,6 +56,7 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
   const streams = await connectStreams(config, 'eddy-processors');
   const redis = await connectRedis(config);
   const clickhouse = createClickHouse(config);
+  instrumentClients('processors', redis, clickhouse);
   const inserter = new BatchInserter(clickhouse, config.clickhouseDatabase, { maxRows: config.processors.analyticsBatchRows, maxMs: config.processors.analyticsBatchMs });
   const p = config.processors;
   const runners: RunningProcessors['runners'] = {};
@@ -73,6 +75,7 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
     triggers = new TriggerProcessor(redis, streams.producer, { keyPrefix: config.redisPrefix, trigger: p.trigger });
     runners.triggers = streams.consumer({ group: `${group}.triggers`, topics: TRIGGER_TOPICS, handler: triggers });
   }
+  if (only.includes('monitor')) runners.monitor = monitorRunner(streams, redis, config, group).runner;
   if (only.includes('feedback')) {
     runners.feedback = streams.consumer({ group: `${group}.feedback`, topics: FEEDBACK_TOPICS, handler: new FeedbackProcessor(redis, streams.producer, { keyPrefix: config.redisPrefix, maxWaits: p.feedbackMaxWaits }) });
   }

@@ -8,6 +8,7 @@
  *   rejected     REJECTED (wrong, correct label unknown)
  *   tp:<L>       predicted L and L was right
  *   fp:<L>       predicted L and it was wrong (reassigned elsewhere or rejected)
+ *   fpk:<L>      the part of fp:<L> whose right label is known (reassigned)
  *   fn:<L>       L was right but something else was predicted
  *   pred:<L>     predictions of L that were judged
  *   obs:<L>      judged predictions whose right label is known to be L
@@ -104,7 +105,12 @@ export function findDrops(current: Quality, previous: Quality, opts: { dropPct: 
     for (const m of QUALITY_METRICS) consider(m, l.label, l[m], p[m], l.support, p.support);
   }
   // Worst first; the macro figure wins a tie because it speaks for the whole client.
-  return drops.sort((a, b) => b.dropPercent - a.dropPercent || (a.label === null ? -1 : b.label === null ? 1 : 0));
+  // (Differences below 1e-9 are float noise: a macro mean of equal values is not always bit-equal to them.)
+  return drops.sort((a, b) => {
+    const d = b.dropPercent - a.dropPercent;
+    if (Math.abs(d) > 1e-9) return d;
+    return a.label === null && b.label !== null ? -1 : b.label === null && a.label !== null ? 1 : 0;
+  });
 }
 
 /** Normalised distribution of the `<prefix>:<label>` counters (labels of both sides included). */
