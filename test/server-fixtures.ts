@@ -27,6 +27,13 @@ export interface FixtureModel {
   quantization?: 'float32' | 'int8-row';
 }
 
+const fillers: number[] = [];
+/** Ids of filler words (cached: benchmarks write thousands of models of the same size). */
+function fillerIds(n: number): number[] {
+  for (let i = fillers.length; i < n; i++) fillers.push(featurizer.featurize(`filler${i}x`).ids[0]!);
+  return fillers.slice(0, n);
+}
+
 export async function writeFixtureModel(store: FsModelStore, m: FixtureModel): Promise<{ uri: string; sha256: string; sizeBytes: number; labels: string[] }> {
   const labels = Object.keys(m.labels);
   const rows = new Map<number, Float32Array>();
@@ -40,10 +47,8 @@ export async function writeFixtureModel(store: FsModelStore, m: FixtureModel): P
       for (const id of featurizer.featurize(word).ids) row(id)[c]! += 8;
     }
   });
-  for (let i = 0; i < (m.extraFeatures ?? 0); i++) {
-    const r = row(featurizer.featurize(`filler${i}x`).ids[0]!);
-    r[i % labels.length]! += 0.01;
-  }
+  const filler = fillerIds(m.extraFeatures ?? 0);
+  for (let i = 0; i < filler.length; i++) row(filler[i]!)[i % labels.length]! += 0.01;
   const featureIds = Uint32Array.from(rows.keys()).sort();
   const dense = new Float32Array(featureIds.length * labels.length);
   featureIds.forEach((id, r) => dense.set(rows.get(id)!, r * labels.length));

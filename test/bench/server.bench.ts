@@ -1,0 +1,292 @@
+/**
+ * `npm run bench:server`: the prediction server under load, against the real stack.
+ *
+ * The server runs in this process (as in production: HTTP, model manager, Redis features with the
+ * production 5 ms deadline, every prediction published to Kafka as PredictionMade). The load
+ * generator is autocannon in a CHILD process (`server.bench.ts load ...`), so it does not share
+ * the server's event loop — but it does share the machine's 2 cores, as do Kafka, Redis,
+ * ClickHouse and whatever else runs here. Latency percentiles are exact (every response time is
+ * kept), not autocannon's 1 ms-resolution histogram.
+ *
+ * Scenarios: cold load of every client model once (10 connections, each request for a client
+ * not yet loaded); max throughput over 1,000 and over 10,000 loaded client models; a fixed
+ * 5,000 req/s over 10,000 models; p99 at a fixed rate over 1,000 models steady vs while new
+ * versions of those models are being published and hot-swapped; resident memory per model.
+ *
+ * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
+ * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000).
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const TEXTS = [
+  'My laptop will not boot after the update this morning, the screen stays black',
+  'VPN keeps disconnecting when I work from home, cannot reach the intranet',
+  'I did not receive my payslip for March and the bonus seems to be missing',
+  'Please order a second monitor and a docking station for the new starter',
+  'Outlook asks for my password every five minutes since yesterday',
+  'The badge reader at the north entrance does not accept my card any more',
+];
+
+interface LoadOptions {
+  url: string;
+  key: string;
+  clients: number;
+  mode: 'random' | 'sequence';
+  connections: number;
+  durationS?: number;
+  amount?: number;
+  rate?: number;
+}
+
+interface LoadResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  non2xx: number;
+  errors: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** Child mode: drive the server with autocannon and print one JSON line with the result. */
+async function runLoad(opts: LoadOptions): Promise<void> {
+  const { default: autocannon } = await import('autocannon');
+  const bodies = TEXTS.map((text, i) => JSON.stringify({ text, metadata: { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } }));
+  let seq = 0;
+  const latencies: number[] = [];
+  const started = performance.now();
+  const instance = autocannon({
+    url: opts.url,
+    connections: opts.connections,
+    pipelining: 1,
+    duration: opts.durationS ?? 10,
+    amount: opts.amount,
+    overallRate: opts.rate,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.key}` },
+    requests: [{
+      setupRequest: (req: Record<string, unknown>) => {
+        const i = opts.mode === 'sequence' ? seq++ % opts.clients : Math.floor(Math.random() * opts.clients);
+        return { ...req, path: `/v1/clients/c${i}/predict`, body: bodies[i % bodies.length] };
+      },
+    }],
+  } as never);
+  (instance as unknown as NodeJS.EventEmitter).on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => {
+    latencies.push(responseTime);
+  });
+  const result = (await instance) as unknown as { non2xx: number; errors: number; timeouts: number };
+  const seconds = (performance.now() - started) / 1000;
+  const sorted = Float64Array.from(latencies).sort();
+  const out: LoadResult = {
+    requests: sorted.length, seconds, rps: sorted.length / seconds, non2xx: result.non2xx, errors: result.errors + result.timeouts,
+    p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), p999: percentile(sorted, 99.9), max: sorted.at(-1) ?? NaN,
+  };
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+function load(opts: LoadOptions): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), 'load', JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const line = stdout.trim().split('\n').at(-1) ?? '';
+      try {
+        if (code !== 0) throw new Error(`load generator exited ${code}`);
+        resolve(JSON.parse(line) as LoadResult);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
+}
+
+async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      await fn(items[i]!, i);
+    }
+  }));
+}
+
+async function main(): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const { testConfig, testStreams } = await import('../helpers.ts');
+  const { entityKey } = await import('../../featurizer/realtime.ts');
+  const { FsModelStore } = await import('../../models/store.ts');
+  const { startServer, storeLoader } = await import('../../server/main.ts');
+  const { modelPublished, writeFixtureModel } = await import('../server-fixtures.ts');
+
+  const N = Number(process.env.BENCH_SERVER_CLIENTS ?? 10_000);
+  const SECONDS = Number(process.env.BENCH_SERVER_SECONDS ?? 10);
+  const RATE = Number(process.env.BENCH_SERVER_RATE ?? 5000);
+  const FEATURES = Number(process.env.BENCH_SERVER_FEATURES ?? 3000);
+  const ADMIN = `bench-admin-${randomUUID()}`;
+  const say = (line: string) => process.stderr.write(`[bench:server] ${line}\n`);
+
+  const storeDir = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-bench-server-'));
+  const config = testConfig({
+    EDDY_MODEL_STORE_DIR: storeDir,
+    EDDY_SERVER_PORT: '0',
+    EDDY_SERVER_ADMIN_KEY: ADMIN,
+    EDDY_SERVER_FEATURE_TIMEOUT_MS: process.env.EDDY_SERVER_FEATURE_TIMEOUT_MS ?? '5',
+    EDDY_SERVER_MODEL_MEMORY_MB: process.env.EDDY_SERVER_MODEL_MEMORY_MB ?? '1024',
+    EDDY_LOG_LEVEL: 'warn',
+  });
+  const streams = await testStreams(config);
+  const redis = new Redis(config.redisUrl);
+  const redisKeys: string[] = [];
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
+  const rows: Array<[string, string]> = [];
+  const table: Array<{ scenario: string; r: LoadResult }> = [];
+  try {
+    const labels: Record<string, string[]> = {};
+    for (let i = 0; i < 8; i++) labels[`Team${i}`] = [['laptop', 'vpn', 'payslip', 'monitor', 'outlook', 'badge', 'printer', 'phone'][i]!, `kw${i}`];
+    const store = new FsModelStore(storeDir);
+    const clients = Array.from({ length: N }, (_, i) => `c${i}`);
+    let t = performance.now();
+    const puts: Array<Awaited<ReturnType<typeof writeFixtureModel>>> = [];
+    await pool(clients, 16, async (clientId, i) => {
+      puts[i] = await writeFixtureModel(store, { clientId, version: 'v1', labels, extraFeatures: FEATURES, quantization: 'int8-row' });
+    });
+    say(`wrote ${N} artifacts of ${puts[0]!.sizeBytes} bytes in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    for (let i = 0; i < N; i += 1000) {
+      await streams.producer.sendAll(clients.slice(i, i + 1000).map((clientId, j) => ({
+        name: 'ModelPublished' as const, value: modelPublished({ clientId, version: 'v1', ...puts[i + j]! }),
+      })));
+    }
+    // Real-time features on: three requesters per client have label history in Redis.
+    for (let i = 0; i < N; i += 1000) {
+      const p = redis.pipeline();
+      for (const clientId of clients.slice(i, i + 1000)) {
+        for (let u = 0; u < 3; u++) {
+          const key = entityKey(config.redisPrefix, clientId, 'requester', `user${u}`);
+          redisKeys.push(key);
+          p.hset(key, { Team0: '3', Team1: '1', _t: String(Date.now()) });
+        }
+      }
+      await p.exec();
+    }
+
+    const loadMs: number[] = [];
+    const real = storeLoader(config);
+    t = performance.now();
+    const rssStart = process.memoryUsage().rss;
+    server = await startServer(config, {
+      kafkaPredict: false,
+      loader: async (clientId, info) => {
+        const s = performance.now();
+        const p = await real(clientId, info);
+        loadMs.push(performance.now() - s);
+        return p;
+      },
+    });
+    await server.ready;
+    const readyS = (performance.now() - t) / 1000;
+    say(`server ready (registry rebuilt from ${N} ModelPublished) in ${readyS.toFixed(1)} s`);
+    rows.push(['registry rebuild to ready', `${readyS.toFixed(1)} s for ${N} ModelPublished`]);
+    const base: Omit<LoadOptions, 'clients' | 'mode'> = { url: server.url, key: ADMIN, connections: 10 };
+
+    // Warm the JIT and connections on a few clients (their loads are excluded from the cold numbers).
+    await load({ ...base, clients: 50, mode: 'random', durationS: 3 });
+    loadMs.length = 0;
+    global.gc?.();
+    const rssBefore = process.memoryUsage().rss;
+    const modelsBefore = server.manager.stats.models;
+
+    say(`cold: one request per client, ${N} clients`);
+    const cold = await load({ ...base, clients: N, mode: 'sequence', amount: N });
+    table.push({ scenario: `cold load, ${N} clients (1 request each)`, r: cold });
+    global.gc?.();
+    const rssAfter = process.memoryUsage().rss;
+    const stats = server.manager.stats;
+    const loadSorted = Float64Array.from(loadMs).sort();
+    rows.push(['artifact load (read + sha256 + decode) p50 / p99', `${percentile(loadSorted, 50).toFixed(2)} / ${percentile(loadSorted, 99).toFixed(2)} ms over ${loadMs.length} loads`]);
+    rows.push(['models loaded / budget', `${stats.models} models, ${(stats.bytes / 2 ** 20).toFixed(0)} MiB of typed arrays, budget ${(stats.budgetBytes / 2 ** 20).toFixed(0)} MiB`]);
+    rows.push(['memory per loaded model', `${(stats.bytes / stats.models / 1024).toFixed(1)} KiB typed arrays (Predictor.memoryBytes); ${((rssAfter - rssBefore) / Math.max(1, stats.models - modelsBefore) / 1024).toFixed(1)} KiB resident (RSS delta / models)`]);
+    rows.push(['process RSS', `${(rssStart / 2 ** 20).toFixed(0)} MiB at start, ${(rssBefore / 2 ** 20).toFixed(0)} MiB ready, ${(rssAfter / 2 ** 20).toFixed(0)} MiB with ${stats.models} models`]);
+
+    const k = Math.min(1000, N);
+    say(`max throughput over ${k} models`);
+    table.push({ scenario: `max throughput, ${k} models`, r: await load({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
+    say(`max throughput over ${N} models`);
+    table.push({ scenario: `max throughput, ${N} models`, r: await load({ ...base, clients: N, mode: 'random', durationS: SECONDS }) });
+    say(`fixed ${RATE} req/s over ${N} models`);
+    table.push({ scenario: `${RATE} req/s, ${N} models`, r: await load({ ...base, clients: N, mode: 'random', durationS: SECONDS, rate: RATE }) });
+
+    say(`fixed ${RATE} req/s over ${k} models, steady`);
+    const steady = await load({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+    table.push({ scenario: `${RATE} req/s, ${k} models, steady`, r: steady });
+
+    // Reload: new versions of the same hot models are published during the run; each replica
+    // loads them in the background and swaps (the old version keeps answering meanwhile).
+    const reloadPuts: Array<Awaited<ReturnType<typeof writeFixtureModel>>> = [];
+    await pool(clients.slice(0, k), 16, async (clientId, i) => {
+      reloadPuts[i] = await writeFixtureModel(store, { clientId, version: 'v2', labels, extraFeatures: FEATURES, quantization: 'int8-row' });
+    });
+    const swapsBefore = server.manager.stats.models;
+    say(`fixed ${RATE} req/s over ${k} models while ${k} new versions are published and swapped in`);
+    const reloadRun = load({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+    const publishing = (async () => {
+      await new Promise((r) => setTimeout(r, 1000));
+      // Spread over the run: k versions in (SECONDS - 2) s.
+      const perTick = Math.max(1, Math.ceil(k / ((SECONDS - 2) * 10)));
+      for (let i = 0; i < k; i += perTick) {
+        await streams.producer.sendAll(clients.slice(i, Math.min(k, i + perTick)).map((clientId, j) => ({
+          name: 'ModelPublished' as const, value: modelPublished({ clientId, version: 'v2', ...reloadPuts[i + j]! }),
+        })));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const reload = await reloadRun;
+    await publishing;
+    let swapped = 0;
+    for (const c of clients.slice(0, k)) if (server.manager.isLoaded(c, 'v2')) swapped++;
+    table.push({ scenario: `${RATE} req/s, ${k} models, during reload`, r: reload });
+    rows.push(['reload', `${swapped}/${k} models swapped to v2 during the run (${server.manager.stats.models - swapsBefore} more loaded; v1 kept for rollback until LRU evicts); p99 ${steady.p99.toFixed(2)} ms steady -> ${reload.p99.toFixed(2)} ms during reload (${(((reload.p99 - steady.p99) / steady.p99) * 100).toFixed(0)}%)`]);
+    const flushed = await server.publisher.flush(30_000);
+    rows.push(['PredictionMade', `${server.publisher.publishedTotal} published to Kafka, ${server.publisher.droppedTotal} dropped (buffer ${config.server.publishBuffer}); flushed: ${flushed}`]);
+
+    const fmt = (x: number) => x.toFixed(2);
+    const lines = [
+      `| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors |`,
+      `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+      ...table.map(({ scenario, r }) => `| ${scenario} | ${r.requests} | ${r.rps.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.max)} | ${r.non2xx} | ${r.errors} |`),
+      '',
+      `| measure | value |`,
+      `|---|---|`,
+      ...rows.map(([a, b]) => `| ${a} | ${b} |`),
+    ];
+    process.stdout.write(`\n## bench:server — ${new Date().toISOString()} — ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}\n`);
+    process.stdout.write(`load: autocannon in a child process, 10 connections, keep-alive, no pipelining; features ${config.server.featureTimeoutMs} ms deadline; ${FEATURES} stored features x 8 labels per model (int8)\n\n`);
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    await server?.close();
+    for (let i = 0; i < redisKeys.length; i += 1000) await redis.del(...redisKeys.slice(i, i + 1000));
+    redis.disconnect();
+    await streams.cleanup();
+    await fs.rm(storeDir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[2] === 'load') {
+  await runLoad(JSON.parse(process.argv[3]!) as LoadOptions);
+} else {
+  await main();
+}
