@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { createClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
 import { loadConfig, type EddyConfig } from '../common/config.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { createClickHouse, identifier } from '../processors/analytics/clickhouse.ts';
 import { connectStreams, deleteTopics, type Streams } from '../streams/index.ts';
 import { Platform, platformComponents } from './platform.ts';
 import { Simulator, type SimulatorOptions, type StoryOptions } from './simulator.ts';
@@ -126,7 +126,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
       streams, serverUrl: serverUrls[0]!, apiKey, logger, group: `${id}.simulator`,
       clients: opts.clients ?? DEMO_CLIENTS,
       newClient: opts.newClient === null ? undefined : (opts.newClient ?? NEW_CLIENT),
-      requestsPerSecond: 15, kafkaShare: 0.3, feedbackRate: 0.8, humanErrorRate: 0.03, manualAssignmentsPerSecond: 1,
+      requestsPerSecond: 15, kafkaShare: 0.3, feedbackRate: 0.8, humanErrorRate: 0.03, manualAssignmentsPerSecond: 1, feedbackDelayMs: 2000,
       ...opts.simulator,
       story: { ...DEFAULT_STORY, ...opts.simulator?.story },
     });
@@ -148,7 +148,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
 }
 
 /** Deletes the run's topics, consumer groups, Redis keys and ClickHouse database; never anything else. */
-async function deleteNamespace(config: EddyConfig, streams: Streams): Promise<void> {
+export async function deleteNamespace(config: EddyConfig, streams: Streams): Promise<void> {
   await streams.withAdmin(async (admin) => {
     await deleteTopics(admin, streams.topics);
     const { groups } = await admin.listGroups();
@@ -168,10 +168,10 @@ async function deleteNamespace(config: EddyConfig, streams: Streams): Promise<vo
   } finally {
     redis.disconnect();
   }
-  const ch = createClient({ url: config.clickhouseUrl });
+  // Dropping a database with many parts can take a while on a loaded machine.
+  const ch = createClickHouse(config, { requestTimeoutMs: 120_000 });
   try {
-    // The database name passed loadConfig's pattern (^[A-Za-z_][A-Za-z0-9_]*$): safe to quote.
-    await ch.command({ query: `DROP DATABASE IF EXISTS \`${config.clickhouseDatabase}\`` });
+    await ch.command({ query: `DROP DATABASE IF EXISTS ${identifier(config.clickhouseDatabase)}` });
   } finally {
     await ch.close();
   }

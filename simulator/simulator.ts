@@ -41,6 +41,8 @@ export interface SimulatorOptions {
   feedbackRate: number;
   /** Share of reassignments that pick the wrong team (people make mistakes too). */
   humanErrorRate: number;
+  /** How long an agent takes to react to a routing (feedback is produced this much later). */
+  feedbackDelayMs: number;
   /** Tickets per second routed by hand (no prediction involved) -> LabeledExample ASSIGNMENT. */
   manualAssignmentsPerSecond: number;
   story: StoryOptions;
@@ -63,7 +65,7 @@ export interface StoryOptions {
   driftAfterFeedback: number;
 }
 
-export type StoryStepName = 'SIGNED_UP' | 'TEAM_ADDED' | 'TEAM_SERVED' | 'TEAM_REMOVED' | 'NEW_CLIENT_SIGNED_UP' | 'NEW_CLIENT_SERVED' | 'DRIFT' | 'ALERT' | 'RETRAIN_AFTER_ALERT' | 'MODEL_AFTER_ALERT';
+export type StoryStepName = 'SIGNED_UP' | 'TEAM_ADDED' | 'RETRAIN_AFTER_TEAM_CHANGE' | 'TEAM_SERVED' | 'TEAM_REMOVED' | 'MODEL_WITHOUT_REMOVED_TEAM' | 'NEW_CLIENT_SIGNED_UP' | 'NEW_CLIENT_SERVED' | 'DRIFT' | 'ALERT' | 'RETRAIN_AFTER_ALERT' | 'MODEL_AFTER_ALERT';
 
 export interface StoryStep {
   step: StoryStepName;
@@ -130,6 +132,8 @@ export class Simulator {
   private readonly awaitingServed: Array<{ what: string; clientId: string; label: string | null; producedAt: number; step: StoryStepName }> = [];
   private readonly pendingKafka = new Map<string, PendingRequest>();
   private outbox: AnyEvent[] = [];
+  /** Feedback waiting for its agent's reaction time, oldest first. */
+  private readonly delayed: Array<{ due: number; event: AnyEvent }> = [];
   private readonly counters = { http: 0, kafka: 0, failed: 0 };
   private lastError: string | null = null;
   private watcher: ConsumerRunner | undefined;
@@ -167,7 +171,7 @@ export class Simulator {
     if (!this.running) return;
     this.running = false;
     await Promise.allSettled(this.loops);
-    await this.flush();
+    await this.flush(true);
     await this.watcher?.stop();
   }
 
@@ -312,7 +316,10 @@ export class Simulator {
       if (teams.length) correct = teams[Math.floor(Math.random() * teams.length)]!;
     }
     if (correct === null) outcome = 'ACCEPTED';
-    this.outbox.push({ name: 'PredictionFeedback', value: { eventId: randomUUID(), clientId: client.world.clientId, occurredAt: now, requestId, outcome, correctLabel: correct, actor: truth.metadata.requester ?? null } });
+    this.delayed.push({
+      due: now + this.opts.feedbackDelayMs,
+      event: { name: 'PredictionFeedback', value: { eventId: randomUUID(), clientId: client.world.clientId, occurredAt: now + this.opts.feedbackDelayMs, requestId, outcome, correctLabel: correct, actor: truth.metadata.requester ?? null } },
+    });
   }
 
   private expireKafkaRequests(): void {
@@ -332,7 +339,9 @@ export class Simulator {
     }
   }
 
-  private async flush(): Promise<void> {
+  private async flush(all = false): Promise<void> {
+    const now = Date.now();
+    while (this.delayed.length && (all || this.delayed[0]!.due <= now)) this.outbox.push(this.delayed.shift()!.event);
     if (this.outbox.length === 0) return;
     const batch = this.outbox;
     this.outbox = [];
@@ -431,6 +440,9 @@ export class Simulator {
         case 'RetrainRequested':
           if (!client) break;
           client.retrains.push(e.value);
+          if (e.value.reason === 'LABELS_CHANGED' && this.hasStep('TEAM_ADDED', client.world.clientId) && !this.hasStep('RETRAIN_AFTER_TEAM_CHANGE', client.world.clientId)) {
+            this.step('RETRAIN_AFTER_TEAM_CHANGE', client.world.clientId, `retrain requested: ${e.value.detail || e.value.reason}`);
+          }
           if (client.alerts.length && e.value.reason === 'QUALITY_DROP' && !this.hasStep('RETRAIN_AFTER_ALERT', client.world.clientId)) {
             this.step('RETRAIN_AFTER_ALERT', client.world.clientId, `retrain requested: ${e.value.detail || e.value.reason}`);
           }
@@ -462,6 +474,10 @@ export class Simulator {
     client.lastModelAt = m.occurredAt;
     client.lastLabels = m.labels;
     client.feedbackSinceModel = 0;
+    const removed = this.opts.story.removedTeam.name;
+    if (this.hasStep('TEAM_REMOVED', client.world.clientId) && !m.labels.includes(removed) && !this.hasStep('MODEL_WITHOUT_REMOVED_TEAM', client.world.clientId)) {
+      this.step('MODEL_WITHOUT_REMOVED_TEAM', client.world.clientId, `${m.modelVersion} serves ${m.labels.length} teams, without "${removed}"`);
+    }
     if (client.alerts.length && !this.hasStep('MODEL_AFTER_ALERT', client.world.clientId)) {
       this.step('MODEL_AFTER_ALERT', client.world.clientId, `${m.modelVersion} published after the alert (accuracy on its test set ${fmt(m.metrics.accuracy)})`);
     }
