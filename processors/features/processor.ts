@@ -54,10 +54,12 @@ export class FeatureProcessor implements EventHandler {
   private async applyToRedis(records: EventRecord[]): Promise<Row[]> {
     const { keyPrefix: p, seenTtlMs } = this.opts;
     const pipeline = this.redis.pipeline() as ReturnType<FeatureRedis['pipeline']> & {
-      eddyApplyExample(keys: number, ...args: Array<string | number>): unknown;
+      eddyApplyExamples(keys: number, ...args: Array<string | number>): unknown;
       eddyApplyOnce(keys: number, ...args: Array<string | number>): unknown;
     };
-    const examples: Array<{ index: number; record: EventRecord; event: LabeledExample; entities: ReturnType<typeof entitiesOf> }> = [];
+    // Examples are applied per client (one script call with all of the client's examples of this
+    // call, in order); other events one script each.
+    const examplesByClient = new Map<string, Array<{ record: EventRecord; event: LabeledExample; entities: ReturnType<typeof entitiesOf> }>>();
     const clients = new Set<string>();
     let commands = 0;
     // Wall-clock time ages the seen set (event time is for the state itself, so replays match).
@@ -75,11 +77,9 @@ export class FeatureProcessor implements EventHandler {
       switch (ev.name) {
         case 'LabeledExample': {
           const e = ev.value;
-          const entities = entitiesOf(e.metadata);
-          const keys = [seen, counts, featureKeys.snapshot(p, clientId, eventId), ...entities.map((x) => entityKey(p, clientId, x.field, x.value))];
-          examples.push({ index: commands, record: r, event: e, entities });
-          pipeline.eddyApplyExample(keys.length, ...keys, eventId, occurredAt, e.label, e.source, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock);
-          commands++;
+          let list = examplesByClient.get(clientId);
+          if (!list) examplesByClient.set(clientId, (list = []));
+          list.push({ record: r, event: e, entities: entitiesOf(e.metadata) });
           break;
         }
         case 'LabelSetChanged': {
@@ -127,15 +127,40 @@ export class FeatureProcessor implements EventHandler {
           break; // not a feature event (the runner only subscribes FEATURE_TOPICS)
       }
     }
+    const exampleCalls: Array<{ index: number; list: NonNullable<ReturnType<typeof examplesByClient.get>> }> = [];
+    for (const [clientId, list] of examplesByClient) {
+      const keys = [featureKeys.seen(p, clientId), featureKeys.counts(p, clientId)];
+      const indexOf = new Map<string, number>();
+      const key = (k: string) => {
+        let i = indexOf.get(k);
+        if (i === undefined) {
+          keys.push(k);
+          indexOf.set(k, (i = keys.length)); // Lua indexes from 1
+        }
+        return i;
+      };
+      const spec = list.map(({ event: e, entities }) => ({
+        id: e.eventId, ts: e.occurredAt, label: e.label, source: e.source,
+        snap: key(featureKeys.snapshot(p, clientId, e.eventId)),
+        ents: entities.map((x) => key(entityKey(p, clientId, x.field, x.value))),
+      }));
+      exampleCalls.push({ index: commands, list });
+      pipeline.eddyApplyExamples(keys.length, ...keys, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock, JSON.stringify(spec));
+      commands++;
+    }
     pipeline.sadd(featureKeys.clients(p), ...clients);
     commands++;
     const results = await execPipeline(pipeline, 'applying events to Redis');
     this.stats.redisCommands += commands;
     this.stats.events += records.length;
-    return examples.map(({ index, record, event, entities }) => {
-      const [, snapshot] = results[index] as [number, string | null];
-      return exampleRow(record, event, this.featuresOf(entities, snapshot, event.occurredAt));
-    });
+    const rows: Row[] = [];
+    for (const { index, list } of exampleCalls) {
+      const snapshots = results[index] as Array<string | null>;
+      list.forEach(({ record, event, entities }, i) => {
+        rows.push(exampleRow(record, event, this.featuresOf(entities, snapshots[i] ?? null, event.occurredAt)));
+      });
+    }
+    return rows;
   }
 
   private featuresOf(entities: ReturnType<typeof entitiesOf>, snapshot: string | null, at: number): RealtimeFeatures {

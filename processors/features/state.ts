@@ -31,51 +31,68 @@ export const featureKeys = {
 export const QUALITY_BUCKET_TTL_MS = 35 * 24 * 60 * 60 * 1000;
 
 /**
- * Applies one LabeledExample: returns {applied (0|1), snapshot JSON of the entity hashes before
- * the update}. On a redelivery nothing changes and the stored snapshot is returned, so the row
- * written to ClickHouse carries the same features as the first time.
- * Decayed counts are kept relative to a per-entity reference time `_t`: adding an event at time
- * `ts` adds 2^((ts - _t)/halfLife); when ts runs 16 half-lives past `_t`, the hash is rebased.
- * Using event time (not the clock) makes a replay rebuild exactly the same numbers.
+ * Applies a client's LabeledExamples of one call, in order, atomically. KEYS[1] seen set,
+ * KEYS[2] counts, then the snapshot and entity keys the events name; ARGV = seenTtlMs,
+ * entityTtlMs, halfLifeMs, processing time, JSON [{id, ts, label, source, snap, ents}] (key
+ * indexes). Returns, per event, the JSON snapshot of its entities' state just BEFORE it was
+ * counted. A redelivered event (already in the seen set) changes nothing and gets its stored
+ * snapshot back, so the row written to ClickHouse carries the same features as the first time.
+ * Decayed counts are kept relative to a per-entity reference time `_t`: an event at `ts` adds
+ * 2^((ts - _t)/halfLife); 16 half-lives past `_t` the hash is rebased. Event time (not the clock)
+ * makes a replay rebuild the same numbers. One script per client and call (not per event):
+ * counters, expiries and seen-set pruning are applied once per call.
  */
-const APPLY_EXAMPLE = `
-local id, ts, label, source = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local seenTtl, entityTtl, hl, clock = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-if redis.call('ZADD', KEYS[1], 'NX', clock, id) == 0 then
-  return {0, redis.call('GET', KEYS[3])}
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (clock - seenTtl))
-redis.call('PEXPIRE', KEYS[1], seenTtl)
-local states = {}
-for i = 4, #KEYS do
-  local h = redis.call('HGETALL', KEYS[i])
-  local state = {}
-  for j = 1, #h, 2 do state[h[j]] = h[j + 1] end
-  states[#states + 1] = state
-  local t = tonumber(state['_t'])
-  if t == nil then
-    redis.call('HSET', KEYS[i], '_t', ts, label, 1)
+const APPLY_EXAMPLES = `
+local seenTtl, entityTtl, hl, clock = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local events = cjson.decode(ARGV[5])
+local out, deltas, touched = {}, {}, {}
+local last, applied = 0, 0
+for n, e in ipairs(events) do
+  if redis.call('ZADD', KEYS[1], 'NX', clock, e.id) == 0 then
+    out[n] = redis.call('GET', KEYS[e.snap]) or false
   else
-    if ts - t > 16 * hl then
-      local f = 2 ^ (-(ts - t) / hl)
-      for k, v in pairs(state) do
-        if k ~= '_t' then redis.call('HSET', KEYS[i], k, string.format('%.17g', tonumber(v) * f)) end
+    applied = applied + 1
+    local states = {}
+    for _, ki in ipairs(e.ents) do
+      local key = KEYS[ki]
+      local h = redis.call('HGETALL', key)
+      local state = {}
+      for j = 1, #h, 2 do state[h[j]] = h[j + 1] end
+      states[#states + 1] = state
+      local t = tonumber(state['_t'])
+      if t == nil then
+        redis.call('HSET', key, '_t', e.ts, e.label, 1)
+      else
+        if e.ts - t > 16 * hl then
+          local f = 2 ^ (-(e.ts - t) / hl)
+          for k, v in pairs(state) do
+            if k ~= '_t' then redis.call('HSET', key, k, string.format('%.17g', tonumber(v) * f)) end
+          end
+          redis.call('HSET', key, '_t', e.ts)
+          t = e.ts
+        end
+        redis.call('HINCRBYFLOAT', key, e.label, string.format('%.17g', 2 ^ ((e.ts - t) / hl)))
       end
-      redis.call('HSET', KEYS[i], '_t', ts)
-      t = ts
+      touched[ki] = true
     end
-    redis.call('HINCRBYFLOAT', KEYS[i], label, string.format('%.17g', 2 ^ ((ts - t) / hl)))
+    local snapshot = cjson.encode(states)
+    redis.call('SET', KEYS[e.snap], snapshot, 'PX', seenTtl)
+    out[n] = snapshot
+    deltas['examples'] = (deltas['examples'] or 0) + 1
+    deltas['label:' .. e.label] = (deltas['label:' .. e.label] or 0) + 1
+    deltas['source:' .. e.source] = (deltas['source:' .. e.source] or 0) + 1
+    if e.ts > last then last = e.ts end
   end
-  redis.call('PEXPIRE', KEYS[i], entityTtl)
 end
-local snapshot = cjson.encode(states)
-redis.call('SET', KEYS[3], snapshot, 'PX', seenTtl)
-redis.call('HINCRBY', KEYS[2], 'examples', 1)
-redis.call('HINCRBY', KEYS[2], 'label:' .. label, 1)
-redis.call('HINCRBY', KEYS[2], 'source:' .. source, 1)
-local last = tonumber(redis.call('HGET', KEYS[2], 'last_activity_ms') or '0')
-if ts > last then redis.call('HSET', KEYS[2], 'last_activity_ms', ts) end
-return {1, snapshot}
+if applied > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', clock - seenTtl))
+  redis.call('PEXPIRE', KEYS[1], seenTtl)
+  for f, d in pairs(deltas) do redis.call('HINCRBY', KEYS[2], f, d) end
+  local cur = tonumber(redis.call('HGET', KEYS[2], 'last_activity_ms') or '0')
+  if last > cur then redis.call('HSET', KEYS[2], 'last_activity_ms', string.format('%d', last)) end
+  for ki, _ in pairs(touched) do redis.call('PEXPIRE', KEYS[ki], entityTtl) end
+end
+return out
 `;
 
 /**
@@ -86,7 +103,7 @@ return {1, snapshot}
 const APPLY_ONCE = `
 local id, clock, seenTtl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('ZADD', KEYS[1], 'NX', clock, id) == 0 then return 0 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (clock - seenTtl))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', clock - seenTtl))
 redis.call('PEXPIRE', KEYS[1], seenTtl)
 local counts = KEYS[2]
 local ops = cjson.decode(ARGV[4])
@@ -105,14 +122,14 @@ return 1
 `;
 
 export type FeatureRedis = Redis & {
-  eddyApplyExample(keys: number, ...args: Array<string | number>): Promise<[number, string | null]>;
+  eddyApplyExamples(keys: number, ...args: Array<string | number>): Promise<Array<string | null>>;
   eddyApplyOnce(keys: number, ...args: Array<string | number>): Promise<number>;
 };
 
 /** Registers the scripts (EVALSHA with automatic fallback to EVAL on NOSCRIPT, by ioredis). */
 export function withFeatureScripts(redis: Redis): FeatureRedis {
-  if (!('eddyApplyExample' in redis)) {
-    redis.defineCommand('eddyApplyExample', { lua: APPLY_EXAMPLE });
+  if (!('eddyApplyExamples' in redis)) {
+    redis.defineCommand('eddyApplyExamples', { lua: APPLY_EXAMPLES });
     redis.defineCommand('eddyApplyOnce', { lua: APPLY_ONCE });
   }
   return redis as FeatureRedis;
