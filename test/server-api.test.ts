@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { metricsRegistry } from '../common/metrics.ts';
@@ -8,6 +9,8 @@ import type { PredictionMade } from '../schemas/events.ts';
 import { createApp } from '../server/app.ts';
 import { ModelAdmin } from '../server/model-admin.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
+import { derivedId } from '../server/prediction-service.ts';
+import { modelPublished } from './server-fixtures.ts';
 import { waitFor } from './helpers.ts';
 import { testStreams } from './helpers.ts';
 import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverTestConfig } from './server-fixtures.ts';
@@ -277,5 +280,72 @@ describe('prediction API: authentication, tenant isolation and limits', () => {
     } finally {
       await notReady.close();
     }
+  });
+});
+
+describe('prediction server: readiness, slow dependencies, redelivery', () => {
+  it('is ready only once every model event already in the log has been applied', async () => {
+    const before = srv.registry.size;
+    await streams.producer.sendAll(Array.from({ length: 300 }, (_, i) => ({
+      name: 'ModelPublished' as const,
+      value: modelPublished({ clientId: `bulk${i}`, version: 'v1', uri: `eddy-store://sha256/${'0'.repeat(64)}`, sha256: '0'.repeat(64), labels: ['A'] }),
+    })));
+    const late = await startServer({ ...config, server: { ...config.server, replicaId: 'late' } }, { kafkaPredict: false });
+    try {
+      expect(late.follower.ready).toBe(false);
+      const early = await call('GET', '/readyz', { server: late });
+      // Either still catching up (503) or already done; never "ready" with a partial registry.
+      if (early.status === 503) expect(early.body.error.code).toBe('NOT_READY');
+      await late.ready;
+      expect(late.registry.size).toBeGreaterThanOrEqual(before + 300);
+      expect(late.registry.get('bulk299')?.live).toBe('v1');
+    } finally {
+      await late.close();
+    }
+  });
+
+  it('answers with defaulted features when Redis is slower than the deadline', async () => {
+    // Real Redis behind a proxy that delays every request by 50 ms (the deadline is 5 ms).
+    const target = new URL(config.redisUrl);
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(Number(target.port || 6379), target.hostname);
+      sockets.add(client).add(upstream);
+      client.on('data', (d) => setTimeout(() => upstream.write(d), 50));
+      upstream.on('data', (d) => client.write(d));
+      const end = () => { client.destroy(); upstream.destroy(); };
+      client.on('error', end).on('close', end);
+      upstream.on('error', end).on('close', end);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const port = (proxy.address() as net.AddressInfo).port;
+    const slow = await startServer(
+      { ...config, redisUrl: `redis://127.0.0.1:${port}`, server: { ...config.server, replicaId: 'slow-redis', featureTimeoutMs: 5 } },
+      { kafkaPredict: false },
+    );
+    try {
+      await slow.ready;
+      await waitFor('redis connected through the proxy', () => slow.redis.status === 'ready');
+      const r = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'wifi broken', metadata: { requester: 'zoe' } }, server: slow });
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({ label: 'Network', featuresDefaulted: true, modelVersion: 'v1' });
+      // Without entities in the metadata nothing is read, so nothing is defaulted.
+      const none = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'wifi broken' }, server: slow });
+      expect(none.body.featuresDefaulted).toBe(false);
+    } finally {
+      await slow.close();
+      for (const sock of sockets) sock.destroy();
+      await new Promise((r) => proxy.close(r));
+    }
+  });
+
+  it('answers a redelivered PredictionRequested with the same event id (consumers dedupe on it)', async () => {
+    const request = { eventId: randomUUID(), clientId: 'acme', occurredAt: Date.now(), requestId: 'dup-1', text: 'vpn', metadata: {} };
+    await streams.producer.send('PredictionRequested', request);
+    await streams.producer.send('PredictionRequested', request);
+    await waitFor('two answers', () => predictions.filter((p) => p.requestId === 'dup-1').length === 2, 30_000);
+    const answers = predictions.filter((p) => p.requestId === 'dup-1');
+    expect(answers[0]!.eventId).toBe(answers[1]!.eventId);
+    expect(answers[0]!.eventId).toBe(derivedId(`${request.eventId}:made`));
   });
 });

@@ -97,6 +97,16 @@ async function runLoad(opts: LoadOptions): Promise<void> {
   process.stdout.write(JSON.stringify(out) + '\n');
 }
 
+/** Runs a load and adds the server process's CPU time per request (independent of what else runs here). */
+async function measured(opts: LoadOptions): Promise<LoadResult & { cpuUsPerReq: number; cpuShare: number }> {
+  const cpu = process.cpuUsage();
+  const t = performance.now();
+  const r = await load(opts);
+  const used = process.cpuUsage(cpu);
+  const cpuUs = used.user + used.system;
+  return { ...r, cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
+}
+
 function load(opts: LoadOptions): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), 'load', JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -154,7 +164,7 @@ async function main(): Promise<void> {
   const redisKeys: string[] = [];
   let server: Awaited<ReturnType<typeof startServer>> | undefined;
   const rows: Array<[string, string]> = [];
-  const table: Array<{ scenario: string; r: LoadResult }> = [];
+  const table: Array<{ scenario: string; r: LoadResult & { cpuUsPerReq: number; cpuShare: number } }> = [];
   try {
     const labels: Record<string, string[]> = {};
     for (let i = 0; i < 8; i++) labels[`Team${i}`] = [['laptop', 'vpn', 'payslip', 'monitor', 'outlook', 'badge', 'printer', 'phone'][i]!, `kw${i}`];
@@ -211,7 +221,7 @@ async function main(): Promise<void> {
     const modelsBefore = server.manager.stats.models;
 
     say(`cold: one request per client, ${N} clients`);
-    const cold = await load({ ...base, clients: N, mode: 'sequence', amount: N });
+    const cold = await measured({ ...base, clients: N, mode: 'sequence', amount: N });
     table.push({ scenario: `cold load, ${N} clients (1 request each)`, r: cold });
     global.gc?.();
     const rssAfter = process.memoryUsage().rss;
@@ -224,14 +234,14 @@ async function main(): Promise<void> {
 
     const k = Math.min(1000, N);
     say(`max throughput over ${k} models`);
-    table.push({ scenario: `max throughput, ${k} models`, r: await load({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
+    table.push({ scenario: `max throughput, ${k} models`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
     say(`max throughput over ${N} models`);
-    table.push({ scenario: `max throughput, ${N} models`, r: await load({ ...base, clients: N, mode: 'random', durationS: SECONDS }) });
+    table.push({ scenario: `max throughput, ${N} models`, r: await measured({ ...base, clients: N, mode: 'random', durationS: SECONDS }) });
     say(`fixed ${RATE} req/s over ${N} models`);
-    table.push({ scenario: `${RATE} req/s, ${N} models`, r: await load({ ...base, clients: N, mode: 'random', durationS: SECONDS, rate: RATE }) });
+    table.push({ scenario: `${RATE} req/s, ${N} models`, r: await measured({ ...base, clients: N, mode: 'random', durationS: SECONDS, rate: RATE }) });
 
     say(`fixed ${RATE} req/s over ${k} models, steady`);
-    const steady = await load({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+    const steady = await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
     table.push({ scenario: `${RATE} req/s, ${k} models, steady`, r: steady });
 
     // Reload: new versions of the same hot models are published during the run; each replica
@@ -242,7 +252,7 @@ async function main(): Promise<void> {
     });
     const swapsBefore = server.manager.stats.models;
     say(`fixed ${RATE} req/s over ${k} models while ${k} new versions are published and swapped in`);
-    const reloadRun = load({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+    const reloadRun = measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
     const publishing = (async () => {
       await new Promise((r) => setTimeout(r, 1000));
       // Spread over the run: k versions in (SECONDS - 2) s.
@@ -265,9 +275,9 @@ async function main(): Promise<void> {
 
     const fmt = (x: number) => x.toFixed(2);
     const lines = [
-      `| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors |`,
-      `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
-      ...table.map(({ scenario, r }) => `| ${scenario} | ${r.requests} | ${r.rps.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.max)} | ${r.non2xx} | ${r.errors} |`),
+      `| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors | server CPU µs/req | server CPU % of a core |`,
+      `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+      ...table.map(({ scenario, r }) => `| ${scenario} | ${r.requests} | ${r.rps.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.max)} | ${r.non2xx} | ${r.errors} | ${r.cpuUsPerReq.toFixed(0)} | ${(r.cpuShare * 100).toFixed(0)} |`),
       '',
       `| measure | value |`,
       `|---|---|`,

@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../common/log.ts';
+import { metricsRegistry } from '../common/metrics.ts';
+import type { PredictionMade } from '../schemas/events.ts';
+import { baselinePredict } from '../server/baseline.ts';
+import { PredictionPublisher } from '../server/publisher.ts';
+import { compareVersions, LabelDirectory, ModelRegistry } from '../server/registry.ts';
+import type { AnyEvent } from '../streams/index.ts';
+import { testStreams, waitFor } from './helpers.ts';
+
+/** The registry is a pure fold of the models topic: its rules are tested event by event. */
+
+const published = (clientId: string, version: string): AnyEvent => ({
+  name: 'ModelPublished',
+  value: {
+    eventId: randomUUID(), clientId, occurredAt: Date.now(), modelVersion: version, previousVersion: null,
+    artifactUri: `eddy-store://sha256/${'0'.repeat(64)}`, artifactSha256: '0'.repeat(64), featurizer: 'f', labels: ['A', 'B'],
+    metrics: { accuracy: 0.5 }, trainingExamples: 10, trainingDataSha256: '0'.repeat(64), backend: 'cpu', trainingMs: 1, retrainEventId: null,
+  },
+});
+const promoted = (clientId: string, version: string, variant: 'LIVE' | 'CANARY' | 'SHADOW', share = 1, pinned = false): AnyEvent => ({
+  name: 'ModelPromoted',
+  value: { eventId: randomUUID(), clientId, occurredAt: Date.now(), modelVersion: version, variant, share, pinned, actor: 'test', reason: '' },
+});
+const rolledBack = (clientId: string, from: string | null, to: string): AnyEvent => ({
+  name: 'ModelRolledBack',
+  value: { eventId: randomUUID(), clientId, occurredAt: Date.now(), fromVersion: from, toVersion: to, actor: 'test', reason: '' },
+});
+
+describe('ModelRegistry', () => {
+  it('makes each published version live and keeps the previous ones for rollback', () => {
+    const r = new ModelRegistry();
+    r.apply(published('c', 'v1'));
+    r.apply(published('c', 'v2'));
+    expect(r.get('c')).toMatchObject({ live: 'v2', liveHistory: ['v1'], pinned: false });
+  });
+
+  it('applies a redelivered event once', () => {
+    const r = new ModelRegistry();
+    const e1 = published('c', 'v1');
+    r.apply(e1);
+    r.apply(published('c', 'v2'));
+    expect(r.apply(e1)).toBeUndefined();
+    expect(r.get('c')?.live).toBe('v2');
+    expect(r.hasApplied(e1.value.eventId)).toBe(true);
+  });
+
+  it('keeps a pinned live version when newer versions are published, until promoted or unpinned', () => {
+    const r = new ModelRegistry();
+    r.apply(published('c', 'v1'));
+    r.apply(promoted('c', 'v1', 'LIVE', 1, true));
+    const change = r.apply(published('c', 'v2'));
+    expect(change).toMatchObject({ kind: 'published', becameLive: false });
+    expect(r.get('c')).toMatchObject({ live: 'v1', pinned: true });
+    expect(r.get('c')?.versions.has('v2')).toBe(true);
+    r.apply(promoted('c', 'v1', 'LIVE', 1, false));
+    r.apply(published('c', 'v3'));
+    expect(r.get('c')?.live).toBe('v3');
+  });
+
+  it('rolls back to the named version and drops the rolled-back one from the history', () => {
+    const r = new ModelRegistry();
+    for (const v of ['v1', 'v2', 'v3']) r.apply(published('c', v));
+    r.apply(rolledBack('c', 'v3', 'v2'));
+    expect(r.get('c')).toMatchObject({ live: 'v2', liveHistory: ['v1'] });
+    r.apply(rolledBack('c', 'v2', 'v1'));
+    expect(r.get('c')).toMatchObject({ live: 'v1', liveHistory: [] });
+  });
+
+  it('sets and ends canary and shadow roles; promoting the canary to live ends its canary role', () => {
+    const r = new ModelRegistry();
+    r.apply(published('c', 'v1'));
+    r.apply(promoted('c', 'v1', 'LIVE', 1, true));
+    r.apply(published('c', 'v2'));
+    r.apply(promoted('c', 'v2', 'CANARY', 0.25));
+    expect(r.get('c')?.canary).toEqual({ version: 'v2', share: 0.25 });
+    r.apply(promoted('c', 'v2', 'SHADOW', 0.5));
+    expect(r.get('c')?.shadow).toEqual({ version: 'v2', share: 0.5 });
+    r.apply(promoted('c', 'v2', 'SHADOW', 0));
+    expect(r.get('c')?.shadow).toBeUndefined();
+    r.apply(promoted('c', 'v2', 'LIVE'));
+    expect(r.get('c')).toMatchObject({ live: 'v2', canary: undefined, liveHistory: ['v1'] });
+    // The live version cannot also be its own canary.
+    r.apply(promoted('c', 'v2', 'CANARY', 0.5));
+    expect(r.get('c')?.canary).toBeUndefined();
+  });
+
+  it('ignores promotions and rollbacks of versions that were never published', () => {
+    const r = new ModelRegistry();
+    r.apply(published('c', 'v1'));
+    expect(r.apply(promoted('c', 'v9', 'LIVE'))).toMatchObject({ kind: 'ignored' });
+    expect(r.apply(rolledBack('c', 'v1', 'v0'))).toMatchObject({ kind: 'ignored' });
+    expect(r.get('c')?.live).toBe('v1');
+  });
+
+  it('orders versions numerically', () => {
+    expect(['v10', 'v9', 'v1', 'v2'].sort(compareVersions)).toEqual(['v1', 'v2', 'v9', 'v10']);
+  });
+});
+
+describe('LabelDirectory and the baseline', () => {
+  const label = (change: 'ADDED' | 'UPDATED' | 'RENAMED' | 'REMOVED', name: string, opts: { previous?: string; description?: string; keywords?: string[] } = {}): AnyEvent => ({
+    name: 'LabelSetChanged',
+    value: { eventId: randomUUID(), clientId: 'c', occurredAt: Date.now(), change, label: name, previousLabel: opts.previous ?? null, description: opts.description ?? null, keywords: opts.keywords ?? [] },
+  });
+
+  it('follows added, updated, renamed and removed labels', () => {
+    const d = new LabelDirectory();
+    d.apply(label('ADDED', 'Net', { description: 'network things', keywords: ['vpn'] }));
+    d.apply(label('ADDED', 'HR', { description: 'people', keywords: ['holiday'] }));
+    d.apply(label('RENAMED', 'Network', { previous: 'Net' }));
+    d.apply(label('UPDATED', 'HR', { keywords: ['holiday', 'leave'] }));
+    d.apply(label('ADDED', 'Old'));
+    d.apply(label('REMOVED', 'Old'));
+    expect(d.get('c')).toEqual([
+      { label: 'HR', description: 'people', keywords: ['holiday', 'leave'] },
+      { label: 'Network', description: 'network things', keywords: ['vpn'] },
+    ]);
+  });
+
+  it('ranks labels by keyword and description overlap, else by the most examples', () => {
+    const defs = [
+      { label: 'Network', description: 'VPN, wifi and internet access', keywords: ['vpn'] },
+      { label: 'Payroll', description: 'Salaries and payslips', keywords: ['payslip', 'bonus'] },
+    ];
+    const vpn = baselinePredict('The VPN is down again', defs, undefined, 2)!;
+    expect(vpn.label).toBe('Network');
+    expect(vpn.scores[0]!.score).toBeGreaterThan(vpn.scores[1]!.score);
+    expect(vpn.scores.reduce((s, x) => s + x.score, 0)).toBeCloseTo(1, 6);
+    expect(baselinePredict('where is my bonus', defs, undefined, 2)!.label).toBe('Payroll');
+    expect(baselinePredict('hello', defs, new Map([['Payroll', 5], ['Network', 2]]), 2)!.label).toBe('Payroll');
+    expect(baselinePredict('hello', defs, undefined, 2)!.label).toBe('Network'); // definition order
+    expect(baselinePredict('hello', [], undefined, 2)).toBeUndefined();
+  });
+});
+
+describe('PredictionPublisher', () => {
+  let streams: Awaited<ReturnType<typeof testStreams>>;
+  beforeAll(async () => {
+    streams = await testStreams();
+  });
+  afterAll(async () => {
+    await streams?.cleanup();
+  });
+
+  const made = (i: number): PredictionMade => ({
+    eventId: randomUUID(), clientId: 'c', occurredAt: Date.now(), requestId: `r${i}`, text: 't', metadata: {}, label: 'A',
+    scores: [{ label: 'A', score: 1 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 1, channel: 'HTTP', featuresDefaulted: false,
+  });
+
+  it('publishes without blocking, and counts (never silently loses) what overflows its buffer', async () => {
+    const dropped = async () => (await metricsRegistry.getSingleMetric('eddy_server_predictions_dropped_total')?.get())?.values[0]?.value ?? 0;
+    const before = await dropped();
+    const publisher = new PredictionPublisher(streams.producer, 10, createLogger('test', 'silent'));
+    // 25 events in one synchronous burst: the buffer holds 10 until the background loop runs.
+    for (let i = 0; i < 25; i++) publisher.publish(made(i));
+    expect(publisher.droppedTotal).toBe(15);
+    expect(await dropped()).toBe(before + 15);
+    expect(await publisher.flush()).toBe(true);
+    expect(publisher.publishedTotal).toBe(10);
+    const seen: string[] = [];
+    const tail = streams.consumer({
+      group: 'publisher-test', topics: ['predictions'],
+      handler: { async handle(records) { for (const r of records) if (r.event.name === 'PredictionMade') seen.push(r.event.value.requestId); } },
+    });
+    await tail.start();
+    await waitFor('the 10 buffered events on the topic', () => seen.length === 10);
+    expect(seen.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `r${i}`).sort());
+    await publisher.close();
+  });
+});
