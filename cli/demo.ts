@@ -106,9 +106,9 @@ export function renderSummary(s: SimulatorSnapshot, session: Pick<Session, 'serv
   const up = Math.round((Date.now() - s.startedAt) / 1000);
   lines.push(`Eddy demo ${session.id} — ${up} s — dashboard ${session.serverUrls[0]}/dashboard — Ctrl-C stops`);
   lines.push('');
-  lines.push(`${'CLIENT'.padEnd(10)}${'TEAMS'.padStart(6)}${'LIVE'.padStart(6)}${'MODELS'.padStart(8)}  ${'LAST MODEL'.padEnd(12)}${'ACCURACY'.padStart(9)}${'ANSWERED'.padStart(10)}${'BASELINE'.padStart(10)}${'FEEDBACK'.padStart(10)}${'RETRAINS'.padStart(10)}${'ALERTS'.padStart(8)}`);
+  lines.push(`${'CLIENT'.padEnd(10)}${'TEAMS'.padStart(6)}${'LIVE'.padStart(6)}${'MODELS'.padStart(8)}  ${'LAST MODEL'.padEnd(12)}${'ACCURACY'.padStart(9)}${'ANSWERED'.padStart(10)}${'BASELINE'.padStart(10)}${'FEEDBACK'.padStart(10)}${'RETRAINS'.padStart(10)}${'REJECTED'.padStart(10)}${'ALERTS'.padStart(8)}`);
   for (const c of s.clients) {
-    lines.push(`${c.clientId.padEnd(10)}${String(c.teams).padStart(6)}${(c.liveVersion ?? '-').padStart(6)}${String(c.versions).padStart(8)}  ${age(c.lastModelAt).padEnd(12)}${pct(c.accuracy).padStart(9)}${String(c.answered).padStart(10)}${String(c.baselineAnswers).padStart(10)}${String(c.feedback).padStart(10)}${String(c.retrains).padStart(10)}${String(c.alerts).padStart(8)}`);
+    lines.push(`${c.clientId.padEnd(10)}${String(c.teams).padStart(6)}${(c.liveVersion ?? '-').padStart(6)}${String(c.versions).padStart(8)}  ${age(c.lastModelAt).padEnd(12)}${pct(c.accuracy).padStart(9)}${String(c.answered).padStart(10)}${String(c.baselineAnswers).padStart(10)}${String(c.feedback).padStart(10)}${String(c.retrains).padStart(10)}${String(c.rejected).padStart(10)}${String(c.alerts).padStart(8)}${c.lastRejection ? `  last rejection: ${c.lastRejection}` : ''}`);
   }
   lines.push('');
   if (s.freshness.length) {

@@ -31,6 +31,12 @@ export const FAST_PLATFORM_ENV: Record<string, string> = {
   EDDY_TRAINER_MAX_LABEL_DRIFT: '0.9',
   EDDY_FEEDBACK_MAX_WAITS: '20',
   EDDY_ANALYTICS_BATCH_MS: '100',
+  // The monitor's windows are 7 days of event time, so within minutes a drift shows as prediction
+  // bias (the model over-predicts the team the drifted requests look like), not yet as a
+  // week-over-week drop: a lower bias threshold and support make it visible in a short run.
+  EDDY_MONITOR_MIN_SUPPORT: '30',
+  EDDY_MONITOR_BIAS_THRESHOLD: '0.05',
+  EDDY_MONITOR_LAG_INTERVAL_MS: '5000',
 };
 
 export interface SessionOptions {
@@ -41,6 +47,8 @@ export interface SessionOptions {
   /** Extra EDDY_* variables for the platform's processes (after FAST_PLATFORM_ENV). */
   platformEnv?: Record<string, string>;
   servers?: number;
+  /** Components not to start (e.g. run one in-process instead). */
+  omitComponents?: string[];
   clients?: ClientSpec[];
   newClient?: ClientSpec | null;
   simulator?: Partial<Omit<SimulatorOptions, 'streams' | 'serverUrl' | 'apiKey' | 'clients' | 'newClient' | 'logger' | 'group' | 'story'>> & { story?: Partial<StoryOptions> };
@@ -99,7 +107,8 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
     EDDY_CLICKHOUSE_DATABASE: `eddy_${id}`,
     EDDY_MODEL_STORE_DIR: path.join(runDir, 'models'),
     EDDY_SERVER_ADMIN_KEY: apiKey,
-    EDDY_LOG_LEVEL: process.env.EDDY_LOG_LEVEL && process.env.EDDY_LOG_LEVEL !== 'silent' ? process.env.EDDY_LOG_LEVEL : 'info',
+    // Component logs go to files; info level would log every held-back trigger decision.
+    EDDY_LOG_LEVEL: process.env.EDDY_LOG_LEVEL && process.env.EDDY_LOG_LEVEL !== 'silent' ? process.env.EDDY_LOG_LEVEL : 'warn',
     ...FAST_PLATFORM_ENV,
     ...opts.platformEnv,
   };
@@ -113,7 +122,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
     if (!opts.keep) await deleteNamespace(config, streams).catch((err: unknown) => logger.warn({ err: String(err) }, 'cleanup incomplete'));
   };
   try {
-    await platform.start(platformComponents({ serverPorts: ports }));
+    await platform.start(platformComponents({ serverPorts: ports }).filter((c) => !opts.omitComponents?.includes(c.name)));
   } catch (err) {
     await platform.stop(5000);
     await cleanup();

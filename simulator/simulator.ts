@@ -65,7 +65,7 @@ export interface StoryOptions {
   driftAfterFeedback: number;
 }
 
-export type StoryStepName = 'SIGNED_UP' | 'TEAM_ADDED' | 'RETRAIN_AFTER_TEAM_CHANGE' | 'TEAM_SERVED' | 'TEAM_REMOVED' | 'MODEL_WITHOUT_REMOVED_TEAM' | 'NEW_CLIENT_SIGNED_UP' | 'NEW_CLIENT_SERVED' | 'DRIFT' | 'ALERT' | 'RETRAIN_AFTER_ALERT' | 'MODEL_AFTER_ALERT';
+export type StoryStepName = 'SIGNED_UP' | 'TEAM_ADDED' | 'RETRAIN_AFTER_TEAM_CHANGE' | 'TEAM_SERVED' | 'TEAM_REMOVED' | 'RETRAIN_AFTER_TEAM_REMOVED' | 'MODEL_WITHOUT_REMOVED_TEAM' | 'NEW_CLIENT_SIGNED_UP' | 'NEW_CLIENT_SERVED' | 'DRIFT' | 'ALERT' | 'RETRAIN_AFTER_ALERT' | 'MODEL_AFTER_ALERT';
 
 export interface StoryStep {
   step: StoryStepName;
@@ -86,6 +86,9 @@ export interface ClientSnapshot {
   baselineAnswers: number;
   feedback: number;
   retrains: number;
+  /** Retrains that ended in ModelRejected, and the last one's reasons. */
+  rejected: number;
+  lastRejection: string | null;
   alerts: number;
 }
 
@@ -113,6 +116,8 @@ interface ClientState {
   feedback: number;
   feedbackSinceModel: number;
   retrains: RetrainRequested[];
+  rejected: number;
+  lastRejection: string | null;
   alerts: QualityAlert[];
   signedUpAt: number;
 }
@@ -189,6 +194,8 @@ export class Simulator {
         baselineAnswers: c.baselineAnswers,
         feedback: c.feedback,
         retrains: c.retrains.length,
+        rejected: c.rejected,
+        lastRejection: c.lastRejection,
         alerts: c.alerts.length,
       })),
       story: [...this.story],
@@ -209,7 +216,7 @@ export class Simulator {
     const now = Date.now();
     this.clients.set(spec.clientId, {
       world, liveVersion: null, versions: new Set(), lastModelAt: null, lastLabels: [], recent: [], answered: 0,
-      baselineAnswers: 0, feedback: 0, feedbackSinceModel: 0, retrains: [], alerts: [], signedUpAt: now,
+      baselineAnswers: 0, feedback: 0, feedbackSinceModel: 0, retrains: [], rejected: 0, lastRejection: null, alerts: [], signedUpAt: now,
     });
     const events: AnyEvent[] = [];
     for (const team of world.currentTeams()) {
@@ -394,8 +401,9 @@ export class Simulator {
       const initialModels = this.opts.clients.every((c) => this.clients.get(c.clientId)?.liveVersion);
       if (!signedUp && this.opts.newClient && (Date.now() - this.startedAt >= s.signUpAfterS * 1000) && initialModels) {
         signedUp = true;
-        await this.signUp(this.opts.newClient);
+        // Freshness counts from the moment the sign-up events are handed to Kafka.
         this.awaitingServed.push({ what: 'new client signed up', clientId: this.opts.newClient.clientId, label: null, producedAt: Date.now(), step: 'NEW_CLIENT_SERVED' });
+        await this.signUp(this.opts.newClient);
         this.step('NEW_CLIENT_SIGNED_UP', this.opts.newClient.clientId, `${this.opts.newClient.teams.length} teams, ${this.opts.newClient.historyExamples} tickets of history`);
       }
       const drift = this.clients.get(s.driftClient);
@@ -434,24 +442,35 @@ export class Simulator {
         case 'ModelPublished':
           if (client) this.published(client, e.value);
           break;
+        case 'ModelRejected':
+          if (client) {
+            client.rejected++;
+            client.lastRejection = `${e.value.stage}: ${e.value.reasons.join(', ')}`;
+          }
+          break;
         case 'ModelRolledBack':
           if (client) client.liveVersion = e.value.toVersion;
           break;
         case 'RetrainRequested':
           if (!client) break;
           client.retrains.push(e.value);
+          if (this.hasStep('TEAM_REMOVED', client.world.clientId) && !this.hasStep('RETRAIN_AFTER_TEAM_REMOVED', client.world.clientId)) {
+            this.step('RETRAIN_AFTER_TEAM_REMOVED', client.world.clientId, `retrain requested (${e.value.reason}): ${e.value.detail}`);
+          }
           if (e.value.reason === 'LABELS_CHANGED' && this.hasStep('TEAM_ADDED', client.world.clientId) && !this.hasStep('RETRAIN_AFTER_TEAM_CHANGE', client.world.clientId)) {
             this.step('RETRAIN_AFTER_TEAM_CHANGE', client.world.clientId, `retrain requested: ${e.value.detail || e.value.reason}`);
           }
-          if (client.alerts.length && e.value.reason === 'QUALITY_DROP' && !this.hasStep('RETRAIN_AFTER_ALERT', client.world.clientId)) {
+          if (this.hasStep('ALERT', client.world.clientId) && e.value.reason === 'QUALITY_DROP' && !this.hasStep('RETRAIN_AFTER_ALERT', client.world.clientId)) {
             this.step('RETRAIN_AFTER_ALERT', client.world.clientId, `retrain requested: ${e.value.detail || e.value.reason}`);
           }
           break;
         case 'QualityAlert':
           if (!client) break;
           client.alerts.push(e.value);
-          if (!this.hasStep('ALERT', client.world.clientId)) {
-            this.step('ALERT', client.world.clientId, `${e.value.kind} ${e.value.metric}${e.value.label ? ` of ${e.value.label}` : ''}: ${e.value.previousValue.toFixed(2)} -> ${e.value.currentValue.toFixed(2)} (-${e.value.dropPercent.toFixed(0)}%)`);
+          // The story's alert is the drifted client's first one after the drift; other alerts
+          // (a team change, the baseline's skew before the first model) are counted, not the story.
+          if (this.hasStep('DRIFT', client.world.clientId) && !this.hasStep('ALERT', client.world.clientId)) {
+            this.step('ALERT', client.world.clientId, describeAlert(e.value));
           }
           break;
         case 'PredictionMade': {
@@ -478,10 +497,17 @@ export class Simulator {
     if (this.hasStep('TEAM_REMOVED', client.world.clientId) && !m.labels.includes(removed) && !this.hasStep('MODEL_WITHOUT_REMOVED_TEAM', client.world.clientId)) {
       this.step('MODEL_WITHOUT_REMOVED_TEAM', client.world.clientId, `${m.modelVersion} serves ${m.labels.length} teams, without "${removed}"`);
     }
-    if (client.alerts.length && !this.hasStep('MODEL_AFTER_ALERT', client.world.clientId)) {
+    if (this.hasStep('ALERT', client.world.clientId) && !this.hasStep('MODEL_AFTER_ALERT', client.world.clientId)) {
       this.step('MODEL_AFTER_ALERT', client.world.clientId, `${m.modelVersion} published after the alert (accuracy on its test set ${fmt(m.metrics.accuracy)})`);
     }
   }
+}
+
+function describeAlert(a: QualityAlert): string {
+  if (a.kind === 'PREDICTION_BIAS') {
+    return `PREDICTION_BIAS: predicted vs observed teams diverge ${a.currentValue.toFixed(3)} > ${a.previousValue.toFixed(3)}${a.label ? `, over-predicts "${a.label}"` : ''} (${a.support} judged)`;
+  }
+  return `${a.kind}: ${a.metric}${a.label ? ` of "${a.label}"` : ''} ${a.previousValue.toFixed(2)} -> ${a.currentValue.toFixed(2)} (-${a.dropPercent.toFixed(0)}%, ${a.support} judged)`;
 }
 
 function fmt(x: number | undefined): string {

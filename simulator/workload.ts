@@ -171,7 +171,7 @@ export class ClientWorld {
       if (t.owner !== team) continue;
       const fresh = Array.from({ length: 4 }, () => this.inventWord());
       t.words = [...fresh, ...borrowed.slice(0, 6)];
-      t.weight *= 2;
+      t.weight *= 3;
     }
   }
 
