@@ -81,6 +81,18 @@ export async function replay(config: EddyConfig, opts: ReplayOptions = {}): Prom
 }
 
 async function captureEnds(streams: Streams, topics: readonly TopicName[]): Promise<Ends> {
+  // Right after topics are created, leaders may still be moving ("not the leader"): retry briefly.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetchEnds(streams, topics);
+    } catch (err) {
+      if (attempt >= 10) throw err;
+      await new Promise((r) => setTimeout(r, 300 * attempt));
+    }
+  }
+}
+
+async function fetchEnds(streams: Streams, topics: readonly TopicName[]): Promise<Ends> {
   const ends: Ends = new Map();
   await streams.withAdmin(async (admin) => {
     for (const t of topics) {
