@@ -8,6 +8,7 @@ import { registerStreamsCommands } from './streams-commands.ts';
 import { registerDemoCommand } from './demo.ts';
 import { registerServerCommands } from './server-commands.ts';
 import { registerProcessorsCommands } from './processors-commands.ts';
+import { registerTrainerCommands } from './trainer-commands.ts';
 
 /**
  * `eddy` — one entry point for operators and developers. Subcommands live next to what they
@@ -100,6 +101,7 @@ registerStreamsCommands(program, config);
 registerDemoCommand(program, config);
 registerServerCommands(program, config);
 registerProcessorsCommands(program, config);
+registerTrainerCommands(program, config);
 
 program.addOption(new Option('--no-color', 'disable colours').hideHelp());
 

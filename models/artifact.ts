@@ -47,6 +47,12 @@ export interface ModelManifest {
   /** TensorFlow.js backend that trained it. */
   backend: string;
   parentVersion: string | null;
+  /** Share of each label in the training examples: the baseline the next training's drift check compares to. */
+  labelDistribution?: Record<string, number>;
+  /** The RetrainRequested that produced it (a redelivered request re-announces this version instead of training again). */
+  retrainEventId?: string | null;
+  /** Wall time of training (featurize + fit + evaluate), ms. */
+  trainingMs?: number;
   weights: { sections: Array<{ name: WeightSectionName; dtype: 'uint32' | 'int8' | 'float32'; offset: number; length: number }> };
 }
 

@@ -19,6 +19,11 @@ export interface ModelVersionRef {
   featurizerId: string;
   metrics: Record<string, number>;
   parentVersion: string | null;
+  retrainEventId: string | null;
+  trainingDataSha256: string;
+  trainingExamples: number;
+  backend: string;
+  trainingMs: number;
 }
 
 export interface PrunePolicy {
@@ -103,7 +108,9 @@ export class FsModelStore implements ModelStore {
       const ref: ModelVersionRef = {
         clientId: manifest.clientId, modelVersion: manifest.modelVersion, uri, sha256, sizeBytes: bytes.length,
         createdAt: manifest.createdAt, labels: manifest.labels, featurizerId: manifest.featurizer.id,
-        metrics: manifest.metrics, parentVersion: manifest.parentVersion,
+        metrics: manifest.metrics, parentVersion: manifest.parentVersion, retrainEventId: manifest.retrainEventId ?? null,
+        trainingDataSha256: manifest.trainingDataSha256, trainingExamples: manifest.trainingExamples, backend: manifest.backend,
+        trainingMs: manifest.trainingMs ?? 0,
       };
       const refFile = path.join(this.clientDir(manifest.clientId), `${manifest.modelVersion}.json`);
       const created = await this.writeAtomic(refFile, JSON.stringify(ref, null, 1), true);

@@ -1,0 +1,103 @@
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import type { EddyConfig } from '../common/config.ts';
+import { EddyError } from '../common/errors.ts';
+import { createLogger } from '../common/log.ts';
+import { FsModelStore } from '../models/store.ts';
+import { createClickHouse } from '../processors/analytics/clickhouse.ts';
+import { connectStreams } from '../streams/index.ts';
+import type { Evaluation } from '../trainer/evaluate.ts';
+import { loadTrainingSet } from '../trainer/dataset.ts';
+import { trainClient, trainerSettings, type TrainStage } from '../trainer/pipeline.ts';
+
+const out = (line: string) => process.stdout.write(line + '\n');
+
+const STAGES: TrainStage[] = ['load', 'validate', 'featurize', 'train', 'evaluate', 'gate', 'publish'];
+
+function printEvaluation(title: string, e: Evaluation): void {
+  out(`${title}: accuracy ${e.accuracy.toFixed(4)}  macro-F1 ${e.macroF1.toFixed(4)}  (${e.support} test examples)`);
+  out(`  ${'label'.padEnd(32)}${'precision'.padStart(10)}${'recall'.padStart(10)}${'f1'.padStart(10)}${'support'.padStart(9)}`);
+  for (const [label, m] of Object.entries(e.perLabel)) {
+    out(`  ${label.slice(0, 31).padEnd(32)}${m.precision.toFixed(3).padStart(10)}${m.recall.toFixed(3).padStart(10)}${m.f1.toFixed(3).padStart(10)}${String(m.support).padStart(9)}`);
+  }
+}
+
+/** `eddy train --client X` and `eddy models list --client X`. */
+export function registerTrainerCommands(program: Command, config: () => EddyConfig): void {
+  program
+    .command('train')
+    .description('train, evaluate and gate a new model version of one client now, and announce it on the models topic')
+    .requiredOption('--client <clientId>', 'the client to train')
+    .option('--epochs <n>', 'override EDDY_TRAINER_EPOCHS')
+    .option('--no-progress', 'no progress bar (logs and CI)')
+    .action(async (opts: { client: string; epochs?: string; progress: boolean }) => {
+      const c = config();
+      const epochs = opts.epochs === undefined ? c.trainer.epochs : Number(opts.epochs);
+      if (!Number.isInteger(epochs) || epochs < 1) throw new EddyError('INVALID_ARGUMENT', `--epochs must be a positive integer, got '${opts.epochs}'`);
+      const settings = trainerSettings(c.trainer, { epochs });
+      const logger = createLogger('trainer', c.logLevel === 'info' ? 'warn' : c.logLevel);
+      const clickhouse = createClickHouse(c);
+      const streams = await connectStreams(c, 'eddy-cli-train');
+      const bar = opts.progress && process.stderr.isTTY
+        ? new cliProgress.SingleBar({ format: '{stage} [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss}', stream: process.stderr }, cliProgress.Presets.shades_classic)
+        : null;
+      // Stages weigh 1 each; training weighs its epochs (it is where the time goes).
+      const total = STAGES.length - 1 + epochs;
+      bar?.start(total, 0, { stage: 'load', epoch: 0, epochs, loss: '-' });
+      try {
+        const outcome = await trainClient(
+          { store: new FsModelStore(c.modelStoreDir), loadSet: (id) => loadTrainingSet(clickhouse, c.clickhouseDatabase, id), settings, logger },
+          opts.client,
+          {
+            retrainEventId: null,
+            onProgress: (p) => {
+              const before = STAGES.indexOf(p.stage);
+              const value = p.stage === 'train' ? before + (p.epoch ?? 0) : before + (STAGES.indexOf(p.stage) > STAGES.indexOf('train') ? epochs - 1 : 0);
+              bar?.update(value, { stage: p.stage, ...(p.epoch !== undefined ? { epoch: p.epoch } : {}), ...(p.loss !== undefined ? { loss: p.loss.toFixed(4) } : {}) });
+            },
+          },
+        );
+        bar?.update(total, { stage: 'done' });
+        bar?.stop();
+        if (outcome.candidate) printEvaluation('candidate', outcome.candidate);
+        if (outcome.live) printEvaluation(`live ${outcome.kind === 'published' ? outcome.event.previousVersion : outcome.event.liveVersion}`, outcome.live);
+        if (outcome.kind === 'published') {
+          await streams.producer.send('ModelPublished', outcome.event);
+          const e = outcome.event;
+          out(`gate: PUBLISHED ${e.clientId} ${e.modelVersion}${e.previousVersion ? ` (replaces ${e.previousVersion})` : ' (first version)'} in ${e.trainingMs} ms on ${e.backend}`);
+          out(`artifact: ${e.artifactUri} (${outcome.ref.sizeBytes} bytes)`);
+        } else {
+          await streams.producer.send('ModelRejected', outcome.event);
+          const e = outcome.event;
+          out(`gate: REJECTED at ${e.stage}: ${e.reasons.join(', ')}${e.detail ? ` (${e.detail})` : ''}`);
+          process.exitCode = 3;
+        }
+      } finally {
+        bar?.stop();
+        await streams.close();
+        await clickhouse.close();
+      }
+    });
+
+  const models = program.command('models').description('model versions in the model store');
+  models
+    .command('list')
+    .description("list a client's model versions (oldest first) with their metrics")
+    .requiredOption('--client <clientId>', 'the client')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { client: string; json?: boolean }) => {
+      const refs = await new FsModelStore(config().modelStoreDir).list(opts.client);
+      if (opts.json) {
+        out(JSON.stringify(refs, null, 2));
+        return;
+      }
+      if (refs.length === 0) {
+        out(`no models for ${opts.client} in ${config().modelStoreDir}`);
+        return;
+      }
+      out(`${'VERSION'.padEnd(9)}${'CREATED'.padEnd(26)}${'LABELS'.padStart(7)}${'EXAMPLES'.padStart(10)}${'MACRO-F1'.padStart(10)}${'ACCURACY'.padStart(10)}${'BYTES'.padStart(10)}  PARENT  SHA256`);
+      for (const r of refs) {
+        out(`${r.modelVersion.padEnd(9)}${r.createdAt.padEnd(26)}${String(r.labels.length).padStart(7)}${String(r.trainingExamples).padStart(10)}${(r.metrics.macroF1 ?? NaN).toFixed(4).padStart(10)}${(r.metrics.accuracy ?? NaN).toFixed(4).padStart(10)}${String(r.sizeBytes).padStart(10)}  ${(r.parentVersion ?? '-').padEnd(6)}  ${r.sha256.slice(0, 12)}`);
+      }
+    });
+}

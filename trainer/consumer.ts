@@ -1,0 +1,99 @@
+import type { EddyConfig } from '../common/config.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import { metric, prom } from '../common/metrics.ts';
+import { FsModelStore } from '../models/store.ts';
+import { createClickHouse, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
+import type { RetrainRequested } from '../schemas/events.ts';
+import type { EventHandler, EventRecord, Streams } from '../streams/index.ts';
+import { initBackend } from './backend.ts';
+import { loadTrainingSet } from './dataset.ts';
+import { republishedEvent, trainClient, trainerSettings, type TrainerDeps, type TrainerSettings } from './pipeline.ts';
+
+/**
+ * The retrain consumer: group 'trainer' on 'retrain-requests'. Kafka partitions by clientId, so
+ * one client is trained by one worker at a time and its requests arrive in order. Several
+ * requests of one client in one batch are coalesced into one training (the newest data serves
+ * them all). The handler returns only after ModelPublished/ModelRejected was produced, so the
+ * runner commits the request's offset only then: a crash mid-training loses nothing, the
+ * request is delivered again. Idempotent on eventId: a request whose model is already in the
+ * store (crash after store, before commit) re-announces that version instead of training again.
+ */
+const outcomes = () => metric('eddy_trainer_outcomes_total', () => new prom.Counter({
+  name: 'eddy_trainer_outcomes_total', help: 'Retrains by outcome (published, rejected by stage)', labelNames: ['outcome'],
+}));
+const durations = () => metric('eddy_trainer_training_seconds', () => new prom.Histogram({
+  name: 'eddy_trainer_training_seconds', help: 'Wall time of one client retrain (load, validate, fit, evaluate, publish)',
+  buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
+}));
+
+export class RetrainHandler implements EventHandler {
+  private logger: Logger;
+
+  constructor(private readonly streams: Streams, private readonly deps: TrainerDeps) {
+    this.logger = deps.logger;
+  }
+
+  async init(ctx: { logger: Logger }): Promise<void> {
+    this.logger = ctx.logger;
+    await initBackend(this.logger, this.deps.settings.backend || undefined);
+  }
+
+  async handle(records: EventRecord[]): Promise<void> {
+    // Coalesce: the last request per client carries the batch (older ones are answered by it).
+    const byClient = new Map<string, RetrainRequested[]>();
+    for (const r of records) {
+      if (r.event.name !== 'RetrainRequested') continue;
+      const e = r.event.value;
+      byClient.set(e.clientId, [...(byClient.get(e.clientId) ?? []), e]);
+    }
+    for (const [clientId, requests] of byClient) {
+      const ids = new Set(requests.map((r) => r.eventId));
+      const done = (await this.deps.store.list(clientId)).find((ref) => ref.retrainEventId !== null && ids.has(ref.retrainEventId));
+      if (done) {
+        this.logger.info({ clientId, version: done.modelVersion }, 'retrain already done before a restart; re-announcing');
+        await this.streams.producer.send('ModelPublished', republishedEvent(done));
+        continue;
+      }
+      const request = requests.at(-1)!;
+      const end = durations().startTimer();
+      const outcome = await trainClient(this.deps, clientId, { retrainEventId: request.eventId });
+      end();
+      if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
+      if (outcome.kind === 'published') {
+        await this.streams.producer.send('ModelPublished', outcome.event);
+        outcomes().inc({ outcome: 'published' });
+      } else {
+        await this.streams.producer.send('ModelRejected', outcome.event);
+        outcomes().inc({ outcome: `rejected_${outcome.event.stage.toLowerCase()}` });
+      }
+    }
+  }
+}
+
+export interface Trainer {
+  stop(): Promise<void>;
+}
+
+/** Starts the retrain consumer on connected streams; `stop` ends it and closes ClickHouse. */
+export async function startTrainer(streams: Streams, config: EddyConfig, opts: { settings?: TrainerSettings; clickhouse?: ClickHouseClient } = {}): Promise<Trainer> {
+  const logger = createLogger('trainer', config.logLevel);
+  const clickhouse = opts.clickhouse ?? createClickHouse(config);
+  const deps: TrainerDeps = {
+    store: new FsModelStore(config.modelStoreDir),
+    loadSet: (clientId) => loadTrainingSet(clickhouse, config.clickhouseDatabase, clientId),
+    settings: opts.settings ?? trainerSettings(config.trainer),
+    logger,
+  };
+  const runner = streams.consumer({
+    group: 'trainer', topics: ['retrain-requests'], handler: new RetrainHandler(streams, deps), fromBeginning: true,
+    // A training takes seconds: hand over small slices so each commit follows its own publish.
+    maxRecordsPerCall: 20,
+  });
+  await runner.start();
+  return {
+    async stop() {
+      await runner.stop();
+      if (!opts.clickhouse) await clickhouse.close();
+    },
+  };
+}

@@ -1,0 +1,277 @@
+import { randomUUID } from 'node:crypto';
+import type { TrainerConfig } from '../common/config.ts';
+import { EddyError, errorMessage } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import { TextFeaturizer, type SparseVector } from '../featurizer/text.ts';
+import { ARTIFACT_FORMAT_VERSION, quantizeWeights, type ModelArtifact, type ModelManifest, type Quantization } from '../models/artifact.ts';
+import { loadPredictor, type Predictor } from '../models/predictor.ts';
+import type { FsModelStore, ModelVersionRef } from '../models/store.ts';
+import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
+import { initBackend } from './backend.ts';
+import { definitionText, splitOf, type TrainingExample, type TrainingSet } from './dataset.ts';
+import { evaluate, metricsMap, type Evaluation } from './evaluate.ts';
+import { DEFAULT_TRAIN_OPTIONS, trainSparseLinear, type TrainOptions } from './model.ts';
+import { validateTrainingSet, type ValidationLimits } from './validate.ts';
+
+/**
+ * One retrain of one client, start to finish: training set -> validation -> deterministic split
+ * -> featurize -> fit (TensorFlow.js, warm start from the live version when labels overlap) ->
+ * quantise into an artifact -> evaluate candidate AND live on the same test split with the
+ * serving code (the pure-JS predictor) -> gate -> store -> the event to announce it.
+ * It produces events but does not send them: the retrain consumer sends, then commits.
+ */
+export interface TrainerSettings extends ValidationLimits {
+  gateMargin: number;
+  keepVersions: number;
+  backend: string;
+  quantization: Quantization;
+  train: TrainOptions;
+}
+
+export function trainerSettings(config: TrainerConfig, overrides: Partial<TrainOptions> = {}): TrainerSettings {
+  return {
+    gateMargin: config.gateMargin,
+    keepVersions: config.keepVersions,
+    backend: config.backend,
+    minExamples: config.minExamples,
+    minExamplesPerLabel: config.minExamplesPerLabel,
+    maxTextChars: config.maxTextChars,
+    maxInvalidShare: 0.05,
+    maxDistributionDrift: config.maxLabelDrift,
+    quantization: 'int8-row',
+    train: { ...DEFAULT_TRAIN_OPTIONS, epochs: config.epochs, ...overrides },
+  };
+}
+
+export type TrainStage = 'load' | 'validate' | 'featurize' | 'train' | 'evaluate' | 'gate' | 'publish';
+export type ProgressListener = (p: { stage: TrainStage; epoch?: number; epochs?: number; loss?: number }) => void;
+
+export type TrainOutcome =
+  | { kind: 'published'; event: ModelPublished; ref: ModelVersionRef; candidate: Evaluation; live: Evaluation | null }
+  | { kind: 'rejected'; event: ModelRejected; candidate: Evaluation | null; live: Evaluation | null };
+
+export interface TrainerDeps {
+  store: FsModelStore;
+  loadSet(clientId: string): Promise<TrainingSet>;
+  settings: TrainerSettings;
+  logger: Logger;
+}
+
+const featurizer = new TextFeaturizer();
+
+function vectorOf(e: TrainingExample): SparseVector {
+  return featurizer.featurize(e.text, e.metadata, e.features);
+}
+
+/** Scores a predictor on examples with the serving code path; labels it does not know count as wrong. */
+export function evaluatePredictor(predictor: Predictor, examples: TrainingExample[]): Evaluation {
+  const labels = predictor.manifest.labels;
+  const predicted = examples.map((e) => {
+    const z = predictor.logits(vectorOf(e));
+    let best = 0;
+    for (let c = 1; c < z.length; c++) if (z[c]! > z[best]!) best = c;
+    return labels[best]!;
+  });
+  return evaluate(examples.map((e) => e.label), predicted);
+}
+
+/** The previous model's float weights with columns moved to the new label order (new labels start at 0). */
+function warmStartFrom(parent: ModelArtifact | null, labels: string[]): TrainOptions['init'] | undefined {
+  if (!parent) return undefined;
+  const old = parent.manifest.labels;
+  const map = labels.map((l) => old.indexOf(l));
+  const shared = map.filter((i) => i >= 0).length;
+  // Warm start helps when most outputs carry over; with few shared labels it is a cold start.
+  if (shared < 2 || shared < labels.length / 2) return undefined;
+  const { featureIds, weights, rowScales, bias } = parent.weights;
+  const C = labels.length;
+  const O = old.length;
+  const w = new Float32Array(featureIds.length * C);
+  for (let r = 0; r < featureIds.length; r++) {
+    const s = rowScales ? rowScales[r]! : 1;
+    for (let c = 0; c < C; c++) {
+      const oc = map[c]!;
+      if (oc >= 0) w[r * C + c] = weights[r * O + oc]! * s;
+    }
+  }
+  const b = new Float32Array(C);
+  for (let c = 0; c < C; c++) if (map[c]! >= 0) b[c] = bias[map[c]!]!;
+  return { featureIds, weights: w, bias: b };
+}
+
+export interface Candidate {
+  manifest: Omit<ModelManifest, 'weights'>;
+  artifact: ModelArtifact;
+  predictor: Predictor;
+  evaluation: Evaluation;
+  test: TrainingExample[];
+  trainingMs: number;
+}
+
+/** Fits and evaluates a candidate on an already validated example list (also used by the quality benchmark). */
+export async function fitCandidate(
+  set: TrainingSet,
+  examples: TrainingExample[],
+  settings: TrainerSettings,
+  opts: { version: string; parent: ModelArtifact | null; labelDistribution: Record<string, number>; retrainEventId: string | null; logger?: Logger; onProgress?: ProgressListener },
+): Promise<Candidate> {
+  const started = performance.now();
+  const backend = await initBackend(opts.logger, settings.backend || undefined);
+  const train = examples.filter((e) => splitOf(e.exampleId) === 'train');
+  let test = examples.filter((e) => splitOf(e.exampleId) === 'test');
+  // Tiny clients may have no test example by hash: score on the held-out validation split then.
+  if (test.length === 0) test = examples.filter((e) => splitOf(e.exampleId) !== 'train');
+  opts.onProgress?.({ stage: 'featurize' });
+  const labelIndex = new Map(set.labels.map((l, i) => [l, i]));
+  const vectors = train.map(vectorOf);
+  const targets = train.map((e) => labelIndex.get(e.label)!);
+  for (const d of set.definitions) {
+    vectors.push(featurizer.featurize(definitionText(d)));
+    targets.push(labelIndex.get(d.label)!);
+  }
+  const init = warmStartFrom(opts.parent, set.labels);
+  const fitted = await trainSparseLinear(
+    { vectors, targets: Int32Array.from(targets), numLabels: set.labels.length },
+    {
+      ...settings.train,
+      ...(init ? { init } : {}),
+      onEpoch: (epoch, loss) => opts.onProgress?.({ stage: 'train', epoch, epochs: settings.train.epochs, loss }),
+    },
+  );
+  const manifest: Omit<ModelManifest, 'weights'> = {
+    formatVersion: ARTIFACT_FORMAT_VERSION,
+    clientId: set.clientId,
+    modelVersion: opts.version,
+    createdAt: new Date().toISOString(),
+    labels: set.labels,
+    featurizer: { ...featurizer.identity },
+    model: { kind: 'sparse-linear', dimensions: { features: fitted.featureIds.length, labels: set.labels.length }, quantization: settings.quantization },
+    metrics: {},
+    trainingDataSha256: set.sha256,
+    trainingExamples: vectors.length,
+    backend,
+    parentVersion: opts.parent?.manifest.modelVersion ?? null,
+    labelDistribution: opts.labelDistribution,
+    retrainEventId: opts.retrainEventId,
+  };
+  const weights = { featureIds: fitted.featureIds, bias: fitted.bias, ...quantizeWeights(fitted.weights, fitted.featureIds.length, set.labels.length, settings.quantization) };
+  // Evaluate the artifact exactly as the server will run it (quantised, pure JS).
+  opts.onProgress?.({ stage: 'evaluate' });
+  const artifact: ModelArtifact = { manifest: { ...manifest, weights: { sections: [] } }, weights };
+  const predictor = loadPredictor(artifact);
+  const evaluation = evaluatePredictor(predictor, test);
+  const trainingMs = Math.round(performance.now() - started);
+  manifest.metrics = { ...metricsMap(evaluation), finalLoss: fitted.finalLoss, warmStart: init ? 1 : 0 };
+  manifest.trainingMs = trainingMs;
+  return { manifest, artifact, predictor, evaluation, test, trainingMs };
+}
+
+async function loadLive(store: FsModelStore, refs: ModelVersionRef[], logger: Logger): Promise<{ ref: ModelVersionRef; artifact: ModelArtifact; predictor: Predictor | null } | null> {
+  const ref = refs.at(-1);
+  if (!ref) return null;
+  try {
+    const artifact = await store.get(ref.uri, ref.sha256);
+    let predictor: Predictor | null = null;
+    try {
+      predictor = loadPredictor(artifact);
+    } catch (err) {
+      // A live model from another featurizer cannot be scored here; the gate then has nothing to compare.
+      logger.warn({ clientId: ref.clientId, version: ref.modelVersion, err: errorMessage(err) }, 'live model cannot be evaluated by this build');
+    }
+    return { ref, artifact, predictor };
+  } catch (err) {
+    if (err instanceof EddyError && err.retriable) throw err;
+    logger.error({ clientId: ref.clientId, version: ref.modelVersion, err: errorMessage(err) }, 'live model artifact unreadable; training without warm start or gate baseline');
+    return null;
+  }
+}
+
+function publishedEvent(ref: ModelVersionRef, candidate: Candidate, previousVersion: string | null, retrainEventId: string | null): ModelPublished {
+  return {
+    eventId: randomUUID(), clientId: ref.clientId, occurredAt: Date.now(), modelVersion: ref.modelVersion, previousVersion,
+    artifactUri: ref.uri, artifactSha256: ref.sha256, featurizer: candidate.manifest.featurizer.id, labels: candidate.manifest.labels,
+    metrics: candidate.manifest.metrics, trainingExamples: candidate.manifest.trainingExamples, trainingDataSha256: candidate.manifest.trainingDataSha256,
+    backend: candidate.manifest.backend, trainingMs: candidate.trainingMs, retrainEventId,
+  };
+}
+
+/** Re-announces a version already in the store (a redelivered RetrainRequested after a crash between store and commit). */
+export function republishedEvent(ref: ModelVersionRef): ModelPublished {
+  return {
+    eventId: randomUUID(), clientId: ref.clientId, occurredAt: Date.now(), modelVersion: ref.modelVersion, previousVersion: ref.parentVersion,
+    artifactUri: ref.uri, artifactSha256: ref.sha256, featurizer: ref.featurizerId, labels: ref.labels, metrics: ref.metrics,
+    trainingExamples: ref.trainingExamples, trainingDataSha256: ref.trainingDataSha256, backend: ref.backend, trainingMs: ref.trainingMs,
+    retrainEventId: ref.retrainEventId,
+  };
+}
+
+function rejectedEvent(clientId: string, fields: Partial<ModelRejected> & Pick<ModelRejected, 'stage' | 'reasons'>): ModelRejected {
+  return {
+    eventId: randomUUID(), clientId, occurredAt: Date.now(), candidateVersion: null, liveVersion: null, detail: '',
+    candidateMetrics: {}, liveMetrics: {}, retrainEventId: null, ...fields,
+  };
+}
+
+export async function trainClient(
+  deps: TrainerDeps, clientId: string,
+  ctx: { retrainEventId?: string | null; onProgress?: ProgressListener } = {},
+): Promise<TrainOutcome> {
+  const { store, settings, logger } = deps;
+  const retrainEventId = ctx.retrainEventId ?? null;
+  ctx.onProgress?.({ stage: 'load' });
+  const [set, refs] = await Promise.all([deps.loadSet(clientId), store.list(clientId)]);
+  const live = await loadLive(store, refs, logger);
+  const liveVersion = live?.ref.modelVersion ?? null;
+  ctx.onProgress?.({ stage: 'validate' });
+  const validation = validateTrainingSet(set, settings, live ? { labelDistribution: live.artifact.manifest.labelDistribution, trainingExamples: live.artifact.manifest.trainingExamples } : undefined);
+  if (!validation.ok) {
+    logger.info({ clientId, reasons: validation.reasons, detail: validation.detail }, 'training data refused');
+    return {
+      kind: 'rejected', candidate: null, live: null,
+      event: rejectedEvent(clientId, { stage: 'VALIDATION', reasons: validation.reasons, detail: validation.detail, liveVersion, retrainEventId }),
+    };
+  }
+  const version = `v${Math.max(0, ...refs.map((r) => Number(r.modelVersion.slice(1)))) + 1}`;
+  let candidate: Candidate;
+  try {
+    candidate = await fitCandidate(set, validation.examples, settings, {
+      version, parent: live?.artifact ?? null, labelDistribution: validation.labelDistribution, retrainEventId, logger,
+      ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+    });
+  } catch (err) {
+    if (err instanceof EddyError && err.retriable) throw err;
+    logger.error({ clientId, err: errorMessage(err) }, 'training failed');
+    return {
+      kind: 'rejected', candidate: null, live: null,
+      event: rejectedEvent(clientId, { stage: 'TRAINING', reasons: ['TRAINING_FAILED'], detail: errorMessage(err), candidateVersion: version, liveVersion, retrainEventId }),
+    };
+  }
+  if (validation.dropped.emptyText || validation.dropped.oversizedText) {
+    candidate.manifest.metrics.droppedEmptyText = validation.dropped.emptyText;
+    candidate.manifest.metrics.droppedOversizedText = validation.dropped.oversizedText;
+  }
+  ctx.onProgress?.({ stage: 'gate' });
+  const liveEval = live?.predictor ? evaluatePredictor(live.predictor, candidate.test) : null;
+  const liveMetrics = liveEval ? metricsMap(liveEval) : {};
+  if (liveEval && candidate.evaluation.macroF1 < liveEval.macroF1 - settings.gateMargin) {
+    const detail = `candidate macro-F1 ${candidate.evaluation.macroF1.toFixed(4)} < live ${liveVersion} ${liveEval.macroF1.toFixed(4)} - margin ${settings.gateMargin} on the same ${candidate.test.length} test examples`;
+    logger.info({ clientId, detail }, 'candidate rejected by the gate');
+    return {
+      kind: 'rejected', candidate: candidate.evaluation, live: liveEval,
+      event: rejectedEvent(clientId, {
+        stage: 'GATE', reasons: ['WORSE_THAN_LIVE'], detail, candidateVersion: version, liveVersion,
+        candidateMetrics: candidate.manifest.metrics, liveMetrics, retrainEventId,
+      }),
+    };
+  }
+  ctx.onProgress?.({ stage: 'publish' });
+  if (liveEval) candidate.manifest.metrics.liveMacroF1 = liveEval.macroF1;
+  const stored = await store.put(candidate.manifest, candidate.artifact.weights);
+  const ref = (await store.list(clientId)).find((r) => r.modelVersion === version && r.sha256 === stored.sha256);
+  if (!ref) throw new EddyError('MODEL_STORE_UNAVAILABLE', `stored ${clientId} ${version} but cannot list it back`, { retriable: true });
+  // Retention: keep the newest versions, and always the one we compared against (it may still be live).
+  const pruned = await store.prune({ clientId, keepLast: settings.keepVersions, keepVersions: liveVersion ? [liveVersion] : [] });
+  if (pruned.length) logger.info({ clientId, pruned }, 'pruned old model versions');
+  logger.info({ clientId, version, macroF1: candidate.evaluation.macroF1, liveMacroF1: liveEval?.macroF1, ms: candidate.trainingMs, backend: candidate.manifest.backend }, 'model published');
+  return { kind: 'published', event: publishedEvent(ref, candidate, liveVersion, retrainEventId), ref, candidate: candidate.evaluation, live: liveEval };
+}
