@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { entityKey, featuresFromState, readRealtimeFeatures, REALTIME_HALF_LIFE_MS } from '../featurizer/realtime.ts';
+import { freePort, privateRedis, type PrivateServer } from './processors-support.ts';
+
+// A private Redis: the test blocks it with a spinning script, which must never happen to the shared one.
+let server: PrivateServer;
+let redis: Redis;
+
+beforeAll(async () => {
+  server = await privateRedis();
+  await server.start();
+  redis = new Redis(server.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+  redis.on('error', () => undefined);
+  await new Promise((r) => redis.once('ready', r));
+}, 60_000);
+
+afterAll(async () => {
+  redis?.disconnect();
+  await server?.cleanup();
+});
+
+describe('readRealtimeFeatures (the server side of contract 2)', () => {
+  it('reads the features the processor computes, from the same state', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    await redis.hset(entityKey('rt', 'c1', 'requester', 'ann'), { _t: String(now - REALTIME_HALF_LIFE_MS), Network: '3', Hardware: '1' });
+    const r = await readRealtimeFeatures(redis, 'rt', 'c1', { requester: 'ann', channel: 'never-seen', other: 'x' }, { timeoutMs: 1000, nowMs: now });
+    expect(r.defaulted).toBe(false);
+    expect(r.features).toEqual({ 'requester.share:Network': 0.75, 'requester.share:Hardware': 0.25, 'requester.log_count': expect.closeTo(Math.log1p(2), 5) });
+    expect(r.features).toEqual(featuresFromState([{ field: 'requester' }], [{ _t: String(now - REALTIME_HALF_LIFE_MS), Network: '3', Hardware: '1' }], now));
+    expect(await readRealtimeFeatures(redis, 'rt', 'c1', {}, { timeoutMs: 1000 })).toEqual({ features: {}, defaulted: false });
+  });
+
+  it('never throws: a slow Redis or a dead one gives defaults within the timeout', async () => {
+    const blocker = new Redis(server.url);
+    blocker.on('error', () => undefined);
+    // A script that spins for 500 ms blocks Redis (DEBUG SLEEP is disabled by default in Redis 7).
+    const spin = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] repeat s = redis.call('TIME') until s[1] * 1000000 + s[2] - t0 > 500000 return 1";
+    const sleeping = blocker.eval(spin, 0).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 50));
+    const r = await readRealtimeFeatures(redis, 'rt', 'c1', { requester: 'ann' }, { timeoutMs: 30 });
+    expect(r).toEqual({ features: {}, defaulted: true });
+    await sleeping;
+    blocker.disconnect();
+
+    const dead = new Redis(await freePort(), '127.0.0.1', { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true, retryStrategy: () => null });
+    dead.on('error', () => undefined);
+    expect(await readRealtimeFeatures(dead, 'rt', 'c1', { requester: 'ann' }, { timeoutMs: 200 })).toEqual({ features: {}, defaulted: true });
+    dead.disconnect();
+  });
+});
