@@ -8,6 +8,7 @@ import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
 import { connectStreams, type ConsumerRunner, type Streams } from '../streams/index.ts';
 import { createApp } from './app.ts';
+import { dashboardRoutes, instrumentRedis } from './dashboard/plugin.ts';
 import { kafkaPredictHandler } from './kafka-predict.ts';
 import { LogFollower } from './log-follower.ts';
 import { ModelAdmin } from './model-admin.ts';
@@ -35,8 +36,10 @@ export interface PredictionServer {
   streams: Streams;
   redis: Redis;
   logger: Logger;
-  /** Resolves when the registry caught up with the log. */
+  /** Resolves when the registry caught up with the log (HTTP answers from then on). */
   ready: Promise<void>;
+  /** Resolves when the Kafka predict consumer joined its group (after `ready`; immediately without it). */
+  kafkaReady: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -74,22 +77,27 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const follower = new LogFollower(streams, registry, labels, s.replicaId, logger);
 
   const app = createApp({ config: s, service, registry, manager, publisher, admin, isReady: () => follower.ready, logger });
+  app.register(dashboardRoutes, { redis: instrumentRedis(redis, 'server'), keyPrefix: config.redisPrefix, registry, streams, lagIntervalMs: config.monitor.lagIntervalMs, logger });
   await follower.start();
 
   let predictRunner: ConsumerRunner | undefined;
-  const ready = follower.whenReady().then(async () => {
+  const ready = follower.whenReady();
+  const kafkaReady = ready.then(async () => {
     // Kafka requests are answered only once the registry is complete: never from a half-read log.
-    if (opts.kafkaPredict ?? true) {
-      predictRunner = streams.consumer({
-        group: 'server-predict',
-        topics: ['prediction-requests'],
-        fromBeginning: false,
-        partitionsConsumedConcurrently: Math.min(config.partitions, 4),
-        handler: kafkaPredictHandler(service, streams.producer, { maxTextChars: s.maxTextChars }),
-      });
-      await predictRunner.start();
-    }
+    if (!(opts.kafkaPredict ?? true)) return;
+    predictRunner = streams.consumer({
+      group: 'server-predict',
+      topics: ['prediction-requests'],
+      // A new group starts at the end: a first deployment does not answer a week of stale requests.
+      fromBeginning: false,
+      partitionsConsumedConcurrently: Math.min(config.partitions, 4),
+      handler: kafkaPredictHandler(service, streams.producer, { maxTextChars: s.maxTextChars }),
+    });
+    const joined = predictRunner.waitForAssignment(60_000);
+    await predictRunner.start();
+    await joined;
   });
+  kafkaReady.catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'Kafka predict consumer did not start'));
 
   let url = '';
   if (opts.listen ?? true) {
@@ -101,7 +109,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
 
   let closing: Promise<void> | undefined;
   return {
-    app, url, registry, labels, manager, service, publisher, follower, streams, redis, logger, ready,
+    app, url, registry, labels, manager, service, publisher, follower, streams, redis, logger, ready, kafkaReady,
     close() {
       closing ??= (async () => {
         await app.close();

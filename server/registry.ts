@@ -35,6 +35,7 @@ export interface ClientModels {
 }
 
 const VERSION_RE = /^v(\d+)$/;
+export const MAX_VERSIONS_PER_CLIENT = 50;
 
 /** Orders `v<N>` numerically (v10 after v9); anything else sorts before, by name. */
 export function compareVersions(a: string, b: string): number {
@@ -150,7 +151,23 @@ export class ModelRegistry {
     // unless an operator pinned the live version (then it waits for an explicit promote).
     const becameLive = !c.pinned;
     if (becameLive) this.setLive(c, e.modelVersion);
+    this.forgetOldVersions(c);
     return { kind: 'published', clientId: e.clientId, version: e.modelVersion, becameLive };
+  }
+
+  /**
+   * The models topic is kept forever, so a client's versions grow without bound; the registry
+   * keeps the newest MAX_VERSIONS_PER_CLIENT plus every version in a role or in the rollback
+   * history (the model store prunes old artifacts by a similar policy).
+   */
+  private forgetOldVersions(c: ClientModels): void {
+    if (c.versions.size <= MAX_VERSIONS_PER_CLIENT) return;
+    const keep = new Set([c.live, c.canary?.version, c.shadow?.version, ...c.liveHistory]);
+    const byAge = [...c.versions.keys()].sort(compareVersions);
+    for (const v of byAge) {
+      if (c.versions.size <= MAX_VERSIONS_PER_CLIENT) break;
+      if (!keep.has(v)) c.versions.delete(v);
+    }
   }
 
   private promoted(e: ModelPromoted): RegistryChange {

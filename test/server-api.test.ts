@@ -13,7 +13,7 @@ import { derivedId } from '../server/prediction-service.ts';
 import { modelPublished } from './server-fixtures.ts';
 import { waitFor } from './helpers.ts';
 import { testStreams } from './helpers.ts';
-import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverTestConfig } from './server-fixtures.ts';
+import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverTestConfig, serverTestStreams } from './server-fixtures.ts';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -52,7 +52,7 @@ beforeAll(async () => {
     // Behaviour, not speed: a generous deadline so a busy shared CPU cannot make Redis look slow.
     EDDY_SERVER_FEATURE_TIMEOUT_MS: '1000',
   });
-  streams = await testStreams(config);
+  streams = await serverTestStreams(config);
   const store = new FsModelStore(config.modelStoreDir);
   await publishFixtureModel(store, streams.producer, { clientId: 'acme', version: 'v1', labels: HELPDESK_LABELS });
   // globex has label definitions and examples but no model: the baseline answers it.
@@ -71,7 +71,7 @@ beforeAll(async () => {
     value: { eventId: randomUUID(), clientId: 'globex', occurredAt: now, exampleId: `ex${i}`, text: `request ${i}`, label: 'Security', source: 'ASSIGNMENT' as const, metadata: {}, predictionId: null },
   })));
   srv = await startServer(config);
-  await srv.ready;
+  await srv.kafkaReady;
   const tail = streams.consumer({
     group: 'test-tail', topics: ['predictions', 'dead-letters'],
     handler: {

@@ -11,7 +11,7 @@ import { ModelManager } from '../server/model-manager.ts';
 import { stableShare } from '../server/prediction-service.ts';
 import type { VersionInfo } from '../server/registry.ts';
 import { testStreams, waitFor } from './helpers.ts';
-import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, modelPublished, publishFixtureModel, serverTestConfig, writeFixtureModel } from './server-fixtures.ts';
+import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, modelPublished, publishFixtureModel, serverTestConfig, serverTestStreams, writeFixtureModel } from './server-fixtures.ts';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -55,7 +55,7 @@ async function counter(name: string, labels: Record<string, string> = {}): Promi
 
 beforeAll(async () => {
   config = await serverTestConfig();
-  streams = await testStreams(config);
+  streams = await serverTestStreams(config);
   store = new FsModelStore(config.modelStoreDir);
   await streams.producer.sendAll(Object.entries(HELPDESK_LABELS).map(([label, keywords]) => ({
     name: 'LabelSetChanged' as const,

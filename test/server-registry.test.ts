@@ -5,9 +5,10 @@ import { metricsRegistry } from '../common/metrics.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { baselinePredict } from '../server/baseline.ts';
 import { PredictionPublisher } from '../server/publisher.ts';
-import { compareVersions, LabelDirectory, ModelRegistry } from '../server/registry.ts';
+import { compareVersions, LabelDirectory, MAX_VERSIONS_PER_CLIENT, ModelRegistry } from '../server/registry.ts';
 import type { AnyEvent } from '../streams/index.ts';
-import { testStreams, waitFor } from './helpers.ts';
+import { testConfig, waitFor } from './helpers.ts';
+import { serverTestStreams } from './server-fixtures.ts';
 
 /** The registry is a pure fold of the models topic: its rules are tested event by event. */
 
@@ -94,6 +95,18 @@ describe('ModelRegistry', () => {
     expect(r.get('c')?.live).toBe('v1');
   });
 
+  it('forgets the oldest versions beyond the per-client cap, but never one in a role or the rollback history', () => {
+    const r = new ModelRegistry();
+    r.apply(published('c', 'v1'));
+    r.apply(promoted('c', 'v1', 'LIVE', 1, true)); // pinned: v1 stays live while v2..v80 arrive
+    for (let i = 2; i <= 80; i++) r.apply(published('c', `v${i}`));
+    const c = r.get('c')!;
+    expect(c.versions.size).toBe(MAX_VERSIONS_PER_CLIENT);
+    expect(c.versions.has('v1')).toBe(true);
+    expect(c.versions.has('v2')).toBe(false);
+    expect(c.versions.has('v80')).toBe(true);
+  });
+
   it('orders versions numerically', () => {
     expect(['v10', 'v9', 'v1', 'v2'].sort(compareVersions)).toEqual(['v1', 'v2', 'v9', 'v10']);
   });
@@ -136,9 +149,9 @@ describe('LabelDirectory and the baseline', () => {
 });
 
 describe('PredictionPublisher', () => {
-  let streams: Awaited<ReturnType<typeof testStreams>>;
+  let streams: Awaited<ReturnType<typeof serverTestStreams>>;
   beforeAll(async () => {
-    streams = await testStreams();
+    streams = await serverTestStreams(testConfig());
   });
   afterAll(async () => {
     await streams?.cleanup();
