@@ -40,42 +40,49 @@ export const QUALITY_BUCKET_TTL_MS = 35 * 24 * 60 * 60 * 1000;
  * Decayed counts are kept relative to a per-entity reference time `_t`: an event at `ts` adds
  * 2^((ts - _t)/halfLife); 16 half-lives past `_t` the hash is rebased. Event time (not the clock)
  * makes a replay rebuild the same numbers. One script per client and call (not per event):
- * counters, expiries and seen-set pruning are applied once per call.
+ * each entity is read and written once per call, counters, expiries and seen-set pruning are
+ * applied once per call.
  */
 const APPLY_EXAMPLES = `
 local seenTtl, entityTtl, hl, clock = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local events = cjson.decode(ARGV[5])
-local out, deltas, touched = {}, {}, {}
+local out, deltas, cache = {}, {}, {}
 local last, applied = 0, 0
+local function fmt(x) return string.format('%.17g', x) end
 for n, e in ipairs(events) do
   if redis.call('ZADD', KEYS[1], 'NX', clock, e.id) == 0 then
     out[n] = redis.call('GET', KEYS[e.snap]) or false
   else
     applied = applied + 1
-    local states = {}
+    local snaps = {}
     for _, ki in ipairs(e.ents) do
-      local key = KEYS[ki]
-      local h = redis.call('HGETALL', key)
-      local state = {}
-      for j = 1, #h, 2 do state[h[j]] = h[j + 1] end
-      states[#states + 1] = state
-      local t = tonumber(state['_t'])
-      if t == nil then
-        redis.call('HSET', key, '_t', e.ts, e.label, 1)
-      else
-        if e.ts - t > 16 * hl then
-          local f = 2 ^ (-(e.ts - t) / hl)
-          for k, v in pairs(state) do
-            if k ~= '_t' then redis.call('HSET', key, k, string.format('%.17g', tonumber(v) * f)) end
-          end
-          redis.call('HSET', key, '_t', e.ts)
-          t = e.ts
-        end
-        redis.call('HINCRBYFLOAT', key, e.label, string.format('%.17g', 2 ^ ((e.ts - t) / hl)))
+      -- Each entity is read once per call and kept as numbers; every update rounds through the
+      -- same 17-digit text a stored value has, so results do not depend on how events are batched.
+      local state = cache[ki]
+      if state == nil then
+        state = {}
+        local h = redis.call('HGETALL', KEYS[ki])
+        for j = 1, #h, 2 do state[h[j]] = tonumber(h[j + 1]) end
+        cache[ki] = state
       end
-      touched[ki] = true
+      local snap = {}
+      for k, v in pairs(state) do snap[k] = fmt(v) end
+      snaps[#snaps + 1] = snap
+      local t = state['_t']
+      if t == nil then
+        state['_t'] = e.ts
+        t = e.ts
+      elseif e.ts - t > 16 * hl then
+        local f = 2 ^ (-(e.ts - t) / hl)
+        for k, v in pairs(state) do
+          if k ~= '_t' then state[k] = tonumber(fmt(v * f)) end
+        end
+        state['_t'] = e.ts
+        t = e.ts
+      end
+      state[e.label] = tonumber(fmt((state[e.label] or 0) + 2 ^ ((e.ts - t) / hl)))
     end
-    local snapshot = cjson.encode(states)
+    local snapshot = cjson.encode(snaps)
     redis.call('SET', KEYS[e.snap], snapshot, 'PX', seenTtl)
     out[n] = snapshot
     deltas['examples'] = (deltas['examples'] or 0) + 1
@@ -90,7 +97,17 @@ if applied > 0 then
   for f, d in pairs(deltas) do redis.call('HINCRBY', KEYS[2], f, d) end
   local cur = tonumber(redis.call('HGET', KEYS[2], 'last_activity_ms') or '0')
   if last > cur then redis.call('HSET', KEYS[2], 'last_activity_ms', string.format('%d', last)) end
-  for ki, _ in pairs(touched) do redis.call('PEXPIRE', KEYS[ki], entityTtl) end
+  for ki, state in pairs(cache) do
+    local args = {}
+    for k, v in pairs(state) do
+      args[#args + 1] = k
+      args[#args + 1] = fmt(v)
+    end
+    if #args > 0 then
+      redis.call('HSET', KEYS[ki], unpack(args))
+      redis.call('PEXPIRE', KEYS[ki], entityTtl)
+    end
+  end
 end
 return out
 `;
