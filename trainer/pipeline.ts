@@ -26,6 +26,8 @@ export interface TrainerSettings extends ValidationLimits {
   backend: string;
   quantization: Quantization;
   train: TrainOptions;
+  /** Start from the live version's weights when the label sets overlap enough (default true). */
+  warmStart?: boolean;
 }
 
 export function trainerSettings(config: TrainerConfig, overrides: Partial<TrainOptions> = {}): TrainerSettings {
@@ -129,7 +131,7 @@ export async function fitCandidate(
     vectors.push(featurizer.featurize(definitionText(d)));
     targets.push(labelIndex.get(d.label)!);
   }
-  const init = warmStartFrom(opts.parent, set.labels);
+  const init = settings.warmStart === false ? undefined : warmStartFrom(opts.parent, set.labels);
   const fitted = await trainSparseLinear(
     { vectors, targets: Int32Array.from(targets), numLabels: set.labels.length },
     {

@@ -1,0 +1,187 @@
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DependencyUnavailableError } from '../common/errors.ts';
+import { createLogger } from '../common/log.ts';
+import { loadPredictor } from '../models/predictor.ts';
+import { FsModelStore } from '../models/store.ts';
+import { identifier, quoteString } from '../processors/analytics/clickhouse.ts';
+import { startProcessors, type RunningProcessors } from '../processors/run.ts';
+import type { LabeledExample, LabelSetChanged, ModelPublished, ModelRejected } from '../schemas/events.ts';
+import type { AnyEvent, ConsumerRunner } from '../streams/index.ts';
+import { RetrainHandler, startTrainer, type Trainer } from '../trainer/consumer.ts';
+import { loadTrainingSet } from '../trainer/dataset.ts';
+import { trainerSettings, type TrainerSettings } from '../trainer/pipeline.ts';
+import { testConfig, testStreams, uniqueName, waitFor } from './helpers.ts';
+import { deleteRedisPrefix, dropDatabase } from './processors-support.ts';
+import { generateClient } from './quality/workload.ts';
+
+/**
+ * The trainer end to end on the real stack: events go into Kafka, the feature and analytics
+ * processors write them to ClickHouse, a RetrainRequested reaches the trainer consumer, and a
+ * ModelPublished / ModelRejected comes out on the models topic with the artifact in the store.
+ */
+const storeDir = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-trainer-e2e-'));
+const config = testConfig({ EDDY_MODEL_STORE_DIR: storeDir });
+let streams: Awaited<ReturnType<typeof testStreams>>;
+let procs: RunningProcessors;
+let reader: ConsumerRunner;
+const modelEvents: AnyEvent[] = [];
+const good: TrainerSettings = trainerSettings(config.trainer, { epochs: 6 });
+// A deliberately worse candidate: no warm start and a learning rate of 0 leave every weight at
+// zero, so it predicts one label for everything.
+const worse: TrainerSettings = { ...good, warmStart: false, train: { ...good.train, learningRate: 0 } };
+
+const clientId = uniqueName('client');
+const workload = generateClient({ clientId, examples: 240, labels: 4, noise: 0, seed: 5 });
+const store = new FsModelStore(storeDir);
+
+async function withTrainer<T>(settings: TrainerSettings, fn: () => Promise<T>): Promise<T> {
+  const trainer: Trainer = await startTrainer(streams, config, { settings });
+  try {
+    return await fn();
+  } finally {
+    await trainer.stop();
+  }
+}
+
+function labelEvent(label: string, change: LabelSetChanged['change'], over: Partial<LabelSetChanged> = {}): AnyEvent {
+  return {
+    name: 'LabelSetChanged',
+    value: { eventId: randomUUID(), clientId, occurredAt: Date.now(), change, label, previousLabel: null, description: `${label} team`, keywords: [], ...over },
+  };
+}
+
+function exampleEvent(client: string, exampleId: string, text: string, label: string, metadata: Record<string, string> = {}): AnyEvent {
+  const value: LabeledExample = { eventId: randomUUID(), clientId: client, occurredAt: Date.now(), exampleId, text, label, source: 'ASSIGNMENT', metadata, predictionId: null };
+  return { name: 'LabeledExample', value };
+}
+
+async function rowsIn(table: 'examples' | 'label_changes', client: string): Promise<number> {
+  const rs = await procs.clickhouse.query({
+    query: `SELECT uniqExact(event_id) AS n FROM ${identifier(config.clickhouseDatabase)}.${table} WHERE client_id = ${quoteString(client)}`,
+    format: 'JSONEachRow',
+  });
+  return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
+}
+
+async function retrain(client: string): Promise<ModelPublished | ModelRejected> {
+  const eventId = randomUUID();
+  await streams.producer.send('RetrainRequested', { eventId, clientId: client, occurredAt: Date.now(), reason: 'MANUAL', detail: 'test', requestedBy: 'test' });
+  const event = await waitFor(`the trainer's answer to ${eventId}`, () =>
+    modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === eventId), 90_000);
+  return event.value as ModelPublished | ModelRejected;
+}
+
+beforeAll(async () => {
+  streams = await testStreams(config);
+  procs = await startProcessors(config, { only: ['features', 'analytics'], groupPrefix: 'processors', waitForAssignment: true });
+  reader = streams.consumer({
+    group: 'test-models-reader', topics: ['models'], fromBeginning: true,
+    handler: { handle: async (records) => { modelEvents.push(...records.map((r) => r.event)); } },
+  });
+  await reader.start();
+  await streams.producer.sendAll([
+    ...workload.labels.map((l) => labelEvent(l.name, 'ADDED', { description: l.description, keywords: l.keywords })),
+    ...workload.examples.map((e) => exampleEvent(clientId, e.exampleId, e.text, e.label, { ...e.metadata, requester: `user${e.exampleId.length % 7}` })),
+  ]);
+  await waitFor('examples in ClickHouse', async () => (await rowsIn('examples', clientId)) === workload.examples.length && (await rowsIn('label_changes', clientId)) === workload.labels.length, 60_000);
+}, 180_000);
+
+afterAll(async () => {
+  await reader?.stop();
+  if (procs) {
+    await deleteRedisPrefix(procs.redis, config.redisPrefix);
+    await dropDatabase(procs.clickhouse, config.clickhouseDatabase);
+    await procs.stop();
+  }
+  await streams?.cleanup();
+  await fs.rm(storeDir, { recursive: true, force: true });
+});
+
+describe('trainer end to end', () => {
+  it("turns a client's events into a published model version: on the models topic and in the store", async () => {
+    const published = await withTrainer(good, () => retrain(clientId));
+    expect(published).toMatchObject({ modelVersion: 'v1', previousVersion: null, clientId });
+    const e = published as ModelPublished;
+    expect(e.labels).toEqual(workload.labels.map((l) => l.name).sort());
+    expect(['wasm', 'cpu', 'tensorflow', 'tensorflow-gpu']).toContain(e.backend);
+    expect(e.metrics.macroF1).toBeGreaterThan(0.6);
+    expect(e.trainingExamples).toBeGreaterThan(150);
+    const refs = await store.list(clientId);
+    expect(refs.map((r) => r.modelVersion)).toEqual(['v1']);
+    const predictor = loadPredictor(await store.get(e.artifactUri, e.artifactSha256));
+    expect(e.featurizer).toBe(predictor.manifest.featurizer.id);
+    const sample = workload.examples.slice(0, 40);
+    const right = sample.filter((x) => predictor.predict(x.text, x.metadata, {}).label === x.label).length;
+    expect(right / sample.length).toBeGreaterThan(0.7);
+  });
+
+  it('rejects a deliberately worse candidate at the gate, with both sets of figures', async () => {
+    const rejected = await withTrainer(worse, () => retrain(clientId));
+    expect(rejected).toMatchObject({ stage: 'GATE', reasons: ['WORSE_THAN_LIVE'], candidateVersion: 'v2', liveVersion: 'v1' });
+    const r = rejected as ModelRejected;
+    expect(r.candidateMetrics.macroF1!).toBeLessThan(r.liveMetrics.macroF1! - good.gateMargin);
+    expect((await store.list(clientId)).map((x) => x.modelVersion)).toEqual(['v1']);
+  });
+
+  it("changes the model's label set when a label is added and another removed", async () => {
+    const removed = workload.labels.at(-1)!.name;
+    const added = 'team-facilities';
+    const texts = ['broken chair in the office', 'heating too cold on floor three', 'parking badge does not open the gate', 'desk lamp broken office', 'cleaning needed in the kitchen', 'office chair wobbly'];
+    await streams.producer.sendAll([
+      labelEvent(added, 'ADDED', { description: 'office furniture, heating, cleaning, parking', keywords: ['chair', 'heating', 'parking'] }),
+      labelEvent(removed, 'REMOVED'),
+      ...texts.map((t, i) => exampleEvent(clientId, `fac-${i}`, t, added)),
+    ]);
+    await waitFor('the label changes in ClickHouse', async () => (await rowsIn('label_changes', clientId)) === workload.labels.length + 2 && (await rowsIn('examples', clientId)) === workload.examples.length + texts.length, 60_000);
+    const published = await withTrainer(good, () => retrain(clientId));
+    expect(published).toMatchObject({ modelVersion: 'v2', previousVersion: 'v1' });
+    const labels = (published as ModelPublished).labels;
+    expect(labels).toContain(added);
+    expect(labels).not.toContain(removed);
+    expect(labels).toHaveLength(workload.labels.length);
+  });
+
+  it('refuses invalid training data with the reason', async () => {
+    const single = uniqueName('single');
+    const tiny = uniqueName('tiny');
+    await streams.producer.sendAll([
+      ...Array.from({ length: 15 }, (_, i) => exampleEvent(single, `s${i}`, `vpn down again ${i}`, 'Network')),
+      exampleEvent(tiny, 't1', 'printer jam', 'Printers'), exampleEvent(tiny, 't2', 'printer toner', 'Printers'), exampleEvent(tiny, 't3', 'wifi slow', 'Network'),
+    ]);
+    await waitFor('their examples in ClickHouse', async () => (await rowsIn('examples', single)) === 15 && (await rowsIn('examples', tiny)) === 3, 60_000);
+    const [a, b] = await withTrainer(good, () => Promise.all([retrain(single), retrain(tiny)]));
+    expect(a).toMatchObject({ stage: 'VALIDATION', reasons: ['SINGLE_LABEL'] });
+    expect(b).toMatchObject({ stage: 'VALIDATION' });
+    expect((b as ModelRejected).reasons).toEqual(expect.arrayContaining(['TOO_FEW_EXAMPLES', 'LABEL_TOO_FEW_EXAMPLES']));
+    expect((b as ModelRejected).detail).toContain('Network (1)');
+    expect(await store.list(single)).toEqual([]);
+  });
+
+  it('loses nothing when ClickHouse is down mid-retrain: the request waits, uncommitted, and is answered after', async () => {
+    let failures = 0;
+    const logger = createLogger('trainer-test', 'silent');
+    const handler = new RetrainHandler(streams, {
+      store, settings: good, logger,
+      loadSet: async (id) => {
+        if (failures < 2) {
+          failures++;
+          throw new DependencyUnavailableError('clickhouse', 'simulated outage');
+        }
+        return loadTrainingSet(procs.clickhouse, config.clickhouseDatabase, id);
+      },
+    });
+    const runner = streams.consumer({ group: 'trainer', topics: ['retrain-requests'], handler, retry: { initialMs: 50, maxMs: 200 } });
+    await runner.start();
+    try {
+      const published = await retrain(clientId);
+      expect(failures).toBe(2);
+      expect(published).toMatchObject({ modelVersion: 'v3', previousVersion: 'v2' });
+    } finally {
+      await runner.stop();
+    }
+  });
+});
