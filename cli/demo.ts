@@ -38,7 +38,7 @@ export function registerDemoCommand(program: Command, config: () => EddyConfig):
       const c = config();
       out('Eddy demo: starting the local stack (the first run downloads Kafka and the registry)…');
       await stackUp(c.home, (line) => out(`  ${line}`));
-      out('starting the platform: eddy processors run, eddy trainer run, eddy serve …');
+      out('starting the platform (processors, trainer, server as child processes) …');
       let stopRequested = false;
       let wake: () => void = () => undefined;
       const onSignal = () => {

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,8 @@ export interface ComponentSpec {
   name: string;
   /** Arguments after `eddy`. */
   args: string[];
+  /** Node arguments that replace `bin/eddy.mjs <args>` (a component the CLI cannot run yet). */
+  script?: string[];
   /** Extra environment (on top of the launcher's). */
   env?: Record<string, string>;
   /** Resolves when the component is ready to work (default: alive for a moment). */
@@ -35,12 +37,29 @@ export interface RunningComponent {
   exited: { code: number | null; signal: NodeJS.Signals | null } | null;
 }
 
+let cliCommands: Set<string> | undefined;
+
+/** Top-level commands the CLI has (read once from `eddy --help`). */
+export function cliHasCommand(name: string): boolean {
+  if (!cliCommands) {
+    const help = spawnSync(process.execPath, [EDDY_BIN, '--help'], { encoding: 'utf8', env: { ...process.env, COLUMNS: '200' } }).stdout;
+    const section = help.slice(help.indexOf('Commands:'));
+    cliCommands = new Set([...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]!));
+  }
+  return cliCommands.has(name);
+}
+
 /** The standard platform: processors (incl. monitor), the trainer's retrain consumer, servers. */
 export function platformComponents(opts: { serverPorts: number[]; serverHost?: string }): ComponentSpec[] {
   const host = opts.serverHost ?? '127.0.0.1';
+  // The retrain consumer through the CLI once it has a command for it; until then the same code
+  // (trainer/consumer.ts startTrainer) from a small launcher.
+  const trainer: ComponentSpec = cliHasCommand('trainer')
+    ? { name: 'trainer', args: ['trainer', 'run'] }
+    : { name: 'trainer', args: [], script: ['--import', 'tsx', fileURLToPath(new URL('./trainer-process.ts', import.meta.url))] };
   return [
     { name: 'processors', args: ['processors', 'run'] },
-    { name: 'trainer', args: ['trainer', 'run'] },
+    trainer,
     ...opts.serverPorts.map((port, i) => ({
       name: opts.serverPorts.length > 1 ? `server-${i + 1}` : 'server',
       args: ['serve'],
@@ -72,7 +91,7 @@ export class Platform {
     for (const c of this.components) {
       for (;;) {
         if (c.exited) {
-          throw new EddyError('PLATFORM_START_FAILED', `${c.spec.name} (eddy ${c.spec.args.join(' ')}) exited with ${c.exited.code ?? c.exited.signal} during start-up; last log lines:\n${tail(c.logFile, 15)}`);
+          throw new EddyError('PLATFORM_START_FAILED', `${c.spec.name} (${describe(c.spec)}) exited with ${c.exited.code ?? c.exited.signal} during start-up; last log lines:\n${tail(c.logFile, 15)}`);
         }
         const ready = c.spec.ready ? await c.spec.ready() : Date.now() - startedAt >= minimumAliveMs;
         if (ready) break;
@@ -107,7 +126,7 @@ export class Platform {
   private spawn(spec: ComponentSpec): void {
     const logFile = path.join(this.logDir, `${spec.name}.log`);
     const log = fs.openSync(logFile, 'a');
-    const child = spawn(process.execPath, [EDDY_BIN, ...spec.args], {
+    const child = spawn(process.execPath, spec.script ?? [EDDY_BIN, ...spec.args], {
       env: { ...process.env, ...this.env, ...spec.env },
       stdio: ['ignore', log, log],
       // Own process group: a terminal Ctrl-C reaches only the demo, which then stops the
@@ -125,6 +144,10 @@ export class Platform {
   private killAll(signal: NodeJS.Signals): void {
     for (const c of this.components) if (!c.exited) signalGroup(c.child, signal);
   }
+}
+
+export function describe(spec: ComponentSpec): string {
+  return spec.script ? `node ${spec.script.join(' ')}` : `eddy ${spec.args.join(' ')}`;
 }
 
 function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {

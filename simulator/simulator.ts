@@ -45,7 +45,8 @@ export interface SimulatorOptions {
   feedbackDelayMs: number;
   /** Tickets per second routed by hand (no prediction involved) -> LabeledExample ASSIGNMENT. */
   manualAssignmentsPerSecond: number;
-  story: StoryOptions;
+  /** The demo's story; without it, only steady traffic (the benchmark's background load). */
+  story?: StoryOptions;
   logger: Logger;
   /** Consumer group of the simulator's watcher (unique per run). */
   group: string;
@@ -168,7 +169,8 @@ export class Simulator {
     await assigned;
     for (const spec of this.opts.clients) await this.signUp(spec);
     this.step('SIGNED_UP', this.opts.clients.map((c) => c.clientId).join(','), `${this.opts.clients.length} clients with their teams and history`);
-    this.loops = [this.trafficLoop(), this.flushLoop(), this.storyLoop()];
+    this.loops = [this.trafficLoop(), this.flushLoop()];
+    if (this.opts.story) this.loops.push(this.storyLoop(this.opts.story));
   }
 
   /** Stops traffic and the watcher; sends what is still buffered. */
@@ -178,6 +180,11 @@ export class Simulator {
     await Promise.allSettled(this.loops);
     await this.flush(true);
     await this.watcher?.stop();
+  }
+
+  /** Sends events now (the benchmark's probes), through the same producer as the traffic. */
+  async produce(events: AnyEvent[]): Promise<void> {
+    await this.send(events);
   }
 
   snapshot(): SimulatorSnapshot {
@@ -368,8 +375,7 @@ export class Simulator {
 
   // --- the story --------------------------------------------------------------------------
 
-  private async storyLoop(): Promise<void> {
-    const s = this.opts.story;
+  private async storyLoop(s: StoryOptions): Promise<void> {
     let teamAdded = false;
     let teamRemoved = false;
     let signedUp = !this.opts.newClient;
@@ -493,7 +499,7 @@ export class Simulator {
     client.lastModelAt = m.occurredAt;
     client.lastLabels = m.labels;
     client.feedbackSinceModel = 0;
-    const removed = this.opts.story.removedTeam.name;
+    const removed = this.opts.story?.removedTeam.name ?? '';
     if (this.hasStep('TEAM_REMOVED', client.world.clientId) && !m.labels.includes(removed) && !this.hasStep('MODEL_WITHOUT_REMOVED_TEAM', client.world.clientId)) {
       this.step('MODEL_WITHOUT_REMOVED_TEAM', client.world.clientId, `${m.modelVersion} serves ${m.labels.length} teams, without "${removed}"`);
     }
