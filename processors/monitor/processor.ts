@@ -45,6 +45,8 @@ export interface LifecycleEntry {
 }
 
 const WEEK_DAYS = 7;
+/** Bounds the work one call can cause per client (each evaluation reads ~14 day buckets). */
+const MAX_EVALUATIONS_PER_CALL = 31;
 const BUCKET_TTL_MS = 35 * DAY_MS;
 
 /** UUID-shaped id derived from what caused an event: a redelivery re-sends the same id, consumers dedupe. */
@@ -91,8 +93,8 @@ export class MonitorProcessor implements EventHandler {
   async handle(records: EventRecord[], ctx: BatchContext): Promise<void> {
     const logger = this.logger ?? ctx.logger;
     const p = this.opts.keyPrefix;
-    /** client -> [latest judgement time, the event that made it] */
-    const judged = new Map<string, { at: number; eventId: string }>();
+    /** client -> day -> the latest judgement of that day in this call (time, the event that made it) */
+    const judged = new Map<string, Map<number, { at: number; eventId: string }>>();
     const touched = new Map<string, number>();
     let pipeline = this.redis.pipeline() as ReturnType<MonitorRedis['pipeline']> & MonitorPipeline;
     let pending: Array<{ clientId: string; at: number; eventId: string; kind: 'prediction' | 'feedback' }> = [];
@@ -103,8 +105,10 @@ export class MonitorProcessor implements EventHandler {
         const r = Number(results[i]);
         if (r === 2) {
           monitorMetrics.judged().inc();
-          const prev = judged.get(x.clientId);
-          if (!prev || x.at >= prev.at) judged.set(x.clientId, { at: x.at, eventId: x.eventId });
+          let days = judged.get(x.clientId);
+          if (!days) judged.set(x.clientId, (days = new Map()));
+          const prev = days.get(dayOf(x.at));
+          if (!prev || x.at >= prev.at) days.set(dayOf(x.at), { at: x.at, eventId: x.eventId });
         } else if (r === 1 && x.kind === 'feedback') monitorMetrics.waiting().inc();
         else if (r === 3) monitorMetrics.rejudged().inc();
       });
@@ -147,7 +151,12 @@ export class MonitorProcessor implements EventHandler {
       for (const [c, at] of touched) plain.zadd(monitorKeys.clients(p), at, c);
       await execPipeline(plain, 'recording active clients');
     });
-    for (const [clientId, j] of judged) await this.evaluate(clientId, j.at, j.eventId, logger);
+    // One evaluation per client and event-time day touched (the latest judgement of each day), in
+    // order: replaying a week of history yields the same daily trend and alerts as living it.
+    for (const [clientId, days] of judged) {
+      const points = [...days.values()].sort((a, b) => a.at - b.at).slice(-MAX_EVALUATIONS_PER_CALL);
+      for (const j of points) await this.evaluate(clientId, j.at, j.eventId, logger);
+    }
   }
 
   /** Lifecycle events: summary fields, history lists, metrics. Applied once per eventId. */

@@ -1,0 +1,190 @@
+import type { Redis } from 'ioredis';
+import { EddyError } from '../../common/errors.ts';
+import type { LifecycleEntry } from '../../processors/monitor/processor.ts';
+import { biasOf, qualityOf, type LabelQuality } from '../../processors/monitor/quality.ts';
+import { ALL_VERSIONS, dayOf, DAY_MS, monitorKeys, readDays, readWindows } from '../../processors/monitor/store.ts';
+import { redisError } from '../../processors/redis.ts';
+import type { LagSample } from '../../processors/monitor/lag.ts';
+import type { ModelRegistry } from '../registry.ts';
+
+/**
+ * What the dashboard shows, read from the monitor's Redis state (processors/monitor/store.ts) and
+ * this server's model registry. Everything is a projection of the Kafka log: the page never
+ * reads raw events.
+ */
+
+export interface QualitySummary {
+  precision: number;
+  recall: number;
+  f1: number;
+  accuracy: number;
+  support: number;
+  bias: number;
+}
+
+export interface ClientRow {
+  clientId: string;
+  live: string | null;
+  /** Where `live` comes from: this server's registry, or the monitor's view of the models topic. */
+  liveSource: 'server' | 'monitor' | 'none';
+  versions: number;
+  lastRetrain: { at: number; reason: string; detail: string } | null;
+  lastOutcome: { at: number; status: string; version: string; detail: string } | null;
+  quality: QualitySummary;
+  openAlerts: string[];
+  predictions: number;
+  feedback: number;
+  lastActivity: number;
+}
+
+export interface Overview {
+  generatedAt: number;
+  totalClients: number;
+  clients: ClientRow[];
+  recent: LifecycleEntry[];
+  rates: Array<{ topic: string; perSecond: number | null; total: number }>;
+  lag: Array<{ group: string; topic: string; lag: number }>;
+  lagSampledAt: number | null;
+}
+
+export interface TrendPoint {
+  t: number;
+  precision: number;
+  recall: number;
+  f1: number;
+  accuracy: number;
+  support: number;
+  bias: number;
+  version: string | null;
+}
+
+export interface ClientDetail {
+  clientId: string;
+  live: string | null;
+  versions: string[];
+  quality: QualitySummary;
+  labels: LabelQuality[];
+  trend: TrendPoint[];
+  daily: Array<{ day: string; precision: number; recall: number; f1: number; accuracy: number; support: number }>;
+  markers: Array<{ at: number; version: string | null; type: string; title: string }>;
+  events: LifecycleEntry[];
+}
+
+const WEEK = 7;
+
+async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw redisError(err, what);
+  }
+}
+
+export class DashboardData {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly registry?: ModelRegistry,
+    private readonly lag?: () => LagSample | undefined,
+  ) {}
+
+  private summary(q: ReturnType<typeof qualityOf>, bias: number): QualitySummary {
+    return { precision: q.precision, recall: q.recall, f1: q.f1, accuracy: q.accuracy, support: q.support, bias };
+  }
+
+  private live(clientId: string, monitorLive: string | undefined): { live: string | null; source: ClientRow['liveSource'] } {
+    const fromServer = this.registry?.get(clientId)?.live;
+    if (fromServer) return { live: fromServer, source: 'server' };
+    if (monitorLive) return { live: monitorLive, source: 'monitor' };
+    return { live: null, source: 'none' };
+  }
+
+  async overview(opts: { limit: number; offset: number; search?: string }): Promise<Overview> {
+    const p = this.prefix;
+    const now = Date.now();
+    let ids: string[];
+    let total: number;
+    const fromMonitor = await run('listing clients', () => this.redis.zrevrange(monitorKeys.clients(p), 0, -1, 'WITHSCORES'));
+    const activity = new Map<string, number>();
+    for (let i = 0; i < fromMonitor.length; i += 2) activity.set(fromMonitor[i]!, Number(fromMonitor[i + 1]));
+    // Clients the server knows but the monitor has not seen yet (a model, no traffic) are listed too.
+    for (const id of this.registry?.clientIds() ?? []) if (!activity.has(id)) activity.set(id, 0);
+    ids = [...activity.keys()];
+    if (opts.search) ids = ids.filter((id) => id.toLowerCase().includes(opts.search!.toLowerCase()));
+    total = ids.length;
+    ids = ids.slice(opts.offset, opts.offset + opts.limit);
+    const today = dayOf(now);
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(monitorKeys.summary(p, id));
+    const summaries = ((await run('reading client summaries', () => pipeline.exec())) ?? []).map(([, v]) => (v ?? {}) as Record<string, string>);
+    const clients: ClientRow[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      const s = summaries[i] ?? {};
+      const [week] = await run('reading quality', () => readWindows(this.redis, p, id, [{ version: ALL_VERSIONS, fromDay: today - WEEK + 1, toDay: today }]));
+      const q = qualityOf(week!);
+      const { live, source } = this.live(id, s.live);
+      const openAlerts: string[] = [];
+      if (s.drop) openAlerts.push('QUALITY_DROP');
+      if (s.bias) openAlerts.push('PREDICTION_BIAS');
+      clients.push({
+        clientId: id, live, liveSource: source,
+        versions: this.registry?.get(id)?.versions.size ?? 0,
+        lastRetrain: s.last_retrain_at ? { at: Number(s.last_retrain_at), reason: s.last_retrain_reason ?? '', detail: s.last_retrain_detail ?? '' } : null,
+        lastOutcome: s.last_outcome_at ? { at: Number(s.last_outcome_at), status: s.last_outcome ?? '', version: s.last_outcome_version ?? '', detail: s.last_outcome_detail ?? '' } : null,
+        quality: this.summary(q, biasOf(week!).divergence),
+        openAlerts,
+        predictions: Number(s.predictions ?? 0),
+        feedback: Number(s.feedback ?? 0),
+        lastActivity: activity.get(id) ?? 0,
+      });
+    }
+    const recentRaw = await run('reading recent events', () => this.redis.lrange(monitorKeys.recent(p), 0, 49));
+    const sample = this.lag?.();
+    return {
+      generatedAt: now,
+      totalClients: total,
+      clients,
+      // Listed in processing order; shown in event-time order (a replay or a late event lands in place).
+      recent: recentRaw.map((r) => JSON.parse(r) as LifecycleEntry).sort((a, b) => b.at - a.at),
+      rates: sample ? Object.entries(sample.ends).map(([topic, total]) => ({ topic, total: total ?? 0, perSecond: sample.rates[topic as keyof typeof sample.rates] ?? null })) : [],
+      lag: sample ? Object.entries(sample.lag).flatMap(([group, topics]) => Object.entries(topics).map(([topic, lag]) => ({ group, topic, lag: lag ?? 0 }))) : [],
+      lagSampledAt: sample?.at ?? null,
+    };
+  }
+
+  async client(clientId: string): Promise<ClientDetail> {
+    const p = this.prefix;
+    const [s, trendRaw, eventsRaw, versions] = await run('reading a client', async () => Promise.all([
+      this.redis.hgetall(monitorKeys.summary(p, clientId)),
+      this.redis.zrange(monitorKeys.trend(p, clientId), 0, -1),
+      this.redis.lrange(monitorKeys.events(p, clientId), 0, -1),
+      this.redis.smembers(monitorKeys.versions(p, clientId)),
+    ]));
+    const known = this.registry?.get(clientId);
+    if (Object.keys(s).length === 0 && !known) throw new EddyError('CLIENT_UNKNOWN', `the monitor has seen nothing of client '${clientId}'`);
+    const trend = trendRaw.map((r) => JSON.parse(r) as TrendPoint);
+    // "Today" is the latest judgement's day (event time), so replayed or simulated history shows too.
+    const lastT = trend.at(-1)?.t ?? Date.now();
+    const today = dayOf(lastT);
+    const [week] = await run('reading quality', () => readWindows(this.redis, p, clientId, [{ version: ALL_VERSIONS, fromDay: today - WEEK + 1, toDay: today }]));
+    const q = qualityOf(week!);
+    const days = await run('reading daily quality', () => readDays(this.redis, p, clientId, ALL_VERSIONS, today - 2 * WEEK + 1, today));
+    const events = eventsRaw.map((r) => JSON.parse(r) as LifecycleEntry).sort((a, b) => b.at - a.at);
+    const markerTypes = new Set(['ModelPublished', 'ModelRolledBack', 'ModelPromoted', 'QualityAlert']);
+    return {
+      clientId,
+      live: this.live(clientId, s.live).live,
+      versions: [...new Set([...(known ? [...known.versions.keys()] : []), ...versions.filter((v) => v !== ALL_VERSIONS)])],
+      quality: this.summary(q, biasOf(week!).divergence),
+      labels: q.labels,
+      trend,
+      daily: days.filter((d) => (d.counters.n ?? 0) > 0).map((d) => {
+        const dq = qualityOf(d.counters);
+        return { day: new Date(d.day * DAY_MS).toISOString().slice(0, 10), precision: dq.precision, recall: dq.recall, f1: dq.f1, accuracy: dq.accuracy, support: dq.support };
+      }),
+      markers: events.filter((e) => markerTypes.has(e.type)).map((e) => ({ at: e.at, version: e.version, type: e.type, title: e.title })).reverse(),
+      events,
+    };
+  }
+}

@@ -1,0 +1,153 @@
+import fs from 'node:fs';
+import type { FastifyPluginAsync } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../common/log.ts';
+import { LagCollector } from '../../processors/monitor/lag.ts';
+import type { Streams } from '../../streams/index.ts';
+import type { ModelRegistry } from '../registry.ts';
+import { DashboardData } from './data.ts';
+
+/**
+ * The operators' dashboard, served by the prediction server itself (no separate runtime, no build
+ * step): /dashboard is plain HTML + one JS file + one CSS file; the page polls two JSON endpoints
+ * whose responses have schemas like every other route. It also samples consumer lag and topic
+ * rates (LagCollector) for the page and for /metrics.
+ */
+export interface DashboardOptions {
+  redis: Redis;
+  keyPrefix: string;
+  registry?: ModelRegistry;
+  /** For consumer lag and event rates (admin API); without it the page shows none. */
+  streams?: Pick<Streams, 'withAdmin' | 'topics'>;
+  lagIntervalMs?: number;
+  logger: Logger;
+}
+
+const STATIC = new URL('./static/', import.meta.url);
+const FILES: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'app.js': 'text/javascript; charset=utf-8',
+  'style.css': 'text/css; charset=utf-8',
+};
+
+const quality = {
+  type: 'object',
+  required: ['precision', 'recall', 'f1', 'accuracy', 'support', 'bias'],
+  properties: {
+    precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' },
+    support: { type: 'integer' }, bias: { type: 'number' },
+  },
+} as const;
+
+const lifecycleEntry = {
+  type: 'object',
+  required: ['id', 'clientId', 'type', 'at', 'title'],
+  properties: {
+    id: { type: 'string' }, clientId: { type: 'string' }, type: { type: 'string' }, at: { type: 'number' },
+    version: { type: ['string', 'null'] }, title: { type: 'string' },
+  },
+} as const;
+
+const errorReply = {
+  type: 'object', required: ['error'],
+  properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } } } },
+} as const;
+
+const overviewSchema = {
+  type: 'object',
+  required: ['generatedAt', 'totalClients', 'clients', 'recent', 'rates', 'lag', 'lagSampledAt'],
+  properties: {
+    generatedAt: { type: 'number' },
+    totalClients: { type: 'integer' },
+    clients: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['clientId', 'live', 'liveSource', 'quality', 'openAlerts', 'predictions', 'feedback'],
+        properties: {
+          clientId: { type: 'string' },
+          live: { type: ['string', 'null'] },
+          liveSource: { type: 'string', enum: ['server', 'monitor', 'none'] },
+          versions: { type: 'integer' },
+          lastRetrain: { type: ['object', 'null'], properties: { at: { type: 'number' }, reason: { type: 'string' }, detail: { type: 'string' } } },
+          lastOutcome: { type: ['object', 'null'], properties: { at: { type: 'number' }, status: { type: 'string' }, version: { type: 'string' }, detail: { type: 'string' } } },
+          quality,
+          openAlerts: { type: 'array', items: { type: 'string' } },
+          predictions: { type: 'integer' },
+          feedback: { type: 'integer' },
+          lastActivity: { type: 'number' },
+        },
+      },
+    },
+    recent: { type: 'array', items: lifecycleEntry },
+    rates: { type: 'array', items: { type: 'object', properties: { topic: { type: 'string' }, perSecond: { type: ['number', 'null'] }, total: { type: 'number' } } } },
+    lag: { type: 'array', items: { type: 'object', properties: { group: { type: 'string' }, topic: { type: 'string' }, lag: { type: 'number' } } } },
+    lagSampledAt: { type: ['number', 'null'] },
+  },
+} as const;
+
+const point = {
+  type: 'object',
+  properties: {
+    t: { type: 'number' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' },
+    support: { type: 'integer' }, bias: { type: 'number' }, version: { type: ['string', 'null'] },
+  },
+} as const;
+
+const clientSchema = {
+  type: 'object',
+  required: ['clientId', 'live', 'versions', 'quality', 'labels', 'trend', 'daily', 'markers', 'events'],
+  properties: {
+    clientId: { type: 'string' },
+    live: { type: ['string', 'null'] },
+    versions: { type: 'array', items: { type: 'string' } },
+    quality,
+    labels: { type: 'array', items: { type: 'object', properties: { label: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, support: { type: 'integer' } } } },
+    trend: { type: 'array', items: point },
+    daily: { type: 'array', items: { type: 'object', properties: { day: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' } } } },
+    markers: { type: 'array', items: { type: 'object', properties: { at: { type: 'number' }, version: { type: ['string', 'null'] }, type: { type: 'string' }, title: { type: 'string' } } } },
+    events: { type: 'array', items: lifecycleEntry },
+  },
+} as const;
+
+export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (app, opts) => {
+  const lag = opts.streams ? new LagCollector(opts.streams, opts.lagIntervalMs ?? 15_000, opts.logger.child({ component: 'lag' })) : undefined;
+  const data = new DashboardData(opts.redis, opts.keyPrefix, opts.registry, () => lag?.latest);
+  // Read once at start: the files are part of the release, and a missing one should fail the boot.
+  const files = new Map(Object.entries(FILES).map(([name, type]) => [name, { type, body: fs.readFileSync(new URL(name, STATIC)) }]));
+
+  app.addHook('onReady', async () => lag?.start());
+  app.addHook('onClose', async () => lag?.stop());
+
+  const sendFile = (name: string) => async (_req: unknown, reply: import('fastify').FastifyReply) => {
+    const f = files.get(name)!;
+    return reply.header('content-type', f.type).header('cache-control', 'no-cache').send(f.body);
+  };
+  app.get('/dashboard', sendFile('index.html'));
+  app.get('/dashboard/', sendFile('index.html'));
+  app.get('/dashboard/app.js', sendFile('app.js'));
+  app.get('/dashboard/style.css', sendFile('style.css'));
+
+  // Query values arrive as strings and this server never coerces types: digits are checked here.
+  app.get<{ Querystring: { limit?: string; offset?: string; search?: string } }>('/dashboard/api/overview', {
+    schema: {
+      querystring: {
+        type: 'object', additionalProperties: false,
+        properties: {
+          limit: { type: 'string', pattern: '^(1000|[1-9][0-9]{0,2})$', description: 'clients per page, 1..1000 (default 100)' },
+          offset: { type: 'string', pattern: '^[0-9]{1,9}$' },
+          search: { type: 'string', maxLength: 200, description: 'substring of the client id' },
+        },
+      },
+      response: { 200: overviewSchema, '4xx': errorReply, '5xx': errorReply },
+    },
+  }, async (req) => data.overview({ limit: Number(req.query.limit ?? 100), offset: Number(req.query.offset ?? 0), search: req.query.search || undefined }));
+
+  app.get<{ Params: { clientId: string } }>('/dashboard/api/clients/:clientId', {
+    schema: {
+      params: { type: 'object', required: ['clientId'], properties: { clientId: { type: 'string', minLength: 1, maxLength: 200 } } },
+      response: { 200: clientSchema, '4xx': errorReply, '5xx': errorReply },
+    },
+  }, async (req) => data.client(req.params.clientId));
+};
+export { instrumentRedis } from '../../processors/monitor/instrument.ts';
