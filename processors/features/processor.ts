@@ -18,6 +18,26 @@ export interface FeatureProcessorOptions {
 
 type Op = [command: string, keyIndex: number, ...args: Array<string | number>];
 
+/** The keys of one script call (KEYS[1] = the seen set) and its events, ops naming keys by index. */
+class ScriptKeys {
+  readonly keys: string[];
+  readonly events: Array<{ id: string; ops: Op[] }> = [];
+  private readonly indexOf = new Map<string, number>();
+  constructor(seen: string) {
+    this.keys = [seen];
+    this.indexOf.set(seen, 1);
+  }
+  /** The 1-based (Lua) index of `key`, added on first use. */
+  index(key: string): number {
+    let i = this.indexOf.get(key);
+    if (i === undefined) {
+      this.keys.push(key);
+      this.indexOf.set(key, (i = this.keys.length));
+    }
+    return i;
+  }
+}
+
 /**
  * Projects events into per-client Redis state (see state.ts for the layout): the label set,
  * counters, last activity, feedback outcomes per day, the predictions feedback refers to, and
@@ -60,6 +80,7 @@ export class FeatureProcessor implements EventHandler {
     // Examples are applied per client (one script call with all of the client's examples of this
     // call, in order); other events one script each.
     const examplesByClient = new Map<string, Array<{ record: EventRecord; event: LabeledExample; entities: ReturnType<typeof entitiesOf> }>>();
+    const onceByClient = new Map<string, ScriptKeys>();
     const clients = new Set<string>();
     let commands = 0;
     // Wall-clock time ages the seen set (event time is for the state itself, so replays match).
@@ -70,9 +91,12 @@ export class FeatureProcessor implements EventHandler {
       clients.add(clientId);
       const seen = featureKeys.seen(p, clientId);
       const counts = featureKeys.counts(p, clientId);
+      // keys[i - 1] is what op key index i names; remapped into the client's call-wide key list
       const once = (keys: string[], ops: Op[]) => {
-        pipeline.eddyApplyOnce(keys.length, ...keys, eventId, clock, seenTtlMs, JSON.stringify(ops));
-        commands++;
+        let call = onceByClient.get(clientId);
+        if (!call) onceByClient.set(clientId, (call = new ScriptKeys(seen)));
+        const c = call;
+        c.events.push({ id: eventId, ops: ops.map(([cmd, i, ...args]) => [cmd, c.index(keys[i - 1]!), ...args]) });
       };
       switch (ev.name) {
         case 'LabeledExample': {
@@ -146,6 +170,10 @@ export class FeatureProcessor implements EventHandler {
       }));
       exampleCalls.push({ index: commands, list });
       pipeline.eddyApplyExamples(keys.length, ...keys, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock, JSON.stringify(spec));
+      commands++;
+    }
+    for (const call of onceByClient.values()) {
+      pipeline.eddyApplyOnce(call.keys.length, ...call.keys, clock, seenTtlMs, JSON.stringify(call.events));
       commands++;
     }
     pipeline.sadd(featureKeys.clients(p), ...clients);

@@ -113,29 +113,51 @@ return out
 `;
 
 /**
- * Applies a list of commands once per eventId, atomically: KEYS[1] is the seen set, ARGV =
- * eventId, processing time (ms), seenTtlMs, then a JSON array of [command, keyIndex, ...args]. Commands are
- * chosen by the processor (never from event data), so the script stays small and generic.
+ * Applies a client's other events of one call, in order, each once per eventId, atomically.
+ * KEYS[1] is the seen set, then the keys the ops name; ARGV = processing time (ms), seenTtlMs,
+ * JSON [{id, ops: [[command, keyIndex, ...args]]}]. Commands are chosen by the processor (never
+ * from event data). Commutative ones are folded per call: HINCRBY summed per field, MAXFIELD
+ * (set a hash field to the max) and PEXPIRE once per key; the rest run in event order.
  */
 const APPLY_ONCE = `
-local id, clock, seenTtl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('ZADD', KEYS[1], 'NX', clock, id) == 0 then return 0 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', clock - seenTtl))
-redis.call('PEXPIRE', KEYS[1], seenTtl)
-local counts = KEYS[2]
-local ops = cjson.decode(ARGV[4])
-for _, op in ipairs(ops) do
-  local cmd, key = op[1], KEYS[op[2]]
-  if cmd == 'MAXFIELD' then
-    local cur = tonumber(redis.call('HGET', key, op[3]) or '0')
-    if tonumber(op[4]) > cur then redis.call('HSET', key, op[3], op[4]) end
-  else
-    local args = {}
-    for j = 3, #op do args[#args + 1] = tostring(op[j]) end
-    redis.call(cmd, key, unpack(args))
+local clock, seenTtl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local events = cjson.decode(ARGV[3])
+local applied = 0
+local incr, maxf, expire = {}, {}, {}
+for _, e in ipairs(events) do
+  if redis.call('ZADD', KEYS[1], 'NX', clock, e.id) == 1 then
+    applied = applied + 1
+    for _, op in ipairs(e.ops) do
+      local cmd, ki = op[1], op[2]
+      if cmd == 'HINCRBY' then
+        local k = ki .. ':' .. op[3]
+        local cur = incr[k]
+        if cur == nil then incr[k] = {ki, op[3], op[4]} else cur[3] = cur[3] + op[4] end
+      elseif cmd == 'MAXFIELD' then
+        local k = ki .. ':' .. op[3]
+        local cur = maxf[k]
+        if cur == nil or op[4] > cur[3] then maxf[k] = {ki, op[3], op[4]} end
+      elseif cmd == 'PEXPIRE' then
+        expire[ki] = op[3]
+      else
+        local args = {}
+        for j = 3, #op do args[#args + 1] = tostring(op[j]) end
+        redis.call(cmd, KEYS[ki], unpack(args))
+      end
+    end
   end
 end
-return 1
+if applied > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', clock - seenTtl))
+  redis.call('PEXPIRE', KEYS[1], seenTtl)
+  for _, v in pairs(incr) do redis.call('HINCRBY', KEYS[v[1]], v[2], string.format('%d', v[3])) end
+  for _, v in pairs(maxf) do
+    local cur = tonumber(redis.call('HGET', KEYS[v[1]], v[2]) or '0')
+    if v[3] > cur then redis.call('HSET', KEYS[v[1]], v[2], string.format('%d', v[3])) end
+  end
+  for ki, ttl in pairs(expire) do redis.call('PEXPIRE', KEYS[ki], string.format('%d', ttl)) end
+end
+return applied
 `;
 
 export type FeatureRedis = Redis & {
