@@ -3,6 +3,7 @@ import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
 import { parseProcessorNames, PROCESSOR_NAMES, startProcessors } from '../processors/run.ts';
 import { replay } from '../processors/replay.ts';
+import { serveProcessMetrics } from '../processors/monitor/metrics-endpoint.ts';
 
 const err = (line: string) => process.stderr.write(line + '\n');
 
@@ -16,6 +17,7 @@ export function registerProcessorsCommands(program: Command, config: () => EddyC
     .action(async (opts: { only?: string }) => {
       const only = parseProcessorNames(opts.only);
       const procs = await startProcessors(config(), { only });
+      await serveProcessMetrics(config(), 'processors', procs.streams);
       err(`processors running: ${only.join(', ')} (Ctrl-C stops them gracefully)`);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();

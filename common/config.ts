@@ -232,6 +232,14 @@ const ENV_SCHEMA = {
       type: 'integer', default: 15000, minimum: 500, maximum: 3600000,
       description: 'How often consumer lag per group and topic end offsets are read from Kafka (admin API) for metrics and the dashboard.',
     },
+    EDDY_METRICS_PORT: {
+      type: 'integer', default: 9464, minimum: 0, maximum: 65535,
+      description: 'Port of the Prometheus /metrics endpoint of `eddy processors run` (processes without an HTTP API); 0 disables it. Servers export on their own port.',
+    },
+    EDDY_METRICS_HOST: {
+      type: 'string', default: '127.0.0.1',
+      description: 'Address that /metrics endpoint listens on (0.0.0.0 in containers).',
+    },
   },
 } as const;
 
@@ -306,7 +314,7 @@ type RawEnv = {
   EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number;
   EDDY_MONITOR_DROP_PCT: number; EDDY_MONITOR_MIN_SUPPORT: number; EDDY_MONITOR_BIAS_THRESHOLD: number;
   EDDY_MONITOR_AUTO_ROLLBACK: boolean; EDDY_MONITOR_ROLLBACK_DROP_PCT: number; EDDY_MONITOR_ROLLBACK_MIN_SUPPORT: number;
-  EDDY_MONITOR_LAG_INTERVAL_MS: number;
+  EDDY_MONITOR_LAG_INTERVAL_MS: number; EDDY_METRICS_PORT: number; EDDY_METRICS_HOST: string;
 };
 
 /** Names, defaults and descriptions of every variable, for `eddy config` and the docs. */
@@ -401,6 +409,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       rollbackDropPct: raw.EDDY_MONITOR_ROLLBACK_DROP_PCT,
       rollbackMinSupport: raw.EDDY_MONITOR_ROLLBACK_MIN_SUPPORT,
       lagIntervalMs: raw.EDDY_MONITOR_LAG_INTERVAL_MS,
+      metricsPort: raw.EDDY_METRICS_PORT,
+      metricsHost: raw.EDDY_METRICS_HOST,
     },
   };
 }
@@ -414,6 +424,9 @@ export interface MonitorConfig {
   rollbackDropPct: number;
   rollbackMinSupport: number;
   lagIntervalMs: number;
+  /** /metrics of processes without an HTTP API (0: none). */
+  metricsPort: number;
+  metricsHost: string;
 }
 
 /** API keys from the variable (key=client,...) and the file ("key client" per line); a bad line names itself. */
