@@ -29,6 +29,8 @@ export class PredictionPublisher {
     private readonly capacity: number,
     private readonly logger: Logger,
     private readonly batchSize = 1000,
+    /** How long the first event of a batch waits for company: one produce request per linger, not per prediction. */
+    private readonly lingerMs = 10,
   ) {}
 
   get pending(): number {
@@ -67,8 +69,9 @@ export class PredictionPublisher {
   }
 
   private async drain(): Promise<void> {
-    // Yield once so that the events of one burst of requests leave in one batch.
-    await new Promise((r) => setImmediate(r));
+    // Linger (like the Kafka producer's linger.ms) so that many predictions share one produce
+    // request: at 5,000 predictions/s that is ~50 events per request instead of one.
+    await new Promise((r) => setTimeout(r, this.lingerMs));
     while (this.buffer.length > 0) {
       const batch = this.buffer.slice(0, this.batchSize);
       try {

@@ -150,6 +150,7 @@ async function main(): Promise<void> {
   const ADMIN = `bench-admin-${randomUUID()}`;
   const say = (line: string) => process.stderr.write(`[bench:server] ${line}\n`);
 
+  const loadStart = os.loadavg();
   const storeDir = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-bench-server-'));
   const config = testConfig({
     EDDY_MODEL_STORE_DIR: storeDir,
@@ -217,19 +218,22 @@ async function main(): Promise<void> {
     await load({ ...base, clients: 50, mode: 'random', durationS: 3 });
     loadMs.length = 0;
     global.gc?.();
-    const rssBefore = process.memoryUsage().rss;
+    const memBefore = process.memoryUsage();
+    const rssBefore = memBefore.rss;
     const modelsBefore = server.manager.stats.models;
 
     say(`cold: one request per client, ${N} clients`);
     const cold = await measured({ ...base, clients: N, mode: 'sequence', amount: N });
     table.push({ scenario: `cold load, ${N} clients (1 request each)`, r: cold });
     global.gc?.();
-    const rssAfter = process.memoryUsage().rss;
+    const memAfter = process.memoryUsage();
+    const rssAfter = memAfter.rss;
     const stats = server.manager.stats;
     const loadSorted = Float64Array.from(loadMs).sort();
     rows.push(['artifact load (read + sha256 + decode) p50 / p99', `${percentile(loadSorted, 50).toFixed(2)} / ${percentile(loadSorted, 99).toFixed(2)} ms over ${loadMs.length} loads`]);
     rows.push(['models loaded / budget', `${stats.models} models, ${(stats.bytes / 2 ** 20).toFixed(0)} MiB of typed arrays, budget ${(stats.budgetBytes / 2 ** 20).toFixed(0)} MiB`]);
-    rows.push(['memory per loaded model', `${(stats.bytes / stats.models / 1024).toFixed(1)} KiB typed arrays (Predictor.memoryBytes); ${((rssAfter - rssBefore) / Math.max(1, stats.models - modelsBefore) / 1024).toFixed(1)} KiB resident (RSS delta / models)`]);
+    const perModel = (a: number, b: number) => `${((b - a) / Math.max(1, stats.models - modelsBefore) / 1024).toFixed(1)} KiB`;
+    rows.push(['memory per loaded model', `${(stats.bytes / stats.models / 1024).toFixed(1)} KiB typed arrays (Predictor.memoryBytes); measured after GC: ${perModel(memBefore.arrayBuffers, memAfter.arrayBuffers)} ArrayBuffers + ${perModel(memBefore.heapUsed, memAfter.heapUsed)} JS heap; RSS delta ${perModel(rssBefore, rssAfter)} (RSS reuses pages freed after the setup, so it understates)`]);
     rows.push(['process RSS', `${(rssStart / 2 ** 20).toFixed(0)} MiB at start, ${(rssBefore / 2 ** 20).toFixed(0)} MiB ready, ${(rssAfter / 2 ** 20).toFixed(0)} MiB with ${stats.models} models`]);
 
     const k = Math.min(1000, N);
@@ -283,7 +287,9 @@ async function main(): Promise<void> {
       `|---|---|`,
       ...rows.map(([a, b]) => `| ${a} | ${b} |`),
     ];
-    process.stdout.write(`\n## bench:server — ${new Date().toISOString()} — ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}\n`);
+    const la = (l: number[]) => l.map((x) => x.toFixed(1)).join(' ');
+    process.stdout.write(`\n## bench:server — ${new Date().toISOString()} — ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB (${(os.freemem() / 2 ** 30).toFixed(0)} free), node ${process.version}\n`);
+    process.stdout.write(`load average (1/5/15 min) at start ${la(loadStart)}, at end ${la(os.loadavg())} — the machine is shared (stack + other engineers' work)\n`);
     process.stdout.write(`load: autocannon in a child process, 10 connections, keep-alive, no pipelining; features ${config.server.featureTimeoutMs} ms deadline; ${FEATURES} stored features x 8 labels per model (int8)\n\n`);
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
