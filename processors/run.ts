@@ -10,7 +10,7 @@ import { FEATURE_TOPICS, FeatureProcessor } from './features/processor.ts';
 import { FEEDBACK_TOPICS, FeedbackProcessor } from './feedback/processor.ts';
 import { connectRedis } from './redis.ts';
 import { TRIGGER_TOPICS, TriggerProcessor } from './triggers/processor.ts';
-import { instrumentClients, monitorRunner } from './monitor/run.ts';
+import { instrumentClients, migrateQualityViews, monitorRunner } from './monitor/run.ts';
 
 export const PROCESSOR_NAMES = ['features', 'analytics', 'triggers', 'feedback', 'monitor'] as const;
 export type ProcessorName = (typeof PROCESSOR_NAMES)[number];
@@ -64,6 +64,7 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
   let features: FeatureProcessor | undefined;
   let triggers: TriggerProcessor | undefined;
   if (only.includes('features') || only.includes('analytics')) await migrateAnalytics(clickhouse, config.clickhouseDatabase);
+  if (only.includes('analytics')) await migrateQualityViews(clickhouse, config.clickhouseDatabase);
   if (only.includes('features')) {
     features = new FeatureProcessor(redis, inserter, { keyPrefix: config.redisPrefix, seenTtlMs: p.featuresSeenTtlMs, predictionTtlMs: p.predictionTtlMs });
     runners.features = streams.consumer({ group: `${group}.features`, topics: FEATURE_TOPICS, handler: features, ...concurrent });

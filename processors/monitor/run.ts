@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { EddyConfig } from '../../common/config.ts';
 import type { ConsumerRunner, Streams } from '../../streams/index.ts';
 import { instrumentClickHouse, instrumentRedis } from './instrument.ts';
+export { migrateQualityViews } from './clickhouse.ts';
 import { MONITOR_TOPICS, MonitorProcessor, type MonitorOptions } from './processor.ts';
 
 export function monitorOptions(config: EddyConfig): MonitorOptions {
