@@ -42,7 +42,11 @@ export function registerDemoCommand(program: Command, config: () => EddyConfig):
       let stopRequested = false;
       let wake: () => void = () => undefined;
       const onSignal = () => {
-        if (stopRequested) return;
+        if (stopRequested) {
+          // A second Ctrl-C: no more waiting; the platform's exit hook SIGKILLs every component.
+          out('second signal: killing the components and exiting');
+          process.exit(130);
+        }
         stopRequested = true;
         out('\nstopping: simulator, then server, trainer, processors (graceful) …');
         wake();

@@ -464,10 +464,10 @@ export class Simulator {
             this.step('RETRAIN_AFTER_TEAM_REMOVED', client.world.clientId, `retrain requested (${e.value.reason}): ${e.value.detail}`);
           }
           if (e.value.reason === 'LABELS_CHANGED' && this.hasStep('TEAM_ADDED', client.world.clientId) && !this.hasStep('RETRAIN_AFTER_TEAM_CHANGE', client.world.clientId)) {
-            this.step('RETRAIN_AFTER_TEAM_CHANGE', client.world.clientId, `retrain requested: ${e.value.detail || e.value.reason}`);
+            this.step('RETRAIN_AFTER_TEAM_CHANGE', client.world.clientId, `retrain requested (${e.value.reason}): ${e.value.detail}`);
           }
           if (this.hasStep('ALERT', client.world.clientId) && e.value.reason === 'QUALITY_DROP' && !this.hasStep('RETRAIN_AFTER_ALERT', client.world.clientId)) {
-            this.step('RETRAIN_AFTER_ALERT', client.world.clientId, `retrain requested: ${e.value.detail || e.value.reason}`);
+            this.step('RETRAIN_AFTER_ALERT', client.world.clientId, `retrain requested (${e.value.reason}): ${e.value.detail}`);
           }
           break;
         case 'QualityAlert':
