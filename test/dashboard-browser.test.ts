@@ -112,6 +112,29 @@ afterAll(async () => {
 });
 
 describe('dashboard JSON endpoints', () => {
+  it('shows an automatic rollback that the server applied: a fresh version worse on live feedback', async () => {
+    const store = new FsModelStore(config.modelStoreDir);
+    const u1 = await writeFixtureModel(store, { clientId: 'umbrella', version: 'v1', labels: HELPDESK_LABELS });
+    const u2 = await writeFixtureModel(store, { clientId: 'umbrella', version: 'v2', labels: HELPDESK_LABELS });
+    const truth = (i: number) => labels[i % 3]!;
+    await streams.producer.sendAll([
+      { name: 'ModelPublished', value: { ...modelPublished({ clientId: 'umbrella', version: 'v1', ...u1 }), occurredAt: now - 3 * DAY } },
+      ...judged('umbrella', 'v1', now - 2 * DAY, 30, (i) => (i % 10 === 9 ? labels[(i + 1) % 3]! : truth(i)), truth),
+      { name: 'ModelPublished', value: { ...modelPublished({ clientId: 'umbrella', version: 'v2', ...u2 }), previousVersion: 'v1', occurredAt: now - 3_600_000 } },
+    ]);
+    await waitFor('v2 live on the server', () => server.registry.get('umbrella')?.live === 'v2', 30_000);
+    await waitFor('the monitor to follow v2', async () => (await redis.hget(monitorKeys.summary(config.redisPrefix, 'umbrella'), 'live')) === 'v2', 30_000);
+    // v2 (served by another replica, say) gets half of its answers corrected.
+    await streams.producer.sendAll(judged('umbrella', 'v2', now - 1_800_000, 30, (i) => (i % 2 ? labels[(i + 1) % 3]! : truth(i)), truth));
+    await waitFor('the server back on v1', () => server.registry.get('umbrella')?.live === 'v1', 30_000);
+    const detail = await waitFor('the rollback in the client history', async () => {
+      const d = (await (await fetch(`${server.url}/dashboard/api/clients/umbrella`)).json()) as Json;
+      return d.events.some((e: Json) => e.type === 'ModelRolledBack') ? d : undefined;
+    }, 30_000);
+    expect(detail.live).toBe('v1');
+    expect(detail.events.map((e: Json) => e.title)).toEqual(expect.arrayContaining([expect.stringMatching(/^rolled back v2 -> v1 by monitor: automatic: v2 kept 50\.0% of 30/)]));
+  });
+
   it('lists real clients with their live versions, quality and last retrain', async () => {
     const res = await fetch(`${server.url}/dashboard/api/overview`);
     expect(res.status).toBe(200);

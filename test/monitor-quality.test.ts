@@ -2,7 +2,11 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import { MONITOR_TOPICS } from '../processors/monitor/processor.ts';
+import { MONITOR_TOPICS, MonitorProcessor } from '../processors/monitor/processor.ts';
+import { monitorOptions } from '../processors/monitor/run.ts';
+import { isRetriable } from '../common/errors.ts';
+import { createLogger } from '../common/log.ts';
+import type { EventRecord } from '../streams/consumer.ts';
 import { biasOf, findDrops, jensenShannon, qualityOf } from '../processors/monitor/quality.ts';
 import { monitorKeys } from '../processors/monitor/store.ts';
 import type { AnyEvent } from '../streams/codec.ts';
@@ -121,5 +125,19 @@ describe('quality monitor on the real stack', () => {
     const day = Math.floor(now / DAY);
     const bucket = await redis.hgetall(monitorKeys.bucket(config.redisPrefix, 'late-co', 'v7', day));
     expect(bucket).toMatchObject({ n: '25', correct: '20', 'tp:A': '20', 'fp:A': '5', 'fn:B': '5' });
+  });
+
+  it('pauses work with a retriable error (nothing committed, nothing dropped) while Redis is down', async () => {
+    const down = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    down.on('error', () => undefined);
+    const processor = new MonitorProcessor(down, streams.producer, monitorOptions(config));
+    const [p, f] = judged(client, 'v1', now, 1, () => 'Network', () => 'Network');
+    const records: EventRecord[] = [p!, f!].map((event, i) => ({ event, topic: i ? 'feedback' : 'predictions', partition: 0, offset: String(i), key: client, timestamp: now }));
+    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
+    const error = await processor.handle(records, ctx).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeDefined();
+    expect(isRetriable(error)).toBe(true);
+    expect((error as { code: string }).code).toBe('REDIS_UNAVAILABLE');
+    down.disconnect();
   });
 });
