@@ -40,7 +40,7 @@ export interface TrainOptions {
   onEpoch?: (epoch: number, loss: number) => void | Promise<void>;
 }
 
-export const DEFAULT_TRAIN_OPTIONS: TrainOptions = { epochs: 10, batchSize: 512, stepsPerEpoch: 16, learningRate: 0.1, l2: 1e-5, seed: 42 };
+export const DEFAULT_TRAIN_OPTIONS: TrainOptions = { epochs: 10, batchSize: 32, stepsPerEpoch: 16, learningRate: 0.1, l2: 1e-5, seed: 42 };
 
 export interface TrainedLinearModel {
   featureIds: Uint32Array;
