@@ -178,6 +178,7 @@ describe('dashboard in a real headless browser', () => {
     const rows = await page.locator('#clients tbody tr').allInnerTexts();
     expect(rows.find((r) => r.startsWith('acme'))).toContain('v2');
     expect(rows.find((r) => r.startsWith('globex'))).toMatch(/v1[\s\S]*rejected v2/);
+    expect(rows.find((r) => r.startsWith('umbrella'))).toMatch(/rolled back to v1/);
     expect(await page.locator('#detail-title').innerText()).toBe('Client acme');
 
     // The chart: three metric lines over the week's points, and the version markers.

@@ -30,6 +30,7 @@ export interface ClientRow {
   versions: number;
   lastRetrain: { at: number; reason: string; detail: string } | null;
   lastOutcome: { at: number; status: string; version: string; detail: string } | null;
+  lastRollback: { at: number; detail: string } | null;
   quality: QualitySummary;
   openAlerts: string[];
   predictions: number;
@@ -132,6 +133,7 @@ export class DashboardData {
         versions: this.registry?.get(id)?.versions.size ?? 0,
         lastRetrain: s.last_retrain_at ? { at: Number(s.last_retrain_at), reason: s.last_retrain_reason ?? '', detail: s.last_retrain_detail ?? '' } : null,
         lastOutcome: s.last_outcome_at ? { at: Number(s.last_outcome_at), status: s.last_outcome ?? '', version: s.last_outcome_version ?? '', detail: s.last_outcome_detail ?? '' } : null,
+        lastRollback: s.last_rollback_at ? { at: Number(s.last_rollback_at), detail: s.last_rollback_detail ?? '' } : null,
         quality: this.summary(q, biasOf(week!).divergence),
         openAlerts,
         predictions: Number(s.predictions ?? 0),

@@ -71,6 +71,7 @@ const overviewSchema = {
           versions: { type: 'integer' },
           lastRetrain: { type: ['object', 'null'], properties: { at: { type: 'number' }, reason: { type: 'string' }, detail: { type: 'string' } } },
           lastOutcome: { type: ['object', 'null'], properties: { at: { type: 'number' }, status: { type: 'string' }, version: { type: 'string' }, detail: { type: 'string' } } },
+          lastRollback: { type: ['object', 'null'], properties: { at: { type: 'number' }, detail: { type: 'string' } } },
           quality,
           openAlerts: { type: 'array', items: { type: 'string' } },
           predictions: { type: 'integer' },

@@ -69,7 +69,11 @@ function renderClients(overview) {
     const selected = c.clientId === state.selected;
     const button = el('button', { type: 'button', class: 'client', 'data-client': c.clientId, 'aria-pressed': selected ? 'true' : 'false' }, c.clientId);
     button.addEventListener('click', () => select(c.clientId, true));
-    const outcome = c.lastOutcome
+    // A rollback after the last retrain's outcome is what the operator needs to see first.
+    const rolledBack = c.lastRollback && (!c.lastOutcome || c.lastRollback.at >= c.lastOutcome.at);
+    const outcome = rolledBack
+      ? el('span', { title: c.lastRollback.detail }, el('span', { class: 'badge bad' }, 'rolled back'), ` to ${c.live || '?'}`)
+      : c.lastOutcome
       ? el('span', {}, el('span', { class: `badge ${c.lastOutcome.status === 'PUBLISHED' ? 'good' : 'bad'}` }, c.lastOutcome.status.toLowerCase()), ` ${c.lastOutcome.version || ''}`)
       : '–';
     const alerts = c.openAlerts.length ? el('span', {}, ...c.openAlerts.map((a) => el('span', { class: 'badge bad' }, a.replace('_', ' ').toLowerCase()))) : 'none';
