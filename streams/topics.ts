@@ -95,17 +95,27 @@ export async function ensureTopics(
 }
 
 /**
- * A freshly created topic can answer NOT_LEADER for a moment after createTopics returned; a
- * producer that hits it retries the whole batch and duplicates the partitions that had succeeded.
- * Waiting until every partition reports a leader in fresh metadata avoids that.
+ * A freshly created topic can answer NOT_LEADER for a moment after createTopics returned, even once
+ * metadata names a leader (KRaft: the broker has not created the partition's log yet). A producer
+ * that hits it retries the whole batch; admin calls fail outright. Waiting until every partition
+ * answers a ListOffsets request (served by the leader) means the topic is really ready.
  */
-async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 10_000): Promise<void> {
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { topics: meta } = await admin.fetchTopicMetadata({ topics });
-    if (meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
-    if (Date.now() > deadline) return;
-    await new Promise((r) => setTimeout(r, 100));
+  for (const topic of topics) {
+    for (;;) {
+      try {
+        const { topics: meta } = await admin.fetchTopicMetadata({ topics: [topic] });
+        if (meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
+          await admin.fetchTopicOffsets(topic);
+          break;
+        }
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+      }
+      if (Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 
