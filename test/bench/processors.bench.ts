@@ -11,6 +11,8 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { loadConfig } from '../../common/config.ts';
 import { connectStreams, deleteTopics, type AnyEvent, type Streams, type TopicName } from '../../streams/index.ts';
@@ -66,13 +68,25 @@ async function produce(streams: Streams, count: number): Promise<void> {
   await Promise.all([worker(), worker(), worker()]);
 }
 
+let sharedAdmin: ReturnType<Streams['kafka']['admin']> | undefined;
+async function withSharedAdmin<T>(streams: Streams, fn: (admin: NonNullable<typeof sharedAdmin>) => Promise<T>): Promise<T> {
+  if (!sharedAdmin) {
+    sharedAdmin = streams.kafka.admin();
+    await sharedAdmin.connect();
+  }
+  return fn(sharedAdmin);
+}
+
 /** Messages not yet committed by the group on its topics. */
 async function lag(streams: Streams, group: string, topics: readonly TopicName[]): Promise<number> {
-  return streams.withAdmin(async (admin) => {
+  return withSharedAdmin(streams, async (admin) => {
     let total = 0;
-    const committed = await admin.fetchOffsets({ groupId: streams.topics.group(group), topics: topics.map((t) => streams.topics.physical(t)) });
-    for (const t of topics) {
-      const ends = await admin.fetchTopicOffsets(streams.topics.physical(t));
+    const [committed, allEnds] = await Promise.all([
+      admin.fetchOffsets({ groupId: streams.topics.group(group), topics: topics.map((t) => streams.topics.physical(t)) }),
+      Promise.all(topics.map((t) => admin.fetchTopicOffsets(streams.topics.physical(t)))),
+    ]);
+    for (const [i, t] of topics.entries()) {
+      const ends = allEnds[i]!;
       const mine = committed.find((c) => c.topic === streams.topics.physical(t));
       for (const e of ends) {
         const c = BigInt(mine?.partitions.find((p) => p.partition === e.partition)?.offset ?? '-1');
@@ -84,7 +98,8 @@ async function lag(streams: Streams, group: string, topics: readonly TopicName[]
 }
 
 async function totalLag(streams: Streams): Promise<{ features: number; analytics: number }> {
-  return { features: await lag(streams, 'processors.features', FEATURE_TOPICS), analytics: await lag(streams, 'processors.analytics', ANALYTICS_TOPICS) };
+  const [features, analytics] = await Promise.all([lag(streams, 'processors.features', FEATURE_TOPICS), lag(streams, 'processors.analytics', ANALYTICS_TOPICS)]);
+  return { features, analytics };
 }
 
 async function redisCommandsProcessed(): Promise<number> {
@@ -94,7 +109,37 @@ async function redisCommandsProcessed(): Promise<number> {
   return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? 0);
 }
 
+/**
+ * CPU seconds used so far by this process and by the stack's Redis, ClickHouse and Kafka (from
+ * /proc). The stack's servers are shared with other users, so their share is an upper bound.
+ */
+function stackPids(): Record<string, number> {
+  const pids: Record<string, number> = {};
+  const run = path.join(config.home, 'run');
+  for (const name of ['clickhouse', 'kafka']) {
+    try { pids[name] = Number(fs.readFileSync(path.join(run, `${name}.pid`), 'utf8').trim()); } catch { /* not managed by eddy */ }
+  }
+  try {
+    const redis = execFileSync('pgrep', ['-f', 'redis-server.*:6379'], { encoding: 'utf8' }).trim().split('\n')[0];
+    if (redis) pids.redis = Number(redis);
+  } catch { /* not found */ }
+  return pids;
+}
+function cpuSeconds(pids: Record<string, number>): Record<string, number> {
+  const tick = 100; // USER_HZ on Linux
+  const out: Record<string, number> = { node: (process.cpuUsage().user + process.cpuUsage().system) / 1e6 };
+  for (const [name, pid] of Object.entries(pids)) {
+    try {
+      const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      out[name] = (Number(fields[11]) + Number(fields[12])) / tick;
+    } catch { /* gone */ }
+  }
+  return out;
+}
+const pids = stackPids();
+
 const rows: string[][] = [];
+const loadBefore = os.loadavg().map((x) => x.toFixed(1)).join(' ');
 const say = (s: string) => process.stderr.write(s + '\n');
 const streams = await connectStreams(config, 'bench-processors');
 let procs: RunningProcessors | undefined;
@@ -102,25 +147,45 @@ try {
   // ---- phase 1: drain a backlog
   say(`producing a backlog of ${N} events…`);
   await produce(streams, N);
+  // What the shared servers burn without us (other engineers' work), to estimate our net cost.
+  const idleA = cpuSeconds(pids);
+  await new Promise((r) => setTimeout(r, 5000));
+  const idleB = cpuSeconds(pids);
+  const background = Object.fromEntries(Object.keys(idleB).filter((k) => k !== 'node').map((k) => [k, ((idleB[k] ?? 0) - (idleA[k] ?? 0)) / 5]));
   const redisBefore = await redisCommandsProcessed();
+  const cpuBefore = cpuSeconds(pids);
   const t0 = performance.now();
   procs = await startProcessors(config, { only: ['features', 'analytics'] });
   let maxLag = 0;
+  const drainLags: number[] = [];
   for (;;) {
     const l = await totalLag(streams);
+    drainLags.push(Math.max(l.features, l.analytics));
     maxLag = Math.max(maxLag, l.features, l.analytics);
     if (l.features === 0 && l.analytics === 0) break;
     await new Promise((r) => setTimeout(r, 200));
   }
   const drainMs = performance.now() - t0;
   const redisDelta = (await redisCommandsProcessed()) - redisBefore;
+  const cpuAfter = cpuSeconds(pids);
+  const cpu = Object.fromEntries(Object.keys(cpuAfter).map((k) => [k, (cpuAfter[k] ?? 0) - (cpuBefore[k] ?? 0)]));
+  const cpuTotal = Object.values(cpu).reduce((a, b) => a + b, 0);
+  const cpuNote = Object.entries(cpu).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+  const net = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, Math.max(0, v - (background[k] ?? 0) * (drainMs / 1000))]));
+  const netTotal = Object.values(net).reduce((a, b) => a + b, 0);
+  const netNote = Object.entries(net).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+  const bgNote = Object.entries(background).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ');
   const featureEvents = procs.features!.stats.events;
   const analyticsEvents = Math.round(N * 0.3); // predictions + feedback (labels: none in this mix)
   const perEvent = procs.features!.stats.redisCommands / featureEvents;
   const rowsPerInsert = procs.inserter.stats.rows / Math.max(1, procs.inserter.stats.inserts);
-  say(`drain: ${N} events in ${(drainMs / 1000).toFixed(1)} s`);
+  say(`drain: ${N} events in ${(drainMs / 1000).toFixed(1)} s; CPU s: ${cpuNote}`);
+  rows.push(['CPU cost of the drain (this process + the stack servers, from /proc)', N.toLocaleString('en-US'), cpuTotal.toFixed(1) + ' CPU-s', Math.round(N / cpuTotal).toLocaleString('en-US') + ' per CPU-s',
+    `CPU seconds: ${cpuNote} (the servers are shared: their share is an upper bound). Two idle cores would give ~${Math.round((2 * N) / cpuTotal).toLocaleString('en-US')} events/s`]);
+  rows.push(['same, net of the background load measured just before (5 s)', N.toLocaleString('en-US'), netTotal.toFixed(1) + ' CPU-s', Math.round(N / netTotal).toLocaleString('en-US') + ' per CPU-s',
+    `background CPU/s: ${bgNote}; net CPU seconds: ${netNote}. Two idle cores would give ~${Math.round((2 * N) / netTotal).toLocaleString('en-US')} events/s (an estimate: the background varies)`]);
   rows.push(['drain a backlog (features + analytics, group join included)', N.toLocaleString('en-US'), (drainMs / 1000).toFixed(2), Math.round(N / (drainMs / 1000)).toLocaleString('en-US'),
-    `feature events ${featureEvents}, analytics events ${analyticsEvents}; ${perEvent.toFixed(3)} Redis round-trip commands/event (EVALSHA + 1 SADD per call); ${(redisDelta / featureEvents).toFixed(1)} Redis commands/event incl. those inside Lua (INFO delta, shared Redis: includes others' traffic); ${rowsPerInsert.toFixed(0)} rows/insert (${procs.inserter.stats.inserts} inserts)`]);
+    `lag (${drainLags.length} samples) fell from ${maxLag} to 0; feature events ${featureEvents}, analytics events ${analyticsEvents}; ${perEvent.toFixed(3)} Redis round-trip commands/event (EVALSHA + 1 SADD per call); ${(redisDelta / featureEvents).toFixed(1)} Redis commands/event incl. those inside Lua (INFO delta, shared Redis: includes others' traffic); ${rowsPerInsert.toFixed(0)} rows/insert (${procs.inserter.stats.inserts} inserts)`]);
 
   // ---- phase 2: sustained rate
   say(`sustained: ${RATE} events/s for ${SECONDS} s…`);
@@ -161,9 +226,10 @@ try {
   const ins = procs.inserter.stats.inserts - statsBefore.inserts;
   const rws = procs.inserter.stats.rows - statsBefore.rows;
   rows.push([`sustained: producer at ${RATE.toLocaleString('en-US')}/s target for ${SECONDS} s, same process`, sent.toLocaleString('en-US'), (produceMs / 1000).toFixed(2), Math.round(achieved).toLocaleString('en-US'),
-    `consumer lag sampled every 0.5 s: median ${p50}, max ${maxL} events; caught up ${(drainAfter / 1000).toFixed(1)} s after the producer stopped; ${(rws / Math.max(1, ins)).toFixed(0)} rows/insert`]);
+    `consumer lag (${lags.length} samples, every 0.5 s): median ${p50}, max ${maxL} events; caught up ${(drainAfter / 1000).toFixed(1)} s after the producer stopped; ${(rws / Math.max(1, ins)).toFixed(0)} rows/insert`]);
   say(`sustained: sent ${sent} at ${Math.round(achieved)}/s, lag median ${p50} max ${maxL}, drained in ${(drainAfter / 1000).toFixed(1)} s`);
 } finally {
+  await sharedAdmin?.disconnect();
   await procs?.stop();
   const redis = await connectRedis(config);
   let cursor = '0';
@@ -189,6 +255,7 @@ const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'} (nproc $
 const table = [
   `Command: \`npm run bench:processors\` (BENCH_EVENTS=${N}, BENCH_RATE=${RATE}, BENCH_SECONDS=${SECONDS}, ${config.partitions} partitions) · ${new Date().toISOString()} · ${machine}`,
   'Stack on the same machine: Kafka 4.1.1 (KRaft), Apicurio registry, Redis 7.0, ClickHouse 18.16; producer, both processors and the lag sampler in one Node process. Other engineers were using the same 2 cores during the run.',
+  `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores: anything above 2 means we got a fraction of the machine).`,
   '',
   '| measurement | events | seconds | events/s | notes |',
   '|---|---:|---:|---:|---|',
@@ -197,6 +264,21 @@ const table = [
 console.log(table.join('\n'));
 if (process.argv.includes('--write')) {
   fs.mkdirSync('docs/benchmarks', { recursive: true });
-  fs.writeFileSync('docs/benchmarks/processors.md', `## Processors (features in Redis + analytics in ClickHouse)\n\n${table.join('\n')}\n`);
+  const notes = [
+    '',
+    'How to read it:',
+    '- The target is 20,000 events/s on this 2-core machine. The wall-clock rows are far below it because the machine was',
+    '  shared (see the load average: we got a fraction of 2 cores). The CPU rows are the load-independent view: CPU seconds',
+    '  this process and the stack servers spent on the drain, read from /proc. The servers also serve other engineers, so',
+    '  the gross row overstates our cost and the net row (minus the background rate measured 5 s before) is an estimate.',
+    '- What limits the processors is this Node process (Kafka fetch + Avro decode for two consumer groups, the Redis',
+    '  pipeline, row building and the JSON of the inserts), then Redis: each client\'s events of one handler call are one',
+    '  Lua call (seen-set check per event, entity state read and written once per call, counters folded), so Redis',
+    '  executes a few commands per event inside scripts and receives well under one round-trip command per event.',
+    '- ClickHouse receives thousands of rows per insert (rows of concurrently processed partitions share inserts).',
+    '- Scaling out: more `eddy processors run` processes (the groups split partitions) move the Node limit; Redis Cluster',
+    '  (every key of a client carries the {clientId} hash tag) moves the Redis limit.',
+  ];
+  fs.writeFileSync('docs/benchmarks/processors.md', `## Processors (features in Redis + analytics in ClickHouse)\n\n${table.join('\n')}\n${notes.join('\n')}\n`);
 }
 process.exit(0);
