@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { REALTIME_FEATURES_VERSION } from './realtime.ts';
 
 /**
  * The text featurizer shared by the trainer and the server: pure, deterministic, versioned.
@@ -23,6 +24,11 @@ export interface FeaturizerConfig {
   metadataKeys: string[];
   /** Real-time feature values are clipped to [-clip, clip] (they come from counters and shares). */
   realtimeClip: number;
+  /**
+   * Version of the real-time feature definitions (featurizer/realtime.ts) the model saw: part of
+   * the identity, so a model is never paired with real-time features it was not trained on.
+   */
+  realtimeFeaturesVersion: string;
 }
 
 export const DEFAULT_FEATURIZER_CONFIG: FeaturizerConfig = {
@@ -32,6 +38,7 @@ export const DEFAULT_FEATURIZER_CONFIG: FeaturizerConfig = {
   maxChars: 4000,
   metadataKeys: ['channel', 'requester', 'department', 'source', 'category', 'location'],
   realtimeClip: 10,
+  realtimeFeaturesVersion: REALTIME_FEATURES_VERSION,
 };
 
 export interface FeaturizerIdentity {
