@@ -8,7 +8,7 @@ import type { TopicName } from '../../streams/topics.ts';
 import type { ModelRolledBack, QualityAlert } from '../../schemas/events.ts';
 import { execPipeline, redisError } from '../redis.ts';
 import { monitorMetrics } from './metrics.ts';
-import { biasOf, findDrops, qualityOf, type Drop } from './quality.ts';
+import { addCounters, biasOf, findDrops, qualityOf, type Counters, type Drop } from './quality.ts';
 import {
   ALL_VERSIONS, BASELINE_VERSION, DAY_MS, dayOf, EVENTS_PER_CLIENT, monitorKeys, readWindows, RECENT_EVENTS,
   TREND_POINTS, withMonitorScripts, type MonitorRedis,
@@ -47,6 +47,7 @@ export interface LifecycleEntry {
 const WEEK_DAYS = 7;
 /** Bounds the work one call can cause per client (each evaluation reads ~14 day buckets). */
 const MAX_EVALUATIONS_PER_CALL = 31;
+const EVALUATION_CONCURRENCY = 16;
 const BUCKET_TTL_MS = 35 * DAY_MS;
 
 /** UUID-shaped id derived from what caused an event: a redelivery re-sends the same id, consumers dedupe. */
@@ -153,10 +154,10 @@ export class MonitorProcessor implements EventHandler {
     });
     // One evaluation per client and event-time day touched (the latest judgement of each day), in
     // order: replaying a week of history yields the same daily trend and alerts as living it.
-    for (const [clientId, days] of judged) {
-      const points = [...days.values()].sort((a, b) => a.at - b.at).slice(-MAX_EVALUATIONS_PER_CALL);
-      for (const j of points) await this.evaluate(clientId, j.at, j.eventId, logger);
-    }
+    // Clients are independent: a few at a time keeps Redis round trips overlapping.
+    const work = [...judged].map(([clientId, days]) => () =>
+      this.evaluateClient(clientId, [...days.values()].sort((a, b) => a.at - b.at).slice(-MAX_EVALUATIONS_PER_CALL), logger));
+    for (let i = 0; i < work.length; i += EVALUATION_CONCURRENCY) await Promise.all(work.slice(i, i + EVALUATION_CONCURRENCY).map((f) => f()));
   }
 
   /** Lifecycle events: summary fields, history lists, metrics. Applied once per eventId. */
@@ -260,80 +261,101 @@ export class MonitorProcessor implements EventHandler {
     logger.debug({ clientId, event: ev.name, title }, 'lifecycle event');
   }
 
-  /** Evaluates one client at event time `now` (the latest judgement); emits alerts/rollback; saves the episode state. */
-  private async evaluate(clientId: string, now: number, causeId: string, logger: Logger): Promise<void> {
+  /**
+   * Evaluates one client at each of `points` (event time, in order): the day buckets the windows
+   * need are read once, the windows are summed in memory, the episode state advances point by
+   * point, and alerts, the rollback, trend points and state are written once at the end.
+   */
+  private async evaluateClient(clientId: string, points: Array<{ at: number; eventId: string }>, logger: Logger): Promise<void> {
     const p = this.opts.keyPrefix;
     const o = this.opts;
     const summaryKey = monitorKeys.summary(p, clientId);
     const s = await this.redis.hgetall(summaryKey).catch((err: unknown) => { throw wrap(err, 'reading monitor summary'); });
-    const today = dayOf(now);
-    const windows = [
-      { version: ALL_VERSIONS, fromDay: today - WEEK_DAYS + 1, toDay: today },
-      { version: ALL_VERSIONS, fromDay: today - 2 * WEEK_DAYS + 1, toDay: today - WEEK_DAYS },
-    ];
-    const fresh = o.autoRollback && s.fresh && s.fresh_prev && s.live === s.fresh ? { version: s.fresh, previous: s.fresh_prev, since: Number(s.fresh_since) } : undefined;
-    if (fresh) {
-      windows.push({ version: fresh.version, fromDay: Math.max(dayOf(fresh.since), today - 2 * WEEK_DAYS + 1), toDay: today });
-      windows.push({ version: fresh.previous, fromDay: today - 2 * WEEK_DAYS + 1, toDay: today });
-    }
-    const [cur, prev, freshC, prevC] = await readWindows(this.redis, p, clientId, windows);
-    const current = qualityOf(cur!);
-    const previous = qualityOf(prev!);
+    const lo = dayOf(points[0]!.at) - 2 * WEEK_DAYS + 1;
+    const hi = dayOf(points[points.length - 1]!.at);
+    let fresh = o.autoRollback && s.fresh && s.fresh_prev && s.live === s.fresh ? { version: s.fresh, previous: s.fresh_prev, since: Number(s.fresh_since) } : undefined;
+    const versions = fresh ? [ALL_VERSIONS, fresh.version, fresh.previous] : [ALL_VERSIONS];
+    const windows = versions.flatMap((version) => Array.from({ length: hi - lo + 1 }, (_, i) => ({ version, fromDay: lo + i, toDay: lo + i })));
+    const daily = await readWindows(this.redis, p, clientId, windows);
+    const span = hi - lo + 1;
+    /** Counters of `version` summed over days [from, to], from the buckets read above. */
+    const sum = (version: string, from: number, to: number): Counters => {
+      const v = versions.indexOf(version);
+      const total: Counters = {};
+      for (let d = Math.max(from, lo); d <= Math.min(to, hi); d++) addCounters(total, daily[v * span + (d - lo)]!);
+      return total;
+    };
     const out: AnyEvent[] = [];
     const fields: Record<string, string> = {};
+    const trend: Array<{ minute: number; json: string }> = [];
     const live = s.live || null;
+    let last: { current: ReturnType<typeof qualityOf>; bias: number } | undefined;
 
-    // --- quality drop: one alert per episode ---
-    const drops = findDrops(current, previous, { dropPct: o.dropPct, minSupport: o.minSupport });
-    if (!s.drop && drops.length > 0) {
-      const d = drops[0]!;
-      out.push({ name: 'QualityAlert', value: dropAlert(clientId, now, d, live, derivedId(clientId, 'drop', causeId)) });
-      fields.drop = JSON.stringify({ at: now, metric: d.metric, label: d.label, dropPercent: d.dropPercent, also: drops.length - 1 });
-    } else if (s.drop && findDrops(current, previous, { dropPct: o.dropPct / 2, minSupport: o.minSupport }).length === 0) {
-      fields.drop = '';
-      logger.info({ clientId }, 'quality recovered; drop episode closed');
-    }
+    for (const { at: now, eventId: causeId } of points) {
+      const today = dayOf(now);
+      const cur = sum(ALL_VERSIONS, today - WEEK_DAYS + 1, today);
+      const current = qualityOf(cur);
+      const previous = qualityOf(sum(ALL_VERSIONS, today - 2 * WEEK_DAYS + 1, today - WEEK_DAYS));
 
-    // --- prediction bias ---
-    const bias = biasOf(cur!);
-    if (!s.bias && bias.support >= o.minSupport && bias.divergence > o.biasThreshold) {
-      const alert: QualityAlert = {
-        eventId: derivedId(clientId, 'bias', causeId), clientId, occurredAt: now, kind: 'PREDICTION_BIAS', metric: 'jensen_shannon',
-        label: bias.overPredicted, modelVersion: live, currentValue: bias.divergence, previousValue: o.biasThreshold,
-        dropPercent: (100 * (bias.divergence - o.biasThreshold)) / o.biasThreshold, support: bias.support, window: '7d',
-      };
-      out.push({ name: 'QualityAlert', value: alert });
-      fields.bias = JSON.stringify({ at: now, divergence: bias.divergence, overPredicted: bias.overPredicted });
-    } else if (s.bias && (bias.support < o.minSupport || bias.divergence < 0.8 * o.biasThreshold)) {
-      fields.bias = '';
-    }
-
-    // --- automatic rollback of a fresh version clearly worse than its predecessor ---
-    if (fresh) {
-      const nq = qualityOf(freshC!);
-      const pq = qualityOf(prevC!);
-      if (nq.support >= o.rollbackMinSupport && pq.support >= o.rollbackMinSupport) {
-        const dropPercent = pq.accuracy > 0 ? (100 * (pq.accuracy - nq.accuracy)) / pq.accuracy : 0;
-        if (dropPercent > o.rollbackDropPct) {
-          const reason = `automatic: ${fresh.version} kept ${pct(100 * nq.accuracy)} of ${nq.support} judged predictions, ${fresh.previous} kept ${pct(100 * pq.accuracy)} of ${pq.support} (accuracy -${pct(dropPercent)}, threshold ${pct(o.rollbackDropPct)}; macro-F1 ${f3(nq.f1)} vs ${f3(pq.f1)})`;
-          const rollback: ModelRolledBack = {
-            eventId: derivedId(clientId, 'rollback', fresh.version), clientId, occurredAt: now,
-            fromVersion: fresh.version, toVersion: fresh.previous, actor: 'monitor', reason,
-          };
-          const alert: QualityAlert = {
-            eventId: derivedId(clientId, 'regression', fresh.version), clientId, occurredAt: now, kind: 'MODEL_REGRESSION', metric: 'accuracy',
-            label: null, modelVersion: fresh.version, currentValue: nq.accuracy, previousValue: pq.accuracy, dropPercent, support: nq.support,
-            window: 'since-publish',
-          };
-          out.push({ name: 'ModelRolledBack', value: rollback }, { name: 'QualityAlert', value: alert });
-          monitorMetrics.rollbacks().inc();
-          logger.warn({ clientId, from: fresh.version, to: fresh.previous, reason }, 'rolling back a version worse than its predecessor');
-        } else {
-          logger.info({ clientId, version: fresh.version, accuracy: nq.accuracy, previous: pq.accuracy }, 'fresh version holds up on live feedback; kept');
-        }
-        fields.fresh = '';
-        fields.fresh_decision = JSON.stringify({ version: fresh.version, at: now, accuracy: nq.accuracy, previousAccuracy: pq.accuracy, support: nq.support, rolledBack: dropPercent > o.rollbackDropPct });
+      // --- quality drop: one alert per episode ---
+      const drops = findDrops(current, previous, { dropPct: o.dropPct, minSupport: o.minSupport });
+      if (!s.drop && drops.length > 0) {
+        const d = drops[0]!;
+        out.push({ name: 'QualityAlert', value: dropAlert(clientId, now, d, live, derivedId(clientId, 'drop', causeId)) });
+        s.drop = fields.drop = JSON.stringify({ at: now, metric: d.metric, label: d.label, dropPercent: d.dropPercent, also: drops.length - 1 });
+      } else if (s.drop && findDrops(current, previous, { dropPct: o.dropPct / 2, minSupport: o.minSupport }).length === 0) {
+        s.drop = fields.drop = '';
+        logger.info({ clientId }, 'quality recovered; drop episode closed');
       }
+
+      // --- prediction bias ---
+      const bias = biasOf(cur);
+      if (!s.bias && bias.support >= o.minSupport && bias.divergence > o.biasThreshold) {
+        const alert: QualityAlert = {
+          eventId: derivedId(clientId, 'bias', causeId), clientId, occurredAt: now, kind: 'PREDICTION_BIAS', metric: 'jensen_shannon',
+          label: bias.overPredicted, modelVersion: live, currentValue: bias.divergence, previousValue: o.biasThreshold,
+          dropPercent: (100 * (bias.divergence - o.biasThreshold)) / o.biasThreshold, support: bias.support, window: '7d',
+        };
+        out.push({ name: 'QualityAlert', value: alert });
+        s.bias = fields.bias = JSON.stringify({ at: now, divergence: bias.divergence, overPredicted: bias.overPredicted });
+      } else if (s.bias && (bias.support < o.minSupport || bias.divergence < 0.8 * o.biasThreshold)) {
+        s.bias = fields.bias = '';
+      }
+
+      // --- automatic rollback of a fresh version clearly worse than its predecessor ---
+      if (fresh) {
+        const nq = qualityOf(sum(fresh.version, Math.max(dayOf(fresh.since), today - 2 * WEEK_DAYS + 1), today));
+        const pq = qualityOf(sum(fresh.previous, today - 2 * WEEK_DAYS + 1, today));
+        if (nq.support >= o.rollbackMinSupport && pq.support >= o.rollbackMinSupport) {
+          const dropPercent = pq.accuracy > 0 ? (100 * (pq.accuracy - nq.accuracy)) / pq.accuracy : 0;
+          if (dropPercent > o.rollbackDropPct) {
+            const reason = `automatic: ${fresh.version} kept ${pct(100 * nq.accuracy)} of ${nq.support} judged predictions, ${fresh.previous} kept ${pct(100 * pq.accuracy)} of ${pq.support} (accuracy -${pct(dropPercent)}, threshold ${pct(o.rollbackDropPct)}; macro-F1 ${f3(nq.f1)} vs ${f3(pq.f1)})`;
+            const rollback: ModelRolledBack = {
+              eventId: derivedId(clientId, 'rollback', fresh.version), clientId, occurredAt: now,
+              fromVersion: fresh.version, toVersion: fresh.previous, actor: 'monitor', reason,
+            };
+            const alert: QualityAlert = {
+              eventId: derivedId(clientId, 'regression', fresh.version), clientId, occurredAt: now, kind: 'MODEL_REGRESSION', metric: 'accuracy',
+              label: null, modelVersion: fresh.version, currentValue: nq.accuracy, previousValue: pq.accuracy, dropPercent, support: nq.support,
+              window: 'since-publish',
+            };
+            out.push({ name: 'ModelRolledBack', value: rollback }, { name: 'QualityAlert', value: alert });
+            monitorMetrics.rollbacks().inc();
+            logger.warn({ clientId, from: fresh.version, to: fresh.previous, reason }, 'rolling back a version worse than its predecessor');
+          } else {
+            logger.info({ clientId, version: fresh.version, accuracy: nq.accuracy, previous: pq.accuracy }, 'fresh version holds up on live feedback; kept');
+          }
+          fields.fresh = '';
+          fields.fresh_decision = JSON.stringify({ version: fresh.version, at: now, accuracy: nq.accuracy, previousAccuracy: pq.accuracy, support: nq.support, rolledBack: dropPercent > o.rollbackDropPct });
+          fresh = undefined; // decided once
+        }
+      }
+
+      trend.push({
+        minute: Math.floor(now / 60_000) * 60_000,
+        json: JSON.stringify({ t: now, precision: current.precision, recall: current.recall, f1: current.f1, accuracy: current.accuracy, support: current.support, bias: bias.divergence, version: live }),
+      });
+      last = { current, bias: bias.divergence };
     }
 
     // At-least-once: send first, then remember; a crash in between re-sends the same derived ids.
@@ -343,24 +365,15 @@ export class MonitorProcessor implements EventHandler {
       monitorMetrics.alerts().inc({ kind: e.value.kind });
       logger.warn({ clientId, alert: alertTitle(e.value) }, 'quality alert');
     }
-    const g = monitorMetrics.quality();
-    g.set({ client_id: clientId, metric: 'precision' }, current.precision);
-    g.set({ client_id: clientId, metric: 'recall' }, current.recall);
-    g.set({ client_id: clientId, metric: 'f1' }, current.f1);
-    g.set({ client_id: clientId, metric: 'accuracy' }, current.accuracy);
-    monitorMetrics.bias().set({ client_id: clientId }, bias.divergence);
-
-    const minute = Math.floor(now / 60_000) * 60_000;
-    const point = JSON.stringify({
-      t: now, precision: current.precision, recall: current.recall, f1: current.f1, accuracy: current.accuracy,
-      support: current.support, bias: bias.divergence, version: live,
-    });
+    if (last) {
+      const g = monitorMetrics.quality();
+      for (const m of ['precision', 'recall', 'f1', 'accuracy'] as const) g.set({ client_id: clientId, metric: m }, last.current[m]);
+      monitorMetrics.bias().set({ client_id: clientId }, last.bias);
+    }
     const trendKey = monitorKeys.trend(p, clientId);
-    const save = this.redis.pipeline()
-      .zremrangebyscore(trendKey, minute, minute + 59_999)
-      .zadd(trendKey, minute, point)
-      .zremrangebyrank(trendKey, 0, -(TREND_POINTS + 1))
-      .pexpire(trendKey, BUCKET_TTL_MS);
+    const save = this.redis.pipeline();
+    for (const t of trend) save.zremrangebyscore(trendKey, t.minute, t.minute + 59_999).zadd(trendKey, t.minute, t.json);
+    save.zremrangebyrank(trendKey, 0, -(TREND_POINTS + 1)).pexpire(trendKey, BUCKET_TTL_MS);
     if (Object.keys(fields).length > 0) save.hset(summaryKey, fields);
     await execPipeline(save, 'saving monitor state');
   }

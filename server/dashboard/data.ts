@@ -118,12 +118,14 @@ export class DashboardData {
     const pipeline = this.redis.pipeline();
     for (const id of ids) pipeline.hgetall(monitorKeys.summary(p, id));
     const summaries = ((await run('reading client summaries', () => pipeline.exec())) ?? []).map(([, v]) => (v ?? {}) as Record<string, string>);
+    // Concurrent reads share the one connection: Redis sees them back to back, like a pipeline.
+    const weeks = await run('reading quality', () => Promise.all(ids.map((id) => readWindows(this.redis, p, id, [{ version: ALL_VERSIONS, fromDay: today - WEEK + 1, toDay: today }]))));
     const clients: ClientRow[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       const s = summaries[i] ?? {};
-      const [week] = await run('reading quality', () => readWindows(this.redis, p, id, [{ version: ALL_VERSIONS, fromDay: today - WEEK + 1, toDay: today }]));
-      const q = qualityOf(week!);
+      const week = weeks[i]![0]!;
+      const q = qualityOf(week);
       const { live, source } = this.live(id, s.live);
       const openAlerts: string[] = [];
       if (s.drop) openAlerts.push('QUALITY_DROP');
@@ -134,7 +136,7 @@ export class DashboardData {
         lastRetrain: s.last_retrain_at ? { at: Number(s.last_retrain_at), reason: s.last_retrain_reason ?? '', detail: s.last_retrain_detail ?? '' } : null,
         lastOutcome: s.last_outcome_at ? { at: Number(s.last_outcome_at), status: s.last_outcome ?? '', version: s.last_outcome_version ?? '', detail: s.last_outcome_detail ?? '' } : null,
         lastRollback: s.last_rollback_at ? { at: Number(s.last_rollback_at), detail: s.last_rollback_detail ?? '' } : null,
-        quality: this.summary(q, biasOf(week!).divergence),
+        quality: this.summary(q, biasOf(week).divergence),
         openAlerts,
         predictions: Number(s.predictions ?? 0),
         feedback: Number(s.feedback ?? 0),
