@@ -7,6 +7,7 @@ import { ANALYTICS_TABLE_NAMES, analyticsDdl, migrateAnalytics } from '../proces
 import { ANALYTICS_TOPICS } from '../processors/analytics/processor.ts';
 import type { AnyEvent } from '../streams/index.ts';
 import { caughtUp, count, deleteRedisPrefix, dropDatabase, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
+import { testStreamsRetrying } from './processors-support.ts';
 
 const config = testConfig();
 let streams: Awaited<ReturnType<typeof testStreams>>;
@@ -58,7 +59,7 @@ const expected: Record<string, number> = {
 };
 
 beforeAll(async () => {
-  streams = await testStreams(config);
+  streams = await testStreamsRetrying(config);
   procs = await startProcessors(config, { only: ['features', 'analytics'], waitForAssignment: true });
 });
 

@@ -8,6 +8,7 @@ import type { AnyEvent } from '../streams/index.ts';
 import {
   caughtUp, committedOffsets, count, counterValue, example, labelAdded, prediction, privateClickHouse, privateRedis, tableRows, type PrivateServer,
 } from './processors-support.ts';
+import { testStreamsRetrying } from './processors-support.ts';
 
 // Private Redis and ClickHouse processes (the shared stack must keep running for everyone else).
 let redisServer: PrivateServer;
@@ -22,7 +23,7 @@ beforeAll(async () => {
   chServer = await privateClickHouse();
   await Promise.all([redisServer.start(), chServer.start()]);
   config = testConfig({ EDDY_REDIS_URL: redisServer.url, EDDY_CLICKHOUSE_URL: chServer.url });
-  streams = await testStreams(config);
+  streams = await testStreamsRetrying(config);
 }, 120_000);
 
 afterAll(async () => {

@@ -5,6 +5,7 @@ import { featureKeys } from '../processors/features/state.ts';
 import { readRealtimeFeatures } from '../featurizer/realtime.ts';
 import { FEATURE_TOPICS } from '../processors/features/processor.ts';
 import { caughtUp, count, deleteRedisPrefix, dropDatabase, dumpRedis, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
+import { testStreamsRetrying } from './processors-support.ts';
 
 const config = testConfig();
 let streams: Awaited<ReturnType<typeof testStreams>>;
@@ -14,7 +15,7 @@ const db = config.clickhouseDatabase;
 const p = config.redisPrefix;
 
 beforeAll(async () => {
-  streams = await testStreams(config);
+  streams = await testStreamsRetrying(config);
   procs = await startProcessors(config, { only: ['features', 'analytics'], waitForAssignment: true });
 });
 

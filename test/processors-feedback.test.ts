@@ -4,6 +4,7 @@ import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { exampleEventIdFor } from '../processors/feedback/processor.ts';
 import { metricsRegistry } from '../common/metrics.ts';
 import { deleteRedisPrefix, dropDatabase, feedback, prediction, tableRows } from './processors-support.ts';
+import { testStreamsRetrying } from './processors-support.ts';
 
 const config = testConfig({ EDDY_FEEDBACK_MAX_WAITS: '5' });
 let streams: Awaited<ReturnType<typeof testStreams>>;
@@ -12,7 +13,7 @@ const db = config.clickhouseDatabase;
 const c = 'globex';
 
 beforeAll(async () => {
-  streams = await testStreams(config);
+  streams = await testStreamsRetrying(config);
   procs = await startProcessors(config, { only: ['features', 'analytics', 'feedback'], waitForAssignment: true });
 });
 

@@ -3,6 +3,8 @@ import type { Redis } from 'ioredis';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { identifier } from '../processors/analytics/clickhouse.ts';
 import type { Streams, TopicName } from '../streams/index.ts';
+import type { EddyConfig } from '../common/config.ts';
+import { testStreams } from './helpers.ts';
 import type { LabeledExample, LabelSetChanged, PredictionFeedback, PredictionMade } from '../schemas/events.ts';
 
 /** Shared by the processors' tests: event builders, state dumps, cleanup. */
@@ -238,4 +240,20 @@ export async function committedOffsets(streams: Streams, logicalGroup: string, t
     const [t] = await admin.fetchOffsets({ groupId: streams.topics.group(logicalGroup), topics: [streams.topics.physical(topic)] });
     return Object.fromEntries((t?.partitions ?? []).map((p) => [p.partition, p.offset]));
   });
+}
+
+/**
+ * testStreams, retried: on a loaded machine, topic creation sometimes fails with "This server does
+ * not host this topic-partition" while leaders are still being elected (seen in streams/topics.ts
+ * ensureTopics via createTopics waitForLeaders). A second attempt finds the topics and goes on.
+ */
+export async function testStreamsRetrying(config: EddyConfig): Promise<Awaited<ReturnType<typeof testStreams>>> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await testStreams(config);
+    } catch (err) {
+      if (attempt >= 4) throw err;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
 }

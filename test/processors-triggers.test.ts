@@ -7,6 +7,7 @@ import { TRIGGER_TOPICS } from '../processors/triggers/processor.ts';
 import type { EventRecord } from '../streams/index.ts';
 import type { ModelPublished, RetrainRequested } from '../schemas/events.ts';
 import { caughtUp, deleteRedisPrefix, example, labelAdded } from './processors-support.ts';
+import { testStreamsRetrying } from './processors-support.ts';
 
 const trigger = { minExamples: 4, minLabels: 2, newExamples: 3, growth: 100, cooldownMs: 0, outstandingTimeoutMs: 3_600_000, staleMs: 30 * 86_400_000 };
 
@@ -48,7 +49,7 @@ const requests: RetrainRequested[] = [];
 const c = 'initech';
 
 beforeAll(async () => {
-  streams = await testStreams(config);
+  streams = await testStreamsRetrying(config);
   const reader = streams.consumer({
     group: 'test-reader', topics: ['retrain-requests'],
     handler: { async handle(records: EventRecord[]) { for (const r of records) if (r.event.name === 'RetrainRequested') requests.push(r.event.value); } },

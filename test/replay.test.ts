@@ -10,13 +10,14 @@ import { createClickHouse } from '../processors/analytics/clickhouse.ts';
 import { connectRedis } from '../processors/redis.ts';
 import type { AnyEvent } from '../streams/index.ts';
 import { caughtUp, deleteRedisPrefix, dropDatabase, dumpRedis, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
+import { testStreamsRetrying } from './processors-support.ts';
 
 const config = testConfig();
 let streams: Awaited<ReturnType<typeof testStreams>>;
 let live: RunningProcessors | undefined;
 
 beforeAll(async () => {
-  streams = await testStreams(config);
+  streams = await testStreamsRetrying(config);
 });
 
 afterAll(async () => {
