@@ -16,6 +16,7 @@ import { EddyError } from '../common/errors.ts';
  */
 
 export const EDDY_BIN = fileURLToPath(new URL('../bin/eddy.mjs', import.meta.url));
+const PARENT_WATCHDOG = fileURLToPath(new URL('./parent-watchdog.mjs', import.meta.url));
 
 export interface ComponentSpec {
   /** Short name for logs and the summary (e.g. "server-1"). */
@@ -50,15 +51,21 @@ export function cliHasCommand(name: string): boolean {
 }
 
 /** The standard platform: processors (incl. monitor), the trainer's retrain consumer, servers. */
-export function platformComponents(opts: { serverPorts: number[]; serverHost?: string }): ComponentSpec[] {
+export function platformComponents(opts: {
+  serverPorts: number[];
+  serverHost?: string;
+  /** True once the named consumer group (logical name) has members: a consumer is really working. */
+  groupReady?: (group: string) => Promise<boolean>;
+}): ComponentSpec[] {
   const host = opts.serverHost ?? '127.0.0.1';
+  const joined = (group: string) => (opts.groupReady ? () => opts.groupReady!(group) : undefined);
   // The retrain consumer through the CLI once it has a command for it; until then the same code
   // (trainer/consumer.ts startTrainer) from a small launcher.
   const trainer: ComponentSpec = cliHasCommand('trainer')
-    ? { name: 'trainer', args: ['trainer', 'run'] }
-    : { name: 'trainer', args: [], script: ['--import', 'tsx', fileURLToPath(new URL('./trainer-process.ts', import.meta.url))] };
+    ? { name: 'trainer', args: ['trainer', 'run'], ready: joined('trainer') }
+    : { name: 'trainer', args: [], script: ['--import', 'tsx', fileURLToPath(new URL('./trainer-process.ts', import.meta.url))], ready: joined('trainer') };
   return [
-    { name: 'processors', args: ['processors', 'run'] },
+    { name: 'processors', args: ['processors', 'run'], ready: joined('processors.triggers') },
     trainer,
     ...opts.serverPorts.map((port, i) => ({
       name: opts.serverPorts.length > 1 ? `server-${i + 1}` : 'server',
@@ -78,7 +85,8 @@ export class Platform {
 
   constructor(private readonly env: Record<string, string>, readonly logDir: string) {
     fs.mkdirSync(logDir, { recursive: true });
-    // Last resort against orphans: whatever still runs when this process exits is killed.
+    // Against orphans: whatever still runs when this process exits is killed; and if this process
+    // is killed outright, each component's parent watchdog stops it.
     process.on('exit', this.onExit);
   }
 
@@ -86,14 +94,15 @@ export class Platform {
   async start(specs: ComponentSpec[], timeoutMs = 120_000): Promise<void> {
     for (const spec of specs) this.spawn(spec);
     const deadline = Date.now() + timeoutMs;
-    const minimumAliveMs = 3000;
+    // Without a readiness probe, a component counts as started once it stayed up this long.
+    const minimumAliveMs = 10_000;
     const startedAt = Date.now();
     for (const c of this.components) {
       for (;;) {
         if (c.exited) {
           throw new EddyError('PLATFORM_START_FAILED', `${c.spec.name} (${describe(c.spec)}) exited with ${c.exited.code ?? c.exited.signal} during start-up; last log lines:\n${tail(c.logFile, 15)}`);
         }
-        const ready = c.spec.ready ? await c.spec.ready() : Date.now() - startedAt >= minimumAliveMs;
+        const ready = c.spec.ready ? await c.spec.ready().catch(() => false) : Date.now() - startedAt >= minimumAliveMs;
         if (ready) break;
         if (Date.now() > deadline) throw new EddyError('PLATFORM_START_FAILED', `${c.spec.name} was not ready after ${timeoutMs / 1000} s; see ${c.logFile}`);
         await new Promise((r) => setTimeout(r, 250));
@@ -126,9 +135,10 @@ export class Platform {
   private spawn(spec: ComponentSpec): void {
     const logFile = path.join(this.logDir, `${spec.name}.log`);
     const log = fs.openSync(logFile, 'a');
-    const child = spawn(process.execPath, spec.script ?? [EDDY_BIN, ...spec.args], {
+    const child = spawn(process.execPath, ['--import', PARENT_WATCHDOG, ...(spec.script ?? [EDDY_BIN, ...spec.args])], {
       env: { ...process.env, ...this.env, ...spec.env },
-      stdio: ['ignore', log, log],
+      // The IPC channel is how a component notices that we died (simulator/parent-watchdog.mjs).
+      stdio: ['ignore', log, log, 'ipc'],
       // Own process group: a terminal Ctrl-C reaches only the demo, which then stops the
       // components in order; and the whole group can be signalled, grandchildren included.
       detached: true,

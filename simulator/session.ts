@@ -122,7 +122,11 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
     if (!opts.keep) await deleteNamespace(config, streams).catch((err: unknown) => logger.warn({ err: String(err) }, 'cleanup incomplete'));
   };
   try {
-    await platform.start(platformComponents({ serverPorts: ports }).filter((c) => !opts.omitComponents?.includes(c.name)));
+    const groupReady = (group: string) => streams.withAdmin(async (admin) => {
+      const { groups } = await admin.describeGroups([streams.topics.group(group)]);
+      return groups.some((g) => g.state === 'Stable' && g.members.length > 0);
+    });
+    await platform.start(platformComponents({ serverPorts: ports, groupReady }).filter((c) => !opts.omitComponents?.includes(c.name)));
   } catch (err) {
     await platform.stop(5000);
     await cleanup();

@@ -27,12 +27,13 @@ describe('demo story (simulator against the real platform)', () => {
     await session?.stop();
   }, 120_000);
 
-  const step = (name: StoryStepName, clientId: string) =>
-    waitFor(`story step ${name} of ${clientId} (component logs: ${session.platform.logDir})`, () => {
-      const crashed = session.platform.crashed();
-      if (crashed.length) throw new Error(`components exited: ${crashed.map((c) => c.spec.name).join(', ')}`);
-      return session.simulator!.hasStep(name, clientId);
-    }, STORY_TIMEOUT_MS, 500);
+  const step = async (name: StoryStepName, clientId: string) => {
+    const found = await waitFor(`story step ${name} of ${clientId} (component logs: ${session.platform.logDir})`,
+      () => (session.platform.crashed().length ? 'crashed' : session.simulator!.hasStep(name, clientId)), STORY_TIMEOUT_MS, 500);
+    // A component that died fails the test at once (waitFor would only see a missing step).
+    if (found === 'crashed') throw new Error(`components exited: ${session.platform.crashed().map((c) => `${c.spec.name} (${c.exited?.code ?? c.exited?.signal})`).join(', ')}; logs in ${session.platform.logDir}`);
+    return found;
+  };
 
   it('creates a model for every client, including the one that signs up mid-run', async () => {
     const served = await step('NEW_CLIENT_SERVED', 'umbrella');
