@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
-import { TRIGGER_TOPICS } from '../processors/triggers/processor.ts';
+import { readClientCounts, TRIGGER_TOPICS } from '../processors/triggers/processor.ts';
 import type { EventRecord } from '../streams/index.ts';
 import type { ModelPublished, RetrainRequested } from '../schemas/events.ts';
 import { caughtUp, deleteRedisPrefix, example, labelAdded } from './processors-support.ts';
@@ -101,6 +101,8 @@ describe('trigger processor', () => {
     await waitFor('NEW_DATA', () => requests.length === 2);
     expect(requests[1]).toMatchObject({ reason: 'NEW_DATA' });
     expect(requests[1]!.detail).toMatch(/5 new examples/);
+    // v1 was trained on the 4 examples there were at the first request: 5 arrived since.
+    expect(await readClientCounts(procs.redis, config.redisPrefix, c)).toMatchObject({ sinceLastModel: 5, lastModelVersion: 'v1' });
 
     // Rejected: no longer outstanding. A label change triggers LABELS_CHANGED.
     await streams.producer.send('ModelRejected', {

@@ -11,6 +11,8 @@ export interface ClientTriggerState {
   labelCounts: Record<string, number>;
   /** `examples` when the last request was made (or when a model appeared without our request). */
   baselineExamples: number;
+  /** `examples` when the data of the live model was cut: the baseline of the request it answered. */
+  examplesAtLastModel: number;
   lastModelVersion: string | null;
   lastModelAt: number | null;
   lastRequestAt: number | null;
@@ -24,7 +26,7 @@ export interface ClientTriggerState {
 
 export function emptyTriggerState(): ClientTriggerState {
   return {
-    examples: 0, labelCounts: {}, baselineExamples: 0, lastModelVersion: null, lastModelAt: null,
+    examples: 0, labelCounts: {}, baselineExamples: 0, examplesAtLastModel: 0, lastModelVersion: null, lastModelAt: null,
     lastRequestAt: null, outstanding: null, labelsChanged: false, qualityAlert: null, offsets: {},
   };
 }

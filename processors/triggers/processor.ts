@@ -16,6 +16,34 @@ export function triggerStateKey(prefix: string, clientId: string): string {
   return `${prefix}:{${clientId}}:t`;
 }
 
+/** A client's counters as the processors know them, for operators, the monitor and the server. */
+export interface ClientCounts {
+  examples: number;
+  perLabel: Record<string, number>;
+  /** Examples that arrived after the data of the live model was cut (trigger processor's view). */
+  sinceLastModel: number;
+  lastModelVersion: string | null;
+  lastActivityMs: number | null;
+}
+
+/** Reads a client's counters: totals from the feature state, model-relative ones from the trigger state. */
+export async function readClientCounts(redis: Redis, prefix: string, clientId: string): Promise<ClientCounts> {
+  const pipeline = redis.pipeline();
+  pipeline.hgetall(`${prefix}:{${clientId}}:f:counts`);
+  pipeline.get(triggerStateKey(prefix, clientId));
+  const [counts, raw] = (await execPipeline(pipeline, 'reading client counts')) as [Record<string, string>, string | null];
+  const t: ClientTriggerState = raw ? { ...emptyTriggerState(), ...(JSON.parse(raw) as ClientTriggerState) } : emptyTriggerState();
+  const perLabel: Record<string, number> = {};
+  for (const [k, v] of Object.entries(counts)) if (k.startsWith('label:')) perLabel[k.slice(6)] = Number(v);
+  return {
+    examples: Number(counts.examples ?? 0),
+    perLabel,
+    sinceLastModel: t.lastModelVersion === null ? t.examples : t.examples - t.examplesAtLastModel,
+    lastModelVersion: t.lastModelVersion,
+    lastActivityMs: counts.last_activity_ms ? Number(counts.last_activity_ms) : null,
+  };
+}
+
 /** A stable id for the request a given event caused: a redelivery re-sends the same event, which trainers dedupe. */
 function requestIdFor(causeEventId: string): string {
   const h = createHash('sha256').update(`eddy:retrain:${causeEventId}`).digest('hex');
@@ -112,6 +140,8 @@ export class TriggerProcessor implements EventHandler {
         const e = ev.value;
         s.lastModelVersion = e.modelVersion;
         s.lastModelAt = e.occurredAt;
+        const answersOurs = s.outstanding !== null && e.retrainEventId === s.outstanding.eventId;
+        s.examplesAtLastModel = answersOurs ? s.baselineExamples : s.examples;
         if (s.outstanding && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null)) s.outstanding = null;
         // A model we never asked for (an operator's): what counts as new starts here.
         if (s.lastRequestAt === null) s.baselineExamples = s.examples;
