@@ -6,6 +6,7 @@ import { createLogger } from '../common/log.ts';
 import { FsModelStore } from '../models/store.ts';
 import { createClickHouse } from '../processors/analytics/clickhouse.ts';
 import { connectStreams } from '../streams/index.ts';
+import { startTrainer } from '../trainer/consumer.ts';
 import type { Evaluation } from '../trainer/evaluate.ts';
 import { loadTrainingSet } from '../trainer/dataset.ts';
 import { trainClient, trainerSettings, type TrainStage } from '../trainer/pipeline.ts';
@@ -22,8 +23,29 @@ function printEvaluation(title: string, e: Evaluation): void {
   }
 }
 
-/** `eddy train --client X` and `eddy models list --client X`. */
+/** `eddy train --client X`, `eddy models list --client X` and `eddy trainer run`. */
 export function registerTrainerCommands(program: Command, config: () => EddyConfig): void {
+  program
+    .command('trainer')
+    .description('the retrain consumer')
+    .command('run')
+    .description("run the retrain consumer (group 'trainer' on retrain-requests) until SIGTERM/SIGINT")
+    .action(async () => {
+      const c = config();
+      const logger = createLogger('trainer', c.logLevel);
+      const streams = await connectStreams(c, 'eddy-trainer');
+      const trainer = await startTrainer(streams, c);
+      logger.info({ modelStore: c.modelStoreDir }, 'retrain consumer running');
+      process.stderr.write('trainer running (Ctrl-C stops it gracefully: a training in flight finishes and publishes first)\n');
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+      // A request whose training is cut short by a hard kill is not committed: it is delivered again.
+      await trainer.stop();
+      await streams.close();
+    });
+
   program
     .command('train')
     .description('train, evaluate and gate a new model version of one client now, and announce it on the models topic')

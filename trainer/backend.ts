@@ -76,18 +76,19 @@ async function choose(preferred: string | undefined, logger?: Logger): Promise<s
   throw new Error(`no TensorFlow.js backend available (tried ${tried.join(', ')})`);
 }
 
+/**
+ * tfjs-node-gpu falls back to the CPU silently when CUDA finds no device, so "installed" is not
+ * "usable": we look for an NVIDIA device node (and respect CUDA_VISIBLE_DEVICES=-1 / empty).
+ */
 async function gpuUsable(): Promise<boolean> {
-  try {
-    // A tiny matmul is placed on the GPU when CUDA initialised; tfjs-node reports it in its flags.
-    const flags = tf.env().getFlags() as Record<string, unknown>;
-    return Boolean(flags.IS_GPU ?? flags.WEBGL_VERSION) || process.env.CUDA_VISIBLE_DEVICES !== undefined && process.env.CUDA_VISIBLE_DEVICES !== '';
-  } catch {
-    return false;
-  }
+  const visible = process.env.CUDA_VISIBLE_DEVICES;
+  if (visible === '' || visible === '-1') return false;
+  const fs = await import('node:fs');
+  return fs.existsSync('/dev/nvidia0') || fs.existsSync('/dev/dxg');
 }
 
-/** Initialises the backend once per process; `EDDY_TRAINER_BACKEND` (optional) forces one. */
-export function initBackend(logger?: Logger, preferred = process.env.EDDY_TRAINER_BACKEND || undefined): Promise<string> {
+/** Initialises the backend once per process; `preferred` (EDDY_TRAINER_BACKEND) forces one. */
+export function initBackend(logger?: Logger, preferred?: string): Promise<string> {
   selected ??= choose(preferred, logger).then((backend) => {
     logger?.info({ backend }, 'TensorFlow.js backend selected');
     return backend;
