@@ -9,6 +9,7 @@ import { registerDemoCommand } from './demo.ts';
 import { registerServerCommands } from './server-commands.ts';
 import { registerProcessorsCommands } from './processors-commands.ts';
 import { registerTrainerCommands } from './trainer-commands.ts';
+import { registerMonitorCommands } from './monitor-commands.ts';
 
 /**
  * `eddy` — one entry point for operators and developers. Subcommands live next to what they
@@ -102,6 +103,7 @@ registerDemoCommand(program, config);
 registerServerCommands(program, config);
 registerProcessorsCommands(program, config);
 registerTrainerCommands(program, config);
+registerMonitorCommands(program, config);
 
 program.addOption(new Option('--no-color', 'disable colours').hideHelp());
 

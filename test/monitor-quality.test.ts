@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
@@ -111,6 +112,16 @@ describe('quality monitor on the real stack', () => {
     expect(request.detail).toContain('precision fell 30.0%');
     await waitFor('the triggers to catch up', () => caughtUp(streams, 'processors.triggers', ['alerts']), 30_000);
     expect(retrains().filter((r) => r.reason === 'QUALITY_DROP')).toHaveLength(1);
+  });
+
+  it('shows the same figures to operators: eddy quality <client> --json', () => {
+    const r = spawnSync(process.execPath, ['bin/eddy.mjs', 'quality', client, '--json'], { encoding: 'utf8', env: { ...process.env, EDDY_REDIS_PREFIX: config.redisPrefix }, timeout: 30_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const d = JSON.parse(r.stdout) as { quality: { support: number }; labels: Array<{ label: string }>; events: Array<{ type: string }> };
+    // This week (acme): 60 + 30 judged; the 7 days before are not in the window.
+    expect(d.quality.support).toBe(90);
+    expect(d.labels.map((l) => l.label)).toEqual([...labels].sort());
+    expect(d.events.map((e) => e.type)).toContain('QualityAlert');
   });
 
   it('joins feedback that arrives before its prediction, and keeps a per-version window', async () => {

@@ -1,0 +1,62 @@
+import type { Command } from 'commander';
+import type { EddyConfig } from '../common/config.ts';
+import { EddyError } from '../common/errors.ts';
+import { connectRedis } from '../processors/redis.ts';
+import { DashboardData } from '../server/dashboard/data.ts';
+
+const out = (line: string) => process.stdout.write(line + '\n');
+const f3 = (x: number) => x.toFixed(3);
+const when = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+
+/**
+ * `eddy quality [clientId]`: what the dashboard shows, in a terminal (or as JSON for scripts):
+ * every client's live version and 7-day quality, or one client's per-label quality and history.
+ * Reads the monitor's Redis state, so it needs `eddy processors run` (with the monitor) running.
+ */
+export function registerMonitorCommands(program: Command, config: () => EddyConfig): void {
+  program
+    .command('quality')
+    .description('live quality from feedback (7 days): every client, or one client in detail')
+    .argument('[clientId]', 'show this client: per-label precision/recall/F1, open alerts, history')
+    .option('--search <text>', 'only clients whose id contains this')
+    .option('--limit <n>', 'clients to list', '50')
+    .option('--json', 'machine-readable output')
+    .action(async (clientId: string | undefined, opts: { search?: string; limit: string; json?: boolean }) => {
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new EddyError('INVALID_ARGUMENT', `--limit must be 1..1000, got '${opts.limit}'`);
+      const c = config();
+      const redis = await connectRedis(c);
+      try {
+        const data = new DashboardData(redis, c.redisPrefix);
+        if (clientId) {
+          const d = await data.client(clientId);
+          if (opts.json) {
+            out(JSON.stringify(d, null, 2));
+            return;
+          }
+          const q = d.quality;
+          out(`${d.clientId}: live ${d.live ?? 'none (baseline)'}; versions ${d.versions.join(', ') || 'none'}`);
+          out(`7 days: precision ${f3(q.precision)}  recall ${f3(q.recall)}  F1 ${f3(q.f1)}  accuracy ${f3(q.accuracy)}  judged ${q.support}  bias ${f3(q.bias)}`);
+          out('');
+          out(`${'LABEL'.padEnd(24)}${'PRECISION'.padStart(10)}${'RECALL'.padStart(10)}${'F1'.padStart(10)}${'SUPPORT'.padStart(10)}`);
+          for (const l of d.labels) out(`${l.label.slice(0, 23).padEnd(24)}${f3(l.precision).padStart(10)}${f3(l.recall).padStart(10)}${f3(l.f1).padStart(10)}${String(l.support).padStart(10)}`);
+          out('');
+          for (const e of d.events.slice(0, 20)) out(`${when(e.at)}  ${e.title}`);
+          return;
+        }
+        const o = await data.overview({ limit, offset: 0, search: opts.search });
+        if (opts.json) {
+          out(JSON.stringify(o, null, 2));
+          return;
+        }
+        out(`${'CLIENT'.padEnd(24)}${'LIVE'.padEnd(8)}${'PREC'.padStart(7)}${'REC'.padStart(7)}${'F1'.padStart(7)}${'JUDGED'.padStart(8)}  LAST OUTCOME / ALERTS`);
+        for (const r of o.clients) {
+          const outcome = r.lastOutcome ? `${r.lastOutcome.status.toLowerCase()} ${r.lastOutcome.version}` : '-';
+          out(`${r.clientId.slice(0, 23).padEnd(24)}${(r.live ?? '-').padEnd(8)}${f3(r.quality.precision).padStart(7)}${f3(r.quality.recall).padStart(7)}${f3(r.quality.f1).padStart(7)}${String(r.quality.support).padStart(8)}  ${outcome}${r.openAlerts.length ? `  [${r.openAlerts.join(', ')}]` : ''}`);
+        }
+        out(`${o.clients.length} of ${o.totalClients} clients`);
+      } finally {
+        redis.disconnect();
+      }
+    });
+}
