@@ -89,6 +89,13 @@ export class FeatureProcessor implements EventHandler {
       const ev = r.event;
       const { clientId, eventId, occurredAt } = ev.value as { clientId: string; eventId: string; occurredAt: number };
       clients.add(clientId);
+      if (ev.name === 'LabeledExample') {
+        const e = ev.value;
+        let list = examplesByClient.get(clientId);
+        if (!list) examplesByClient.set(clientId, (list = []));
+        list.push({ record: r, event: e, entities: entitiesOf(e.metadata) });
+        continue;
+      }
       const seen = featureKeys.seen(p, clientId);
       const counts = featureKeys.counts(p, clientId);
       // keys[i - 1] is what op key index i names; remapped into the client's call-wide key list
@@ -99,13 +106,6 @@ export class FeatureProcessor implements EventHandler {
         c.events.push({ id: eventId, ops: ops.map(([cmd, i, ...args]) => [cmd, c.index(keys[i - 1]!), ...args]) });
       };
       switch (ev.name) {
-        case 'LabeledExample': {
-          const e = ev.value;
-          let list = examplesByClient.get(clientId);
-          if (!list) examplesByClient.set(clientId, (list = []));
-          list.push({ record: r, event: e, entities: entitiesOf(e.metadata) });
-          break;
-        }
         case 'LabelSetChanged': {
           const e = ev.value;
           const info = JSON.stringify({ description: e.description ?? '', keywords: e.keywords, updatedAt: occurredAt });
