@@ -10,6 +10,7 @@ import { startTrainer } from '../trainer/consumer.ts';
 import type { Evaluation } from '../trainer/evaluate.ts';
 import { loadTrainingSet } from '../trainer/dataset.ts';
 import { trainClient, trainerSettings, type TrainStage } from '../trainer/pipeline.ts';
+import { serveProcessMetrics } from '../processors/monitor/metrics-endpoint.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 
@@ -35,6 +36,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const logger = createLogger('trainer', c.logLevel);
       const streams = await connectStreams(c, 'eddy-trainer');
       const trainer = await startTrainer(streams, c);
+      await serveProcessMetrics(c, 'trainer');
       logger.info({ modelStore: c.modelStoreDir }, 'retrain consumer running');
       process.stderr.write('trainer running (Ctrl-C stops it gracefully: a training in flight finishes and publishes first)\n');
       await new Promise<void>((resolve) => {

@@ -234,7 +234,7 @@ const ENV_SCHEMA = {
     },
     EDDY_METRICS_PORT: {
       type: 'integer', default: 9464, minimum: 0, maximum: 65535,
-      description: 'Port of the Prometheus /metrics endpoint of `eddy processors run` (processes without an HTTP API); 0 disables it. Servers export on their own port.',
+      description: 'Port of the Prometheus /metrics endpoint of `eddy processors run` and `eddy trainer run` (processes without an HTTP API; one per host or container); 0 disables it. Servers export on their own port.',
     },
     EDDY_METRICS_HOST: {
       type: 'string', default: '127.0.0.1',
