@@ -244,36 +244,46 @@ async function main(): Promise<void> {
     say(`fixed ${RATE} req/s over ${N} models`);
     table.push({ scenario: `${RATE} req/s, ${N} models`, r: await measured({ ...base, clients: N, mode: 'random', durationS: SECONDS, rate: RATE }) });
 
-    say(`fixed ${RATE} req/s over ${k} models, steady`);
-    const steady = await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
-    table.push({ scenario: `${RATE} req/s, ${k} models, steady`, r: steady });
-
-    // Reload: new versions of the same hot models are published during the run; each replica
-    // loads them in the background and swaps (the old version keeps answering meanwhile).
-    const reloadPuts: Array<Awaited<ReturnType<typeof writeFixtureModel>>> = [];
-    await pool(clients.slice(0, k), 16, async (clientId, i) => {
-      reloadPuts[i] = await writeFixtureModel(store, { clientId, version: 'v2', labels, extraFeatures: FEATURES, quantization: 'int8-row' });
-    });
-    const swapsBefore = server.manager.stats.models;
-    say(`fixed ${RATE} req/s over ${k} models while ${k} new versions are published and swapped in`);
-    const reloadRun = measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
-    const publishing = (async () => {
-      await new Promise((r) => setTimeout(r, 1000));
-      // Spread over the run: k versions in (SECONDS - 2) s.
-      const perTick = Math.max(1, Math.ceil(k / ((SECONDS - 2) * 10)));
-      for (let i = 0; i < k; i += perTick) {
-        await streams.producer.sendAll(clients.slice(i, Math.min(k, i + perTick)).map((clientId, j) => ({
-          name: 'ModelPublished' as const, value: modelPublished({ clientId, version: 'v2', ...reloadPuts[i + j]! }),
-        })));
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })();
-    const reload = await reloadRun;
-    await publishing;
-    let swapped = 0;
-    for (const c of clients.slice(0, k)) if (server.manager.isLoaded(c, 'v2')) swapped++;
-    table.push({ scenario: `${RATE} req/s, ${k} models, during reload`, r: reload });
-    rows.push(['reload', `${swapped}/${k} models swapped to v2 during the run (${server.manager.stats.models - swapsBefore} more loaded; v1 kept for rollback until LRU evicts); p99 ${steady.p99.toFixed(2)} ms steady -> ${reload.p99.toFixed(2)} ms during reload (${(((reload.p99 - steady.p99) / steady.p99) * 100).toFixed(0)}%)`]);
+    // Reload vs steady, interleaved: on a shared machine two single runs mostly measure the
+    // neighbours, so ROUNDS pairs (steady, then reload) run back to back and the medians compare.
+    // Reload: a new version of every one of the k hot models is published during the run; the
+    // server loads each in the background and swaps (the old version answers meanwhile).
+    const ROUNDS = Number(process.env.BENCH_SERVER_RELOAD_ROUNDS ?? 3);
+    const pairs: Array<{ steady: number; reload: number; swapped: number }> = [];
+    for (let round = 1; round <= ROUNDS; round++) {
+      const version = `v${round + 1}`;
+      const reloadPuts: Array<Awaited<ReturnType<typeof writeFixtureModel>>> = [];
+      await pool(clients.slice(0, k), 16, async (clientId, i) => {
+        reloadPuts[i] = await writeFixtureModel(store, { clientId, version, labels, extraFeatures: FEATURES, quantization: 'int8-row' });
+      });
+      say(`round ${round}/${ROUNDS}: fixed ${RATE} req/s over ${k} models, steady`);
+      const steady = await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+      table.push({ scenario: `${RATE} req/s, ${k} models, steady (round ${round})`, r: steady });
+      say(`round ${round}/${ROUNDS}: fixed ${RATE} req/s over ${k} models while ${k} new versions (${version}) are published and swapped in`);
+      const reloadRun = measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+      const publishing = (async () => {
+        await new Promise((r) => setTimeout(r, 1000));
+        // Spread over the run: k versions in (SECONDS - 2) s.
+        const perTick = Math.max(1, Math.ceil(k / ((SECONDS - 2) * 10)));
+        for (let i = 0; i < k; i += perTick) {
+          await streams.producer.sendAll(clients.slice(i, Math.min(k, i + perTick)).map((clientId, j) => ({
+            name: 'ModelPublished' as const, value: modelPublished({ clientId, version, ...reloadPuts[i + j]! }),
+          })));
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      const reload = await reloadRun;
+      await publishing;
+      let swapped = 0;
+      for (const c of clients.slice(0, k)) if (server.manager.isLoaded(c, version)) swapped++;
+      table.push({ scenario: `${RATE} req/s, ${k} models, during reload (round ${round})`, r: reload });
+      pairs.push({ steady: steady.p99, reload: reload.p99, swapped });
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const ms = median(pairs.map((p) => p.steady));
+    const mr = median(pairs.map((p) => p.reload));
+    rows.push(['reload', `${pairs.map((p) => `${p.swapped}/${k}`).join(', ')} models swapped per round during the run (older versions stay loaded for rollback until LRU evicts); p99 per round steady -> reload: ${pairs.map((p) => `${p.steady.toFixed(2)} -> ${p.reload.toFixed(2)} ms`).join('; ')}; medians ${ms.toFixed(2)} -> ${mr.toFixed(2)} ms (${(((mr - ms) / ms) * 100).toFixed(0)}%)`]);
+    rows.push(['evictions', `${server.manager.stats.models} models loaded at the end, ${(server.manager.stats.bytes / 2 ** 20).toFixed(0)} MiB of ${(server.manager.stats.budgetBytes / 2 ** 20).toFixed(0)} MiB`]);
     const flushed = await server.publisher.flush(30_000);
     rows.push(['PredictionMade', `${server.publisher.publishedTotal} published to Kafka, ${server.publisher.droppedTotal} dropped (buffer ${config.server.publishBuffer}); flushed: ${flushed}`]);
 
