@@ -41,6 +41,9 @@ export function registerMonitorCommands(program: Command, config: () => EddyConf
           out(`${'LABEL'.padEnd(24)}${'PRECISION'.padStart(10)}${'RECALL'.padStart(10)}${'F1'.padStart(10)}${'SUPPORT'.padStart(10)}`);
           for (const l of d.labels) out(`${l.label.slice(0, 23).padEnd(24)}${f3(l.precision).padStart(10)}${f3(l.recall).padStart(10)}${f3(l.f1).padStart(10)}${String(l.support).padStart(10)}`);
           out('');
+          out(`${'VERSION (14 DAYS)'.padEnd(24)}${'PRECISION'.padStart(10)}${'RECALL'.padStart(10)}${'F1'.padStart(10)}${'ACCURACY'.padStart(10)}${'JUDGED'.padStart(10)}`);
+          for (const v of d.byVersion) out(`${(v.version + (v.version === d.live ? ' (live)' : '')).padEnd(24)}${f3(v.precision).padStart(10)}${f3(v.recall).padStart(10)}${f3(v.f1).padStart(10)}${f3(v.accuracy).padStart(10)}${String(v.support).padStart(10)}`);
+          out('');
           for (const e of d.events.slice(0, 20)) out(`${when(e.at)}  ${e.title}`);
           return;
         }

@@ -132,6 +132,10 @@ describe('dashboard JSON endpoints', () => {
       return d.events.some((e: Json) => e.type === 'ModelRolledBack') ? d : undefined;
     }, 30_000);
     expect(detail.live).toBe('v1');
+    expect(detail.byVersion).toEqual([
+      expect.objectContaining({ version: 'v2', support: 30, accuracy: 0.5 }),
+      expect.objectContaining({ version: 'v1', support: 30, accuracy: 0.9 }),
+    ]);
     expect(detail.events.map((e: Json) => e.title)).toEqual(expect.arrayContaining([expect.stringMatching(/^rolled back v2 -> v1 by monitor: automatic: v2 kept 50\.0% of 30/)]));
   });
 
@@ -180,6 +184,7 @@ describe('dashboard in a real headless browser', () => {
     expect(rows.find((r) => r.startsWith('globex'))).toMatch(/v1[\s\S]*rejected v2/);
     expect(rows.find((r) => r.startsWith('umbrella'))).toMatch(/rolled back to v1/);
     expect(await page.locator('#detail-title').innerText()).toBe('Client acme');
+    expect(await page.locator('#versions tbody tr').allInnerTexts()).toEqual([expect.stringMatching(/^v2 \(live\)\s+0\.9/), expect.stringMatching(/^v1\s+0\.8/)]);
 
     // The chart: three metric lines over the week's points, and the version markers.
     const f1 = await page.locator('#chart svg polyline.f1').getAttribute('points');

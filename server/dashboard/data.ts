@@ -5,7 +5,7 @@ import { biasOf, qualityOf, type LabelQuality } from '../../processors/monitor/q
 import { ALL_VERSIONS, dayOf, DAY_MS, monitorKeys, readDays, readWindows } from '../../processors/monitor/store.ts';
 import { redisError } from '../../processors/redis.ts';
 import type { LagSample } from '../../processors/monitor/lag.ts';
-import type { ModelRegistry } from '../registry.ts';
+import { compareVersions, type ModelRegistry } from '../registry.ts';
 
 /**
  * What the dashboard shows, read from the monitor's Redis state (processors/monitor/store.ts) and
@@ -65,6 +65,8 @@ export interface ClientDetail {
   versions: string[];
   quality: QualitySummary;
   labels: LabelQuality[];
+  /** Each version's quality over the last 14 days (the monitor's per-version buckets), newest first. */
+  byVersion: Array<{ version: string; precision: number; recall: number; f1: number; accuracy: number; support: number }>;
   trend: TrendPoint[];
   daily: Array<{ day: string; precision: number; recall: number; f1: number; accuracy: number; support: number }>;
   markers: Array<{ at: number; version: string | null; type: string; title: string }>;
@@ -175,6 +177,10 @@ export class DashboardData {
     const q = qualityOf(week!);
     const days = await run('reading daily quality', () => readDays(this.redis, p, clientId, ALL_VERSIONS, today - 2 * WEEK + 1, today));
     const events = eventsRaw.map((r) => JSON.parse(r) as LifecycleEntry).sort((a, b) => b.at - a.at);
+    // The 20 newest versions with judgements are enough for a page (and bound the reads).
+    const judgedVersions = versions.filter((v) => v !== ALL_VERSIONS).sort(compareVersions).reverse().slice(0, 20);
+    const perVersion = await run('reading per-version quality', () =>
+      readWindows(this.redis, p, clientId, judgedVersions.map((version) => ({ version, fromDay: today - 2 * WEEK + 1, toDay: today }))));
     const markerTypes = new Set(['ModelPublished', 'ModelRolledBack', 'ModelPromoted', 'QualityAlert']);
     return {
       clientId,
@@ -182,6 +188,10 @@ export class DashboardData {
       versions: [...new Set([...(known ? [...known.versions.keys()] : []), ...versions.filter((v) => v !== ALL_VERSIONS)])],
       quality: this.summary(q, biasOf(week!).divergence),
       labels: q.labels,
+      byVersion: judgedVersions.map((version, i) => {
+        const vq = qualityOf(perVersion[i]!);
+        return { version, precision: vq.precision, recall: vq.recall, f1: vq.f1, accuracy: vq.accuracy, support: vq.support };
+      }).filter((v) => v.support > 0),
       trend,
       daily: days.filter((d) => (d.counters.n ?? 0) > 0).map((d) => {
         const dq = qualityOf(d.counters);

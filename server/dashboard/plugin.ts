@@ -97,13 +97,14 @@ const point = {
 
 const clientSchema = {
   type: 'object',
-  required: ['clientId', 'live', 'versions', 'quality', 'labels', 'trend', 'daily', 'markers', 'events'],
+  required: ['clientId', 'live', 'versions', 'quality', 'labels', 'byVersion', 'trend', 'daily', 'markers', 'events'],
   properties: {
     clientId: { type: 'string' },
     live: { type: ['string', 'null'] },
     versions: { type: 'array', items: { type: 'string' } },
     quality,
     labels: { type: 'array', items: { type: 'object', properties: { label: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, support: { type: 'integer' } } } },
+    byVersion: { type: 'array', items: { type: 'object', properties: { version: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' } } } },
     trend: { type: 'array', items: point },
     daily: { type: 'array', items: { type: 'object', properties: { day: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' } } } },
     markers: { type: 'array', items: { type: 'object', properties: { at: { type: 'number' }, version: { type: ['string', 'null'] }, type: { type: 'string' }, title: { type: 'string' } } } },

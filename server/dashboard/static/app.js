@@ -171,6 +171,9 @@ function renderDetail(detail) {
   $('#labels tbody').replaceChildren(...detail.labels.map((l) => el('tr', {}, el('th', { scope: 'row' }, l.label),
     el('td', { class: 'num' }, fmt(l.precision)), el('td', { class: 'num' }, fmt(l.recall)), el('td', { class: 'num' }, fmt(l.f1)), el('td', { class: 'num' }, l.support))));
   if (!detail.labels.length) $('#labels tbody').append(el('tr', {}, el('td', { colspan: 5 }, 'No feedback in the last 7 days.')));
+  $('#versions tbody').replaceChildren(...detail.byVersion.map((v) => el('tr', {}, el('th', { scope: 'row' }, v.version + (v.version === detail.live ? ' (live)' : '')),
+    el('td', { class: 'num' }, fmt(v.precision)), el('td', { class: 'num' }, fmt(v.recall)), el('td', { class: 'num' }, fmt(v.f1)), el('td', { class: 'num' }, fmt(v.accuracy)), el('td', { class: 'num' }, v.support))));
+  if (!detail.byVersion.length) $('#versions tbody').append(el('tr', {}, el('td', { colspan: 6 }, 'No feedback in the last 14 days.')));
   $('#client-events').replaceChildren(...detail.events.map((e) => eventItem(e, false)));
   if (!detail.events.length) $('#client-events').append(el('li', {}, 'No retrains, versions or alerts yet.'));
 }
