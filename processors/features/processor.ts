@@ -18,7 +18,7 @@ export interface FeatureProcessorOptions {
 
 type Op = [command: string, keyIndex: number, ...args: Array<string | number>];
 
-/** The keys of one script call (KEYS[1] = the seen set) and its events, ops naming keys by index. */
+/** The keys of one script call (KEYS[1] = the seen set), named by 1-based index in the events' specs. */
 class ScriptKeys {
   readonly keys: string[];
   readonly events: Array<{ id: string; ops: Op[] }> = [];
@@ -77,8 +77,8 @@ export class FeatureProcessor implements EventHandler {
       eddyApplyExamples(keys: number, ...args: Array<string | number>): unknown;
       eddyApplyOnce(keys: number, ...args: Array<string | number>): unknown;
     };
-    // Examples are applied per client (one script call with all of the client's examples of this
-    // call, in order); other events one script each.
+    // One script call per client: all its examples of this call in order (APPLY_EXAMPLES), and all
+    // its other events in order (APPLY_ONCE). A call holds one topic, so there is no cross-order.
     const examplesByClient = new Map<string, Array<{ record: EventRecord; event: LabeledExample; entities: ReturnType<typeof entitiesOf> }>>();
     const onceByClient = new Map<string, ScriptKeys>();
     const clients = new Set<string>();
@@ -153,23 +153,15 @@ export class FeatureProcessor implements EventHandler {
     }
     const exampleCalls: Array<{ index: number; list: NonNullable<ReturnType<typeof examplesByClient.get>> }> = [];
     for (const [clientId, list] of examplesByClient) {
-      const keys = [featureKeys.seen(p, clientId), featureKeys.counts(p, clientId)];
-      const indexOf = new Map<string, number>();
-      const key = (k: string) => {
-        let i = indexOf.get(k);
-        if (i === undefined) {
-          keys.push(k);
-          indexOf.set(k, (i = keys.length)); // Lua indexes from 1
-        }
-        return i;
-      };
+      const call = new ScriptKeys(featureKeys.seen(p, clientId));
+      call.index(featureKeys.counts(p, clientId)); // KEYS[2]
       const spec = list.map(({ event: e, entities }) => ({
         id: e.eventId, ts: e.occurredAt, label: e.label, source: e.source,
-        snap: key(featureKeys.snapshot(p, clientId, e.eventId)),
-        ents: entities.map((x) => key(entityKey(p, clientId, x.field, x.value))),
+        snap: call.index(featureKeys.snapshot(p, clientId, e.eventId)),
+        ents: entities.map((x) => call.index(entityKey(p, clientId, x.field, x.value))),
       }));
       exampleCalls.push({ index: commands, list });
-      pipeline.eddyApplyExamples(keys.length, ...keys, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock, JSON.stringify(spec));
+      pipeline.eddyApplyExamples(call.keys.length, ...call.keys, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock, JSON.stringify(spec));
       commands++;
     }
     for (const call of onceByClient.values()) {
