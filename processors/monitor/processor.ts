@@ -81,7 +81,6 @@ const f3 = (x: number) => x.toFixed(3);
 export class MonitorProcessor implements EventHandler {
   private readonly redis: MonitorRedis;
   private logger: Logger | undefined;
-  readonly emitted: AnyEvent[] = [];
 
   constructor(redis: Redis, private readonly producer: EventProducer, private readonly opts: MonitorOptions) {
     this.redis = withMonitorScripts(redis);
@@ -360,7 +359,6 @@ export class MonitorProcessor implements EventHandler {
 
     // At-least-once: send first, then remember; a crash in between re-sends the same derived ids.
     await this.producer.sendAll(out);
-    this.emitted.push(...out);
     for (const e of out) if (e.name === 'QualityAlert') {
       monitorMetrics.alerts().inc({ kind: e.value.kind });
       logger.warn({ clientId, alert: alertTitle(e.value) }, 'quality alert');
