@@ -29,8 +29,13 @@ export class PredictionPublisher {
     private readonly capacity: number,
     private readonly logger: Logger,
     private readonly batchSize = 1000,
-    /** How long the first event of a batch waits for company: one produce request per linger, not per prediction. */
-    private readonly lingerMs = 10,
+    /**
+     * How long the first event of a batch waits for company (Kafka's linger.ms). kafkajs costs
+     * ~96 µs of CPU per event in 20-event produce requests but ~25 at 100 and ~19 at 1,000
+     * (measured here), so at 5,000 predictions/s 50 ms (~250 per request) saves most of a
+     * core's tenth; PredictionMade is for monitoring, 50 ms later is fine.
+     */
+    private readonly lingerMs = 50,
   ) {}
 
   get pending(): number {
@@ -69,8 +74,7 @@ export class PredictionPublisher {
   }
 
   private async drain(): Promise<void> {
-    // Linger (like the Kafka producer's linger.ms) so that many predictions share one produce
-    // request: at 5,000 predictions/s that is ~50 events per request instead of one.
+    // Linger so that many predictions share one produce request.
     await new Promise((r) => setTimeout(r, this.lingerMs));
     while (this.buffer.length > 0) {
       const batch = this.buffer.slice(0, this.batchSize);
