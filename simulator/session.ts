@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { loadConfig, type EddyConfig } from '../common/config.ts';
+import { errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { createClickHouse, identifier } from '../processors/analytics/clickhouse.ts';
 import { connectStreams, deleteTopics, type Streams } from '../streams/index.ts';
@@ -182,9 +183,13 @@ export async function deleteNamespace(config: EddyConfig, streams: Streams): Pro
     redis.disconnect();
   }
   // Dropping a database with many parts can take a while on a loaded machine.
-  const ch = createClickHouse(config, { requestTimeoutMs: 120_000 });
+  // A DROP on a loaded ClickHouse 18.16 was measured at almost 5 minutes here. ClickHouse finishes
+  // a DROP it has started even when the client stops waiting, so wait a little, then let it be.
+  const ch = createClickHouse(config, { requestTimeoutMs: 15_000 });
   try {
-    await ch.command({ query: `DROP DATABASE IF EXISTS ${identifier(config.clickhouseDatabase)}` });
+    await ch.command({ query: `DROP DATABASE IF EXISTS ${identifier(config.clickhouseDatabase)}` }).catch((err: unknown) => {
+      if (!/timeout/i.test(errorMessage(err))) throw err;
+    });
   } finally {
     await ch.close();
   }
