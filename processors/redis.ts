@@ -1,13 +1,14 @@
 import { Redis, ReplyError } from 'ioredis';
 import type { EddyConfig } from '../common/config.ts';
 import { DependencyUnavailableError, EddyError, errorMessage } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
 
 /**
  * A Redis connection for processors. Commands fail fast while Redis is away (no offline queue),
  * so a handler throws a retriable error at once and the consumer runner pauses the partition
  * without committing, instead of commands piling up in memory; ioredis reconnects by itself.
  */
-export async function connectRedis(config: Pick<EddyConfig, 'redisUrl'>): Promise<Redis> {
+export async function connectRedis(config: Pick<EddyConfig, 'redisUrl'>, opts: { failFast?: boolean; logger?: Logger } = {}): Promise<Redis> {
   const redis = new Redis(config.redisUrl, {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -19,8 +20,13 @@ export async function connectRedis(config: Pick<EddyConfig, 'redisUrl'>): Promis
   try {
     await redis.connect();
   } catch (err) {
-    redis.disconnect();
-    throw new DependencyUnavailableError('redis', `Redis at ${config.redisUrl} is not reachable (${errorMessage(err)})`, err);
+    if (opts.failFast ?? true) {
+      redis.disconnect();
+      throw new DependencyUnavailableError('redis', `Redis at ${config.redisUrl} is not reachable (${errorMessage(err)})`, err);
+    }
+    // Long-running processors start anyway: ioredis keeps reconnecting, and until it does every
+    // handler fails with a retriable error, so consumption pauses instead of the process exiting.
+    opts.logger?.warn({ redis: config.redisUrl, err: errorMessage(err) }, 'Redis not reachable yet; processing waits for it');
   }
   return redis;
 }

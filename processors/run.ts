@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { EddyConfig } from '../common/config.ts';
-import { EddyError } from '../common/errors.ts';
+import { EddyError, errorMessage, isRetriable } from '../common/errors.ts';
 import { connectStreams, type ConsumerRunner, type Streams } from '../streams/index.ts';
 import { createClickHouse, type ClickHouseClient } from './analytics/clickhouse.ts';
 import { BatchInserter } from './analytics/inserter.ts';
@@ -54,7 +54,7 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
   const only = opts.only ?? PROCESSOR_NAMES;
   const group = opts.groupPrefix ?? 'processors';
   const streams = await connectStreams(config, 'eddy-processors');
-  const redis = await connectRedis(config);
+  const redis = await connectRedis(config, { failFast: false, logger: streams.logger });
   const clickhouse = createClickHouse(config);
   instrumentClients('processors', redis, clickhouse);
   const inserter = new BatchInserter(clickhouse, config.clickhouseDatabase, { maxRows: config.processors.analyticsBatchRows, maxMs: config.processors.analyticsBatchMs });
@@ -63,7 +63,7 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
   const concurrent = { partitionsConsumedConcurrently: Math.max(1, config.partitions), maxRecordsPerCall: 2000 };
   let features: FeatureProcessor | undefined;
   let triggers: TriggerProcessor | undefined;
-  if (only.includes('features') || only.includes('analytics')) await migrateAnalytics(clickhouse, config.clickhouseDatabase);
+  if (only.includes('features') || only.includes('analytics')) await whenAvailable(() => migrateAnalytics(clickhouse, config.clickhouseDatabase), streams.logger);
   if (only.includes('analytics')) await migrateQualityViews(clickhouse, config.clickhouseDatabase);
   if (only.includes('features')) {
     features = new FeatureProcessor(redis, inserter, { keyPrefix: config.redisPrefix, seenTtlMs: p.featuresSeenTtlMs, predictionTtlMs: p.predictionTtlMs });
@@ -96,4 +96,20 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
       return stopped;
     },
   };
+}
+
+/**
+ * Runs a start-up step, waiting (with capped backoff, logged) while its dependency is
+ * unavailable: a processor started before ClickHouse waits for it instead of exiting.
+ */
+async function whenAvailable<T>(step: () => Promise<T>, logger: { warn(obj: object, msg: string): void }): Promise<T> {
+  for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!isRetriable(err)) throw err;
+      logger.warn({ err: errorMessage(err), retryInMs: delay }, 'dependency unavailable at start; waiting');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }

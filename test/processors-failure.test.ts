@@ -97,4 +97,19 @@ describe('processors when Redis or ClickHouse dies mid-stream', () => {
     const ids = (await tableRows(procs.clickhouse, config.clickhouseDatabase, 'examples')).map((r) => r.example_id);
     expect(new Set(ids).size).toBe(900);
   }, 180_000);
+
+  it('start while Redis and ClickHouse are both down, wait for them, then process everything', async () => {
+    await procs?.stop();
+    procs = undefined;
+    await Promise.all([redisServer.kill(), chServer.kill()]);
+    // Without waiting for its dependencies, startProcessors would reject here (ClickHouse refused).
+    const starting = startProcessors(config, { only: ['features', 'analytics'] });
+    await streams.producer.sendAll(batch(90, 'd'));
+    await redisServer.start();
+    await chServer.start();
+    procs = await starting;
+    await waitFor('batch d processed', allCaughtUp, 60_000, 200);
+    expect(await totalExamplesInRedis()).toBe(990);
+    expect(await count(procs.clickhouse, config.clickhouseDatabase, 'examples')).toBe(990);
+  }, 180_000);
 });
