@@ -11,7 +11,7 @@ const METRICS = [
   { key: 'f1', name: 'F1' },
 ];
 
-const state = { selected: decodeURIComponent((location.hash.match(/client=([^&]+)/) || [])[1] || ''), search: '', timer: 0, loading: false };
+const state = { selected: decodeURIComponent((location.hash.match(/client=([^&]+)/) || [])[1] || ''), search: '', timer: 0, loading: false, again: false };
 
 const $ = (sel) => document.querySelector(sel);
 const fmt = (x) => (typeof x === 'number' && isFinite(x) ? x.toFixed(3) : '–');
@@ -191,7 +191,8 @@ function select(clientId, moveFocus) {
 }
 
 async function refresh() {
-  if (state.loading) return;
+  // A refresh asked for while one is running (a click, a search) runs right after it.
+  if (state.loading) { state.again = true; return; }
   state.loading = true;
   clearTimeout(state.timer);
   try {
@@ -210,7 +211,7 @@ async function refresh() {
     setStatus(`Could not update: ${err.message}. Retrying in ${POLL_MS / 1000} s.`, true);
   } finally {
     state.loading = false;
-    state.timer = setTimeout(refresh, POLL_MS);
+    if (state.again) { state.again = false; refresh(); } else state.timer = setTimeout(refresh, POLL_MS);
   }
 }
 
