@@ -63,7 +63,7 @@ afterAll(async () => {
   await fs.rm(storeDir, { recursive: true, force: true });
 });
 
-describe('eddy train / eddy models list', () => {
+describe('eddy train / eddy models list', { timeout: 240_000 }, () => {
   it('trains a client, prints the evaluation and the gate decision, and lists the version', async () => {
     const r = await eddy(['train', '--client', 'cli-acme', '--no-progress']);
     expect(r.stderr).toBe('');

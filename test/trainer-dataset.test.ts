@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildTrainingSet, splitOf, type ExampleRow, type LabelChangeRow } from '../trainer/dataset.ts';
 import { evaluate } from '../trainer/evaluate.ts';
+import { gateDecision } from '../trainer/pipeline.ts';
 import { distributionDrift, validateTrainingSet, type ValidationLimits } from '../trainer/validate.ts';
 
 let seq = 0;
@@ -102,5 +103,20 @@ describe('evaluation', () => {
     expect(e.perLabel.c).toMatchObject({ precision: 0, recall: 0, f1: 0 });
     // sklearn: f1_score(y, p, average='macro') = (0.5 + 0.8 + 0) / 3
     expect(e.macroF1).toBeCloseTo((0.5 + 0.8 + 0) / 3, 10);
+  });
+});
+
+describe('gate', () => {
+  const truth = Array.from({ length: 20 }, (_, i) => (i % 2 ? 'a' : 'b'));
+  it('refuses a candidate that is worse by more than the margin and not by noise', () => {
+    const candidate = truth.map(() => 'a'); // right on half
+    expect(gateDecision(truth, candidate, truth, 0.33, 1, 0.02)).toMatchObject({ pass: false, b: 10, c: 0 });
+  });
+  it('lets through a difference of one or two examples on a small test set (noise), and anything within the margin', () => {
+    const candidate = [...truth];
+    candidate[0] = 'a';
+    candidate[2] = 'a';
+    expect(gateDecision(truth, candidate, truth, 0.9, 1, 0.02)).toMatchObject({ pass: true, b: 2, c: 0 });
+    expect(gateDecision(truth, truth.map(() => 'a'), truth, 0.99, 1, 0.02).pass).toBe(true);
   });
 });

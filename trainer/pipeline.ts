@@ -65,16 +65,44 @@ function vectorOf(e: TrainingExample): SparseVector {
   return featurizer.featurize(e.text, e.metadata, e.features);
 }
 
-/** Scores a predictor on examples with the serving code path; labels it does not know count as wrong. */
-export function evaluatePredictor(predictor: Predictor, examples: TrainingExample[]): Evaluation {
+/** Top label per example with the serving code path. */
+export function predictLabels(predictor: Predictor, examples: TrainingExample[]): string[] {
   const labels = predictor.manifest.labels;
-  const predicted = examples.map((e) => {
+  return examples.map((e) => {
     const z = predictor.logits(vectorOf(e));
     let best = 0;
     for (let c = 1; c < z.length; c++) if (z[c]! > z[best]!) best = c;
     return labels[best]!;
   });
-  return evaluate(examples.map((e) => e.label), predicted);
+}
+
+/** Scores a predictor on examples with the serving code path; labels it does not know count as wrong. */
+export function evaluatePredictor(predictor: Predictor, examples: TrainingExample[]): Evaluation {
+  return evaluate(examples.map((e) => e.label), predictLabels(predictor, examples));
+}
+
+/**
+ * The gate: the candidate is refused when its macro-F1 is below the live one by more than the
+ * margin AND the difference is not noise. On a small test set (a client with 200 examples has
+ * ~20 test examples) one or two examples move macro-F1 by several points, and refusing an
+ * identical-data retrain for that would freeze small clients. The noise test is McNemar's on the
+ * paired predictions: b = live right & candidate wrong, c = the reverse; worse means
+ * b - c > 1.96 * sqrt(b + c) (two-sided 5%).
+ */
+export function gateDecision(
+  truth: readonly string[], candidate: readonly string[], live: readonly string[], candidateF1: number, liveF1: number, margin: number,
+): { pass: boolean; b: number; c: number } {
+  let b = 0;
+  let c = 0;
+  for (let i = 0; i < truth.length; i++) {
+    const liveRight = live[i] === truth[i];
+    const candidateRight = candidate[i] === truth[i];
+    if (liveRight && !candidateRight) b++;
+    else if (candidateRight && !liveRight) c++;
+  }
+  const worseByMargin = candidateF1 < liveF1 - margin;
+  const significant = b - c > 1.96 * Math.sqrt(b + c);
+  return { pass: !(worseByMargin && significant), b, c };
 }
 
 /** The previous model's float weights with columns moved to the new label order (new labels start at 0). */
@@ -253,10 +281,15 @@ export async function trainClient(
     candidate.manifest.metrics.droppedOversizedText = validation.dropped.oversizedText;
   }
   ctx.onProgress?.({ stage: 'gate' });
-  const liveEval = live?.predictor ? evaluatePredictor(live.predictor, candidate.test) : null;
+  const truth = candidate.test.map((e) => e.label);
+  const livePredicted = live?.predictor ? predictLabels(live.predictor, candidate.test) : null;
+  const liveEval = livePredicted ? evaluate(truth, livePredicted) : null;
   const liveMetrics = liveEval ? metricsMap(liveEval) : {};
-  if (liveEval && candidate.evaluation.macroF1 < liveEval.macroF1 - settings.gateMargin) {
-    const detail = `candidate macro-F1 ${candidate.evaluation.macroF1.toFixed(4)} < live ${liveVersion} ${liveEval.macroF1.toFixed(4)} - margin ${settings.gateMargin} on the same ${candidate.test.length} test examples`;
+  const gate = livePredicted && liveEval
+    ? gateDecision(truth, predictLabels(candidate.predictor, candidate.test), livePredicted, candidate.evaluation.macroF1, liveEval.macroF1, settings.gateMargin)
+    : null;
+  if (liveEval && gate && !gate.pass) {
+    const detail = `candidate macro-F1 ${candidate.evaluation.macroF1.toFixed(4)} < live ${liveVersion} ${liveEval.macroF1.toFixed(4)} - margin ${settings.gateMargin} on the same ${candidate.test.length} test examples, and significantly (live alone right on ${gate.b}, candidate alone on ${gate.c})`;
     logger.info({ clientId, detail }, 'candidate rejected by the gate');
     return {
       kind: 'rejected', candidate: candidate.evaluation, live: liveEval,
