@@ -85,7 +85,13 @@ export async function ensureTopics(
       ],
     }));
     // createTopics resolves false (not an error) when a concurrent creator won the race: fine.
-    await admin.createTopics({ topics, waitForLeaders: true });
+    // Its own wait for leaders can fail with a retriable metadata error on a loaded broker; our
+    // wait below polls until the partitions really serve, so only a final refusal is an error.
+    try {
+      await admin.createTopics({ topics, waitForLeaders: false });
+    } catch (err) {
+      if (!(err as { retriable?: boolean }).retriable) throw err;
+    }
     await waitForLeaders(admin, missing.map((t) => t.physical));
   }
   return {
