@@ -4,7 +4,7 @@
  * same run. Prints a markdown table. Needs Debian's python3-sklearn (/usr/bin/python3).
  * Optional: QUALITY_CLIENTS=acme-100,eps-10k to run a subset.
  */
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,14 +48,12 @@ for (const spec of WORKLOAD.filter((w) => !only || only.includes(w.clientId))) {
 }
 
 const reference = new Map<string, { macroF1: number; accuracy: number; fitSeconds: number; C: number }>();
-try {
-  const out = execFileSync(python, [path.join(import.meta.dirname, 'reference.py'), dir], { encoding: 'utf8', maxBuffer: 1 << 26 });
-  for (const line of out.split('\n').filter(Boolean)) {
-    const r = JSON.parse(line) as { client: string; macroF1: number; accuracy: number; fitSeconds: number; C: number };
-    reference.set(r.client, r);
-  }
-} catch (err) {
-  process.stderr.write(`reference failed (is python3-sklearn installed for ${python}?): ${String(err)}\n`);
+// Lines are printed per client as they finish: keep what arrived even if the reference failed later.
+const ref = spawnSync(python, [path.join(import.meta.dirname, 'reference.py'), dir], { encoding: 'utf8', maxBuffer: 1 << 26 });
+if (ref.status !== 0) process.stderr.write(`reference failed (is python3-sklearn installed for ${python}?): ${ref.error?.message ?? ref.stderr}\n`);
+for (const line of (ref.stdout ?? '').split('\n').filter((l) => l.startsWith('{'))) {
+  const r = JSON.parse(line) as { client: string; macroF1: number; accuracy: number; fitSeconds: number; C: number };
+  reference.set(r.client, r);
 }
 
 console.log(`| client | examples | labels | Eddy macro-F1 | sklearn TF-IDF+LR macro-F1 | delta (points) | Eddy accuracy | sklearn accuracy | Eddy train+eval ms | sklearn fit s (C) | model rows | model bytes |`);
@@ -64,7 +62,7 @@ let worst = Infinity;
 for (const o of ours) {
   const r = reference.get(o.client);
   const delta = r ? (o.macroF1 - r.macroF1) * 100 : NaN;
-  worst = Math.min(worst, delta);
+  if (!Number.isNaN(delta)) worst = Math.min(worst, delta);
   console.log(`| ${o.client} | ${o.examples} | ${o.labels} | ${o.macroF1.toFixed(4)} | ${r ? r.macroF1.toFixed(4) : 'n/a'} | ${delta.toFixed(2)} | ${o.accuracy.toFixed(4)} | ${r ? r.accuracy.toFixed(4) : 'n/a'} | ${o.ms} | ${r ? `${r.fitSeconds.toFixed(1)} (C=${r.C})` : 'n/a'} | ${o.rows} | ${o.bytes} |`);
 }
 console.log(`\nworst delta: ${worst.toFixed(2)} points (target: >= -2.00 on every client)`);
