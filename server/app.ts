@@ -7,7 +7,7 @@ import { metricsRegistry } from '../common/metrics.ts';
 import { serverMetrics } from './metrics.ts';
 import type { ModelAdmin } from './model-admin.ts';
 import type { ModelManager } from './model-manager.ts';
-import type { PredictionService, PredictResult } from './prediction-service.ts';
+import { checkInputLimits, type PredictionService, type PredictResult } from './prediction-service.ts';
 import type { PredictionPublisher } from './publisher.ts';
 import type { ModelRegistry } from './registry.ts';
 
@@ -154,12 +154,6 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-export function byteLength(metadata: Record<string, string>): number {
-  let n = 0;
-  for (const k in metadata) n += Buffer.byteLength(k) + Buffer.byteLength(metadata[k]!);
-  return n;
-}
-
 export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
   const { config, service, registry, manager, admin } = deps;
   app.addSchema(errorSchema);
@@ -190,17 +184,7 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
     if (!deps.isReady()) throw new EddyError('NOT_READY', 'the model registry has not caught up with the models topic yet; retry shortly');
   };
 
-  const checkLimits = (text: string, metadata: Record<string, string> | undefined) => {
-    if (text.length > config.maxTextChars) {
-      throw new EddyError('TEXT_TOO_LONG', `text has ${text.length} characters; the limit is ${config.maxTextChars}`);
-    }
-    if (metadata) {
-      const entries = Object.keys(metadata).length;
-      if (entries > config.maxMetadataEntries) throw new EddyError('METADATA_TOO_LARGE', `metadata has ${entries} entries; the limit is ${config.maxMetadataEntries}`);
-      const bytes = byteLength(metadata);
-      if (bytes > config.maxMetadataBytes) throw new EddyError('METADATA_TOO_LARGE', `metadata has ${bytes} bytes; the limit is ${config.maxMetadataBytes}`);
-    }
-  };
+  const checkLimits = (text: string, metadata: Record<string, string> | undefined) => checkInputLimits(config, text, metadata);
 
   const publish = (events: Awaited<ReturnType<PredictionService['predict']>>['events']) => {
     for (const e of events) deps.publisher.publish(e);

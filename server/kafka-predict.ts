@@ -1,7 +1,8 @@
 import { EddyError } from '../common/errors.ts';
 import type { EventHandler, EventProducer } from '../streams/index.ts';
 import type { PredictionMade } from '../schemas/events.ts';
-import type { PredictionService } from './prediction-service.ts';
+import type { ServerConfig } from '../common/config.ts';
+import { checkInputLimits, type PredictionService } from './prediction-service.ts';
 
 /**
  * The Kafka predict path: PredictionRequested in, PredictionMade out, through the same
@@ -10,16 +11,19 @@ import type { PredictionService } from './prediction-service.ts';
  * consumers of `predictions` dedupe it). A request that fails validation the HTTP API would
  * refuse, or names an unknown client, is not retriable: the runner dead-letters it with the reason.
  */
-export function kafkaPredictHandler(service: PredictionService, producer: EventProducer, limits: { maxTextChars: number }): EventHandler {
+export function kafkaPredictHandler(
+  service: PredictionService,
+  producer: EventProducer,
+  limits: Pick<ServerConfig, 'maxTextChars' | 'maxMetadataEntries' | 'maxMetadataBytes'>,
+): EventHandler {
   return {
     async handle(records) {
       const out: PredictionMade[] = [];
       for (const r of records) {
         if (r.event.name !== 'PredictionRequested') continue;
         const e = r.event.value;
-        if (e.text.length === 0 || e.text.length > limits.maxTextChars) {
-          throw new EddyError('INVALID_REQUEST', `PredictionRequested ${e.eventId}: text must have 1..${limits.maxTextChars} characters, has ${e.text.length}`);
-        }
+        if (e.text.length === 0) throw new EddyError('INVALID_REQUEST', `PredictionRequested ${e.eventId}: text is empty`);
+        checkInputLimits(limits, e.text, e.metadata);
         const { events } = await service.predict(
           { clientId: e.clientId, text: e.text, metadata: e.metadata, requestId: e.requestId, sourceEventId: e.eventId },
           'KAFKA',

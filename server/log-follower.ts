@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Admin } from 'kafkajs';
-import { EddyError, errorMessage } from '../common/errors.ts';
+import { errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import type { ConsumerRunner, Streams, TopicName } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
@@ -150,10 +150,4 @@ async function caughtUp(admin: Admin, groupId: string, targets: Map<string, Map<
     }
   }
   return true;
-}
-
-export class NotReadyError extends EddyError {
-  constructor() {
-    super('NOT_READY', 'the model registry has not caught up with the models topic yet; retry shortly', { retriable: true });
-  }
 }

@@ -118,15 +118,6 @@ export class ModelManager {
     this.load(clientId, info).catch(() => undefined);
   }
 
-  /** Drops every loaded version of a client except `keep` (not used by the hot path; for tools and tests). */
-  unload(clientId: string, version: string): boolean {
-    const key = keyOf(clientId, version);
-    const m = this.loaded.get(key);
-    if (!m || m.borrowed > 0) return false;
-    this.remove(m);
-    return true;
-  }
-
   private handle(m: LoadedModel): ModelHandle {
     m.borrowed++;
     let released = false;

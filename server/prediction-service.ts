@@ -43,6 +43,25 @@ export interface PredictResult {
 /** Real-time features for a request; must never throw (featurizer/realtime.ts readRealtimeFeatures). */
 export type FeatureReader = (clientId: string, metadata: Record<string, string>) => Promise<{ features: Record<string, number>; defaulted: boolean }>;
 
+/**
+ * The input limits of every channel (HTTP answers 413 with these codes; Kafka dead-letters the
+ * request with the same message): text length, metadata entries and metadata bytes.
+ */
+export function checkInputLimits(limits: Pick<ServerConfig, 'maxTextChars' | 'maxMetadataEntries' | 'maxMetadataBytes'>, text: string, metadata: Record<string, string> | undefined): void {
+  if (text.length > limits.maxTextChars) {
+    throw new EddyError('TEXT_TOO_LONG', `text has ${text.length} characters; the limit is ${limits.maxTextChars}`);
+  }
+  if (!metadata) return;
+  let entries = 0;
+  let bytes = 0;
+  for (const k in metadata) {
+    entries++;
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(metadata[k]!);
+  }
+  if (entries > limits.maxMetadataEntries) throw new EddyError('METADATA_TOO_LARGE', `metadata has ${entries} entries; the limit is ${limits.maxMetadataEntries}`);
+  if (bytes > limits.maxMetadataBytes) throw new EddyError('METADATA_TOO_LARGE', `metadata has ${bytes} bytes; the limit is ${limits.maxMetadataBytes}`);
+}
+
 /** Stable share in [0, 1) for a key (FNV-1a + murmur3 finaliser): one requester, one bucket. */
 export function stableShare(key: string): number {
   let h = 0x811c9dc5;

@@ -153,6 +153,10 @@ describe('prediction API: answers', () => {
     // A request for a client nobody knows cannot be answered: dead-lettered with the reason, not dropped.
     await streams.producer.send('PredictionRequested', { eventId: randomUUID(), clientId: 'nobody', occurredAt: Date.now(), requestId: 'kafka-2', text: 'hello', metadata: {} });
     await waitFor('dead letter for unknown client', () => deadLetters.find((d) => d.includes("'nobody'")), 30_000);
+    // The channel limits are the HTTP limits: too much metadata is refused (dead-lettered) too.
+    await streams.producer.send('PredictionRequested', { eventId: randomUUID(), clientId: 'acme', occurredAt: Date.now(), requestId: 'kafka-3', text: 'hello', metadata: { a: '1', b: '2', c: '3', d: '4', e: '5' } });
+    await waitFor('dead letter for too much metadata', () => deadLetters.find((d) => d.includes('metadata has 5 entries')), 30_000);
+    expect(predictions.find((p) => p.requestId === 'kafka-3')).toBeUndefined();
   });
 
   it('reads real-time features from Redis, and answers with defaults flagged when Redis is down', async () => {
