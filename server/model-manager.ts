@@ -69,8 +69,10 @@ export class ModelManager {
     private readonly failureTtlMs = 60_000,
   ) {}
 
-  get stats(): { models: number; bytes: number; budgetBytes: number; loading: number } {
-    return { models: this.loaded.size, bytes: this.loadedBytes, budgetBytes: this.budgetBytes, loading: this.loading.size };
+  private loadsCompleted = 0;
+
+  get stats(): { models: number; bytes: number; budgetBytes: number; loading: number; loads: number } {
+    return { models: this.loaded.size, bytes: this.loadedBytes, budgetBytes: this.budgetBytes, loading: this.loading.size, loads: this.loadsCompleted };
   }
 
   isLoaded(clientId: string, version: string): boolean {
@@ -163,6 +165,7 @@ export class ModelManager {
     serverMetrics.loadSeconds().observe(loadMs / 1000);
     const m: LoadedModel = { key, clientId, version: info.version, predictor, bytes: Math.max(1, predictor.memoryBytes), borrowed: 0, loadMs };
     this.failures.delete(key);
+    this.loadsCompleted++;
     this.loaded.set(key, m);
     this.loadedBytes += m.bytes;
     this.evict(m);

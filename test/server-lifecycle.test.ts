@@ -116,10 +116,14 @@ describe('model lifecycle across replicas', () => {
   it('rolls back through the admin API: every replica, including one started later, serves the old version', async () => {
     const b = await startReplica('replica-b');
     expect((await predict(b, 'wifi')).body.modelVersion).toBe('v2');
+    // The previous version stayed loaded after the swap: rolling back to it needs no load.
+    expect(a.manager.isLoaded('acme', 'v1')).toBe(true);
+    const loadsBefore = a.manager.stats.loads;
     const rb = await adminPost(a, 'rollback', { reason: 'test' });
     expect(rb.status).toBe(200);
     expect(rb.body).toMatchObject({ event: 'ModelRolledBack', applied: true, live: 'v1' });
     expect((await predict(a, 'wifi')).body.modelVersion).toBe('v1');
+    expect(a.manager.stats.loads).toBe(loadsBefore);
     await waitFor('replica b follows the rollback', async () => (await predict(b, 'wifi')).body.modelVersion === 'v1');
     const c = await startReplica('replica-c');
     expect((await predict(c, 'wifi')).body.modelVersion).toBe('v1');
