@@ -447,10 +447,15 @@ export function createApp(deps: AppDeps): FastifyInstance {
   for (const create of Object.values(serverMetrics)) create();
   const requests = serverMetrics.requests();
   const latency = serverMetrics.requestSeconds();
-  app.addHook('onResponse', async (req, reply) => {
+  // Per-route children are cached: label lookups are on every request's path.
+  const latencyByRoute = new Map<string, ReturnType<typeof latency.labels>>();
+  app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     requests.inc({ route, status: String(reply.statusCode) });
-    latency.observe({ route }, reply.elapsedTime / 1000);
+    let child = latencyByRoute.get(route);
+    if (!child) latencyByRoute.set(route, (child = latency.labels(route)));
+    child.observe(reply.elapsedTime / 1000);
+    done();
   });
   app.register(serverRoutes, deps);
   return app;

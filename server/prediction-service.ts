@@ -132,11 +132,8 @@ export class PredictionService {
     const requester = req.metadata[this.config.canaryKey] || requestId;
 
     if (c?.live !== undefined) {
-      const history = [...c.liveHistory].reverse();
       const canary = c.canary && stableShare(`${clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
-      handle = canary
-        ? await this.borrowServing(c, canary, [c.live, ...history])
-        : await this.borrowServing(c, c.live, history);
+      handle = await this.borrowServing(c, canary ?? c.live, canary !== undefined);
       // Features are read after the model is in hand: a cold load (CPU-bound: hash + decode) must
       // not eat the features' tight deadline. On the hot path borrowing takes microseconds.
       const f = await this.readFeatures(clientId, req.metadata);
@@ -188,16 +185,21 @@ export class PredictionService {
    * 3. nothing loaded: load on demand, trying the next version when one fails to load.
    * Versions that recently failed to load are skipped: a broken artifact never replaces a working one.
    */
-  private async borrowServing(c: ClientModels, wanted: string, fallbacks: readonly string[]): Promise<ModelHandle | undefined> {
+  private async borrowServing(c: ClientModels, wanted: string, wantedIsCanary: boolean): Promise<ModelHandle | undefined> {
+    // The hot path: the wanted version is loaded (no list, no await on I/O).
+    if (!this.manager.failure(c.clientId, wanted)) {
+      const hot = this.manager.borrowLoaded(c.clientId, wanted);
+      if (hot) return hot;
+    }
+    // Fallbacks, newest first: for a canary the live version, then earlier live versions.
+    const fallbacks = [...(wantedIsCanary && c.live !== undefined ? [c.live] : []), ...[...c.liveHistory].reverse()];
     const candidates: VersionInfo[] = [];
     for (const v of [wanted, ...fallbacks]) {
       const info = c.versions.get(v);
       if (info && !candidates.includes(info) && !this.manager.failure(c.clientId, v)) candidates.push(info);
     }
     if (candidates.length === 0) return undefined;
-    const hot = this.manager.borrowLoaded(c.clientId, candidates[0]!.version);
-    if (hot) return hot;
-    for (let i = 1; i < candidates.length; i++) {
+    for (let i = candidates[0]!.version === wanted ? 1 : 0; i < candidates.length; i++) {
       const older = this.manager.borrowLoaded(c.clientId, candidates[i]!.version);
       if (older) {
         this.manager.preload(c.clientId, candidates[0]!);
