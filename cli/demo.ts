@@ -63,6 +63,7 @@ export function registerDemoCommand(program: Command, config: () => EddyConfig):
         if (stopRequested) return;
         out(`run ${session.id}: component logs in ${session.platform.logDir}`);
         out(`dashboard: ${session.serverUrls[0]}/dashboard   predict API: ${session.serverUrls.join(', ')} (key: ${session.apiKey})`);
+        out(`metrics: ${session.serverUrls.map((u) => `${u}/metrics`).join(', ')}, ${session.metricsUrls.processors}, ${session.metricsUrls.trainer}`);
         const endAt = duration === undefined ? Infinity : Date.now() + duration * 1000;
         const tty = process.stdout.isTTY;
         let lastPrint = 0;

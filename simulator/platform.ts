@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,8 +23,6 @@ export interface ComponentSpec {
   name: string;
   /** Arguments after `eddy`. */
   args: string[];
-  /** Node arguments that replace `bin/eddy.mjs <args>` (a component the CLI cannot run yet). */
-  script?: string[];
   /** Extra environment (on top of the launcher's). */
   env?: Record<string, string>;
   /** Resolves when the component is ready to work (default: alive for a moment). */
@@ -38,39 +36,26 @@ export interface RunningComponent {
   exited: { code: number | null; signal: NodeJS.Signals | null } | null;
 }
 
-let cliCommands: Set<string> | undefined;
-
-/** Top-level commands the CLI has (read once from `eddy --help`). */
-export function cliHasCommand(name: string): boolean {
-  if (!cliCommands) {
-    const help = spawnSync(process.execPath, [EDDY_BIN, '--help'], { encoding: 'utf8', env: { ...process.env, COLUMNS: '200' } }).stdout;
-    const section = help.slice(help.indexOf('Commands:'));
-    cliCommands = new Set([...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]!));
-  }
-  return cliCommands.has(name);
-}
-
 /** The standard platform: processors (incl. monitor), the trainer's retrain consumer, servers. */
 export function platformComponents(opts: {
   serverPorts: number[];
   serverHost?: string;
   /** True once the named consumer group (logical name) has members: a consumer is really working. */
   groupReady?: (group: string) => Promise<boolean>;
+  /** Ports of the /metrics endpoints of processors and trainer (EDDY_METRICS_PORT; 0 disables). */
+  metricsPorts?: { processors: number; trainer: number };
 }): ComponentSpec[] {
   const host = opts.serverHost ?? '127.0.0.1';
   const joined = (group: string) => (opts.groupReady ? () => opts.groupReady!(group) : undefined);
-  // The retrain consumer through the CLI once it has a command for it; until then the same code
-  // (trainer/consumer.ts startTrainer) from a small launcher.
-  const trainer: ComponentSpec = cliHasCommand('trainer')
-    ? { name: 'trainer', args: ['trainer', 'run'], ready: joined('trainer') }
-    : { name: 'trainer', args: [], script: ['--import', 'tsx', fileURLToPath(new URL('./trainer-process.ts', import.meta.url))], ready: joined('trainer') };
+  // Two components on one host must not share the default metrics port.
+  const metrics = (port: number | undefined) => ({ EDDY_METRICS_PORT: String(port ?? 0) });
   return [
-    { name: 'processors', args: ['processors', 'run'], ready: joined('processors.triggers') },
-    trainer,
+    { name: 'processors', args: ['processors', 'run'], ready: joined('processors.triggers'), env: metrics(opts.metricsPorts?.processors) },
+    { name: 'trainer', args: ['trainer', 'run'], ready: joined('trainer'), env: metrics(opts.metricsPorts?.trainer) },
     ...opts.serverPorts.map((port, i) => ({
       name: opts.serverPorts.length > 1 ? `server-${i + 1}` : 'server',
       args: ['serve'],
-      env: { EDDY_SERVER_PORT: String(port), EDDY_SERVER_HOST: host, EDDY_SERVER_REPLICA_ID: `sim-server-${i + 1}` },
+      env: { EDDY_SERVER_PORT: String(port), EDDY_SERVER_HOST: host, EDDY_SERVER_REPLICA_ID: `sim-server-${i + 1}`, ...metrics(0) },
       ready: async () => {
         const res = await fetch(`http://${host}:${port}/readyz`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined);
         return res?.status === 200;
@@ -100,7 +85,7 @@ export class Platform {
     for (const c of this.components) {
       for (;;) {
         if (c.exited) {
-          throw new EddyError('PLATFORM_START_FAILED', `${c.spec.name} (${describe(c.spec)}) exited with ${c.exited.code ?? c.exited.signal} during start-up; last log lines:\n${tail(c.logFile, 15)}`);
+          throw new EddyError('PLATFORM_START_FAILED', `${c.spec.name} (eddy ${c.spec.args.join(' ')}) exited with ${c.exited.code ?? c.exited.signal} during start-up; last log lines:\n${tail(c.logFile, 15)}`);
         }
         const ready = c.spec.ready ? await c.spec.ready().catch(() => false) : Date.now() - startedAt >= minimumAliveMs;
         if (ready) break;
@@ -135,7 +120,7 @@ export class Platform {
   private spawn(spec: ComponentSpec): void {
     const logFile = path.join(this.logDir, `${spec.name}.log`);
     const log = fs.openSync(logFile, 'a');
-    const child = spawn(process.execPath, ['--import', PARENT_WATCHDOG, ...(spec.script ?? [EDDY_BIN, ...spec.args])], {
+    const child = spawn(process.execPath, ['--import', PARENT_WATCHDOG, EDDY_BIN, ...spec.args], {
       env: { ...process.env, ...this.env, ...spec.env },
       // The IPC channel is how a component notices that we died (simulator/parent-watchdog.mjs).
       stdio: ['ignore', log, log, 'ipc'],
@@ -154,10 +139,6 @@ export class Platform {
   private killAll(signal: NodeJS.Signals): void {
     for (const c of this.components) if (!c.exited) signalGroup(c.child, signal);
   }
-}
-
-export function describe(spec: ComponentSpec): string {
-  return spec.script ? `node ${spec.script.join(' ')}` : `eddy ${spec.args.join(' ')}`;
 }
 
 function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {

@@ -23,7 +23,8 @@ import { DEMO_CLIENTS, NEW_CLIENT, type ClientSpec } from './workload.ts';
 export const FAST_PLATFORM_ENV: Record<string, string> = {
   // First model as soon as a client has a little history; retrain on modest new data.
   EDDY_TRIGGER_MIN_EXAMPLES: '40',
-  EDDY_TRIGGER_NEW_EXAMPLES: '400',
+  // Data-driven retrains rarely enough that the story's own causes (labels, alerts) are visible.
+  EDDY_TRIGGER_NEW_EXAMPLES: '1000',
   EDDY_TRIGGER_GROWTH: '0.5',
   EDDY_TRIGGER_COOLDOWN_MS: '15000',
   EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: '120000',
@@ -36,7 +37,8 @@ export const FAST_PLATFORM_ENV: Record<string, string> = {
   // bias (the model over-predicts the team the drifted requests look like), not yet as a
   // week-over-week drop: a lower bias threshold and support make it visible in a short run.
   EDDY_MONITOR_MIN_SUPPORT: '30',
-  EDDY_MONITOR_BIAS_THRESHOLD: '0.05',
+  // Above what a healthy model's skew reaches in the demo (~0.05), below what the drift causes (> 0.1).
+  EDDY_MONITOR_BIAS_THRESHOLD: '0.08',
   EDDY_MONITOR_LAG_INTERVAL_MS: '5000',
 };
 
@@ -69,6 +71,8 @@ export interface Session {
   streams: Streams;
   simulator?: Simulator;
   serverUrls: string[];
+  /** /metrics of the processors and the trainer (the servers serve theirs on their own port). */
+  metricsUrls: { processors: string; trainer: string };
   apiKey: string;
   runDir: string;
   stop(): Promise<void>;
@@ -102,6 +106,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
   fs.mkdirSync(runDir, { recursive: true });
   const apiKey = randomBytes(18).toString('base64url');
   const ports = await Promise.all(Array.from({ length: opts.servers ?? 1 }, () => freePort()));
+  const metricsPorts = { processors: await freePort(), trainer: await freePort() };
   const env: Record<string, string> = {
     EDDY_TOPIC_PREFIX: `${id}.`,
     EDDY_REDIS_PREFIX: id,
@@ -113,7 +118,8 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
     ...FAST_PLATFORM_ENV,
     ...opts.platformEnv,
   };
-  const config = loadConfig({ ...(opts.baseEnv ?? process.env), ...env, EDDY_LOG_LEVEL: 'warn' });
+  // The run's own Kafka client (simulator, watchers) logs errors only: the components log the rest.
+  const config = loadConfig({ ...(opts.baseEnv ?? process.env), ...env, EDDY_LOG_LEVEL: 'error' });
   const logger = opts.logger ?? createLogger('simulator', 'warn');
   // Topics exist before any component starts, so no one races to create them.
   const streams = await connectStreams(config, 'eddy-simulator');
@@ -127,7 +133,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
       const { groups } = await admin.describeGroups([streams.topics.group(group)]);
       return groups.some((g) => g.state === 'Stable' && g.members.length > 0);
     });
-    await platform.start(platformComponents({ serverPorts: ports, groupReady }).filter((c) => !opts.omitComponents?.includes(c.name)));
+    await platform.start(platformComponents({ serverPorts: ports, groupReady, metricsPorts }).filter((c) => !opts.omitComponents?.includes(c.name)));
   } catch (err) {
     await platform.stop(5000);
     await cleanup();
@@ -149,6 +155,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
   let stopping: Promise<void> | undefined;
   return {
     id, config, platform, streams, simulator, serverUrls, apiKey, runDir,
+    metricsUrls: { processors: `http://127.0.0.1:${metricsPorts.processors}/metrics`, trainer: `http://127.0.0.1:${metricsPorts.trainer}/metrics` },
     stop() {
       stopping ??= (async () => {
         await simulator?.stop().catch(() => undefined);
