@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { Command, CommanderError, Option } from 'commander';
-import { configurationMarkdown, describeConfig, loadConfig, type EddyConfig } from '../common/config.ts';
+import { configurationMarkdown, describeConfig, loadConfig, shownValue, type EddyConfig } from '../common/config.ts';
 import { EddyError, errorMessage } from '../common/errors.ts';
 import { stackDown, stackLogFile, stackStatus, stackUp } from './stack.ts';
 import { registerStreamsCommands } from './streams-commands.ts';
@@ -46,7 +46,8 @@ program
     }
     const env = process.env;
     for (const v of describeConfig()) {
-      out(`${v.name}=${env[v.name] ?? ''}`.padEnd(50) + `# ${v.description} (default: ${v.default || 'see description'})`);
+      const value = env[v.name];
+      out(`${v.name}=${value ? shownValue(v.name, value) : ''}`.padEnd(50) + `# ${v.description} (default: ${v.default || 'see description'})`);
     }
     config(); // validate, so a bad value is reported here too
   });

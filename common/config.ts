@@ -324,6 +324,15 @@ export function describeConfig(): Array<{ name: string; default: string; descrip
   }));
 }
 
+/**
+ * How a bad value appears in the error: quoted, so that empty or space-padded values show, except
+ * secrets (keys, passwords), which are never printed, and URL credentials, which are masked.
+ */
+export function shownValue(name: string, value: string): string {
+  if (/KEY|SECRET|PASSWORD|TOKEN/.test(name)) return `<${value.length} characters, hidden>`;
+  return JSON.stringify(value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/]*@/i, '$1***@'));
+}
+
 /** docs/configuration.md, generated from the schema above (`eddy config --markdown`); a test keeps it in sync. */
 export function configurationMarkdown(): string {
   const rows = describeConfig().map((v) => `| \`${v.name}\` | ${v.default === '' ? '' : `\`${v.default}\``} | ${v.description.replace(/\|/g, '\\|')} |`);
@@ -355,7 +364,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
     const problems = ((err as { errors?: Array<{ instancePath: string; message?: string }> }).errors ?? [])
       .map((e) => {
         const name = e.instancePath.replace(/^\//, '');
-        return `${name}=${JSON.stringify(data[name] ?? '')} ${e.message ?? 'is invalid'}`;
+        return `${name}=${shownValue(name, data[name] ?? '')} ${e.message ?? 'is invalid'}`;
       });
     throw new ConfigError(`invalid configuration: ${problems.length ? problems.join('; ') : String(err)}`);
   }

@@ -53,3 +53,18 @@ describe('configuration reference', () => {
     expect(fs.readFileSync('docs/configuration.md', 'utf8')).toBe(configurationMarkdown());
   });
 });
+
+describe('configuration errors never print secrets', () => {
+  it('hides key values and URL credentials', () => {
+    let message = '';
+    try {
+      loadConfig({ EDDY_SERVER_ADMIN_KEY: 'short', EDDY_REDIS_URL: 'http://user:hunter2@redis:6379' });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toContain('EDDY_REDIS_URL="http://***@redis:6379"');
+    expect(message).not.toContain('hunter2');
+    expect(message).toContain('EDDY_SERVER_ADMIN_KEY=<5 characters, hidden>');
+    expect(message).not.toContain('"short"');
+  });
+});
