@@ -7,6 +7,7 @@ import { FsModelStore } from '../models/store.ts';
 import { createClickHouse } from '../processors/analytics/clickhouse.ts';
 import { connectStreams } from '../streams/index.ts';
 import { startTrainer } from '../trainer/consumer.ts';
+import { LiveVersions } from '../trainer/live-versions.ts';
 import type { Evaluation } from '../trainer/evaluate.ts';
 import { loadTrainingSet } from '../trainer/dataset.ts';
 import { trainClient, trainerSettings, type TrainStage } from '../trainer/pipeline.ts';
@@ -62,18 +63,24 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const logger = createLogger('trainer', c.logLevel === 'info' ? 'warn' : c.logLevel);
       const clickhouse = createClickHouse(c);
       const streams = await connectStreams(c, 'eddy-cli-train');
+      // The gate compares against the version the servers serve (after a rollback or pin, not the
+      // newest): rebuild it from the models topic, as the retrain consumer does.
+      const live = new LiveVersions(streams, `cli-train-${process.pid}`, logger);
       const bar = opts.progress && process.stderr.isTTY
         ? new cliProgress.SingleBar({ format: '{stage} [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss}', stream: process.stderr }, cliProgress.Presets.shades_classic)
         : null;
       // Stages weigh 1 each; training weighs its epochs (it is where the time goes).
       const total = STAGES.length - 1 + epochs;
-      bar?.start(total, 0, { stage: 'load', epoch: 0, epochs, loss: '-' });
       try {
+        await live.start();
+        const current = await live.forTraining(opts.client);
+        bar?.start(total, 0, { stage: 'load', epoch: 0, epochs, loss: '-' });
         const outcome = await trainClient(
           { store: new FsModelStore(c.modelStoreDir), loadSet: (id) => loadTrainingSet(clickhouse, c.clickhouseDatabase, id), settings, logger },
           opts.client,
           {
             retrainEventId: null,
+            ...current,
             onProgress: (p) => {
               const before = STAGES.indexOf(p.stage);
               const value = p.stage === 'train' ? before + (p.epoch ?? 0) : before + (STAGES.indexOf(p.stage) > STAGES.indexOf('train') ? epochs - 1 : 0);
@@ -98,6 +105,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
         }
       } finally {
         bar?.stop();
+        await live.stop();
         await streams.close();
         await clickhouse.close();
       }

@@ -7,6 +7,7 @@ import type { RetrainRequested } from '../schemas/events.ts';
 import type { EventHandler, EventRecord, Streams } from '../streams/index.ts';
 import { initBackend } from './backend.ts';
 import { loadTrainingSet } from './dataset.ts';
+import { LiveVersions, type LiveView } from './live-versions.ts';
 import { republishedEvent, trainClient, trainerSettings, type TrainerDeps, type TrainerSettings } from './pipeline.ts';
 
 /**
@@ -29,7 +30,8 @@ const durations = () => metric('eddy_trainer_training_seconds', () => new prom.H
 export class RetrainHandler implements EventHandler {
   private logger: Logger;
 
-  constructor(private readonly streams: Streams, private readonly deps: TrainerDeps) {
+  /** `live`: the live version per client from the models topic; without it the newest stored version stands in. */
+  constructor(private readonly streams: Streams, private readonly deps: TrainerDeps, private readonly live?: LiveView) {
     this.logger = deps.logger;
   }
 
@@ -51,16 +53,20 @@ export class RetrainHandler implements EventHandler {
       const done = (await this.deps.store.list(clientId)).find((ref) => ref.retrainEventId !== null && ids.has(ref.retrainEventId));
       if (done) {
         this.logger.info({ clientId, version: done.modelVersion }, 'retrain already done before a restart; re-announcing');
-        await this.streams.producer.send('ModelPublished', republishedEvent(done));
+        const event = republishedEvent(done);
+        await this.streams.producer.send('ModelPublished', event);
+        this.live?.announced(clientId, event.eventId);
         continue;
       }
       const request = requests.at(-1)!;
+      const live = await this.live?.forTraining(clientId);
       const end = durations().startTimer();
-      const outcome = await trainClient(this.deps, clientId, { retrainEventId: request.eventId });
+      const outcome = await trainClient(this.deps, clientId, { retrainEventId: request.eventId, ...(live ?? {}) });
       end();
       if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
       if (outcome.kind === 'published') {
         await this.streams.producer.send('ModelPublished', outcome.event);
+        this.live?.announced(clientId, outcome.event.eventId);
         outcomes().inc({ outcome: 'published' });
       } else {
         await this.streams.producer.send('ModelRejected', outcome.event);
@@ -84,15 +90,25 @@ export async function startTrainer(streams: Streams, config: EddyConfig, opts: {
     settings: opts.settings ?? trainerSettings(config.trainer),
     logger,
   };
+  // The gate compares against the version the servers serve: know it for every client before the
+  // first training (caught up with the models topic as it was at start).
+  const live = new LiveVersions(streams, `trainer-${process.pid}`, logger);
+  await live.start();
   const runner = streams.consumer({
-    group: 'trainer', topics: ['retrain-requests'], handler: new RetrainHandler(streams, deps), fromBeginning: true,
+    group: 'trainer', topics: ['retrain-requests'], handler: new RetrainHandler(streams, deps, live), fromBeginning: true,
     // A training takes seconds: hand over small slices so each commit follows its own publish.
     maxRecordsPerCall: 20,
   });
-  await runner.start();
+  try {
+    await runner.start();
+  } catch (err) {
+    await live.stop();
+    throw err;
+  }
   return {
     async stop() {
       await runner.stop();
+      await live.stop();
       if (!opts.clickhouse) await clickhouse.close();
     },
   };

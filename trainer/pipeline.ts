@@ -196,9 +196,21 @@ export async function fitCandidate(
   return { manifest, artifact, predictor, evaluation, test, trainingMs };
 }
 
-async function loadLive(store: FsModelStore, refs: ModelVersionRef[], logger: Logger): Promise<{ ref: ModelVersionRef; artifact: ModelArtifact; predictor: Predictor | null } | null> {
-  const ref = refs.at(-1);
-  if (!ref) return null;
+/**
+ * The version the gate and warm start compare against. `liveVersion` is the version actually
+ * live for the client (derived from the models topic by the caller: after a rollback or a pin it
+ * is older than the newest in the store); null means no live version; undefined (callers without
+ * the models topic, e.g. benchmarks) falls back to the newest version in the store.
+ */
+async function loadLive(
+  store: FsModelStore, refs: ModelVersionRef[], liveVersion: string | null | undefined, clientId: string, logger: Logger,
+): Promise<{ ref: ModelVersionRef; artifact: ModelArtifact; predictor: Predictor | null } | null> {
+  if (liveVersion === null) return null;
+  const ref = liveVersion === undefined ? refs.at(-1) : refs.find((r) => r.modelVersion === liveVersion);
+  if (!ref) {
+    if (liveVersion !== undefined) logger.error({ clientId, version: liveVersion }, 'live version not in the model store; training without warm start or gate baseline');
+    return null;
+  }
   try {
     const artifact = await store.get(ref.uri, ref.sha256);
     let predictor: Predictor | null = null;
@@ -244,14 +256,25 @@ function rejectedEvent(clientId: string, fields: Partial<ModelRejected> & Pick<M
 
 export async function trainClient(
   deps: TrainerDeps, clientId: string,
-  ctx: { retrainEventId?: string | null; onProgress?: ProgressListener } = {},
+  ctx: {
+    retrainEventId?: string | null;
+    onProgress?: ProgressListener;
+    /**
+     * The client's live version per the models topic (see LiveVersions): null = none; undefined =
+     * not known, use the newest version in the store.
+     */
+    liveVersion?: string | null;
+    /** Versions retention must keep besides the newest and the live one (rollback history, canary, shadow). */
+    keepVersions?: readonly string[];
+  } = {},
 ): Promise<TrainOutcome> {
   const { store, settings, logger } = deps;
   const retrainEventId = ctx.retrainEventId ?? null;
   ctx.onProgress?.({ stage: 'load' });
   const [set, refs] = await Promise.all([deps.loadSet(clientId), store.list(clientId)]);
-  const live = await loadLive(store, refs, logger);
-  const liveVersion = live?.ref.modelVersion ?? null;
+  const live = await loadLive(store, refs, ctx.liveVersion, clientId, logger);
+  // The version reported as live/previous is the real live one, even when its artifact is unusable.
+  const liveVersion = ctx.liveVersion === undefined ? live?.ref.modelVersion ?? null : ctx.liveVersion;
   ctx.onProgress?.({ stage: 'validate' });
   const validation = validateTrainingSet(set, settings, live ? { labelDistribution: live.artifact.manifest.labelDistribution, trainingExamples: live.artifact.manifest.trainingExamples } : undefined);
   if (!validation.ok) {
@@ -304,8 +327,10 @@ export async function trainClient(
   const stored = await store.put(candidate.manifest, candidate.artifact.weights);
   const ref = (await store.list(clientId)).find((r) => r.modelVersion === version && r.sha256 === stored.sha256);
   if (!ref) throw new EddyError('MODEL_STORE_UNAVAILABLE', `stored ${clientId} ${version} but cannot list it back`, { retriable: true });
-  // Retention: keep the newest versions, and always the one we compared against (it may still be live).
-  const pruned = await store.prune({ clientId, keepLast: settings.keepVersions, keepVersions: liveVersion ? [liveVersion] : [] });
+  // Retention: keep the newest versions, the live one and the rollback history (an operator can
+  // roll back to any of them; the server must still find their artifacts).
+  const keep = [...(liveVersion ? [liveVersion] : []), ...(ctx.keepVersions ?? [])];
+  const pruned = await store.prune({ clientId, keepLast: settings.keepVersions, keepVersions: keep });
   if (pruned.length) logger.info({ clientId, pruned }, 'pruned old model versions');
   logger.info({ clientId, version, macroF1: candidate.evaluation.macroF1, liveMacroF1: liveEval?.macroF1, ms: candidate.trainingMs, backend: candidate.manifest.backend }, 'model published');
   return { kind: 'published', event: publishedEvent(ref, candidate, liveVersion, retrainEventId), ref, candidate: candidate.evaluation, live: liveEval };
