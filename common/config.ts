@@ -203,6 +203,10 @@ const ENV_SCHEMA = {
       type: 'integer', default: 10, minimum: 2, maximum: 100000,
       description: 'Model versions kept per client in the model store (older ones are pruned after a publish; rollback needs 2).',
     },
+    EDDY_TRAINER_DATA_WAIT_MS: {
+      type: 'integer', default: 60000, minimum: 0, maximum: 3600000,
+      description: 'Longest wait, per retrain, for the events a request names (its dataAsOf watermark) to become visible in ClickHouse before the training set is read; after it the trainer trains on what is there and logs a warning.',
+    },
     // --- quality monitor and dashboard (processors/monitor/, server/dashboard/) ---
     EDDY_MONITOR_DROP_PCT: {
       type: 'number', default: 10, minimum: 0.1, maximum: 100,
@@ -272,6 +276,8 @@ export interface TrainerConfig {
   maxTextChars: number;
   maxLabelDrift: number;
   keepVersions: number;
+  /** EDDY_TRAINER_DATA_WAIT_MS: bound on waiting for a request's watermark in ClickHouse. */
+  dataWaitMs: number;
 }
 
 /** The prediction server's settings (EDDY_SERVER_*), see docs/server.md. */
@@ -311,7 +317,7 @@ type RawEnv = {
   EDDY_TRIGGER_STALE_MS: number;
   EDDY_TRAINER_GATE_MARGIN: number; EDDY_TRAINER_BACKEND: string; EDDY_TRAINER_EPOCHS: number;
   EDDY_TRAINER_MIN_EXAMPLES: number; EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: number; EDDY_TRAINER_MAX_TEXT_CHARS: number;
-  EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number;
+  EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number; EDDY_TRAINER_DATA_WAIT_MS: number;
   EDDY_MONITOR_DROP_PCT: number; EDDY_MONITOR_MIN_SUPPORT: number; EDDY_MONITOR_BIAS_THRESHOLD: number;
   EDDY_MONITOR_AUTO_ROLLBACK: boolean; EDDY_MONITOR_ROLLBACK_DROP_PCT: number; EDDY_MONITOR_ROLLBACK_MIN_SUPPORT: number;
   EDDY_MONITOR_LAG_INTERVAL_MS: number; EDDY_METRICS_PORT: number; EDDY_METRICS_HOST: string;
@@ -409,6 +415,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       maxTextChars: raw.EDDY_TRAINER_MAX_TEXT_CHARS,
       maxLabelDrift: raw.EDDY_TRAINER_MAX_LABEL_DRIFT,
       keepVersions: raw.EDDY_TRAINER_KEEP_VERSIONS,
+      dataWaitMs: raw.EDDY_TRAINER_DATA_WAIT_MS,
     },
     monitor: {
       dropPct: raw.EDDY_MONITOR_DROP_PCT,

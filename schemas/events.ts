@@ -475,6 +475,20 @@ export namespace EddyEvents {
 
 export namespace EddyEvents {
     export type RetrainReason = "NEW_CLIENT" | "NEW_DATA" | "LABELS_CHANGED" | "QUALITY_DROP" | "STALE" | "MANUAL";
+    export interface DataWatermark {
+        /**
+         * eventId of the latest LabeledExample folded (table examples).
+         *
+         * Default: null
+         */
+        examplesEventId: null | string;
+        /**
+         * eventId of the latest LabelSetChanged folded (table label_changes).
+         *
+         * Default: null
+         */
+        labelChangesEventId: null | string;
+    }
     /**
      * Ask the trainers to train a new version of a client's model.
      */
@@ -502,6 +516,12 @@ export namespace EddyEvents {
          * Default: "trigger"
          */
         requestedBy: string;
+        /**
+         * The newest events the requester had seen for this client when it decided; the trainer waits (bounded) until they are in ClickHouse before reading the training set. Null: no watermark (train on what is there).
+         *
+         * Default: null
+         */
+        dataAsOf: null | EddyEvents.DataWatermark;
     }
 }
 

@@ -27,7 +27,7 @@ const events: AnyEvent[] = [
   { name: 'PredictionMade', value: prediction(c, 'r2', 'Network', { latencyMs: 4, featuresDefaulted: true }) },
   { name: 'PredictionFeedback', value: feedback(c, 'r1', 'ACCEPTED') },
   { name: 'PredictionFeedback', value: feedback(c, 'r2', 'REASSIGNED', 'Hardware') },
-  { name: 'RetrainRequested', value: { eventId: randomUUID(), clientId: c, occurredAt: now, reason: 'NEW_CLIENT', detail: '3 examples', requestedBy: 'trigger' } },
+  { name: 'RetrainRequested', value: { eventId: randomUUID(), clientId: c, occurredAt: now, reason: 'NEW_CLIENT', detail: '3 examples', requestedBy: 'trigger', dataAsOf: null } },
   {
     name: 'ModelPublished', value: {
       eventId: randomUUID(), clientId: c, occurredAt: now, modelVersion: 'v1', previousVersion: null, artifactUri: 'file:///m/v1', artifactSha256: 'ab'.repeat(32),

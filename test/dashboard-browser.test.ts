@@ -59,12 +59,12 @@ beforeAll(async () => {
     const wrongEvery = d > 3 ? 10 : 5; // quality slips mid-week: 90% right, then 80%
     history.push(...judged('acme', 'v1', now - d * DAY, 30, (i) => (i % wrongEvery === wrongEvery - 1 ? labels[(i + 1) % 3]! : labels[i % 3]!), (i) => labels[i % 3]!));
   }
-  const retrain: RetrainRequested = { eventId: randomUUID(), clientId: 'acme', occurredAt: now - 2 * 3_600_000, reason: 'NEW_DATA', detail: '600 new examples since v1', requestedBy: 'trigger' };
+  const retrain: RetrainRequested = { eventId: randomUUID(), clientId: 'acme', occurredAt: now - 2 * 3_600_000, reason: 'NEW_DATA', detail: '600 new examples since v1', requestedBy: 'trigger', dataAsOf: null };
   history.push({ name: 'RetrainRequested', value: retrain });
   history.push({ name: 'ModelPublished', value: { ...modelPublished({ clientId: 'acme', version: 'v2', ...v2 }), previousVersion: 'v1', occurredAt: now - 3_600_000, retrainEventId: retrain.eventId, trainingMs: 2300 } });
   // globex: v1 live; its last retrain was rejected by the trainer's gate.
   const g1 = await writeFixtureModel(store, { clientId: 'globex', version: 'v1', labels: HELPDESK_LABELS });
-  const gRetrain: RetrainRequested = { eventId: randomUUID(), clientId: 'globex', occurredAt: now - 1_800_000, reason: 'LABELS_CHANGED', detail: 'label set changed since v1', requestedBy: 'trigger' };
+  const gRetrain: RetrainRequested = { eventId: randomUUID(), clientId: 'globex', occurredAt: now - 1_800_000, reason: 'LABELS_CHANGED', detail: 'label set changed since v1', requestedBy: 'trigger', dataAsOf: null };
   const rejected: ModelRejected = {
     eventId: randomUUID(), clientId: 'globex', occurredAt: now - 1_700_000, candidateVersion: 'v2', liveVersion: 'v1', stage: 'GATE', reasons: ['WORSE_THAN_LIVE'],
     detail: 'macro-F1 0.71 < live 0.88 - 0.02', candidateMetrics: { macroF1: 0.71 }, liveMetrics: { macroF1: 0.88 }, retrainEventId: gRetrain.eventId,

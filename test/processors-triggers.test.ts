@@ -85,9 +85,12 @@ describe('trigger processor', () => {
     for (let i = 0; i < 3; i++) await streams.producer.send('LabeledExample', example(c, 'A'));
     await settled();
     expect(requests).toHaveLength(0); // 3 examples, one label
-    await streams.producer.send('LabeledExample', example(c, 'B'));
+    const fourth = example(c, 'B');
+    await streams.producer.send('LabeledExample', fourth);
     await waitFor('NEW_CLIENT', () => requests.length === 1);
     expect(requests[0]).toMatchObject({ clientId: c, reason: 'NEW_CLIENT', requestedBy: 'trigger' });
+    // The watermark names the newest example it decided on, so the trainer waits for exactly that data.
+    expect(requests[0]!.dataAsOf).toEqual({ examplesEventId: fourth.eventId, labelChangesEventId: null });
 
     // While it is outstanding, more data is held back (logged), not requested.
     for (let i = 0; i < 4; i++) await streams.producer.send('LabeledExample', example(c, 'B'));
@@ -110,9 +113,11 @@ describe('trigger processor', () => {
       detail: '', candidateMetrics: {}, liveMetrics: {}, retrainEventId: requests[1]!.eventId,
     });
     await settled();
-    await streams.producer.send('LabelSetChanged', labelAdded(c, 'C'));
+    const added = labelAdded(c, 'C');
+    await streams.producer.send('LabelSetChanged', added);
     await waitFor('LABELS_CHANGED', () => requests.length === 3);
     expect(requests[2]).toMatchObject({ reason: 'LABELS_CHANGED' });
+    expect(requests[2]!.dataAsOf).toMatchObject({ labelChangesEventId: added.eventId });
 
     await streams.producer.send('ModelPublished', published('v2', requests[2]!.eventId));
     await settled();

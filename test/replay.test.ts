@@ -62,7 +62,7 @@ describe('replay', () => {
         events.push({ name: 'PredictionMade', value: prediction(client, `${client}-r${i}`, labels[i % 3]!, { occurredAt: t0 + i * 1000 }) });
       }
       events.push({ name: 'LabelSetChanged', value: labelAdded(client, 'Access', { occurredAt: t0 + 1, change: 'RENAMED', previousLabel: 'Access', label: 'Identity' }) });
-      events.push({ name: 'RetrainRequested', value: { eventId: randomUUID(), clientId: client, occurredAt: t0, reason: 'MANUAL', detail: '', requestedBy: 'ops' } });
+      events.push({ name: 'RetrainRequested', value: { eventId: randomUUID(), clientId: client, occurredAt: t0, reason: 'MANUAL', detail: '', requestedBy: 'ops', dataAsOf: null } });
     }
     await streams.producer.sendAll(events);
     // feedback after its predictions were projected: it becomes examples on the log, too

@@ -69,7 +69,7 @@ async function rowsIn(table: 'examples' | 'label_changes', client: string): Prom
 
 async function retrain(client: string): Promise<ModelPublished | ModelRejected> {
   const eventId = randomUUID();
-  await streams.producer.send('RetrainRequested', { eventId, clientId: client, occurredAt: Date.now(), reason: 'MANUAL', detail: 'test', requestedBy: 'test' });
+  await streams.producer.send('RetrainRequested', { eventId, clientId: client, occurredAt: Date.now(), reason: 'MANUAL', detail: 'test', requestedBy: 'test', dataAsOf: null });
   const event = await waitFor(`the trainer's answer to ${eventId}`, () =>
     modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === eventId), 90_000);
   return event.value as ModelPublished | ModelRejected;

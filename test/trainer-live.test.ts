@@ -46,7 +46,7 @@ async function withTrainer<T>(settings: TrainerSettings, fn: () => Promise<T>): 
 
 async function retrain(): Promise<ModelPublished | ModelRejected> {
   const eventId = randomUUID();
-  await streams.producer.send('RetrainRequested', { eventId, clientId, occurredAt: Date.now(), reason: 'MANUAL', detail: 'test', requestedBy: 'test' });
+  await streams.producer.send('RetrainRequested', { eventId, clientId, occurredAt: Date.now(), reason: 'MANUAL', detail: 'test', requestedBy: 'test', dataAsOf: null });
   const event = await waitFor(`the trainer's answer to ${eventId}`, () =>
     modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === eventId), 90_000);
   return event.value as ModelPublished | ModelRejected;

@@ -6,7 +6,7 @@ import { createClickHouse, type ClickHouseClient } from '../processors/analytics
 import type { RetrainRequested } from '../schemas/events.ts';
 import type { EventHandler, EventRecord, Streams } from '../streams/index.ts';
 import { initBackend } from './backend.ts';
-import { loadTrainingSet } from './dataset.ts';
+import { latestWatermark, loadTrainingSet } from './dataset.ts';
 import { LiveVersions, type LiveView } from './live-versions.ts';
 import { republishedEvent, trainClient, trainerSettings, type TrainerDeps, type TrainerSettings } from './pipeline.ts';
 
@@ -40,7 +40,7 @@ export class RetrainHandler implements EventHandler {
     await initBackend(this.logger, this.deps.settings.backend || undefined);
   }
 
-  async handle(records: EventRecord[]): Promise<void> {
+  async handle(records: EventRecord[], ctx?: { heartbeat(): Promise<void>; isRunning(): boolean }): Promise<void> {
     // Coalesce: the last request per client carries the batch (older ones are answered by it).
     const byClient = new Map<string, RetrainRequested[]>();
     for (const r of records) {
@@ -61,7 +61,7 @@ export class RetrainHandler implements EventHandler {
       const request = requests.at(-1)!;
       const live = await this.live?.forTraining(clientId);
       const end = durations().startTimer();
-      const outcome = await trainClient(this.deps, clientId, { retrainEventId: request.eventId, ...(live ?? {}) });
+      const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, ...(live ?? {}) });
       end();
       if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
       if (outcome.kind === 'published') {
@@ -86,7 +86,7 @@ export async function startTrainer(streams: Streams, config: EddyConfig, opts: {
   const clickhouse = opts.clickhouse ?? createClickHouse(config);
   const deps: TrainerDeps = {
     store: new FsModelStore(config.modelStoreDir),
-    loadSet: (clientId) => loadTrainingSet(clickhouse, config.clickhouseDatabase, clientId),
+    loadSet: (clientId, wait) => loadTrainingSet(clickhouse, config.clickhouseDatabase, clientId, { ...wait, waitMs: config.trainer.dataWaitMs, logger }),
     settings: opts.settings ?? trainerSettings(config.trainer),
     logger,
   };

@@ -2,6 +2,9 @@ import { createHash } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { clickhouseError, identifier, quoteString } from '../processors/analytics/clickhouse.ts';
 import { hashString } from '../featurizer/text.ts';
+import { DependencyUnavailableError } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import type { RetrainRequested } from '../schemas/events.ts';
 
 /**
  * A client's training set, rebuilt from the analytics log (contract 1 tables `examples` and
@@ -171,8 +174,96 @@ export function buildTrainingSet(clientId: string, exampleRows: ExampleRow[], ch
   return { clientId, labels, examples, definitions: defs, sha256: hash.digest('hex') };
 }
 
-/** Reads a client's rows from ClickHouse (values never spliced unescaped; identifiers validated). */
-export async function loadTrainingSet(client: ClickHouseClient, database: string, clientId: string): Promise<TrainingSet> {
+/** The newest events a retrain request's author had seen (RetrainRequested.dataAsOf). */
+export type DataWatermark = NonNullable<RetrainRequested['dataAsOf']>;
+
+/**
+ * The watermark of coalesced requests of one client: per table, the newest event id any of them
+ * names (requests arrive in log order, so a later non-null id is newer).
+ */
+export function latestWatermark(requests: ReadonlyArray<Pick<RetrainRequested, 'dataAsOf'>>): DataWatermark | null {
+  let examplesEventId: string | null = null;
+  let labelChangesEventId: string | null = null;
+  for (const r of requests) {
+    examplesEventId = r.dataAsOf?.examplesEventId ?? examplesEventId;
+    labelChangesEventId = r.dataAsOf?.labelChangesEventId ?? labelChangesEventId;
+  }
+  return examplesEventId === null && labelChangesEventId === null ? null : { examplesEventId, labelChangesEventId };
+}
+
+/** What a caller passes to wait for a request's data: the watermark, and its consumer's liveness hooks. */
+export interface DataWait {
+  watermark: DataWatermark | null;
+  /** Called between polls: a wait longer than the Kafka session must keep the consumer in its group. */
+  heartbeat?: () => Promise<void>;
+  /** False once the consumer stops: the wait ends with a retriable error (the request is redelivered). */
+  isRunning?: () => boolean;
+}
+
+export interface WatermarkWait extends Partial<DataWait> {
+  /** Longest wait for the watermark (EDDY_TRAINER_DATA_WAIT_MS); then the set is read as it is. */
+  waitMs: number;
+  logger?: Pick<Logger, 'warn' | 'info'>;
+  /** First poll delay, doubled per poll up to 2 s. */
+  firstDelayMs?: number;
+}
+
+/**
+ * Waits until the events a watermark names are visible in ClickHouse (`examples`,
+ * `label_changes`). The trigger decides on events it has seen; the analytics and feature
+ * processors write them to ClickHouse a moment later, in partition order, so once the newest
+ * named event is there, everything before it of that client is too. Bounded: a stopped
+ * processor delays training by at most `waitMs`, then the set is read as it is (warning logged).
+ * Returns whether the watermark was reached.
+ */
+export async function waitForWatermark(client: ClickHouseClient, database: string, clientId: string, wait: WatermarkWait): Promise<boolean> {
+  const w = wait.watermark;
+  if (!w) return true;
+  const db = identifier(database);
+  const id = quoteString(clientId);
+  const pending: Array<{ table: string; eventId: string }> = [];
+  if (w.examplesEventId) pending.push({ table: 'examples', eventId: w.examplesEventId });
+  if (w.labelChangesEventId) pending.push({ table: 'label_changes', eventId: w.labelChangesEventId });
+  const started = Date.now();
+  let delay = wait.firstDelayMs ?? 100;
+  let slept = false;
+  for (;;) {
+    for (let i = pending.length - 1; i >= 0; i--) {
+      const p = pending[i]!;
+      let rows: Array<{ n: number | string }>;
+      try {
+        rows = await client.query({
+          query: `SELECT count() AS n FROM ${db}.${p.table} WHERE client_id = ${id} AND event_id = ${quoteString(p.eventId)}`,
+          format: 'JSONEachRow',
+        }).then((r) => r.json<{ n: number | string }>());
+      } catch (err) {
+        throw clickhouseError(err, `waiting for the data of ${clientId}`);
+      }
+      if (Number(rows[0]?.n ?? 0) > 0) pending.splice(i, 1);
+    }
+    const waited = Date.now() - started;
+    if (pending.length === 0) {
+      if (slept) wait.logger?.info({ clientId, waitedMs: waited }, 'training data caught up with the request');
+      return true;
+    }
+    if (waited >= wait.waitMs) {
+      wait.logger?.warn({ clientId, waitedMs: waited, missing: pending }, 'training data did not reach the request\'s watermark in time; training on what ClickHouse has (is the analytics/feature processor running?)');
+      return false;
+    }
+    if (wait.isRunning && !wait.isRunning()) throw new DependencyUnavailableError('clickhouse', `stopped while waiting for the data of ${clientId}`);
+    await new Promise((r) => setTimeout(r, Math.min(delay, wait.waitMs - waited)));
+    slept = true;
+    await wait.heartbeat?.().catch(() => undefined);
+    delay = Math.min(delay * 2, 2000);
+  }
+}
+
+/**
+ * Reads a client's rows from ClickHouse (values never spliced unescaped; identifiers validated),
+ * after waiting (bounded) for the request's watermark when one is given.
+ */
+export async function loadTrainingSet(client: ClickHouseClient, database: string, clientId: string, wait?: WatermarkWait): Promise<TrainingSet> {
+  if (wait) await waitForWatermark(client, database, clientId, wait);
   const db = identifier(database);
   const id = quoteString(clientId);
   try {

@@ -8,7 +8,7 @@ import { loadPredictor, type Predictor } from '../models/predictor.ts';
 import type { FsModelStore, ModelVersionRef } from '../models/store.ts';
 import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
 import { initBackend } from './backend.ts';
-import { definitionText, splitOf, type TrainingExample, type TrainingSet } from './dataset.ts';
+import { definitionText, splitOf, type DataWait, type TrainingExample, type TrainingSet } from './dataset.ts';
 import { evaluate, metricsMap, type Evaluation } from './evaluate.ts';
 import { DEFAULT_TRAIN_OPTIONS, trainSparseLinear, type TrainOptions } from './model.ts';
 import { validateTrainingSet, type ValidationLimits } from './validate.ts';
@@ -54,7 +54,8 @@ export type TrainOutcome =
 
 export interface TrainerDeps {
   store: FsModelStore;
-  loadSet(clientId: string): Promise<TrainingSet>;
+  /** `wait`: the request's dataAsOf; the set is read once ClickHouse has it (bounded wait). */
+  loadSet(clientId: string, wait?: DataWait): Promise<TrainingSet>;
   settings: TrainerSettings;
   logger: Logger;
 }

@@ -22,12 +22,16 @@ export interface ClientTriggerState {
   qualityAlert: string | null;
   /** Highest offset applied per topic: a client lives on one partition per topic, so this dedupes redeliveries. */
   offsets: Record<string, number>;
+  /** eventId of the latest LabeledExample / LabelSetChanged folded: the watermark a request carries (dataAsOf). */
+  lastExampleEventId: string | null;
+  lastLabelChangeEventId: string | null;
 }
 
 export function emptyTriggerState(): ClientTriggerState {
   return {
     examples: 0, labelCounts: {}, baselineExamples: 0, examplesAtLastModel: 0, lastModelVersion: null, lastModelAt: null,
     lastRequestAt: null, outstanding: null, labelsChanged: false, qualityAlert: null, offsets: {},
+    lastExampleEventId: null, lastLabelChangeEventId: null,
   };
 }
 

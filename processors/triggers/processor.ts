@@ -98,6 +98,9 @@ export class TriggerProcessor implements EventHandler {
         const req: RetrainRequested = {
           eventId: requestIdFor(ev.eventId), clientId: ev.clientId, occurredAt: ev.occurredAt,
           reason: d.reason, detail: d.detail, requestedBy: 'trigger',
+          // The trainer reads ClickHouse, which the analytics/feature processors fill after we saw
+          // these events: it waits until they are visible there (docs/processors.md, watermark).
+          dataAsOf: { examplesEventId: s.lastExampleEventId, labelChangesEventId: s.lastLabelChangeEventId },
         };
         requests.push(req);
         s.outstanding = { eventId: req.eventId, at: ev.occurredAt };
@@ -123,10 +126,12 @@ export class TriggerProcessor implements EventHandler {
     switch (ev.name) {
       case 'LabeledExample':
         s.examples++;
+        s.lastExampleEventId = ev.value.eventId;
         s.labelCounts[ev.value.label] = (s.labelCounts[ev.value.label] ?? 0) + 1;
         return true;
       case 'LabelSetChanged': {
         const e = ev.value;
+        s.lastLabelChangeEventId = e.eventId;
         if (e.change === 'REMOVED') delete s.labelCounts[e.label];
         if (e.change === 'RENAMED' && e.previousLabel) {
           s.labelCounts[e.label] = (s.labelCounts[e.label] ?? 0) + (s.labelCounts[e.previousLabel] ?? 0);

@@ -1,0 +1,155 @@
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createLogger } from '../common/log.ts';
+import { createClickHouse, identifier, quoteString, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
+import { startProcessors, type RunningProcessors } from '../processors/run.ts';
+import type { LabeledExample, LabelSetChanged, ModelPublished } from '../schemas/events.ts';
+import type { AnyEvent, ConsumerRunner } from '../streams/index.ts';
+import { startTrainer } from '../trainer/consumer.ts';
+import { latestWatermark, loadTrainingSet, waitForWatermark } from '../trainer/dataset.ts';
+import { trainerSettings } from '../trainer/pipeline.ts';
+import { testConfig, testStreams, uniqueName, waitFor } from './helpers.ts';
+import { deleteRedisPrefix, dropDatabase } from './processors-support.ts';
+import { generateClient } from './quality/workload.ts';
+
+/**
+ * The retrain watermark on the real stack: the trigger decides on events it has seen, but the
+ * trainer reads ClickHouse, which the feature/analytics processors fill later. A request names
+ * the newest events it was based on (dataAsOf), and the trainer waits (bounded) for them.
+ */
+const storeDir = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-trainer-watermark-'));
+const config = testConfig({ EDDY_MODEL_STORE_DIR: storeDir });
+let streams: Awaited<ReturnType<typeof testStreams>>;
+let procs: RunningProcessors | undefined;
+let clickhouse: ClickHouseClient;
+let reader: ConsumerRunner;
+const modelEvents: AnyEvent[] = [];
+const clientId = uniqueName('client');
+const workload = generateClient({ clientId, examples: 120, labels: 3, noise: 0, seed: 11 });
+const db = () => identifier(config.clickhouseDatabase);
+
+const startFeaturesAndAnalytics = () => startProcessors(config, { only: ['features', 'analytics'], groupPrefix: 'processors', waitForAssignment: true });
+
+function labelAdded(label: string, description: string, keywords: string[]): LabelSetChanged {
+  return { eventId: randomUUID(), clientId, occurredAt: Date.now(), change: 'ADDED', label, previousLabel: null, description, keywords };
+}
+
+function example(exampleId: string, text: string, label: string): LabeledExample {
+  return { eventId: randomUUID(), clientId, occurredAt: Date.now(), exampleId, text, label, source: 'ASSIGNMENT', metadata: {}, predictionId: null };
+}
+
+async function rowsIn(table: 'examples' | 'label_changes'): Promise<number> {
+  const rs = await clickhouse.query({
+    query: `SELECT uniqExact(event_id) AS n FROM ${db()}.${table} WHERE client_id = ${quoteString(clientId)}`,
+    format: 'JSONEachRow',
+  });
+  return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
+}
+
+beforeAll(async () => {
+  streams = await testStreams(config);
+  clickhouse = createClickHouse(config);
+  procs = await startFeaturesAndAnalytics();
+  reader = streams.consumer({
+    group: 'test-models-reader', topics: ['models'], fromBeginning: true,
+    handler: { handle: async (records) => { modelEvents.push(...records.map((r) => r.event)); } },
+  });
+  await reader.start();
+  await streams.producer.sendAll([
+    ...workload.labels.map((l): AnyEvent => ({ name: 'LabelSetChanged', value: labelAdded(l.name, l.description, l.keywords) })),
+    ...workload.examples.map((e): AnyEvent => ({ name: 'LabeledExample', value: example(e.exampleId, e.text, e.label) })),
+  ]);
+  await waitFor('the base data in ClickHouse', async () => (await rowsIn('examples')) === workload.examples.length && (await rowsIn('label_changes')) === workload.labels.length, 60_000);
+}, 180_000);
+
+afterAll(async () => {
+  await reader?.stop();
+  procs ??= await startFeaturesAndAnalytics();
+  await deleteRedisPrefix(procs.redis, config.redisPrefix);
+  await dropDatabase(clickhouse, config.clickhouseDatabase);
+  await procs.stop();
+  await clickhouse?.close();
+  await streams?.cleanup();
+  await fs.rm(storeDir, { recursive: true, force: true });
+}, 60_000);
+
+describe('retrain watermark (dataAsOf)', () => {
+  it('takes, per table, the newest event id any coalesced request names', () => {
+    expect(latestWatermark([{ dataAsOf: null }])).toBeNull();
+    expect(latestWatermark([
+      { dataAsOf: { examplesEventId: 'e1', labelChangesEventId: 'l1' } },
+      { dataAsOf: null },
+      { dataAsOf: { examplesEventId: 'e2', labelChangesEventId: null } },
+    ])).toEqual({ examplesEventId: 'e2', labelChangesEventId: 'l1' });
+  });
+
+  it('trains on the data a request names even when it reaches ClickHouse after the request', async () => {
+    // The feature/analytics processors lag (here: stopped): the new team reaches Kafka, not ClickHouse.
+    await procs!.stop();
+    procs = undefined;
+    const team = 'team-coffee-machines';
+    const added = labelAdded(team, 'coffee machine, espresso, kitchen appliances', ['coffee', 'espresso', 'machine']);
+    const texts = ['coffee machine leaking water', 'espresso machine shows descale error', 'coffee machine out of beans again', 'espresso grinder jammed in kitchen',
+      'coffee machine on floor two broken', 'milk frother of the espresso machine dead', 'coffee machine makes cold coffee', 'kitchen espresso machine error light',
+      'coffee machine drip tray overflowing', 'espresso machine needs new filter', 'coffee machine display blank', 'coffee beans container stuck'];
+    const late = texts.map((t, i) => example(`coffee-${i}`, t, team));
+    await streams.producer.sendAll([{ name: 'LabelSetChanged', value: added }, ...late.map((value): AnyEvent => ({ name: 'LabeledExample', value }))]);
+    const lastExample = late.at(-1)!.eventId;
+
+    // Observe the trainer's ClickHouse queries (a real client; only the query text is recorded).
+    const queries: string[] = [];
+    const observed = new Proxy(clickhouse, {
+      get(target, prop) {
+        if (prop === 'query') return (params: Parameters<ClickHouseClient['query']>[0]) => (queries.push(params.query), target.query(params));
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const trainer = await startTrainer(streams, config, { settings: trainerSettings(config.trainer, { epochs: 6 }), clickhouse: observed });
+    try {
+      const eventId = randomUUID();
+      await streams.producer.send('RetrainRequested', {
+        eventId, clientId, occurredAt: Date.now(), reason: 'LABELS_CHANGED', detail: 'test', requestedBy: 'test',
+        dataAsOf: { examplesEventId: lastExample, labelChangesEventId: added.eventId },
+      });
+      await waitFor('the trainer polling ClickHouse for the watermark', () => queries.some((q) => q.includes(lastExample)), 60_000);
+      // It is waiting, not training on the stale set: the new team is not in ClickHouse and no answer exists yet.
+      expect(await rowsIn('examples')).toBe(workload.examples.length);
+      expect(modelEvents.find((e) => e.name !== 'ModelPromoted' && (e.value as { retrainEventId?: string | null }).retrainEventId === eventId)).toBeUndefined();
+
+      procs = await startFeaturesAndAnalytics(); // the lagging processors catch up
+      const answer = await waitFor(`the trainer's answer to ${eventId}`, () =>
+        modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === eventId), 120_000);
+      expect(answer.name).toBe('ModelPublished');
+      const published = answer.value as ModelPublished;
+      expect(published.labels).toEqual([...workload.labels.map((l) => l.name), team].sort());
+    } finally {
+      await trainer.stop();
+    }
+  }, 240_000);
+
+  it('waits a bounded time for a watermark that never arrives, then reads the set as it is (with a warning)', async () => {
+    const logger = createLogger('test-watermark', 'silent');
+    const warn = vi.spyOn(logger, 'warn');
+    const missing = randomUUID();
+    const set = await loadTrainingSet(clickhouse, config.clickhouseDatabase, clientId, {
+      watermark: { examplesEventId: missing, labelChangesEventId: null }, waitMs: 1_000, firstDelayMs: 50, logger,
+    });
+    expect(set.labels).toEqual(expect.arrayContaining(workload.labels.map((l) => l.name)));
+    expect(set.examples.length).toBeGreaterThanOrEqual(workload.examples.length);
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(warn.mock.calls[0]![0]).toMatchObject({ clientId, missing: [{ table: 'examples', eventId: missing }] });
+  });
+
+  it('passes at once when the watermark is already in ClickHouse, and ends a wait when the consumer stops', async () => {
+    const rs = await clickhouse.query({ query: `SELECT event_id FROM ${db()}.examples WHERE client_id = ${quoteString(clientId)} LIMIT 1`, format: 'JSONEachRow' });
+    const present = (await rs.json<{ event_id: string }>())[0]!.event_id;
+    expect(await waitForWatermark(clickhouse, config.clickhouseDatabase, clientId, { watermark: { examplesEventId: present, labelChangesEventId: null }, waitMs: 60_000 })).toBe(true);
+    await expect(waitForWatermark(clickhouse, config.clickhouseDatabase, clientId, {
+      watermark: { examplesEventId: randomUUID(), labelChangesEventId: null }, waitMs: 60_000, firstDelayMs: 10, isRunning: () => false,
+    })).rejects.toMatchObject({ retriable: true });
+  });
+});
