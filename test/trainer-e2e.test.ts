@@ -34,8 +34,11 @@ const good: TrainerSettings = trainerSettings(config.trainer, { epochs: 6 });
 // zero, so it predicts one label for everything.
 const worse: TrainerSettings = { ...good, warmStart: false, train: { ...good.train, learningRate: 0 } };
 
-const clientId = uniqueName('client');
-const workload = generateClient({ clientId, examples: 240, labels: 4, noise: 0, seed: 5 });
+// A fixed client id (topics, database and store are already unique to this file): the split is a
+// hash of example ids, so a random id changed the ~27-example test set from run to run and made the
+// quality and gate assertions flaky.
+const clientId = 'e2e-client';
+const workload = generateClient({ clientId, examples: 400, labels: 4, noise: 0, seed: 5 });
 const store = new FsModelStore(storeDir);
 
 async function withTrainer<T>(settings: TrainerSettings, fn: () => Promise<T>): Promise<T> {
