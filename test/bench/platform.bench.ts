@@ -245,7 +245,8 @@ const shownArgs = args.filter((a) => a !== '--write');
 lines.push(`- command: \`npm run bench${shownArgs.length ? ` -- ${shownArgs.join(' ')}` : ''}\` (clients ${f.clients}, probes ${f.probes}, ${f.rate} requests/s background traffic)`);
 lines.push(`- date: ${started.toISOString()}`);
 lines.push(`- machine: ${machine()}`);
-lines.push('- note: other engineers were running tests and benchmarks on the same 2 cores during this run; every figure is a loaded-machine figure.');
+// The load average says whether anything else competed for the 2 cores during the run.
+lines.push(`- load average (1/5/15 min) at the end of the run: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (2 cores)`);
 lines.push('- platform: processors, trainer (TensorFlow.js, wasm/cpu backend), one prediction server, each a child process of the real CLI; real Kafka, registry, Redis, ClickHouse.');
 lines.push('');
 lines.push('## Headline');
