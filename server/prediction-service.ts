@@ -3,6 +3,7 @@ import type { ServerConfig } from '../common/config.ts';
 import { EddyError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import type { PredictionMade } from '../schemas/events.ts';
+import { hashString } from '../featurizer/text.ts';
 import { baselinePredict } from './baseline.ts';
 import { serverMetrics } from './metrics.ts';
 import type { ModelHandle, ModelManager } from './model-manager.ts';
@@ -62,19 +63,9 @@ export function checkInputLimits(limits: Pick<ServerConfig, 'maxTextChars' | 'ma
   if (bytes > limits.maxMetadataBytes) throw new EddyError('METADATA_TOO_LARGE', `metadata has ${bytes} bytes; the limit is ${limits.maxMetadataBytes}`);
 }
 
-/** Stable share in [0, 1) for a key (FNV-1a + murmur3 finaliser): one requester, one bucket. */
+/** Stable share in [0, 1) for a key (the featurizer's hash): one requester, one bucket. */
 export function stableShare(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return (h >>> 0) / 0x1_0000_0000;
+  return hashString(key) / 0x1_0000_0000;
 }
 
 /** A UUID-shaped id derived from a string: a redelivered request produces the same event id. */
