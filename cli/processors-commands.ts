@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { untilShutdownSignal } from '../streams/shutdown.ts';
 import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
 import { parseProcessorNames, PROCESSOR_NAMES, startProcessors } from '../processors/run.ts';
@@ -19,11 +20,7 @@ export function registerProcessorsCommands(program: Command, config: () => EddyC
       const procs = await startProcessors(config(), { only });
       await serveProcessMetrics(config(), 'processors', procs.streams);
       err(`processors running: ${only.join(', ')} (Ctrl-C stops them gracefully)`);
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+      await untilShutdownSignal();
       err('stopping processors…');
       await procs.stop();
     });

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { untilShutdownSignal } from '../streams/shutdown.ts';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
@@ -29,10 +30,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
       const { startServer } = await import('../server/main.ts');
       const server = await startServer({ ...base, server: { ...base.server, port, host: opts.host ?? base.server.host } }, { kafkaPredict: opts.kafkaPredict });
       out(`eddy server listening on ${server.url} (replica ${base.server.replicaId}); ready once the registry caught up (GET /readyz)`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      await untilShutdownSignal();
       out('shutting down: finishing requests, flushing predictions');
       await server.close();
     });

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { untilShutdownSignal } from '../streams/shutdown.ts';
 import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError } from '../common/errors.ts';
@@ -40,10 +41,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       await serveProcessMetrics(c, 'trainer');
       logger.info({ modelStore: c.modelStoreDir }, 'retrain consumer running');
       process.stderr.write('trainer running (Ctrl-C stops it gracefully: a training in flight finishes and publishes first)\n');
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', () => resolve());
-        process.once('SIGTERM', () => resolve());
-      });
+      await untilShutdownSignal();
       // A request whose training is cut short by a hard kill is not committed: it is delivered again.
       await trainer.stop();
       await streams.close();

@@ -13,7 +13,7 @@ export * from './consumer.ts';
 export * from './producer.ts';
 export * from './topics.ts';
 export { createKafka } from './kafka.ts';
-export { onShutdownSignal } from './shutdown.ts';
+export { onShutdownSignal, untilShutdownSignal } from './shutdown.ts';
 
 /**
  * Everything a component needs to talk to Kafka, connected and ready: topics exist, schemas are

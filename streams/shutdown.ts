@@ -30,3 +30,21 @@ export function onShutdownSignal(close: () => Promise<void>, logger: Logger, gra
   process.once('SIGINT', handler);
   process.once('SIGTERM', handler);
 }
+
+/**
+ * For long-running CLI commands that do their own orderly close: resolves on the first SIGINT or
+ * SIGTERM; a second signal while the command is still closing exits 1 at once.
+ */
+export function untilShutdownSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const first = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', first);
+      process.off('SIGTERM', first);
+      process.once('SIGINT', () => process.exit(1));
+      process.once('SIGTERM', () => process.exit(1));
+      resolve(signal);
+    };
+    process.on('SIGINT', first);
+    process.on('SIGTERM', first);
+  });
+}
