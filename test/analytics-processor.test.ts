@@ -6,8 +6,8 @@ import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { ANALYTICS_TABLE_NAMES, analyticsDdl, migrateAnalytics } from '../processors/analytics/schema.ts';
 import { ANALYTICS_TOPICS } from '../processors/analytics/processor.ts';
 import type { AnyEvent } from '../streams/index.ts';
-import { caughtUp, count, deleteRedisPrefix, dropDatabase, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
-import { testStreamsRetrying } from './processors-support.ts';
+import { caughtUp, count, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
+import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support.ts';
 
 const config = testConfig();
 let streams: Awaited<ReturnType<typeof testStreams>>;
@@ -65,15 +65,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await procs?.stop();
-  const { createClickHouse } = await import('../processors/analytics/clickhouse.ts');
-  const ch = createClickHouse(config);
-  await dropDatabase(ch, db).catch(() => undefined);
-  await ch.close();
-  const { connectRedis } = await import('../processors/redis.ts');
-  const redis = await connectRedis(config);
-  await deleteRedisPrefix(redis, config.redisPrefix);
-  redis.disconnect();
-  await streams?.cleanup();
+  await cleanupProcessorsTest(config, streams);
 });
 
 describe('analytics processor', () => {

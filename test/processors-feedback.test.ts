@@ -3,8 +3,8 @@ import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { exampleEventIdFor } from '../processors/feedback/processor.ts';
 import { metricsRegistry } from '../common/metrics.ts';
-import { deleteRedisPrefix, dropDatabase, feedback, prediction, tableRows } from './processors-support.ts';
-import { testStreamsRetrying } from './processors-support.ts';
+import { feedback, prediction, tableRows } from './processors-support.ts';
+import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support.ts';
 
 const config = testConfig({ EDDY_FEEDBACK_MAX_WAITS: '5' });
 let streams: Awaited<ReturnType<typeof testStreams>>;
@@ -19,15 +19,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await procs?.stop();
-  const { createClickHouse } = await import('../processors/analytics/clickhouse.ts');
-  const ch = createClickHouse(config);
-  await dropDatabase(ch, db).catch(() => undefined);
-  await ch.close();
-  const { connectRedis } = await import('../processors/redis.ts');
-  const redis = await connectRedis(config);
-  await deleteRedisPrefix(redis, config.redisPrefix);
-  redis.disconnect();
-  await streams?.cleanup();
+  await cleanupProcessorsTest(config, streams);
 });
 
 async function waitingRetries(): Promise<number> {

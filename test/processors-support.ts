@@ -257,3 +257,25 @@ export async function testStreamsRetrying(config: EddyConfig): Promise<Awaited<R
     }
   }
 }
+
+/**
+ * The end of a processors test file: removes what the file created (its Redis keys, and its
+ * ClickHouse database unless `keepDatabase`), then its topics and groups.
+ */
+export async function cleanupProcessorsTest(
+  config: EddyConfig,
+  streams: { cleanup(): Promise<void> } | undefined,
+  opts: { keepDatabase?: boolean } = {},
+): Promise<void> {
+  if (!opts.keepDatabase) {
+    const { createClickHouse } = await import('../processors/analytics/clickhouse.ts');
+    const ch = createClickHouse(config);
+    await dropDatabase(ch, config.clickhouseDatabase).catch(() => undefined);
+    await ch.close();
+  }
+  const { connectRedis } = await import('../processors/redis.ts');
+  const redis = await connectRedis(config);
+  await deleteRedisPrefix(redis, config.redisPrefix);
+  redis.disconnect();
+  await streams?.cleanup();
+}

@@ -6,8 +6,8 @@ import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../pr
 import { readClientCounts, TRIGGER_TOPICS } from '../processors/triggers/processor.ts';
 import type { EventRecord } from '../streams/index.ts';
 import type { ModelPublished, RetrainRequested } from '../schemas/events.ts';
-import { caughtUp, deleteRedisPrefix, example, labelAdded } from './processors-support.ts';
-import { testStreamsRetrying } from './processors-support.ts';
+import { caughtUp, example, labelAdded } from './processors-support.ts';
+import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support.ts';
 
 const trigger = { minExamples: 4, minLabels: 2, newExamples: 3, growth: 100, cooldownMs: 0, outstandingTimeoutMs: 3_600_000, staleMs: 30 * 86_400_000 };
 
@@ -62,11 +62,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await procs?.stop();
-  const { connectRedis } = await import('../processors/redis.ts');
-  const redis = await connectRedis(config);
-  await deleteRedisPrefix(redis, config.redisPrefix);
-  redis.disconnect();
-  await streams?.cleanup();
+  await cleanupProcessorsTest(config, streams, { keepDatabase: true });
 });
 
 function published(version: string, retrainEventId: string | null): ModelPublished {
