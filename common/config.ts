@@ -162,6 +162,10 @@ const ENV_SCHEMA = {
       type: 'integer', default: 20000, minimum: 1, maximum: 10000000,
       description: 'PredictionMade events buffered for Kafka per process; beyond it they are dropped and counted (eddy_server_predictions_dropped_total).',
     },
+    EDDY_SERVER_PUBLISHER: {
+      type: 'string', default: 'thread', enum: ['thread', 'inline'],
+      description: 'Where PredictionMade events are encoded and produced: a worker thread with its own Kafka connection (keeps kafkajs off the request thread; p99 in BENCHMARKS.md) or inline on the request thread.',
+    },
     EDDY_SERVER_CANARY_KEY: {
       type: 'string', default: 'requester', pattern: '^[A-Za-z0-9._-]+$',
       description: 'Metadata field whose value is hashed to pick canary traffic, so one requester always sees one version.',
@@ -296,6 +300,7 @@ export interface ServerConfig {
   maxBatch: number;
   topK: number;
   publishBuffer: number;
+  publisher: 'thread' | 'inline';
   canaryKey: string;
   replicaId: string;
 }
@@ -308,7 +313,7 @@ type RawEnv = {
   EDDY_SERVER_HOST: string; EDDY_SERVER_PORT: number; EDDY_SERVER_API_KEYS: string; EDDY_SERVER_API_KEYS_FILE: string;
   EDDY_SERVER_ADMIN_KEY: string; EDDY_SERVER_MODEL_MEMORY_MB: number; EDDY_SERVER_FEATURE_TIMEOUT_MS: number;
   EDDY_SERVER_MAX_TEXT_CHARS: number; EDDY_SERVER_MAX_METADATA_ENTRIES: number; EDDY_SERVER_MAX_METADATA_BYTES: number;
-  EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number;
+  EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number; EDDY_SERVER_PUBLISHER: 'thread' | 'inline';
   EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string;
   EDDY_ANALYTICS_BATCH_ROWS: number; EDDY_ANALYTICS_BATCH_MS: number; EDDY_FEATURES_SEEN_TTL_HOURS: number;
   EDDY_FEEDBACK_PREDICTION_TTL_DAYS: number; EDDY_FEEDBACK_MAX_WAITS: number;
@@ -403,6 +408,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       maxBatch: raw.EDDY_SERVER_MAX_BATCH,
       topK: raw.EDDY_SERVER_TOP_K,
       publishBuffer: raw.EDDY_SERVER_PUBLISH_BUFFER,
+      publisher: raw.EDDY_SERVER_PUBLISHER,
       canaryKey: raw.EDDY_SERVER_CANARY_KEY,
       replicaId: raw.EDDY_SERVER_REPLICA_ID || `${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
     },

@@ -72,7 +72,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const readFeatures: FeatureReader = (clientId, metadata) =>
     readRealtimeFeatures(redis, config.redisPrefix, clientId, metadata, { timeoutMs: s.featureTimeoutMs });
   const service = new PredictionService(registry, labels, manager, readFeatures, s, logger);
-  const publisher = new PredictionPublisher(streams.producer, s.publishBuffer, logger);
+  const publisher = new PredictionPublisher(s.publisher === 'thread' ? { thread: config } : { producer: streams.producer }, { capacity: s.publishBuffer, logger });
   const admin = new ModelAdmin(registry, streams.producer);
   const follower = new LogFollower(streams, registry, labels, s.replicaId, logger);
 

@@ -1,139 +1,483 @@
+import os from 'node:os';
+import { Worker, parentPort, workerData } from 'node:worker_threads';
+import type { EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
-import type { Logger } from '../common/log.ts';
+import { createLogger, type Logger } from '../common/log.ts';
 import type { PredictionMade } from '../schemas/events.ts';
-import type { EventProducer } from '../streams/index.ts';
+import { countProduced, createKafka, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
 
 /**
- * Publishes HTTP predictions as PredictionMade without making the response wait for Kafka.
- * Events go into a bounded in-memory buffer that one background loop drains in batches; while
- * Kafka is slow or down the loop retries with backoff and the buffer fills. When it is full, new
- * events are dropped — counted in `eddy_server_predictions_dropped_total` and logged (at most
- * once per interval, with the count) — so memory stays bounded and the loss is never silent.
- * On close the buffer is flushed (bounded by a deadline).
+ * PredictionMade publishing for HTTP predictions, in two halves:
+ *
+ * - {@link PredictionPublisher}, on the request thread, never blocks and never throws: it bounds
+ *   how many events may be on their way (EDDY_SERVER_PUBLISH_BUFFER), drops and counts the rest
+ *   (`eddy_server_predictions_dropped_total`, logged at most once per interval), and hands events
+ *   over in small batches.
+ * - {@link PredictionSender} batches them into produce requests, lingers so many predictions share
+ *   one request, retries while Kafka is away, and drops (loudly) what the producer refuses.
+ *
+ * By default the sender runs in a worker thread with its own Kafka connection and schema codec.
+ * Measured on this project's 2-core machine (BENCHMARKS.md): kafkajs costs 30–40 µs of CPU per
+ * event, and a 50 ms flush of ~250 events encoded on the request thread held the server's p99 at
+ * ~8 ms; handing a batch to the thread costs ~1.3 µs per event. `EDDY_SERVER_PUBLISHER=inline`
+ * keeps the sender on the request thread (one thread fewer, for tests and comparisons).
  */
+
+/** What the sender reports back for every batch it finished with. */
+interface SendResult {
+  sent: number;
+  refused: number;
+}
+
+/** Messages from the request thread to the publisher thread. */
+type ToThread =
+  | { type: 'events'; events: PredictionMade[] }
+  | { type: 'hurry' }
+  | { type: 'close'; timeoutMs: number };
+
+/** Messages from the publisher thread to the request thread. */
+type FromThread =
+  | ({ type: 'result' } & SendResult)
+  | { type: 'closed' };
+
+/** What the publisher thread needs to produce (plain data: it is copied into the thread). */
+interface ThreadData {
+  kafka: Pick<EddyConfig, 'kafkaBrokers' | 'logLevel'>;
+  schemaRegistryUrl: string;
+  topicPrefix: string;
+  replicaId: string;
+  lingerMs: number;
+  batchSize: number;
+}
+
+export interface PublisherOptions {
+  /** Most events on their way to Kafka at once; beyond it new ones are dropped and counted. */
+  capacity: number;
+  logger: Logger;
+  /** How long the first event of a produce request waits for company (Kafka's linger.ms). */
+  lingerMs?: number;
+  /** Most events per produce request. */
+  batchSize?: number;
+}
+
+/**
+ * Where the sender runs: a worker thread connecting with `config` (production), or this thread
+ * with an already-connected producer.
+ */
+export type PublishVia = { thread: EddyConfig } | { producer: EventProducer };
+
+/** How the request thread reaches a sender. */
+interface SenderChannel {
+  post(events: PredictionMade[]): void;
+  /** Skip the linger: someone is waiting for everything to be written. */
+  hurry(): void;
+  /** Stops the sender; what it still holds after `timeoutMs` is abandoned. */
+  close(timeoutMs: number): Promise<void>;
+}
+
+/**
+ * Linger 50 ms by default. kafkajs costs ~96 µs of CPU per event in 20-event produce requests but
+ * ~25 at 100 and ~19 at 1,000 (measured here), so at 5,000 predictions/s 50 ms (~250 events per
+ * request) saves most of it; PredictionMade is for monitoring, 50 ms later is fine.
+ */
+const DEFAULT_LINGER_MS = 50;
+const DEFAULT_BATCH = 1000;
+/**
+ * The request thread hands events over every POST_INTERVAL_MS or every POST_BATCH events,
+ * whichever comes first: one postMessage per event would cost ~2.5 µs each and wake the thread
+ * per prediction; batches of ~50 cost ~1.3 µs per event.
+ */
+const POST_INTERVAL_MS = 10;
+const POST_BATCH = 256;
+
 export class PredictionPublisher {
-  private buffer: PredictionMade[] = [];
-  private draining: Promise<void> | undefined;
+  private readonly channel: SenderChannel;
+  private readonly capacity: number;
+  private readonly logger: Logger;
+  private outbox: PredictionMade[] = [];
+  private postTimer: NodeJS.Timeout | undefined;
+  /** Events handed to publish() and neither written nor dropped yet. */
+  private inFlight = 0;
   private closed = false;
   private droppedSinceLog = 0;
   private lastDropLog = 0;
-  private backoffMs = 0;
-  private wake: (() => void) | undefined;
-  private flushWaiters: Array<() => void> = [];
+  private idleWaiters: Array<() => void> = [];
   publishedTotal = 0;
   droppedTotal = 0;
 
+  constructor(via: PublishVia, options: PublisherOptions) {
+    this.capacity = options.capacity;
+    this.logger = options.logger;
+    const lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
+    const batchSize = options.batchSize ?? DEFAULT_BATCH;
+    const onResult = (r: SendResult) => this.settled(r);
+    this.channel = 'thread' in via
+      ? new ThreadChannel(threadData(via.thread, lingerMs, batchSize), onResult, (lost) => this.lost(lost), this.logger)
+      : inlineChannel(via.producer, onResult, this.logger, lingerMs, batchSize);
+  }
+
+  /** Events accepted and not yet written to Kafka. */
+  get pending(): number {
+    return this.inFlight;
+  }
+
+  /** Never blocks and never throws: the event is queued, or dropped and counted. */
+  publish(event: PredictionMade): void {
+    if (this.inFlight >= this.capacity || this.closed) {
+      this.drop(1, 'PredictionMade publish buffer full: events dropped (Kafka slow or down)');
+      return;
+    }
+    this.inFlight++;
+    this.outbox.push(event);
+    serverMetrics.bufferSize().set(this.inFlight);
+    if (this.outbox.length >= POST_BATCH) this.postNow();
+    else this.postTimer ??= setTimeout(() => this.postNow(), POST_INTERVAL_MS);
+  }
+
+  private postNow(): void {
+    clearTimeout(this.postTimer);
+    this.postTimer = undefined;
+    if (this.outbox.length === 0) return;
+    const events = this.outbox;
+    this.outbox = [];
+    this.channel.post(events);
+  }
+
+  private settled({ sent, refused }: SendResult): void {
+    this.inFlight -= sent + refused;
+    if (sent > 0) {
+      this.publishedTotal += sent;
+      serverMetrics.published().inc(sent);
+      countProduced('PredictionMade', sent);
+    }
+    if (refused > 0) {
+      this.droppedTotal += refused;
+      serverMetrics.dropped().inc(refused);
+    }
+    serverMetrics.bufferSize().set(this.inFlight);
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** The sender thread died with `lost` events in it (it is restarted; the events are gone). */
+  private lost(lost: number): void {
+    this.inFlight -= lost;
+    this.droppedTotal += lost;
+    serverMetrics.dropped().inc(lost);
+    serverMetrics.bufferSize().set(this.inFlight);
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private drop(n: number, message: string): void {
+    this.droppedTotal += n;
+    this.droppedSinceLog += n;
+    serverMetrics.dropped().inc(n);
+    const now = Date.now();
+    if (now - this.lastDropLog > 5_000) {
+      this.logger.error({ dropped: this.droppedSinceLog, capacity: this.capacity, closed: this.closed }, message);
+      this.droppedSinceLog = 0;
+      this.lastDropLog = now;
+    }
+  }
+
+  /** Resolves true when everything accepted so far has been written (false on timeout). */
+  async flush(timeoutMs = 10_000): Promise<boolean> {
+    this.postNow();
+    if (this.inFlight === 0) return true;
+    this.channel.hurry();
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([
+      new Promise<boolean>((resolve) => this.idleWaiters.push(() => resolve(true))),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  /** Flushes (bounded by `timeoutMs`), stops the sender, and counts what could not be written. */
+  async close(timeoutMs = 10_000): Promise<void> {
+    if (this.closed) return;
+    const flushed = await this.flush(timeoutMs);
+    this.closed = true;
+    await this.channel.close(flushed ? 1_000 : 0);
+    if (this.inFlight > 0) {
+      const n = this.inFlight;
+      this.inFlight = 0;
+      this.droppedTotal += n;
+      serverMetrics.dropped().inc(n);
+      serverMetrics.bufferSize().set(0);
+      this.logger.error({ dropped: n }, 'shutdown: PredictionMade events could not be published in time; dropped');
+    }
+  }
+}
+
+/**
+ * Batches events into produce requests. Runs next to a producer: in the publisher thread, or
+ * inline. `send` may wait for a connection; retriable failures are retried with backoff (the
+ * buffer grows, bounded by the publisher's capacity); an event the producer refuses (schema) can
+ * never be sent, so its batch is reported refused and the rest keeps flowing.
+ */
+export class PredictionSender {
+  private buffer: PredictionMade[] = [];
+  private running: Promise<void> | undefined;
+  private hurried = false;
+  private stopped = false;
+  private backoffMs = 0;
+  private wake: (() => void) | undefined;
+
   constructor(
-    private readonly producer: EventProducer,
-    private readonly capacity: number,
+    private readonly send: (events: PredictionMade[]) => Promise<void>,
+    private readonly report: (result: SendResult) => void,
     private readonly logger: Logger,
-    private readonly batchSize = 1000,
-    /**
-     * How long the first event of a batch waits for company (Kafka's linger.ms). kafkajs costs
-     * ~96 µs of CPU per event in 20-event produce requests but ~25 at 100 and ~19 at 1,000
-     * (measured here), so at 5,000 predictions/s 50 ms (~250 per request) saves most of a
-     * core's tenth; PredictionMade is for monitoring, 50 ms later is fine.
-     */
-    private readonly lingerMs = 50,
+    private readonly lingerMs = DEFAULT_LINGER_MS,
+    private readonly batchSize = DEFAULT_BATCH,
   ) {}
 
   get pending(): number {
     return this.buffer.length;
   }
 
-  /** Never blocks and never throws: the event is queued, or dropped and counted. */
-  publish(event: PredictionMade): void {
-    if (this.buffer.length >= this.capacity || this.closed) {
-      this.droppedTotal++;
-      this.droppedSinceLog++;
-      serverMetrics.dropped().inc();
-      const now = Date.now();
-      if (now - this.lastDropLog > 5_000) {
-        this.logger.error({ dropped: this.droppedSinceLog, capacity: this.capacity, closed: this.closed }, 'PredictionMade publish buffer full: events dropped (Kafka slow or down)');
-        this.droppedSinceLog = 0;
-        this.lastDropLog = now;
-      }
+  add(events: PredictionMade[]): void {
+    if (this.stopped) {
+      this.report({ sent: 0, refused: events.length });
       return;
     }
-    this.buffer.push(event);
-    serverMetrics.bufferSize().set(this.buffer.length);
-    this.kick();
-  }
-
-  private kick(): void {
-    if (this.wake) {
-      const w = this.wake;
-      this.wake = undefined;
-      w();
-    }
-    this.draining ??= this.drain().finally(() => {
-      this.draining = undefined;
-      if (this.buffer.length > 0 && !this.closed) this.kick();
+    for (const e of events) this.buffer.push(e);
+    this.running ??= this.loop().finally(() => {
+      this.running = undefined;
+      if (this.buffer.length > 0 && !this.stopped) this.add([]);
     });
   }
 
-  private async drain(): Promise<void> {
-    // Linger so that many predictions share one produce request.
-    await new Promise((r) => setTimeout(r, this.lingerMs));
-    while (this.buffer.length > 0) {
+  hurry(): void {
+    this.hurried = true;
+    this.interrupt();
+  }
+
+  /** Stops after the batch in progress; waits up to `timeoutMs` for the buffer to empty first. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.hurry();
+    if (this.running && timeoutMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.running, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    this.stopped = true;
+    this.interrupt();
+  }
+
+  private interrupt(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private async loop(): Promise<void> {
+    if (!this.hurried) await this.sleep(this.lingerMs);
+    while (this.buffer.length > 0 && !this.stopped) {
       const batch = this.buffer.slice(0, this.batchSize);
       try {
-        await this.producer.sendAll(batch.map((value) => ({ name: 'PredictionMade' as const, value })));
+        await this.send(batch);
         this.buffer.splice(0, batch.length);
-        this.publishedTotal += batch.length;
-        serverMetrics.published().inc(batch.length);
-        serverMetrics.bufferSize().set(this.buffer.length);
         this.backoffMs = 0;
+        this.report({ sent: batch.length, refused: 0 });
       } catch (err) {
         if (!isRetriableSend(err)) {
-          // An event the schema refuses can never be sent: drop that batch loudly, keep the rest flowing.
           this.buffer.splice(0, batch.length);
-          this.droppedTotal += batch.length;
-          serverMetrics.dropped().inc(batch.length);
           this.logger.error({ err: errorMessage(err), events: batch.length }, 'PredictionMade events refused by the producer; dropped');
+          this.report({ sent: 0, refused: batch.length });
           continue;
         }
         this.backoffMs = Math.min(Math.max(100, this.backoffMs * 2), 5_000);
         this.logger.warn({ err: errorMessage(err), pending: this.buffer.length, retryInMs: this.backoffMs }, 'cannot publish PredictionMade yet; retrying');
-        if (this.closed) return;
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, this.backoffMs);
-          this.wake = () => {
-            clearTimeout(t);
-            r();
-          };
-        });
-        this.wake = undefined;
+        await this.sleep(this.backoffMs);
       }
     }
-    for (const w of this.flushWaiters.splice(0)) w();
-  }
-
-  /** Resolves when everything queued so far has been written (tests and shutdown). */
-  async flush(timeoutMs = 10_000): Promise<boolean> {
-    if (this.buffer.length === 0 && !this.draining) return true;
-    const done = new Promise<boolean>((resolve) => this.flushWaiters.push(() => resolve(true)));
-    this.kick();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-    const ok = await Promise.race([done, timeout]);
-    clearTimeout(timer);
-    return ok;
-  }
-
-  async close(timeoutMs = 10_000): Promise<void> {
-    const flushed = await this.flush(timeoutMs);
-    this.closed = true;
-    if (!flushed && this.buffer.length > 0) {
-      this.droppedTotal += this.buffer.length;
-      serverMetrics.dropped().inc(this.buffer.length);
-      this.logger.error({ dropped: this.buffer.length }, 'shutdown: PredictionMade events could not be published in time; dropped');
-      this.buffer = [];
-    }
+    if (this.buffer.length === 0) this.hurried = false;
   }
 }
 
 function isRetriableSend(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { retriable?: boolean }).retriable === true;
+}
+
+function sendWith(producer: EventProducer): (events: PredictionMade[]) => Promise<void> {
+  return (events) => producer.sendAll(events.map((value) => ({ name: 'PredictionMade' as const, value })));
+}
+
+function threadData(config: EddyConfig, lingerMs: number, batchSize: number): ThreadData {
+  return {
+    kafka: { kafkaBrokers: [...config.kafkaBrokers], logLevel: config.logLevel },
+    schemaRegistryUrl: config.schemaRegistryUrl,
+    topicPrefix: config.topicPrefix,
+    replicaId: config.server.replicaId,
+    lingerMs,
+    batchSize,
+  };
+}
+
+function inlineChannel(producer: EventProducer, onResult: (r: SendResult) => void, logger: Logger, lingerMs: number, batchSize: number): SenderChannel {
+  const sender = new PredictionSender(sendWith(producer), onResult, logger, lingerMs, batchSize);
+  return {
+    post: (events) => sender.add(events),
+    hurry: () => sender.hurry(),
+    close: (timeoutMs) => sender.stop(timeoutMs),
+  };
+}
+
+/**
+ * The publisher thread seen from the request thread. Counts what it posted and what came back, so
+ * when the thread dies (a bug: it retries Kafka itself) the events inside it are counted as lost,
+ * and a new thread is started with backoff; events posted meanwhile wait here.
+ */
+class ThreadChannel implements SenderChannel {
+  private worker: Worker | undefined;
+  /** Events posted to the current thread and not reported back. */
+  private inThread = 0;
+  private waiting: PredictionMade[] = [];
+  private closing = false;
+  private restartMs = 500;
+  private closedSignal: (() => void) | undefined;
+
+  constructor(
+    private readonly data: ThreadData,
+    private readonly onResult: (r: SendResult) => void,
+    private readonly onLost: (lost: number) => void,
+    private readonly logger: Logger,
+  ) {
+    this.start();
+  }
+
+  private start(): void {
+    // The entry registers tsx (the sources are TypeScript) and calls runPublisherThread below.
+    // execArgv: [] so the thread does not inherit flags meant for the main program.
+    const worker = new Worker(new URL('./publisher-thread.mjs', import.meta.url), { workerData: this.data, execArgv: [], name: 'eddy-publisher' });
+    // The HTTP server, not this thread, decides when the process may exit.
+    worker.unref();
+    worker.on('message', (m: FromThread) => {
+      if (m.type === 'result') {
+        this.inThread -= m.sent + m.refused;
+        this.restartMs = 500;
+        this.onResult(m);
+      } else if (m.type === 'closed') {
+        this.closedSignal?.();
+      }
+    });
+    worker.on('error', (err) => this.logger.error({ err: errorMessage(err) }, 'PredictionMade publisher thread failed'));
+    worker.on('exit', (code) => {
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      const lost = this.inThread;
+      this.inThread = 0;
+      if (lost > 0) this.onLost(lost);
+      this.closedSignal?.();
+      if (this.closing) return;
+      this.logger.error({ code, lost, restartInMs: this.restartMs }, 'PredictionMade publisher thread exited; restarting it');
+      setTimeout(() => {
+        if (this.closing) return;
+        this.start();
+        const waiting = this.waiting;
+        this.waiting = [];
+        if (waiting.length > 0) this.post(waiting);
+      }, this.restartMs).unref();
+      this.restartMs = Math.min(this.restartMs * 2, 30_000);
+    });
+    this.worker = worker;
+  }
+
+  post(events: PredictionMade[]): void {
+    if (!this.worker) {
+      for (const e of events) this.waiting.push(e);
+      return;
+    }
+    this.inThread += events.length;
+    this.worker.postMessage({ type: 'events', events } satisfies ToThread);
+  }
+
+  hurry(): void {
+    this.worker?.postMessage({ type: 'hurry' } satisfies ToThread);
+  }
+
+  async close(timeoutMs: number): Promise<void> {
+    this.closing = true;
+    const worker = this.worker;
+    if (!worker) return;
+    const closed = new Promise<void>((resolve) => (this.closedSignal = resolve));
+    worker.postMessage({ type: 'close', timeoutMs } satisfies ToThread);
+    let timer: NodeJS.Timeout | undefined;
+    // The thread needs timeoutMs for its buffer plus a moment to disconnect from Kafka.
+    await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, timeoutMs + 5_000)))]);
+    clearTimeout(timer);
+    this.worker = undefined;
+    await worker.terminate();
+  }
+}
+
+/**
+ * Body of the publisher thread (started through publisher-thread.mjs): connects to Kafka and the
+ * schema registry, retrying until they answer (events wait meanwhile), and runs a
+ * PredictionSender until told to close.
+ */
+export async function runPublisherThread(): Promise<void> {
+  const port = parentPort;
+  if (!port) throw new Error('runPublisherThread must run in a worker thread');
+  const data = workerData as ThreadData;
+  const logger = createLogger('server-publisher', data.kafka.logLevel).child({ replica: data.replicaId });
+  try {
+    // Linux nice values are per thread, and pid 0 means the calling thread: this lowers only the
+    // publisher's priority, so its produce bursts wait when requests need the core.
+    os.setPriority(0, os.constants.priority.PRIORITY_BELOW_NORMAL);
+  } catch (err) {
+    logger.debug({ err: errorMessage(err) }, 'cannot lower the publisher thread priority');
+  }
+  let producer: EventProducer | undefined;
+  let closing = false;
+  const connected = (async () => {
+    for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        const codec = await EventCodec.connect({ url: data.schemaRegistryUrl, logger });
+        const p = new EventProducer(createKafka(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
+        await p.connect();
+        producer = p;
+        return p;
+      } catch (err) {
+        if (closing) throw err;
+        logger.warn({ err: errorMessage(err), retryInMs: delay }, 'publisher thread cannot reach Kafka or the registry yet; PredictionMade events wait');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  })();
+  connected.catch(() => undefined); // given up only on close; a send waiting on it reports the refusal
+  const sender = new PredictionSender(
+    async (events) => sendWith(await connected)(events),
+    (result) => port.postMessage({ type: 'result', ...result } satisfies FromThread),
+    logger,
+    data.lingerMs,
+    data.batchSize,
+  );
+  port.on('message', (m: ToThread) => {
+    if (m.type === 'events') sender.add(m.events);
+    else if (m.type === 'hurry') sender.hurry();
+    else if (m.type === 'close') {
+      closing = true;
+      void (async () => {
+        await sender.stop(m.timeoutMs);
+        await producer?.disconnect().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'closing the publisher connection failed'));
+        port.postMessage({ type: 'closed' } satisfies FromThread);
+      })();
+    }
+  });
 }

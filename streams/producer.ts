@@ -14,6 +14,14 @@ const produced = () => metric('eddy_events_produced_total', () => new prom.Count
 }));
 
 /**
+ * Counts events another thread produced (its metrics registry is not the one /metrics exports),
+ * e.g. the prediction server's publisher thread.
+ */
+export function countProduced(name: EventName, n: number): void {
+  produced().inc({ event: name }, n);
+}
+
+/**
  * A typed producer: validates each event against its Avro schema before it leaves the process
  * (an invalid event is refused with the field named, never sent), encodes it through the registry,
  * keys it by clientId, and sends it to the topic the catalogue assigns to its type.

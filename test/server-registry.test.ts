@@ -157,29 +157,53 @@ describe('PredictionPublisher', () => {
     await streams?.cleanup();
   });
 
-  const made = (i: number): PredictionMade => ({
-    eventId: randomUUID(), clientId: 'c', occurredAt: Date.now(), requestId: `r${i}`, text: 't', metadata: {}, label: 'A',
+  const made = (requestId: string): PredictionMade => ({
+    eventId: randomUUID(), clientId: 'c', occurredAt: Date.now(), requestId, text: 't', metadata: {}, label: 'A',
     scores: [{ label: 'A', score: 1 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 1, channel: 'HTTP', featuresDefaulted: false,
   });
 
-  it('publishes without blocking, and counts (never silently loses) what overflows its buffer', async () => {
+  // The production path (a worker thread with its own Kafka connection) and the inline one.
+  it.each(['thread', 'inline'] as const)('publishes without blocking, and counts (never silently loses) what overflows its buffer (%s)', async (mode) => {
     const dropped = async () => (await metricsRegistry.getSingleMetric('eddy_server_predictions_dropped_total')?.get())?.values[0]?.value ?? 0;
     const before = await dropped();
-    const publisher = new PredictionPublisher(streams.producer, 10, createLogger('test', 'silent'));
-    // 25 events in one synchronous burst: the buffer holds 10 until the background loop runs.
-    for (let i = 0; i < 25; i++) publisher.publish(made(i));
+    const via = mode === 'thread' ? { thread: streams.config } : { producer: streams.producer };
+    const publisher = new PredictionPublisher(via, { capacity: 10, logger: createLogger('test', 'silent') });
+    const tag = `${mode}-${randomUUID()}`;
+    // 25 events in one synchronous burst: 10 may be on their way at once, the other 15 are dropped.
+    for (let i = 0; i < 25; i++) publisher.publish(made(`${tag}-${i}`));
     expect(publisher.droppedTotal).toBe(15);
     expect(await dropped()).toBe(before + 15);
+    expect(publisher.pending).toBe(10);
     expect(await publisher.flush()).toBe(true);
     expect(publisher.publishedTotal).toBe(10);
+    expect(publisher.pending).toBe(0);
     const seen: string[] = [];
     const tail = streams.consumer({
-      group: 'publisher-test', topics: ['predictions'],
-      handler: { async handle(records) { for (const r of records) if (r.event.name === 'PredictionMade') seen.push(r.event.value.requestId); } },
+      group: `publisher-test-${tag}`, topics: ['predictions'],
+      handler: { async handle(records) { for (const r of records) if (r.event.name === 'PredictionMade' && r.event.value.requestId.startsWith(tag)) seen.push(r.event.value.requestId); } },
     });
     await tail.start();
-    await waitFor('the 10 buffered events on the topic', () => seen.length === 10);
-    expect(seen.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `r${i}`).sort());
+    await waitFor('the 10 accepted events on the topic', () => seen.length === 10);
+    expect(seen.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `${tag}-${i}`).sort());
+    // After close nothing is accepted, and the refusal is counted too.
     await publisher.close();
+    publisher.publish(made(`${tag}-late`));
+    expect(publisher.droppedTotal).toBe(16);
+    await tail.stop();
+  });
+
+  it('keeps events while Kafka is unreachable, drops only beyond its buffer, and counts what close abandons', async () => {
+    const unreachable = { ...streams.config, kafkaBrokers: ['127.0.0.1:1'] };
+    const publisher = new PredictionPublisher({ thread: unreachable }, { capacity: 10, logger: createLogger('test', 'silent') });
+    for (let i = 0; i < 6; i++) publisher.publish(made(`down-${i}`));
+    expect(await publisher.flush(300)).toBe(false);
+    expect(publisher.pending).toBe(6);
+    expect(publisher.droppedTotal).toBe(0);
+    for (let i = 6; i < 12; i++) publisher.publish(made(`down-${i}`));
+    expect(publisher.droppedTotal).toBe(2);
+    await publisher.close(200);
+    expect(publisher.publishedTotal).toBe(0);
+    expect(publisher.droppedTotal).toBe(12);
+    expect(publisher.pending).toBe(0);
   });
 });
