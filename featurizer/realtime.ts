@@ -116,15 +116,9 @@ export async function readRealtimeFeatures(
   if (entities.length === 0) return { features: {}, defaulted: false };
   let timer: NodeJS.Timeout | undefined;
   try {
-    const read = (async () => {
-      const pipeline = redis.pipeline();
-      for (const e of entities) pipeline.hgetall(entityKey(keyPrefix, clientId, e.field, e.value));
-      const results = (await pipeline.exec()) ?? [];
-      return results.map(([err, value]) => {
-        if (err) throw err;
-        return value as Record<string, string>;
-      });
-    })();
+    // Separate commands, not a MULTI-less pipeline: with ioredis auto-pipelining (the server's
+    // client) the reads of every request handled in one event-loop turn share one socket write.
+    const read = Promise.all(entities.map((e) => redis.hgetall(entityKey(keyPrefix, clientId, e.field, e.value))));
     read.catch(() => undefined); // a late failure after the timeout must not become unhandled
     const timeout = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), opts.timeoutMs);

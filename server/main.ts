@@ -62,7 +62,9 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const logger = createLogger('server', config.logLevel).child({ replica: s.replicaId });
   const streams = await connectStreams(config, `eddy-server-${s.replicaId}`);
   // Fail fast instead of queueing while Redis is away: a prediction waits at most the feature timeout.
-  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true });
+  // Auto-pipelining: feature reads issued in one event-loop turn go out in one write (a socket
+  // write costs ~15 µs of CPU here, a large part of a prediction; see BENCHMARKS.md).
+  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true, enableAutoPipelining: true });
   redis.on('error', (err) => logger.debug({ err: errorMessage(err) }, 'redis error (features default while it lasts)'));
   await redis.connect().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'redis not reachable at start; predictions use default features until it is'));
 
