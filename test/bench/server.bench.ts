@@ -13,14 +13,20 @@
  * 5,000 req/s over 10,000 models; p99 at a fixed rate over 1,000 models steady vs while new
  * versions of those models are being published and hot-swapped; resident memory per model.
  *
+ * Finally, A/B in the same run: where PredictionMade is produced (publisher thread, inline on the
+ * request thread, or publishing off for reference), each on a fresh server at the fixed rate and
+ * at max throughput.
+ *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
- * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000).
+ * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
+ * BENCH_SERVER_RELOAD_ROUNDS (default 3), BENCH_SERVER_AB (0 skips the A/B).
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 const TEXTS = [
@@ -97,14 +103,29 @@ async function runLoad(opts: LoadOptions): Promise<void> {
   process.stdout.write(JSON.stringify(out) + '\n');
 }
 
-/** Runs a load and adds the server process's CPU time per request (independent of what else runs here). */
-async function measured(opts: LoadOptions): Promise<LoadResult & { cpuUsPerReq: number; cpuShare: number }> {
+type Measured = LoadResult & { cpuUsPerReq: number; cpuShare: number; gcMs: number; gcMaxMs: number };
+
+/**
+ * Runs a load and adds the server process's CPU time per request (all its threads; independent
+ * of what else runs here) and the main thread's garbage-collection pauses (total, longest): a
+ * pause stops every request in flight, so it is what p99 is made of once CPU is not short.
+ */
+async function measured(opts: LoadOptions): Promise<Measured> {
+  const pauses: number[] = [];
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) pauses.push(e.duration);
+  });
+  gc.observe({ entryTypes: ['gc'] });
   const cpu = process.cpuUsage();
   const t = performance.now();
   const r = await load(opts);
   const used = process.cpuUsage(cpu);
+  gc.disconnect();
   const cpuUs = used.user + used.system;
-  return { ...r, cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
+  return {
+    ...r, cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t),
+    gcMs: pauses.reduce((a, b) => a + b, 0), gcMaxMs: Math.max(0, ...pauses),
+  };
 }
 
 function load(opts: LoadOptions): Promise<LoadResult> {
@@ -165,7 +186,7 @@ async function main(): Promise<void> {
   const redisKeys: string[] = [];
   let server: Awaited<ReturnType<typeof startServer>> | undefined;
   const rows: Array<[string, string]> = [];
-  const table: Array<{ scenario: string; r: LoadResult & { cpuUsPerReq: number; cpuShare: number } }> = [];
+  const table: Array<{ scenario: string; r: Measured }> = [];
   try {
     const labels: Record<string, string[]> = {};
     for (let i = 0; i < 8; i++) labels[`Team${i}`] = [['laptop', 'vpn', 'payslip', 'monitor', 'outlook', 'badge', 'printer', 'phone'][i]!, `kw${i}`];
@@ -282,16 +303,46 @@ async function main(): Promise<void> {
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const ms = median(pairs.map((p) => p.steady));
     const mr = median(pairs.map((p) => p.reload));
-    rows.push(['reload', `${pairs.map((p) => `${p.swapped}/${k}`).join(', ')} models swapped per round during the run (older versions stay loaded for rollback until LRU evicts); p99 per round steady -> reload: ${pairs.map((p) => `${p.steady.toFixed(2)} -> ${p.reload.toFixed(2)} ms`).join('; ')}; medians ${ms.toFixed(2)} -> ${mr.toFixed(2)} ms (${(((mr - ms) / ms) * 100).toFixed(0)}%)`]);
+    if (pairs.length > 0) rows.push(['reload', `${pairs.map((p) => `${p.swapped}/${k}`).join(', ')} models swapped per round during the run (older versions stay loaded for rollback until LRU evicts); p99 per round steady -> reload: ${pairs.map((p) => `${p.steady.toFixed(2)} -> ${p.reload.toFixed(2)} ms`).join('; ')}; medians ${ms.toFixed(2)} -> ${mr.toFixed(2)} ms (${(((mr - ms) / ms) * 100).toFixed(0)}%)`]);
     rows.push(['evictions', `${server.manager.stats.models} models loaded at the end, ${(server.manager.stats.bytes / 2 ** 20).toFixed(0)} MiB of ${(server.manager.stats.budgetBytes / 2 ** 20).toFixed(0)} MiB`]);
     const flushed = await server.publisher.flush(30_000);
     rows.push(['PredictionMade', `${server.publisher.publishedTotal} published to Kafka, ${server.publisher.droppedTotal} dropped (buffer ${config.server.publishBuffer}); flushed: ${flushed}`]);
 
+    // Where PredictionMade is produced, side by side in this run: a fresh server per variant over
+    // the same k models (warmed first), the same fixed rate. "off" keeps one event in flight and
+    // drops the rest: the cost of the server without publishing, for reference only.
+    if ((process.env.BENCH_SERVER_AB ?? '1') !== '0') {
+      await server.close();
+      server = undefined;
+      const variants = [
+        { name: 'publisher thread (default)', publisher: 'thread', publishBuffer: config.server.publishBuffer },
+        { name: 'publisher inline (request thread)', publisher: 'inline', publishBuffer: config.server.publishBuffer },
+        { name: 'publishing off (buffer 1, reference)', publisher: 'thread', publishBuffer: 1 },
+      ] as const;
+      for (const v of variants) {
+        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, publishBuffer: v.publishBuffer, replicaId: `${config.server.replicaId}-${v.publisher}-${v.publishBuffer}` } };
+        const s = await startServer(variantConfig, { kafkaPredict: false });
+        try {
+          await s.ready;
+          say(`A/B: ${v.name}: warm ${k} models, then fixed ${RATE} req/s`);
+          await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'sequence', amount: k });
+          await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: 3 });
+          global.gc?.();
+          const r = await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+          table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models`, r });
+          say(`A/B: ${v.name}: max throughput`);
+          table.push({ scenario: `A/B ${v.name}: max throughput, ${k} models`, r: await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS }) });
+        } finally {
+          await s.close();
+        }
+      }
+    }
+
     const fmt = (x: number) => x.toFixed(2);
     const lines = [
-      `| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors | server CPU µs/req | server CPU % of a core |`,
-      `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
-      ...table.map(({ scenario, r }) => `| ${scenario} | ${r.requests} | ${r.rps.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.max)} | ${r.non2xx} | ${r.errors} | ${r.cpuUsPerReq.toFixed(0)} | ${(r.cpuShare * 100).toFixed(0)} |`),
+      `| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors | server CPU µs/req | server CPU % of a core | GC pauses ms (longest) |`,
+      `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+      ...table.map(({ scenario, r }) => `| ${scenario} | ${r.requests} | ${r.rps.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.max)} | ${r.non2xx} | ${r.errors} | ${r.cpuUsPerReq.toFixed(0)} | ${(r.cpuShare * 100).toFixed(0)} | ${r.gcMs.toFixed(0)} (${r.gcMaxMs.toFixed(1)}) |`),
       '',
       `| measure | value |`,
       `|---|---|`,
