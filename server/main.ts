@@ -8,6 +8,7 @@ import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
 import { connectStreams, type ConsumerRunner, type Streams } from '../streams/index.ts';
 import { createApp } from './app.ts';
+import { ArtifactLoaderThread } from './artifact-loader.ts';
 import { dashboardRoutes, instrumentRedis } from './dashboard/plugin.ts';
 import { kafkaPredictHandler } from './kafka-predict.ts';
 import { LogFollower } from './log-follower.ts';
@@ -48,10 +49,11 @@ export interface StartOptions {
   listen?: boolean;
   /** Consume PredictionRequested (default: yes). */
   kafkaPredict?: boolean;
-  /** Replace the artifact loader (benchmarks measure the real one; tests may wrap it to count loads). */
-  loader?: ArtifactLoader;
+  /** Wraps the artifact loader (the loader thread): benchmarks time it, tests count or break loads. */
+  wrapLoader?: (loader: ArtifactLoader) => ArtifactLoader;
 }
 
+/** Loads on the calling thread (unit tests of the manager; the server uses ArtifactLoaderThread). */
 export function storeLoader(config: EddyConfig): ArtifactLoader {
   const store = new FsModelStore(config.modelStoreDir);
   return async (_clientId, info) => loadPredictor(await store.get(info.artifactUri, info.artifactSha256));
@@ -70,7 +72,8 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
 
   const registry = new ModelRegistry();
   const labels = new LabelDirectory();
-  const manager = new ModelManager(opts.loader ?? storeLoader(config), s.modelMemoryBytes, logger);
+  const artifacts = new ArtifactLoaderThread(config.modelStoreDir, logger);
+  const manager = new ModelManager(opts.wrapLoader ? opts.wrapLoader(artifacts.loader) : artifacts.loader, s.modelMemoryBytes, logger);
   const readFeatures: FeatureReader = (clientId, metadata) =>
     readRealtimeFeatures(redis, config.redisPrefix, clientId, metadata, { timeoutMs: s.featureTimeoutMs });
   const service = new PredictionService(registry, labels, manager, readFeatures, s, logger);
@@ -118,6 +121,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
         await predictRunner?.stop();
         await follower.stop();
         await publisher.close();
+        await artifacts.close();
         await streams.close();
         redis.disconnect();
         logger.info('prediction server closed');

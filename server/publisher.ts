@@ -1,8 +1,9 @@
 import os from 'node:os';
-import { Worker, parentPort, workerData } from 'node:worker_threads';
+import { parentPort, type Worker } from 'node:worker_threads';
 import type { EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { startThread } from '../common/threads.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { countProduced, createKafka, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
@@ -42,7 +43,7 @@ type FromThread =
   | { type: 'closed' };
 
 /** What the publisher thread needs to produce (plain data: it is copied into the thread). */
-interface ThreadData {
+export interface ThreadData {
   kafka: Pick<EddyConfig, 'kafkaBrokers' | 'logLevel'>;
   schemaRegistryUrl: string;
   topicPrefix: string;
@@ -113,7 +114,7 @@ export class PredictionPublisher {
     const batchSize = options.batchSize ?? DEFAULT_BATCH;
     const onResult = (r: SendResult) => this.settled(r);
     this.channel = 'thread' in via
-      ? new ThreadChannel(threadData(via.thread, lingerMs, batchSize), onResult, (lost) => this.lost(lost), this.logger)
+      ? new ThreadChannel(threadData(via.thread, lingerMs, batchSize), onResult, this.logger)
       : inlineChannel(via.producer, onResult, this.logger, lingerMs, batchSize);
   }
 
@@ -144,6 +145,7 @@ export class PredictionPublisher {
     this.channel.post(events);
   }
 
+  /** The sender wrote `sent` and gave up on `refused` (refused by the producer, or lost with a dead thread). */
   private settled({ sent, refused }: SendResult): void {
     this.inFlight -= sent + refused;
     if (sent > 0) {
@@ -155,15 +157,6 @@ export class PredictionPublisher {
       this.droppedTotal += refused;
       serverMetrics.dropped().inc(refused);
     }
-    serverMetrics.bufferSize().set(this.inFlight);
-    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-  }
-
-  /** The sender thread died with `lost` events in it (it is restarted; the events are gone). */
-  private lost(lost: number): void {
-    this.inFlight -= lost;
-    this.droppedTotal += lost;
-    serverMetrics.dropped().inc(lost);
     serverMetrics.bufferSize().set(this.inFlight);
     if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
@@ -354,19 +347,15 @@ class ThreadChannel implements SenderChannel {
 
   constructor(
     private readonly data: ThreadData,
+    /** Also told about events lost with a dead thread (as refused). */
     private readonly onResult: (r: SendResult) => void,
-    private readonly onLost: (lost: number) => void,
     private readonly logger: Logger,
   ) {
     this.start();
   }
 
   private start(): void {
-    // The entry registers tsx (the sources are TypeScript) and calls runPublisherThread below.
-    // execArgv: [] so the thread does not inherit flags meant for the main program.
-    const worker = new Worker(new URL('./publisher-thread.mjs', import.meta.url), { workerData: this.data, execArgv: [], name: 'eddy-publisher' });
-    // The HTTP server, not this thread, decides when the process may exit.
-    worker.unref();
+    const worker = startThread(import.meta.url, 'runPublisherThread', this.data, 'eddy-publisher');
     worker.on('message', (m: FromThread) => {
       if (m.type === 'result') {
         this.inThread -= m.sent + m.refused;
@@ -382,7 +371,7 @@ class ThreadChannel implements SenderChannel {
       this.worker = undefined;
       const lost = this.inThread;
       this.inThread = 0;
-      if (lost > 0) this.onLost(lost);
+      if (lost > 0) this.onResult({ sent: 0, refused: lost });
       this.closedSignal?.();
       if (this.closing) return;
       this.logger.error({ code, lost, restartInMs: this.restartMs }, 'PredictionMade publisher thread exited; restarting it');
@@ -427,14 +416,12 @@ class ThreadChannel implements SenderChannel {
 }
 
 /**
- * Body of the publisher thread (started through publisher-thread.mjs): connects to Kafka and the
- * schema registry, retrying until they answer (events wait meanwhile), and runs a
- * PredictionSender until told to close.
+ * Body of the publisher thread: connects to Kafka and the schema registry, retrying until they
+ * answer (events wait meanwhile), and runs a PredictionSender until told to close.
  */
-export async function runPublisherThread(): Promise<void> {
+export function runPublisherThread(data: ThreadData): void {
   const port = parentPort;
   if (!port) throw new Error('runPublisherThread must run in a worker thread');
-  const data = workerData as ThreadData;
   const logger = createLogger('server-publisher', data.kafka.logLevel).child({ replica: data.replicaId });
   try {
     // Linux nice values are per thread, and pid 0 means the calling thread: this lowers only the

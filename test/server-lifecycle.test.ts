@@ -6,6 +6,7 @@ import { createLogger } from '../common/log.ts';
 import { metricsRegistry } from '../common/metrics.ts';
 import { FsModelStore } from '../models/store.ts';
 import type { PredictionMade } from '../schemas/events.ts';
+import { ArtifactLoaderThread } from '../server/artifact-loader.ts';
 import { startServer, storeLoader, type PredictionServer } from '../server/main.ts';
 import { ModelManager } from '../server/model-manager.ts';
 import { stableShare } from '../server/prediction-service.ts';
@@ -225,6 +226,24 @@ describe('model manager: thousands of models under a memory budget', () => {
       const put = await writeFixtureModel(store, { clientId: `m${i}`, version: 'v1', labels: HELPDESK_LABELS, extraFeatures: 1000 });
       versions.push({ version: 'v1', artifactUri: put.uri, artifactSha256: put.sha256, featurizer: '', labels: put.labels, metrics: {}, trainingExamples: 1, publishedAt: 0 });
     }
+  });
+
+  it('loads artifacts in the loader thread: the same model as on this thread, and errors keep their code', async () => {
+    const loaderThread = new ArtifactLoaderThread(config.modelStoreDir, createLogger('test', 'silent'));
+    try {
+      const [threaded, local] = await Promise.all([loaderThread.loader('m0', versions[0]!), storeLoader(config)('m0', versions[0]!)]);
+      expect(threaded.memoryBytes).toBe(local.memoryBytes);
+      for (const text of ['my laptop screen is black', 'the vpn drops every hour', 'where is my payslip']) {
+        expect(threaded.predict(text, { requester: 'ann' }, { 'requester.log_count': 1 }, 3)).toEqual(local.predict(text, { requester: 'ann' }, { 'requester.log_count': 1 }, 3));
+      }
+      const wrongHash = { ...versions[1]!, artifactSha256: versions[0]!.artifactSha256 };
+      await expect(loaderThread.loader('m1', wrongHash)).rejects.toMatchObject({ code: 'ARTIFACT_CORRUPT' });
+      const missing = { ...versions[1]!, artifactUri: `${versions[1]!.artifactUri.slice(0, -64)}${'0'.repeat(64)}`, artifactSha256: '0'.repeat(64) };
+      await expect(loaderThread.loader('m1', missing)).rejects.toMatchObject({ code: 'ARTIFACT_NOT_FOUND' });
+    } finally {
+      await loaderThread.close();
+    }
+    await expect(loaderThread.loader('m0', versions[0]!)).rejects.toMatchObject({ code: 'SERVER_CLOSING' });
   });
 
   it('coalesces concurrent loads of one model into one', async () => {
