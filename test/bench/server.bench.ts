@@ -13,9 +13,10 @@
  * 5,000 req/s over 10,000 models; p99 at a fixed rate over 1,000 models steady vs while new
  * versions of those models are being published and hot-swapped; resident memory per model.
  *
- * Finally, A/B in the same run: where PredictionMade is produced (publisher thread, inline on the
- * request thread, or publishing off for reference), each on a fresh server at the fixed rate and
- * at max throughput.
+ * Finally, A/B in the same run, each variant on a fresh server over the same models: the default
+ * (PredictionMade produced by the publisher thread, artifacts loaded by the loader thread), loads
+ * on the request thread, the publisher on the request thread, and publishing off (reference);
+ * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
  *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
  * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
@@ -217,12 +218,11 @@ async function main(): Promise<void> {
     }
 
     const loadMs: number[] = [];
-    const real = storeLoader(config);
     t = performance.now();
     const rssStart = process.memoryUsage().rss;
     server = await startServer(config, {
       kafkaPredict: false,
-      loader: async (clientId, info) => {
+      wrapLoader: (real) => async (clientId, info) => {
         const s = performance.now();
         const p = await real(clientId, info);
         loadMs.push(performance.now() - s);
@@ -234,6 +234,7 @@ async function main(): Promise<void> {
     say(`server ready (registry rebuilt from ${N} ModelPublished) in ${readyS.toFixed(1)} s`);
     rows.push(['registry rebuild to ready', `${readyS.toFixed(1)} s for ${N} ModelPublished`]);
     const base: Omit<LoadOptions, 'clients' | 'mode'> = { url: server.url, key: ADMIN, connections: 10 };
+    const k = Math.min(1000, N);
 
     // Warm the JIT and connections on a few clients (their loads are excluded from the cold numbers).
     await load({ ...base, clients: 50, mode: 'random', durationS: 3 });
@@ -254,10 +255,11 @@ async function main(): Promise<void> {
     rows.push(['artifact load (read + sha256 + decode) p50 / p99', `${percentile(loadSorted, 50).toFixed(2)} / ${percentile(loadSorted, 99).toFixed(2)} ms over ${loadMs.length} loads`]);
     rows.push(['models loaded / budget', `${stats.models} models, ${(stats.bytes / 2 ** 20).toFixed(0)} MiB of typed arrays, budget ${(stats.budgetBytes / 2 ** 20).toFixed(0)} MiB`]);
     const perModel = (a: number, b: number) => `${((b - a) / Math.max(1, stats.models - modelsBefore) / 1024).toFixed(1)} KiB`;
-    rows.push(['memory per loaded model', `${(stats.bytes / stats.models / 1024).toFixed(1)} KiB typed arrays (Predictor.memoryBytes); measured after GC: ${perModel(memBefore.arrayBuffers, memAfter.arrayBuffers)} ArrayBuffers + ${perModel(memBefore.heapUsed, memAfter.heapUsed)} JS heap; RSS delta ${perModel(rssBefore, rssAfter)} (RSS reuses pages freed after the setup, so it understates)`]);
+    // The weights are allocated by the loader thread and moved here, so this isolate's
+    // `arrayBuffers` figure does not count them: Predictor.memoryBytes is the measure, RSS the check.
+    rows.push(['memory per loaded model', `${(stats.bytes / stats.models / 1024).toFixed(1)} KiB typed arrays (Predictor.memoryBytes) + ${perModel(memBefore.heapUsed, memAfter.heapUsed)} JS heap (measured after GC); RSS delta ${perModel(rssBefore, rssAfter)} (RSS reuses pages freed after the setup, so it understates)`]);
     rows.push(['process RSS', `${(rssStart / 2 ** 20).toFixed(0)} MiB at start, ${(rssBefore / 2 ** 20).toFixed(0)} MiB ready, ${(rssAfter / 2 ** 20).toFixed(0)} MiB with ${stats.models} models`]);
 
-    const k = Math.min(1000, N);
     say(`max throughput over ${k} models`);
     table.push({ scenario: `max throughput, ${k} models`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
     say(`max throughput over ${N} models`);
@@ -265,40 +267,43 @@ async function main(): Promise<void> {
     say(`fixed ${RATE} req/s over ${N} models`);
     table.push({ scenario: `${RATE} req/s, ${N} models`, r: await measured({ ...base, clients: N, mode: 'random', durationS: SECONDS, rate: RATE }) });
 
-    // Reload vs steady, interleaved: on a shared machine two single runs mostly measure the
-    // neighbours, so ROUNDS pairs (steady, then reload) run back to back and the medians compare.
     // Reload: a new version of every one of the k hot models is published during the run; the
     // server loads each in the background and swaps (the old version answers meanwhile).
-    const ROUNDS = Number(process.env.BENCH_SERVER_RELOAD_ROUNDS ?? 3);
-    const pairs: Array<{ steady: number; reload: number; swapped: number }> = [];
-    for (let round = 1; round <= ROUNDS; round++) {
-      const version = `v${round + 1}`;
+    let nextVersion = 2;
+    const reloadRun = async (target: NonNullable<typeof server>, url: string): Promise<{ r: Measured; version: string; swapped: number }> => {
+      const version = `v${nextVersion++}`;
       const reloadPuts: Array<Awaited<ReturnType<typeof writeFixtureModel>>> = [];
       await pool(clients.slice(0, k), 16, async (clientId, i) => {
         reloadPuts[i] = await writeFixtureModel(store, { clientId, version, labels, extraFeatures: FEATURES, quantization: 'int8-row' });
       });
+      const run = measured({ url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
+      await new Promise((r) => setTimeout(r, 1000));
+      // Spread over the run: k versions in (SECONDS - 2) s.
+      const perTick = Math.max(1, Math.ceil(k / ((SECONDS - 2) * 10)));
+      for (let i = 0; i < k; i += perTick) {
+        await streams.producer.sendAll(clients.slice(i, Math.min(k, i + perTick)).map((clientId, j) => ({
+          name: 'ModelPublished' as const, value: modelPublished({ clientId, version, ...reloadPuts[i + j]! }),
+        })));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const r = await run;
+      let swapped = 0;
+      for (const c of clients.slice(0, k)) if (target.manager.isLoaded(c, version)) swapped++;
+      return { r, version, swapped };
+    };
+
+    // Reload vs steady, interleaved: two single runs mostly measure the machine's noise, so
+    // ROUNDS pairs (steady, then reload) run back to back and the medians compare.
+    const ROUNDS = Number(process.env.BENCH_SERVER_RELOAD_ROUNDS ?? 3);
+    const pairs: Array<{ steady: number; reload: number; swapped: number }> = [];
+    for (let round = 1; round <= ROUNDS; round++) {
       say(`round ${round}/${ROUNDS}: fixed ${RATE} req/s over ${k} models, steady`);
       const steady = await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
       table.push({ scenario: `${RATE} req/s, ${k} models, steady (round ${round})`, r: steady });
-      say(`round ${round}/${ROUNDS}: fixed ${RATE} req/s over ${k} models while ${k} new versions (${version}) are published and swapped in`);
-      const reloadRun = measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
-      const publishing = (async () => {
-        await new Promise((r) => setTimeout(r, 1000));
-        // Spread over the run: k versions in (SECONDS - 2) s.
-        const perTick = Math.max(1, Math.ceil(k / ((SECONDS - 2) * 10)));
-        for (let i = 0; i < k; i += perTick) {
-          await streams.producer.sendAll(clients.slice(i, Math.min(k, i + perTick)).map((clientId, j) => ({
-            name: 'ModelPublished' as const, value: modelPublished({ clientId, version, ...reloadPuts[i + j]! }),
-          })));
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      })();
-      const reload = await reloadRun;
-      await publishing;
-      let swapped = 0;
-      for (const c of clients.slice(0, k)) if (server.manager.isLoaded(c, version)) swapped++;
-      table.push({ scenario: `${RATE} req/s, ${k} models, during reload (round ${round})`, r: reload });
-      pairs.push({ steady: steady.p99, reload: reload.p99, swapped });
+      say(`round ${round}/${ROUNDS}: fixed ${RATE} req/s over ${k} models while ${k} new versions are published and swapped in`);
+      const reload = await reloadRun(server, server.url);
+      table.push({ scenario: `${RATE} req/s, ${k} models, during reload (round ${round})`, r: reload.r });
+      pairs.push({ steady: steady.p99, reload: reload.r.p99, swapped: reload.swapped });
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const ms = median(pairs.map((p) => p.steady));
@@ -308,29 +313,30 @@ async function main(): Promise<void> {
     const flushed = await server.publisher.flush(30_000);
     rows.push(['PredictionMade', `${server.publisher.publishedTotal} published to Kafka, ${server.publisher.droppedTotal} dropped (buffer ${config.server.publishBuffer}); flushed: ${flushed}`]);
 
-    // Where PredictionMade is produced, side by side in this run: a fresh server per variant over
-    // the same k models (warmed first), the same fixed rate. "off" keeps one event in flight and
-    // drops the rest: the cost of the server without publishing, for reference only.
+    // Where the work happens, side by side in this run: a fresh server per variant over the same
+    // k models (warmed first): fixed rate steady, fixed rate during a reload, max throughput.
+    // "publishing off" keeps one event in flight and drops the rest: a reference only.
     if ((process.env.BENCH_SERVER_AB ?? '1') !== '0') {
       await server.close();
       server = undefined;
-      const variants = [
-        { name: 'publisher thread (default)', publisher: 'thread', publishBuffer: config.server.publishBuffer },
-        { name: 'publisher inline (request thread)', publisher: 'inline', publishBuffer: config.server.publishBuffer },
-        { name: 'publishing off (buffer 1, reference)', publisher: 'thread', publishBuffer: 1 },
-      ] as const;
-      for (const v of variants) {
-        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, publishBuffer: v.publishBuffer, replicaId: `${config.server.replicaId}-${v.publisher}-${v.publishBuffer}` } };
-        const s = await startServer(variantConfig, { kafkaPredict: false });
+      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; publishBuffer: number; loadsInline?: boolean }> = [
+        { name: 'default (publisher thread, loader thread)', publisher: 'thread', publishBuffer: config.server.publishBuffer },
+        { name: 'loads on the request thread', publisher: 'thread', publishBuffer: config.server.publishBuffer, loadsInline: true },
+        { name: 'publisher on the request thread', publisher: 'inline', publishBuffer: config.server.publishBuffer },
+        { name: 'publishing off (reference)', publisher: 'thread', publishBuffer: 1 },
+      ];
+      for (const [i, v] of variants.entries()) {
+        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, publishBuffer: v.publishBuffer, replicaId: `${config.server.replicaId}-ab${i}` } };
+        const s = await startServer(variantConfig, { kafkaPredict: false, wrapLoader: v.loadsInline ? () => storeLoader(config) : undefined });
         try {
           await s.ready;
-          say(`A/B: ${v.name}: warm ${k} models, then fixed ${RATE} req/s`);
+          say(`A/B ${v.name}: warm ${k} models, then fixed ${RATE} req/s, steady and during a reload, then max throughput`);
           await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'sequence', amount: k });
           await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: 3 });
           global.gc?.();
-          const r = await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS, rate: RATE });
-          table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models`, r });
-          say(`A/B: ${v.name}: max throughput`);
+          table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models, steady`, r: await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS, rate: RATE }) });
+          const reload = await reloadRun(s, s.url);
+          table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models, during reload (${reload.swapped}/${k} swapped)`, r: reload.r });
           table.push({ scenario: `A/B ${v.name}: max throughput, ${k} models`, r: await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS }) });
         } finally {
           await s.close();
