@@ -162,9 +162,14 @@ function requireMaven(): void {
   if (!which('mvn')) throw new EddyError('PREREQUISITE_MISSING', 'Apache Maven (`mvn`) is required to download Kafka and Apicurio Registry from Maven Central, but it was not found on PATH.');
 }
 
-function aptInstall(pkg: string, binary: string, say: Say): void {
-  if (which(binary) || fs.existsSync(binary)) return;
-  if (!which('apt-get')) throw new EddyError('PREREQUISITE_MISSING', `${pkg} is not installed and this machine has no apt-get to install it; install ${pkg} yourself and run 'eddy stack up' again.`);
+/**
+ * Installs a Debian package once, when `present()` says it is missing (`present` defaults to:
+ * `binary` is on PATH or is an existing path).
+ */
+export function aptInstall(pkg: string, binary: string | (() => boolean), say: Say): void {
+  const present = typeof binary === 'function' ? binary : () => Boolean(which(binary) || fs.existsSync(binary));
+  if (present()) return;
+  if (!which('apt-get')) throw new EddyError('PREREQUISITE_MISSING', `${pkg} is not installed and this machine has no apt-get to install it; install ${pkg} yourself and run again.`);
   say(`installing ${pkg} with apt-get (once)`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   let r = spawnSync('apt-get', ['install', '-y', '-q', pkg], { env, encoding: 'utf8' });

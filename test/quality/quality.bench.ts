@@ -13,8 +13,13 @@ import { buildTrainingSet, definitionText, splitOf, type ExampleRow, type LabelC
 import { fitCandidate, trainerSettings } from '../../trainer/pipeline.ts';
 import { validateTrainingSet } from '../../trainer/validate.ts';
 import { generateClient, WORKLOAD } from './workload.ts';
+import { aptInstall } from '../../cli/stack.ts';
 
 const python = process.env.QUALITY_PYTHON ?? '/usr/bin/python3';
+// The reference needs scikit-learn; on the project's machine kind it comes from Debian (once).
+if (!process.env.QUALITY_PYTHON) {
+  aptInstall('python3-sklearn', () => spawnSync(python, ['-c', 'import sklearn']).status === 0, (line) => process.stderr.write(`[bench:quality] ${line}\n`));
+}
 const only = process.env.QUALITY_CLIENTS?.split(',');
 const settings = trainerSettings(loadConfig().trainer);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-quality-'));
