@@ -356,7 +356,7 @@ async function main(): Promise<void> {
     ];
     const la = (l: number[]) => l.map((x) => x.toFixed(1)).join(' ');
     process.stdout.write(`\n## bench:server — ${new Date().toISOString()} — ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB (${(os.freemem() / 2 ** 30).toFixed(0)} free), node ${process.version}\n`);
-    process.stdout.write(`load average (1/5/15 min) at start ${la(loadStart)}, at end ${la(os.loadavg())} — the machine is shared (stack + other engineers' work)\n`);
+    process.stdout.write(`load average (1/5/15 min) at start ${la(loadStart)}, at end ${la(os.loadavg())} (the stack and the load generator share the machine with the server)\n`);
     process.stdout.write(`load: autocannon in a child process, 10 connections, keep-alive, no pipelining; features ${config.server.featureTimeoutMs} ms deadline; ${FEATURES} stored features x 8 labels per model (int8)\n\n`);
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
