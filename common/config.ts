@@ -439,11 +439,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
 
 /** The quality monitor's settings (EDDY_MONITOR_*), see docs/monitoring.md. */
 export interface MonitorConfig {
+  /** Alert when a metric falls more than this many percent below the previous week's. */
   dropPct: number;
+  /** Judgements a window (and a label) needs before its metrics may alert. */
   minSupport: number;
+  /** Jensen-Shannon divergence (bits, 0..1) of predicted vs observed labels that raises PREDICTION_BIAS. */
   biasThreshold: number;
   autoRollback: boolean;
+  /** A fresh version whose live accuracy is this many percent below its predecessor's is rolled back. */
   rollbackDropPct: number;
+  /** Judgements each of the two versions needs before the comparison is made (once). */
   rollbackMinSupport: number;
   lagIntervalMs: number;
   /** /metrics of processes without an HTTP API (0: none). */

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import type { MonitorConfig } from '../../common/config.ts';
 import type { Logger } from '../../common/log.ts';
 import type { AnyEvent } from '../../streams/codec.ts';
 import type { BatchContext, EventHandler, EventRecord } from '../../streams/consumer.ts';
@@ -17,22 +18,12 @@ import {
 export const MONITOR_TOPICS: readonly TopicName[] = ['predictions', 'feedback', 'models', 'retrain-requests', 'alerts'];
 
 /** The monitor's settings (EDDY_MONITOR_*; see docs/monitoring.md). */
-export interface MonitorOptions {
+/** The monitor's settings: its part of EDDY_MONITOR_* plus where it keeps state and how long a prediction waits. */
+export type MonitorOptions = Pick<MonitorConfig, 'dropPct' | 'minSupport' | 'biasThreshold' | 'autoRollback' | 'rollbackDropPct' | 'rollbackMinSupport'> & {
   keyPrefix: string;
-  /** Alert when a metric falls more than this many percent below the previous week's. */
-  dropPct: number;
-  /** Judgements a window (and a label) needs before its metrics may alert. */
-  minSupport: number;
-  /** Jensen-Shannon divergence (bits, 0..1) of predicted vs observed labels that raises PREDICTION_BIAS. */
-  biasThreshold: number;
-  autoRollback: boolean;
-  /** A fresh version whose live accuracy is this many percent below its predecessor's is rolled back. */
-  rollbackDropPct: number;
-  /** Judgements each of the two versions needs before the comparison is made (once). */
-  rollbackMinSupport: number;
   /** How long predictions wait for feedback (and feedback for its prediction). */
   predictionTtlMs: number;
-}
+};
 
 /** One line of the lifecycle history the dashboard shows. */
 export interface LifecycleEntry {
