@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
+import { PartitionAssigners, type Consumer, type EachBatchPayload, type Kafka, type KafkaMessage } from 'kafkajs';
+import { CoPartitionedAssigner } from './assigner.ts';
 import { DecodeError, type AnyEvent, type EventCodec } from './codec.ts';
 import type { EventProducer } from './producer.ts';
 import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
@@ -100,6 +101,7 @@ export class ConsumerRunner {
   private running = false;
   private crashed: Error | undefined;
   private stopping: Promise<void> | undefined;
+  private assigned: Record<string, number[]> = {};
 
   constructor(
     kafka: Kafka,
@@ -123,6 +125,17 @@ export class ConsumerRunner {
       sessionTimeout: 30_000,
       heartbeatInterval: 3_000,
       maxWaitTimeInMs: 100,
+      // Co-partitioned first (one member owns partition p of every topic: per-client state that
+      // spans topics has one writer); round-robin only while an older member is in the group.
+      partitionAssigners: [CoPartitionedAssigner, PartitionAssigners.roundRobin],
+    });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+      const assigned: Record<string, number[]> = {};
+      for (const [physical, partitions] of Object.entries(e.payload.memberAssignment)) {
+        assigned[this.names.logical(physical) ?? physical] = [...partitions].sort((a, b) => a - b);
+      }
+      this.assigned = assigned;
+      this.logger.info({ assigned, protocol: e.payload.groupProtocol }, 'partitions assigned');
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       const err = e.payload.error;
@@ -132,6 +145,11 @@ export class ConsumerRunner {
         this.running = false;
       }
     });
+  }
+
+  /** Partitions per (logical) topic this member owns since the last rebalance. */
+  get assignment(): Readonly<Record<string, readonly number[]>> {
+    return this.assigned;
   }
 
   get isRunning(): boolean {

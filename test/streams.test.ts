@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DependencyUnavailableError, EddyError, InvalidEventError } from '../common/errors.ts';
 import type { DeadLetter, LabeledExample } from '../schemas/events.ts';
 import type { EventRecord } from '../streams/index.ts';
+import { AssignerProtocol } from 'kafkajs';
+import { CoPartitionedAssigner } from '../streams/assigner.ts';
 import { testStreams, waitFor } from './helpers.ts';
 
 type TestStreams = Awaited<ReturnType<typeof testStreams>>;
@@ -236,5 +238,42 @@ describe('consumer runner: fail policy', () => {
     const committed = await committedOffsets(s, runner.groupId, topic);
     expect([...committed.values()].every((o) => o <= 0n)).toBe(true);
     await runner.stop();
+  });
+});
+
+describe('consumer groups over several topics: co-partitioned assignment', () => {
+  it('assigns partition p of every topic to one member, among the members subscribed to it', async () => {
+    const partitions: Record<string, number[]> = { a: [0, 1, 2, 3], b: [0, 1, 2, 3], c: [0, 1] };
+    const cluster = { findTopicPartitionMetadata: (t: string) => partitions[t]!.map((partitionId) => ({ partitionId })) };
+    const member = (memberId: string, topics: string[]) => ({ memberId, memberMetadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) });
+    const assigner = CoPartitionedAssigner({ cluster, groupId: 'g', logger: undefined } as never);
+    const result = await assigner.assign({ members: [member('m2', ['a', 'b', 'c']), member('m1', ['a', 'b']), member('m3', ['a', 'b', 'c'])], topics: ['a', 'b', 'c'] });
+    const byMember = Object.fromEntries(result.map((r) => [r.memberId, AssignerProtocol.MemberAssignment.decode(r.memberAssignment)!.assignment]));
+    // Sorted m1, m2, m3: partition p of a and b goes to member p mod 3; c only to its subscribers m2, m3.
+    expect(byMember).toEqual({ m1: { a: [0, 3], b: [0, 3] }, m2: { a: [1], b: [1], c: [0] }, m3: { a: [2], b: [2], c: [1] } });
+  });
+
+  let s: Awaited<ReturnType<typeof testStreams>>;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('gives two processes of one group the same partition numbers of every topic (a client has one owner)', async () => {
+    const group = `copart-${randomUUID()}`;
+    const handler = { async handle() {} };
+    const one = s.consumer({ group, topics: ['examples', 'models'], handler });
+    const two = s.consumer({ group, topics: ['examples', 'models'], handler });
+    await one.start();
+    await two.start();
+    const all = [0, 1, 2];
+    const owned = (r: typeof one, t: string) => [...(r.assignment[t] ?? [])];
+    await waitFor('both members hold disjoint shares of every partition', () =>
+      ['examples', 'models'].every((t) => {
+        const a = owned(one, t);
+        const b = owned(two, t);
+        return a.length > 0 && b.length > 0 && [...a, ...b].sort().join() === all.join();
+      }), 60_000);
+    expect(owned(one, 'examples')).toEqual(owned(one, 'models'));
+    expect(owned(two, 'examples')).toEqual(owned(two, 'models'));
+    await Promise.all([one.stop(), two.stop()]);
   });
 });
