@@ -74,7 +74,11 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
   }
   if (only.includes('triggers')) {
     triggers = new TriggerProcessor(redis, streams.producer, { keyPrefix: config.redisPrefix, trigger: p.trigger });
-    runners.triggers = streams.consumer({ group: `${group}.triggers`, topics: TRIGGER_TOPICS, handler: triggers });
+    const triggerRunner = streams.consumer({ group: `${group}.triggers`, topics: TRIGGER_TOPICS, handler: triggers });
+    runners.triggers = triggerRunner;
+    // Held-back retrains are looked at again when their cooldown ends, not only at the client's
+    // next event; a tenth of the cooldown (0.25–5 s) is as late as one may come.
+    triggers.startSweep((topic, partition) => triggerRunner.assignment[topic]?.includes(partition) ?? false, Math.min(5_000, Math.max(250, p.trigger.cooldownMs / 10)));
   }
   if (only.includes('monitor')) runners.monitor = monitorRunner(streams, redis, config, group).runner;
   if (only.includes('feedback')) {

@@ -129,6 +129,10 @@ export class ConsumerRunner {
       // spans topics has one writer); round-robin only while an older member is in the group.
       partitionAssigners: [CoPartitionedAssigner, PartitionAssigners.roundRobin],
     });
+    // Nothing is owned between the start of a rebalance and the next assignment.
+    this.consumer.on(this.consumer.events.REBALANCING, () => {
+      this.assigned = {};
+    });
     this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
       const assigned: Record<string, number[]> = {};
       for (const [physical, partitions] of Object.entries(e.payload.memberAssignment)) {

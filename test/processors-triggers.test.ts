@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
-import { readClientCounts, TRIGGER_TOPICS } from '../processors/triggers/processor.ts';
+import { readClientCounts, TRIGGER_TOPICS, TriggerProcessor } from '../processors/triggers/processor.ts';
+import { createLogger } from '../common/log.ts';
 import type { EventRecord } from '../streams/index.ts';
 import type { ModelPublished, RetrainRequested } from '../schemas/events.ts';
 import { caughtUp, example, labelAdded } from './processors-support.ts';
@@ -93,13 +94,15 @@ describe('trigger processor', () => {
     await settled();
     expect(requests).toHaveLength(1);
 
-    // The model for that request arrives: the next example triggers NEW_DATA (5 new since the request).
+    // The model for that request arrives: the 4 examples held back while it trained are judged
+    // at once (no need to wait for the client's next event): NEW_DATA.
     await streams.producer.send('ModelPublished', published('v1', requests[0]!.eventId));
-    await settled();
-    await streams.producer.send('LabeledExample', example(c, 'A'));
     await waitFor('NEW_DATA', () => requests.length === 2);
     expect(requests[1]).toMatchObject({ reason: 'NEW_DATA' });
-    expect(requests[1]!.detail).toMatch(/5 new examples/);
+    expect(requests[1]!.detail).toMatch(/4 new examples/);
+    await streams.producer.send('LabeledExample', example(c, 'A'));
+    await settled();
+    expect(requests).toHaveLength(2); // the NEW_DATA request is outstanding
     // v1 was trained on the 4 examples there were at the first request: 5 arrived since.
     expect(await readClientCounts(procs.redis, config.redisPrefix, c)).toMatchObject({ sinceLastModel: 5, lastModelVersion: 'v1' });
 
@@ -134,5 +137,50 @@ describe('trigger processor', () => {
     await streams.producer.send('LabeledExample', example(c, 'A')); // 1 new since the last request: below every threshold
     await settled();
     expect(requests.length).toBe(before);
+  });
+});
+
+describe('trigger sweep: held-back retrains are not forgotten when the client goes quiet', () => {
+  const prefix = `sweep-${randomUUID()}`;
+  const cooldown = 10_000;
+  let s: Awaited<ReturnType<typeof testStreams>>;
+  let redis: RunningProcessors['redis'];
+  beforeAll(async () => {
+    s = await testStreamsRetrying(testConfig());
+    const { Redis } = await import('ioredis');
+    redis = new Redis(s.config.redisUrl);
+  });
+  afterAll(async () => {
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+    await s.cleanup();
+  });
+
+  it('requests the retrain a cooldown held back once the cooldown ends, only on the member that owns the client', async () => {
+    const triggers = new TriggerProcessor(redis, s.producer, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
+    const t0 = Date.now() - 60_000;
+    let offset = 0;
+    const record = (name: string, value: object, topic: string): EventRecord =>
+      ({ event: { name, value }, topic, partition: 1, offset: String(offset++), key: 'quiet', timestamp: t0 }) as EventRecord;
+    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
+    const at = (ms: number, e: { occurredAt: number }) => ({ ...e, occurredAt: t0 + ms });
+    // Four examples over two labels: NEW_CLIENT. Three more while it trains: held (outstanding).
+    await triggers.handle(['A', 'B', 'A', 'B'].map((l, i) => record('LabeledExample', at(i, example('quiet', l)), 'examples')), ctx);
+    expect(triggers.emitted).toHaveLength(1);
+    await triggers.handle(['A', 'B', 'A'].map((l, i) => record('LabeledExample', at(10 + i, example('quiet', l)), 'examples')), ctx);
+    // The model lands within the cooldown: NEW_DATA is wanted but held until t0 + cooldown.
+    await triggers.handle([record('ModelPublished', { ...published('v1', triggers.emitted[0]!.eventId), clientId: 'quiet', occurredAt: t0 + 500 }, 'models')], ctx);
+    expect(triggers.emitted).toHaveLength(1);
+    const everything = () => true;
+    expect(await triggers.sweep(everything, t0 + cooldown - 1)).toEqual([]); // not due yet
+    const due = t0 + 3 + cooldown; // the NEW_CLIENT request was made at the fourth example
+    expect(await triggers.sweep(() => false, due)).toEqual([]); // due, but another member owns partition 1
+    const [req] = await triggers.sweep((topic, partition) => partition === 1 && ['examples', 'models'].includes(topic), due);
+    expect(req).toMatchObject({ clientId: 'quiet', reason: 'NEW_DATA', occurredAt: due });
+    expect(req!.detail).toMatch(/3 new examples/);
+    expect(req!.dataAsOf?.examplesEventId).toBeTruthy();
+    expect(await triggers.sweep(everything, t0 + 2 * cooldown)).toEqual([]); // done: no longer held
+    await triggers.close();
   });
 });

@@ -8,7 +8,9 @@ import type { EventProducer } from '../../streams/producer.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { RetrainRequested } from '../../schemas/events.ts';
 import { execPipeline } from '../redis.ts';
-import { decideRetrain, emptyTriggerState, type ClientTriggerState } from './policy.ts';
+import { errorMessage } from '../../common/errors.ts';
+import { createLogger } from '../../common/log.ts';
+import { decideRetrain, emptyTriggerState, type ClientTriggerState, type Decision } from './policy.ts';
 
 export const TRIGGER_TOPICS: readonly TopicName[] = ['examples', 'labels', 'models', 'alerts'];
 
@@ -61,6 +63,9 @@ export class TriggerProcessor implements EventHandler {
   private logger: Logger | undefined;
   /** Requests emitted by this process, for tests and logs. */
   readonly emitted: RetrainRequested[] = [];
+  /** handle() and the sweep take turns: both read-modify-write client states. */
+  private turn: Promise<unknown> = Promise.resolve();
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -72,16 +77,29 @@ export class TriggerProcessor implements EventHandler {
     this.logger = ctx.logger.child({ processor: 'triggers' });
   }
 
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    await this.turn;
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn, fn);
+    this.turn = run.catch(() => undefined);
+    return run;
+  }
+
   async handle(records: EventRecord[], ctx: BatchContext): Promise<void> {
-    const logger = this.logger ?? ctx.logger;
+    await this.exclusive(() => this.apply(records, ctx.logger));
+  }
+
+  private async apply(records: EventRecord[], ctxLogger: Logger): Promise<void> {
+    const logger = this.logger ?? ctxLogger;
     const clientIds = [...new Set(records.map((r) => (r.event.value as { clientId: string }).clientId))];
-    const load = this.redis.pipeline();
-    for (const c of clientIds) load.get(triggerStateKey(this.opts.keyPrefix, c));
-    const raw = await execPipeline(load, 'loading trigger state');
-    const states = new Map<string, ClientTriggerState>();
-    clientIds.forEach((c, i) => states.set(c, raw[i] ? { ...emptyTriggerState(), ...(JSON.parse(raw[i] as string) as ClientTriggerState) } : emptyTriggerState()));
+    const states = await this.loadStates(clientIds);
     const requests: RetrainRequested[] = [];
     const changed = new Set<string>();
+    const held = new Map<string, number>();
     for (const r of records) {
       const ev = r.event.value as { clientId: string; eventId: string; occurredAt: number };
       const s = states.get(ev.clientId)!;
@@ -90,38 +108,113 @@ export class TriggerProcessor implements EventHandler {
       if ((s.offsets[offsetKey] ?? -1) >= offset) continue; // redelivered: already applied
       s.offsets[offsetKey] = offset;
       changed.add(ev.clientId);
-      if (!this.apply(s, r, logger)) continue;
+      if (!this.fold(s, r, logger)) continue;
       const d = decideRetrain(s, ev.occurredAt, this.opts.trigger);
       if (d.kind === 'hold') {
+        held.set(ev.clientId, this.dueAt(s, d));
         logger.info({ clientId: ev.clientId, reason: d.reason, detail: d.detail, blockedBy: d.blockedBy }, 'retrain wanted but held back');
       } else if (d.kind === 'request') {
-        const req: RetrainRequested = {
-          eventId: requestIdFor(ev.eventId), clientId: ev.clientId, occurredAt: ev.occurredAt,
-          reason: d.reason, detail: d.detail, requestedBy: 'trigger',
-          // The trainer reads ClickHouse, which the analytics/feature processors fill after we saw
-          // these events: it waits until they are visible there (docs/processors.md, watermark).
-          dataAsOf: { examplesEventId: s.lastExampleEventId, labelChangesEventId: s.lastLabelChangeEventId },
-        };
-        requests.push(req);
-        s.outstanding = { eventId: req.eventId, at: ev.occurredAt };
-        s.lastRequestAt = ev.occurredAt;
-        s.baselineExamples = s.examples;
-        s.labelsChanged = false;
-        s.qualityAlert = null;
-        logger.info({ clientId: ev.clientId, reason: d.reason, detail: d.detail, retrainEventId: req.eventId }, 'retrain requested');
+        held.delete(ev.clientId);
+        requests.push(this.request(s, ev.clientId, d, ev.eventId, ev.occurredAt, logger));
       }
     }
     await this.producer.sendAll(requests.map((value): AnyEvent => ({ name: 'RetrainRequested', value })));
     this.emitted.push(...requests);
-    if (changed.size > 0) {
-      const save = this.redis.pipeline();
-      for (const c of changed) save.set(triggerStateKey(this.opts.keyPrefix, c), JSON.stringify(states.get(c)));
-      await execPipeline(save, 'saving trigger state');
-    }
+    await this.save(states, changed, held, new Set(requests.map((r) => r.clientId)));
+  }
+
+  private async loadStates(clientIds: string[]): Promise<Map<string, ClientTriggerState>> {
+    const load = this.redis.pipeline();
+    for (const c of clientIds) load.get(triggerStateKey(this.opts.keyPrefix, c));
+    const raw = await execPipeline(load, 'loading trigger state');
+    const states = new Map<string, ClientTriggerState>();
+    clientIds.forEach((c, i) => states.set(c, raw[i] ? { ...emptyTriggerState(), ...(JSON.parse(raw[i] as string) as ClientTriggerState) } : emptyTriggerState()));
+    return states;
+  }
+
+  /** Saves the changed states and the due times of held decisions (one round trip). */
+  private async save(states: Map<string, ClientTriggerState>, changed: Set<string>, held: Map<string, number>, requested: Set<string>): Promise<void> {
+    if (changed.size === 0 && held.size === 0 && requested.size === 0) return;
+    const save = this.redis.pipeline();
+    for (const c of changed) save.set(triggerStateKey(this.opts.keyPrefix, c), JSON.stringify(states.get(c)));
+    for (const [c, at] of held) save.zadd(heldKey(this.opts.keyPrefix), at, c);
+    for (const c of requested) if (!held.has(c)) save.zrem(heldKey(this.opts.keyPrefix), c);
+    await execPipeline(save, 'saving trigger state');
+  }
+
+  /** When a held decision should be looked at again: when what holds it back ends. */
+  private dueAt(s: ClientTriggerState, d: Extract<Decision, { kind: 'hold' }>): number {
+    const t = this.opts.trigger;
+    return d.blockedBy === 'OUTSTANDING' && s.outstanding ? s.outstanding.at + t.outstandingTimeoutMs : (s.lastRequestAt ?? 0) + t.cooldownMs;
+  }
+
+  private request(s: ClientTriggerState, clientId: string, d: Extract<Decision, { kind: 'request' }>, causeId: string, at: number, logger: Logger): RetrainRequested {
+    const req: RetrainRequested = {
+      eventId: requestIdFor(causeId), clientId, occurredAt: at,
+      reason: d.reason, detail: d.detail, requestedBy: 'trigger',
+      // The trainer reads ClickHouse, which the analytics/feature processors fill after we saw
+      // these events: it waits until they are visible there (docs/processors.md, watermark).
+      dataAsOf: { examplesEventId: s.lastExampleEventId, labelChangesEventId: s.lastLabelChangeEventId },
+    };
+    s.outstanding = { eventId: req.eventId, at };
+    s.lastRequestAt = at;
+    s.baselineExamples = s.examples;
+    s.labelsChanged = false;
+    s.qualityAlert = null;
+    logger.info({ clientId, reason: d.reason, detail: d.detail, retrainEventId: req.eventId }, 'retrain requested');
+    return req;
+  }
+
+  /**
+   * Re-evaluates, every `intervalMs`, the clients whose held decision is due (cooldown over,
+   * outstanding request timed out), so that data which arrived while a retrain was held back is
+   * trained on without waiting for the client's next event. Only clients this member owns are
+   * touched (`owns`: the consumer's current assignment; the group is co-partitioned, so a
+   * client's partition number is the same on every topic); the others are their owner's.
+   */
+  startSweep(owns: (topic: string, partition: number) => boolean, intervalMs: number): void {
+    this.sweepTimer ??= setInterval(() => {
+      this.sweep(owns).catch((err: unknown) => this.logger?.warn({ err: errorMessage(err) }, 'trigger sweep failed; retrying at the next tick'));
+    }, intervalMs);
+    this.sweepTimer.unref();
+  }
+
+  /** One sweep (exported for tests): returns the requests it made. */
+  async sweep(owns: (topic: string, partition: number) => boolean, now = Date.now()): Promise<RetrainRequested[]> {
+    const due = await this.redis.zrangebyscore(heldKey(this.opts.keyPrefix), '-inf', now, 'LIMIT', 0, 500);
+    if (due.length === 0) return [];
+    return this.exclusive(async () => {
+      const logger = this.logger ?? createLogger('triggers');
+      const states = await this.loadStates(due);
+      const requests: RetrainRequested[] = [];
+      const changed = new Set<string>();
+      const held = new Map<string, number>();
+      const done: string[] = [];
+      for (const clientId of due) {
+        const s = states.get(clientId)!;
+        const home = Object.keys(s.offsets)[0]?.split('/');
+        if (!home || !owns(home[0]!, Number(home[1]))) continue;
+        const d = decideRetrain(s, now, this.opts.trigger);
+        if (d.kind === 'request') {
+          // Derived from the state it was decided on: a crash before the save re-sends the same id.
+          const cause = `sweep:${clientId}:${s.lastRequestAt}:${s.examples}:${s.lastLabelChangeEventId}:${s.qualityAlert}`;
+          requests.push(this.request(s, clientId, d, cause, now, logger));
+          changed.add(clientId);
+        } else if (d.kind === 'hold') {
+          held.set(clientId, this.dueAt(s, d));
+        } else {
+          done.push(clientId);
+        }
+      }
+      await this.producer.sendAll(requests.map((value): AnyEvent => ({ name: 'RetrainRequested', value })));
+      this.emitted.push(...requests);
+      await this.save(states, changed, held, new Set([...requests.map((r) => r.clientId), ...done]));
+      return requests;
+    });
   }
 
   /** Folds one event into the state; returns whether the policy should be evaluated after it. */
-  private apply(s: ClientTriggerState, r: EventRecord, logger: Logger): boolean {
+  private fold(s: ClientTriggerState, r: EventRecord, logger: Logger): boolean {
     const ev = r.event;
     switch (ev.name) {
       case 'LabeledExample':
@@ -147,16 +240,19 @@ export class TriggerProcessor implements EventHandler {
         s.lastModelAt = e.occurredAt;
         const answersOurs = s.outstanding !== null && e.retrainEventId === s.outstanding.eventId;
         s.examplesAtLastModel = answersOurs ? s.baselineExamples : s.examples;
-        if (s.outstanding && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null)) s.outstanding = null;
+        const ended = s.outstanding !== null && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null);
+        if (ended) s.outstanding = null;
         // A model we never asked for (an operator's): what counts as new starts here.
         if (s.lastRequestAt === null) s.baselineExamples = s.examples;
-        return false;
+        // Data that arrived while the retrain ran is judged now (or when the cooldown ends).
+        return ended;
       }
       case 'ModelRejected': {
         const e = ev.value;
-        if (s.outstanding && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null)) s.outstanding = null;
+        const ended = s.outstanding !== null && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null);
+        if (ended) s.outstanding = null;
         logger.info({ clientId: e.clientId, reasons: e.reasons, stage: e.stage }, 'retrain rejected; waiting for new data or signals');
-        return false;
+        return ended;
       }
       case 'QualityAlert': {
         const e = ev.value;
@@ -167,4 +263,9 @@ export class TriggerProcessor implements EventHandler {
         return false;
     }
   }
+}
+
+/** Clients whose retrain was held back, scored by when to look again (ms). */
+export function heldKey(prefix: string): string {
+  return `${prefix}:triggers:held`;
 }
