@@ -5,6 +5,7 @@ import { parse } from 'yaml';
 import { describeConfig } from '../common/config.ts';
 import { serveProcessMetrics } from '../processors/monitor/metrics-endpoint.ts';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
+import { freePort } from './processors-support.ts';
 
 /**
  * Prometheus and Grafana cannot run here (no Docker engine): this keeps their configuration
@@ -67,7 +68,7 @@ describe('metrics endpoint of the processors process', () => {
   it('is disabled by port 0, and otherwise serves the registry with consumer lag', async () => {
     expect(await serveProcessMetrics(config, 'test')).toBeUndefined();
     streams = await testStreams(config);
-    const endpoint = await serveProcessMetrics({ ...config, monitor: { ...config.monitor, metricsPort: 39464 + Math.floor(Math.random() * 1000) } }, 'test', streams);
+    const endpoint = await serveProcessMetrics({ ...config, monitor: { ...config.monitor, metricsPort: await freePort() } }, 'test', streams);
     expect(endpoint).toBeDefined();
     try {
       const sample = await waitFor('a lag sample', () => endpoint!.lag!.latest, 20_000);
