@@ -215,6 +215,12 @@ export namespace EddyEvents {
          * Default: null
          */
         retrainEventId: null | string;
+        /**
+         * False when the trainer read its data before ClickHouse held everything the request named (the watermark wait timed out): the trigger asks again.
+         *
+         * Default: true
+         */
+        dataComplete: boolean;
     }
 }
 
@@ -269,6 +275,12 @@ export namespace EddyEvents {
          * Default: null
          */
         retrainEventId: null | string;
+        /**
+         * False when the trainer read its data before ClickHouse held everything the request named (the watermark wait timed out): the trigger asks again.
+         *
+         * Default: true
+         */
+        dataComplete: boolean;
     }
 }
 

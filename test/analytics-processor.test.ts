@@ -31,13 +31,13 @@ const events: AnyEvent[] = [
   {
     name: 'ModelPublished', value: {
       eventId: randomUUID(), clientId: c, occurredAt: now, modelVersion: 'v1', previousVersion: null, artifactUri: 'file:///m/v1', artifactSha256: 'ab'.repeat(32),
-      featurizer: 'text@1+abc', labels: ['Hardware', 'Network'], metrics: { accuracy: 0.9 }, trainingExamples: 3, trainingDataSha256: 'cd'.repeat(32), backend: 'wasm', trainingMs: 12, retrainEventId: null,
+      featurizer: 'text@1+abc', labels: ['Hardware', 'Network'], metrics: { accuracy: 0.9 }, trainingExamples: 3, trainingDataSha256: 'cd'.repeat(32), backend: 'wasm', trainingMs: 12, retrainEventId: null, dataComplete: true,
     },
   },
   {
     name: 'ModelRejected', value: {
       eventId: randomUUID(), clientId: c, occurredAt: now + 10, candidateVersion: 'v2', liveVersion: 'v1', stage: 'GATE', reasons: ['WORSE_THAN_LIVE'], detail: 'f1 0.7 < 0.8',
-      candidateMetrics: { macroF1: 0.7 }, liveMetrics: { macroF1: 0.8 }, retrainEventId: null,
+      candidateMetrics: { macroF1: 0.7 }, liveMetrics: { macroF1: 0.8 }, retrainEventId: null, dataComplete: true,
     },
   },
   { name: 'ModelPromoted', value: { eventId: randomUUID(), clientId: c, occurredAt: now + 20, modelVersion: 'v1', variant: 'CANARY', share: 0.1, pinned: false, actor: 'ops', reason: 'try' } },

@@ -67,7 +67,7 @@ beforeAll(async () => {
   const gRetrain: RetrainRequested = { eventId: randomUUID(), clientId: 'globex', occurredAt: now - 1_800_000, reason: 'LABELS_CHANGED', detail: 'label set changed since v1', requestedBy: 'trigger', dataAsOf: null };
   const rejected: ModelRejected = {
     eventId: randomUUID(), clientId: 'globex', occurredAt: now - 1_700_000, candidateVersion: 'v2', liveVersion: 'v1', stage: 'GATE', reasons: ['WORSE_THAN_LIVE'],
-    detail: 'macro-F1 0.71 < live 0.88 - 0.02', candidateMetrics: { macroF1: 0.71 }, liveMetrics: { macroF1: 0.88 }, retrainEventId: gRetrain.eventId,
+    detail: 'macro-F1 0.71 < live 0.88 - 0.02', candidateMetrics: { macroF1: 0.71 }, liveMetrics: { macroF1: 0.88 }, retrainEventId: gRetrain.eventId, dataComplete: true,
   };
   history.push({ name: 'ModelPublished', value: { ...modelPublished({ clientId: 'globex', version: 'v1', ...g1 }), occurredAt: now - 2 * DAY } },
     { name: 'RetrainRequested', value: gRetrain }, { name: 'ModelRejected', value: rejected });

@@ -32,6 +32,13 @@ describe('retrain policy (pure)', () => {
     expect(decideRetrain(outstanding, 60_000 + t.outstandingTimeoutMs, t)).toMatchObject({ kind: 'request' });
   });
 
+  it('asks again for the reason of a retrain that missed data, after the cooldown, before the other rules', () => {
+    const s = base({ examples: 100, baselineExamples: 100, labelCounts: { A: 50, B: 50 }, lastModelVersion: 'v1', lastModelAt: 0, lastRequestAt: 0, incomplete: 'LABELS_CHANGED' });
+    expect(decideRetrain(s, 10_000, t)).toMatchObject({ kind: 'hold', reason: 'LABELS_CHANGED', blockedBy: 'COOLDOWN' });
+    expect(decideRetrain(s, 60_000, t)).toMatchObject({ kind: 'request', reason: 'LABELS_CHANGED', detail: expect.stringMatching(/asking again/) });
+    expect(decideRetrain({ ...s, qualityAlert: 'f1 fell' }, 60_000, t)).toMatchObject({ reason: 'QUALITY_DROP' });
+  });
+
   it('retrains a stale model only when new data exists', () => {
     const s = base({ examples: 100, baselineExamples: 100, labelCounts: { A: 50, B: 50 }, lastModelVersion: 'v1', lastModelAt: 0, lastRequestAt: 0 });
     expect(decideRetrain(s, t.staleMs + 1, t).kind).toBe('none');
@@ -69,7 +76,7 @@ afterAll(async () => {
 function published(version: string, retrainEventId: string | null): ModelPublished {
   return {
     eventId: randomUUID(), clientId: c, occurredAt: Date.now(), modelVersion: version, previousVersion: null, artifactUri: `file:///${version}`, artifactSha256: '0'.repeat(64),
-    featurizer: 'f', labels: ['A', 'B'], metrics: {}, trainingExamples: 4, trainingDataSha256: '0'.repeat(64), backend: 'wasm', trainingMs: 1, retrainEventId,
+    featurizer: 'f', labels: ['A', 'B'], metrics: {}, trainingExamples: 4, trainingDataSha256: '0'.repeat(64), backend: 'wasm', trainingMs: 1, retrainEventId, dataComplete: true,
   };
 }
 
@@ -109,7 +116,7 @@ describe('trigger processor', () => {
     // Rejected: no longer outstanding. A label change triggers LABELS_CHANGED.
     await streams.producer.send('ModelRejected', {
       eventId: randomUUID(), clientId: c, occurredAt: Date.now(), candidateVersion: 'v2', liveVersion: 'v1', stage: 'GATE', reasons: ['WORSE_THAN_LIVE'],
-      detail: '', candidateMetrics: {}, liveMetrics: {}, retrainEventId: requests[1]!.eventId,
+      detail: '', candidateMetrics: {}, liveMetrics: {}, retrainEventId: requests[1]!.eventId, dataComplete: true,
     });
     await settled();
     const added = labelAdded(c, 'C');
@@ -181,6 +188,29 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     expect(req!.detail).toMatch(/3 new examples/);
     expect(req!.dataAsOf?.examplesEventId).toBeTruthy();
     expect(await triggers.sweep(everything, t0 + 2 * cooldown)).toEqual([]); // done: no longer held
+    await triggers.close();
+  });
+
+  it('asks again, for the same reason, when the answer says the trainer read its data before ClickHouse had all of it', async () => {
+    const triggers = new TriggerProcessor(redis, s.producer, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
+    const t0 = Date.now() - 60_000;
+    let offset = 0;
+    const record = (name: string, value: object, topic: string): EventRecord =>
+      ({ event: { name, value }, topic, partition: 0, offset: String(offset++), key: 'partial', timestamp: t0 }) as EventRecord;
+    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
+    await triggers.handle(['A', 'B', 'A', 'B'].map((l, i) => record('LabeledExample', { ...example('partial', l), occurredAt: t0 + i }, 'examples')), ctx);
+    expect(triggers.emitted).toMatchObject([{ clientId: 'partial', reason: 'NEW_CLIENT' }]);
+    const first = triggers.emitted[0]!;
+    // No new example arrives; the model comes back trained on less than the request named.
+    await triggers.handle([record('ModelPublished', { ...published('v1', first.eventId), clientId: 'partial', occurredAt: t0 + 500, dataComplete: false }, 'models')], ctx);
+    expect(triggers.emitted).toHaveLength(1); // within the cooldown: held, not forgotten
+    const [again] = await triggers.sweep(() => true, t0 + 3 + cooldown);
+    expect(again).toMatchObject({ clientId: 'partial', reason: 'NEW_CLIENT', dataAsOf: first.dataAsOf });
+    expect(again!.detail).toMatch(/asking again/);
+    // Its complete answer ends it.
+    await triggers.handle([record('ModelPublished', { ...published('v2', again!.eventId), clientId: 'partial', occurredAt: t0 + cooldown + 600 }, 'models')], ctx);
+    expect(await triggers.sweep(() => true, t0 + 3 * cooldown)).toEqual([]);
+    expect(triggers.emitted).toHaveLength(2);
     await triggers.close();
   });
 });

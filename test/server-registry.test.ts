@@ -17,7 +17,7 @@ const published = (clientId: string, version: string): AnyEvent => ({
   value: {
     eventId: randomUUID(), clientId, occurredAt: Date.now(), modelVersion: version, previousVersion: null,
     artifactUri: `eddy-store://sha256/${'0'.repeat(64)}`, artifactSha256: '0'.repeat(64), featurizer: 'f', labels: ['A', 'B'],
-    metrics: { accuracy: 0.5 }, trainingExamples: 10, trainingDataSha256: '0'.repeat(64), backend: 'cpu', trainingMs: 1, retrainEventId: null,
+    metrics: { accuracy: 0.5 }, trainingExamples: 10, trainingDataSha256: '0'.repeat(64), backend: 'cpu', trainingMs: 1, retrainEventId: null, dataComplete: true,
   },
 });
 const promoted = (clientId: string, version: string, variant: 'LIVE' | 'CANARY' | 'SHADOW', share = 1, pinned = false): AnyEvent => ({

@@ -125,6 +125,7 @@ describe('retrain watermark (dataAsOf)', () => {
         modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === eventId), 120_000);
       expect(answer.name).toBe('ModelPublished');
       const published = answer.value as ModelPublished;
+      expect(published.dataComplete).toBe(true);
       expect(published.labels).toEqual([...workload.labels.map((l) => l.name), team].sort());
     } finally {
       await trainer.stop();
@@ -142,6 +143,10 @@ describe('retrain watermark (dataAsOf)', () => {
     expect(set.examples.length).toBeGreaterThanOrEqual(workload.examples.length);
     expect(warn).toHaveBeenCalledTimes(1);
     expect(warn.mock.calls[0]![0]).toMatchObject({ clientId, missing: [{ table: 'examples', eventId: missing }] });
+    // The set says so, and the trainer's answer carries it (dataComplete: false), so the trigger asks again.
+    expect(set.dataComplete).toBe(false);
+    const present = await loadTrainingSet(clickhouse, config.clickhouseDatabase, clientId, { watermark: null, waitMs: 1_000 });
+    expect(present.dataComplete).toBeUndefined();
   });
 
   it('passes at once when the watermark is already in ClickHouse, and ends a wait when the consumer stops', async () => {

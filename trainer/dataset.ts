@@ -58,6 +58,11 @@ export interface TrainingSet {
   definitions: LabelDefinition[];
   /** sha256 over the canonical training set: same data, same hash (recorded in the artifact). */
   sha256: string;
+  /**
+   * False when the set was read before ClickHouse held everything the request named (the
+   * watermark wait timed out); absent means complete. Reported on ModelPublished/ModelRejected.
+   */
+  dataComplete?: boolean;
 }
 
 export type Split = 'train' | 'validation' | 'test';
@@ -263,7 +268,7 @@ export async function waitForWatermark(client: ClickHouseClient, database: strin
  * after waiting (bounded) for the request's watermark when one is given.
  */
 export async function loadTrainingSet(client: ClickHouseClient, database: string, clientId: string, wait?: WatermarkWait): Promise<TrainingSet> {
-  if (wait) await waitForWatermark(client, database, clientId, wait);
+  const complete = wait ? await waitForWatermark(client, database, clientId, wait) : true;
   const db = identifier(database);
   const id = quoteString(clientId);
   try {
@@ -277,7 +282,8 @@ export async function loadTrainingSet(client: ClickHouseClient, database: string
         format: 'JSONEachRow',
       }).then((r) => r.json<LabelChangeRow>()),
     ]);
-    return buildTrainingSet(clientId, examples, changes);
+    const set = buildTrainingSet(clientId, examples, changes);
+    return complete ? set : { ...set, dataComplete: false };
   } catch (err) {
     throw clickhouseError(err, `reading the training set of ${clientId}`);
   }

@@ -229,12 +229,12 @@ async function loadLive(
   }
 }
 
-function publishedEvent(ref: ModelVersionRef, candidate: Candidate, previousVersion: string | null, retrainEventId: string | null): ModelPublished {
+function publishedEvent(ref: ModelVersionRef, candidate: Candidate, previousVersion: string | null, retrainEventId: string | null, dataComplete: boolean): ModelPublished {
   return {
     eventId: randomUUID(), clientId: ref.clientId, occurredAt: Date.now(), modelVersion: ref.modelVersion, previousVersion,
     artifactUri: ref.uri, artifactSha256: ref.sha256, featurizer: candidate.manifest.featurizer.id, labels: candidate.manifest.labels,
     metrics: candidate.manifest.metrics, trainingExamples: candidate.manifest.trainingExamples, trainingDataSha256: candidate.manifest.trainingDataSha256,
-    backend: candidate.manifest.backend, trainingMs: candidate.trainingMs, retrainEventId,
+    backend: candidate.manifest.backend, trainingMs: candidate.trainingMs, retrainEventId, dataComplete,
   };
 }
 
@@ -245,13 +245,15 @@ export function republishedEvent(ref: ModelVersionRef): ModelPublished {
     artifactUri: ref.uri, artifactSha256: ref.sha256, featurizer: ref.featurizerId, labels: ref.labels, metrics: ref.metrics,
     trainingExamples: ref.trainingExamples, trainingDataSha256: ref.trainingDataSha256, backend: ref.backend, trainingMs: ref.trainingMs,
     retrainEventId: ref.retrainEventId,
+    // The store does not record it; the version was complete enough to pass the gate then.
+    dataComplete: true,
   };
 }
 
 function rejectedEvent(clientId: string, fields: Partial<ModelRejected> & Pick<ModelRejected, 'stage' | 'reasons'>): ModelRejected {
   return {
     eventId: randomUUID(), clientId, occurredAt: Date.now(), candidateVersion: null, liveVersion: null, detail: '',
-    candidateMetrics: {}, liveMetrics: {}, retrainEventId: null, ...fields,
+    candidateMetrics: {}, liveMetrics: {}, retrainEventId: null, dataComplete: true, ...fields,
   };
 }
 
@@ -273,6 +275,7 @@ export async function trainClient(
   const retrainEventId = ctx.retrainEventId ?? null;
   ctx.onProgress?.({ stage: 'load' });
   const [set, refs] = await Promise.all([deps.loadSet(clientId), store.list(clientId)]);
+  const dataComplete = set.dataComplete ?? true;
   const live = await loadLive(store, refs, ctx.liveVersion, clientId, logger);
   // The version reported as live/previous is the real live one, even when its artifact is unusable.
   const liveVersion = ctx.liveVersion === undefined ? live?.ref.modelVersion ?? null : ctx.liveVersion;
@@ -282,7 +285,7 @@ export async function trainClient(
     logger.info({ clientId, reasons: validation.reasons, detail: validation.detail }, 'training data refused');
     return {
       kind: 'rejected', candidate: null, live: null,
-      event: rejectedEvent(clientId, { stage: 'VALIDATION', reasons: validation.reasons, detail: validation.detail, liveVersion, retrainEventId }),
+      event: rejectedEvent(clientId, { stage: 'VALIDATION', reasons: validation.reasons, detail: validation.detail, liveVersion, retrainEventId, dataComplete }),
     };
   }
   const version = `v${Math.max(0, ...refs.map((r) => Number(r.modelVersion.slice(1)))) + 1}`;
@@ -297,7 +300,7 @@ export async function trainClient(
     logger.error({ clientId, err: errorMessage(err) }, 'training failed');
     return {
       kind: 'rejected', candidate: null, live: null,
-      event: rejectedEvent(clientId, { stage: 'TRAINING', reasons: ['TRAINING_FAILED'], detail: errorMessage(err), candidateVersion: version, liveVersion, retrainEventId }),
+      event: rejectedEvent(clientId, { stage: 'TRAINING', reasons: ['TRAINING_FAILED'], detail: errorMessage(err), candidateVersion: version, liveVersion, retrainEventId, dataComplete }),
     };
   }
   if (validation.dropped.emptyText || validation.dropped.oversizedText) {
@@ -319,7 +322,7 @@ export async function trainClient(
       kind: 'rejected', candidate: candidate.evaluation, live: liveEval,
       event: rejectedEvent(clientId, {
         stage: 'GATE', reasons: ['WORSE_THAN_LIVE'], detail, candidateVersion: version, liveVersion,
-        candidateMetrics: candidate.manifest.metrics, liveMetrics, retrainEventId,
+        candidateMetrics: candidate.manifest.metrics, liveMetrics, retrainEventId, dataComplete,
       }),
     };
   }
@@ -334,5 +337,5 @@ export async function trainClient(
   const pruned = await store.prune({ clientId, keepLast: settings.keepVersions, keepVersions: keep });
   if (pruned.length) logger.info({ clientId, pruned }, 'pruned old model versions');
   logger.info({ clientId, version, macroF1: candidate.evaluation.macroF1, liveMacroF1: liveEval?.macroF1, ms: candidate.trainingMs, backend: candidate.manifest.backend }, 'model published');
-  return { kind: 'published', event: publishedEvent(ref, candidate, liveVersion, retrainEventId), ref, candidate: candidate.evaluation, live: liveEval };
+  return { kind: 'published', event: publishedEvent(ref, candidate, liveVersion, retrainEventId, dataComplete), ref, candidate: candidate.evaluation, live: liveEval };
 }

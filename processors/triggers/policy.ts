@@ -16,8 +16,13 @@ export interface ClientTriggerState {
   lastModelVersion: string | null;
   lastModelAt: number | null;
   lastRequestAt: number | null;
-  /** The request no ModelPublished/ModelRejected answered yet. */
-  outstanding: { eventId: string; at: number } | null;
+  /** The request no ModelPublished/ModelRejected answered yet (and why it was made). */
+  outstanding: { eventId: string; at: number; reason?: RetrainReason } | null;
+  /**
+   * Set when the answer to our request said the trainer read its data before ClickHouse had all
+   * of it (`dataComplete: false`): the reason to ask again, once the cooldown allows.
+   */
+  incomplete: RetrainReason | null;
   labelsChanged: boolean;
   qualityAlert: string | null;
   /** Highest offset applied per topic: a client lives on one partition per topic, so this dedupes redeliveries. */
@@ -30,7 +35,7 @@ export interface ClientTriggerState {
 export function emptyTriggerState(): ClientTriggerState {
   return {
     examples: 0, labelCounts: {}, baselineExamples: 0, examplesAtLastModel: 0, lastModelVersion: null, lastModelAt: null,
-    lastRequestAt: null, outstanding: null, labelsChanged: false, qualityAlert: null, offsets: {},
+    lastRequestAt: null, outstanding: null, incomplete: null, labelsChanged: false, qualityAlert: null, offsets: {},
     lastExampleEventId: null, lastLabelChangeEventId: null,
   };
 }
@@ -42,7 +47,8 @@ export type Decision =
 
 /**
  * The retrain policy, pure: given a client's state at event time `now`, should a retrain be
- * requested, and why. Rules in priority order: QUALITY_DROP (an alert arrived), NEW_CLIENT (no
+ * requested, and why. Rules in priority order: QUALITY_DROP (an alert arrived), the answer to our
+ * last request missed data (its reason again), NEW_CLIENT (no
  * model yet, enough examples over at least minLabels labels), LABELS_CHANGED, NEW_DATA (count
  * or growth since the last request), STALE (model older than staleMs and any new example).
  * Every rule needs at least minLabels labels with examples. A request is held back while another
@@ -56,6 +62,8 @@ export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsC
   let want: { reason: RetrainReason; detail: string } | undefined;
   if (s.qualityAlert) {
     want = { reason: 'QUALITY_DROP', detail: s.qualityAlert };
+  } else if (s.incomplete) {
+    want = { reason: s.incomplete, detail: `the last retrain (${s.incomplete}) read its data before ClickHouse held all of it; asking again` };
   } else if (s.lastModelVersion === null) {
     if (s.examples >= t.minExamples && (s.lastRequestAt === null || fresh > 0)) {
       want = { reason: 'NEW_CLIENT', detail: `${s.examples} examples over ${labels} labels and no model yet` };

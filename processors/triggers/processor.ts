@@ -156,7 +156,8 @@ export class TriggerProcessor implements EventHandler {
       // these events: it waits until they are visible there (docs/processors.md, watermark).
       dataAsOf: { examplesEventId: s.lastExampleEventId, labelChangesEventId: s.lastLabelChangeEventId },
     };
-    s.outstanding = { eventId: req.eventId, at };
+    s.outstanding = { eventId: req.eventId, at, reason: d.reason };
+    s.incomplete = null;
     s.lastRequestAt = at;
     s.baselineExamples = s.examples;
     s.labelsChanged = false;
@@ -241,6 +242,7 @@ export class TriggerProcessor implements EventHandler {
         const answersOurs = s.outstanding !== null && e.retrainEventId === s.outstanding.eventId;
         s.examplesAtLastModel = answersOurs ? s.baselineExamples : s.examples;
         const ended = s.outstanding !== null && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null);
+        if (answersOurs && !e.dataComplete) s.incomplete = s.outstanding!.reason ?? 'NEW_DATA';
         if (ended) s.outstanding = null;
         // A model we never asked for (an operator's): what counts as new starts here.
         if (s.lastRequestAt === null) s.baselineExamples = s.examples;
@@ -250,6 +252,7 @@ export class TriggerProcessor implements EventHandler {
       case 'ModelRejected': {
         const e = ev.value;
         const ended = s.outstanding !== null && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null);
+        if (ended && e.retrainEventId !== null && !e.dataComplete) s.incomplete = s.outstanding!.reason ?? 'NEW_DATA';
         if (ended) s.outstanding = null;
         logger.info({ clientId: e.clientId, reasons: e.reasons, stage: e.stage }, 'retrain rejected; waiting for new data or signals');
         return ended;
