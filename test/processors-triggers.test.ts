@@ -164,20 +164,29 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     await s.cleanup();
   });
 
-  it('requests the retrain a cooldown held back once the cooldown ends, only on the member that owns the client', async () => {
+  /** A trigger processor fed records by hand (event time from t0 on), for one client on one partition. */
+  function harness(clientId: string, partition: number) {
     const triggers = new TriggerProcessor(redis, s.producer, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
     const t0 = Date.now() - 60_000;
     let offset = 0;
-    const record = (name: string, value: object, topic: string): EventRecord =>
-      ({ event: { name, value }, topic, partition: 1, offset: String(offset++), key: 'quiet', timestamp: t0 }) as EventRecord;
     const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
-    const at = (ms: number, e: { occurredAt: number }) => ({ ...e, occurredAt: t0 + ms });
+    const feed = (topic: string, events: Array<{ name: string; value: object }>) => triggers.handle(events.map((e) =>
+      ({ event: e, topic, partition, offset: String(offset++), key: clientId, timestamp: t0 }) as EventRecord), ctx);
+    const examples = (fromMs: number, labels: string[]) =>
+      feed('examples', labels.map((l, i) => ({ name: 'LabeledExample', value: { ...example(clientId, l), occurredAt: t0 + fromMs + i } })));
+    const model = (atMs: number, version: string, retrainEventId: string, dataComplete = true) =>
+      feed('models', [{ name: 'ModelPublished', value: { ...published(version, retrainEventId), clientId, occurredAt: t0 + atMs, dataComplete } }]);
+    return { triggers, t0, examples, model };
+  }
+
+  it('requests the retrain a cooldown held back once the cooldown ends, only on the member that owns the client', async () => {
+    const { triggers, t0, examples, model } = harness('quiet', 1);
     // Four examples over two labels: NEW_CLIENT. Three more while it trains: held (outstanding).
-    await triggers.handle(['A', 'B', 'A', 'B'].map((l, i) => record('LabeledExample', at(i, example('quiet', l)), 'examples')), ctx);
+    await examples(0, ['A', 'B', 'A', 'B']);
     expect(triggers.emitted).toHaveLength(1);
-    await triggers.handle(['A', 'B', 'A'].map((l, i) => record('LabeledExample', at(10 + i, example('quiet', l)), 'examples')), ctx);
+    await examples(10, ['A', 'B', 'A']);
     // The model lands within the cooldown: NEW_DATA is wanted but held until t0 + cooldown.
-    await triggers.handle([record('ModelPublished', { ...published('v1', triggers.emitted[0]!.eventId), clientId: 'quiet', occurredAt: t0 + 500 }, 'models')], ctx);
+    await model(500, 'v1', triggers.emitted[0]!.eventId);
     expect(triggers.emitted).toHaveLength(1);
     const everything = () => true;
     expect(await triggers.sweep(everything, t0 + cooldown - 1)).toEqual([]); // not due yet
@@ -192,23 +201,18 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
   });
 
   it('asks again, for the same reason, when the answer says the trainer read its data before ClickHouse had all of it', async () => {
-    const triggers = new TriggerProcessor(redis, s.producer, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
-    const t0 = Date.now() - 60_000;
-    let offset = 0;
-    const record = (name: string, value: object, topic: string): EventRecord =>
-      ({ event: { name, value }, topic, partition: 0, offset: String(offset++), key: 'partial', timestamp: t0 }) as EventRecord;
-    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
-    await triggers.handle(['A', 'B', 'A', 'B'].map((l, i) => record('LabeledExample', { ...example('partial', l), occurredAt: t0 + i }, 'examples')), ctx);
+    const { triggers, t0, examples, model } = harness('partial', 0);
+    await examples(0, ['A', 'B', 'A', 'B']);
     expect(triggers.emitted).toMatchObject([{ clientId: 'partial', reason: 'NEW_CLIENT' }]);
     const first = triggers.emitted[0]!;
     // No new example arrives; the model comes back trained on less than the request named.
-    await triggers.handle([record('ModelPublished', { ...published('v1', first.eventId), clientId: 'partial', occurredAt: t0 + 500, dataComplete: false }, 'models')], ctx);
+    await model(500, 'v1', first.eventId, false);
     expect(triggers.emitted).toHaveLength(1); // within the cooldown: held, not forgotten
     const [again] = await triggers.sweep(() => true, t0 + 3 + cooldown);
     expect(again).toMatchObject({ clientId: 'partial', reason: 'NEW_CLIENT', dataAsOf: first.dataAsOf });
     expect(again!.detail).toMatch(/asking again/);
     // Its complete answer ends it.
-    await triggers.handle([record('ModelPublished', { ...published('v2', again!.eventId), clientId: 'partial', occurredAt: t0 + cooldown + 600 }, 'models')], ctx);
+    await model(cooldown + 600, 'v2', again!.eventId);
     expect(await triggers.sweep(() => true, t0 + 3 * cooldown)).toEqual([]);
     expect(triggers.emitted).toHaveLength(2);
     await triggers.close();
