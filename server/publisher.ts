@@ -342,6 +342,8 @@ class ThreadChannel implements SenderChannel {
   private inThread = 0;
   private waiting: PredictionMade[] = [];
   private closing = false;
+  /** A hurry asked for while no thread was running: passed on to the next one. */
+  private hurryNext = false;
   private restartMs = 500;
   private closedSignal: (() => void) | undefined;
 
@@ -381,6 +383,7 @@ class ThreadChannel implements SenderChannel {
         const waiting = this.waiting;
         this.waiting = [];
         if (waiting.length > 0) this.post(waiting);
+        if (this.hurryNext) this.hurry();
       }, this.restartMs).unref();
       this.restartMs = Math.min(this.restartMs * 2, 30_000);
     });
@@ -397,6 +400,7 @@ class ThreadChannel implements SenderChannel {
   }
 
   hurry(): void {
+    this.hurryNext = !this.worker;
     this.worker?.postMessage({ type: 'hurry' } satisfies ToThread);
   }
 

@@ -192,6 +192,22 @@ describe('PredictionPublisher', () => {
     await tail.stop();
   });
 
+  it('counts the events a dying publisher thread held as dropped, starts a new thread and keeps publishing', async () => {
+    // A long linger keeps the first events inside the thread when it dies.
+    const publisher = new PredictionPublisher({ thread: streams.config }, { capacity: 100, logger: createLogger('test', 'silent'), lingerMs: 2_000 });
+    const tag = `crash-${randomUUID()}`;
+    for (let i = 0; i < 4; i++) publisher.publish(made(`${tag}-${i}`));
+    await waitFor('the events handed to the thread', () => (publisher as unknown as { channel: { inThread: number } }).channel.inThread === 4);
+    // A message the thread cannot handle throws in its message handler: the thread exits.
+    (publisher as unknown as { channel: { worker: { postMessage(m: unknown): void } } }).channel.worker.postMessage({ type: 'events', events: null });
+    await waitFor('the lost events counted', () => publisher.droppedTotal === 4);
+    expect(publisher.pending).toBe(0);
+    for (let i = 4; i < 6; i++) publisher.publish(made(`${tag}-${i}`));
+    expect(await publisher.flush(15_000)).toBe(true); // a new thread (started after 0.5 s) wrote them
+    expect(publisher.publishedTotal).toBe(2);
+    await publisher.close();
+  });
+
   it('keeps events while Kafka is unreachable, drops only beyond its buffer, and counts what close abandons', async () => {
     const unreachable = { ...streams.config, kafkaBrokers: ['127.0.0.1:1'] };
     const publisher = new PredictionPublisher({ thread: unreachable }, { capacity: 10, logger: createLogger('test', 'silent') });
