@@ -1,34 +1,22 @@
-import { randomUUID } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DependencyUnavailableError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { loadPredictor } from '../models/predictor.ts';
-import { FsModelStore } from '../models/store.ts';
-import { identifier, quoteString } from '../processors/analytics/clickhouse.ts';
-import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import type { LabeledExample, LabelSetChanged, ModelPublished, ModelRejected } from '../schemas/events.ts';
-import type { AnyEvent, ConsumerRunner } from '../streams/index.ts';
-import { RetrainHandler, startTrainer, type Trainer } from '../trainer/consumer.ts';
+import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
+import { RetrainHandler } from '../trainer/consumer.ts';
 import { loadTrainingSet } from '../trainer/dataset.ts';
 import { trainerSettings, type TrainerSettings } from '../trainer/pipeline.ts';
-import { testConfig, testStreams, uniqueName, waitFor } from './helpers.ts';
-import { deleteRedisPrefix, dropDatabase } from './processors-support.ts';
+import { uniqueName, waitFor } from './helpers.ts';
 import { generateClient } from './quality/workload.ts';
+import { exampleEvent, labelEvent as labelOf, TrainerTestStack } from './trainer-support.ts';
 
 /**
  * The trainer end to end on the real stack: events go into Kafka, the feature and analytics
  * processors write them to ClickHouse, a RetrainRequested reaches the trainer consumer, and a
  * ModelPublished / ModelRejected comes out on the models topic with the artifact in the store.
  */
-const storeDir = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-trainer-e2e-'));
-const config = testConfig({ EDDY_MODEL_STORE_DIR: storeDir });
-let streams: Awaited<ReturnType<typeof testStreams>>;
-let procs: RunningProcessors;
-let reader: ConsumerRunner;
-const modelEvents: AnyEvent[] = [];
+const stack = await TrainerTestStack.create('trainer-e2e');
+const { config, store } = stack;
 const good: TrainerSettings = trainerSettings(config.trainer, { epochs: 6 });
 // A deliberately worse candidate: no warm start and a learning rate of 0 leave every weight at
 // zero, so it predicts one label for everything.
@@ -39,70 +27,16 @@ const worse: TrainerSettings = { ...good, warmStart: false, train: { ...good.tra
 // quality and gate assertions flaky.
 const clientId = 'e2e-client';
 const workload = generateClient({ clientId, examples: 400, labels: 4, noise: 0, seed: 5 });
-const store = new FsModelStore(storeDir);
-
-async function withTrainer<T>(settings: TrainerSettings, fn: () => Promise<T>): Promise<T> {
-  const trainer: Trainer = await startTrainer(streams, config, { settings });
-  try {
-    return await fn();
-  } finally {
-    await trainer.stop();
-  }
-}
-
-function labelEvent(label: string, change: LabelSetChanged['change'], over: Partial<LabelSetChanged> = {}): AnyEvent {
-  return {
-    name: 'LabelSetChanged',
-    value: { eventId: randomUUID(), clientId, occurredAt: Date.now(), change, label, previousLabel: null, description: `${label} team`, keywords: [], ...over },
-  };
-}
-
-function exampleEvent(client: string, exampleId: string, text: string, label: string, metadata: Record<string, string> = {}): AnyEvent {
-  const value: LabeledExample = { eventId: randomUUID(), clientId: client, occurredAt: Date.now(), exampleId, text, label, source: 'ASSIGNMENT', metadata, predictionId: null };
-  return { name: 'LabeledExample', value };
-}
-
-async function rowsIn(table: 'examples' | 'label_changes', client: string): Promise<number> {
-  const rs = await procs.clickhouse.query({
-    query: `SELECT uniqExact(event_id) AS n FROM ${identifier(config.clickhouseDatabase)}.${table} WHERE client_id = ${quoteString(client)}`,
-    format: 'JSONEachRow',
-  });
-  return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
-}
-
-async function retrain(client: string): Promise<ModelPublished | ModelRejected> {
-  const eventId = randomUUID();
-  await streams.producer.send('RetrainRequested', { eventId, clientId: client, occurredAt: Date.now(), reason: 'MANUAL', detail: 'test', requestedBy: 'test', dataAsOf: null });
-  const event = await waitFor(`the trainer's answer to ${eventId}`, () =>
-    modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === eventId), 90_000);
-  return event.value as ModelPublished | ModelRejected;
-}
+const withTrainer = <T>(settings: TrainerSettings, fn: () => Promise<T>) => stack.withTrainer(settings, fn);
+const retrain = (client: string) => stack.retrain(client);
+const rowsIn = (table: 'examples' | 'label_changes', client: string) => stack.rowsIn(table, client);
+const labelEvent = (label: string, change: Parameters<typeof labelOf>[2], over?: Parameters<typeof labelOf>[3]) => labelOf(clientId, label, change, over);
 
 beforeAll(async () => {
-  streams = await testStreams(config);
-  procs = await startProcessors(config, { only: ['features', 'analytics'], groupPrefix: 'processors', waitForAssignment: true });
-  reader = streams.consumer({
-    group: 'test-models-reader', topics: ['models'], fromBeginning: true,
-    handler: { handle: async (records) => { modelEvents.push(...records.map((r) => r.event)); } },
-  });
-  await reader.start();
-  await streams.producer.sendAll([
-    ...workload.labels.map((l) => labelEvent(l.name, 'ADDED', { description: l.description, keywords: l.keywords })),
-    ...workload.examples.map((e) => exampleEvent(clientId, e.exampleId, e.text, e.label, { ...e.metadata, requester: `user${e.exampleId.length % 7}` })),
-  ]);
-  await waitFor('examples in ClickHouse', async () => (await rowsIn('examples', clientId)) === workload.examples.length && (await rowsIn('label_changes', clientId)) === workload.labels.length, 60_000);
+  await stack.start(workload, (e) => ({ ...e.metadata, requester: `user${e.exampleId.length % 7}` }));
 }, 180_000);
 
-afterAll(async () => {
-  await reader?.stop();
-  if (procs) {
-    await deleteRedisPrefix(procs.redis, config.redisPrefix);
-    await dropDatabase(procs.clickhouse, config.clickhouseDatabase);
-    await procs.stop();
-  }
-  await streams?.cleanup();
-  await fs.rm(storeDir, { recursive: true, force: true });
-});
+afterAll(() => stack.cleanup());
 
 describe('trainer end to end', () => {
   it("turns a client's events into a published model version: on the models topic and in the store", async () => {
@@ -134,7 +68,7 @@ describe('trainer end to end', () => {
     const removed = workload.labels.at(-1)!.name;
     const added = 'team-facilities';
     const texts = ['broken chair in the office', 'heating too cold on floor three', 'parking badge does not open the gate', 'desk lamp broken office', 'cleaning needed in the kitchen', 'office chair wobbly'];
-    await streams.producer.sendAll([
+    await stack.streams.producer.sendAll([
       labelEvent(added, 'ADDED', { description: 'office furniture, heating, cleaning, parking', keywords: ['chair', 'heating', 'parking'] }),
       labelEvent(removed, 'REMOVED'),
       ...texts.map((t, i) => exampleEvent(clientId, `fac-${i}`, t, added)),
@@ -151,7 +85,7 @@ describe('trainer end to end', () => {
   it('refuses invalid training data with the reason', async () => {
     const single = uniqueName('single');
     const tiny = uniqueName('tiny');
-    await streams.producer.sendAll([
+    await stack.streams.producer.sendAll([
       ...Array.from({ length: 15 }, (_, i) => exampleEvent(single, `s${i}`, `vpn down again ${i}`, 'Network')),
       exampleEvent(tiny, 't1', 'printer jam', 'Printers'), exampleEvent(tiny, 't2', 'printer toner', 'Printers'), exampleEvent(tiny, 't3', 'wifi slow', 'Network'),
     ]);
@@ -167,17 +101,17 @@ describe('trainer end to end', () => {
   it('loses nothing when ClickHouse is down mid-retrain: the request waits, uncommitted, and is answered after', async () => {
     let failures = 0;
     const logger = createLogger('trainer-test', 'silent');
-    const handler = new RetrainHandler(streams, {
+    const handler = new RetrainHandler(stack.streams, {
       store, settings: good, logger,
       loadSet: async (id) => {
         if (failures < 2) {
           failures++;
           throw new DependencyUnavailableError('clickhouse', 'simulated outage');
         }
-        return loadTrainingSet(procs.clickhouse, config.clickhouseDatabase, id);
+        return loadTrainingSet(stack.clickhouse, config.clickhouseDatabase, id);
       },
     });
-    const runner = streams.consumer({ group: 'trainer', topics: ['retrain-requests'], handler, retry: { initialMs: 50, maxMs: 200 } });
+    const runner = stack.streams.consumer({ group: 'trainer', topics: ['retrain-requests'], handler, retry: { initialMs: 50, maxMs: 200 } });
     await runner.start();
     try {
       const answer = await retrain(clientId);

@@ -1,37 +1,27 @@
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../common/log.ts';
-import { createClickHouse, identifier, quoteString, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
-import { startProcessors, type RunningProcessors } from '../processors/run.ts';
+import { identifier, quoteString, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
 import type { LabeledExample, LabelSetChanged, ModelPublished } from '../schemas/events.ts';
-import type { AnyEvent, ConsumerRunner } from '../streams/index.ts';
+import type { AnyEvent } from '../streams/index.ts';
 import { startTrainer } from '../trainer/consumer.ts';
 import { latestWatermark, loadTrainingSet, waitForWatermark } from '../trainer/dataset.ts';
 import { trainerSettings } from '../trainer/pipeline.ts';
-import { testConfig, testStreams, uniqueName, waitFor } from './helpers.ts';
-import { deleteRedisPrefix, dropDatabase } from './processors-support.ts';
+import { uniqueName, waitFor } from './helpers.ts';
 import { generateClient } from './quality/workload.ts';
+import { TrainerTestStack } from './trainer-support.ts';
 
 /**
  * The retrain watermark on the real stack: the trigger decides on events it has seen, but the
  * trainer reads ClickHouse, which the feature/analytics processors fill later. A request names
  * the newest events it was based on (dataAsOf), and the trainer waits (bounded) for them.
  */
-const storeDir = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-trainer-watermark-'));
-const config = testConfig({ EDDY_MODEL_STORE_DIR: storeDir });
-let streams: Awaited<ReturnType<typeof testStreams>>;
-let procs: RunningProcessors | undefined;
-let clickhouse: ClickHouseClient;
-let reader: ConsumerRunner;
-const modelEvents: AnyEvent[] = [];
+const stack = await TrainerTestStack.create('trainer-watermark');
+const { config, modelEvents } = stack;
 const clientId = uniqueName('client');
 const workload = generateClient({ clientId, examples: 120, labels: 3, noise: 0, seed: 11 });
 const db = () => identifier(config.clickhouseDatabase);
-
-const startFeaturesAndAnalytics = () => startProcessors(config, { only: ['features', 'analytics'], groupPrefix: 'processors', waitForAssignment: true });
+const rowsIn = (table: 'examples' | 'label_changes') => stack.rowsIn(table, clientId);
 
 function labelAdded(label: string, description: string, keywords: string[]): LabelSetChanged {
   return { eventId: randomUUID(), clientId, occurredAt: Date.now(), change: 'ADDED', label, previousLabel: null, description, keywords };
@@ -41,40 +31,14 @@ function example(exampleId: string, text: string, label: string): LabeledExample
   return { eventId: randomUUID(), clientId, occurredAt: Date.now(), exampleId, text, label, source: 'ASSIGNMENT', metadata: {}, predictionId: null };
 }
 
-async function rowsIn(table: 'examples' | 'label_changes'): Promise<number> {
-  const rs = await clickhouse.query({
-    query: `SELECT uniqExact(event_id) AS n FROM ${db()}.${table} WHERE client_id = ${quoteString(clientId)}`,
-    format: 'JSONEachRow',
-  });
-  return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
-}
-
+let streams: typeof stack.streams;
+let clickhouse: ClickHouseClient;
 beforeAll(async () => {
-  streams = await testStreams(config);
-  clickhouse = createClickHouse(config);
-  procs = await startFeaturesAndAnalytics();
-  reader = streams.consumer({
-    group: 'test-models-reader', topics: ['models'], fromBeginning: true,
-    handler: { handle: async (records) => { modelEvents.push(...records.map((r) => r.event)); } },
-  });
-  await reader.start();
-  await streams.producer.sendAll([
-    ...workload.labels.map((l): AnyEvent => ({ name: 'LabelSetChanged', value: labelAdded(l.name, l.description, l.keywords) })),
-    ...workload.examples.map((e): AnyEvent => ({ name: 'LabeledExample', value: example(e.exampleId, e.text, e.label) })),
-  ]);
-  await waitFor('the base data in ClickHouse', async () => (await rowsIn('examples')) === workload.examples.length && (await rowsIn('label_changes')) === workload.labels.length, 60_000);
+  await stack.start(workload, () => ({}));
+  ({ streams, clickhouse } = stack);
 }, 180_000);
 
-afterAll(async () => {
-  await reader?.stop();
-  procs ??= await startFeaturesAndAnalytics();
-  await deleteRedisPrefix(procs.redis, config.redisPrefix);
-  await dropDatabase(clickhouse, config.clickhouseDatabase);
-  await procs.stop();
-  await clickhouse?.close();
-  await streams?.cleanup();
-  await fs.rm(storeDir, { recursive: true, force: true });
-}, 60_000);
+afterAll(() => stack.cleanup(), 60_000);
 
 describe('retrain watermark (dataAsOf)', () => {
   it('takes, per table, the newest event id any coalesced request names', () => {
@@ -88,8 +52,8 @@ describe('retrain watermark (dataAsOf)', () => {
 
   it('trains on the data a request names even when it reaches ClickHouse after the request', async () => {
     // The feature/analytics processors lag (here: stopped): the new team reaches Kafka, not ClickHouse.
-    await procs!.stop();
-    procs = undefined;
+    await stack.procs!.stop();
+    stack.procs = undefined;
     const team = 'team-coffee-machines';
     const added = labelAdded(team, 'coffee machine, espresso, kitchen appliances', ['coffee', 'espresso', 'machine']);
     const texts = ['coffee machine leaking water', 'espresso machine shows descale error', 'coffee machine out of beans again', 'espresso grinder jammed in kitchen',
@@ -120,7 +84,7 @@ describe('retrain watermark (dataAsOf)', () => {
       expect(await rowsIn('examples')).toBe(workload.examples.length);
       expect(modelEvents.find((e) => e.name !== 'ModelPromoted' && (e.value as { retrainEventId?: string | null }).retrainEventId === eventId)).toBeUndefined();
 
-      procs = await startFeaturesAndAnalytics(); // the lagging processors catch up
+      stack.procs = await stack.startProcessors(); // the lagging processors catch up
       const answer = await waitFor(`the trainer's answer to ${eventId}`, () =>
         modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === eventId), 120_000);
       expect(answer.name).toBe('ModelPublished');
