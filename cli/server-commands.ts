@@ -49,7 +49,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
       const variant = opts.canary !== undefined ? 'CANARY' : opts.shadow !== undefined ? 'SHADOW' : 'LIVE';
       const share = opts.canary !== undefined ? parseShare(opts.canary) : opts.shadow !== undefined && opts.shadow !== true ? parseShare(opts.shadow) : 1;
       await withAdmin(config(), async (admin, registry) => {
-        const e = await admin.promote(client, { version, variant, share, pinned: opts.pin ?? false, reason: opts.reason, actor: `cli:${process.env.USER ?? 'operator'}` });
+        const e = await admin.promote(client, { version, variant, share, pinned: opts.pin ?? false, reason: opts.reason, actor: cliActor() });
         await waitApplied(registry, e.eventId);
         out(`${client}: ${describe(registry, client)}`);
       });
@@ -63,7 +63,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
     .option('--reason <text>', 'why (kept in the event)', '')
     .action(async (client: string, opts: { to?: string; reason: string }) => {
       await withAdmin(config(), async (admin, registry) => {
-        const e = await admin.rollback(client, { to: opts.to, reason: opts.reason, actor: `cli:${process.env.USER ?? 'operator'}` });
+        const e = await admin.rollback(client, { to: opts.to, reason: opts.reason, actor: cliActor() });
         await waitApplied(registry, e.eventId);
         out(`${client}: rolled back ${e.fromVersion ?? '(none)'} -> ${e.toVersion}; ${describe(registry, client)}`);
       });
@@ -78,7 +78,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
     .option('--reason <text>', 'why (kept in the event)', '')
     .action(async (client: string, version: string | undefined, opts: { unpin?: boolean; reason: string }) => {
       await withAdmin(config(), async (admin, registry) => {
-        const e = await admin.pin(client, { version, pinned: !opts.unpin, reason: opts.reason, actor: `cli:${process.env.USER ?? 'operator'}` });
+        const e = await admin.pin(client, { version, pinned: !opts.unpin, reason: opts.reason, actor: cliActor() });
         await waitApplied(registry, e.eventId);
         out(`${client}: ${describe(registry, client)}`);
       });
@@ -143,4 +143,9 @@ async function withAdmin(config: EddyConfig, fn: (admin: ModelAdmin, registry: M
     await follower.stop();
     await streams.close();
   }
+}
+
+/** Who an admin event names when it comes from this CLI. */
+function cliActor(): string {
+  return `cli:${process.env.USER ?? 'operator'}`;
 }

@@ -48,14 +48,9 @@ export interface Overview {
   lagSampledAt: number | null;
 }
 
-export interface TrendPoint {
+/** One window of a client's quality trend: the summary's figures, when, and for which version. */
+export interface TrendPoint extends QualitySummary {
   t: number;
-  precision: number;
-  recall: number;
-  f1: number;
-  accuracy: number;
-  support: number;
-  bias: number;
   version: string | null;
 }
 
