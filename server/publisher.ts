@@ -147,6 +147,8 @@ export class PredictionPublisher {
 
   /** The sender wrote `sent` and gave up on `refused` (refused by the producer, or lost with a dead thread). */
   private settled({ sent, refused }: SendResult): void {
+    // After close counted what was left as dropped, a late answer (an inline send finishing) is not counted again.
+    if (this.closed && this.inFlight === 0) return;
     this.inFlight -= sent + refused;
     if (sent > 0) {
       this.publishedTotal += sent;
@@ -195,10 +197,7 @@ export class PredictionPublisher {
     await this.channel.close(flushed ? 1_000 : 0);
     if (this.inFlight > 0) {
       const n = this.inFlight;
-      this.inFlight = 0;
-      this.droppedTotal += n;
-      serverMetrics.dropped().inc(n);
-      serverMetrics.bufferSize().set(0);
+      this.settled({ sent: 0, refused: n });
       this.logger.error({ dropped: n }, 'shutdown: PredictionMade events could not be published in time; dropped');
     }
   }
