@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError } from '../common/errors.ts';
-import { connectRedis } from '../processors/redis.ts';
-import { DashboardData } from '../server/dashboard/data.ts';
+import { connectRedis } from '../common/redis.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const f3 = (x: number) => x.toFixed(3);
@@ -27,6 +26,8 @@ export function registerMonitorCommands(program: Command, config: () => EddyConf
       const c = config();
       const redis = await connectRedis(c);
       try {
+        // Loaded on use: the dashboard's read model comes with the server's modules.
+        const { DashboardData } = await import('../server/index.ts');
         const data = new DashboardData(redis, c.redisPrefix);
         if (clientId) {
           const d = await data.client(clientId);

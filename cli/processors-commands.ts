@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
-import { untilShutdownSignal } from '../streams/shutdown.ts';
+import { untilShutdownSignal } from '../common/shutdown.ts';
 import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
-import { parseProcessorNames, PROCESSOR_NAMES, startProcessors } from '../processors/run.ts';
-import { replay } from '../processors/replay.ts';
-import { serveProcessMetrics } from '../processors/monitor/metrics-endpoint.ts';
+import { parseProcessorNames, PROCESSOR_NAMES, replay, startProcessors } from '../processors/index.ts';
+import { serveProcessMetrics } from '../common/metrics.ts';
+import { createLogger } from '../common/log.ts';
+import { LagCollector } from '../streams/index.ts';
 
 const err = (line: string) => process.stderr.write(line + '\n');
 
@@ -17,11 +18,15 @@ export function registerProcessorsCommands(program: Command, config: () => EddyC
     .option('--only <names>', `comma-separated subset of ${PROCESSOR_NAMES.join(',')}`)
     .action(async (opts: { only?: string }) => {
       const only = parseProcessorNames(opts.only);
-      const procs = await startProcessors(config(), { only });
-      await serveProcessMetrics(config(), 'processors', procs.streams);
+      const c = config();
+      const procs = await startProcessors(c, { only });
+      // This process also samples consumer lag of every group of the prefix for /metrics.
+      const lag = new LagCollector(procs.streams, c.monitor.lagIntervalMs, createLogger('lag', c.logLevel));
+      const metrics = await serveProcessMetrics(c, 'processors', lag);
       err(`processors running: ${only.join(', ')} (Ctrl-C stops them gracefully)`);
       await untilShutdownSignal();
       err('stopping processors…');
+      await metrics?.close();
       await procs.stop();
     });
 

@@ -1,11 +1,9 @@
 import type { Command } from 'commander';
-import { untilShutdownSignal } from '../streams/shutdown.ts';
+import { untilShutdownSignal } from '../common/shutdown.ts';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
-import { LogFollower } from '../server/log-follower.ts';
-import { ModelAdmin } from '../server/model-admin.ts';
-import { LabelDirectory, ModelRegistry } from '../server/registry.ts';
+import { ModelAdmin, ModelLifecycle, type ModelRegistry } from '../models/lifecycle.ts';
 import { connectStreams } from '../streams/index.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
@@ -27,7 +25,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
       const base = config();
       const port = opts.port === undefined ? base.server.port : Number(opts.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new EddyError('INVALID_ARGUMENT', `--port must be 0..65535, got '${opts.port}'`);
-      const { startServer } = await import('../server/main.ts');
+      const { startServer } = await import('../server/index.ts');
       const server = await startServer({ ...base, server: { ...base.server, port, host: opts.host ?? base.server.host } }, { kafkaPredict: opts.kafkaPredict });
       out(`eddy server listening on ${server.url} (replica ${base.server.replicaId}); ready once the registry caught up (GET /readyz)`);
       await untilShutdownSignal();
@@ -48,9 +46,9 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
       if (opts.canary !== undefined && opts.shadow !== undefined) throw new EddyError('INVALID_ARGUMENT', 'choose --canary or --shadow, not both');
       const variant = opts.canary !== undefined ? 'CANARY' : opts.shadow !== undefined ? 'SHADOW' : 'LIVE';
       const share = opts.canary !== undefined ? parseShare(opts.canary) : opts.shadow !== undefined && opts.shadow !== true ? parseShare(opts.shadow) : 1;
-      await withAdmin(config(), async (admin, registry) => {
+      await withAdmin(config(), async (admin, registry, applied) => {
         const e = await admin.promote(client, { version, variant, share, pinned: opts.pin ?? false, reason: opts.reason, actor: cliActor() });
-        await waitApplied(registry, e.eventId);
+        await applied(e.eventId);
         out(`${client}: ${describe(registry, client)}`);
       });
     });
@@ -62,9 +60,9 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
     .option('--to <version>', 'the version to return to')
     .option('--reason <text>', 'why (kept in the event)', '')
     .action(async (client: string, opts: { to?: string; reason: string }) => {
-      await withAdmin(config(), async (admin, registry) => {
+      await withAdmin(config(), async (admin, registry, applied) => {
         const e = await admin.rollback(client, { to: opts.to, reason: opts.reason, actor: cliActor() });
-        await waitApplied(registry, e.eventId);
+        await applied(e.eventId);
         out(`${client}: rolled back ${e.fromVersion ?? '(none)'} -> ${e.toVersion}; ${describe(registry, client)}`);
       });
     });
@@ -77,9 +75,9 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
     .option('--unpin', 'release the pin: the next published version goes live again')
     .option('--reason <text>', 'why (kept in the event)', '')
     .action(async (client: string, version: string | undefined, opts: { unpin?: boolean; reason: string }) => {
-      await withAdmin(config(), async (admin, registry) => {
+      await withAdmin(config(), async (admin, registry, applied) => {
         const e = await admin.pin(client, { version, pinned: !opts.unpin, reason: opts.reason, actor: cliActor() });
-        await waitApplied(registry, e.eventId);
+        await applied(e.eventId);
         out(`${client}: ${describe(registry, client)}`);
       });
     });
@@ -119,28 +117,21 @@ function describe(registry: ModelRegistry, client: string): string {
   return parts.join(', ');
 }
 
-async function waitApplied(registry: ModelRegistry, eventId: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!registry.hasApplied(eventId)) {
-    if (Date.now() > deadline) throw new EddyError('TIMEOUT', `event ${eventId} was published but not read back within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** Rebuilds the registry from the models topic, then runs `fn` with an admin bound to it. */
-async function withAdmin(config: EddyConfig, fn: (admin: ModelAdmin, registry: ModelRegistry) => Promise<void>): Promise<void> {
+async function withAdmin(
+  config: EddyConfig,
+  fn: (admin: ModelAdmin, registry: ModelRegistry, applied: (eventId: string) => Promise<void>) => Promise<void>,
+): Promise<void> {
   // Consumer start/stop chatter is noise for a one-shot command; warnings and errors still show.
   const quiet = { ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel };
   const logger = createLogger('eddy-cli', quiet.logLevel);
   const streams = await connectStreams(quiet, 'eddy-cli');
-  const registry = new ModelRegistry();
-  const follower = new LogFollower(streams, registry, new LabelDirectory(), `cli-${process.pid}`, logger, false);
+  const lifecycle = new ModelLifecycle(streams, `cli-${process.pid}`, logger);
   try {
-    await follower.start();
-    await follower.whenReady();
-    await fn(new ModelAdmin(registry, streams.producer), registry);
+    await lifecycle.start();
+    await fn(new ModelAdmin(lifecycle.registry, streams.producer), lifecycle.registry, (eventId) => lifecycle.applied(eventId, 15_000));
   } finally {
-    await follower.stop();
+    await lifecycle.stop();
     await streams.close();
   }
 }

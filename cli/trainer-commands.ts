@@ -1,18 +1,15 @@
 import type { Command } from 'commander';
-import { untilShutdownSignal } from '../streams/shutdown.ts';
+import { untilShutdownSignal } from '../common/shutdown.ts';
 import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { FsModelStore } from '../models/store.ts';
-import { createClickHouse } from '../processors/analytics/clickhouse.ts';
+import { createClickHouse } from '../common/clickhouse.ts';
 import { connectStreams } from '../streams/index.ts';
-import { startTrainer } from '../trainer/consumer.ts';
-import { LiveVersions } from '../trainer/live-versions.ts';
-import type { Evaluation } from '../trainer/evaluate.ts';
-import { loadTrainingSet } from '../trainer/dataset.ts';
-import { trainClient, trainerSettings, type TrainStage } from '../trainer/pipeline.ts';
-import { serveProcessMetrics } from '../processors/monitor/metrics-endpoint.ts';
+import { ModelLifecycle, retainedVersions } from '../models/lifecycle.ts';
+import { loadTrainingSet, startTrainer, trainClient, trainerSettings, type Evaluation, type TrainStage } from '../trainer/index.ts';
+import { serveProcessMetrics } from '../common/metrics.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 
@@ -38,11 +35,12 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const logger = createLogger('trainer', c.logLevel);
       const streams = await connectStreams(c, 'eddy-trainer');
       const trainer = await startTrainer(streams, c);
-      await serveProcessMetrics(c, 'trainer');
+      const metrics = await serveProcessMetrics(c, 'trainer');
       logger.info({ modelStore: c.modelStoreDir }, 'retrain consumer running');
       process.stderr.write('trainer running (Ctrl-C stops it gracefully: a training in flight finishes and publishes first)\n');
       await untilShutdownSignal();
       // A request whose training is cut short by a hard kill is not committed: it is delivered again.
+      await metrics?.close();
       await trainer.stop();
       await streams.close();
     });
@@ -63,7 +61,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const streams = await connectStreams(c, 'eddy-cli-train');
       // The gate compares against the version the servers serve (after a rollback or pin, not the
       // newest): rebuild it from the models topic, as the retrain consumer does.
-      const live = new LiveVersions(streams, `cli-train-${process.pid}`, logger);
+      const live = new ModelLifecycle(streams, `cli-train-${process.pid}`, logger);
       const bar = opts.progress && process.stderr.isTTY
         ? new cliProgress.SingleBar({ format: '{stage} [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss}', stream: process.stderr }, cliProgress.Presets.shades_classic)
         : null;
@@ -71,7 +69,8 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const total = STAGES.length - 1 + epochs;
       try {
         await live.start();
-        const current = await live.forTraining(opts.client);
+        const retained = retainedVersions(live.registry.get(opts.client));
+        const current = { liveVersion: retained.live, keepVersions: retained.keep };
         bar?.start(total, 0, { stage: 'load', epoch: 0, epochs, loss: '-' });
         const outcome = await trainClient(
           { store: new FsModelStore(c.modelStoreDir), loadSet: (id) => loadTrainingSet(clickhouse, c.clickhouseDatabase, id), settings, logger },

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { featureKeys } from '../common/keyspace.ts';
 
 /**
  * Real-time features: what recent history says about the entities a request names in its
@@ -31,18 +32,6 @@ export const REALTIME_FEATURES_VERSION = 'rt1:requester,channel:hl7d';
 
 /** The hash field holding the time (ms) the decayed counts are expressed at. */
 export const DECAY_TIME_FIELD = '_t';
-
-const MAX_ENTITY_VALUE_LENGTH = 200;
-
-/** Redis keys of the per-client feature state; the `{clientId}` hash tag keeps a client on one Cluster slot. */
-export function clientKeyPrefix(keyPrefix: string, clientId: string): string {
-  return `${keyPrefix}:{${clientId}}:f`;
-}
-
-/** The Redis key of one entity's decayed label counts. */
-export function entityKey(keyPrefix: string, clientId: string, field: string, value: string): string {
-  return `${clientKeyPrefix(keyPrefix, clientId)}:rt:${field}:${encodeURIComponent(value.slice(0, MAX_ENTITY_VALUE_LENGTH))}`;
-}
 
 /** The entities named in `metadata`, in a fixed order (the order of REALTIME_ENTITY_FIELDS). */
 export function entitiesOf(metadata: Record<string, string>): Array<{ field: string; value: string }> {
@@ -118,7 +107,7 @@ export async function readRealtimeFeatures(
   try {
     // Separate commands, not a MULTI-less pipeline: with ioredis auto-pipelining (the server's
     // client) the reads of every request handled in one event-loop turn share one socket write.
-    const read = Promise.all(entities.map((e) => redis.hgetall(entityKey(keyPrefix, clientId, e.field, e.value))));
+    const read = Promise.all(entities.map((e) => redis.hgetall(featureKeys.entity(keyPrefix, clientId, e.field, e.value))));
     read.catch(() => undefined); // a late failure after the timeout must not become unhandled
     const timeout = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), opts.timeoutMs);

@@ -2,11 +2,11 @@ import type { Redis } from 'ioredis';
 import type { EddyConfig } from '../common/config.ts';
 import { createLogger } from '../common/log.ts';
 import { connectStreams, TOPIC_NAMES, type Streams, type TopicName } from '../streams/index.ts';
-import { createClickHouse, identifier, type ClickHouseClient } from './analytics/clickhouse.ts';
+import { createClickHouse, identifier, type ClickHouseClient } from '../common/clickhouse.ts';
 import { ANALYTICS_TOPICS } from './analytics/processor.ts';
 import { ANALYTICS_TABLE_NAMES, ANALYTICS_VIEW_NAMES, migrateAnalytics } from './analytics/schema.ts';
 import { FEATURE_TOPICS } from './features/processor.ts';
-import { connectRedis } from './redis.ts';
+import { connectRedis } from '../common/redis.ts';
 import { startProcessors } from './run.ts';
 
 export interface ReplayProgress {

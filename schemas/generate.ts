@@ -8,9 +8,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { toTypeScript } from '@ovotech/avro-ts';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-export const AVRO_DIR = path.join(here, 'avro');
-export const GENERATED_FILE = path.join(here, 'events.ts');
+import { AVRO_DIR } from './index.ts';
+
+export const GENERATED_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'events.ts');
 
 export function listSchemaFiles(): string[] {
   return fs.readdirSync(AVRO_DIR).filter((f) => f.endsWith('.avsc')).sort();

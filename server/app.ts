@@ -5,11 +5,10 @@ import { EddyError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { metricsRegistry } from '../common/metrics.ts';
 import { serverMetrics } from './metrics.ts';
-import type { ModelAdmin } from './model-admin.ts';
 import type { ModelManager } from './model-manager.ts';
 import { checkInputLimits, type PredictionService, type PredictResult } from './prediction-service.ts';
 import type { PredictionPublisher } from './publisher.ts';
-import type { ModelRegistry } from './registry.ts';
+import type { ModelAdmin, ModelRegistry } from '../models/lifecycle.ts';
 
 /**
  * The HTTP API (after fastify/demo): the routes are one plugin with request AND response schemas

@@ -1,4 +1,4 @@
-import type { LabelDefinition } from './registry.ts';
+import type { LabelDefinition } from './labels.ts';
 
 /**
  * The answer for a client that has no servable model yet: score each label by how many of its

@@ -1,5 +1,5 @@
 import { EddyError } from '../common/errors.ts';
-import type { EventHandler, EventProducer } from '../streams/index.ts';
+import type { EventHandler, ProcessorContext } from '../streams/index.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import type { ServerConfig } from '../common/config.ts';
 import { checkInputLimits, type PredictionService } from './prediction-service.ts';
@@ -13,10 +13,13 @@ import { checkInputLimits, type PredictionService } from './prediction-service.t
  */
 export function kafkaPredictHandler(
   service: PredictionService,
-  producer: EventProducer,
   limits: Pick<ServerConfig, 'maxTextChars' | 'maxMetadataEntries' | 'maxMetadataBytes'>,
 ): EventHandler {
+  let emit: ProcessorContext['emit'] | undefined;
   return {
+    async init(ctx) {
+      emit = ctx.emit;
+    },
     async handle(records) {
       const out: PredictionMade[] = [];
       for (const r of records) {
@@ -31,7 +34,7 @@ export function kafkaPredictHandler(
         out.push(...events);
       }
       // Answers are written before the requests are committed: a crash in between re-answers (same ids).
-      await producer.sendAll(out.map((value) => ({ name: 'PredictionMade' as const, value })));
+      await emit!(out.map((value) => ({ name: 'PredictionMade' as const, value })));
     },
   };
 }

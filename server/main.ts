@@ -6,17 +6,18 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { readRealtimeFeatures } from '../featurizer/realtime.ts';
 import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
-import { connectStreams, type ConsumerRunner, type Streams } from '../streams/index.ts';
+import { connectStreams, LogFollower, type ConsumerRunner, type Streams } from '../streams/index.ts';
 import { createApp } from './app.ts';
 import { ArtifactLoaderThread } from './artifact-loader.ts';
-import { dashboardRoutes, instrumentRedis } from './dashboard/plugin.ts';
+import { instrumentRedis } from '../common/instrument.ts';
+import { dashboardRoutes } from './dashboard/plugin.ts';
 import { kafkaPredictHandler } from './kafka-predict.ts';
-import { LogFollower } from './log-follower.ts';
-import { ModelAdmin } from './model-admin.ts';
 import { ModelManager, type ArtifactLoader } from './model-manager.ts';
 import { PredictionService, type FeatureReader } from './prediction-service.ts';
 import { PredictionPublisher } from './publisher.ts';
-import { LabelDirectory, ModelRegistry } from './registry.ts';
+import { serverMetrics } from './metrics.ts';
+import { ModelAdmin, ModelRegistry } from '../models/lifecycle.ts';
+import { LabelDirectory } from './labels.ts';
 
 /**
  * One prediction server process: wires the source (log follower -> registry), the loader (model
@@ -79,14 +80,31 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const service = new PredictionService(registry, labels, manager, readFeatures, s, logger);
   const publisher = new PredictionPublisher(s.publisher === 'thread' ? { thread: config } : { producer: streams.producer }, { capacity: s.publishBuffer, logger });
   const admin = new ModelAdmin(registry, streams.producer);
-  const follower = new LogFollower(streams, registry, labels, s.replicaId, logger);
+  // The registry and the label definitions gate readiness: HTTP answers only from a complete
+  // picture of the log. Example counts only refine the baseline's majority label, so they follow
+  // on their own and never hold readiness back.
+  const follower = new LogFollower(streams, {
+    name: `server-registry-${s.replicaId}`, topics: ['models', 'labels'], logger,
+    apply: (r) => {
+      if (r.topic === 'labels') return labels.apply(r.event);
+      const change = registry.apply(r.event);
+      if (change?.kind === 'ignored') logger.warn({ clientId: change.clientId, reason: change.reason }, 'model event ignored');
+    },
+  });
+  const examples = new LogFollower(streams, {
+    name: `server-examples-${s.replicaId}`, topics: ['examples'], logger, apply: (r) => labels.countExample(r.event),
+  });
 
   const app = createApp({ config: s, service, registry, manager, publisher, admin, isReady: () => follower.ready, logger });
   app.register(dashboardRoutes, { redis: instrumentRedis(redis, 'server'), keyPrefix: config.redisPrefix, registry, streams, lagIntervalMs: config.monitor.lagIntervalMs, logger });
   await follower.start();
+  await examples.start();
 
   let predictRunner: ConsumerRunner | undefined;
-  const ready = follower.whenReady();
+  const ready = follower.whenReady().then(() => {
+    serverMetrics.registryReady().set(1);
+    logger.info({ clients: registry.size }, 'model registry caught up with the models topic; ready');
+  });
   const kafkaReady = ready.then(async () => {
     // Kafka requests are answered only once the registry is complete: never from a half-read log.
     if (!(opts.kafkaPredict ?? true)) return;
@@ -96,7 +114,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
       // A new group starts at the end: a first deployment does not answer a week of stale requests.
       fromBeginning: false,
       partitionsConsumedConcurrently: Math.min(config.partitions, 4),
-      handler: kafkaPredictHandler(service, streams.producer, s),
+      handler: kafkaPredictHandler(service, s),
     });
     const joined = predictRunner.waitForAssignment(60_000);
     await predictRunner.start();
@@ -119,7 +137,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
       closing ??= (async () => {
         await app.close();
         await predictRunner?.stop();
-        await follower.stop();
+        await Promise.all([follower.stop(), examples.stop()]);
         await publisher.close();
         await artifacts.close();
         await streams.close();

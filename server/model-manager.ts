@@ -1,7 +1,7 @@
 import { EddyError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { serverMetrics } from './metrics.ts';
-import type { VersionInfo } from './registry.ts';
+import type { VersionInfo } from '../models/lifecycle.ts';
 
 /**
  * The TensorFlow Serving "manager" for thousands of per-client models in one process:

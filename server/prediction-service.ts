@@ -7,7 +7,8 @@ import { hashString } from '../featurizer/text.ts';
 import { baselinePredict } from './baseline.ts';
 import { serverMetrics } from './metrics.ts';
 import type { ModelHandle, ModelManager } from './model-manager.ts';
-import type { ClientModels, LabelDefinition, LabelDirectory, ModelRegistry, VersionInfo } from './registry.ts';
+import type { ClientModels, ModelRegistry, VersionInfo } from '../models/lifecycle.ts';
+import type { LabelDefinition, LabelDirectory } from './labels.ts';
 
 /**
  * The one prediction path, shared by HTTP and Kafka: pick the version (rollout), borrow the model

@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { loadConfig, type EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
-import { createClickHouse, identifier } from '../processors/analytics/clickhouse.ts';
+import { createClickHouse, identifier } from '../common/clickhouse.ts';
 import { connectStreams, deleteTopics, type Streams } from '../streams/index.ts';
 import { Platform, platformComponents } from './platform.ts';
 import { Simulator, type SimulatorOptions, type StoryOptions } from './simulator.ts';

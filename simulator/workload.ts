@@ -1,4 +1,4 @@
-import { seededRandom } from '../trainer/model.ts';
+import { seededRandom } from '../common/random.ts';
 
 /**
  * The upstream world the simulator plays: client companies, their teams (labels), the words their

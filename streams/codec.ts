@@ -1,9 +1,6 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import avro from 'avsc';
 import { SchemaRegistry, COMPATIBILITY } from '@kafkajs/confluent-schema-registry';
-import { AVRO_DIR } from '../schemas/generate.ts';
-import { EVENT_NAMES, type EventName, type EventTypes } from '../schemas/events.ts';
+import { EVENT_NAMES, loadSchema as readSchema, type EventName, type EventTypes } from '../schemas/index.ts';
 import { DependencyUnavailableError, EddyError, InvalidEventError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 
@@ -42,7 +39,7 @@ const MAGIC_BYTE = 0;
 const HEADER_BYTES = 5;
 
 export function loadSchema(name: EventName): avro.Schema {
-  return JSON.parse(fs.readFileSync(path.join(AVRO_DIR, `${name}.avsc`), 'utf8')) as avro.Schema;
+  return readSchema(name) as avro.Schema;
 }
 
 export function subjectOf(name: EventName): string {

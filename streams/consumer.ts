@@ -20,6 +20,29 @@ export interface EventRecord<E extends AnyEvent = AnyEvent> {
   timestamp: number;
 }
 
+/**
+ * What the runtime hands a handler once, at init (after Kafka Streams' ProcessorContext): a way
+ * to emit events and to schedule periodic work. A handler gets its stores (Redis, ClickHouse) from
+ * whoever registers it; the runtime that created them closes them.
+ */
+export interface ProcessorContext {
+  logger: Logger;
+  /** Sends events through the process's producer (validated, keyed by clientId, idempotent). */
+  emit(events: readonly AnyEvent[]): Promise<void>;
+  /**
+   * Runs `task` every `intervalMs` while the consumer runs, with the partitions this member owns
+   * at that moment (a task touches only what this member owns; the others are their owners').
+   * A run never overlaps the previous one; a failure is logged and the task runs again at the next
+   * tick. Scheduled tasks stop (and the one in flight is awaited) before the consumer leaves.
+   */
+  schedule(name: string, intervalMs: number, task: (owned: Ownership) => Promise<void>): void;
+}
+
+/** The partitions a member owns right now. */
+export interface Ownership {
+  owns(topic: TopicName, partition: number): boolean;
+}
+
 export interface BatchContext {
   /** Keeps the group membership alive during long work. */
   heartbeat(): Promise<void>;
@@ -39,7 +62,7 @@ export interface BatchContext {
  *   goes to the dead-letter topic with the reason; the rest are processed.
  */
 export interface EventHandler {
-  init?(ctx: { logger: Logger }): Promise<void>;
+  init?(ctx: ProcessorContext): Promise<void>;
   handle(records: EventRecord[], ctx: BatchContext): Promise<void>;
   close?(): Promise<void>;
 }
@@ -102,6 +125,7 @@ export class ConsumerRunner {
   private crashed: Error | undefined;
   private stopping: Promise<void> | undefined;
   private assigned: Record<string, number[]> = {};
+  private readonly tasks: ScheduledTask[] = [];
 
   constructor(
     kafka: Kafka,
@@ -166,7 +190,13 @@ export class ConsumerRunner {
   }
 
   async start(): Promise<void> {
-    await this.options.handler.init?.({ logger: this.logger });
+    await this.options.handler.init?.({
+      logger: this.logger,
+      emit: (events) => this.producer.sendAll(events),
+      schedule: (name, intervalMs, task) => {
+        this.tasks.push(new ScheduledTask(name, intervalMs, task, this.logger));
+      },
+    });
     await this.producer.connect();
     await this.consumer.connect();
     for (const topic of this.options.topics) {
@@ -179,6 +209,8 @@ export class ConsumerRunner {
       partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently,
       eachBatch: (payload) => this.onBatch(payload),
     });
+    const ownership: Ownership = { owns: (topic, partition) => this.running && (this.assigned[topic]?.includes(partition) ?? false) };
+    for (const t of this.tasks) t.start(ownership);
     this.logger.info({ topics: this.options.topics }, 'consumer started');
   }
 
@@ -203,6 +235,7 @@ export class ConsumerRunner {
     this.stopping ??= (async () => {
       this.running = false;
       try {
+        await Promise.all(this.tasks.map((t) => t.stop()));
         await this.consumer.stop();
         await this.consumer.disconnect();
       } finally {
@@ -332,5 +365,34 @@ export class ConsumerRunner {
       key: m.key ?? null,
       value: m.value ?? null,
     };
+  }
+}
+
+/** A periodic task of a handler (ProcessorContext.schedule): no overlap, failures logged, stopped with the consumer. */
+export class ScheduledTask {
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight: Promise<void> | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly intervalMs: number,
+    private readonly task: (owned: Ownership) => Promise<void>,
+    private readonly logger: Logger,
+  ) {}
+
+  start(owned: Ownership): void {
+    this.timer ??= setInterval(() => {
+      if (this.inFlight) return;
+      this.inFlight = this.task(owned)
+        .catch((err: unknown) => this.logger.warn({ task: this.name, err: errorMessage(err) }, 'scheduled task failed; it runs again at the next tick'))
+        .finally(() => { this.inFlight = undefined; });
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.inFlight;
   }
 }

@@ -1,71 +1,9 @@
-import type { Admin, Kafka } from 'kafkajs';
-import type { EddyConfig } from '../common/config.ts';
-import { DependencyUnavailableError, errorMessage } from '../common/errors.ts';
-import { createLogger, type Logger } from '../common/log.ts';
-import { EventCodec } from './codec.ts';
-import { createKafka } from './kafka.ts';
-import { EventProducer } from './producer.ts';
-import { ConsumerRunner, type ConsumerRunnerOptions } from './consumer.ts';
-import { ensureTopics, TopicNames } from './topics.ts';
-
+/** Everything Kafka: the catalogue, the serde, the producer, the consumer runtime and followers. */
 export * from './codec.ts';
 export * from './consumer.ts';
 export * from './producer.ts';
 export * from './topics.ts';
 export { createKafka } from './kafka.ts';
-export { onShutdownSignal, untilShutdownSignal } from './shutdown.ts';
-
-/**
- * Everything a component needs to talk to Kafka, connected and ready: topics exist, schemas are
- * registered, the producer is connected. Components create consumers from it and close it once.
- */
-export interface Streams {
-  config: EddyConfig;
-  kafka: Kafka;
-  codec: EventCodec;
-  topics: TopicNames;
-  producer: EventProducer;
-  logger: Logger;
-  consumer(options: ConsumerRunnerOptions): ConsumerRunner;
-  withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T>;
-  close(): Promise<void>;
-}
-
-export async function connectStreams(config: EddyConfig, clientId: string, opts: { ensureTopics?: boolean } = {}): Promise<Streams> {
-  const logger = createLogger(clientId, config.logLevel);
-  const kafka = createKafka(config, clientId);
-  const topics = new TopicNames(config.topicPrefix);
-  const withAdmin = async <T>(fn: (admin: Admin) => Promise<T>): Promise<T> => {
-    const admin = kafka.admin();
-    try {
-      await admin.connect();
-    } catch (err) {
-      throw new DependencyUnavailableError('kafka', `Kafka at ${config.kafkaBrokers.join(',')} is not reachable (${errorMessage(err)}); is it running? try 'eddy stack status'`, err);
-    }
-    try {
-      return await fn(admin);
-    } finally {
-      await admin.disconnect();
-    }
-  };
-  const codec = await EventCodec.connect({ url: config.schemaRegistryUrl, logger });
-  if (opts.ensureTopics ?? true) {
-    const { created } = await withAdmin((admin) => ensureTopics(admin, topics, { partitions: config.partitions, replicationFactor: config.replicationFactor }));
-    if (created.length > 0) logger.info({ created }, 'created topics');
-  }
-  const producer = new EventProducer(kafka, codec, topics);
-  await producer.connect();
-  const runners: ConsumerRunner[] = [];
-  return {
-    config, kafka, codec, topics, producer, logger, withAdmin,
-    consumer(options) {
-      const runner = new ConsumerRunner(kafka, codec, producer, topics, { logger, ...options });
-      runners.push(runner);
-      return runner;
-    },
-    async close() {
-      await Promise.allSettled(runners.map((r) => r.stop()));
-      await producer.disconnect();
-    },
-  };
-}
+export { LogFollower, type FollowerOptions } from './follower.ts';
+export { LagCollector, type LagSample } from './lag.ts';
+export { connectStreams, type Streams } from './connect.ts';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { testConfig, waitFor } from './helpers.ts';
-import { createClickHouse, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
+import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import { BatchInserter, type Row } from '../processors/analytics/inserter.ts';
 import { migrateAnalytics } from '../processors/analytics/schema.ts';
 import { count, dropDatabase } from './processors-support.ts';

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metricsRegistry } from '../common/metrics.ts';
 import { FsModelStore } from '../models/store.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import { monitorKeys } from '../processors/monitor/store.ts';
+import { monitorKeys } from '../common/keyspace.ts';
 import type { ModelRejected, PredictionMade, RetrainRequested } from '../schemas/events.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
 import type { AnyEvent } from '../streams/codec.ts';

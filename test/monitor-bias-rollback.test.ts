@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { MONITOR_TOPICS } from '../processors/monitor/processor.ts';
-import { monitorKeys } from '../processors/monitor/store.ts';
+import { monitorKeys } from '../common/keyspace.ts';
 import { metricsRegistry } from '../common/metrics.ts';
 import type { AnyEvent } from '../streams/codec.ts';
 import type { ModelPublished, ModelRolledBack, QualityAlert } from '../schemas/events.ts';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClickHouse } from '../processors/analytics/clickhouse.ts';
+import { createClickHouse } from '../common/clickhouse.ts';
 import { migrateQualityViews } from '../processors/monitor/clickhouse.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { testConfig, testStreams, waitFor } from './helpers.ts';

@@ -3,7 +3,9 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { describeConfig } from '../common/config.ts';
-import { serveProcessMetrics } from '../processors/monitor/metrics-endpoint.ts';
+import { serveProcessMetrics } from '../common/metrics.ts';
+import { createLogger } from '../common/log.ts';
+import { LagCollector } from '../streams/index.ts';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { freePort } from './processors-support.ts';
 
@@ -68,10 +70,11 @@ describe('metrics endpoint of the processors process', () => {
   it('is disabled by port 0, and otherwise serves the registry with consumer lag', async () => {
     expect(await serveProcessMetrics(config, 'test')).toBeUndefined();
     streams = await testStreams(config);
-    const endpoint = await serveProcessMetrics({ ...config, monitor: { ...config.monitor, metricsPort: await freePort() } }, 'test', streams);
+    const lag = new LagCollector(streams, config.monitor.lagIntervalMs, createLogger('lag', 'silent'));
+    const endpoint = await serveProcessMetrics({ ...config, monitor: { ...config.monitor, metricsPort: await freePort() } }, 'test', lag);
     expect(endpoint).toBeDefined();
     try {
-      const sample = await waitFor('a lag sample', () => endpoint!.lag!.latest, 20_000);
+      const sample = await waitFor('a lag sample', () => endpoint!.sampler.latest, 20_000);
       expect(Object.keys(sample.ends)).toEqual(expect.arrayContaining(['predictions', 'feedback', 'models']));
       const res = await fetch(endpoint!.url);
       expect(res.status).toBe(200);

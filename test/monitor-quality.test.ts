@@ -3,13 +3,12 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import { MONITOR_TOPICS, MonitorProcessor } from '../processors/monitor/processor.ts';
-import { monitorOptions } from '../processors/monitor/run.ts';
+import { MONITOR_TOPICS, MonitorProcessor, monitorOptions } from '../processors/monitor/processor.ts';
 import { isRetriable } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import type { EventRecord } from '../streams/consumer.ts';
-import { biasOf, findDrops, jensenShannon, qualityOf } from '../processors/monitor/quality.ts';
-import { monitorKeys } from '../processors/monitor/store.ts';
+import { biasOf, findDrops, jensenShannon, qualityOf } from '../models/quality.ts';
+import { monitorKeys } from '../common/keyspace.ts';
 import type { AnyEvent } from '../streams/codec.ts';
 import type { QualityAlert, RetrainRequested } from '../schemas/events.ts';
 import { caughtUp, deleteRedisPrefix, example } from './processors-support.ts';
@@ -141,7 +140,7 @@ describe('quality monitor on the real stack', () => {
   it('pauses work with a retriable error (nothing committed, nothing dropped) while Redis is down', async () => {
     const down = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
     down.on('error', () => undefined);
-    const processor = new MonitorProcessor(down, streams.producer, monitorOptions(config));
+    const processor = new MonitorProcessor(down, monitorOptions(config));
     const [p, f] = judged(client, 'v1', now, 1, () => 'Network', () => 'Network');
     const records: EventRecord[] = [p!, f!].map((event, i) => ({ event, topic: i ? 'feedback' : 'predictions', partition: 0, offset: String(i), key: client, timestamp: now }));
     const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };

@@ -3,7 +3,7 @@ import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { FEATURE_TOPICS } from '../processors/features/processor.ts';
 import { ANALYTICS_TOPICS } from '../processors/analytics/processor.ts';
-import { featureKeys } from '../processors/features/state.ts';
+import { featureKeys } from '../common/keyspace.ts';
 import type { AnyEvent } from '../streams/index.ts';
 import {
   caughtUp, committedOffsets, count, counterValue, example, labelAdded, prediction, privateClickHouse, privateRedis, tableRows, type PrivateServer,

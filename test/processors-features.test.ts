@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import { featureKeys } from '../processors/features/state.ts';
+import { featureKeys, predictionKey } from '../common/keyspace.ts';
 import { readRealtimeFeatures } from '../featurizer/realtime.ts';
 import { FEATURE_TOPICS } from '../processors/features/processor.ts';
 import { caughtUp, count, deleteRedisPrefix, dropDatabase, dumpRedis, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
@@ -16,7 +16,7 @@ const p = config.redisPrefix;
 
 beforeAll(async () => {
   streams = await testStreamsRetrying(config);
-  procs = await startProcessors(config, { only: ['features', 'analytics'], waitForAssignment: true });
+  procs = await startProcessors(config, { only: ['features', 'analytics', 'monitor'], waitForAssignment: true });
 });
 
 afterAll(async () => {
@@ -60,8 +60,8 @@ describe('feature processor', () => {
     expect(Number(counts.last_activity_ms)).toBe(t0 + 7 * day + 1);
     expect(Object.keys(await procs.redis.hgetall(featureKeys.labels(p, client))).sort()).toEqual(['Hardware', 'Network']);
     expect(await procs.redis.hgetall(featureKeys.quality(p, client, t0 + 4000))).toEqual({ predictions: '1', 'variant:LIVE': '1', 'outcome:ACCEPTED': '1' });
-    const stored = JSON.parse((await procs.redis.get(featureKeys.prediction(p, client, 'r1')))!);
-    expect(stored).toMatchObject({ label: 'Network', text: 'request r1', metadata: { requester: 'ann' } });
+    const stored = await procs.redis.hgetall(predictionKey(p, client, 'r1'));
+    expect({ label: stored.l, text: stored.text, metadata: JSON.parse(stored.md!) }).toMatchObject({ label: 'Network', text: 'request r1', metadata: { requester: 'ann' } });
 
     const rows = await tableRows(procs.clickhouse, db, 'examples');
     const features = (id: string) => JSON.parse(rows.find((r) => r.event_id === id)!.features as string) as Record<string, number>;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
+import { predictionKey } from '../common/keyspace.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { exampleEventIdFor } from '../processors/feedback/processor.ts';
 import { metricsRegistry } from '../common/metrics.ts';
@@ -14,7 +15,7 @@ const c = 'globex';
 
 beforeAll(async () => {
   streams = await testStreamsRetrying(config);
-  procs = await startProcessors(config, { only: ['features', 'analytics', 'feedback'], waitForAssignment: true });
+  procs = await startProcessors(config, { only: ['features', 'analytics', 'monitor', 'feedback'], waitForAssignment: true });
 });
 
 afterAll(async () => {
@@ -47,7 +48,7 @@ describe('feedback processor', () => {
     const rejected = feedback(c, 'r3', 'REJECTED');
     const unknown = feedback(c, 'r-missing', 'ACCEPTED');
     // wait until the predictions are projected, so only r-missing waits
-    await waitFor('predictions stored', async () => (await procs.redis.exists(`${config.redisPrefix}:{${c}}:f:pred:r3`)) === 1);
+    await waitFor('predictions stored', async () => (await procs.redis.exists(predictionKey(config.redisPrefix, c, 'r3'))) === 1);
     await streams.producer.sendAll([accepted, reassigned, rejected, unknown].map((value) => ({ name: 'PredictionFeedback' as const, value })));
 
     await waitFor('3 derived examples in ClickHouse', async () => (await tableRows(procs.clickhouse, db, 'examples')).length === 3, 30_000);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { entityKey, featuresFromState, readRealtimeFeatures, REALTIME_HALF_LIFE_MS } from '../featurizer/realtime.ts';
+import { featureKeys } from '../common/keyspace.ts';
+import { featuresFromState, readRealtimeFeatures, REALTIME_HALF_LIFE_MS } from '../featurizer/realtime.ts';
 import { freePort, privateRedis, type PrivateServer } from './processors-support.ts';
 
 // A private Redis: the test blocks it with a spinning script, which must never happen to the shared one.
@@ -23,7 +24,7 @@ afterAll(async () => {
 describe('readRealtimeFeatures (the server side of contract 2)', () => {
   it('reads the features the processor computes, from the same state', async () => {
     const now = Date.UTC(2026, 10, 1);
-    await redis.hset(entityKey('rt', 'c1', 'requester', 'ann'), { _t: String(now - REALTIME_HALF_LIFE_MS), Network: '3', Hardware: '1' });
+    await redis.hset(featureKeys.entity('rt', 'c1', 'requester', 'ann'), { _t: String(now - REALTIME_HALF_LIFE_MS), Network: '3', Hardware: '1' });
     const r = await readRealtimeFeatures(redis, 'rt', 'c1', { requester: 'ann', channel: 'never-seen', other: 'x' }, { timeoutMs: 1000, nowMs: now });
     expect(r.defaulted).toBe(false);
     expect(r.features).toEqual({ 'requester.share:Network': 0.75, 'requester.share:Hardware': 0.25, 'requester.log_count': expect.closeTo(Math.log1p(2), 5) });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { identifier } from '../processors/analytics/clickhouse.ts';
+import { identifier } from '../common/clickhouse.ts';
 import type { Streams, TopicName } from '../streams/index.ts';
 import type { EddyConfig } from '../common/config.ts';
 import { testStreams } from './helpers.ts';
@@ -268,12 +268,12 @@ export async function cleanupProcessorsTest(
   opts: { keepDatabase?: boolean } = {},
 ): Promise<void> {
   if (!opts.keepDatabase) {
-    const { createClickHouse } = await import('../processors/analytics/clickhouse.ts');
+    const { createClickHouse } = await import('../common/clickhouse.ts');
     const ch = createClickHouse(config);
     await dropDatabase(ch, config.clickhouseDatabase).catch(() => undefined);
     await ch.close();
   }
-  const { connectRedis } = await import('../processors/redis.ts');
+  const { connectRedis } = await import('../common/redis.ts');
   const redis = await connectRedis(config);
   await deleteRedisPrefix(redis, config.redisPrefix);
   redis.disconnect();

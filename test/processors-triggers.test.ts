@@ -166,7 +166,9 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
 
   /** A trigger processor fed records by hand (event time from t0 on), for one client on one partition. */
   function harness(clientId: string, partition: number) {
-    const triggers = new TriggerProcessor(redis, s.producer, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
+    const triggers = new TriggerProcessor(redis, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
+    // Emits through the real producer; the sweep is not scheduled: the test calls it with its own clock.
+    void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined });
     const t0 = Date.now() - 60_000;
     let offset = 0;
     const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };

@@ -3,11 +3,11 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { metricsRegistry } from '../common/metrics.ts';
-import { entityKey } from '../featurizer/realtime.ts';
+import { featureKeys } from '../common/keyspace.ts';
 import { FsModelStore } from '../models/store.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { createApp } from '../server/app.ts';
-import { ModelAdmin } from '../server/model-admin.ts';
+import { ModelAdmin } from '../models/lifecycle.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
 import { derivedId } from '../server/prediction-service.ts';
 import { modelPublished } from './server-fixtures.ts';
@@ -162,12 +162,12 @@ describe('prediction API: answers', () => {
   it('reads real-time features from Redis, and answers with defaults flagged when Redis is down', async () => {
     const redis = new Redis(config.redisUrl);
     try {
-      await redis.hset(entityKey(config.redisPrefix, 'acme', 'requester', 'zoe'), { Payroll: '5', _t: String(Date.now()) });
+      await redis.hset(featureKeys.entity(config.redisPrefix, 'acme', 'requester', 'zoe'), { Payroll: '5', _t: String(Date.now()) });
       const up = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'hello there', metadata: { requester: 'zoe' } } });
       expect(up.status).toBe(200);
       expect(up.body.featuresDefaulted).toBe(false);
     } finally {
-      await redis.del(entityKey(config.redisPrefix, 'acme', 'requester', 'zoe'));
+      await redis.del(featureKeys.entity(config.redisPrefix, 'acme', 'requester', 'zoe'));
       redis.disconnect();
     }
     // A replica whose Redis is unreachable still answers every prediction, with defaulted features.

@@ -10,7 +10,7 @@ import { ArtifactLoaderThread } from '../server/artifact-loader.ts';
 import { startServer, storeLoader, type PredictionServer } from '../server/main.ts';
 import { ModelManager } from '../server/model-manager.ts';
 import { stableShare } from '../server/prediction-service.ts';
-import type { VersionInfo } from '../server/registry.ts';
+import type { VersionInfo } from '../models/lifecycle.ts';
 import { testStreams, waitFor } from './helpers.ts';
 import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, modelPublished, publishFixtureModel, serverTestConfig, serverTestStreams, writeFixtureModel } from './server-fixtures.ts';
 

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClickHouse, identifier } from '../processors/analytics/clickhouse.ts';
+import { createClickHouse, identifier } from '../common/clickhouse.ts';
 import { migrateAnalytics } from '../processors/analytics/schema.ts';
 import { testConfig, testStreams } from './helpers.ts';
 import { generateClient } from './quality/workload.ts';

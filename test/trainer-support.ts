@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { EddyConfig } from '../common/config.ts';
 import { FsModelStore } from '../models/store.ts';
-import { createClickHouse, identifier, quoteString, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
+import { createClickHouse, identifier, quoteString, type ClickHouseClient } from '../common/clickhouse.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import type { LabeledExample, LabelSetChanged, ModelPublished, ModelRejected } from '../schemas/events.ts';
 import type { AnyEvent, ConsumerRunner } from '../streams/index.ts';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../common/log.ts';
-import { identifier, quoteString, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
+import { identifier, quoteString, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { LabeledExample, LabelSetChanged, ModelPublished } from '../schemas/events.ts';
 import type { AnyEvent } from '../streams/index.ts';
 import { startTrainer } from '../trainer/consumer.ts';

@@ -2,12 +2,12 @@ import type { EddyConfig } from '../common/config.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { metric, prom } from '../common/metrics.ts';
 import { FsModelStore } from '../models/store.ts';
-import { createClickHouse, type ClickHouseClient } from '../processors/analytics/clickhouse.ts';
+import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { RetrainRequested } from '../schemas/events.ts';
 import type { EventHandler, EventRecord, Streams } from '../streams/index.ts';
 import { initBackend } from './backend.ts';
 import { latestWatermark, loadTrainingSet } from './dataset.ts';
-import { LiveVersions, type LiveView } from './live-versions.ts';
+import { ModelLifecycle, retainedVersions } from '../models/lifecycle.ts';
 import { republishedEvent, trainClient, trainerSettings, type TrainerDeps, type TrainerSettings } from './pipeline.ts';
 
 /**
@@ -30,9 +30,30 @@ const durations = () => metric('eddy_trainer_training_seconds', () => new prom.H
 export class RetrainHandler implements EventHandler {
   private logger: Logger;
 
-  /** `live`: the live version per client from the models topic; without it the newest stored version stands in. */
-  constructor(private readonly streams: Streams, private readonly deps: TrainerDeps, private readonly live?: LiveView) {
+  /** A ModelPublished this process sent, per client: the next training waits until it is back from the log. */
+  private readonly announced = new Map<string, string>();
+
+  /**
+   * `lifecycle`: the live version per client from the models topic (the gate compares against
+   * exactly the version the servers answer with, e.g. the older one after a rollback); without
+   * it the newest stored version stands in.
+   */
+  constructor(private readonly streams: Streams, private readonly deps: TrainerDeps, private readonly lifecycle?: ModelLifecycle) {
     this.logger = deps.logger;
+  }
+
+  /** The client's live version and the versions retention must keep, as the models topic says. */
+  private async liveOf(clientId: string): Promise<{ liveVersion: string | null; keepVersions: string[] } | undefined> {
+    if (!this.lifecycle) return undefined;
+    const own = this.announced.get(clientId);
+    if (own !== undefined) {
+      // Our own publish is applied in log order (a rollback written before it stays before it),
+      // so we wait for the follower rather than applying it locally.
+      await this.lifecycle.applied(own);
+      this.announced.delete(clientId);
+    }
+    const { live, keep } = retainedVersions(this.lifecycle.registry.get(clientId));
+    return { liveVersion: live, keepVersions: keep };
   }
 
   async init(ctx: { logger: Logger }): Promise<void> {
@@ -55,18 +76,18 @@ export class RetrainHandler implements EventHandler {
         this.logger.info({ clientId, version: done.modelVersion }, 'retrain already done before a restart; re-announcing');
         const event = republishedEvent(done);
         await this.streams.producer.send('ModelPublished', event);
-        this.live?.announced(clientId, event.eventId);
+        this.announced.set(clientId, event.eventId);
         continue;
       }
       const request = requests.at(-1)!;
-      const live = await this.live?.forTraining(clientId);
+      const live = await this.liveOf(clientId);
       const end = durations().startTimer();
       const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, ...(live ?? {}) });
       end();
       if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
       if (outcome.kind === 'published') {
         await this.streams.producer.send('ModelPublished', outcome.event);
-        this.live?.announced(clientId, outcome.event.eventId);
+        this.announced.set(clientId, outcome.event.eventId);
         outcomes().inc({ outcome: 'published' });
       } else {
         await this.streams.producer.send('ModelRejected', outcome.event);
@@ -92,7 +113,7 @@ export async function startTrainer(streams: Streams, config: EddyConfig, opts: {
   };
   // The gate compares against the version the servers serve: know it for every client before the
   // first training (caught up with the models topic as it was at start).
-  const live = new LiveVersions(streams, `trainer-${process.pid}`, logger);
+  const live = new ModelLifecycle(streams, `trainer-${process.pid}`, logger);
   await live.start();
   const runner = streams.consumer({
     group: 'trainer', topics: ['retrain-requests'], handler: new RetrainHandler(streams, deps, live), fromBeginning: true,

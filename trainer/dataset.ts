@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { clickhouseError, identifier, quoteString } from '../processors/analytics/clickhouse.ts';
+import { clickhouseError, identifier, quoteString } from '../common/clickhouse.ts';
 import { hashString } from '../featurizer/text.ts';
 import { DependencyUnavailableError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';

@@ -1,4 +1,5 @@
 import type { SparseVector } from '../featurizer/text.ts';
+import { seededRandom } from '../common/random.ts';
 import { tf } from './backend.ts';
 
 /**
@@ -50,18 +51,6 @@ export interface TrainedLinearModel {
   weights: Float32Array;
   bias: Float32Array;
   finalLoss: number;
-}
-
-/** mulberry32: a tiny seeded PRNG, so the same data and seed give the same shuffles and model. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

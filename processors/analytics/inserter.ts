@@ -1,6 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { metric, prom } from '../../common/metrics.ts';
-import { clickhouseError, identifier } from './clickhouse.ts';
+import { clickhouseError, identifier } from '../../common/clickhouse.ts';
 import type { AnalyticsTable } from './schema.ts';
 
 export type Row = Record<string, unknown>;

@@ -1,6 +1,6 @@
 import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
 import type { TopicName } from '../../streams/topics.ts';
-import type { ClickHouseClient } from './clickhouse.ts';
+import type { ClickHouseClient } from '../../common/clickhouse.ts';
 import type { BatchInserter, RowsByTable } from './inserter.ts';
 import { analyticsRow } from './rows.ts';
 import { migrateAnalytics } from './schema.ts';

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { clickhouseError, identifier } from './clickhouse.ts';
+import { clickhouseError, identifier } from '../../common/clickhouse.ts';
 
 /**
  * The analytics log: one table per event type, plus views for analysts. Column names are a

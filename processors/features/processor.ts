@@ -1,19 +1,19 @@
 import type { Redis } from 'ioredis';
-import { entitiesOf, entityKey, featuresFromState, type RealtimeFeatures } from '../../featurizer/realtime.ts';
+import { featureKeys } from '../../common/keyspace.ts';
+import { entitiesOf, featuresFromState, type RealtimeFeatures } from '../../featurizer/realtime.ts';
 import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { LabeledExample } from '../../schemas/events.ts';
-import { execPipeline } from '../redis.ts';
+import { execPipeline } from '../../common/redis.ts';
 import type { BatchInserter, Row } from '../analytics/inserter.ts';
 import { exampleRow } from '../analytics/rows.ts';
-import { FEATURE_DECAY, featureKeys, QUALITY_BUCKET_TTL_MS, withFeatureScripts, type FeatureRedis } from './state.ts';
+import { FEATURE_DECAY, QUALITY_BUCKET_TTL_MS, withFeatureScripts, type FeatureRedis } from './state.ts';
 
 export const FEATURE_TOPICS: readonly TopicName[] = ['examples', 'labels', 'predictions', 'feedback'];
 
 export interface FeatureProcessorOptions {
   keyPrefix: string;
   seenTtlMs: number;
-  predictionTtlMs: number;
 }
 
 type Op = [command: string, keyIndex: number, ...args: Array<string | number>];
@@ -39,9 +39,9 @@ class ScriptKeys {
 }
 
 /**
- * Projects events into per-client Redis state (see state.ts for the layout): the label set,
- * counters, last activity, feedback outcomes per day, the predictions feedback refers to, and
- * the decayed per-entity label history behind the real-time features.
+ * Projects events into per-client Redis state (layout: common/keyspace.ts): the label set,
+ * counters, last activity, feedback outcomes per day, and the decayed per-entity label history
+ * behind the real-time features. (The prediction record feedback refers to is the monitor's.)
  *
  * One Lua script per event, all pipelined per call: each script checks the event's id against
  * the client's seen set and applies the update in the same atomic step, so a redelivered or
@@ -121,7 +121,7 @@ export class FeatureProcessor implements EventHandler {
         }
         case 'PredictionMade': {
           const e = ev.value;
-          // keys: 1 seen, 2 counts, 3 quality bucket, 4 prediction
+          // keys: 1 seen, 2 counts, 3 quality bucket
           const ops: Op[] = [
             ['HINCRBY', 2, 'predictions', 1],
             ['HINCRBY', 3, 'predictions', 1],
@@ -129,12 +129,7 @@ export class FeatureProcessor implements EventHandler {
             ['PEXPIRE', 3, QUALITY_BUCKET_TTL_MS],
           ];
           if (e.featuresDefaulted) ops.push(['HINCRBY', 3, 'defaulted', 1]);
-          // Feedback is about what the user saw: a shadow prediction must not overwrite it.
-          if (e.variant !== 'SHADOW') {
-            const stored = JSON.stringify({ text: e.text, metadata: e.metadata, label: e.label, modelVersion: e.modelVersion, variant: e.variant, occurredAt });
-            ops.push(['SET', 4, stored, 'PX', this.opts.predictionTtlMs]);
-          }
-          once([seen, counts, featureKeys.quality(p, clientId, occurredAt), featureKeys.prediction(p, clientId, e.requestId)], ops);
+          once([seen, counts, featureKeys.quality(p, clientId, occurredAt)], ops);
           break;
         }
         case 'PredictionFeedback': {
@@ -158,7 +153,7 @@ export class FeatureProcessor implements EventHandler {
       const spec = list.map(({ event: e, entities }) => ({
         id: e.eventId, ts: e.occurredAt, label: e.label, source: e.source,
         snap: call.index(featureKeys.snapshot(p, clientId, e.eventId)),
-        ents: entities.map((x) => call.index(entityKey(p, clientId, x.field, x.value))),
+        ents: entities.map((x) => call.index(featureKeys.entity(p, clientId, x.field, x.value))),
       }));
       exampleCalls.push({ index: commands, list });
       pipeline.eddyApplyExamples(call.keys.length, ...call.keys, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock, JSON.stringify(spec));

@@ -1,32 +1,7 @@
 import type { Redis } from 'ioredis';
-import { clientKeyPrefix, REALTIME_ENTITY_TTL_MS, REALTIME_HALF_LIFE_MS } from '../../featurizer/realtime.ts';
+import { REALTIME_ENTITY_TTL_MS, REALTIME_HALF_LIFE_MS } from '../../featurizer/realtime.ts';
 
-/**
- * The feature processor's Redis layout. Every key of a client starts with `${prefix}:{clientId}:f`
- * (one Redis Cluster slot per client, so a Lua script may touch all of a client's keys):
- *
- *   :seen            ZSET eventId -> processing time   events applied (idempotency); pruned after
- *                    EDDY_FEATURES_SEEN_TTL_HOURS of wall-clock time, which bounds how late a
- *                    redelivery may come (a replay starts from cleared state, so it needs none)
- *   :labels          HASH label -> JSON {description, keywords, updatedAt}   the active label set
- *   :counts          HASH examples, label:<L>, source:<S>, last_activity_ms, label_changes, predictions, feedback
- *   :rt:<field>:<v>  HASH label -> decayed count, _t   real-time entity history (featurizer/realtime.ts)
- *   :xf:<eventId>    STRING   the entity state an example saw (so a redelivery records the same features)
- *   :q:<yyyy-mm-dd>  HASH outcome:<O>, predictions, variant:<V>, defaulted   quality buckets (35 days)
- *   :pred:<requestId> STRING JSON {text, metadata, label, modelVersion, variant, occurredAt}   for feedback
- * plus `${prefix}:clients` (SET of client ids, outside any client's slot).
- */
-export const featureKeys = {
-  client: (prefix: string, clientId: string) => clientKeyPrefix(prefix, clientId),
-  seen: (prefix: string, clientId: string) => `${clientKeyPrefix(prefix, clientId)}:seen`,
-  labels: (prefix: string, clientId: string) => `${clientKeyPrefix(prefix, clientId)}:labels`,
-  counts: (prefix: string, clientId: string) => `${clientKeyPrefix(prefix, clientId)}:counts`,
-  snapshot: (prefix: string, clientId: string, eventId: string) => `${clientKeyPrefix(prefix, clientId)}:xf:${eventId}`,
-  quality: (prefix: string, clientId: string, occurredAt: number) =>
-    `${clientKeyPrefix(prefix, clientId)}:q:${new Date(occurredAt).toISOString().slice(0, 10)}`,
-  prediction: (prefix: string, clientId: string, requestId: string) => `${clientKeyPrefix(prefix, clientId)}:pred:${requestId}`,
-  clients: (prefix: string) => `${prefix}:clients`,
-};
+/** The feature processor's Lua scripts; its keys are named in common/keyspace.ts. */
 
 export const QUALITY_BUCKET_TTL_MS = 35 * 24 * 60 * 60 * 1000;
 

@@ -1,36 +1,26 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { EddyError } from '../../common/errors.ts';
-import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
-import type { EventProducer } from '../../streams/producer.ts';
+import type { EventHandler, EventRecord, ProcessorContext } from '../../streams/consumer.ts';
 import type { AnyEvent } from '../../streams/codec.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { LabeledExample, PredictionFeedback } from '../../schemas/events.ts';
-import { execPipeline } from '../redis.ts';
-import { featureKeys } from '../features/state.ts';
+import { execPipeline } from '../../common/redis.ts';
+import { derivedId } from '../../common/ids.ts';
+import { predictionKey } from '../../common/keyspace.ts';
 
 export const FEEDBACK_TOPICS: readonly TopicName[] = ['feedback'];
 
-/** The prediction as the feature processor stored it (features/processor.ts). */
-interface StoredPrediction {
-  text: string;
-  metadata: Record<string, string>;
-  label: string;
-  modelVersion: string | null;
-}
-
 /** A stable UUID-shaped id derived from the feedback's eventId: a replay produces the same example event. */
 export function exampleEventIdFor(feedbackEventId: string): string {
-  const h = createHash('sha256').update(`eddy:feedback-example:${feedbackEventId}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return derivedId(`eddy:feedback-example:${feedbackEventId}`);
 }
 
 /**
  * Turns feedback into training data, so an upstream service reports a correction once:
  * ACCEPTED -> LabeledExample(label = predicted, source ASSIGNMENT), REASSIGNED ->
  * LabeledExample(label = correctLabel, source REASSIGNMENT); REJECTED says only what is wrong, so
- * it yields no example. Text and metadata come from the PredictionMade the feature processor
- * stored in Redis. exampleId = requestId, so a later correction replaces an earlier acceptance.
+ * it yields no example. Text, metadata and the predicted label come from the prediction record
+ * the monitor keeps in Redis (common/keyspace.ts). exampleId = requestId, so a later correction replaces an earlier acceptance.
  *
  * Feedback can overtake its prediction (different topics): then the call fails with a retriable
  * error and is retried with backoff, up to `maxWaits` times, after which the feedback is
@@ -39,11 +29,18 @@ export function exampleEventIdFor(feedbackEventId: string): string {
 export class FeedbackProcessor implements EventHandler {
   private readonly waits = new Map<string, number>();
 
+  private emit: ProcessorContext['emit'] = async () => {
+    throw new EddyError('NOT_INITIALISED', 'the feedback processor emits only after init()');
+  };
+
   constructor(
     private readonly redis: Redis,
-    private readonly producer: EventProducer,
     private readonly opts: { keyPrefix: string; maxWaits: number },
   ) {}
+
+  async init(ctx: ProcessorContext): Promise<void> {
+    this.emit = ctx.emit;
+  }
 
   async handle(records: EventRecord[]): Promise<void> {
     const feedback: PredictionFeedback[] = [];
@@ -58,17 +55,17 @@ export class FeedbackProcessor implements EventHandler {
     }
     if (feedback.length === 0) return;
     const pipeline = this.redis.pipeline();
-    for (const f of feedback) pipeline.get(featureKeys.prediction(this.opts.keyPrefix, f.clientId, f.requestId));
+    for (const f of feedback) pipeline.hmget(predictionKey(this.opts.keyPrefix, f.clientId, f.requestId), 'text', 'md', 'l');
     const stored = await execPipeline(pipeline, 'reading predictions for feedback');
     const examples: AnyEvent[] = [];
     const missing: PredictionFeedback[] = [];
     feedback.forEach((f, i) => {
-      const raw = stored[i] as string | null;
-      if (!raw) {
+      const [text, md, label] = stored[i] as Array<string | null>;
+      if (text === null || text === undefined || label === null || label === undefined) {
         missing.push(f);
         return;
       }
-      const p = JSON.parse(raw) as StoredPrediction;
+      const p = { text, label, metadata: md ? (JSON.parse(md) as Record<string, string>) : {} };
       const example: LabeledExample = {
         eventId: exampleEventIdFor(f.eventId),
         clientId: f.clientId,
@@ -83,7 +80,7 @@ export class FeedbackProcessor implements EventHandler {
       examples.push({ name: 'LabeledExample', value: example });
       this.waits.delete(f.eventId);
     });
-    await this.producer.sendAll(examples);
+    await this.emit(examples);
     if (missing.length === 0) return;
     const first = missing[0]!;
     const waited = (this.waits.get(first.eventId) ?? 0) + 1;

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { clickhouseError, identifier } from '../analytics/clickhouse.ts';
+import { clickhouseError, identifier } from '../../common/clickhouse.ts';
 
 /**
  * Live quality in ClickHouse, for analysts: the same join the monitor keeps in Redis (feedback

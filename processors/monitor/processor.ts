@@ -1,38 +1,39 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { MonitorConfig } from '../../common/config.ts';
+import type { EddyConfig, MonitorConfig } from '../../common/config.ts';
+import { EddyError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
 import type { AnyEvent } from '../../streams/codec.ts';
-import type { BatchContext, EventHandler, EventRecord } from '../../streams/consumer.ts';
-import type { EventProducer } from '../../streams/producer.ts';
+import type { BatchContext, EventHandler, EventRecord, ProcessorContext } from '../../streams/consumer.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { ModelRolledBack, QualityAlert } from '../../schemas/events.ts';
-import { execPipeline, redisError } from '../redis.ts';
-import { monitorMetrics } from './metrics.ts';
-import { addCounters, biasOf, findDrops, qualityOf, type Counters, type Drop } from './quality.ts';
+import { derivedId as deriveFrom, versionNumber } from '../../common/ids.ts';
+import { monitorKeys, predictionKey } from '../../common/keyspace.ts';
+import { execPipeline, redisError } from '../../common/redis.ts';
 import {
-  ALL_VERSIONS, BASELINE_VERSION, DAY_MS, dayOf, EVENTS_PER_CLIENT, monitorKeys, readWindows, RECENT_EVENTS,
-  TREND_POINTS, withMonitorScripts, type MonitorRedis,
-} from './store.ts';
+  applyModelEvent, clientModelsFromJson, clientModelsToJson, isLifecycleEvent, type LifecycleChange, type LifecycleEntry,
+} from '../../models/lifecycle.ts';
+import {
+  addCounters, ALL_VERSIONS, BASELINE_VERSION, biasOf, DAY_MS, dayOf, EVENTS_PER_CLIENT, findDrops, qualityOf, readWindows,
+  RECENT_EVENTS, TREND_POINTS, type Counters, type Drop,
+} from '../../models/quality.ts';
+import { monitorMetrics } from './metrics.ts';
+import { withMonitorScripts, type MonitorRedis } from './store.ts';
 
 export const MONITOR_TOPICS: readonly TopicName[] = ['predictions', 'feedback', 'models', 'retrain-requests', 'alerts'];
 
-/** The monitor's settings (EDDY_MONITOR_*; see docs/monitoring.md). */
-/** The monitor's settings: its part of EDDY_MONITOR_* plus where it keeps state and how long a prediction waits. */
+/** The monitor's settings: its part of EDDY_MONITOR_* (docs/monitoring.md) plus where it keeps state and how long a prediction waits. */
 export type MonitorOptions = Pick<MonitorConfig, 'dropPct' | 'minSupport' | 'biasThreshold' | 'autoRollback' | 'rollbackDropPct' | 'rollbackMinSupport'> & {
   keyPrefix: string;
   /** How long predictions wait for feedback (and feedback for its prediction). */
   predictionTtlMs: number;
 };
 
-/** One line of the lifecycle history the dashboard shows. */
-export interface LifecycleEntry {
-  id: string;
-  clientId: string;
-  type: string;
-  at: number;
-  version: string | null;
-  title: string;
+export function monitorOptions(config: EddyConfig): MonitorOptions {
+  const { dropPct, minSupport, biasThreshold, autoRollback, rollbackDropPct, rollbackMinSupport } = config.monitor;
+  return {
+    dropPct, minSupport, biasThreshold, autoRollback, rollbackDropPct, rollbackMinSupport,
+    keyPrefix: config.redisPrefix, predictionTtlMs: config.processors.predictionTtlMs,
+  };
 }
 
 const WEEK_DAYS = 7;
@@ -43,14 +44,9 @@ const BUCKET_TTL_MS = 35 * DAY_MS;
 
 /** UUID-shaped id derived from what caused an event: a redelivery re-sends the same id, consumers dedupe. */
 export function derivedId(...parts: string[]): string {
-  const h = createHash('sha256').update(`eddy:monitor:${parts.join('\u0000')}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return deriveFrom(`eddy:monitor:${parts.join('\u0000')}`);
 }
 
-const versionNumber = (v: string | null | undefined) => {
-  const m = v ? /^v(\d+)$/.exec(v) : null;
-  return m ? Number(m[1]) : undefined;
-};
 const pct = (x: number) => `${x.toFixed(1)}%`;
 const f3 = (x: number) => x.toFixed(3);
 
@@ -73,12 +69,17 @@ export class MonitorProcessor implements EventHandler {
   private readonly redis: MonitorRedis;
   private logger: Logger | undefined;
 
-  constructor(redis: Redis, private readonly producer: EventProducer, private readonly opts: MonitorOptions) {
+  private emit: ProcessorContext['emit'] = async () => {
+    throw new EddyError('NOT_INITIALISED', 'the monitor emits only after init()');
+  };
+
+  constructor(redis: Redis, private readonly opts: MonitorOptions) {
     this.redis = withMonitorScripts(redis);
   }
 
-  async init(ctx: { logger: Logger }): Promise<void> {
+  async init(ctx: ProcessorContext): Promise<void> {
     this.logger = ctx.logger.child({ processor: 'monitor' });
+    this.emit = ctx.emit;
   }
 
   async handle(records: EventRecord[], ctx: BatchContext): Promise<void> {
@@ -115,8 +116,9 @@ export class MonitorProcessor implements EventHandler {
         // A shadow answer was never shown to the user: the feedback is about the one that was.
         if (e.variant === 'SHADOW') continue;
         pipeline.eddyMonitorPrediction(
-          monitorKeys.seen(p, clientId), monitorKeys.prediction(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
+          monitorKeys.seen(p, clientId), predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
           monitorKeys.base(p, clientId), e.eventId, e.occurredAt, e.label, e.modelVersion ?? BASELINE_VERSION, this.opts.predictionTtlMs, BUCKET_TTL_MS,
+          e.variant, e.text, JSON.stringify(e.metadata),
         );
         pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'prediction' });
       } else if (ev.name === 'PredictionFeedback') {
@@ -124,7 +126,7 @@ export class MonitorProcessor implements EventHandler {
         // REASSIGNED without the right label says only "wrong": count it as a rejection.
         const outcome = e.outcome === 'REASSIGNED' && !e.correctLabel ? 'REJECTED' : e.outcome;
         pipeline.eddyMonitorFeedback(
-          monitorKeys.seen(p, clientId), monitorKeys.prediction(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
+          monitorKeys.seen(p, clientId), predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
           monitorKeys.base(p, clientId), e.eventId, e.occurredAt, outcome, e.correctLabel ?? '', this.opts.predictionTtlMs, BUCKET_TTL_MS,
         );
         pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'feedback' });
@@ -160,8 +162,32 @@ export class MonitorProcessor implements EventHandler {
     let version: string | null = null;
     const m = monitorMetrics;
     const after: Array<() => void> = [];
-    const summary = await this.redis.hmget(monitorKeys.summary(p, clientId), 'pinned', 'last_retrain_id', 'last_retrain_at', 'last_retrain_reason')
+    const summary = await this.redis.hmget(monitorKeys.summary(p, clientId), 'lifecycle', 'last_retrain_id', 'last_retrain_at', 'last_retrain_reason')
       .catch((err: unknown) => { throw wrap(err, 'reading monitor summary'); });
+    // Which version is live comes from the one lifecycle fold (models/lifecycle.ts), applied to
+    // this client's state kept in the summary: the same decision the servers and trainers reach.
+    let change: LifecycleChange | undefined;
+    if (isLifecycleEvent(ev)) {
+      const state = clientModelsFromJson(clientId, summary[0]);
+      const liveBefore = state.live;
+      change = applyModelEvent(state, ev);
+      fields.lifecycle = clientModelsToJson(state);
+      fields.pinned = state.pinned ? '1' : '0';
+      if (change.kind === 'ignored') logger.warn({ clientId, reason: change.reason }, 'model event ignored');
+      if (state.live !== undefined && state.live !== liveBefore) {
+        Object.assign(fields, { live: state.live, live_since: v.occurredAt });
+        const live = state.live;
+        after.push(() => { const n = versionNumber(live); if (n !== undefined) m.liveVersion().set({ client_id: clientId }, n); });
+      }
+      if (change.kind === 'published' && change.becameLive) {
+        // A fresh version goes under live evaluation against the one it replaced (auto-rollback).
+        Object.assign(fields, { fresh: change.version, fresh_prev: change.from ?? '', fresh_since: v.occurredAt });
+      } else if (change.kind === 'live') {
+        // An operator (or a rollback) decided: the monitor no longer second-guesses it automatically.
+        fields.fresh = '';
+      }
+    }
+    const ignored = change?.kind === 'ignored' ? ` (ignored: ${change.reason})` : '';
     switch (ev.name) {
       case 'ModelPublished': {
         const e = ev.value;
@@ -172,10 +198,6 @@ export class MonitorProcessor implements EventHandler {
           last_outcome: 'PUBLISHED', last_outcome_at: e.occurredAt, last_outcome_version: e.modelVersion, last_outcome_detail: title,
           latest_version: e.modelVersion,
         });
-        if (summary[0] !== '1') {
-          Object.assign(fields, { live: e.modelVersion, live_since: e.occurredAt, fresh: e.modelVersion, fresh_prev: e.previousVersion ?? '', fresh_since: e.occurredAt });
-          after.push(() => { const n = versionNumber(e.modelVersion); if (n !== undefined) m.liveVersion().set({ client_id: clientId }, n); });
-        }
         const reason = summary[1] && summary[1] === e.retrainEventId ? summary[3] ?? 'unknown' : 'unknown';
         after.push(() => {
           m.retrains().inc({ outcome: 'published', reason });
@@ -199,20 +221,14 @@ export class MonitorProcessor implements EventHandler {
       case 'ModelPromoted': {
         const e = ev.value;
         version = e.modelVersion;
-        title = `${e.modelVersion} promoted ${e.variant}${e.variant === 'LIVE' ? (e.pinned ? ' (pinned)' : '') : ` share ${e.share}`} by ${e.actor}${e.reason ? `: ${e.reason}` : ''}`;
-        if (e.variant === 'LIVE') {
-          // An operator decided: the monitor no longer second-guesses this version automatically.
-          Object.assign(fields, { live: e.modelVersion, live_since: e.occurredAt, pinned: e.pinned ? '1' : '0', fresh: '' });
-          after.push(() => { const n = versionNumber(e.modelVersion); if (n !== undefined) m.liveVersion().set({ client_id: clientId }, n); });
-        }
+        title = `${e.modelVersion} promoted ${e.variant}${e.variant === 'LIVE' ? (e.pinned ? ' (pinned)' : '') : ` share ${e.share}`} by ${e.actor}${e.reason ? `: ${e.reason}` : ''}${ignored}`;
         break;
       }
       case 'ModelRolledBack': {
         const e = ev.value;
         version = e.toVersion;
-        title = `rolled back ${e.fromVersion ?? '?'} -> ${e.toVersion} by ${e.actor}${e.reason ? `: ${e.reason}` : ''}`;
-        Object.assign(fields, { live: e.toVersion, live_since: e.occurredAt, fresh: '', last_rollback_at: e.occurredAt, last_rollback_detail: title });
-        after.push(() => { const n = versionNumber(e.toVersion); if (n !== undefined) m.liveVersion().set({ client_id: clientId }, n); });
+        title = `rolled back ${e.fromVersion ?? '?'} -> ${e.toVersion} by ${e.actor}${e.reason ? `: ${e.reason}` : ''}${ignored}`;
+        if (change?.kind !== 'ignored') Object.assign(fields, { last_rollback_at: e.occurredAt, last_rollback_detail: title });
         break;
       }
       case 'RetrainRequested': {
@@ -349,7 +365,7 @@ export class MonitorProcessor implements EventHandler {
     }
 
     // At-least-once: send first, then remember; a crash in between re-sends the same derived ids.
-    await this.producer.sendAll(out);
+    await this.emit(out);
     for (const e of out) if (e.name === 'QualityAlert') {
       monitorMetrics.alerts().inc({ kind: e.value.kind });
       logger.warn({ clientId, alert: alertTitle(e.value) }, 'quality alert');

@@ -1,49 +1,11 @@
 import type { Redis } from 'ioredis';
-import { execPipeline } from '../redis.ts';
-import { addCounters, type Counters } from './quality.ts';
 
 /**
- * The quality monitor's Redis layout. Every key of a client starts with `${prefix}:{clientId}:m`
- * (one Redis Cluster slot per client, so one Lua script updates all of a client's state):
- *
- *   :seen              ZSET eventId -> occurredAt   events applied (idempotency), pruned by age
- *   :p:<requestId>     HASH l (label), v (version), j (1 once judged)   predictions awaiting feedback
- *   :w:<requestId>     STRING JSON {o, c, t}   feedback that overtook its prediction (joined when it arrives)
- *   :q:<version>:<day> HASH counters (quality.ts) of judgements made on that day (day = epoch ms / 86400000);
- *                      version '*' sums every version, 'baseline' is the no-model fallback
- *   :versions          SET versions with judgements
- *   :s                 HASH summary: predictions, feedback, judged, live, pinned, last_* of the lifecycle,
- *                      fresh* (a published version under live evaluation), drop/bias (open alert episodes)
- *   :ev                LIST recent lifecycle events (JSON, newest first, capped)
- *   :trend             ZSET minute -> JSON rolling-week quality snapshot (at most one per minute)
- * plus `${prefix}:m:clients` (ZSET clientId -> last activity) and `${prefix}:m:recent` (LIST of
- * every client's recent lifecycle events), outside any client's slot.
- *
- * The bucket keys a judgement touches depend on the joined prediction's version, which only the
- * script knows: the script builds them from the client's key base. They share the client's hash
- * tag, so they live in the same Cluster slot (Redis accepts that; strict proxies might not).
+ * The quality monitor's Lua scripts (its keys are named in common/keyspace.ts). The bucket keys a
+ * judgement touches depend on the joined prediction's version, which only the script knows: the
+ * script builds them from the client's monitor key base. They share the client's hash tag, so
+ * they live in the same Cluster slot (Redis accepts that; strict proxies might not).
  */
-export const DAY_MS = 86_400_000;
-export const ALL_VERSIONS = '*';
-export const BASELINE_VERSION = 'baseline';
-export const EVENTS_PER_CLIENT = 100;
-export const RECENT_EVENTS = 300;
-export const TREND_POINTS = 2000;
-
-export const monitorKeys = {
-  base: (prefix: string, clientId: string) => `${prefix}:{${clientId}}:m`,
-  seen: (prefix: string, clientId: string) => `${prefix}:{${clientId}}:m:seen`,
-  prediction: (prefix: string, clientId: string, requestId: string) => `${prefix}:{${clientId}}:m:p:${requestId}`,
-  waiting: (prefix: string, clientId: string, requestId: string) => `${prefix}:{${clientId}}:m:w:${requestId}`,
-  bucket: (prefix: string, clientId: string, version: string, day: number) => `${prefix}:{${clientId}}:m:q:${version}:${day}`,
-  versions: (prefix: string, clientId: string) => `${prefix}:{${clientId}}:m:versions`,
-  summary: (prefix: string, clientId: string) => `${prefix}:{${clientId}}:m:s`,
-  events: (prefix: string, clientId: string) => `${prefix}:{${clientId}}:m:ev`,
-  trend: (prefix: string, clientId: string) => `${prefix}:{${clientId}}:m:trend`,
-  clients: (prefix: string) => `${prefix}:m:clients`,
-  recent: (prefix: string) => `${prefix}:m:recent`,
-};
-
 /** Shared by both scripts: count one judgement into the day buckets of its version and of '*'. */
 const JUDGE = `
 local function judge(base, label, version, outcome, correct, ts, bucketTtl)
@@ -82,14 +44,16 @@ end
 `;
 
 /**
- * PredictionMade. KEYS: seen, prediction, waiting. ARGV: base, eventId, occurredAt, label, version,
- * ttl, bucketTtl. Returns 0 (redelivered), 1 (stored), 2 (stored and joined with waiting feedback).
+ * PredictionMade. KEYS: seen, prediction record, waiting. ARGV: base, eventId, occurredAt, label,
+ * version, ttl, bucketTtl, variant, text, metadata JSON. Stores the one prediction record
+ * (common/keyspace.ts) that the feedback processor and this join read. Returns 0 (redelivered),
+ * 1 (stored), 2 (stored and joined with waiting feedback).
  */
 const APPLY_PREDICTION = `${JUDGE}
 local base, id, ts, label, version, ttl, bucketTtl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 if not seen(KEYS[1], id, ts, ttl) then return 0 end
 redis.call('HINCRBY', base .. ':s', 'predictions', 1)
-redis.call('HSET', KEYS[2], 'l', label, 'v', version, 'j', 0)
+redis.call('HSET', KEYS[2], 'l', label, 'v', version, 'j', 0, 'variant', ARGV[8], 't', ts, 'text', ARGV[9], 'md', ARGV[10])
 redis.call('PEXPIRE', KEYS[2], ttl)
 local waiting = redis.call('GET', KEYS[3])
 if not waiting then return 1 end
@@ -151,38 +115,3 @@ export function withMonitorScripts(redis: Redis): MonitorRedis {
   return redis as MonitorRedis;
 }
 
-export const dayOf = (ms: number) => Math.floor(ms / DAY_MS);
-
-/** Summed counters of `version` over days [fromDay, toDay] (inclusive), one pipeline per call. */
-export async function readWindows(
-  redis: Redis, prefix: string, clientId: string,
-  windows: Array<{ version: string; fromDay: number; toDay: number }>,
-): Promise<Counters[]> {
-  const pipeline = redis.pipeline();
-  const spans: number[] = [];
-  for (const w of windows) {
-    const days = Math.max(0, w.toDay - w.fromDay + 1);
-    spans.push(days);
-    for (let d = w.fromDay; d <= w.toDay; d++) pipeline.hgetall(monitorKeys.bucket(prefix, clientId, w.version, d));
-  }
-  const results = (await execPipeline(pipeline, 'reading quality windows')) as Array<Record<string, string>>;
-  let i = 0;
-  return spans.map((days) => {
-    const sum: Counters = {};
-    for (let d = 0; d < days; d++) {
-      const raw = results[i++] ?? {};
-      const c: Counters = {};
-      for (const k in raw) c[k] = Number(raw[k]);
-      addCounters(sum, c);
-    }
-    return sum;
-  });
-}
-
-/** Per-day counters of one version over [fromDay, toDay]: the dashboard's daily series. */
-export async function readDays(redis: Redis, prefix: string, clientId: string, version: string, fromDay: number, toDay: number): Promise<Array<{ day: number; counters: Counters }>> {
-  const windows = [];
-  for (let d = fromDay; d <= toDay; d++) windows.push({ version, fromDay: d, toDay: d });
-  const sums = await readWindows(redis, prefix, clientId, windows);
-  return sums.map((counters, i) => ({ day: fromDay + i, counters }));
-}

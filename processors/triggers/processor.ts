@@ -1,22 +1,18 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { ProcessorsConfig } from '../../common/config.ts';
 import type { Logger } from '../../common/log.ts';
 import type { AnyEvent } from '../../streams/codec.ts';
-import type { BatchContext, EventHandler, EventRecord } from '../../streams/consumer.ts';
-import type { EventProducer } from '../../streams/producer.ts';
+import type { BatchContext, EventHandler, EventRecord, ProcessorContext } from '../../streams/consumer.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { RetrainRequested } from '../../schemas/events.ts';
-import { execPipeline } from '../redis.ts';
-import { errorMessage } from '../../common/errors.ts';
+import { execPipeline } from '../../common/redis.ts';
+import { EddyError } from '../../common/errors.ts';
+import { derivedId } from '../../common/ids.ts';
+import { featureKeys, triggerKeys } from '../../common/keyspace.ts';
 import { createLogger } from '../../common/log.ts';
 import { decideRetrain, emptyTriggerState, type ClientTriggerState, type Decision } from './policy.ts';
 
 export const TRIGGER_TOPICS: readonly TopicName[] = ['examples', 'labels', 'models', 'alerts'];
-
-export function triggerStateKey(prefix: string, clientId: string): string {
-  return `${prefix}:{${clientId}}:t`;
-}
 
 /** A client's counters as the processors know them, for operators, the monitor and the server. */
 export interface ClientCounts {
@@ -31,8 +27,8 @@ export interface ClientCounts {
 /** Reads a client's counters: totals from the feature state, model-relative ones from the trigger state. */
 export async function readClientCounts(redis: Redis, prefix: string, clientId: string): Promise<ClientCounts> {
   const pipeline = redis.pipeline();
-  pipeline.hgetall(`${prefix}:{${clientId}}:f:counts`);
-  pipeline.get(triggerStateKey(prefix, clientId));
+  pipeline.hgetall(featureKeys.counts(prefix, clientId));
+  pipeline.get(triggerKeys.state(prefix, clientId));
   const [counts, raw] = (await execPipeline(pipeline, 'reading client counts')) as [Record<string, string>, string | null];
   const t: ClientTriggerState = raw ? { ...emptyTriggerState(), ...(JSON.parse(raw) as ClientTriggerState) } : emptyTriggerState();
   const perLabel: Record<string, number> = {};
@@ -48,13 +44,12 @@ export async function readClientCounts(redis: Redis, prefix: string, clientId: s
 
 /** A stable id for the request a given event caused: a redelivery re-sends the same event, which trainers dedupe. */
 function requestIdFor(causeEventId: string): string {
-  const h = createHash('sha256').update(`eddy:retrain:${causeEventId}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return derivedId(`eddy:retrain:${causeEventId}`);
 }
 
 /**
  * Emits RetrainRequested per the retrain policy (policy.ts) and keeps, per client, the state the
- * policy needs in Redis (`${prefix}:{clientId}:t`). Time is event time (occurredAt), so decisions
+ * policy needs in Redis (common/keyspace.ts `triggerKeys`). Time is event time (occurredAt), so decisions
  * do not depend on how fast the log is read. Per call: load the states of the call's clients,
  * apply the records in order, send the requests, then save the states; a crash between send and
  * save re-sends the same request ids (derived from the causing event), which trainers dedupe.
@@ -65,21 +60,29 @@ export class TriggerProcessor implements EventHandler {
   readonly emitted: RetrainRequested[] = [];
   /** handle() and the sweep take turns: both read-modify-write client states. */
   private turn: Promise<unknown> = Promise.resolve();
-  private sweepTimer: NodeJS.Timeout | undefined;
+  private emit: ProcessorContext['emit'] = async () => {
+    throw new EddyError('NOT_INITIALISED', 'the trigger processor emits only after init()');
+  };
 
   constructor(
     private readonly redis: Redis,
-    private readonly producer: EventProducer,
     private readonly opts: { keyPrefix: string; trigger: ProcessorsConfig['trigger'] },
   ) {}
 
-  async init(ctx: { logger: Logger }): Promise<void> {
+  /**
+   * Held-back retrains are looked at again when their cooldown ends, not only at the client's
+   * next event: the sweep is scheduled every tenth of the cooldown (0.25–5 s), as late as one may come.
+   */
+  async init(ctx: ProcessorContext): Promise<void> {
     this.logger = ctx.logger.child({ processor: 'triggers' });
+    this.emit = ctx.emit;
+    const every = Math.min(5_000, Math.max(250, this.opts.trigger.cooldownMs / 10));
+    ctx.schedule('retrain-sweep', every, async (owned) => {
+      await this.sweep((topic, partition) => owned.owns(topic as TopicName, partition));
+    });
   }
 
   async close(): Promise<void> {
-    clearInterval(this.sweepTimer);
-    this.sweepTimer = undefined;
     await this.turn;
   }
 
@@ -118,14 +121,14 @@ export class TriggerProcessor implements EventHandler {
         requests.push(this.request(s, ev.clientId, d, ev.eventId, ev.occurredAt, logger));
       }
     }
-    await this.producer.sendAll(requests.map((value): AnyEvent => ({ name: 'RetrainRequested', value })));
+    await this.emit(requests.map((value): AnyEvent => ({ name: 'RetrainRequested', value })));
     this.emitted.push(...requests);
     await this.save(states, changed, held, new Set(requests.map((r) => r.clientId)));
   }
 
   private async loadStates(clientIds: string[]): Promise<Map<string, ClientTriggerState>> {
     const load = this.redis.pipeline();
-    for (const c of clientIds) load.get(triggerStateKey(this.opts.keyPrefix, c));
+    for (const c of clientIds) load.get(triggerKeys.state(this.opts.keyPrefix, c));
     const raw = await execPipeline(load, 'loading trigger state');
     const states = new Map<string, ClientTriggerState>();
     clientIds.forEach((c, i) => states.set(c, raw[i] ? { ...emptyTriggerState(), ...(JSON.parse(raw[i] as string) as ClientTriggerState) } : emptyTriggerState()));
@@ -136,9 +139,9 @@ export class TriggerProcessor implements EventHandler {
   private async save(states: Map<string, ClientTriggerState>, changed: Set<string>, held: Map<string, number>, requested: Set<string>): Promise<void> {
     if (changed.size === 0 && held.size === 0 && requested.size === 0) return;
     const save = this.redis.pipeline();
-    for (const c of changed) save.set(triggerStateKey(this.opts.keyPrefix, c), JSON.stringify(states.get(c)));
-    for (const [c, at] of held) save.zadd(heldKey(this.opts.keyPrefix), at, c);
-    for (const c of requested) if (!held.has(c)) save.zrem(heldKey(this.opts.keyPrefix), c);
+    for (const c of changed) save.set(triggerKeys.state(this.opts.keyPrefix, c), JSON.stringify(states.get(c)));
+    for (const [c, at] of held) save.zadd(triggerKeys.held(this.opts.keyPrefix), at, c);
+    for (const c of requested) if (!held.has(c)) save.zrem(triggerKeys.held(this.opts.keyPrefix), c);
     await execPipeline(save, 'saving trigger state');
   }
 
@@ -167,22 +170,14 @@ export class TriggerProcessor implements EventHandler {
   }
 
   /**
-   * Re-evaluates, every `intervalMs`, the clients whose held decision is due (cooldown over,
-   * outstanding request timed out), so that data which arrived while a retrain was held back is
-   * trained on without waiting for the client's next event. Only clients this member owns are
-   * touched (`owns`: the consumer's current assignment; the group is co-partitioned, so a
-   * client's partition number is the same on every topic); the others are their owner's.
+   * Re-evaluates the clients whose held decision is due (cooldown over, outstanding request timed
+   * out), so that data which arrived while a retrain was held back is trained on without waiting
+   * for the client's next event. Only clients this member owns are touched (`owns`: the consumer's
+   * current assignment; the group is co-partitioned, so a client's partition number is the same on
+   * every topic). Scheduled at init; called directly by tests. Returns the requests it made.
    */
-  startSweep(owns: (topic: string, partition: number) => boolean, intervalMs: number): void {
-    this.sweepTimer ??= setInterval(() => {
-      this.sweep(owns).catch((err: unknown) => this.logger?.warn({ err: errorMessage(err) }, 'trigger sweep failed; retrying at the next tick'));
-    }, intervalMs);
-    this.sweepTimer.unref();
-  }
-
-  /** One sweep (exported for tests): returns the requests it made. */
   async sweep(owns: (topic: string, partition: number) => boolean, now = Date.now()): Promise<RetrainRequested[]> {
-    const due = await this.redis.zrangebyscore(heldKey(this.opts.keyPrefix), '-inf', now, 'LIMIT', 0, 500);
+    const due = await this.redis.zrangebyscore(triggerKeys.held(this.opts.keyPrefix), '-inf', now, 'LIMIT', 0, 500);
     if (due.length === 0) return [];
     return this.exclusive(async () => {
       const logger = this.logger ?? createLogger('triggers');
@@ -207,7 +202,7 @@ export class TriggerProcessor implements EventHandler {
           done.push(clientId);
         }
       }
-      await this.producer.sendAll(requests.map((value): AnyEvent => ({ name: 'RetrainRequested', value })));
+      await this.emit(requests.map((value): AnyEvent => ({ name: 'RetrainRequested', value })));
       this.emitted.push(...requests);
       await this.save(states, changed, held, new Set([...requests.map((r) => r.clientId), ...done]));
       return requests;
@@ -268,7 +263,3 @@ export class TriggerProcessor implements EventHandler {
   }
 }
 
-/** Clients whose retrain was held back, scored by when to look again (ms). */
-export function heldKey(prefix: string): string {
-  return `${prefix}:triggers:held`;
-}

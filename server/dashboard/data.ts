@@ -1,14 +1,14 @@
 import type { Redis } from 'ioredis';
 import { EddyError } from '../../common/errors.ts';
-import type { LifecycleEntry } from '../../processors/monitor/processor.ts';
-import { biasOf, qualityOf, type LabelQuality } from '../../processors/monitor/quality.ts';
-import { ALL_VERSIONS, dayOf, DAY_MS, monitorKeys, readDays, readWindows } from '../../processors/monitor/store.ts';
-import { redisError } from '../../processors/redis.ts';
-import type { LagSample } from '../../processors/monitor/lag.ts';
-import { compareVersions, type ModelRegistry } from '../registry.ts';
+import { compareVersions } from '../../common/ids.ts';
+import { monitorKeys } from '../../common/keyspace.ts';
+import { redisError } from '../../common/redis.ts';
+import type { LifecycleEntry, ModelRegistry } from '../../models/lifecycle.ts';
+import { ALL_VERSIONS, biasOf, DAY_MS, dayOf, qualityOf, readDays, readWindows, type LabelQuality } from '../../models/quality.ts';
+import type { LagSample } from '../../streams/index.ts';
 
 /**
- * What the dashboard shows, read from the monitor's Redis state (processors/monitor/store.ts) and
+ * What the dashboard shows, read from the monitor's Redis state (models/quality.ts, common/keyspace.ts) and
  * this server's model registry. Everything is a projection of the Kafka log: the page never
  * reads raw events.
  */

@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../common/log.ts';
-import { LagCollector } from '../../processors/monitor/lag.ts';
+import { LagCollector } from '../../streams/lag.ts';
 import type { Streams } from '../../streams/index.ts';
-import type { ModelRegistry } from '../registry.ts';
+import type { ModelRegistry } from '../../models/lifecycle.ts';
 import { DashboardData } from './data.ts';
 
 /**
@@ -152,4 +152,3 @@ export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (app,
     },
   }, async (req) => data.client(req.params.clientId));
 };
-export { instrumentRedis } from '../../processors/monitor/instrument.ts';

@@ -19,9 +19,8 @@ import { loadConfig } from '../../common/config.ts';
 import { createLogger } from '../../common/log.ts';
 import { connectStreams, deleteTopics, type AnyEvent, type EventRecord, type Streams } from '../../streams/index.ts';
 import { startProcessors } from '../../processors/run.ts';
-import { MONITOR_TOPICS, MonitorProcessor } from '../../processors/monitor/processor.ts';
-import { monitorOptions } from '../../processors/monitor/run.ts';
-import { connectRedis } from '../../processors/redis.ts';
+import { MONITOR_TOPICS, MonitorProcessor, monitorOptions } from '../../processors/monitor/processor.ts';
+import { connectRedis } from '../../common/redis.ts';
 import { dashboardRoutes } from '../../server/dashboard/plugin.ts';
 
 const JUDGED = Number(process.env.BENCH_JUDGED ?? 50_000);
@@ -100,7 +99,8 @@ try {
   say(`drain: ${drainS.toFixed(1)} s`);
 
   // --- 2. handler only ---
-  const processor = new MonitorProcessor(redis, streams.producer, monitorOptions(config));
+  const processor = new MonitorProcessor(redis, monitorOptions(config));
+  await processor.init({ logger: createLogger('bench', 'warn'), emit: (events) => streams.producer.sendAll(events), schedule: () => undefined });
   const direct = judgedPairs(Math.min(JUDGED, 20_000), 'h');
   const records: EventRecord[] = direct.map((event, i) => ({ event, topic: event.name === 'PredictionMade' ? 'predictions' : 'feedback', partition: 0, offset: String(i), key: null, timestamp: Date.now() }));
   const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('bench', 'warn') };

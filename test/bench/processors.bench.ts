@@ -19,8 +19,8 @@ import { connectStreams, deleteTopics, type AnyEvent, type Streams, type TopicNa
 import { startProcessors, type RunningProcessors } from '../../processors/run.ts';
 import { FEATURE_TOPICS } from '../../processors/features/processor.ts';
 import { ANALYTICS_TOPICS } from '../../processors/analytics/processor.ts';
-import { connectRedis } from '../../processors/redis.ts';
-import { createClickHouse } from '../../processors/analytics/clickhouse.ts';
+import { connectRedis } from '../../common/redis.ts';
+import { createClickHouse } from '../../common/clickhouse.ts';
 
 const N = Number(process.env.BENCH_EVENTS ?? 200_000);
 const RATE = Number(process.env.BENCH_RATE ?? 20_000);
@@ -175,9 +175,9 @@ try {
   const netTotal = Object.values(net).reduce((a, b) => a + b, 0);
   const netNote = Object.entries(net).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
   const bgNote = Object.entries(background).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ');
-  const featureEvents = procs.features!.stats.events;
+  const featureEvents = procs.handlers.features!.stats.events;
   const analyticsEvents = Math.round(N * 0.3); // predictions + feedback (labels: none in this mix)
-  const perEvent = procs.features!.stats.redisCommands / featureEvents;
+  const perEvent = procs.handlers.features!.stats.redisCommands / featureEvents;
   const rowsPerInsert = procs.inserter.stats.rows / Math.max(1, procs.inserter.stats.inserts);
   say(`drain: ${N} events in ${(drainMs / 1000).toFixed(1)} s; CPU s: ${cpuNote}`);
   rows.push(['CPU cost of the drain (this process + the stack servers, from /proc)', N.toLocaleString('en-US'), cpuTotal.toFixed(1) + ' CPU-s', Math.round(N / cpuTotal).toLocaleString('en-US') + ' per CPU-s',
@@ -189,7 +189,7 @@ try {
 
   // ---- phase 2: sustained rate
   say(`sustained: ${RATE} events/s for ${SECONDS} s…`);
-  const statsBefore = { inserts: procs.inserter.stats.inserts, rows: procs.inserter.stats.rows, events: procs.features!.stats.events };
+  const statsBefore = { inserts: procs.inserter.stats.inserts, rows: procs.inserter.stats.rows, events: procs.handlers.features!.stats.events };
   const lags: number[] = [];
   let producing = true;
   const sampler = (async () => {

@@ -160,7 +160,7 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T, i
 async function main(): Promise<void> {
   const { Redis } = await import('ioredis');
   const { testConfig, testStreams } = await import('../helpers.ts');
-  const { entityKey } = await import('../../featurizer/realtime.ts');
+  const { featureKeys } = await import('../../common/keyspace.ts');
   const { FsModelStore } = await import('../../models/store.ts');
   const { startServer, storeLoader } = await import('../../server/main.ts');
   const { modelPublished, writeFixtureModel } = await import('../server-fixtures.ts');
@@ -209,7 +209,7 @@ async function main(): Promise<void> {
       const p = redis.pipeline();
       for (const clientId of clients.slice(i, i + 1000)) {
         for (let u = 0; u < 3; u++) {
-          const key = entityKey(config.redisPrefix, clientId, 'requester', `user${u}`);
+          const key = featureKeys.entity(config.redisPrefix, clientId, 'requester', `user${u}`);
           redisKeys.push(key);
           p.hset(key, { Team0: '3', Team1: '1', _t: String(Date.now()) });
         }

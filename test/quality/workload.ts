@@ -1,4 +1,4 @@
-import { seededRandom } from '../../trainer/model.ts';
+import { seededRandom } from '../../common/random.ts';
 
 /**
  * A synthetic multi-client routing workload: each client has its own teams (labels) built from a

@@ -1,7 +1,7 @@
 import { Redis, ReplyError } from 'ioredis';
-import type { EddyConfig } from '../common/config.ts';
-import { DependencyUnavailableError, EddyError, errorMessage } from '../common/errors.ts';
-import type { Logger } from '../common/log.ts';
+import type { EddyConfig } from './config.ts';
+import { DependencyUnavailableError, EddyError, errorMessage } from './errors.ts';
+import type { Logger } from './log.ts';
 
 /**
  * A Redis connection for processors. Commands fail fast while Redis is away (no offline queue),

@@ -1,6 +1,6 @@
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
-import type { EddyConfig } from '../../common/config.ts';
-import { DependencyUnavailableError, EddyError, errorMessage } from '../../common/errors.ts';
+import type { EddyConfig } from './config.ts';
+import { DependencyUnavailableError, EddyError, errorMessage } from './errors.ts';
 
 export type { ClickHouseClient };
 

@@ -1,8 +1,9 @@
 import type { Admin } from 'kafkajs';
-import { errorMessage } from '../../common/errors.ts';
-import type { Logger } from '../../common/log.ts';
-import { metric, prom } from '../../common/metrics.ts';
-import { TOPIC_NAMES, type Streams, type TopicName } from '../../streams/index.ts';
+import { errorMessage } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import { metric, prom } from '../common/metrics.ts';
+import type { Streams } from './connect.ts';
+import { TOPIC_NAMES, type TopicName } from './topics.ts';
 
 const gauges = {
   lag: () => metric('eddy_consumer_lag', () => new prom.Gauge({

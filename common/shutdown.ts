@@ -1,4 +1,4 @@
-import type { Logger } from '../common/log.ts';
+import type { Logger } from './log.ts';
 
 /**
  * Graceful shutdown on SIGINT/SIGTERM: the first signal runs `close` (stop fetching, finish the

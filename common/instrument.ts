@@ -1,6 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { Redis } from 'ioredis';
-import { metric, prom } from '../../common/metrics.ts';
+import { metric, prom } from './metrics.ts';
 
 /**
  * Latency histograms for Redis and ClickHouse, added to an existing client in one call (Benthos'

@@ -1,3 +1,7 @@
+import type { Redis } from 'ioredis';
+import { monitorKeys } from '../common/keyspace.ts';
+import { execPipeline } from '../common/redis.ts';
+
 /**
  * Quality arithmetic, pure (no I/O): judged-prediction counters -> precision, recall, F1 per
  * label and macro-averaged; distribution divergence for prediction bias; the drop rule.
@@ -173,4 +177,55 @@ export function biasOf(c: Counters): Bias {
     predicted: Object.fromEntries(labels.map((l, i) => [l, p[i]!])),
     observed: Object.fromEntries(labels.map((l, i) => [l, q[i]!])),
   };
+}
+
+/*
+ * The monitor's quality state as its readers see it (the dashboard, `eddy quality`): day buckets
+ * of judged counters per client and version (written by processors/monitor/), summed over windows.
+ */
+export const DAY_MS = 86_400_000;
+/** The bucket version that sums every version. */
+export const ALL_VERSIONS = '*';
+/** The bucket version of predictions answered without a model. */
+export const BASELINE_VERSION = 'baseline';
+/** Lifecycle events kept per client, and across clients, for the dashboard. */
+export const EVENTS_PER_CLIENT = 100;
+export const RECENT_EVENTS = 300;
+/** Rolling-week quality snapshots kept per client (one per minute at most). */
+export const TREND_POINTS = 2000;
+
+export const dayOf = (ms: number) => Math.floor(ms / DAY_MS);
+
+/** Summed counters of `version` over days [fromDay, toDay] (inclusive), one pipeline per call. */
+export async function readWindows(
+  redis: Redis, prefix: string, clientId: string,
+  windows: Array<{ version: string; fromDay: number; toDay: number }>,
+): Promise<Counters[]> {
+  const pipeline = redis.pipeline();
+  const spans: number[] = [];
+  for (const w of windows) {
+    const days = Math.max(0, w.toDay - w.fromDay + 1);
+    spans.push(days);
+    for (let d = w.fromDay; d <= w.toDay; d++) pipeline.hgetall(monitorKeys.bucket(prefix, clientId, w.version, d));
+  }
+  const results = (await execPipeline(pipeline, 'reading quality windows')) as Array<Record<string, string>>;
+  let i = 0;
+  return spans.map((days) => {
+    const sum: Counters = {};
+    for (let d = 0; d < days; d++) {
+      const raw = results[i++] ?? {};
+      const c: Counters = {};
+      for (const k in raw) c[k] = Number(raw[k]);
+      addCounters(sum, c);
+    }
+    return sum;
+  });
+}
+
+/** Per-day counters of one version over [fromDay, toDay]: the dashboard's daily series. */
+export async function readDays(redis: Redis, prefix: string, clientId: string, version: string, fromDay: number, toDay: number): Promise<Array<{ day: number; counters: Counters }>> {
+  const windows = [];
+  for (let d = fromDay; d <= toDay; d++) windows.push({ version, fromDay: d, toDay: d });
+  const sums = await readWindows(redis, prefix, clientId, windows);
+  return sums.map((counters, i) => ({ day: fromDay + i, counters }));
 }

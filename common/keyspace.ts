@@ -1,0 +1,90 @@
+/**
+ * Every Redis key Eddy uses, in one place. All of a client's keys carry the `{clientId}` hash
+ * tag, so they live in one Redis Cluster slot and one Lua script may touch all of them; the few
+ * keys that list clients sit outside any client's slot. Every name starts with EDDY_REDIS_PREFIX.
+ *
+ * Per client, `${prefix}:{clientId}` then:
+ *
+ *   :pred:<requestId>   HASH  the prediction a feedback refers to: l (label), v (version, or
+ *                             'baseline'), j (1 once judged), variant, t (occurredAt), text, md
+ *                             (metadata JSON). Written by the monitor, read by the feedback processor
+ *                             (text, metadata, label) and the monitor's join; expires after
+ *                             EDDY_FEEDBACK_PREDICTION_TTL_DAYS.
+ *
+ *   feature processor (processors/features/), `:f`
+ *   :f:seen             ZSET  eventId -> processing time: events applied (idempotency)
+ *   :f:labels           HASH  label -> JSON {description, keywords, updatedAt}: the active label set
+ *   :f:counts           HASH  examples, label:<L>, source:<S>, last_activity_ms, label_changes, predictions, feedback
+ *   :f:rt:<field>:<v>   HASH  label -> decayed count, _t: real-time entity history (featurizer/realtime.ts)
+ *   :f:xf:<eventId>     STRING the entity state an example saw (a redelivery records the same features)
+ *   :f:q:<yyyy-mm-dd>   HASH  outcome:<O>, predictions, variant:<V>, defaulted: daily buckets (35 days)
+ *
+ *   quality monitor (processors/monitor/), `:m`
+ *   :m:seen             ZSET  eventId -> occurredAt: events applied (idempotency), pruned by age
+ *   :m:w:<requestId>    STRING JSON {o, c, t}: feedback that overtook its prediction
+ *   :m:q:<version>:<day> HASH counters (models/quality.ts) of judgements of that day (epoch day);
+ *                             version '*' sums every version, 'baseline' is the no-model fallback
+ *   :m:versions         SET   versions with judgements
+ *   :m:s                HASH  summary: predictions, feedback, judged, live, pinned, lifecycle (the
+ *                             client's models/lifecycle.ts state as JSON), last_* of the lifecycle,
+ *                             fresh* (a published version under live evaluation), drop/bias (open alerts)
+ *   :m:ev               LIST  recent lifecycle events (JSON, newest first, capped)
+ *   :m:trend            ZSET  minute -> JSON rolling-week quality snapshot
+ *
+ *   trigger processor (processors/triggers/)
+ *   :t                  STRING JSON retrain-policy state (processors/triggers/policy.ts)
+ *
+ * Outside any client's slot: `${prefix}:clients` (SET, every client the feature processor saw),
+ * `${prefix}:m:clients` (ZSET clientId -> last activity), `${prefix}:m:recent` (LIST of every
+ * client's recent lifecycle events), `${prefix}:triggers:held` (ZSET clientId -> when a held
+ * retrain is due).
+ */
+
+/** The common start of every key of one client. */
+export function clientKey(prefix: string, clientId: string): string {
+  return `${prefix}:{${clientId}}`;
+}
+
+/** Matches every key of a prefix (SCAN MATCH), for replay and test clean-up. */
+export function keyPattern(prefix: string): string {
+  return `${prefix}:*`;
+}
+
+/** The one prediction record per request (see above). */
+export function predictionKey(prefix: string, clientId: string, requestId: string): string {
+  return `${clientKey(prefix, clientId)}:pred:${requestId}`;
+}
+
+const MAX_ENTITY_VALUE_LENGTH = 200;
+
+export const featureKeys = {
+  base: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f`,
+  seen: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f:seen`,
+  labels: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f:labels`,
+  counts: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f:counts`,
+  snapshot: (prefix: string, clientId: string, eventId: string) => `${clientKey(prefix, clientId)}:f:xf:${eventId}`,
+  quality: (prefix: string, clientId: string, occurredAt: number) =>
+    `${clientKey(prefix, clientId)}:f:q:${new Date(occurredAt).toISOString().slice(0, 10)}`,
+  /** One entity's decayed label counts (the value is cut to 200 characters and URI-encoded). */
+  entity: (prefix: string, clientId: string, field: string, value: string) =>
+    `${clientKey(prefix, clientId)}:f:rt:${field}:${encodeURIComponent(value.slice(0, MAX_ENTITY_VALUE_LENGTH))}`,
+  clients: (prefix: string) => `${prefix}:clients`,
+};
+
+export const monitorKeys = {
+  base: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m`,
+  seen: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:seen`,
+  waiting: (prefix: string, clientId: string, requestId: string) => `${clientKey(prefix, clientId)}:m:w:${requestId}`,
+  bucket: (prefix: string, clientId: string, version: string, day: number) => `${clientKey(prefix, clientId)}:m:q:${version}:${day}`,
+  versions: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:versions`,
+  summary: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:s`,
+  events: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:ev`,
+  trend: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:trend`,
+  clients: (prefix: string) => `${prefix}:m:clients`,
+  recent: (prefix: string) => `${prefix}:m:recent`,
+};
+
+export const triggerKeys = {
+  state: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:t`,
+  held: (prefix: string) => `${prefix}:triggers:held`,
+};
