@@ -5,10 +5,12 @@
  *
  * Per client, `${prefix}:{clientId}` then:
  *
- *   :pred:<requestId>   HASH  the prediction a feedback refers to: l (label), v (version, or
- *                             'baseline'), j (1 once judged), variant, t (occurredAt), text, md
- *                             (metadata JSON). Written by the monitor, read by the feedback processor
- *                             (text, metadata, label) and the monitor's join; expires after
+ *   :pred:<requestId>   HASH  the one prediction record feedback refers to: text, md (metadata
+ *                             JSON), l (label), v (version, or 'baseline'), variant, t (occurredAt)
+ *                             written by the feature processor (replay rebuilds them); j (1 once
+ *                             judged) by the monitor's quality join, which also writes l and v (same
+ *                             values) so it never waits for the feature processor. The feedback
+ *                             processor reads text, md and l. Expires after
  *                             EDDY_FEEDBACK_PREDICTION_TTL_DAYS.
  *
  *   feature processor (processors/features/), `:f`

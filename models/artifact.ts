@@ -3,26 +3,47 @@ import { EddyError } from '../common/errors.ts';
 import type { FeaturizerConfig } from '../featurizer/text.ts';
 
 /**
- * The model artifact: one self-describing binary file (manifest + weights), the unit the model
- * store keeps, the trainer writes and the server loads.
+ * The model artifact: one self-describing binary file (manifest + named weight sections), the
+ * unit the model store keeps, the trainer writes and the server loads. The container knows
+ * nothing about any model kind: each kind (models/kinds/) says which sections it writes and how
+ * it reads them back.
  *
  * Layout (little-endian):
  *   bytes 0..7    magic "EDDYMDL\0"
  *   bytes 8..11   u32 manifest length M
  *   bytes 12..    manifest JSON (UTF-8), zero-padded to a multiple of 8
- *   then          the weight sections, each at `offset` bytes from the start of the section area,
+ *   then          the sections, each at `offset` bytes from the start of the section area,
  *                 8-byte aligned, described by `manifest.weights.sections`.
- *
- * The model is a sparse linear softmax classifier over hashed features ("sparse-linear"):
- * logits[c] = bias[c] + sum_i value_i * W[row(id_i)][c]. Only the rows of feature ids the
- * client's training data touched are stored (`featureIds`, ascending: the predictor finds a row by
- * binary search), so a model's size follows its client's vocabulary, not the hash space.
- * Weights are int8 with one float32 scale per row (row-wise absmax quantisation), or float32.
  */
 export const ARTIFACT_FORMAT_VERSION = 1;
 const MAGIC = Buffer.from('EDDYMDL\0', 'latin1');
 
-export type Quantization = 'int8-row' | 'float32';
+export type SectionArray = Uint32Array | Int32Array | Int8Array | Uint8Array | Float32Array;
+export type SectionDtype = 'uint32' | 'int32' | 'int8' | 'uint8' | 'float32';
+
+const ARRAY_OF: Record<SectionDtype, { new (length: number): SectionArray; BYTES_PER_ELEMENT: number }> = {
+  uint32: Uint32Array, int32: Int32Array, int8: Int8Array, uint8: Uint8Array, float32: Float32Array,
+};
+
+function dtypeOf(a: SectionArray): SectionDtype {
+  if (a instanceof Uint32Array) return 'uint32';
+  if (a instanceof Int32Array) return 'int32';
+  if (a instanceof Int8Array) return 'int8';
+  if (a instanceof Uint8Array) return 'uint8';
+  return 'float32';
+}
+
+/** One named array of a model's weights, as a kind writes it. */
+export interface ArtifactSection {
+  name: string;
+  data: SectionArray;
+}
+
+/** What a model kind records about its shape in the manifest (`kind` picks the implementation). */
+export interface ModelInfo {
+  kind: string;
+  [detail: string]: unknown;
+}
 
 export interface ModelManifest {
   formatVersion: number;
@@ -31,15 +52,10 @@ export interface ModelManifest {
   modelVersion: string;
   /** ISO-8601. */
   createdAt: string;
-  /** Output classes, in the order of the weight columns. */
+  /** Output classes, in the order of the model's outputs. */
   labels: string[];
   featurizer: { name: string; version: string; config: FeaturizerConfig; id: string };
-  model: {
-    kind: 'sparse-linear';
-    /** Stored feature rows x labels. */
-    dimensions: { features: number; labels: number };
-    quantization: Quantization;
-  };
+  model: ModelInfo;
   /** Evaluation on the held-out test set: accuracy, macroF1, and per label `f1:<label>` etc. */
   metrics: Record<string, number>;
   trainingDataSha256: string;
@@ -53,81 +69,50 @@ export interface ModelManifest {
   retrainEventId?: string | null;
   /** Wall time of training (featurize + fit + evaluate), ms. */
   trainingMs?: number;
-  weights: { sections: Array<{ name: WeightSectionName; dtype: 'uint32' | 'int8' | 'float32'; offset: number; length: number }> };
+  weights: { sections: Array<{ name: string; dtype: SectionDtype; offset: number; length: number }> };
 }
 
-export type WeightSectionName = 'featureIds' | 'weights' | 'rowScales' | 'bias';
-
-/** Decoded weights. `weights` is row-major [features x labels]; `rowScales` only for int8-row. */
-export interface ModelWeights {
-  featureIds: Uint32Array;
-  weights: Int8Array | Float32Array;
-  rowScales: Float32Array | null;
-  bias: Float32Array;
-}
-
+/** A decoded artifact: the manifest and every section (each its own ArrayBuffer, safe to transfer between threads). */
 export interface ModelArtifact {
   manifest: ModelManifest;
-  weights: ModelWeights;
-}
-
-/** Float32 weights -> stored form. int8-row keeps each row's largest magnitude exact and rounds the rest to 1/127 of it. */
-export function quantizeWeights(
-  dense: Float32Array, features: number, labels: number, quantization: Quantization,
-): { weights: Int8Array | Float32Array; rowScales: Float32Array | null } {
-  if (quantization === 'float32') return { weights: Float32Array.from(dense), rowScales: null };
-  const q = new Int8Array(features * labels);
-  const scales = new Float32Array(features);
-  for (let r = 0; r < features; r++) {
-    let max = 0;
-    const base = r * labels;
-    for (let c = 0; c < labels; c++) max = Math.max(max, Math.abs(dense[base + c]!));
-    const scale = max / 127;
-    scales[r] = scale;
-    if (scale === 0) continue;
-    for (let c = 0; c < labels; c++) q[base + c] = Math.round(dense[base + c]! / scale);
-  }
-  return { weights: q, rowScales: scales };
+  sections: Record<string, SectionArray>;
 }
 
 function pad8(n: number): number {
   return (n + 7) & ~7;
 }
 
-function bytesOf(a: Uint32Array | Int8Array | Float32Array): Buffer {
+function bytesOf(a: SectionArray): Buffer {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
-/** Serialises an artifact (the manifest's `weights.sections` is filled in here). */
-export function encodeArtifact(manifest: Omit<ModelManifest, 'weights'>, weights: ModelWeights): Buffer {
-  const parts: Array<{ name: WeightSectionName; data: Uint32Array | Int8Array | Float32Array; dtype: 'uint32' | 'int8' | 'float32' }> = [
-    { name: 'featureIds', data: weights.featureIds, dtype: 'uint32' },
-    { name: 'weights', data: weights.weights, dtype: weights.weights instanceof Int8Array ? 'int8' : 'float32' },
-    ...(weights.rowScales ? [{ name: 'rowScales' as const, data: weights.rowScales, dtype: 'float32' as const }] : []),
-    { name: 'bias', data: weights.bias, dtype: 'float32' },
-  ];
+/** Serialises an artifact; sections are stored in the order given (the manifest's `weights.sections` is filled in here). */
+export function encodeArtifact(manifest: Omit<ModelManifest, 'weights'>, sections: readonly ArtifactSection[]): Buffer {
   let offset = 0;
-  const sections = parts.map((p) => {
-    const s = { name: p.name, dtype: p.dtype, offset, length: p.data.length };
+  const placed = sections.map((p) => {
+    const s = { name: p.name, dtype: dtypeOf(p.data), offset, length: p.data.length };
     offset = pad8(offset + p.data.byteLength);
     return s;
   });
-  const full: ModelManifest = { ...manifest, weights: { sections } };
+  const full: ModelManifest = { ...manifest, weights: { sections: placed } };
   const json = Buffer.from(JSON.stringify(full), 'utf8');
   const headerLen = pad8(12 + json.length);
   const out = Buffer.alloc(headerLen + offset);
   MAGIC.copy(out, 0);
   out.writeUInt32LE(json.length, 8);
   json.copy(out, 12);
-  parts.forEach((p, i) => bytesOf(p.data).copy(out, headerLen + sections[i]!.offset));
+  sections.forEach((p, i) => bytesOf(p.data).copy(out, headerLen + placed[i]!.offset));
   return out;
 }
 
-function corrupt(what: string): EddyError {
+export function corrupt(what: string): EddyError {
   return new EddyError('ARTIFACT_CORRUPT', `model artifact is unreadable: ${what}`);
 }
 
-/** Parses an artifact; throws ARTIFACT_CORRUPT on anything malformed (never returns half a model). */
+/**
+ * Parses the container; throws ARTIFACT_CORRUPT on anything malformed (never returns half a
+ * model). Whether the sections make a model of its kind is the kind's check (loadPredictor).
+ */
 export function decodeArtifact(buf: Buffer): ModelArtifact {
   if (buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC)) throw corrupt('bad magic');
   const jsonLen = buf.readUInt32LE(8);
@@ -139,39 +124,25 @@ export function decodeArtifact(buf: Buffer): ModelArtifact {
     throw corrupt(`manifest is not JSON (${String(err)})`);
   }
   if (manifest.formatVersion !== ARTIFACT_FORMAT_VERSION) throw corrupt(`format version ${manifest.formatVersion} is not ${ARTIFACT_FORMAT_VERSION}`);
-  if (manifest.model?.kind !== 'sparse-linear') throw corrupt(`unknown model kind ${String(manifest.model?.kind)}`);
+  if (typeof manifest.model?.kind !== 'string') throw corrupt('manifest names no model kind');
+  if (!Array.isArray(manifest.weights?.sections)) throw corrupt('manifest lists no sections');
   const headerLen = pad8(12 + jsonLen);
-  const read = (name: WeightSectionName): Uint32Array | Int8Array | Float32Array | null => {
-    const s = manifest.weights?.sections?.find((x) => x.name === name);
-    if (!s) return null;
-    const Ctor = s.dtype === 'uint32' ? Uint32Array : s.dtype === 'int8' ? Int8Array : Float32Array;
+  const sections: Record<string, SectionArray> = {};
+  for (const s of manifest.weights.sections) {
+    const Ctor = ARRAY_OF[s.dtype];
+    if (!Ctor) throw corrupt(`section ${s.name} has unknown dtype ${String(s.dtype)}`);
     const start = headerLen + s.offset;
     const end = start + s.length * Ctor.BYTES_PER_ELEMENT;
-    if (!Number.isInteger(s.length) || s.length < 0 || end > buf.length) throw corrupt(`section ${name} out of bounds`);
-    // Copy: the file buffer's offset is not necessarily aligned for the typed array.
+    if (!Number.isInteger(s.length) || s.length < 0 || !Number.isInteger(s.offset) || s.offset < 0 || end > buf.length) throw corrupt(`section ${s.name} out of bounds`);
+    // Copy: the file buffer's offset is not necessarily aligned for the typed array, and each
+    // section gets its own ArrayBuffer (the server's loader thread transfers them).
     const copy = new Ctor(s.length);
     bytesOf(copy).set(buf.subarray(start, end));
-    return copy;
-  };
-  const { features, labels } = manifest.model.dimensions;
-  const featureIds = read('featureIds');
-  const weights = read('weights');
-  const rowScales = read('rowScales');
-  const bias = read('bias');
-  if (!(featureIds instanceof Uint32Array) || featureIds.length !== features) throw corrupt('featureIds missing or wrong length');
-  if (!(weights instanceof Int8Array || weights instanceof Float32Array) || weights.length !== features * labels) throw corrupt('weights missing or wrong length');
-  if (!(bias instanceof Float32Array) || bias.length !== labels || manifest.labels.length !== labels) throw corrupt('bias/labels mismatch');
-  if (weights instanceof Int8Array && !(rowScales instanceof Float32Array && rowScales.length === features)) throw corrupt('rowScales missing');
-  for (let i = 1; i < featureIds.length; i++) if (featureIds[i]! <= featureIds[i - 1]!) throw corrupt('featureIds not ascending');
-  return { manifest, weights: { featureIds, weights, rowScales: rowScales instanceof Float32Array ? rowScales : null, bias } };
+    sections[s.name] = copy;
+  }
+  return { manifest, sections };
 }
 
 export function sha256Hex(buf: Buffer | string): string {
   return createHash('sha256').update(buf).digest('hex');
-}
-
-/** `v7` -> 7; anything else -> undefined. */
-export function versionNumber(version: string): number | undefined {
-  const m = /^v([1-9]\d*)$/.exec(version);
-  return m ? Number(m[1]) : undefined;
 }

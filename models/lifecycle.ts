@@ -166,7 +166,7 @@ export function applyModelEvent(c: ClientModels, event: LifecycleEvent): Lifecyc
 export function retainedVersions(c: ClientModels | undefined): { live: string | null; keep: string[] } {
   if (!c) return { live: null, keep: [] };
   const roles = [c.canary?.version, c.shadow?.version].filter((v): v is string => v !== undefined);
-  return { live: c.live ?? null, keep: [...c.liveHistory, ...roles] };
+  return { live: c.live ?? null, keep: [...new Set([...c.liveHistory, ...roles])] };
 }
 
 /** JSON form of one client's state (the monitor keeps it in Redis between events). */

@@ -1,6 +1,7 @@
 import { EddyError } from '../common/errors.ts';
 import { featurizerFor, type SparseVector, type TextFeaturizer } from '../featurizer/text.ts';
 import type { ModelArtifact, ModelManifest } from './artifact.ts';
+import { modelKind } from './kinds/index.ts';
 
 /** Same shape as `RealtimeFeatures` in featurizer/realtime.ts (contract 2); structural, so no import of Redis code here. */
 export type RealtimeFeatures = Record<string, number>;
@@ -21,56 +22,31 @@ export interface Predictor {
 }
 
 /**
- * Pure-JavaScript inference over the artifact's typed arrays: no TensorFlow in the server, no
- * dequantised copy (int8 rows are scaled on the fly), a binary search per feature over the
- * stored feature ids. Refuses a model trained with a featurizer this build does not implement.
+ * Pure-JavaScript inference over an artifact, whatever its kind (models/kinds/): no TensorFlow
+ * in the server. Refuses a model trained with a featurizer this build does not implement
+ * (FEATURIZER_MISMATCH), of a kind it does not implement (MODEL_KIND_UNSUPPORTED), or whose
+ * sections do not fit its kind (ARTIFACT_CORRUPT).
  */
 export function loadPredictor(artifact: ModelArtifact): Predictor {
-  const { manifest, weights } = artifact;
+  const { manifest } = artifact;
   const featurizer: TextFeaturizer | undefined = featurizerFor(manifest.featurizer);
   if (!featurizer) {
     throw new EddyError('FEATURIZER_MISMATCH', `model ${manifest.clientId} ${manifest.modelVersion} was trained with featurizer ${manifest.featurizer.id}, which this build does not implement`);
   }
-  const { featureIds, bias, rowScales } = weights;
-  const w = weights.weights;
+  const kind = modelKind(manifest.model.kind);
+  if (!kind) {
+    throw new EddyError('MODEL_KIND_UNSUPPORTED', `model ${manifest.clientId} ${manifest.modelVersion} is of kind '${manifest.model.kind}', which this build does not implement`);
+  }
+  const scorer = kind.scorer(manifest, kind.read(manifest, artifact.sections));
   const labels = manifest.labels;
   const nLabels = labels.length;
-  const nRows = featureIds.length;
-
-  const rowOf = (id: number): number => {
-    let lo = 0;
-    let hi = nRows - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const v = featureIds[mid]!;
-      if (v === id) return mid;
-      if (v < id) lo = mid + 1;
-      else hi = mid - 1;
-    }
-    return -1;
-  };
-
-  const logits = (vector: SparseVector): Float64Array => {
-    const out = Float64Array.from(bias);
-    const { ids, values } = vector;
-    for (let i = 0; i < ids.length; i++) {
-      const r = rowOf(ids[i]!);
-      if (r < 0) continue;
-      const v = values[i]! * (rowScales ? rowScales[r]! : 1);
-      const base = r * nLabels;
-      for (let c = 0; c < nLabels; c++) out[c]! += v * w[base + c]!;
-    }
-    return out;
-  };
-
-  const memoryBytes = featureIds.byteLength + w.byteLength + (rowScales?.byteLength ?? 0) + bias.byteLength;
 
   return {
     manifest,
-    memoryBytes,
-    logits,
+    memoryBytes: scorer.memoryBytes,
+    logits: scorer.logits,
     predict(text, metadata, realtime, topK = nLabels) {
-      const z = logits(featurizer.featurize(text, metadata, realtime));
+      const z = scorer.logits(featurizer.featurize(text, metadata, realtime));
       let max = -Infinity;
       for (let c = 0; c < nLabels; c++) max = Math.max(max, z[c]!);
       let sum = 0;

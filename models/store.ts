@@ -2,10 +2,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EddyError, errorMessage } from '../common/errors.ts';
-import {
-  decodeArtifact, encodeArtifact, sha256Hex, versionNumber,
-  type ModelArtifact, type ModelManifest, type ModelWeights,
-} from './artifact.ts';
+import { nextVersion, versionNumber } from '../common/ids.ts';
+import { decodeArtifact, encodeArtifact, sha256Hex, type ArtifactSection, type ModelArtifact, type ModelManifest } from './artifact.ts';
 
 /** What the store knows about one published version of a client's model (small; no weights). */
 export interface ModelVersionRef {
@@ -35,8 +33,8 @@ export interface PrunePolicy {
 }
 
 export interface ModelStore {
-  /** Stores an artifact; refuses (VERSION_EXISTS) a version that already exists with other content. */
-  put(manifest: Omit<ModelManifest, 'weights'>, weights: ModelWeights): Promise<{ uri: string; sha256: string; sizeBytes: number }>;
+  /** Stores an artifact (sections as its kind writes them); refuses (VERSION_EXISTS) a version that already exists with other content. */
+  put(manifest: Omit<ModelManifest, 'weights'>, sections: readonly ArtifactSection[]): Promise<{ uri: string; sha256: string; sizeBytes: number }>;
   /** Loads and verifies an artifact; ARTIFACT_CORRUPT when its bytes do not hash to expectedSha256 or do not parse. */
   get(uri: string, expectedSha256: string): Promise<ModelArtifact>;
   /** Versions of a client, oldest first. */
@@ -96,11 +94,11 @@ export class FsModelStore implements ModelStore {
     }
   }
 
-  async put(manifest: Omit<ModelManifest, 'weights'>, weights: ModelWeights): Promise<{ uri: string; sha256: string; sizeBytes: number }> {
+  async put(manifest: Omit<ModelManifest, 'weights'>, sections: readonly ArtifactSection[]): Promise<{ uri: string; sha256: string; sizeBytes: number }> {
     if (versionNumber(manifest.modelVersion) === undefined) {
       throw new EddyError('INVALID_VERSION', `model version '${manifest.modelVersion}' is not v<N>`);
     }
-    const bytes = encodeArtifact(manifest, weights);
+    const bytes = encodeArtifact(manifest, sections);
     const sha256 = sha256Hex(bytes);
     const uri = `${URI_PREFIX}${sha256}`;
     try {
@@ -170,9 +168,7 @@ export class FsModelStore implements ModelStore {
 
   /** The next version name for a client: max existing + 1 (v1 for a new client). */
   async nextVersion(clientId: string): Promise<string> {
-    const refs = await this.list(clientId);
-    const max = refs.reduce((m, r) => Math.max(m, versionNumber(r.modelVersion) ?? 0), 0);
-    return `v${max + 1}`;
+    return nextVersion((await this.list(clientId)).map((r) => r.modelVersion));
   }
 
   async prune(policy: PrunePolicy): Promise<string[]> {

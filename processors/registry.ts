@@ -42,12 +42,12 @@ export interface ProcessorSpec<H extends EventHandler = EventHandler> {
 export const PROCESSORS = [
   {
     name: 'features',
-    description: 'real-time features, label sets and counters in Redis; example rows with their features in ClickHouse',
+    description: 'real-time features, label sets, counters and prediction records in Redis; example rows with their features in ClickHouse',
     topics: FEATURE_TOPICS,
     concurrentPartitions: true,
     maxRecordsPerCall: 2000,
     prepare: (s: ProcessorStores) => migrateAnalytics(s.clickhouse, s.config.clickhouseDatabase),
-    create: (s: ProcessorStores) => new FeatureProcessor(s.redis, s.inserter, { keyPrefix: s.config.redisPrefix, seenTtlMs: s.config.processors.featuresSeenTtlMs }),
+    create: (s: ProcessorStores) => new FeatureProcessor(s.redis, s.inserter, { keyPrefix: s.config.redisPrefix, seenTtlMs: s.config.processors.featuresSeenTtlMs, predictionTtlMs: s.config.processors.predictionTtlMs }),
   },
   {
     name: 'analytics',
@@ -71,7 +71,7 @@ export const PROCESSORS = [
   },
   {
     name: 'monitor',
-    description: 'live quality from feedback, alerts, automatic rollback; keeps the prediction record feedback refers to',
+    description: 'live quality from feedback, alerts, automatic rollback (the quality join marks prediction records judged)',
     topics: MONITOR_TOPICS,
     // A client's predictions and feedback live on different topics; the join in Redis does not care which arrives first.
     concurrentPartitions: true,
@@ -80,7 +80,7 @@ export const PROCESSORS = [
   },
   {
     name: 'feedback',
-    description: 'ACCEPTED / REASSIGNED feedback into LabeledExamples (joins on the monitor\'s prediction record)',
+    description: 'ACCEPTED / REASSIGNED feedback into LabeledExamples, with the text of the prediction record',
     topics: FEEDBACK_TOPICS,
     concurrentPartitions: false,
     create: (s: ProcessorStores) => new FeedbackProcessor(s.redis, { keyPrefix: s.config.redisPrefix, maxWaits: s.config.processors.feedbackMaxWaits }),

@@ -10,8 +10,9 @@ import type { ArtifactLoader } from './model-manager.ts';
 /**
  * Model artifacts are read, verified (sha256) and decoded in a loader thread, so that a reload
  * (a new version of every hot model, as when a thousand clients retrain at once) does not take
- * turns with requests on the request thread. The decoded weights come back as transferred
- * ArrayBuffers (moved, not copied); building the predictor over them is left here (~6 µs).
+ * turns with requests on the request thread. The decoded sections come back as transferred
+ * ArrayBuffers (moved, not copied), whatever the model kind; building the predictor over them is
+ * left here (~6 µs).
  * Errors keep their EddyError code (ARTIFACT_CORRUPT, ARTIFACT_NOT_FOUND), so the model manager
  * treats them exactly as before.
  */
@@ -91,9 +92,8 @@ export function runArtifactLoaderThread(data: { storeDir: string }): void {
   port.on('message', (req: LoadRequest) => {
     store.get(req.uri, req.sha256).then(
       (artifact) => {
-        const w = artifact.weights;
         // Each section is its own ArrayBuffer (decodeArtifact copies), so moving them is safe.
-        const buffers = [w.featureIds.buffer, w.weights.buffer, w.bias.buffer, ...(w.rowScales ? [w.rowScales.buffer] : [])] as ArrayBuffer[];
+        const buffers = Object.values(artifact.sections).map((a) => a.buffer as ArrayBuffer);
         port.postMessage({ id: req.id, artifact } satisfies LoadReply, buffers);
       },
       (err: unknown) => {

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { ServerConfig } from '../common/config.ts';
-import { EddyError } from '../common/errors.ts';
+import { apiError } from './http/plumbing.ts';
 import type { Logger } from '../common/log.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { hashString } from '../featurizer/text.ts';
@@ -51,7 +51,7 @@ export type FeatureReader = (clientId: string, metadata: Record<string, string>)
  */
 export function checkInputLimits(limits: Pick<ServerConfig, 'maxTextChars' | 'maxMetadataEntries' | 'maxMetadataBytes'>, text: string, metadata: Record<string, string> | undefined): void {
   if (text.length > limits.maxTextChars) {
-    throw new EddyError('TEXT_TOO_LONG', `text has ${text.length} characters; the limit is ${limits.maxTextChars}`);
+    throw apiError('TEXT_TOO_LONG', `text has ${text.length} characters; the limit is ${limits.maxTextChars}`);
   }
   if (!metadata) return;
   let entries = 0;
@@ -60,8 +60,8 @@ export function checkInputLimits(limits: Pick<ServerConfig, 'maxTextChars' | 'ma
     entries++;
     bytes += Buffer.byteLength(k) + Buffer.byteLength(metadata[k]!);
   }
-  if (entries > limits.maxMetadataEntries) throw new EddyError('METADATA_TOO_LARGE', `metadata has ${entries} entries; the limit is ${limits.maxMetadataEntries}`);
-  if (bytes > limits.maxMetadataBytes) throw new EddyError('METADATA_TOO_LARGE', `metadata has ${bytes} bytes; the limit is ${limits.maxMetadataBytes}`);
+  if (entries > limits.maxMetadataEntries) throw apiError('METADATA_TOO_LARGE', `metadata has ${entries} entries; the limit is ${limits.maxMetadataEntries}`);
+  if (bytes > limits.maxMetadataBytes) throw apiError('METADATA_TOO_LARGE', `metadata has ${bytes} bytes; the limit is ${limits.maxMetadataBytes}`);
 }
 
 /** Stable share in [0, 1) for a key (the featurizer's hash): one requester, one bucket. */
@@ -110,7 +110,7 @@ export class PredictionService {
     const started = performance.now();
     const { clientId } = req;
     if (!this.isKnown(clientId)) {
-      throw new EddyError('CLIENT_UNKNOWN', `client '${clientId}' has no model and no label definitions`);
+      throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no model and no label definitions`);
     }
     const requestId = req.requestId ?? randomUUID();
     const topK = req.topK ?? this.config.topK;
@@ -147,7 +147,7 @@ export class PredictionService {
     }
     if (!handle) {
       const base = baselinePredict(req.text, this.baselineLabels(clientId, c), this.labels.counts(clientId), topK);
-      if (!base) throw new EddyError('CLIENT_UNKNOWN', `client '${clientId}' has no servable model and no labels`);
+      if (!base) throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no servable model and no labels`);
       ({ label, scores } = base);
       variant = 'BASELINE';
       featuresDefaulted = false;

@@ -4,11 +4,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EddyError } from '../common/errors.ts';
 import { DEFAULT_FEATURIZER_CONFIG, TextFeaturizer } from '../featurizer/text.ts';
-import { quantizeWeights, type ModelManifest } from '../models/artifact.ts';
+import { decodeArtifact, encodeArtifact, type ModelManifest } from '../models/artifact.ts';
+import { modelKind } from '../models/kinds/index.ts';
+import { quantizeWeights, sparseLinear } from '../models/kinds/sparse-linear/index.ts';
 import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
 import { initBackend } from '../trainer/backend.ts';
-import { DEFAULT_TRAIN_OPTIONS, tfLogits, trainSparseLinear, type TrainedLinearModel } from '../trainer/model.ts';
+import { DEFAULT_TRAIN_OPTIONS, tfLogits, trainSparseLinear, type TrainedLinearModel } from '../models/kinds/sparse-linear/fit.ts';
 import { generateClient } from './quality/workload.ts';
 
 const featurizer = new TextFeaturizer();
@@ -27,7 +29,7 @@ function manifest(version: string, quantization: 'int8-row' | 'float32', m = tra
 }
 
 function weightsOf(q: 'int8-row' | 'float32', m = trained) {
-  return { featureIds: m.featureIds, bias: m.bias, ...quantizeWeights(m.weights, m.featureIds.length, labels.length, q) };
+  return sparseLinear.write({ featureIds: m.featureIds, bias: m.bias, ...quantizeWeights(m.weights, m.featureIds.length, labels.length, q) });
 }
 
 function softmax(z: ArrayLike<number>): number[] {
@@ -134,5 +136,37 @@ describe('model artifact, store and predictor', () => {
     expect((await store.list(client.clientId)).map((r) => r.modelVersion)).toEqual(['v1', 'v4', 'v5']);
     const v2 = refs.find((r) => r.modelVersion === 'v2')!;
     await expect(store.get(v2.uri, v2.sha256)).rejects.toMatchObject({ code: 'ARTIFACT_NOT_FOUND' });
+  });
+});
+
+describe('model kinds: existing artifacts stay readable', () => {
+  // Written by the code before the ModelKind seam existed (test/fixtures/models/): int8 and float32.
+  const fixtures = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'models');
+
+  it('loads artifacts written before the seam, scores them identically, and re-encodes them byte for byte', async () => {
+    const expected = JSON.parse(await fs.readFile(path.join(fixtures, 'expected-logits.json'), 'utf8')) as Record<string, unknown> & { texts: string[]; metadata: Record<string, string> };
+    for (const quantization of ['int8-row', 'float32'] as const) {
+      const bytes = await fs.readFile(path.join(fixtures, `sparse-linear-${quantization}.eddymodel`));
+      const artifact = decodeArtifact(bytes);
+      expect(artifact.manifest.model).toEqual({ kind: 'sparse-linear', dimensions: { features: 55, labels: 4 }, quantization });
+      const predictor = loadPredictor(artifact);
+      const logits = expected.texts.map((t) => Array.from(predictor.logits(featurizer.featurize(t, expected.metadata))));
+      expect(logits).toEqual(expected[quantization]);
+      // The kind writes the same sections in the same order: the same bytes, so the same sha256.
+      const kind = modelKind('sparse-linear')!;
+      const { weights: _sections, ...manifest } = artifact.manifest;
+      const again = encodeArtifact(manifest, kind.write(kind.read(artifact.manifest, artifact.sections)));
+      expect(again.equals(bytes)).toBe(true);
+      expect(kind.estimateBytes(artifact.manifest)).toBe(predictor.memoryBytes);
+    }
+  });
+
+  it('refuses an artifact of a kind this build does not implement, naming the kind', async () => {
+    const bytes = await fs.readFile(path.join(fixtures, 'sparse-linear-float32.eddymodel'));
+    const artifact = decodeArtifact(bytes);
+    const foreign = { ...artifact, manifest: { ...artifact.manifest, model: { ...artifact.manifest.model, kind: 'transformer-xl' } } };
+    expect(() => loadPredictor(foreign)).toThrow(expect.objectContaining({ code: 'MODEL_KIND_UNSUPPORTED', message: expect.stringContaining('transformer-xl') }));
+    const missing = { ...artifact, sections: { ...artifact.sections, bias: undefined as never } };
+    expect(() => loadPredictor(missing)).toThrow(expect.objectContaining({ code: 'ARTIFACT_CORRUPT' }));
   });
 });

@@ -16,7 +16,7 @@ const p = config.redisPrefix;
 
 beforeAll(async () => {
   streams = await testStreamsRetrying(config);
-  procs = await startProcessors(config, { only: ['features', 'analytics', 'monitor'], waitForAssignment: true });
+  procs = await startProcessors(config, { only: ['features', 'analytics'], waitForAssignment: true });
 });
 
 afterAll(async () => {

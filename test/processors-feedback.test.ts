@@ -15,7 +15,7 @@ const c = 'globex';
 
 beforeAll(async () => {
   streams = await testStreamsRetrying(config);
-  procs = await startProcessors(config, { only: ['features', 'analytics', 'monitor', 'feedback'], waitForAssignment: true });
+  procs = await startProcessors(config, { only: ['features', 'analytics', 'feedback'], waitForAssignment: true });
 });
 
 afterAll(async () => {

@@ -23,10 +23,10 @@ let srv: PredictionServer;
 const predictions: PredictionMade[] = [];
 const deadLetters: string[] = [];
 
-async function call(method: string, path: string, opts: { key?: string; body?: unknown; raw?: string; server?: PredictionServer } = {}): Promise<{ status: number; body: Json; text: string }> {
+async function call(method: string, path: string, opts: { key?: string; body?: unknown; raw?: string; contentType?: string; server?: PredictionServer } = {}): Promise<{ status: number; body: Json; text: string }> {
   const headers: Record<string, string> = {};
   if (opts.key) headers.authorization = `Bearer ${opts.key}`;
-  if (opts.body !== undefined || opts.raw !== undefined) headers['content-type'] = 'application/json';
+  if (opts.body !== undefined || opts.raw !== undefined) headers['content-type'] = opts.contentType ?? 'application/json';
   const res = await fetch(`${(opts.server ?? srv).url}${path}`, {
     method, headers, body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
   });
@@ -256,6 +256,19 @@ describe('prediction API: authentication, tenant isolation and limits', () => {
     expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, raw: '{"text": "unterminated' }), 400, 'INVALID_JSON');
     expectError(await call('POST', '/v1/clients/acme/predict/batch', { key: acme, body: { items: [] } }), 400, 'INVALID_REQUEST');
     expectError(await call('POST', '/v1/admin/clients/acme/promote', { key: ADMIN_KEY, body: { version: 'v1', share: 2 } }), 400, 'INVALID_REQUEST');
+  });
+
+  it('answers Fastify\'s own refusals in the documented envelope too: 415 for a non-JSON body, 400 for an over-long path parameter', async () => {
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, raw: 'my laptop will not boot', contentType: 'text/plain' }), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, raw: '<text>x</text>', contentType: 'application/xml' }), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    // Longer than a client id may be (200): the schema answers, naming the parameter.
+    const long = await call('GET', `/v1/clients/${'c'.repeat(5000)}/model`, { key: ADMIN_KEY });
+    expectError(long, 400, 'INVALID_REQUEST');
+    const huge = await call('GET', `/v1/clients/${'c'.repeat(300)}/model`, { key: ADMIN_KEY });
+    expectError(huge, 400, 'INVALID_REQUEST');
+    expect(huge.body.error.details?.[0]?.path).toBe('/clientId');
+    // A malformed percent-encoding in the path is the router's to refuse.
+    expectError(await call('GET', '/v1/clients/%E0%A4%A/model', { key: ADMIN_KEY }), 400, 'INVALID_REQUEST');
   });
 
   it('413 beyond the text, metadata, batch and body limits', async () => {

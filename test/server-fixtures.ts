@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sparseLinear } from '../models/kinds/sparse-linear/index.ts';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -56,7 +57,7 @@ export async function writeFixtureModel(store: FsModelStore, m: FixtureModel): P
   let weights: Int8Array | Float32Array = dense;
   let rowScales: Float32Array | null = null;
   if (quantization === 'int8-row') {
-    const { quantizeWeights } = await import('../models/artifact.ts');
+    const { quantizeWeights } = await import('../models/kinds/sparse-linear/index.ts');
     ({ weights, rowScales } = quantizeWeights(dense, featureIds.length, labels.length, 'int8-row'));
   }
   const put = await store.put(
@@ -74,7 +75,7 @@ export async function writeFixtureModel(store: FsModelStore, m: FixtureModel): P
       backend: 'fixture',
       parentVersion: null,
     },
-    { featureIds, weights, rowScales, bias: new Float32Array(labels.length) },
+    sparseLinear.write({ featureIds, weights, rowScales, bias: new Float32Array(labels.length) }),
   );
   return { ...put, labels };
 }

@@ -3,20 +3,20 @@ import type { TrainerConfig } from '../common/config.ts';
 import { EddyError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { TextFeaturizer, type SparseVector } from '../featurizer/text.ts';
-import { ARTIFACT_FORMAT_VERSION, quantizeWeights, type ModelArtifact, type ModelManifest, type Quantization } from '../models/artifact.ts';
+import { ARTIFACT_FORMAT_VERSION, type ArtifactSection, type ModelArtifact, type ModelManifest } from '../models/artifact.ts';
+import { kindTrainer } from '../models/kinds/trainers.ts';
 import { loadPredictor, type Predictor } from '../models/predictor.ts';
 import type { FsModelStore, ModelVersionRef } from '../models/store.ts';
 import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
 import { initBackend } from './backend.ts';
 import { definitionText, splitOf, type DataWait, type TrainingExample, type TrainingSet } from './dataset.ts';
 import { evaluate, metricsMap, type Evaluation } from './evaluate.ts';
-import { DEFAULT_TRAIN_OPTIONS, trainSparseLinear, type TrainOptions } from './model.ts';
 import { validateTrainingSet, type ValidationLimits } from './validate.ts';
 
 /**
  * One retrain of one client, start to finish: training set -> validation -> deterministic split
- * -> featurize -> fit (TensorFlow.js, warm start from the live version when labels overlap) ->
- * quantise into an artifact -> evaluate candidate AND live on the same test split with the
+ * -> featurize -> fit (the model kind's trainer, TensorFlow.js; warm start from the live version
+ * when it is of the same kind and the labels overlap) -> artifact -> evaluate candidate AND live on the same test split with the
  * serving code (the pure-JS predictor) -> gate -> store -> the event to announce it.
  * It produces events but does not send them: the retrain consumer sends, then commits.
  */
@@ -24,13 +24,19 @@ export interface TrainerSettings extends ValidationLimits {
   gateMargin: number;
   keepVersions: number;
   backend: string;
-  quantization: Quantization;
-  train: TrainOptions;
+  /** The model kind (models/kinds/) and its hyperparameters (absent ones take the kind's defaults). */
+  model: { kind: string; params: Record<string, unknown> };
+  /** Training epochs (passes over the training split). */
+  epochs: number;
+  /** Seed of the shuffles and initialisation: the same data gives the same model. */
+  seed: number;
   /** Start from the live version's weights when the label sets overlap enough (default true). */
   warmStart?: boolean;
 }
 
-export function trainerSettings(config: TrainerConfig, overrides: Partial<TrainOptions> = {}): TrainerSettings {
+export const DEFAULT_MODEL_KIND = 'sparse-linear';
+
+export function trainerSettings(config: TrainerConfig, overrides: { epochs?: number; kind?: string; params?: Record<string, unknown> } = {}): TrainerSettings {
   return {
     gateMargin: config.gateMargin,
     keepVersions: config.keepVersions,
@@ -40,8 +46,9 @@ export function trainerSettings(config: TrainerConfig, overrides: Partial<TrainO
     maxTextChars: config.maxTextChars,
     maxInvalidShare: 0.05,
     maxDistributionDrift: config.maxLabelDrift,
-    quantization: 'int8-row',
-    train: { ...DEFAULT_TRAIN_OPTIONS, epochs: config.epochs, ...overrides },
+    model: { kind: overrides.kind ?? DEFAULT_MODEL_KIND, params: overrides.params ?? {} },
+    epochs: overrides.epochs ?? config.epochs,
+    seed: 42,
   };
 }
 
@@ -106,32 +113,10 @@ export function gateDecision(
   return { pass: !(worseByMargin && significant), b, c };
 }
 
-/** The previous model's float weights with columns moved to the new label order (new labels start at 0). */
-function warmStartFrom(parent: ModelArtifact | null, labels: string[]): TrainOptions['init'] | undefined {
-  if (!parent) return undefined;
-  const old = parent.manifest.labels;
-  const map = labels.map((l) => old.indexOf(l));
-  const shared = map.filter((i) => i >= 0).length;
-  // Warm start helps when most outputs carry over; with few shared labels it is a cold start.
-  if (shared < 2 || shared < labels.length / 2) return undefined;
-  const { featureIds, weights, rowScales, bias } = parent.weights;
-  const C = labels.length;
-  const O = old.length;
-  const w = new Float32Array(featureIds.length * C);
-  for (let r = 0; r < featureIds.length; r++) {
-    const s = rowScales ? rowScales[r]! : 1;
-    for (let c = 0; c < C; c++) {
-      const oc = map[c]!;
-      if (oc >= 0) w[r * C + c] = weights[r * O + oc]! * s;
-    }
-  }
-  const b = new Float32Array(C);
-  for (let c = 0; c < C; c++) if (map[c]! >= 0) b[c] = bias[map[c]!]!;
-  return { featureIds, weights: w, bias: b };
-}
-
 export interface Candidate {
   manifest: Omit<ModelManifest, 'weights'>;
+  /** The artifact's sections, in the order the kind writes them (what the store keeps). */
+  sections: ArtifactSection[];
   artifact: ModelArtifact;
   predictor: Predictor;
   evaluation: Evaluation;
@@ -160,13 +145,15 @@ export async function fitCandidate(
     vectors.push(featurizer.featurize(definitionText(d)));
     targets.push(labelIndex.get(d.label)!);
   }
-  const init = settings.warmStart === false ? undefined : warmStartFrom(opts.parent, set.labels);
-  const fitted = await trainSparseLinear(
+  const trainer = kindTrainer(settings.model.kind);
+  if (!trainer) throw new EddyError('MODEL_KIND_UNSUPPORTED', `model kind '${settings.model.kind}' cannot be trained by this build`);
+  const init = settings.warmStart === false || !opts.parent ? undefined : trainer.warmStart(opts.parent, set.labels);
+  const fitted = await trainer.fit(
     { vectors, targets: Int32Array.from(targets), numLabels: set.labels.length },
+    { ...(trainer.defaults as Record<string, unknown>), ...settings.model.params },
     {
-      ...settings.train,
-      ...(init ? { init } : {}),
-      onEpoch: (epoch, loss) => opts.onProgress?.({ stage: 'train', epoch, epochs: settings.train.epochs, loss }),
+      epochs: settings.epochs, seed: settings.seed, ...(init ? { init } : {}),
+      onEpoch: (epoch, loss) => opts.onProgress?.({ stage: 'train', epoch, epochs: settings.epochs, loss }),
     },
   );
   const manifest: Omit<ModelManifest, 'weights'> = {
@@ -176,7 +163,7 @@ export async function fitCandidate(
     createdAt: new Date().toISOString(),
     labels: set.labels,
     featurizer: { ...featurizer.identity },
-    model: { kind: 'sparse-linear', dimensions: { features: fitted.featureIds.length, labels: set.labels.length }, quantization: settings.quantization },
+    model: fitted.model,
     metrics: {},
     trainingDataSha256: set.sha256,
     trainingExamples: vectors.length,
@@ -185,16 +172,16 @@ export async function fitCandidate(
     labelDistribution: opts.labelDistribution,
     retrainEventId: opts.retrainEventId,
   };
-  const weights = { featureIds: fitted.featureIds, bias: fitted.bias, ...quantizeWeights(fitted.weights, fitted.featureIds.length, set.labels.length, settings.quantization) };
+  const sections: ArtifactSection[] = trainer.kind.write(fitted.weights);
   // Evaluate the artifact exactly as the server will run it (quantised, pure JS).
   opts.onProgress?.({ stage: 'evaluate' });
-  const artifact: ModelArtifact = { manifest: { ...manifest, weights: { sections: [] } }, weights };
+  const artifact: ModelArtifact = { manifest: { ...manifest, weights: { sections: [] } }, sections: Object.fromEntries(sections.map((x) => [x.name, x.data])) };
   const predictor = loadPredictor(artifact);
   const evaluation = evaluatePredictor(predictor, test);
   const trainingMs = Math.round(performance.now() - started);
   manifest.metrics = { ...metricsMap(evaluation), finalLoss: fitted.finalLoss, warmStart: init ? 1 : 0 };
   manifest.trainingMs = trainingMs;
-  return { manifest, artifact, predictor, evaluation, test, trainingMs };
+  return { manifest, sections, artifact, predictor, evaluation, test, trainingMs };
 }
 
 /**
@@ -328,7 +315,7 @@ export async function trainClient(
   }
   ctx.onProgress?.({ stage: 'publish' });
   if (liveEval) candidate.manifest.metrics.liveMacroF1 = liveEval.macroF1;
-  const stored = await store.put(candidate.manifest, candidate.artifact.weights);
+  const stored = await store.put(candidate.manifest, candidate.sections);
   const ref = (await store.list(clientId)).find((r) => r.modelVersion === version && r.sha256 === stored.sha256);
   if (!ref) throw new EddyError('MODEL_STORE_UNAVAILABLE', `stored ${clientId} ${version} but cannot list it back`, { retriable: true });
   // Retention: keep the newest versions, the live one and the rollback history (an operator can

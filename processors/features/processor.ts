@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { featureKeys } from '../../common/keyspace.ts';
+import { featureKeys, predictionKey } from '../../common/keyspace.ts';
+import { BASELINE_VERSION } from '../../models/quality.ts';
 import { entitiesOf, featuresFromState, type RealtimeFeatures } from '../../featurizer/realtime.ts';
 import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
 import type { TopicName } from '../../streams/topics.ts';
@@ -14,6 +15,8 @@ export const FEATURE_TOPICS: readonly TopicName[] = ['examples', 'labels', 'pred
 export interface FeatureProcessorOptions {
   keyPrefix: string;
   seenTtlMs: number;
+  /** How long the prediction record waits for feedback (EDDY_FEEDBACK_PREDICTION_TTL_DAYS). */
+  predictionTtlMs: number;
 }
 
 type Op = [command: string, keyIndex: number, ...args: Array<string | number>];
@@ -41,7 +44,7 @@ class ScriptKeys {
 /**
  * Projects events into per-client Redis state (layout: common/keyspace.ts): the label set,
  * counters, last activity, feedback outcomes per day, and the decayed per-entity label history
- * behind the real-time features. (The prediction record feedback refers to is the monitor's.)
+ * behind the real-time features, and the request fields of the prediction record feedback refers to.
  *
  * One Lua script per event, all pipelined per call: each script checks the event's id against
  * the client's seen set and applies the update in the same atomic step, so a redelivered or
@@ -121,7 +124,7 @@ export class FeatureProcessor implements EventHandler {
         }
         case 'PredictionMade': {
           const e = ev.value;
-          // keys: 1 seen, 2 counts, 3 quality bucket
+          // keys: 1 seen, 2 counts, 3 quality bucket, 4 the prediction record
           const ops: Op[] = [
             ['HINCRBY', 2, 'predictions', 1],
             ['HINCRBY', 3, 'predictions', 1],
@@ -129,7 +132,14 @@ export class FeatureProcessor implements EventHandler {
             ['PEXPIRE', 3, QUALITY_BUCKET_TTL_MS],
           ];
           if (e.featuresDefaulted) ops.push(['HINCRBY', 3, 'defaulted', 1]);
-          once([seen, counts, featureKeys.quality(p, clientId, occurredAt)], ops);
+          // Feedback is about what the user saw: a shadow prediction must not overwrite it.
+          if (e.variant !== 'SHADOW') {
+            ops.push(
+              ['HSET', 4, 'text', e.text, 'md', JSON.stringify(e.metadata), 'l', e.label, 'v', e.modelVersion ?? BASELINE_VERSION, 'variant', e.variant, 't', occurredAt],
+              ['PEXPIRE', 4, this.opts.predictionTtlMs],
+            );
+          }
+          once([seen, counts, featureKeys.quality(p, clientId, occurredAt), predictionKey(p, clientId, e.requestId)], ops);
           break;
         }
         case 'PredictionFeedback': {

@@ -20,7 +20,7 @@ export function exampleEventIdFor(feedbackEventId: string): string {
  * ACCEPTED -> LabeledExample(label = predicted, source ASSIGNMENT), REASSIGNED ->
  * LabeledExample(label = correctLabel, source REASSIGNMENT); REJECTED says only what is wrong, so
  * it yields no example. Text, metadata and the predicted label come from the prediction record
- * the monitor keeps in Redis (common/keyspace.ts). exampleId = requestId, so a later correction replaces an earlier acceptance.
+ * the feature processor keeps in Redis (common/keyspace.ts). exampleId = requestId, so a later correction replaces an earlier acceptance.
  *
  * Feedback can overtake its prediction (different topics): then the call fails with a retriable
  * error and is retried with backoff, up to `maxWaits` times, after which the feedback is

@@ -118,7 +118,6 @@ export class MonitorProcessor implements EventHandler {
         pipeline.eddyMonitorPrediction(
           monitorKeys.seen(p, clientId), predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
           monitorKeys.base(p, clientId), e.eventId, e.occurredAt, e.label, e.modelVersion ?? BASELINE_VERSION, this.opts.predictionTtlMs, BUCKET_TTL_MS,
-          e.variant, e.text, JSON.stringify(e.metadata),
         );
         pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'prediction' });
       } else if (ev.name === 'PredictionFeedback') {

@@ -45,15 +45,15 @@ end
 
 /**
  * PredictionMade. KEYS: seen, prediction record, waiting. ARGV: base, eventId, occurredAt, label,
- * version, ttl, bucketTtl, variant, text, metadata JSON. Stores the one prediction record
- * (common/keyspace.ts) that the feedback processor and this join read. Returns 0 (redelivered),
- * 1 (stored), 2 (stored and joined with waiting feedback).
+ * version, ttl, bucketTtl. Writes the join's fields (l, v, j) into the one prediction record
+ * (common/keyspace.ts; the feature processor writes the request's fields into the same hash).
+ * Returns 0 (redelivered), 1 (stored), 2 (stored and joined with waiting feedback).
  */
 const APPLY_PREDICTION = `${JUDGE}
 local base, id, ts, label, version, ttl, bucketTtl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 if not seen(KEYS[1], id, ts, ttl) then return 0 end
 redis.call('HINCRBY', base .. ':s', 'predictions', 1)
-redis.call('HSET', KEYS[2], 'l', label, 'v', version, 'j', 0, 'variant', ARGV[8], 't', ts, 'text', ARGV[9], 'md', ARGV[10])
+redis.call('HSET', KEYS[2], 'l', label, 'v', version, 'j', 0)
 redis.call('PEXPIRE', KEYS[2], ttl)
 local waiting = redis.call('GET', KEYS[3])
 if not waiting then return 1 end

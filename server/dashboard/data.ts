@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { EddyError } from '../../common/errors.ts';
+import { apiError } from '../http/plumbing.ts';
 import { compareVersions } from '../../common/ids.ts';
 import { monitorKeys } from '../../common/keyspace.ts';
 import { redisError } from '../../common/redis.ts';
@@ -163,7 +163,7 @@ export class DashboardData {
       this.redis.smembers(monitorKeys.versions(p, clientId)),
     ]));
     const known = this.registry?.get(clientId);
-    if (Object.keys(s).length === 0 && !known) throw new EddyError('CLIENT_UNKNOWN', `the monitor has seen nothing of client '${clientId}'`);
+    if (Object.keys(s).length === 0 && !known) throw apiError('CLIENT_UNKNOWN', `the monitor has seen nothing of client '${clientId}'`);
     const trend = trendRaw.map((r) => JSON.parse(r) as TrendPoint);
     // "Today" is the latest judgement's day (event time), so replayed or simulated history shows too.
     const lastT = trend.at(-1)?.t ?? Date.now();

@@ -5,6 +5,7 @@
  * predictor's single-thread speed. Each case runs in a fresh child process so peak memory is its
  * own. Prints a markdown table. Options (env): BENCH_SIZES=1000,10000,100000 BENCH_BACKENDS=wasm,cpu
  */
+import type { SparseLinearInfo } from '../../models/kinds/sparse-linear/index.ts';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../common/config.ts';
@@ -51,11 +52,11 @@ async function runCase(examples: number, backend: string): Promise<CaseResult> {
   const predictMs = performance.now() - p0;
   lat.sort((a, b) => a - b);
   return {
-    examples, labels, backend: candidate.manifest.backend, epochs: settings.train.epochs, trainExamples,
+    examples, labels, backend: candidate.manifest.backend, epochs: settings.epochs, trainExamples,
     wallMs: Math.round(wallMs), cpuMs: Math.round((cpu.user + cpu.system) / 1000),
-    examplesPerSecond: Math.round((trainExamples * settings.train.epochs) / (wallMs / 1000)),
+    examplesPerSecond: Math.round((trainExamples * settings.epochs) / (wallMs / 1000)),
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
-    rows: candidate.manifest.model.dimensions.features, modelBytes: candidate.predictor.memoryBytes,
+    rows: (candidate.manifest.model as SparseLinearInfo).dimensions.features, modelBytes: candidate.predictor.memoryBytes,
     macroF1: candidate.evaluation.macroF1,
     predictPerSecond: Math.round(lat.length / (predictMs / 1000)), predictP99Ms: lat[Math.floor(lat.length * 0.99)] ?? 0,
   };

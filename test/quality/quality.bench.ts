@@ -4,6 +4,7 @@
  * same run. Prints a markdown table. Needs Debian's python3-sklearn (/usr/bin/python3).
  * Optional: QUALITY_CLIENTS=acme-100,eps-10k to run a subset.
  */
+import type { SparseLinearInfo } from '../../models/kinds/sparse-linear/index.ts';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -40,7 +41,7 @@ for (const spec of WORKLOAD.filter((w) => !only || only.includes(w.clientId))) {
   const candidate = await fitCandidate(set, validation.examples, settings, { version: 'v1', parent: null, labelDistribution: validation.labelDistribution, retrainEventId: null });
   ours.push({
     client: c.clientId, examples: c.examples.length, labels: c.labels.length, macroF1: candidate.evaluation.macroF1,
-    accuracy: candidate.evaluation.accuracy, ms: candidate.trainingMs, bytes: candidate.predictor.memoryBytes, rows: candidate.manifest.model.dimensions.features,
+    accuracy: candidate.evaluation.accuracy, ms: candidate.trainingMs, bytes: candidate.predictor.memoryBytes, rows: (candidate.manifest.model as SparseLinearInfo).dimensions.features,
   });
   const write = (split: string, rows: Array<{ text: string; label: string; metadata: Record<string, string> }>) =>
     fs.writeFileSync(path.join(dir, `${c.clientId}.${split}.jsonl`), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');

@@ -1,9 +1,13 @@
-import type { SparseVector } from '../featurizer/text.ts';
-import { seededRandom } from '../common/random.ts';
-import { tf } from './backend.ts';
+import * as tf from '@tensorflow/tfjs-core';
+import { seededRandom } from '../../../common/random.ts';
+import type { SparseVector } from '../../../featurizer/text.ts';
+import type { ModelArtifact } from '../../artifact.ts';
+import type { KindTrainer } from '../kind.ts';
+import { quantizeWeights, sparseLinear, type Quantization, type SparseLinearInfo, type SparseLinearWeights } from './index.ts';
 
 /**
- * Training of the "sparse-linear" model (see models/artifact.ts) with TensorFlow.js.
+ * Training of the "sparse-linear" model (see ./index.ts) with TensorFlow.js (the backend is
+ * chosen by the trainer before it fits: trainer/backend.ts).
  *
  * Why this shape: the per-client routing task is a linear problem over sparse n-gram features
  * (TF-IDF + logistic regression is the reference to beat), and the model's shape decides the
@@ -235,3 +239,47 @@ export function tfLogits(model: TrainedLinearModel, vectors: SparseVector[], num
     return logits.dataSync() as Float32Array;
   });
 }
+
+/** The hyperparameters of a sparse-linear fit (the model search varies them). */
+export type SparseLinearParams = Omit<TrainOptions, 'epochs' | 'seed' | 'init' | 'onEpoch'> & { quantization: Quantization };
+
+/** The previous model's float weights with columns moved to the new label order (new labels start at 0). */
+function warmStart(parent: ModelArtifact, labels: readonly string[]): TrainOptions['init'] | undefined {
+  if (parent.manifest.model.kind !== sparseLinear.name) return undefined;
+  const old = parent.manifest.labels;
+  const map = labels.map((l) => old.indexOf(l));
+  const shared = map.filter((i) => i >= 0).length;
+  // Warm start helps when most outputs carry over; with few shared labels it is a cold start.
+  if (shared < 2 || shared < labels.length / 2) return undefined;
+  const { featureIds, weights, rowScales, bias } = sparseLinear.read(parent.manifest, parent.sections);
+  const C = labels.length;
+  const O = old.length;
+  const w = new Float32Array(featureIds.length * C);
+  for (let r = 0; r < featureIds.length; r++) {
+    const s = rowScales ? rowScales[r]! : 1;
+    for (let c = 0; c < C; c++) {
+      const oc = map[c]!;
+      if (oc >= 0) w[r * C + c] = weights[r * O + oc]! * s;
+    }
+  }
+  const b = new Float32Array(C);
+  for (let c = 0; c < C; c++) if (map[c]! >= 0) b[c] = bias[map[c]!]!;
+  return { featureIds, weights: w, bias: b };
+}
+
+export const sparseLinearTrainer: KindTrainer<SparseLinearWeights, SparseLinearParams> = {
+  kind: sparseLinear,
+  defaults: (({ epochs: _e, seed: _s, ...rest }) => ({ ...rest, quantization: 'int8-row' as Quantization }))(DEFAULT_TRAIN_OPTIONS),
+  async fit(data, params, opts) {
+    const { quantization, ...train } = params;
+    const init = opts.init as TrainOptions['init'] | undefined;
+    const fitted = await trainSparseLinear(data, {
+      ...train, epochs: opts.epochs, seed: opts.seed, ...(init ? { init } : {}), ...(opts.onEpoch ? { onEpoch: opts.onEpoch } : {}),
+    });
+    const features = fitted.featureIds.length;
+    const model: SparseLinearInfo = { kind: 'sparse-linear', dimensions: { features, labels: data.numLabels }, quantization };
+    const weights: SparseLinearWeights = { featureIds: fitted.featureIds, bias: fitted.bias, ...quantizeWeights(fitted.weights, features, data.numLabels, quantization) };
+    return { weights, model, finalLoss: fitted.finalLoss };
+  },
+  warmStart,
+};

@@ -1,0 +1,193 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { ServerConfig } from '../../common/config.ts';
+import { EddyError, errorMessage } from '../../common/errors.ts';
+import type { Logger } from '../../common/log.ts';
+
+/**
+ * HTTP plumbing shared by every route (after fastify/demo): the error envelope and its codes,
+ * authentication, and the schemas several routes use. Every error the server answers — its own,
+ * a failed validation, Fastify's router and body parser, an unexpected exception — is
+ * `{"error": {"code", "message", "details"?}}` with a code from API_ERRORS, never a stack trace.
+ */
+
+/**
+ * The codes the API answers with, and their HTTP status. The union is derived from this table,
+ * so a route that throws a code without a status does not compile. Errors of other layers pass
+ * through with their own code: a retriable one (a dependency away, e.g. REDIS_UNAVAILABLE)
+ * answers 503 with Retry-After, anything else 500.
+ */
+export const API_ERRORS = {
+  INVALID_REQUEST: 400,
+  INVALID_JSON: 400,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  ADMIN_DISABLED: 403,
+  NOT_FOUND: 404,
+  CLIENT_UNKNOWN: 404,
+  VERSION_UNKNOWN: 404,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  TEXT_TOO_LONG: 413,
+  METADATA_TOO_LARGE: 413,
+  BATCH_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  INTERNAL: 500,
+  NOT_READY: 503,
+} as const satisfies Record<string, number>;
+
+export type ApiErrorCode = keyof typeof API_ERRORS;
+
+/** An error with one of the API's codes (the compiler checks the code). */
+export function apiError(code: ApiErrorCode, message: string): EddyError {
+  return new EddyError(code, message);
+}
+
+function isApiErrorCode(code: string): code is ApiErrorCode {
+  return Object.hasOwn(API_ERRORS, code);
+}
+
+export interface ErrorReply {
+  status: number;
+  code: string;
+  message: string;
+  details?: Array<{ path: string; message: string }>;
+}
+
+/** Maps anything a request can throw to the envelope. Unexpected errors are logged with their stack, never sent. */
+export function toErrorReply(err: unknown, logger: Logger, url: string): ErrorReply {
+  const fe = err as Partial<FastifyError>;
+  if (fe && Array.isArray(fe.validation)) {
+    return {
+      status: 400, code: 'INVALID_REQUEST', message: fe.message ?? 'invalid request',
+      details: fe.validation.map((v) => ({ path: v.instancePath || '/', message: v.message ?? 'is invalid' })),
+    };
+  }
+  if (err instanceof EddyError) {
+    const status = isApiErrorCode(err.code) ? API_ERRORS[err.code] : err.retriable ? 503 : 500;
+    if (status >= 500) logger.error({ code: err.code, err: err.message, url }, 'request failed');
+    return { status, code: err.code, message: err.message };
+  }
+  switch (fe?.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { status: 413, code: 'PAYLOAD_TOO_LARGE', message: 'request body is larger than this route accepts' };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send the body as application/json' };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { status: 400, code: 'INVALID_JSON', message: errorMessage(err) };
+    case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return { status: 400, code: 'INVALID_REQUEST', message: `the request path is not valid: ${errorMessage(err)}` };
+    default:
+      break;
+  }
+  if (err instanceof SyntaxError || (fe?.statusCode === 400 && /JSON/i.test(errorMessage(err)))) {
+    return { status: 400, code: 'INVALID_JSON', message: `body is not valid JSON: ${errorMessage(err)}` };
+  }
+  if (fe?.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return { status: fe.statusCode, code: 'INVALID_REQUEST', message: errorMessage(err) };
+  }
+  logger.error({ err: errorMessage(err), stack: (err as Error | undefined)?.stack, url }, 'unexpected error while handling a request');
+  return { status: 500, code: 'INTERNAL', message: 'internal error; see the server log' };
+}
+
+/** Sends the envelope (with Retry-After on 503). */
+export function sendError(reply: FastifyReply, e: ErrorReply): FastifyReply {
+  if (e.status === 503) reply.header('retry-after', '1');
+  return reply.status(e.status).send({ error: { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) } });
+}
+
+// --- authentication ---
+
+export type Principal = { kind: 'admin' } | { kind: 'client'; clientId: string };
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+function keyOf(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
+  const header = req.headers['x-api-key'];
+  return typeof header === 'string' ? header : undefined;
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * The route guards. They run before body validation (onRequest), so a caller without a valid
+ * key learns nothing about the API's shape, and readiness is checked after authentication.
+ */
+export function guards(config: Pick<ServerConfig, 'adminKey' | 'apiKeys'>, isReady: () => boolean) {
+  const authenticate = (req: FastifyRequest): Principal => {
+    const key = keyOf(req);
+    if (!key) throw apiError('UNAUTHENTICATED', 'missing API key (Authorization: Bearer <key> or X-API-Key)');
+    if (config.adminKey && sameSecret(key, config.adminKey)) return { kind: 'admin' };
+    const clientId = config.apiKeys.get(key);
+    if (clientId === undefined) throw apiError('UNAUTHENTICATED', 'unknown API key');
+    return { kind: 'client', clientId };
+  };
+  const ready = () => {
+    if (!isReady()) throw apiError('NOT_READY', 'the model registry has not caught up with the models topic yet; retry shortly');
+  };
+  return {
+    authenticate,
+    /** The client key of `:clientId`, or the admin key. */
+    requireClient: async (req: FastifyRequest<{ Params: { clientId: string } }>) => {
+      const principal = authenticate(req);
+      if (principal.kind === 'client' && principal.clientId !== req.params.clientId) {
+        throw apiError('FORBIDDEN', 'this API key belongs to another client');
+      }
+      req.principal = principal;
+      ready();
+    },
+    requireAdmin: async (req: FastifyRequest) => {
+      if (!config.adminKey) {
+        authenticate(req);
+        throw apiError('ADMIN_DISABLED', 'admin endpoints are disabled (EDDY_SERVER_ADMIN_KEY is not set)');
+      }
+      const principal = authenticate(req);
+      if (principal.kind !== 'admin') throw apiError('FORBIDDEN', 'admin endpoints need the admin key');
+      req.principal = principal;
+      ready();
+    },
+  };
+}
+
+// --- schemas used by several routes ---
+
+export const errorSchema = {
+  $id: 'eddyError',
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object',
+      required: ['code', 'message'],
+      properties: {
+        code: { type: 'string' },
+        message: { type: 'string' },
+        details: { type: 'array', items: { type: 'object', properties: { path: { type: 'string' }, message: { type: 'string' } } } },
+      },
+    },
+  },
+} as const;
+
+export const errorResponses = { '4xx': { $ref: 'eddyError#' }, '5xx': { $ref: 'eddyError#' } };
+
+/** Client ids are at most 200 characters; the router accepts longer path parameters so the schema answers. */
+export const MAX_PARAM_LENGTH = 2048;
+
+export const clientParams = {
+  type: 'object',
+  required: ['clientId'],
+  properties: { clientId: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;

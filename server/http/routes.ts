@@ -1,0 +1,294 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { ServerConfig } from '../../common/config.ts';
+import type { Logger } from '../../common/log.ts';
+import { metricsRegistry } from '../../common/metrics.ts';
+import type { ModelAdmin, ModelRegistry } from '../../models/lifecycle.ts';
+import type { ModelManager } from '../model-manager.ts';
+import { checkInputLimits, type PredictionService, type PredictResult } from '../prediction-service.ts';
+import type { PredictionPublisher } from '../publisher.ts';
+import { apiError, clientParams, errorResponses, guards } from './plumbing.ts';
+
+/**
+ * The API's routes (after fastify/demo): one plugin, request AND response schemas on every route.
+ * Errors, authentication and the shared schemas are the plumbing's (./plumbing.ts).
+ */
+export interface AppDeps {
+  config: ServerConfig;
+  service: PredictionService;
+  registry: ModelRegistry;
+  manager: ModelManager;
+  publisher: PredictionPublisher;
+  admin: ModelAdmin;
+  isReady(): boolean;
+  logger: Logger;
+}
+
+const metadataSchema = { type: 'object', additionalProperties: { type: 'string' } } as const;
+
+const predictItem = {
+  type: 'object',
+  required: ['text'],
+  additionalProperties: false,
+  properties: {
+    text: { type: 'string', minLength: 1 },
+    metadata: metadataSchema,
+    requestId: { type: 'string', minLength: 1, maxLength: 200 },
+  },
+} as const;
+
+const topK = { type: 'integer', minimum: 1, maximum: 1000 } as const;
+
+const predictionSchema = {
+  type: 'object',
+  required: ['requestId', 'label', 'scores', 'modelVersion', 'variant', 'featuresDefaulted'],
+  properties: {
+    requestId: { type: 'string' },
+    clientId: { type: 'string' },
+    label: { type: 'string' },
+    scores: { type: 'array', items: { type: 'object', required: ['label', 'score'], properties: { label: { type: 'string' }, score: { type: 'number' } } } },
+    modelVersion: { type: ['string', 'null'] },
+    variant: { type: 'string', enum: ['LIVE', 'CANARY', 'BASELINE'] },
+    featuresDefaulted: { type: 'boolean' },
+    latencyMs: { type: 'number' },
+  },
+} as const;
+
+const versionSchema = {
+  type: ['object', 'null'],
+  properties: {
+    version: { type: 'string' },
+    share: { type: 'number' },
+    pinned: { type: 'boolean' },
+    loaded: { type: 'boolean' },
+    loadError: { type: ['string', 'null'] },
+    publishedAt: { type: 'number' },
+    trainingExamples: { type: 'integer' },
+    featurizer: { type: 'string' },
+    labels: { type: 'array', items: { type: 'string' } },
+    metrics: { type: 'object', additionalProperties: { type: 'number' } },
+  },
+} as const;
+
+const adminResult = {
+  type: 'object',
+  required: ['eventId', 'applied'],
+  properties: {
+    eventId: { type: 'string' },
+    event: { type: 'string' },
+    applied: { type: 'boolean', description: 'true once this replica applied the event from the log' },
+    live: { type: ['string', 'null'] },
+    pinned: { type: 'boolean' },
+    canary: { type: ['string', 'null'] },
+    shadow: { type: ['string', 'null'] },
+  },
+} as const;
+
+export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
+  const { config, service, registry, manager, admin } = deps;
+  const { requireClient, requireAdmin } = guards(config, deps.isReady);
+
+  const checkLimits = (text: string, metadata: Record<string, string> | undefined) => checkInputLimits(config, text, metadata);
+
+  const publish = (events: Awaited<ReturnType<PredictionService['predict']>>['events']) => {
+    for (const e of events) deps.publisher.publish(e);
+  };
+
+  // JSON escapes can take 6 bytes per character; the limits above are the precise check.
+  const oneBody = config.maxTextChars * 6 + config.maxMetadataBytes * 6 + 4096;
+
+  app.get('/healthz', {
+    schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } },
+  }, async () => ({ status: 'ok' }));
+
+  app.get('/readyz', {
+    schema: {
+      response: {
+        200: { type: 'object', properties: { status: { type: 'string' }, clients: { type: 'integer' }, loadedModels: { type: 'integer' } } },
+        ...errorResponses,
+      },
+    },
+  }, async () => {
+    if (!deps.isReady()) throw apiError('NOT_READY', 'the model registry has not caught up with the models topic yet');
+    return { status: 'ready', clients: registry.size, loadedModels: manager.stats.models };
+  });
+
+  app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_req, reply) => {
+    reply.header('content-type', metricsRegistry.contentType);
+    return metricsRegistry.metrics();
+  });
+
+  app.post<{ Params: { clientId: string }; Body: { text: string; metadata?: Record<string, string>; requestId?: string; topK?: number } }>(
+    '/v1/clients/:clientId/predict',
+    {
+      bodyLimit: oneBody,
+      onRequest: requireClient,
+      schema: {
+        params: clientParams,
+        body: { ...predictItem, properties: { ...predictItem.properties, topK } },
+        response: { 200: predictionSchema, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const { text, metadata, requestId, topK: k } = req.body;
+      checkLimits(text, metadata);
+      const { result, events } = await service.predict({ clientId: req.params.clientId, text, metadata: metadata ?? {}, requestId, topK: k }, 'HTTP');
+      publish(events);
+      return result;
+    },
+  );
+
+  app.post<{ Params: { clientId: string }; Body: { items: Array<{ text: string; metadata?: Record<string, string>; requestId?: string }>; topK?: number } }>(
+    '/v1/clients/:clientId/predict/batch',
+    {
+      bodyLimit: oneBody * config.maxBatch,
+      onRequest: requireClient,
+      schema: {
+        params: clientParams,
+        body: {
+          type: 'object', required: ['items'], additionalProperties: false,
+          properties: { items: { type: 'array', minItems: 1, items: predictItem }, topK },
+        },
+        response: {
+          200: { type: 'object', required: ['predictions'], properties: { predictions: { type: 'array', items: predictionSchema } } },
+          ...errorResponses,
+        },
+      },
+    },
+    async (req) => {
+      const { items, topK: k } = req.body;
+      if (items.length > config.maxBatch) throw apiError('BATCH_TOO_LARGE', `batch has ${items.length} items; the limit is ${config.maxBatch}`);
+      items.forEach((item) => checkLimits(item.text, item.metadata));
+      const predictions: PredictResult[] = [];
+      for (const item of items) {
+        const { result, events } = await service.predict(
+          { clientId: req.params.clientId, text: item.text, metadata: item.metadata ?? {}, requestId: item.requestId, topK: k }, 'HTTP');
+        publish(events);
+        predictions.push(result);
+      }
+      return { predictions };
+    },
+  );
+
+  app.get<{ Params: { clientId: string } }>('/v1/clients/:clientId/model', {
+    onRequest: requireClient,
+    schema: {
+      params: clientParams,
+      response: {
+        200: {
+          type: 'object',
+          required: ['clientId', 'live', 'canary', 'shadow'],
+          properties: {
+            clientId: { type: 'string' },
+            live: versionSchema, canary: versionSchema, shadow: versionSchema,
+            rollbackTo: { type: ['string', 'null'] },
+            versions: { type: 'array', items: { type: 'string' } },
+            baseline: { type: 'boolean', description: 'true when the client is answered by the baseline (no servable model)' },
+          },
+        },
+        ...errorResponses,
+      },
+    },
+  }, async (req) => {
+    const { clientId } = req.params;
+    if (!service.isKnown(clientId)) throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no model and no label definitions`);
+    const c = registry.get(clientId);
+    const describe = (version: string | undefined, extra: { share?: number; pinned?: boolean }) => {
+      const info = version ? c?.versions.get(version) : undefined;
+      if (!info) return null;
+      return {
+        version: info.version, ...extra, loaded: manager.isLoaded(clientId, info.version),
+        loadError: manager.failure(clientId, info.version)?.message ?? null,
+        publishedAt: info.publishedAt, trainingExamples: info.trainingExamples, featurizer: info.featurizer,
+        labels: info.labels, metrics: info.metrics,
+      };
+    };
+    return {
+      clientId,
+      live: describe(c?.live, { pinned: c?.pinned ?? false }),
+      canary: describe(c?.canary?.version, { share: c?.canary?.share }),
+      shadow: describe(c?.shadow?.version, { share: c?.shadow?.share }),
+      rollbackTo: c?.liveHistory.at(-1) ?? null,
+      versions: c ? [...c.versions.keys()] : [],
+      baseline: c?.live === undefined,
+    };
+  });
+
+  /** Waits (bounded) until this replica read its own event back from the log, so the answer shows the new state. */
+  const applied = async (clientId: string, eventId: string, event: string) => {
+    const deadline = Date.now() + 10_000;
+    while (!registry.hasApplied(eventId) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const c = registry.get(clientId);
+    return {
+      eventId, event, applied: registry.hasApplied(eventId),
+      live: c?.live ?? null, pinned: c?.pinned ?? false, canary: c?.canary?.version ?? null, shadow: c?.shadow?.version ?? null,
+    };
+  };
+
+  app.post<{ Params: { clientId: string }; Body: { version: string; variant?: 'LIVE' | 'CANARY' | 'SHADOW'; share?: number; pinned?: boolean; reason?: string } }>(
+    '/v1/admin/clients/:clientId/promote',
+    {
+      onRequest: requireAdmin,
+      schema: {
+        params: clientParams,
+        body: {
+          type: 'object', required: ['version'], additionalProperties: false,
+          properties: {
+            version: { type: 'string', minLength: 1, maxLength: 100 },
+            variant: { type: 'string', enum: ['LIVE', 'CANARY', 'SHADOW'], default: 'LIVE' },
+            share: { type: 'number', minimum: 0, maximum: 1 },
+            pinned: { type: 'boolean' },
+            reason: { type: 'string', maxLength: 1000 },
+          },
+        },
+        response: { 200: adminResult, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const e = await admin.promote(req.params.clientId, { ...req.body, variant: req.body.variant ?? 'LIVE', actor: 'admin-api' });
+      return applied(req.params.clientId, e.eventId, 'ModelPromoted');
+    },
+  );
+
+  app.post<{ Params: { clientId: string }; Body: { to?: string; reason?: string } }>(
+    '/v1/admin/clients/:clientId/rollback',
+    {
+      onRequest: requireAdmin,
+      schema: {
+        params: clientParams,
+        body: {
+          type: ['object', 'null'], additionalProperties: false,
+          properties: { to: { type: 'string', minLength: 1, maxLength: 100 }, reason: { type: 'string', maxLength: 1000 } },
+        },
+        response: { 200: adminResult, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const e = await admin.rollback(req.params.clientId, { ...(req.body ?? {}), actor: 'admin-api' });
+      return applied(req.params.clientId, e.eventId, 'ModelRolledBack');
+    },
+  );
+
+  app.post<{ Params: { clientId: string }; Body: { version?: string; pinned?: boolean; reason?: string } }>(
+    '/v1/admin/clients/:clientId/pin',
+    {
+      onRequest: requireAdmin,
+      schema: {
+        params: clientParams,
+        body: {
+          type: ['object', 'null'], additionalProperties: false,
+          properties: {
+            version: { type: 'string', minLength: 1, maxLength: 100 },
+            pinned: { type: 'boolean', default: true },
+            reason: { type: 'string', maxLength: 1000 },
+          },
+        },
+        response: { 200: adminResult, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const body = req.body ?? {};
+      const e = await admin.pin(req.params.clientId, { version: body.version, pinned: body.pinned ?? true, reason: body.reason, actor: 'admin-api' });
+      return applied(req.params.clientId, e.eventId, 'ModelPromoted');
+    },
+  );
+};
