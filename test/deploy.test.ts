@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -81,6 +83,57 @@ describe('docker-compose.yml stays consistent with the code', () => {
     for (const [name, secret] of Object.entries(compose.secrets ?? {})) {
       // The real key file is created by the operator from the committed example.
       expect(fs.existsSync(secret.file.replace(/\.txt$/, '.example.txt')), name).toBe(true);
+    }
+  });
+});
+
+describe('a production install (npm ci --omit=dev)', () => {
+  it('runs eddy config and the commands\' help, and loads every runtime, without a devDependency', () => {
+    // A scratch copy of the tracked files, installed as the Docker image installs them.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-prod-'));
+    try {
+      const files = spawnSync('git', ['ls-files', '-z'], { encoding: 'utf8' }).stdout.split('\0').filter(Boolean);
+      for (const f of files) {
+        if (!fs.existsSync(f)) continue;
+        fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+        fs.copyFileSync(f, path.join(dir, f));
+      }
+      const install = spawnSync('npm', ['ci', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+      expect(install.status, install.stderr).toBe(0);
+      // What the lockfile marks as needed only for development (the toolchain) is absent.
+      const lock = JSON.parse(fs.readFileSync('package-lock.json', 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+      const devOnly = Object.entries(lock.packages).filter(([p, v]) => v.dev && p.split('node_modules/').length === 2).map(([p]) => p);
+      expect(devOnly).toEqual(expect.arrayContaining(['node_modules/typescript', 'node_modules/vitest', 'node_modules/@ovotech/avro-ts']));
+      for (const p of devOnly) expect(fs.existsSync(path.join(dir, p)), `${p} is needed only for development`).toBe(false);
+      const eddy = (...args: string[]) => spawnSync(process.execPath, ['bin/eddy.mjs', ...args], { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+      const config = eddy('config');
+      expect(config.status, config.stderr).toBe(0);
+      expect(config.stdout).toContain('EDDY_KAFKA_BROKERS=');
+      // Commander registers every command at start, so these load the whole CLI.
+      for (const args of [['--help'], ['processors', 'run', '--help'], ['serve', '--help'], ['trainer', 'run', '--help'], ['quality', '--help']]) {
+        const r = eddy(...args);
+        expect(r.status, `eddy ${args.join(' ')}: ${r.stderr}`).toBe(0);
+      }
+      // Commands load some modules only when they run (the server, the loader and publisher
+      // threads): import them all, as `eddy serve` / `trainer run` / `processors run` would.
+      const modules = ['server/index.ts', 'trainer/index.ts', 'processors/index.ts', 'server/artifact-loader.ts', 'server/publisher.ts', 'common/thread-entry.mjs'];
+      const load = spawnSync(process.execPath, ['--import', 'tsx/esm', '--input-type=module', '-e',
+        `for (const m of ${JSON.stringify(modules.filter((m) => !m.endsWith('.mjs')))}) await import('./' + m);`], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+      expect(load.status, load.stderr).toBe(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('the Docker image installs production dependencies only', () => {
+    const installs = dockerfile.split('\n').filter((l) => /npm (ci|install)/.test(l));
+    for (const l of installs.filter((l) => !/^\s*FROM|tfjs-node-gpu/.test(l))) {
+      if (/npm ci\b/.test(l) && !/--omit=dev/.test(l)) {
+        // Only the typecheck stage, which is never shipped, installs everything.
+        expect(dockerfile.slice(0, dockerfile.indexOf(l))).toMatch(/AS check\s*\nWORKDIR \/app\s*\nCOPY package\.json package-lock\.json \.\/\s*$/);
+      } else {
+        expect(l).not.toMatch(/--no-save|\btsx\b/);
+      }
     }
   });
 });

@@ -127,7 +127,7 @@ export const HELPDESK_LABELS = {
  * testStreams, tolerating one known race: kafkajs `createTopics({waitForLeaders: true})` polls
  * metadata right after creation and gives up on Kafka 4's UNKNOWN_TOPIC_OR_PARTITION ("This server
  * does not host this topic-partition") when several test files create topics at once. Topic
- * creation is idempotent, so trying again is safe. (Reported to the streams owner; remove when
+ * creation is idempotent, so trying again is safe. (Remove when
  * streams/topics.ts handles it.)
  */
 export async function serverTestStreams(config: EddyConfig): Promise<Awaited<ReturnType<typeof testStreams>>> {
