@@ -7,6 +7,7 @@ import { ANALYTICS_TOPICS } from './analytics/processor.ts';
 import { ANALYTICS_TABLE_NAMES, ANALYTICS_VIEW_NAMES, migrateAnalytics } from './analytics/schema.ts';
 import { FEATURE_TOPICS } from './features/processor.ts';
 import { connectRedis } from '../common/redis.ts';
+import { retry } from '../common/retry.ts';
 import { startProcessors } from './run.ts';
 
 export interface ReplayProgress {
@@ -82,14 +83,7 @@ export async function replay(config: EddyConfig, opts: ReplayOptions = {}): Prom
 
 async function captureEnds(streams: Streams, topics: readonly TopicName[]): Promise<Ends> {
   // Right after topics are created, leaders may still be moving ("not the leader"): retry briefly.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fetchEnds(streams, topics);
-    } catch (err) {
-      if (attempt >= 10) throw err;
-      await new Promise((r) => setTimeout(r, 300 * attempt));
-    }
-  }
+  return retry(() => fetchEnds(streams, topics), { initialMs: 300, maxMs: 3_000, attempts: 8, retriable: () => true });
 }
 
 async function fetchEnds(streams: Streams, topics: readonly TopicName[]): Promise<Ends> {

@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectServingRedis } from '../common/redis.ts';
 import type { FastifyInstance } from 'fastify';
 import type { EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
@@ -64,12 +65,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const s = config.server;
   const logger = createLogger('server', config.logLevel).child({ replica: s.replicaId });
   const streams = await connectStreams(config, `eddy-server-${s.replicaId}`);
-  // Fail fast instead of queueing while Redis is away: a prediction waits at most the feature timeout.
-  // Auto-pipelining: feature reads issued in one event-loop turn go out in one write (a socket
-  // write costs ~15 µs of CPU here, a large part of a prediction; see BENCHMARKS.md).
-  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true, enableAutoPipelining: true });
-  redis.on('error', (err) => logger.debug({ err: errorMessage(err) }, 'redis error (features default while it lasts)'));
-  await redis.connect().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'redis not reachable at start; predictions use default features until it is'));
+  const redis = await connectServingRedis(config, logger);
 
   const registry = new ModelRegistry();
   const labels = new LabelDirectory();

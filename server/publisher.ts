@@ -3,6 +3,7 @@ import { parentPort, type Worker } from 'node:worker_threads';
 import type { EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { retry } from '../common/retry.ts';
 import { startThread } from '../common/threads.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { countProduced, createKafka, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
@@ -435,21 +436,18 @@ export function runPublisherThread(data: ThreadData): void {
   }
   let producer: EventProducer | undefined;
   let closing = false;
-  const connected = (async () => {
-    for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
-      try {
-        const codec = await EventCodec.connect({ url: data.schemaRegistryUrl, logger });
-        const p = new EventProducer(createKafka(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
-        await p.connect();
-        producer = p;
-        return p;
-      } catch (err) {
-        if (closing) throw err;
-        logger.warn({ err: errorMessage(err), retryInMs: delay }, 'publisher thread cannot reach Kafka or the registry yet; PredictionMade events wait');
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-  })();
+  const connected = retry(async () => {
+    const codec = await EventCodec.connect({ url: data.schemaRegistryUrl, logger });
+    const p = new EventProducer(createKafka(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
+    await p.connect();
+    producer = p;
+    return p;
+  }, {
+    initialMs: 500, maxMs: 10_000,
+    // Kafka or the registry away at start: keep trying (events wait in the buffer) until closed.
+    retriable: () => !closing,
+    onRetry: (err, retryInMs) => logger.warn({ err: errorMessage(err), retryInMs }, 'publisher thread cannot reach Kafka or the registry yet; PredictionMade events wait'),
+  });
   connected.catch(() => undefined); // given up only on close; a send waiting on it reports the refusal
   const sender = new PredictionSender(
     async (events) => sendWith(await connected)(events),

@@ -3,6 +3,7 @@ import { SchemaRegistry, COMPATIBILITY } from '@kafkajs/confluent-schema-registr
 import { EVENT_NAMES, loadSchema as readSchema, type EventName, type EventTypes } from '../schemas/index.ts';
 import { DependencyUnavailableError, EddyError, InvalidEventError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
+import { retry } from '../common/retry.ts';
 
 /**
  * Avro serde through a Confluent-compatible schema registry (Confluent wire format: magic byte 0,
@@ -55,6 +56,16 @@ function isNotFound(err: unknown): boolean {
  * mappersmith, under @kafkajs/confluent-schema-registry, reports network errors as HTTP 400 with
  * the socket error in the message, so the message is checked too.
  */
+/**
+ * Two processes registering a new subject at once both find it unconfigured and both set its
+ * compatibility; the registry refuses the second (Apicurio: 409 "A rule named 'COMPATIBILITY'
+ * already exists"). The subject is configured then, so registering again succeeds.
+ */
+function isConfigRace(err: unknown): boolean {
+  const e = err as { status?: number; url?: string } | null;
+  return typeof e === 'object' && e !== null && e.status === 409 && /\/config\//.test(String(e.url ?? '')) ;
+}
+
 function isOutage(err: unknown): boolean {
   const status = typeof err === 'object' && err !== null ? (err as { status?: number }).status : undefined;
   if (/ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|socket hang up|timeout/i.test(errorMessage(err))) return true;
@@ -83,26 +94,22 @@ export class EventCodec {
     );
     const codec = new EventCodec(registry, opts.url);
     const attempts = opts.connectAttempts ?? 5;
-    let delay = opts.retryDelayMs ?? 250;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await codec.registerAll();
-        return codec;
-      } catch (err) {
-        if (!isOutage(err)) {
-          throw new EddyError('SCHEMA_REGISTRATION_FAILED', `schema registry at ${opts.url} refused a schema: ${errorMessage(err)}`, { cause: err });
-        }
-        if (attempt >= attempts) {
-          throw new DependencyUnavailableError(
-            'schema_registry',
-            `schema registry at ${opts.url} is not reachable after ${attempts} attempts (${errorMessage(err)}); is it running? try 'eddy stack status'`,
-            err,
-          );
-        }
-        opts.logger?.warn({ attempt, attempts, err: errorMessage(err) }, 'schema registry not reachable, retrying');
-        await new Promise((r) => setTimeout(r, delay));
-        delay *= 2;
+    try {
+      await retry(() => codec.registerAll(), {
+        initialMs: opts.retryDelayMs ?? 250, maxMs: 30_000, attempts,
+        retriable: (err) => isOutage(err) || isConfigRace(err),
+        onRetry: (err, retryInMs, attempt) => opts.logger?.warn({ attempt, attempts, retryInMs, err: errorMessage(err) }, 'schema registry not reachable, retrying'),
+      });
+      return codec;
+    } catch (err) {
+      if (!isOutage(err) && !isConfigRace(err)) {
+        throw new EddyError('SCHEMA_REGISTRATION_FAILED', `schema registry at ${opts.url} refused a schema: ${errorMessage(err)}`, { cause: err });
       }
+      throw new DependencyUnavailableError(
+        'schema_registry',
+        `schema registry at ${opts.url} is not reachable after ${attempts} attempts (${errorMessage(err)}); is it running? try 'eddy stack status'`,
+        err,
+      );
     }
   }
 

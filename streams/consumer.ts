@@ -4,7 +4,8 @@ import { CoPartitionedAssigner } from './assigner.ts';
 import { DecodeError, type AnyEvent, type EventCodec } from './codec.ts';
 import type { EventProducer } from './producer.ts';
 import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
-import { EddyError, errorMessage, isRetriable } from '../common/errors.ts';
+import { EddyError, errorMessage } from '../common/errors.ts';
+import { retry } from '../common/retry.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { metric, prom } from '../common/metrics.ts';
 import type { DeadLetter } from '../schemas/events.ts';
@@ -328,26 +329,27 @@ export class ConsumerRunner {
    * error is returned (not thrown) so the caller decides: dead-letter it, or fail when `rethrow`.
    */
   private async withRetry<T>(payload: EachBatchPayload, fn: () => Promise<T>, rethrow = false): Promise<T | Error> {
-    let delay = this.opts.retry.initialMs!;
-    for (;;) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (!isRetriable(err)) {
-          if (rethrow || !(err instanceof Error)) throw err;
-          return err;
-        }
-        const code = err instanceof EddyError ? err.code : 'UNKNOWN';
-        metrics.retries().inc({ group: this.groupId, code });
-        this.logger.warn({ code, err: errorMessage(err), retryInMs: delay }, 'transient failure; pausing this partition and retrying');
-        const until = Date.now() + delay;
-        while (Date.now() < until) {
-          if (!payload.isRunning() || !this.running) throw new StoppedError();
-          await new Promise((r) => setTimeout(r, Math.min(250, until - Date.now())));
-          await payload.heartbeat().catch(() => undefined);
-        }
-        delay = Math.min(delay * 2, this.opts.retry.maxMs!);
-      }
+    try {
+      return await retry(fn, {
+        initialMs: this.opts.retry.initialMs!, maxMs: this.opts.retry.maxMs!,
+        onRetry: (err, retryInMs) => {
+          const code = err instanceof EddyError ? err.code : 'UNKNOWN';
+          metrics.retries().inc({ group: this.groupId, code });
+          this.logger.warn({ code, err: errorMessage(err), retryInMs }, 'transient failure; pausing this partition and retrying');
+        },
+        // Wait in short steps, heartbeating (the group keeps this member) and giving up on stop.
+        wait: async (ms) => {
+          const until = Date.now() + ms;
+          while (Date.now() < until) {
+            if (!payload.isRunning() || !this.running) throw new StoppedError();
+            await new Promise((r) => setTimeout(r, Math.min(250, until - Date.now())));
+            await payload.heartbeat().catch(() => undefined);
+          }
+        },
+      });
+    } catch (err) {
+      if (err instanceof StoppedError || rethrow || !(err instanceof Error)) throw err;
+      return err;
     }
   }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Admin } from 'kafkajs';
 import { errorMessage } from '../common/errors.ts';
+import { pollUntil } from '../common/retry.ts';
 import type { Logger } from '../common/log.ts';
 import type { ConsumerRunner, EventRecord } from './consumer.ts';
 import type { Streams } from './connect.ts';
@@ -66,14 +67,14 @@ export class LogFollower {
     const admin = this.streams.kafka.admin();
     try {
       await admin.connect();
-      for (let delay = 50; !this.stopped; delay = Math.min(delay * 2, 500)) {
+      await pollUntil(async () => {
         try {
-          if (await caughtUp(admin, groupId, targets)) break;
+          return await caughtUp(admin, groupId, targets);
         } catch (err) {
           this.opts.logger.warn({ err: errorMessage(err) }, 'cannot read consumer offsets yet; retrying');
+          return false;
         }
-        await new Promise((r) => setTimeout(r, delay));
-      }
+      }, { initialMs: 50, maxMs: 500, stop: () => this.stopped });
     } finally {
       await admin.disconnect().catch(() => undefined);
     }

@@ -3,6 +3,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { clickhouseError, identifier, quoteString } from '../common/clickhouse.ts';
 import { hashString } from '../featurizer/text.ts';
 import { DependencyUnavailableError } from '../common/errors.ts';
+import { pollUntil } from '../common/retry.ts';
 import type { Logger } from '../common/log.ts';
 import type { RetrainRequested } from '../schemas/events.ts';
 
@@ -230,9 +231,12 @@ export async function waitForWatermark(client: ClickHouseClient, database: strin
   if (w.examplesEventId) pending.push({ table: 'examples', eventId: w.examplesEventId });
   if (w.labelChangesEventId) pending.push({ table: 'label_changes', eventId: w.labelChangesEventId });
   const started = Date.now();
-  let delay = wait.firstDelayMs ?? 100;
-  let slept = false;
-  for (;;) {
+  let polls = 0;
+  const reached = await pollUntil(async () => {
+    if (polls++ > 0) {
+      if (wait.isRunning && !wait.isRunning()) throw new DependencyUnavailableError('clickhouse', `stopped while waiting for the data of ${clientId}`);
+      await wait.heartbeat?.().catch(() => undefined);
+    }
     for (let i = pending.length - 1; i >= 0; i--) {
       const p = pending[i]!;
       let rows: Array<{ n: number | string }>;
@@ -246,21 +250,14 @@ export async function waitForWatermark(client: ClickHouseClient, database: strin
       }
       if (Number(rows[0]?.n ?? 0) > 0) pending.splice(i, 1);
     }
-    const waited = Date.now() - started;
-    if (pending.length === 0) {
-      if (slept) wait.logger?.info({ clientId, waitedMs: waited }, 'training data caught up with the request');
-      return true;
-    }
-    if (waited >= wait.waitMs) {
-      wait.logger?.warn({ clientId, waitedMs: waited, missing: pending }, 'training data did not reach the request\'s watermark in time; training on what ClickHouse has (is the analytics/feature processor running?)');
-      return false;
-    }
-    if (wait.isRunning && !wait.isRunning()) throw new DependencyUnavailableError('clickhouse', `stopped while waiting for the data of ${clientId}`);
-    await new Promise((r) => setTimeout(r, Math.min(delay, wait.waitMs - waited)));
-    slept = true;
-    await wait.heartbeat?.().catch(() => undefined);
-    delay = Math.min(delay * 2, 2000);
+    return pending.length === 0;
+  }, { initialMs: wait.firstDelayMs ?? 100, maxMs: 2000, timeoutMs: wait.waitMs });
+  const waitedMs = Date.now() - started;
+  if (reached && polls > 1) wait.logger?.info({ clientId, waitedMs }, 'training data caught up with the request');
+  if (!reached) {
+    wait.logger?.warn({ clientId, waitedMs, missing: pending }, 'training data did not reach the request\'s watermark in time; training on what ClickHouse has (is the analytics/feature processor running?)');
   }
+  return reached;
 }
 
 /**

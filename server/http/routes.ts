@@ -215,8 +215,7 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
 
   /** Waits (bounded) until this replica read its own event back from the log, so the answer shows the new state. */
   const applied = async (clientId: string, eventId: string, event: string) => {
-    const deadline = Date.now() + 10_000;
-    while (!registry.hasApplied(eventId) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await registry.waitForApplied(eventId, 10_000);
     const c = registry.get(clientId);
     return {
       eventId, event, applied: registry.hasApplied(eventId),
