@@ -19,7 +19,7 @@ export function createApp(deps: AppDeps): FastifyInstance {
     forceCloseConnections: true,
     // Path parameters longer than the schemas allow still reach the schema (which answers 400 with
     // details); beyond this the router refuses, and frameworkErrors puts that in the envelope too.
-    maxParamLength: MAX_PARAM_LENGTH,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     frameworkErrors: (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
       const e = toErrorReply(err, deps.logger, req.url);
       serverMetrics.errors().inc({ code: e.code });
