@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type EddyConfig } from '../common/config.ts';
 import { connectStreams, deleteTopics, type Streams } from '../streams/index.ts';
@@ -54,5 +55,15 @@ export async function testStreams(config: EddyConfig = testConfig()): Promise<St
         if (ours.length) await admin.deleteGroups(ours).catch(() => undefined);
       });
     },
+  });
+}
+
+/** Runs the real `eddy` command against a test context's topics (its prefix and partition count). */
+export function runEddy(config: Pick<EddyConfig, 'topicPrefix' | 'partitions'>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['bin/eddy.mjs', ...args], {
+      env: { ...process.env, EDDY_TOPIC_PREFIX: config.topicPrefix, EDDY_PARTITIONS: String(config.partitions), EDDY_LOG_LEVEL: 'warn' },
+      encoding: 'utf8',
+    }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
   });
 }

@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,7 +8,7 @@ import { FsModelStore } from '../models/store.ts';
 import { startProcessors, type RunningProcessors } from '../processors/index.ts';
 import { DashboardData, startServer, type PredictionServer } from '../server/index.ts';
 import type { AnyEvent } from '../streams/index.ts';
-import { waitFor } from './helpers.ts';
+import { runEddy, waitFor } from './helpers.ts';
 import { caughtUp, deleteRedisPrefix } from './processors-support.ts';
 import { ADMIN_KEY, HELPDESK_LABELS, modelPublished, serverTestConfig, serverTestStreams, writeFixtureModel } from './server-fixtures.ts';
 
@@ -36,14 +35,7 @@ const rolledBack = (from: string | null, to: string): AnyEvent => ({
   value: { eventId: randomUUID(), clientId: client, occurredAt: Date.now(), fromVersion: from, toVersion: to, actor: 'test', reason: '' },
 });
 
-function eddy(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['bin/eddy.mjs', ...args], {
-      env: { ...process.env, EDDY_TOPIC_PREFIX: config.topicPrefix, EDDY_PARTITIONS: String(config.partitions), EDDY_LOG_LEVEL: 'warn' },
-      encoding: 'utf8',
-    }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
-  });
-}
+const eddy = (...args: string[]) => runEddy(config, ...args);
 
 beforeAll(async () => {
   config = await serverTestConfig();

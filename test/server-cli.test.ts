@@ -1,8 +1,7 @@
-import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsModelStore } from '../models/store.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
-import { waitFor } from './helpers.ts';
+import { runEddy, waitFor } from './helpers.ts';
 import { HELPDESK_LABELS, publishFixtureModel, serverTestConfig, serverTestStreams } from './server-fixtures.ts';
 
 /** `eddy promote | rollback | pin | model` write and read the models topic; a running server follows. */
@@ -11,14 +10,7 @@ let config: Awaited<ReturnType<typeof serverTestConfig>>;
 let streams: Awaited<ReturnType<typeof serverTestStreams>>;
 let server: PredictionServer;
 
-function eddy(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['bin/eddy.mjs', ...args], {
-      env: { ...process.env, EDDY_TOPIC_PREFIX: config.topicPrefix, EDDY_PARTITIONS: String(config.partitions), EDDY_LOG_LEVEL: 'warn' },
-      encoding: 'utf8',
-    }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
-  });
-}
+const eddy = (...args: string[]) => runEddy(config, ...args);
 
 beforeAll(async () => {
   config = await serverTestConfig();
