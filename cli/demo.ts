@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { EddyConfig } from '../common/config.ts';
-import { EddyError } from '../common/errors.ts';
+import { EddyError, UsageError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { startSession, type Session } from '../simulator/session.ts';
 import type { SimulatorSnapshot } from '../simulator/simulator.ts';
@@ -99,7 +99,7 @@ export function registerDemoCommand(program: Command, config: () => EddyConfig):
 
 function positive(flag: string, value: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new EddyError('USAGE', `${flag} must be a positive number, got '${value}'`);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} must be a positive number, got '${value}'`);
   return n;
 }
 

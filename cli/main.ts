@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { Command, CommanderError, Option } from 'commander';
 import { configurationMarkdown, describeConfig, loadConfig, shownValue, type EddyConfig } from '../common/config.ts';
-import { EddyError, errorMessage } from '../common/errors.ts';
+import { EddyError, errorMessage, UsageError } from '../common/errors.ts';
 import { stackDown, stackLogFile, stackStatus, stackUp } from './stack.ts';
 import { registerStreamsCommands } from './streams-commands.ts';
 import { registerDemoCommand } from './demo.ts';
@@ -14,7 +14,7 @@ import { registerMonitorCommands } from './monitor-commands.ts';
 /**
  * `eddy` — one entry point for operators and developers. Subcommands live next to what they
  * drive; each later component registers its own here. Errors print one line (no stack trace)
- * and exit 1; bad usage exits 2 (commander's convention).
+ * and exit 1; bad usage (commander's own errors, a UsageError) exits 2.
  */
 export const program = new Command('eddy')
   .description('Continuous training and serving of per-tenant classifiers on Kafka')
@@ -116,7 +116,7 @@ try {
     process.exitCode = e.exitCode === 0 ? 0 : 2;
   } else if (e instanceof EddyError) {
     err(`eddy: ${e.message}`);
-    process.exitCode = 1;
+    process.exitCode = e instanceof UsageError ? 2 : 1;
   } else {
     err(`eddy: unexpected error: ${errorMessage(e)}`);
     if (process.env.EDDY_LOG_LEVEL === 'debug') err((e as Error).stack ?? '');

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { EddyConfig } from '../common/config.ts';
-import { EddyError } from '../common/errors.ts';
+import { UsageError } from '../common/errors.ts';
 import { connectRedis } from '../common/redis.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
@@ -22,7 +22,7 @@ export function registerMonitorCommands(program: Command, config: () => EddyConf
     .option('--json', 'machine-readable output')
     .action(async (clientId: string | undefined, opts: { search?: string; limit: string; json?: boolean }) => {
       const limit = Number(opts.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new EddyError('INVALID_ARGUMENT', `--limit must be 1..1000, got '${opts.limit}'`);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError(`--limit must be 1..1000, got '${opts.limit}'`);
       const c = config();
       const redis = await connectRedis(c);
       try {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { untilShutdownSignal } from '../common/shutdown.ts';
 import type { EddyConfig } from '../common/config.ts';
-import { EddyError } from '../common/errors.ts';
+import { EddyError, UsageError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { ModelAdmin, ModelLifecycle, type ModelRegistry } from '../models/lifecycle.ts';
 import { connectStreams } from '../streams/index.ts';
@@ -24,7 +24,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
     .action(async (opts: { port?: string; host?: string; kafkaPredict: boolean }) => {
       const base = config();
       const port = opts.port === undefined ? base.server.port : Number(opts.port);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new EddyError('INVALID_ARGUMENT', `--port must be 0..65535, got '${opts.port}'`);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got '${opts.port}'`);
       const { startServer } = await import('../server/index.ts');
       const server = await startServer({ ...base, server: { ...base.server, port, host: opts.host ?? base.server.host } }, { kafkaPredict: opts.kafkaPredict });
       out(`eddy server listening on ${server.url} (replica ${base.server.replicaId}); ready once the registry caught up (GET /readyz)`);
@@ -43,7 +43,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
     .option('--pin', 'as LIVE: pin it, so newer published versions do not replace it')
     .option('--reason <text>', 'why (kept in the event)', '')
     .action(async (client: string, version: string, opts: { canary?: string; shadow?: string | true; pin?: boolean; reason: string }) => {
-      if (opts.canary !== undefined && opts.shadow !== undefined) throw new EddyError('INVALID_ARGUMENT', 'choose --canary or --shadow, not both');
+      if (opts.canary !== undefined && opts.shadow !== undefined) throw new UsageError('choose --canary or --shadow, not both');
       const variant = opts.canary !== undefined ? 'CANARY' : opts.shadow !== undefined ? 'SHADOW' : 'LIVE';
       const share = opts.canary !== undefined ? parseShare(opts.canary) : opts.shadow !== undefined && opts.shadow !== true ? parseShare(opts.shadow) : 1;
       await withAdmin(config(), async (admin, registry, applied) => {
@@ -103,7 +103,7 @@ export function registerServerCommands(program: Command, config: () => EddyConfi
 
 function parseShare(text: string): number {
   const share = Number(text);
-  if (!Number.isFinite(share) || share < 0 || share > 1) throw new EddyError('INVALID_ARGUMENT', `share must be a number in [0, 1], got '${text}'`);
+  if (!Number.isFinite(share) || share < 0 || share > 1) throw new UsageError(`share must be a number in [0, 1], got '${text}'`);
   return share;
 }
 

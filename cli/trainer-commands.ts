@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { untilShutdownSignal } from '../common/shutdown.ts';
 import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
-import { EddyError } from '../common/errors.ts';
+import { EddyError, UsageError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { FsModelStore } from '../models/store.ts';
 import { createClickHouse } from '../common/clickhouse.ts';
@@ -54,7 +54,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
     .action(async (opts: { client: string; epochs?: string; progress: boolean }) => {
       const c = config();
       const epochs = opts.epochs === undefined ? c.trainer.epochs : Number(opts.epochs);
-      if (!Number.isInteger(epochs) || epochs < 1) throw new EddyError('INVALID_ARGUMENT', `--epochs must be a positive integer, got '${opts.epochs}'`);
+      if (!Number.isInteger(epochs) || epochs < 1) throw new UsageError(`--epochs must be a positive integer, got '${opts.epochs}'`);
       const settings = trainerSettings(c.trainer, { epochs });
       const logger = createLogger('trainer', c.logLevel === 'info' ? 'warn' : c.logLevel);
       const clickhouse = createClickHouse(c);

@@ -24,6 +24,14 @@ export class ConfigError extends EddyError {
   }
 }
 
+/** A command was called wrongly (a bad option value, an unknown name): the CLI exits 2, as for commander's own usage errors. */
+export class UsageError extends EddyError {
+  constructor(message: string) {
+    super('USAGE', message);
+    this.name = 'UsageError';
+  }
+}
+
 /** A dependency (Kafka, registry, Redis, ClickHouse) is unreachable; work pauses and retries. */
 export class DependencyUnavailableError extends EddyError {
   constructor(dependency: string, message: string, cause?: unknown) {

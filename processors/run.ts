@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { EddyConfig } from '../common/config.ts';
-import { EddyError, errorMessage } from '../common/errors.ts';
+import { EddyError, UsageError, errorMessage } from '../common/errors.ts';
 import { instrumentClickHouse, instrumentRedis } from '../common/instrument.ts';
 import { connectRedis } from '../common/redis.ts';
 import { retry } from '../common/retry.ts';
@@ -16,7 +16,7 @@ export function parseProcessorNames(list: string | undefined): ProcessorName[] {
   const names = list.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = names.filter((n) => !(PROCESSOR_NAMES as readonly string[]).includes(n));
   if (bad.length || names.length === 0) {
-    throw new EddyError('USAGE', `unknown processor(s) '${bad.join(',') || list}'; choose from ${PROCESSOR_NAMES.join(',')}`);
+    throw new UsageError(`unknown processor(s) '${bad.join(',') || list}'; choose from ${PROCESSOR_NAMES.join(',')}`);
   }
   return [...new Set(names)] as ProcessorName[];
 }

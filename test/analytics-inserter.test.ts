@@ -16,7 +16,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await dropDatabase(ch, db).catch(() => undefined);
+  await dropDatabase(ch, db);
   await ch.close();
 });
 

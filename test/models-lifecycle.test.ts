@@ -64,7 +64,7 @@ afterAll(async () => {
   await server?.close();
   await procs?.stop();
   await trainerView?.stop();
-  await deleteRedisPrefix(redis, config.redisPrefix).catch(() => undefined);
+  await deleteRedisPrefix(redis, config.redisPrefix);
   redis.disconnect();
   await streams?.cleanup();
   await config?.cleanupStore();

@@ -17,11 +17,12 @@ const config = testConfig({
 });
 let streams: Awaited<ReturnType<typeof testStreams>>;
 let procs: RunningProcessors;
-let seen: AnyEvent[];
+let seen: Awaited<ReturnType<typeof collect>>;
 const redis = new Redis(config.redisUrl);
 const now = Date.now();
 const labels = ['Network', 'Hardware', 'Access'];
-const monitorDone = () => caughtUp(streams, 'processors.monitor', MONITOR_TOPICS);
+/** The monitor handled everything sent, and what it emitted was read (it produces before it commits). */
+const monitorDone = async () => (await caughtUp(streams, 'processors.monitor', MONITOR_TOPICS)) && seen.drained();
 
 beforeAll(async () => {
   streams = await testStreams(config);

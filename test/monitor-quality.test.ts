@@ -56,12 +56,13 @@ const config = testConfig({
 });
 let streams: Awaited<ReturnType<typeof testStreams>>;
 let procs: RunningProcessors;
-let seen: AnyEvent[];
+let seen: Awaited<ReturnType<typeof collect>>;
 const redis = new Redis(config.redisUrl);
 const client = 'acme';
 const labels = ['Network', 'Hardware', 'Access'];
 const now = Date.now();
-const monitorDone = () => caughtUp(streams, 'processors.monitor', MONITOR_TOPICS);
+/** The monitor handled everything sent, and what it emitted was read (it produces before it commits). */
+const monitorDone = async () => (await caughtUp(streams, 'processors.monitor', MONITOR_TOPICS)) && seen.drained();
 
 beforeAll(async () => {
   streams = await testStreams(config);
@@ -109,7 +110,7 @@ describe('quality monitor on the real stack', () => {
     const request = await waitFor('the retrain request', () => retrains().find((r) => r.reason === 'QUALITY_DROP'), 30_000);
     expect(request.clientId).toBe(client);
     expect(request.detail).toContain('precision fell 30.0%');
-    await waitFor('the triggers to catch up', () => caughtUp(streams, 'processors.triggers', ['alerts']), 30_000);
+    await waitFor('the triggers to catch up, and their requests read', async () => (await caughtUp(streams, 'processors.triggers', ['alerts'])) && seen.drained(), 30_000);
     expect(retrains().filter((r) => r.reason === 'QUALITY_DROP')).toHaveLength(1);
   });
 

@@ -3,7 +3,7 @@ import type { Streams, TopicName } from '../streams/index.ts';
 import type { EventRecord } from '../streams/index.ts';
 import type { AnyEvent } from '../streams/codec.ts';
 import type { PredictionFeedback, PredictionMade } from '../schemas/events.ts';
-import { feedback, prediction } from './processors-support.ts';
+import { caughtUp, feedback, prediction } from './processors-support.ts';
 
 /** Shared by the monitor tests: judged-prediction streams and a reader of what the monitor emits. */
 
@@ -28,15 +28,21 @@ export function judged(clientId: string, version: string | null, at: number, n: 
   return events;
 }
 
-/** Starts a consumer collecting every event of `topics` (its own group), resolved once assigned. */
-export async function collect(streams: Streams, topics: readonly TopicName[]): Promise<AnyEvent[]> {
+/**
+ * Starts a consumer collecting every event of `topics` (its own group), resolved once assigned.
+ * `drained()` is true once it has read everything the topics hold now: a "none emitted" or
+ * "exactly one" check must wait for it after the emitting processor caught up (which produces
+ * before it commits), or an event still on its way would go unseen.
+ */
+export async function collect(streams: Streams, topics: readonly TopicName[]): Promise<AnyEvent[] & { drained(): Promise<boolean> }> {
   const seen: AnyEvent[] = [];
+  const group = `reader-${randomUUID().slice(0, 8)}`;
   const reader = streams.consumer({
-    group: `reader-${randomUUID().slice(0, 8)}`, topics,
+    group, topics,
     handler: { async handle(records: EventRecord[]) { for (const r of records) seen.push(r.event); } },
   });
   const assigned = reader.waitForAssignment();
   await reader.start();
   await assigned;
-  return seen;
+  return Object.assign(seen, { drained: () => caughtUp(streams, group, topics) });
 }

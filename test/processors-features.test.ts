@@ -4,7 +4,7 @@ import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { featureKeys, predictionKey } from '../common/keyspace.ts';
 import { readRealtimeFeatures } from '../featurizer/realtime.ts';
 import { FEATURE_TOPICS } from '../processors/features/processor.ts';
-import { caughtUp, count, deleteRedisPrefix, dropDatabase, dumpRedis, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
+import { caughtUp, cleanupProcessorsTest, count, dumpRedis, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
 import { testStreamsRetrying } from './processors-support.ts';
 
 const config = testConfig();
@@ -21,9 +21,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await procs?.stop();
-  await deleteRedisPrefix(procs.redis, p).catch(() => undefined);
-  await dropDatabase(procs.clickhouse, db).catch(() => undefined);
-  await streams?.cleanup();
+  // With clients of its own: the processors' are closed by now.
+  await cleanupProcessorsTest(config, streams);
 });
 
 describe('feature processor', () => {

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { featureKeys } from '../common/keyspace.ts';
 import { featuresFromState, readRealtimeFeatures, REALTIME_HALF_LIFE_MS } from '../featurizer/realtime.ts';
 import { freePort, privateRedis, type PrivateServer } from './processors-support.ts';
+import { waitFor } from './helpers.ts';
 
 // A private Redis: the test blocks it with a spinning script, which must never happen to the shared one.
 let server: PrivateServer;
@@ -38,7 +39,12 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     // A script that spins for 500 ms blocks Redis (DEBUG SLEEP is disabled by default in Redis 7).
     const spin = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] repeat s = redis.call('TIME') until s[1] * 1000000 + s[2] - t0 > 500000 return 1";
     const sleeping = blocker.eval(spin, 0).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 50));
+    // Redis is blocked once a PING from a third connection gets no answer in 20 ms (no fixed sleep).
+    const probe = new Redis(server.url);
+    probe.on('error', () => undefined);
+    await waitFor('the spin to block Redis', async () =>
+      (await Promise.race([probe.ping().then(() => 'answered'), new Promise((r) => setTimeout(() => r('blocked'), 20))])) === 'blocked', 5_000, 0);
+    probe.disconnect();
     const r = await readRealtimeFeatures(redis, 'rt', 'c1', { requester: 'ann' }, { timeoutMs: 30 });
     expect(r).toEqual({ features: {}, defaulted: true });
     await sleeping;

@@ -270,8 +270,11 @@ export async function cleanupProcessorsTest(
   if (!opts.keepDatabase) {
     const { createClickHouse } = await import('../common/clickhouse.ts');
     const ch = createClickHouse(config);
-    await dropDatabase(ch, config.clickhouseDatabase).catch(() => undefined);
-    await ch.close();
+    try {
+      await dropDatabase(ch, config.clickhouseDatabase);
+    } finally {
+      await ch.close();
+    }
   }
   const { connectRedis } = await import('../common/redis.ts');
   const redis = await connectRedis(config);

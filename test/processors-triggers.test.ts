@@ -80,8 +80,15 @@ function published(version: string, retrainEventId: string | null): ModelPublish
   };
 }
 
+/**
+ * Everything sent so far was handled AND everything the processor emitted was read: the processor
+ * produces before it commits, so once it caught up the topic's end holds its requests, and once
+ * the reader caught up with that end `requests` holds them. ("None emitted" and "exactly one"
+ * checks would otherwise pass while a request is still on its way.)
+ */
 async function settled(): Promise<void> {
   await waitFor('the trigger processor caught up', () => caughtUp(streams, 'processors.triggers', TRIGGER_TOPICS), 30_000, 100);
+  await waitFor('the reader caught up with retrain-requests', () => caughtUp(streams, 'test-reader', ['retrain-requests']), 30_000, 100);
 }
 
 describe('trigger processor', () => {

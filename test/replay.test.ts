@@ -23,7 +23,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await live?.stop();
   const ch = createClickHouse(config);
-  await dropDatabase(ch, config.clickhouseDatabase).catch(() => undefined);
+  await dropDatabase(ch, config.clickhouseDatabase);
   await ch.close();
   const redis = await connectRedis(config);
   await deleteRedisPrefix(redis, config.redisPrefix);

@@ -12,6 +12,7 @@ import { startServer, type PredictionServer } from '../server/main.ts';
 import { derivedId } from '../server/prediction-service.ts';
 import { modelPublished } from './server-fixtures.ts';
 import { waitFor } from './helpers.ts';
+import { caughtUp } from './processors-support.ts';
 import { testStreams } from './helpers.ts';
 import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverTestConfig, serverTestStreams } from './server-fixtures.ts';
 
@@ -156,6 +157,9 @@ describe('prediction API: answers', () => {
     // The channel limits are the HTTP limits: too much metadata is refused (dead-lettered) too.
     await streams.producer.send('PredictionRequested', { eventId: randomUUID(), clientId: 'acme', occurredAt: Date.now(), requestId: 'kafka-3', text: 'hello', metadata: { a: '1', b: '2', c: '3', d: '4', e: '5' } });
     await waitFor('dead letter for too much metadata', () => deadLetters.find((d) => d.includes('metadata has 5 entries')), 30_000);
+    // The runner sends a call's answers before its dead letters: once the reader has read all
+    // that the predictions topic holds now, an answer to kafka-3 would be among them.
+    await waitFor('the reader to read every answer sent', () => caughtUp(streams, 'test-tail', ['predictions', 'dead-letters']), 30_000);
     expect(predictions.find((p) => p.requestId === 'kafka-3')).toBeUndefined();
   });
 
@@ -310,9 +314,20 @@ describe('prediction server: readiness, slow dependencies, redelivery', () => {
     const late = await startServer({ ...config, server: { ...config.server, replicaId: 'late' } }, { kafkaPredict: false });
     try {
       expect(late.follower.ready).toBe(false);
-      const early = await call('GET', '/readyz', { server: late });
-      // Either still catching up (503) or already done; never "ready" with a partial registry.
-      if (early.status === 503) expect(early.body.error.code).toBe('NOT_READY');
+      // Poll from the start: every answer is either 503 NOT_READY, or ready with the whole log
+      // applied (readyz reports the registry's size in the same answer that says ready).
+      const answers: number[] = [];
+      for (;;) {
+        const r = await call('GET', '/readyz', { server: late });
+        answers.push(r.status);
+        if (r.status === 200) {
+          expect(r.body.clients).toBeGreaterThanOrEqual(before + 300);
+          break;
+        }
+        expect(r.status).toBe(503);
+        expect(r.body.error.code).toBe('NOT_READY');
+      }
+      expect(answers.at(-1)).toBe(200);
       await late.ready;
       expect(late.registry.size).toBeGreaterThanOrEqual(before + 300);
       expect(late.registry.get('bulk299')?.live).toBe('v1');

@@ -52,8 +52,9 @@ describe('eddy rollout commands', () => {
     const unknown = await eddy('promote', 'acme', 'v9');
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain("eddy: client 'acme' has no version 'v9' (published: v1, v2)");
+    // A bad option value is bad usage: exit 2, as for commander's own usage errors (README).
     const badShare = await eddy('promote', 'acme', 'v2', '--canary', '1.5');
-    expect(badShare.code).toBe(1);
+    expect(badShare.code).toBe(2);
     expect(badShare.stderr).toContain('share must be a number in [0, 1]');
     const nobody = await eddy('rollback', 'nobody');
     expect(nobody.code).toBe(1);

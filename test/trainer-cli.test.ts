@@ -92,9 +92,9 @@ describe('eddy train / eddy models list', { timeout: 240_000 }, () => {
     expect((await eddy(['models', 'list', '--client', 'cli-single'])).stdout).toMatch(/^no models for cli-single/);
   });
 
-  it('refuses a bad --epochs in one line', async () => {
+  it('refuses a bad --epochs in one line, exit 2 (bad usage)', async () => {
     const r = await eddy(['train', '--client', 'cli-acme', '--epochs', 'many']);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr.trim()).toBe("eddy: --epochs must be a positive integer, got 'many'");
   });
 });
