@@ -27,16 +27,21 @@ describe('demo story (simulator against the real platform)', () => {
     await session?.stop();
   }, 120_000);
 
-  const step = async (name: StoryStepName, clientId: string) => {
+  /**
+   * Waits for a story step, within the test's own deadline: a test's steps share its time, so a
+   * step that never comes fails with its name here, before vitest's timeout could cut it short.
+   */
+  const step = async (name: StoryStepName, clientId: string, deadline: number) => {
     const found = await waitFor(`story step ${name} of ${clientId} (component logs: ${session.platform.logDir})`,
-      () => (session.platform.crashed().length ? 'crashed' : session.simulator!.hasStep(name, clientId)), STORY_TIMEOUT_MS, 500);
+      () => (session.platform.crashed().length ? 'crashed' : session.simulator!.hasStep(name, clientId)), Math.max(1_000, deadline - Date.now()), 500);
     // A component that died fails the test at once (waitFor would only see a missing step).
     if (found === 'crashed') throw new Error(`components exited: ${session.platform.crashed().map((c) => `${c.spec.name} (${c.exited?.code ?? c.exited?.signal})`).join(', ')}; logs in ${session.platform.logDir}`);
     return found;
   };
 
   it('creates a model for every client, including the one that signs up mid-run', async () => {
-    const served = await step('NEW_CLIENT_SERVED', 'umbrella');
+    const deadline = Date.now() + STORY_TIMEOUT_MS;
+    const served = await step('NEW_CLIENT_SERVED', 'umbrella', deadline);
     const signedUp = session.simulator!.hasStep('NEW_CLIENT_SIGNED_UP', 'umbrella')!;
     expect(served.at).toBeGreaterThan(signedUp.at);
     const snap = session.simulator!.snapshot();
@@ -49,22 +54,24 @@ describe('demo story (simulator against the real platform)', () => {
   }, STORY_TIMEOUT_MS + 10_000);
 
   it('retrains after the team change: the added team is served, the deletion asks for a retrain', async () => {
-    const retrain = await step('RETRAIN_AFTER_TEAM_CHANGE', 'acme');
+    const deadline = Date.now() + STORY_TIMEOUT_MS;
+    const retrain = await step('RETRAIN_AFTER_TEAM_CHANGE', 'acme', deadline);
     const added = session.simulator!.hasStep('TEAM_ADDED', 'acme')!;
     expect(retrain.at).toBeGreaterThanOrEqual(added.at);
     expect(retrain.detail).toContain('(LABELS_CHANGED)');
-    await step('TEAM_SERVED', 'acme');
+    await step('TEAM_SERVED', 'acme', deadline);
     // Deleting a team asks for a retrain too. (Whether that candidate passes the trainer's gate
     // is the trainer's decision, see docs/simulator.md; the story asserts the platform reacted.)
-    const removed = await step('RETRAIN_AFTER_TEAM_REMOVED', 'acme');
+    const removed = await step('RETRAIN_AFTER_TEAM_REMOVED', 'acme', deadline);
     expect(removed.at).toBeGreaterThanOrEqual(session.simulator!.hasStep('TEAM_REMOVED', 'acme')!.at);
   }, STORY_TIMEOUT_MS + 10_000);
 
   it('raises a quality alert after the drift, and retrains because of it', async () => {
-    const alert = await step('ALERT', 'globex');
+    const deadline = Date.now() + STORY_TIMEOUT_MS;
+    const alert = await step('ALERT', 'globex', deadline);
     const drift = session.simulator!.hasStep('DRIFT', 'globex')!;
     expect(alert.at).toBeGreaterThan(drift.at);
-    const retrain = await step('RETRAIN_AFTER_ALERT', 'globex');
+    const retrain = await step('RETRAIN_AFTER_ALERT', 'globex', deadline);
     expect(retrain.at).toBeGreaterThanOrEqual(alert.at);
     expect(retrain.detail).toContain('(QUALITY_DROP)');
   }, STORY_TIMEOUT_MS + 10_000);
