@@ -6,7 +6,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { retry } from '../common/retry.ts';
 import { startThread } from '../common/threads.ts';
 import type { PredictionMade } from '../schemas/events.ts';
-import { countProduced, createKafka, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
+import { countProduced, createKafkaClient, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
 
 /**
@@ -438,7 +438,7 @@ export function runPublisherThread(data: ThreadData): void {
   let closing = false;
   const connected = retry(async () => {
     const codec = await EventCodec.connect({ url: data.schemaRegistryUrl, logger });
-    const p = new EventProducer(createKafka(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
+    const p = new EventProducer(await createKafkaClient(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
     await p.connect();
     producer = p;
     return p;
