@@ -1,4 +1,4 @@
-import { Admin as PlatformaticAdmin, compatibilityPartitioner, Consumer, MessagesStreamFallbackModes, MessagesStreamModes, ProduceAcks, Producer, stringSerializer, type GroupPartitionsAssigner, type Message } from '@platformatic/kafka';
+import { Admin as PlatformaticAdmin, compatibilityPartitioner, Consumer, MessagesStreamFallbackModes, MessagesStreamModes, ProduceAcks, Producer, stringSerializer, type GroupPartitionsAssigner, type Message, type MessageToProduce } from '@platformatic/kafka';
 import type { EddyConfig } from '../../common/config.ts';
 import { errorMessage } from '../../common/errors.ts';
 import { createLogger } from '../../common/log.ts';
@@ -102,12 +102,13 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         partitioner: compatibilityPartitioner,
         serializers: { headerKey: stringSerializer, headerValue: stringSerializer },
       });
+      let sending: Promise<void> = Promise.resolve();
       return {
         // Connections open on the first send.
         connect: async () => undefined,
         disconnect: () => producer.close(),
         async send(batch) {
-          const messages = [];
+          const messages: Array<MessageToProduce<Buffer, Buffer, string, string>> = [];
           for (const t of batch) {
             for (const m of t.messages) {
               messages.push({
@@ -118,7 +119,12 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
               });
             }
           }
-          await producer.send({ messages });
+          // One send at a time: with the idempotent producer, sends in flight together lost
+          // messages without an error (1.35.0: 24,000 of 30,000 written with 4 sends of 2,000 in
+          // flight; all 30,000 one at a time or without idempotence).
+          const sent = sending.then(() => producer.send({ messages }));
+          sending = sent.then(() => undefined, () => undefined);
+          await sent;
         },
       };
     },
@@ -160,8 +166,12 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
       const MAX_WAITING = options.maxBatchSize * 4;
       let waiting = 0;
       let running = false;
+      let commits: Promise<void> = Promise.resolve();
       let stream: Awaited<ReturnType<typeof consumer.consume>> | undefined;
+      let reading: Promise<void> | undefined;
       let eachBatch: ((batch: FetchedBatch) => Promise<void>) | undefined;
+      /** Wakes the read loop when a batch finished (room in the queues, or stopping). */
+      let wakeReader: (() => void) | undefined;
 
       const dispatch = (): void => {
         for (const q of queues.values()) {
@@ -182,18 +192,40 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
             topic: q.topic, partition: q.partition, messages,
             isRunning: () => running && owned.has(key),
             heartbeat: async () => undefined, // the library heartbeats on its own timer
-            commit: async (next) => {
+            commit: (next) => {
+              // Message.commit() commits its offset + 1 for its partition (with the leader epoch).
+              // One commit at a time: overlapping commits stopped this library's fetches for good.
               const last = taken.find((m) => m.offset === BigInt(next) - 1n) ?? taken[taken.length - 1]!;
-              await last.commit();
+              const done = commits.then(() => last.commit());
+              commits = done.catch(() => undefined);
+              return done;
             },
           };
           const work: Promise<void> = eachBatch!(fetched).finally(() => {
             q.busy = false;
             inHand.delete(work);
-            if (waiting < MAX_WAITING && stream?.isPaused()) stream.resume();
+            wakeReader?.();
             dispatch();
           });
           inHand.add(work);
+        }
+      };
+
+      /**
+       * Pulls messages through the stream's async iterator, so the library's own backpressure
+       * applies (it stops fetching while its buffer is full); while too many wait in the queues the
+       * loop stops pulling.
+       */
+      const readLoop = async (source: AsyncIterable<Message<Buffer, Buffer, Buffer, Buffer>>): Promise<void> => {
+        for await (const m of source) {
+          const key = `${m.topic}:${m.partition}`;
+          let q = queues.get(key);
+          if (!q) queues.set(key, (q = { topic: m.topic, partition: m.partition, messages: [], busy: false }));
+          q.messages.push(m);
+          waiting++;
+          dispatch();
+          while (running && waiting >= MAX_WAITING) await new Promise<void>((resolve) => (wakeReader = resolve));
+          if (!running) return;
         }
       };
 
@@ -210,24 +242,18 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
             autocommit: false,
             maxWaitTime: 100,
           });
-          stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => {
-            const key = `${m.topic}:${m.partition}`;
-            let q = queues.get(key);
-            if (!q) queues.set(key, (q = { topic: m.topic, partition: m.partition, messages: [], busy: false }));
-            q.messages.push(m);
-            if (++waiting >= MAX_WAITING) stream!.pause();
-            dispatch();
-          });
-          stream.on('error', (err: Error) => {
-            logger.error({ err: errorMessage(err) }, 'consumer stream failed');
-            for (const l of crashListeners) l(err);
+          stream.on('error', (err: Error) => logger.error({ err: errorMessage(err) }, 'consumer stream failed'));
+          reading = readLoop(stream).catch((err: unknown) => {
+            if (!running) return;
+            for (const l of crashListeners) l(err instanceof Error ? err : new Error(String(err)));
           });
         },
         async stop() {
           running = false;
-          stream?.pause();
+          wakeReader?.();
           await Promise.allSettled([...inHand]);
           await stream?.close().catch(() => undefined);
+          await reading;
           await consumer.close();
         },
       };
