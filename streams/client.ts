@@ -1,8 +1,9 @@
 /**
  * The seam between Eddy and a Kafka client library. Everything outside `streams/` sees only these
  * types: Eddy's own small Admin, a producer that sends already-encoded messages, and a group
- * consumer that hands the runner one partition's batch at a time. Each client library implements
- * them in `streams/clients/`.
+ * consumer that hands the runner one partition's batch at a time. The client library implements
+ * them in `streams/clients/` (today @platformatic/kafka; kafkajs and the Confluent client were
+ * implemented too for the A/B, see git history and docs/benchmarks/streams.md).
  */
 
 /** A message as fetched: bytes, with its offset (a decimal string: offsets are 64-bit). */
@@ -130,10 +131,7 @@ export interface ConsumerDriver {
 
 /** A Kafka client library behind Eddy's seam. */
 export interface KafkaClient {
-  readonly library: KafkaLibrary;
   admin(): Promise<ConnectedAdmin>;
   producer(): ProducerDriver;
   consumer(options: ConsumerDriverOptions): ConsumerDriver;
 }
-
-export type KafkaLibrary = 'kafkajs' | 'confluent' | 'platformatic';

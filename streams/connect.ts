@@ -26,7 +26,7 @@ export interface Streams {
 
 export async function connectStreams(config: EddyConfig, clientId: string, opts: { ensureTopics?: boolean } = {}): Promise<Streams> {
   const logger = createLogger(clientId, config.logLevel);
-  const kafka = await createKafkaClient(config, clientId);
+  const kafka = createKafkaClient(config, clientId);
   const topics = new TopicNames(config.topicPrefix);
   const withAdmin = async <T>(fn: (admin: Admin) => Promise<T>): Promise<T> => {
     let admin;

@@ -62,6 +62,21 @@ describe('typed producer', () => {
     expect(nonEmpty).toEqual([20n]);
   });
 
+  it('writes every event of sends that are in flight together, exactly once (idempotent producer)', async () => {
+    const topic = s.topics.physical('feedback');
+    const before = [...(await endOffsets(s, topic)).values()].reduce((a, b) => a + b, 0n);
+    const event = (i: number) => ({
+      name: 'PredictionFeedback' as const,
+      value: { eventId: randomUUID(), clientId: `together-${i % 7}`, occurredAt: Date.now(), requestId: `r${i}`, outcome: 'ACCEPTED' as const, correctLabel: null, actor: null },
+    });
+    // Four callers share the process's producer, as runners and the publisher do.
+    await Promise.all(Array.from({ length: 4 }, (_, k) => (async () => {
+      for (let b = 0; b < 3; b++) await s.producer.sendAll(Array.from({ length: 250 }, (_, i) => event(k * 1000 + b * 250 + i)));
+    })()));
+    const after = [...(await endOffsets(s, topic)).values()].reduce((a, b) => a + b, 0n);
+    expect(Number(after - before)).toBe(3000);
+  });
+
   it('puts each client on the partition the Java client would (murmur2 of the clientId)', async () => {
     const clients = Array.from({ length: 40 }, (_, i) => `tenant-${i}`);
     await s.producer.sendAll(clients.map((c) => ({ name: 'LabeledExample' as const, value: example(c, 'where') })));

@@ -23,9 +23,16 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
   const base = { clientId, bootstrapBrokers: config.kafkaBrokers, timeout: 10_000, retries: 8, retryDelay: 200, autocreateTopics: false };
 
   return {
-    library: 'platformatic',
     async admin(): Promise<ConnectedAdmin> {
       const admin = new PlatformaticAdmin(base);
+      // The library connects on first use; asking for metadata now makes an unreachable cluster
+      // fail here (after its retries), where Eddy reports it as a dependency that is down.
+      try {
+        await admin.metadata({ topics: [] });
+      } catch (err) {
+        await admin.close().catch(() => undefined);
+        throw err;
+      }
       const partitionsOf = async (topic: string): Promise<number[]> => {
         const meta = await admin.metadata({ topics: [topic], forceUpdate: true });
         const count = meta.topics.get(topic)?.partitionsCount ?? 0;
@@ -137,6 +144,9 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         heartbeatInterval: options.heartbeatIntervalMs,
         ...(options.groupInstanceId ? { groupInstanceId: options.groupInstanceId } : {}),
         partitionAssigner: coPartitioned,
+        // The protocol name kafkajs members of Eddy's groups advertise first, so a group of old
+        // (kafkajs) and new members forms during a rolling upgrade; whichever leads assigns co-partitioned.
+        protocols: [{ name: 'EddyCoPartitioned', version: 0 }],
         autocommit: false,
         maxWaitTime: 100,
       });
@@ -168,10 +178,7 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
       let running = false;
       let commits: Promise<void> = Promise.resolve();
       let stream: Awaited<ReturnType<typeof consumer.consume>> | undefined;
-      let reading: Promise<void> | undefined;
       let eachBatch: ((batch: FetchedBatch) => Promise<void>) | undefined;
-      /** Wakes the read loop when a batch finished (room in the queues, or stopping). */
-      let wakeReader: (() => void) | undefined;
 
       const dispatch = (): void => {
         for (const q of queues.values()) {
@@ -204,28 +211,10 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
           const work: Promise<void> = eachBatch!(fetched).finally(() => {
             q.busy = false;
             inHand.delete(work);
-            wakeReader?.();
+            if (waiting < MAX_WAITING && stream?.isPaused() && running) stream.resume();
             dispatch();
           });
           inHand.add(work);
-        }
-      };
-
-      /**
-       * Pulls messages through the stream's async iterator, so the library's own backpressure
-       * applies (it stops fetching while its buffer is full); while too many wait in the queues the
-       * loop stops pulling.
-       */
-      const readLoop = async (source: AsyncIterable<Message<Buffer, Buffer, Buffer, Buffer>>): Promise<void> => {
-        for await (const m of source) {
-          const key = `${m.topic}:${m.partition}`;
-          let q = queues.get(key);
-          if (!q) queues.set(key, (q = { topic: m.topic, partition: m.partition, messages: [], busy: false }));
-          q.messages.push(m);
-          waiting++;
-          dispatch();
-          while (running && waiting >= MAX_WAITING) await new Promise<void>((resolve) => (wakeReader = resolve));
-          if (!running) return;
         }
       };
 
@@ -242,18 +231,25 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
             autocommit: false,
             maxWaitTime: 100,
           });
-          stream.on('error', (err: Error) => logger.error({ err: errorMessage(err) }, 'consumer stream failed'));
-          reading = readLoop(stream).catch((err: unknown) => {
-            if (!running) return;
-            for (const l of crashListeners) l(err instanceof Error ? err : new Error(String(err)));
+          stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => {
+            const key = `${m.topic}:${m.partition}`;
+            let q = queues.get(key);
+            if (!q) queues.set(key, (q = { topic: m.topic, partition: m.partition, messages: [], busy: false }));
+            q.messages.push(m);
+            // Too many waiting: stop the stream (it stops fetching) until batches finish.
+            if (++waiting >= MAX_WAITING) stream!.pause();
+            dispatch();
+          });
+          stream.on('error', (err: Error) => {
+            logger.error({ err: errorMessage(err) }, 'consumer stream failed');
+            if (running) for (const l of crashListeners) l(err);
           });
         },
         async stop() {
           running = false;
-          wakeReader?.();
+          stream?.pause();
           await Promise.allSettled([...inHand]);
           await stream?.close().catch(() => undefined);
-          await reading;
           await consumer.close();
         },
       };

@@ -8,10 +8,6 @@
  * Phase 2 (sustained): the producer keeps BENCH_RATE events/s flowing for BENCH_SECONDS while the
  * processors consume; consumer lag is sampled every 500 ms.
  * Prints a markdown table; `--write` also writes docs/benchmarks/processors.md.
- *
- * Kafka client A/B: BENCH_KAFKA_CLIENTS=kafkajs,confluent,platformatic runs the whole benchmark once
- * per library (EDDY_KAFKA_CLIENT), each in a child process, one after the other, and prints the
- * rows side by side (nothing is written).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -25,37 +21,6 @@ import { FEATURE_TOPICS } from '../../processors/features/processor.ts';
 import { ANALYTICS_TOPICS } from '../../processors/analytics/processor.ts';
 import { connectRedis } from '../../common/redis.ts';
 import { createClickHouse } from '../../common/clickhouse.ts';
-
-const AB_LIBRARIES = process.env.BENCH_KAFKA_CLIENTS?.split(',');
-if (AB_LIBRARIES && !process.env.BENCH_AB_CHILD) {
-  const { spawnSync } = await import('node:child_process');
-  const { fileURLToPath } = await import('node:url');
-  const results = new Map<string, string[][]>();
-  const loadAtStart = os.loadavg().map((x) => x.toFixed(1)).join(' ');
-  for (const library of AB_LIBRARIES) {
-    process.stderr.write(`[bench:processors] ${library}\n`);
-    const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
-      env: { ...process.env, EDDY_KAFKA_CLIENT: library, BENCH_AB_CHILD: '1' }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 900_000,
-    });
-    const line = child.stdout.split('\n').find((l) => l.startsWith('ROWS '));
-    if (child.status !== 0 || !line) throw new Error(`bench:processors with ${library} exited ${child.status}`);
-    results.set(library, JSON.parse(line.slice(5)) as string[][]);
-  }
-  const first = results.get(AB_LIBRARIES[0]!)!;
-  const out = [
-    `Command: \`BENCH_KAFKA_CLIENTS=${AB_LIBRARIES.join(',')} npm run bench:processors\` (BENCH_EVENTS=${process.env.BENCH_EVENTS ?? 200_000}, BENCH_RATE=${process.env.BENCH_RATE ?? 20_000}, BENCH_SECONDS=${process.env.BENCH_SECONDS ?? 20}) · ${new Date().toISOString()} · ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`,
-    `Each library ran the whole benchmark in a child process of its own, one after the other. Load average at start: ${loadAtStart}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}.`,
-    '',
-    `| measurement | ${AB_LIBRARIES.join(' | ')} |`,
-    `|---|${AB_LIBRARIES.map(() => '---').join('|')}|`,
-    ...first.map((row, i) => `| ${row[0]} | ${AB_LIBRARIES.map((l) => { const r = results.get(l)![i]!; return `${r[3]} ${r[0]!.startsWith('CPU') || r[0]!.startsWith('same') ? '' : 'events/s '}(${r[2]}${r[0]!.startsWith('CPU') || r[0]!.startsWith('same') ? '' : ' s'})`; }).join(' | ')} |`),
-    '',
-    'Notes per library:',
-    ...AB_LIBRARIES.flatMap((l) => results.get(l)!.map((r) => `- ${l}, ${r[0]}: ${r[4]}`)),
-  ];
-  console.log(out.join('\n'));
-  process.exit(0);
-}
 
 const N = Number(process.env.BENCH_EVENTS ?? 200_000);
 const RATE = Number(process.env.BENCH_RATE ?? 20_000);
@@ -293,8 +258,7 @@ const table = [
   ...rows.map((r) => `| ${r.join(' | ')} |`),
 ];
 console.log(table.join('\n'));
-if (process.env.BENCH_AB_CHILD) console.log(`ROWS ${JSON.stringify(rows)}`);
-else if (process.argv.includes('--write')) {
+if (process.argv.includes('--write')) {
   fs.mkdirSync('docs/benchmarks', { recursive: true });
   const notes = [
     '',

@@ -20,9 +20,7 @@
  *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
  * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
- * BENCH_SERVER_RELOAD_ROUNDS (default 3), BENCH_SERVER_AB (0 skips the A/B),
- * BENCH_SERVER_KAFKA_CLIENTS (a comma list of Kafka client libraries, each `name` or `name:inline`: the
- * A/B compares those instead).
+ * BENCH_SERVER_RELOAD_ROUNDS (default 3), BENCH_SERVER_AB (0 skips the A/B).
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -321,32 +319,14 @@ async function main(): Promise<void> {
     if ((process.env.BENCH_SERVER_AB ?? '1') !== '0') {
       await server.close();
       server = undefined;
-      type Variant = { name: string; publisher: 'thread' | 'inline'; publishBuffer: number; loadsInline?: boolean; library?: string };
-      // BENCH_SERVER_KAFKA_CLIENTS=kafkajs,confluent,platformatic: the A/B compares Kafka client
-      // libraries instead (the whole server, its publisher thread included, on each in turn).
-      const libraries = process.env.BENCH_SERVER_KAFKA_CLIENTS?.split(',');
-      const variants: Variant[] = libraries
-        ? [
-          // `library:inline` produces on the request thread (a native client cannot load in a second thread).
-          ...libraries.map((spec): Variant => {
-            const [library, where = 'thread'] = spec.split(':') as [string, 'thread' | 'inline' | undefined];
-            return { name: `Kafka client ${library} (publisher ${where === 'inline' ? 'on the request thread' : 'thread'}, loader thread)`, publisher: where, publishBuffer: config.server.publishBuffer, library };
-          }),
-          { name: 'publishing off (reference)', publisher: 'thread', publishBuffer: 1 },
-        ]
-        : [
-          { name: 'default (publisher thread, loader thread)', publisher: 'thread', publishBuffer: config.server.publishBuffer },
-          { name: 'loads on the request thread', publisher: 'thread', publishBuffer: config.server.publishBuffer, loadsInline: true },
-          { name: 'publisher on the request thread', publisher: 'inline', publishBuffer: config.server.publishBuffer },
-          { name: 'publishing off (reference)', publisher: 'thread', publishBuffer: 1 },
-        ];
-      const defaultLibrary = process.env.EDDY_KAFKA_CLIENT;
+      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; publishBuffer: number; loadsInline?: boolean }> = [
+        { name: 'default (publisher thread, loader thread)', publisher: 'thread', publishBuffer: config.server.publishBuffer },
+        { name: 'loads on the request thread', publisher: 'thread', publishBuffer: config.server.publishBuffer, loadsInline: true },
+        { name: 'publisher on the request thread', publisher: 'inline', publishBuffer: config.server.publishBuffer },
+        { name: 'publishing off (reference)', publisher: 'thread', publishBuffer: 1 },
+      ];
       for (const [i, v] of variants.entries()) {
         const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, publishBuffer: v.publishBuffer, replicaId: `${config.server.replicaId}-ab${i}` } };
-        // Read when the server and its publisher thread connect (threads copy the environment).
-        if (v.library) process.env.EDDY_KAFKA_CLIENT = v.library;
-        else if (defaultLibrary === undefined) delete process.env.EDDY_KAFKA_CLIENT;
-        else process.env.EDDY_KAFKA_CLIENT = defaultLibrary;
         const s = await startServer(variantConfig, { kafkaPredict: false, wrapLoader: v.loadsInline ? () => storeLoader(config) : undefined });
         try {
           await s.ready;
@@ -358,10 +338,6 @@ async function main(): Promise<void> {
           const reload = await reloadRun(s, s.url);
           table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models, during reload (${reload.swapped}/${k} swapped)`, r: reload.r });
           table.push({ scenario: `A/B ${v.name}: max throughput, ${k} models`, r: await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS }) });
-          if (v.library) {
-            const flushedAb = await s.publisher.flush(30_000);
-            rows.push([`PredictionMade, ${v.name}`, `${s.publisher.publishedTotal} published, ${s.publisher.droppedTotal} dropped; flushed: ${flushedAb}`]);
-          }
         } finally {
           await s.close();
         }

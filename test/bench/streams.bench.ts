@@ -1,9 +1,10 @@
 /**
  * `npm run bench:streams`: Avro-through-registry produce and consume throughput against the local
- * broker, with plain JSON of the same events in the same process as the reference, for each Kafka
- * client library (BENCH_KAFKA_CLIENTS, default all three), each in a child process of its own,
- * one after the other in the same run.
+ * broker, with plain JSON of the same events in the same process as the reference, run in a child
+ * process (BENCH_ROUNDS of them, default 1, one after the other), with the CPU each costs per event.
  * Prints a markdown table (and writes it to docs/benchmarks/streams.md with --write).
+ * The three-way Kafka client A/B that chose the client ran this file at commit 7eff294
+ * (BENCH_KAFKA_CLIENTS=kafkajs,confluent,platformatic); its results are in docs/benchmarks/streams.md.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,13 +13,13 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { LabeledExample } from '../../schemas/events.ts';
 import { loadConfig } from '../../common/config.ts';
-import { connectStreams, deleteTopics, kafkaLibrary, type AnyEvent } from '../../streams/index.ts';
+import { connectStreams, deleteTopics, type AnyEvent } from '../../streams/index.ts';
 
 const N = Number(process.env.BENCH_EVENTS ?? 200_000);
 const BATCH = 2_000;
 const IN_FLIGHT = 4;
 const MAX_RECORDS_PER_CALL = 5000;
-const LIBRARIES = (process.env.BENCH_KAFKA_CLIENTS ?? 'kafkajs,confluent,platformatic').split(',');
+const ROUNDS = Array.from({ length: Number(process.env.BENCH_ROUNDS ?? 1) }, (_, i) => `round ${i + 1}`);
 
 type Row = { what: string; count: number; ms: number; note: string; cpuMs?: number };
 
@@ -43,10 +44,10 @@ async function inBatches(total: number, send: (from: number, to: number) => Prom
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
 }
 
-/** Child: one library, prints its rows as one JSON line. */
+/** Child: one round, prints its rows as one JSON line. */
 async function measure(): Promise<void> {
-  const library = kafkaLibrary();
-  const prefix = `bench${Date.now().toString(36)}${library.slice(0, 3)}.`;
+  const round = process.env.BENCH_ROUND ?? 'round 1';
+  const prefix = `bench${Date.now().toString(36)}.`;
   const config = loadConfig({ ...process.env, EDDY_TOPIC_PREFIX: prefix, EDDY_PARTITIONS: '6', EDDY_LOG_LEVEL: 'warn' });
   const streams = await connectStreams(config, 'bench-streams');
   const events = Array.from({ length: N }, (_, i) => makeEvent(i));
@@ -58,11 +59,11 @@ async function measure(): Promise<void> {
     const ms = performance.now() - t;
     const used = process.cpuUsage(cpu);
     rows.push({ what, count: N, ms, note: extra ? `${note}; ${extra}` : note, cpuMs: (used.user + used.system) / 1000 });
-    process.stderr.write(`[${library}] ${what}: ${Math.round(N / (ms / 1000)).toLocaleString('en-US')} events/s\n`);
+    process.stderr.write(`[${round}] ${what}: ${Math.round(N / (ms / 1000)).toLocaleString('en-US')} events/s\n`);
   };
 
-  if (library === LIBRARIES[0]) {
-    // Serde alone (CPU cost per event, no broker): the same whatever the client library.
+  if (round === ROUNDS[0]) {
+    // Serde alone (CPU cost per event, no broker): measured in the first round only.
     const serde = (what: string, fn: () => unknown) => {
       const t = performance.now();
       fn();
@@ -144,43 +145,43 @@ async function measure(): Promise<void> {
 
 async function main(): Promise<void> {
   const versions: Record<string, string> = {};
-  for (const name of ['kafkajs', '@confluentinc/kafka-javascript', '@platformatic/kafka']) {
+  for (const name of ['@platformatic/kafka']) {
     try {
       versions[name] = (JSON.parse(fs.readFileSync(`node_modules/${name}/package.json`, 'utf8')) as { version: string }).version;
     } catch { /* not installed */ }
   }
-  const byLibrary = new Map<string, Row[]>();
+  const byRound = new Map<string, Row[]>();
   const loadStart = os.loadavg().map((x) => x.toFixed(1)).join(' ');
-  for (const library of LIBRARIES) {
+  for (const round of ROUNDS) {
     const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), 'measure'], {
-      env: { ...process.env, EDDY_KAFKA_CLIENT: library, BENCH_KAFKA_CLIENTS: LIBRARIES.join(',') }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000,
+      env: { ...process.env, BENCH_ROUND: round }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000,
     });
     const line = child.stdout.trim().split('\n').at(-1) ?? '';
-    if (child.status !== 0) throw new Error(`bench:streams for ${library} exited ${child.status}`);
-    byLibrary.set(library, JSON.parse(line) as Row[]);
+    if (child.status !== 0) throw new Error(`bench:streams ${round} exited ${child.status}`);
+    byRound.set(round, JSON.parse(line) as Row[]);
   }
   const rate = (r: Row) => Math.round(r.count / (r.ms / 1000)).toLocaleString('en-US');
-  const serde = byLibrary.get(LIBRARIES[0]!)!.filter((r) => !r.cpuMs);
-  const kafkaRows = [...new Set([...byLibrary.values()].flatMap((rows) => rows.filter((r) => r.cpuMs !== undefined).map((r) => r.what)))];
+  const serde = byRound.get(ROUNDS[0]!)!.filter((r) => !r.cpuMs);
+  const kafkaRows = [...new Set([...byRound.values()].flatMap((rows) => rows.filter((r) => r.cpuMs !== undefined).map((r) => r.what)))];
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   const table = [
-    `Command: \`npm run bench:streams\` (BENCH_EVENTS=${N}, BENCH_KAFKA_CLIENTS=${LIBRARIES.join(',')}) · ${new Date().toISOString()} · ${machine}`,
+    `Command: \`npm run bench:streams\` (BENCH_EVENTS=${N}, BENCH_ROUNDS=${ROUNDS.length}) · ${new Date().toISOString()} · ${machine}`,
     `Broker: Apache Kafka 4.1.1 (KRaft, single node, same machine) · registry: Apicurio 3.0.9 · ${Object.entries(versions).map(([n, v]) => `${n} ${v}`).join(' · ')}`,
-    `Each library ran in a child process of its own, one after the other, on fresh topics (6 partitions). Load average (1/5/15 min) at start: ${loadStart}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}.`,
+    `Each round ran in a child process of its own, one after the other, on fresh topics (6 partitions). Load average (1/5/15 min) at start: ${loadStart}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}.`,
     '',
     '| measurement (no broker) | events | seconds | events/s |',
     '|---|---:|---:|---:|',
     ...serde.map((r) => r.count === 0 ? `| ${r.what} | | | |` : `| ${r.what} | ${r.count.toLocaleString('en-US')} | ${(r.ms / 1000).toFixed(2)} | ${rate(r)} |`),
     '',
-    `| measurement, ${N.toLocaleString('en-US')} events | ${LIBRARIES.map((l) => `${l} events/s (CPU µs/event)`).join(' | ')} |`,
-    `|---|${LIBRARIES.map(() => '---:').join('|')}|`,
-    ...kafkaRows.map((what) => `| ${what} | ${LIBRARIES.map((l) => {
-      const r = byLibrary.get(l)!.find((x) => x.what === what);
+    `| measurement, ${N.toLocaleString('en-US')} events | ${ROUNDS.map((l) => `${l}: events/s (CPU µs/event)`).join(' | ')} |`,
+    `|---|${ROUNDS.map(() => '---:').join('|')}|`,
+    ...kafkaRows.map((what) => `| ${what} | ${ROUNDS.map((l) => {
+      const r = byRound.get(l)!.find((x) => x.what === what);
       return r ? `${rate(r)} (${((r.cpuMs! * 1000) / r.count).toFixed(1)})` : '—';
     }).join(' | ')} |`),
     '',
-    'Notes per library (the same rows):',
-    ...LIBRARIES.flatMap((l) => byLibrary.get(l)!.filter((r) => r.cpuMs !== undefined).map((r) => `- ${l}, ${r.what}: ${r.note}`)),
+    'Notes per round (the same rows):',
+    ...ROUNDS.flatMap((l) => byRound.get(l)!.filter((r) => r.cpuMs !== undefined).map((r) => `- ${l}, ${r.what}: ${r.note}`)),
   ];
   console.log(table.join('\n'));
   if (process.argv.includes('--write')) {
