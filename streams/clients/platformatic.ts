@@ -153,8 +153,23 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
       const assignmentListeners: Array<(a: Record<string, number[]>) => void> = [];
       const crashListeners: Array<(err: Error) => void> = [];
       let owned = new Set<string>();
+      /**
+       * The library hands over one message at a time; Eddy's runner works on one partition's
+       * batch. Messages queue per partition; one batch per partition is in hand at a time (order),
+       * up to `partitionsConsumedConcurrently` partitions at once, and the stream pauses while too
+       * many wait.
+       */
+      interface PartitionQueue { topic: string; partition: number; messages: Array<Message<Buffer, Buffer, Buffer, Buffer>>; busy: boolean }
+      const queues = new Map<string, PartitionQueue>();
+      const MAX_WAITING = options.maxBatchSize * 4;
+      let waiting = 0;
       consumer.on('consumer:group:rebalance', () => {
         owned = new Set();
+        // After the rebalance the stream reads every partition it gets from the committed offset
+        // again, so what waits here would arrive twice: drop it (the batches in hand finish).
+        for (const q of queues.values()) q.messages = [];
+        waiting = 0;
+        if (running && stream?.isPaused()) stream.resume();
         for (const l of assignmentListeners) l({});
       });
       consumer.on('consumer:group:join', (e) => {
@@ -164,19 +179,8 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         for (const l of assignmentListeners) l(a);
       });
 
-      /**
-       * The library hands over one message at a time; Eddy's runner works on one partition's
-       * batch. Messages queue per partition; one batch per partition is in hand at a time (order),
-       * up to `partitionsConsumedConcurrently` partitions at once, and the stream pauses while too
-       * many wait.
-       */
-      interface PartitionQueue { topic: string; partition: number; messages: Array<Message<Buffer, Buffer, Buffer, Buffer>>; busy: boolean }
-      const queues = new Map<string, PartitionQueue>();
       const inHand = new Set<Promise<void>>();
-      const MAX_WAITING = options.maxBatchSize * 4;
-      let waiting = 0;
       let running = false;
-      let commits: Promise<void> = Promise.resolve();
       let stream: Awaited<ReturnType<typeof consumer.consume>> | undefined;
       let eachBatch: ((batch: FetchedBatch) => Promise<void>) | undefined;
 
@@ -199,13 +203,10 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
             topic: q.topic, partition: q.partition, messages,
             isRunning: () => running && owned.has(key),
             heartbeat: async () => undefined, // the library heartbeats on its own timer
-            commit: (next) => {
+            commit: async (next) => {
               // Message.commit() commits its offset + 1 for its partition (with the leader epoch).
-              // One commit at a time: overlapping commits stopped this library's fetches for good.
               const last = taken.find((m) => m.offset === BigInt(next) - 1n) ?? taken[taken.length - 1]!;
-              const done = commits.then(() => last.commit());
-              commits = done.catch(() => undefined);
-              return done;
+              await last.commit();
             },
           };
           const work: Promise<void> = eachBatch!(fetched).finally(() => {
