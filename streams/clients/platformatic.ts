@@ -5,6 +5,13 @@ import { createLogger } from '../../common/log.ts';
 import { coPartitionedAssignment } from '../assigner.ts';
 import type { ConnectedAdmin, ConsumerDriver, ConsumerDriverOptions, FetchedBatch, KafkaClient, ProducerDriver, RawMessage } from '../client.ts';
 
+/**
+ * Eddy's Kafka seam (streams/client.ts) on @platformatic/kafka 1.35: admin, an idempotent producer
+ * (one send in flight, Java-compatible partitioner) and a group consumer whose message stream is
+ * regrouped into per-partition batches for the runner. docs/streams.md, "The Kafka client", says
+ * why each setting is what it is.
+ */
+
 /** {@link coPartitionedAssignment} as this library's assignor (it runs on the group leader). */
 const coPartitioned: GroupPartitionsAssigner = (_current, members, topics, metadata) => {
   const subscriptions = [...members.values()].map((m) => ({ memberId: m.memberId, topics: m.topics ?? [...topics] }));
