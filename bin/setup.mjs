@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // First-run set-up used by `npm test` and `npm run demo`: installs dependencies when
 // node_modules is missing or older than package-lock.json. Plain Node (no dependencies), so it
-// runs on a fresh clone. No dependency needs an install script (see README, "Install scripts").
+// runs on a fresh clone. No dependency needs an install script, a native build or a system
+// package (see README, "Install scripts"): the Kafka client, @platformatic/kafka, is pure
+// JavaScript, so npm's own cache (~/.npm) is all a second clone reuses.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';

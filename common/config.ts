@@ -164,7 +164,7 @@ const ENV_SCHEMA = {
     },
     EDDY_SERVER_PUBLISHER: {
       type: 'string', default: 'thread', enum: ['thread', 'inline'],
-      description: 'Where PredictionMade events are encoded and produced: a worker thread with its own Kafka connection (keeps kafkajs off the request thread; p99 in BENCHMARKS.md) or inline on the request thread.',
+      description: 'Where PredictionMade events are encoded and produced: a worker thread with its own Kafka connection (keeps the Kafka client off the request thread; p99 in BENCHMARKS.md) or inline on the request thread.',
     },
     EDDY_SERVER_CANARY_KEY: {
       type: 'string', default: 'requester', pattern: '^[A-Za-z0-9._-]+$',

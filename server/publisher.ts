@@ -6,7 +6,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { retry } from '../common/retry.ts';
 import { startThread } from '../common/threads.ts';
 import type { PredictionMade } from '../schemas/events.ts';
-import { countProduced, createKafka, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
+import { countProduced, createKafkaClient, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
 
 /**
@@ -20,9 +20,12 @@ import { serverMetrics } from './metrics.ts';
  *   one request, retries while Kafka is away, and drops (loudly) what the producer refuses.
  *
  * By default the sender runs in a worker thread with its own Kafka connection and schema codec.
- * Measured on this project's 2-core machine (BENCHMARKS.md): kafkajs costs 30–40 µs of CPU per
- * event, and a 50 ms flush of ~250 events encoded on the request thread held the server's p99 at
- * ~8 ms; handing a batch to the thread costs ~1.3 µs per event. `EDDY_SERVER_PUBLISHER=inline`
+ * Measured on this project's 2-core machine (BENCHMARKS.md, with kafkajs then): producing cost
+ * 30–40 µs of CPU per event, and a 50 ms flush of ~250 events encoded on the request thread held
+ * the server's p99 at ~8 ms; handing a batch to the thread costs ~1.3 µs per event. The Kafka
+ * client (@platformatic/kafka) is pure JavaScript, so it runs in the thread as kafkajs did (a
+ * native client such as librdkafka's cannot be loaded by a second thread of the process; see
+ * docs/streams.md). `EDDY_SERVER_PUBLISHER=inline`
  * keeps the sender on the request thread (one thread fewer, for tests and comparisons).
  */
 
@@ -79,9 +82,10 @@ interface SenderChannel {
 }
 
 /**
- * Linger 50 ms by default. kafkajs costs ~96 µs of CPU per event in 20-event produce requests but
- * ~25 at 100 and ~19 at 1,000 (measured here), so at 5,000 predictions/s 50 ms (~250 events per
- * request) saves most of it; PredictionMade is for monitoring, 50 ms later is fine.
+ * Linger 50 ms by default. A produce request has a fixed cost (kafkajs: ~96 µs of CPU per event in
+ * 20-event requests but ~25 at 100 and ~19 at 1,000, measured here), so at 5,000 predictions/s
+ * 50 ms (~250 events per request) saves most of it; PredictionMade is for monitoring, 50 ms later
+ * is fine.
  */
 const DEFAULT_LINGER_MS = 50;
 const DEFAULT_BATCH = 1000;
@@ -438,7 +442,7 @@ export function runPublisherThread(data: ThreadData): void {
   let closing = false;
   const connected = retry(async () => {
     const codec = await EventCodec.connect({ url: data.schemaRegistryUrl, logger });
-    const p = new EventProducer(createKafka(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
+    const p = new EventProducer(createKafkaClient(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
     await p.connect();
     producer = p;
     return p;

@@ -130,7 +130,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
   };
   try {
     const groupReady = (group: string) => streams.withAdmin(async (admin) => {
-      const { groups } = await admin.describeGroups([streams.topics.group(group)]);
+      const groups = await admin.describeGroups([streams.topics.group(group)]);
       return groups.some((g) => g.state === 'Stable' && g.members.length > 0);
     });
     await platform.start(platformComponents({ serverPorts: ports, groupReady, metricsPorts }).filter((c) => !opts.omitComponents?.includes(c.name)));
@@ -172,8 +172,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
 export async function deleteNamespace(config: EddyConfig, streams: Streams): Promise<void> {
   await streams.withAdmin(async (admin) => {
     await deleteTopics(admin, streams.topics);
-    const { groups } = await admin.listGroups();
-    const ours = groups.map((g) => g.groupId).filter((g) => g.startsWith(config.topicPrefix));
+    const ours = (await admin.listGroups()).filter((g) => g.startsWith(config.topicPrefix));
     if (ours.length) await admin.deleteGroups(ours).catch(() => undefined);
   });
   const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });

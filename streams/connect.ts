@@ -1,9 +1,9 @@
-import type { Admin, Kafka } from 'kafkajs';
+import type { Admin, KafkaClient } from './client.ts';
 import type { EddyConfig } from '../common/config.ts';
 import { DependencyUnavailableError, errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { EventCodec } from './codec.ts';
-import { createKafka } from './kafka.ts';
+import { createKafkaClient } from './kafka.ts';
 import { EventProducer } from './producer.ts';
 import { ConsumerRunner, type ConsumerRunnerOptions } from './consumer.ts';
 import { ensureTopics, TopicNames } from './topics.ts';
@@ -14,7 +14,7 @@ import { ensureTopics, TopicNames } from './topics.ts';
  */
 export interface Streams {
   config: EddyConfig;
-  kafka: Kafka;
+  kafka: KafkaClient;
   codec: EventCodec;
   topics: TopicNames;
   producer: EventProducer;
@@ -26,19 +26,19 @@ export interface Streams {
 
 export async function connectStreams(config: EddyConfig, clientId: string, opts: { ensureTopics?: boolean } = {}): Promise<Streams> {
   const logger = createLogger(clientId, config.logLevel);
-  const kafka = createKafka(config, clientId);
+  const kafka = createKafkaClient(config, clientId);
   const topics = new TopicNames(config.topicPrefix);
   const withAdmin = async <T>(fn: (admin: Admin) => Promise<T>): Promise<T> => {
-    const admin = kafka.admin();
+    let admin;
     try {
-      await admin.connect();
+      admin = await kafka.admin();
     } catch (err) {
       throw new DependencyUnavailableError('kafka', `Kafka at ${config.kafkaBrokers.join(',')} is not reachable (${errorMessage(err)}); is it running? try 'eddy stack status'`, err);
     }
     try {
       return await fn(admin);
     } finally {
-      await admin.disconnect();
+      await admin.close();
     }
   };
   const codec = await EventCodec.connect({ url: config.schemaRegistryUrl, logger });

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { PartitionAssigners, type Consumer, type EachBatchPayload, type Kafka, type KafkaMessage } from 'kafkajs';
-import { CoPartitionedAssigner } from './assigner.ts';
+import type { ConsumerDriver, FetchedBatch, KafkaClient, RawMessage } from './client.ts';
 import { DecodeError, type AnyEvent, type EventCodec } from './codec.ts';
 import type { EventProducer } from './producer.ts';
 import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
@@ -87,6 +86,15 @@ export interface ConsumerRunnerOptions {
    * stops the consumer with the error.
    */
   onUndecodable?: 'dead-letter' | 'fail';
+  /** The group drops this member when it has not heard from it for this long (default 30 s). */
+  sessionTimeoutMs?: number;
+  /** How often the member tells the group it is alive (default 3 s). */
+  heartbeatIntervalMs?: number;
+  /**
+   * Static membership (KIP-345): a member that restarts with the same id within the session
+   * timeout gets its partitions back without a rebalance. Unique per process.
+   */
+  groupInstanceId?: string;
   logger?: Logger;
 }
 
@@ -119,17 +127,18 @@ class StoppedError extends Error {}
  */
 export class ConsumerRunner {
   readonly groupId: string;
-  private readonly consumer: Consumer;
+  private readonly consumer: ConsumerDriver;
   private readonly logger: Logger;
-  private readonly opts: Required<Omit<ConsumerRunnerOptions, 'logger' | 'handler' | 'topics' | 'group'>>;
+  private readonly opts: Required<Pick<ConsumerRunnerOptions, 'fromBeginning' | 'maxRecordsPerCall' | 'partitionsConsumedConcurrently' | 'retry' | 'onUndecodable'>>;
   private running = false;
   private crashed: Error | undefined;
   private stopping: Promise<void> | undefined;
   private assigned: Record<string, number[]> = {};
+  private assignmentWaiters: Array<() => void> = [];
   private readonly tasks: ScheduledTask[] = [];
 
   constructor(
-    kafka: Kafka,
+    kafka: KafkaClient,
     private readonly codec: EventCodec,
     private readonly producer: EventProducer,
     private readonly names: TopicNames,
@@ -146,34 +155,25 @@ export class ConsumerRunner {
     };
     this.consumer = kafka.consumer({
       groupId: this.groupId,
-      allowAutoTopicCreation: false,
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
-      maxWaitTimeInMs: 100,
-      // Co-partitioned first (one member owns partition p of every topic: per-client state that
-      // spans topics has one writer); round-robin only while an older member is in the group.
-      partitionAssigners: [CoPartitionedAssigner, PartitionAssigners.roundRobin],
+      topics: options.topics.map((t) => names.physical(t)),
+      fromBeginning: this.opts.fromBeginning,
+      partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently,
+      maxBatchSize: this.opts.maxRecordsPerCall,
+      sessionTimeoutMs: options.sessionTimeoutMs ?? 30_000,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 3_000,
+      groupInstanceId: options.groupInstanceId,
     });
-    // Nothing is owned between the start of a rebalance and the next assignment.
-    this.consumer.on(this.consumer.events.REBALANCING, () => {
-      this.assigned = {};
-    });
-    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+    // Co-partitioned (one member owns partition p of every topic: per-client state that spans
+    // topics has one writer); nothing is owned between the start of a rebalance and the next assignment.
+    this.consumer.onAssignment((byPhysical) => {
       const assigned: Record<string, number[]> = {};
-      for (const [physical, partitions] of Object.entries(e.payload.memberAssignment)) {
-        assigned[this.names.logical(physical) ?? physical] = [...partitions].sort((a, b) => a - b);
-      }
+      for (const [physical, partitions] of Object.entries(byPhysical)) assigned[this.names.logical(physical) ?? physical] = partitions;
       this.assigned = assigned;
-      this.logger.info({ assigned, protocol: e.payload.groupProtocol }, 'partitions assigned');
+      if (Object.keys(assigned).length === 0) return;
+      this.logger.info({ assigned }, 'partitions assigned');
+      for (const w of this.assignmentWaiters.splice(0)) w();
     });
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
-      const err = e.payload.error;
-      this.logger.error({ err: errorMessage(err), restart: e.payload.restart }, 'consumer crashed');
-      if (!e.payload.restart) {
-        this.crashed = err;
-        this.running = false;
-      }
-    });
+    this.consumer.onCrash((err) => this.crash(err));
   }
 
   /** Partitions per (logical) topic this member owns since the last rebalance. */
@@ -199,17 +199,8 @@ export class ConsumerRunner {
       },
     });
     await this.producer.connect();
-    await this.consumer.connect();
-    for (const topic of this.options.topics) {
-      await this.consumer.subscribe({ topic: this.names.physical(topic), fromBeginning: this.opts.fromBeginning });
-    }
     this.running = true;
-    await this.consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently,
-      eachBatch: (payload) => this.onBatch(payload),
-    });
+    await this.consumer.start((batch) => this.onBatch(batch));
     const ownership: Ownership = { owns: (topic, partition) => this.running && (this.assigned[topic]?.includes(partition) ?? false) };
     for (const t of this.tasks) t.start(ownership);
     this.logger.info({ topics: this.options.topics }, 'consumer started');
@@ -217,17 +208,16 @@ export class ConsumerRunner {
 
   /** Waits until the group has partitions assigned (useful before producing in tests and tools). */
   async waitForAssignment(timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
     await new Promise<void>((resolve, reject) => {
-      const off = this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
-        off();
+      const waiter = () => {
         clearTimeout(timer);
         resolve();
-      });
+      };
       const timer = setTimeout(() => {
-        off();
+        this.assignmentWaiters = this.assignmentWaiters.filter((w) => w !== waiter);
         reject(new EddyError('TIMEOUT', `consumer group ${this.groupId} got no assignment within ${timeoutMs} ms`));
-      }, Math.max(0, deadline - Date.now()));
+      }, timeoutMs);
+      this.assignmentWaiters.push(waiter);
     });
   }
 
@@ -238,7 +228,6 @@ export class ConsumerRunner {
       try {
         await Promise.all(this.tasks.map((t) => t.stop()));
         await this.consumer.stop();
-        await this.consumer.disconnect();
       } finally {
         await this.options.handler.close?.();
         this.logger.info('consumer stopped');
@@ -247,36 +236,40 @@ export class ConsumerRunner {
     return this.stopping;
   }
 
-  private async onBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch } = payload;
+  /** A failure the runner cannot get past (the 'fail' policy, a commit refused): stop for good, uncommitted. */
+  private crash(err: Error): void {
+    if (this.crashed) return;
+    this.crashed = err;
+    this.running = false;
+    this.logger.error({ err: errorMessage(err) }, 'consumer crashed');
+    void this.stop().catch(() => undefined);
+  }
+
+  private async onBatch(batch: FetchedBatch): Promise<void> {
+    if (!this.running) return;
     const topic = this.names.logical(batch.topic);
-    if (!topic) throw new EddyError('UNKNOWN_TOPIC', `subscribed to ${batch.topic}, which is not in the catalogue`);
+    if (!topic) return this.crash(new EddyError('UNKNOWN_TOPIC', `subscribed to ${batch.topic}, which is not in the catalogue`));
     metrics.received().inc({ group: this.groupId, topic }, batch.messages.length);
-    const messages = batch.messages;
-    for (let start = 0; start < messages.length; start += this.opts.maxRecordsPerCall) {
-      if (!payload.isRunning() || payload.isStale()) return;
-      const slice = messages.slice(start, start + this.opts.maxRecordsPerCall);
-      try {
-        await this.processSlice(topic, batch.partition, slice, payload);
-      } catch (err) {
-        if (err instanceof StoppedError) return; // uncommitted: redelivered after restart
-        throw err;
-      }
-      const next = (BigInt(slice[slice.length - 1]!.offset) + 1n).toString();
-      // Through the batch payload, not consumer.commitOffsets: the latter is a no-op once stop()
-      // began, and a graceful stop must commit the records it finished.
-      await payload.commitOffsetsIfNecessary({ topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }] });
-      payload.resolveOffset(slice[slice.length - 1]!.offset);
-      await payload.heartbeat();
+    if (!batch.isRunning()) return;
+    try {
+      await this.processSlice(topic, batch.partition, batch.messages, batch);
+      const next = (BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n).toString();
+      await batch.commit(next);
+      await batch.heartbeat();
+    } catch (err) {
+      if (err instanceof StoppedError) return; // uncommitted: redelivered after restart
+      // A partition taken away mid-batch refuses the commit; its new owner redoes the batch (idempotent).
+      if (!batch.isRunning()) return;
+      this.crash(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
-  private async processSlice(topic: TopicName, partition: number, slice: KafkaMessage[], payload: EachBatchPayload): Promise<void> {
+  private async processSlice(topic: TopicName, partition: number, slice: RawMessage[], batch: FetchedBatch): Promise<void> {
     const records: EventRecord[] = [];
     const dead: DeadLetter[] = [];
     const allowed: readonly string[] = TOPICS[topic].events;
     for (const m of slice) {
-      const decoded = await this.withRetry(payload, () => this.codec.decode(m.value));
+      const decoded = await this.withRetry(batch, () => this.codec.decode(m.value));
       if (decoded instanceof Error) {
         const code = decoded instanceof DecodeError ? decoded.failure : 'UNDECODABLE';
         dead.push(this.deadLetter(topic, partition, m, code, decoded.message));
@@ -285,7 +278,7 @@ export class ConsumerRunner {
       } else {
         records.push({
           event: decoded, topic, partition, offset: m.offset,
-          key: m.key ? m.key.toString() : null, timestamp: Number(m.timestamp),
+          key: m.key ? m.key.toString() : null, timestamp: m.timestamp,
         });
       }
     }
@@ -294,17 +287,17 @@ export class ConsumerRunner {
     }
     if (records.length > 0) {
       const ctx: BatchContext = {
-        heartbeat: () => payload.heartbeat(),
-        isRunning: () => payload.isRunning() && this.running,
+        heartbeat: () => batch.heartbeat(),
+        isRunning: () => batch.isRunning() && this.running,
         logger: this.logger,
       };
       const timer = metrics.latency().startTimer({ group: this.groupId });
-      const whole = await this.withRetry(payload, () => this.options.handler.handle(records, ctx));
+      const whole = await this.withRetry(batch, () => this.options.handler.handle(records, ctx));
       if (whole instanceof Error) {
         // Isolate the poison record: the handler is idempotent, so replaying the good ones is safe.
         this.logger.warn({ err: errorMessage(whole), records: records.length }, 'handler failed on a call; retrying record by record');
         for (const r of records) {
-          const one = await this.withRetry(payload, () => this.options.handler.handle([r], ctx));
+          const one = await this.withRetry(batch, () => this.options.handler.handle([r], ctx));
           if (one instanceof Error) {
             const m = slice.find((x) => x.offset === r.offset)!;
             dead.push(this.deadLetter(topic, partition, m, 'HANDLER_FAILED', errorMessage(one)));
@@ -314,7 +307,7 @@ export class ConsumerRunner {
       timer();
     }
     if (dead.length > 0) {
-      await this.withRetry(payload, () => this.producer.sendAll(dead.map((value) => ({ name: 'DeadLetter', value }) as AnyEvent)), true);
+      await this.withRetry(batch, () => this.producer.sendAll(dead.map((value) => ({ name: 'DeadLetter', value }) as AnyEvent)), true);
       for (const d of dead) {
         metrics.deadLettered().inc({ group: this.groupId, topic, code: d.errorCode });
         this.logger.warn({ topic, partition, offset: d.offset, code: d.errorCode, reason: d.reason }, 'message dead-lettered');
@@ -328,7 +321,7 @@ export class ConsumerRunner {
    * it succeeds or the runner stops (then StoppedError: nothing is committed). A non-retriable
    * error is returned (not thrown) so the caller decides: dead-letter it, or fail when `rethrow`.
    */
-  private async withRetry<T>(payload: EachBatchPayload, fn: () => Promise<T>, rethrow = false): Promise<T | Error> {
+  private async withRetry<T>(batch: FetchedBatch, fn: () => Promise<T>, rethrow = false): Promise<T | Error> {
     try {
       return await retry(fn, {
         initialMs: this.opts.retry.initialMs!, maxMs: this.opts.retry.maxMs!,
@@ -341,9 +334,9 @@ export class ConsumerRunner {
         wait: async (ms) => {
           const until = Date.now() + ms;
           while (Date.now() < until) {
-            if (!payload.isRunning() || !this.running) throw new StoppedError();
+            if (!batch.isRunning() || !this.running) throw new StoppedError();
             await new Promise((r) => setTimeout(r, Math.min(250, until - Date.now())));
-            await payload.heartbeat().catch(() => undefined);
+            await batch.heartbeat().catch(() => undefined);
           }
         },
       });
@@ -353,7 +346,7 @@ export class ConsumerRunner {
     }
   }
 
-  private deadLetter(topic: TopicName, partition: number, m: KafkaMessage, code: DeadLetter['errorCode'], reason: string): DeadLetter {
+  private deadLetter(topic: TopicName, partition: number, m: RawMessage, code: DeadLetter['errorCode'], reason: string): DeadLetter {
     return {
       eventId: randomUUID(),
       clientId: m.key?.toString() || 'unknown',

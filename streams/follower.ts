@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Admin } from 'kafkajs';
+import type { Admin } from './client.ts';
 import { errorMessage } from '../common/errors.ts';
 import { pollUntil } from '../common/retry.ts';
 import type { Logger } from '../common/log.ts';
@@ -64,11 +64,11 @@ export class LogFollower {
 
   /** Polls the group's committed offsets until they reach the targets, then flips to ready. */
   private async watchCatchUp(groupId: string, targets: Map<string, Map<number, bigint>>): Promise<void> {
-    const admin = this.streams.kafka.admin();
+    let admin: Awaited<ReturnType<Streams['kafka']['admin']>> | undefined;
     try {
-      await admin.connect();
       await pollUntil(async () => {
         try {
+          admin ??= await this.streams.kafka.admin();
           return await caughtUp(admin, groupId, targets);
         } catch (err) {
           this.opts.logger.warn({ err: errorMessage(err) }, 'cannot read consumer offsets yet; retrying');
@@ -76,7 +76,7 @@ export class LogFollower {
         }
       }, { initialMs: 50, maxMs: 500, stop: () => this.stopped });
     } finally {
-      await admin.disconnect().catch(() => undefined);
+      await admin?.close().catch(() => undefined);
     }
     if (this.stopped) return;
     this.readyAt = Date.now();

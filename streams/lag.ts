@@ -1,4 +1,4 @@
-import type { Admin } from 'kafkajs';
+import type { Admin } from './client.ts';
 import { errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { metric, prom } from '../common/metrics.ts';
@@ -83,9 +83,9 @@ export class LagCollector {
         partitionEnds.set(physical, m);
         ends[t] = sum;
       }
-      const { groups } = await admin.listGroups();
+      const groups = await admin.listGroups();
       const lag: LagSample['lag'] = {};
-      for (const g of groups.map((x) => x.groupId).filter((id) => id.startsWith(names.prefix))) {
+      for (const g of groups.filter((id) => id.startsWith(names.prefix))) {
         const committed = await admin.fetchOffsets({ groupId: g, topics: [...partitionEnds.keys()] });
         for (const t of committed) {
           const logical = names.logical(t.topic);

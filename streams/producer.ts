@@ -1,5 +1,4 @@
-import type { Kafka, Producer, Message, TopicMessages } from 'kafkajs';
-import { CompressionTypes } from 'kafkajs';
+import type { KafkaClient, OutgoingMessage, ProducerDriver, TopicMessages } from './client.ts';
 import type { EventName, EventTypes } from '../schemas/events.ts';
 import type { AnyEvent, EventCodec } from './codec.ts';
 import { TOPIC_OF_EVENT, type TopicNames } from './topics.ts';
@@ -29,15 +28,14 @@ export function countProduced(name: EventName, n: number): void {
  * `eventId` because upstream producers and replays can repeat an event.
  */
 export class EventProducer {
-  private readonly producer: Producer;
+  private readonly producer: ProducerDriver;
   private connected = false;
 
-  constructor(kafka: Kafka, private readonly codec: EventCodec, private readonly topics: TopicNames) {
-    // Idempotent: kafkajs retries a failed Produce request whole (e.g. NOT_LEADER on one partition
-    // right after topic creation), which duplicates the partitions that had succeeded; broker-side
-    // sequence numbers drop those duplicates. Retries stay bounded so a dead cluster surfaces as an
-    // error instead of a hang; after that, delivery is at-least-once and consumers dedupe on eventId.
-    this.producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 5, retry: { retries: 10, initialRetryTime: 100 } });
+  constructor(kafka: KafkaClient, private readonly codec: EventCodec, private readonly topics: TopicNames) {
+    // Idempotent (broker-side sequence numbers: a retried request never writes twice) with bounded
+    // retries, so a dead cluster surfaces as an error instead of a hang; after that, delivery is
+    // at-least-once and consumers dedupe on eventId.
+    this.producer = kafka.producer();
   }
 
   async connect(): Promise<void> {
@@ -57,7 +55,7 @@ export class EventProducer {
   }
 
   /** Encodes one event into a Kafka message (validation errors are thrown here, synchronously). */
-  message<N extends EventName>(name: N, event: EventTypes[N]): Message {
+  message<N extends EventName>(name: N, event: EventTypes[N]): OutgoingMessage {
     return {
       key: (event as { clientId: string }).clientId,
       value: this.codec.encode(name, event),
@@ -75,7 +73,7 @@ export class EventProducer {
    */
   async sendAll(events: readonly AnyEvent[]): Promise<void> {
     if (events.length === 0) return;
-    const byTopic = new Map<string, Message[]>();
+    const byTopic = new Map<string, OutgoingMessage[]>();
     const counts = new Map<string, number>();
     for (const e of events) {
       const topic = this.topics.physical(TOPIC_OF_EVENT[e.name]);
@@ -93,7 +91,7 @@ export class EventProducer {
   async sendMessages(topicMessages: TopicMessages[]): Promise<void> {
     await this.connect();
     try {
-      await this.producer.sendBatch({ topicMessages, acks: -1, compression: CompressionTypes.None });
+      await this.producer.send(topicMessages);
     } catch (err) {
       throw new DependencyUnavailableError('kafka', `cannot produce to Kafka: ${errorMessage(err)}`, err);
     }

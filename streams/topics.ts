@@ -1,4 +1,4 @@
-import type { Admin, ITopicConfig } from 'kafkajs';
+import type { Admin, NewTopic } from './client.ts';
 import type { EventName } from '../schemas/events.ts';
 
 /**
@@ -75,23 +75,14 @@ export async function ensureTopics(
   const present = new Set(await admin.listTopics());
   const missing = wanted.filter((t) => !present.has(t.physical));
   if (missing.length > 0) {
-    const topics: ITopicConfig[] = missing.map((t) => ({
+    const topics: NewTopic[] = missing.map((t) => ({
       topic: t.physical,
       numPartitions: opts.partitions,
       replicationFactor: opts.replicationFactor,
-      configEntries: [
-        { name: 'retention.ms', value: String(TOPICS[t.logical].retentionMs) },
-        { name: 'cleanup.policy', value: 'delete' },
-      ],
+      configs: { 'retention.ms': String(TOPICS[t.logical].retentionMs), 'cleanup.policy': 'delete' },
     }));
-    // createTopics resolves false (not an error) when a concurrent creator won the race: fine.
-    // Its own wait for leaders can fail with a retriable metadata error on a loaded broker; our
-    // wait below polls until the partitions really serve, so only a final refusal is an error.
-    try {
-      await admin.createTopics({ topics, waitForLeaders: false });
-    } catch (err) {
-      if (!(err as { retriable?: boolean }).retriable) throw err;
-    }
+    // A topic a concurrent creator made first is not an error (Admin.createTopics).
+    await admin.createTopics(topics);
     await waitForLeaders(admin, missing.map((t) => t.physical));
   }
   return {
@@ -111,8 +102,8 @@ async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 15_000
   for (const topic of topics) {
     for (;;) {
       try {
-        const { topics: meta } = await admin.fetchTopicMetadata({ topics: [topic] });
-        if (meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
+        const partitions = await admin.partitionLeaders(topic);
+        if (partitions.length > 0 && partitions.every((p) => p.leader >= 0)) {
           await admin.fetchTopicOffsets(topic);
           break;
         }
@@ -129,6 +120,6 @@ async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 15_000
 export async function deleteTopics(admin: Admin, names: TopicNames): Promise<string[]> {
   const present = await admin.listTopics();
   const ours = present.filter((t) => names.logical(t) !== undefined);
-  if (ours.length > 0) await admin.deleteTopics({ topics: ours });
+  if (ours.length > 0) await admin.deleteTopics(ours);
   return ours;
 }

@@ -50,8 +50,7 @@ export async function testStreams(config: EddyConfig = testConfig()): Promise<St
       await streams.close();
       await streams.withAdmin(async (admin) => {
         await deleteTopics(admin, streams.topics);
-        const { groups } = await admin.listGroups();
-        const ours = groups.map((g) => g.groupId).filter((g) => g.startsWith(config.topicPrefix));
+        const ours = (await admin.listGroups()).filter((g) => g.startsWith(config.topicPrefix));
         if (ours.length) await admin.deleteGroups(ours).catch(() => undefined);
       });
     },

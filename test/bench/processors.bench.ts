@@ -68,12 +68,9 @@ async function produce(streams: Streams, count: number): Promise<void> {
   await Promise.all([worker(), worker(), worker()]);
 }
 
-let sharedAdmin: ReturnType<Streams['kafka']['admin']> | undefined;
+let sharedAdmin: Awaited<ReturnType<Streams['kafka']['admin']>> | undefined;
 async function withSharedAdmin<T>(streams: Streams, fn: (admin: NonNullable<typeof sharedAdmin>) => Promise<T>): Promise<T> {
-  if (!sharedAdmin) {
-    sharedAdmin = streams.kafka.admin();
-    await sharedAdmin.connect();
-  }
+  sharedAdmin ??= await streams.kafka.admin();
   return fn(sharedAdmin);
 }
 
@@ -229,7 +226,7 @@ try {
     `consumer lag (${lags.length} samples, every 0.5 s): median ${p50}, max ${maxL} events; caught up ${(drainAfter / 1000).toFixed(1)} s after the producer stopped; ${(rws / Math.max(1, ins)).toFixed(0)} rows/insert`]);
   say(`sustained: sent ${sent} at ${Math.round(achieved)}/s, lag median ${p50} max ${maxL}, drained in ${(drainAfter / 1000).toFixed(1)} s`);
 } finally {
-  await sharedAdmin?.disconnect();
+  await sharedAdmin?.close();
   await procs?.stop();
   const redis = await connectRedis(config);
   let cursor = '0';
@@ -245,8 +242,7 @@ try {
   await streams.close();
   await streams.withAdmin(async (admin) => {
     await deleteTopics(admin, streams.topics);
-    const { groups } = await admin.listGroups();
-    const ours = groups.map((g) => g.groupId).filter((g) => g.startsWith(`${id}.`));
+    const ours = (await admin.listGroups()).filter((g) => g.startsWith(`${id}.`));
     if (ours.length) await admin.deleteGroups(ours).catch(() => undefined);
   });
 }

@@ -1,11 +1,16 @@
 /**
  * `npm run bench:streams`: Avro-through-registry produce and consume throughput against the local
- * broker, with plain JSON of the same events in the same process as the reference.
+ * broker, with plain JSON of the same events in the same process as the reference, run in a child
+ * process (BENCH_ROUNDS of them, default 1, one after the other), with the CPU each costs per event.
  * Prints a markdown table (and writes it to docs/benchmarks/streams.md with --write).
+ * The three-way Kafka client A/B that chose the client ran this file at commit 7eff294
+ * (BENCH_KAFKA_CLIENTS=kafkajs,confluent,platformatic); its results are in docs/benchmarks/streams.md.
  */
 import fs from 'node:fs';
 import os from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import type { LabeledExample } from '../../schemas/events.ts';
 import { loadConfig } from '../../common/config.ts';
 import { connectStreams, deleteTopics, type AnyEvent } from '../../streams/index.ts';
@@ -13,8 +18,10 @@ import { connectStreams, deleteTopics, type AnyEvent } from '../../streams/index
 const N = Number(process.env.BENCH_EVENTS ?? 200_000);
 const BATCH = 2_000;
 const IN_FLIGHT = 4;
-const prefix = `bench${Date.now().toString(36)}.`;
-const config = loadConfig({ ...process.env, EDDY_TOPIC_PREFIX: prefix, EDDY_PARTITIONS: '6', EDDY_LOG_LEVEL: 'warn' });
+const MAX_RECORDS_PER_CALL = 5000;
+const ROUNDS = Array.from({ length: Number(process.env.BENCH_ROUNDS ?? 1) }, (_, i) => `round ${i + 1}`);
+
+type Row = { what: string; count: number; ms: number; note: string; cpuMs?: number };
 
 const words = 'printer laptop vpn password reset invoice payroll expense badge wifi outlook meeting room access license'.split(' ');
 function makeEvent(i: number): LabeledExample {
@@ -37,108 +44,151 @@ async function inBatches(total: number, send: (from: number, to: number) => Prom
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
 }
 
-const streams = await connectStreams(config, 'bench-streams');
-const events = Array.from({ length: N }, (_, i) => makeEvent(i));
-const rows: Array<[string, number, number, string]> = [];
-const record = (what: string, count: number, ms: number, note = '') => {
-  rows.push([what, count, ms, note]);
-  process.stderr.write(`${what}: ${Math.round(count / (ms / 1000)).toLocaleString('en-US')} events/s\n`);
-};
+/** Child: one round, prints its rows as one JSON line. */
+async function measure(): Promise<void> {
+  const round = process.env.BENCH_ROUND ?? 'round 1';
+  const prefix = `bench${Date.now().toString(36)}.`;
+  const config = loadConfig({ ...process.env, EDDY_TOPIC_PREFIX: prefix, EDDY_PARTITIONS: '6', EDDY_LOG_LEVEL: 'warn' });
+  const streams = await connectStreams(config, 'bench-streams');
+  const events = Array.from({ length: N }, (_, i) => makeEvent(i));
+  const rows: Row[] = [];
+  const timed = async (what: string, note: string, fn: () => Promise<string | void>) => {
+    const cpu = process.cpuUsage();
+    const t = performance.now();
+    const extra = await fn();
+    const ms = performance.now() - t;
+    const used = process.cpuUsage(cpu);
+    rows.push({ what, count: N, ms, note: extra ? `${note}; ${extra}` : note, cpuMs: (used.user + used.system) / 1000 });
+    process.stderr.write(`[${round}] ${what}: ${Math.round(N / (ms / 1000)).toLocaleString('en-US')} events/s\n`);
+  };
 
-// Serde alone (CPU cost per event, no broker).
-{
-  const t = performance.now();
-  const bufs = events.map((e) => streams.codec.encode('LabeledExample', e));
-  record('Avro validate+encode (no broker)', N, performance.now() - t);
-  const t2 = performance.now();
-  for (const b of bufs) await streams.codec.decode(b);
-  record('Avro decode (no broker)', N, performance.now() - t2);
-  const t3 = performance.now();
-  const json = events.map((e) => Buffer.from(JSON.stringify(e)));
-  record('JSON stringify (no broker)', N, performance.now() - t3);
-  const t4 = performance.now();
-  for (const b of json) JSON.parse(b.toString());
-  record('JSON parse (no broker)', N, performance.now() - t4);
-  process.stderr.write(`bytes/event: avro ${bufs[0]!.length}, json ${json[0]!.length}\n`);
-  rows.push([`size per event: Avro ${bufs[0]!.length} B, JSON ${json[0]!.length} B`, 0, 0, '']);
-}
+  if (round === ROUNDS[0]) {
+    // Serde alone (CPU cost per event, no broker): measured in the first round only.
+    const serde = (what: string, fn: () => unknown) => {
+      const t = performance.now();
+      fn();
+      rows.push({ what, count: N, ms: performance.now() - t, note: '' });
+    };
+    let bufs: Buffer[] = [];
+    serde('Avro validate+encode (no broker)', () => { bufs = events.map((e) => streams.codec.encode('LabeledExample', e)); });
+    const t = performance.now();
+    for (const b of bufs) await streams.codec.decode(b);
+    rows.push({ what: 'Avro decode (no broker)', count: N, ms: performance.now() - t, note: '' });
+    let json: Buffer[] = [];
+    serde('JSON stringify (no broker)', () => { json = events.map((e) => Buffer.from(JSON.stringify(e))); });
+    serde('JSON parse (no broker)', () => { for (const b of json) JSON.parse(b.toString()); });
+    rows.push({ what: `size per event: Avro ${bufs[0]!.length} B, JSON ${json[0]!.length} B`, count: 0, ms: 0, note: '' });
+  }
 
-// Produce: Avro through the typed producer (validate, encode, key, send) vs JSON raw.
-{
-  const t = performance.now();
-  await inBatches(N, (a, b) => streams.producer.sendAll(events.slice(a, b).map((value) => ({ name: 'LabeledExample', value }) as AnyEvent)));
-  record('produce Avro (EventProducer.sendAll)', N, performance.now() - t, `batches of ${BATCH}, ${IN_FLIGHT} in flight, acks=all`);
-}
-const jsonTopic = `${prefix}json-reference`;
-await streams.withAdmin((admin) => admin.createTopics({ topics: [{ topic: jsonTopic, numPartitions: 6 }], waitForLeaders: true }));
-{
-  const t = performance.now();
-  await inBatches(N, (a, b) => streams.producer.sendMessages([{ topic: jsonTopic, messages: events.slice(a, b).map((e) => ({ key: e.clientId, value: JSON.stringify(e) })) }]));
-  record('produce JSON (same producer, raw messages)', N, performance.now() - t, `batches of ${BATCH}, ${IN_FLIGHT} in flight, acks=all`);
-}
+  const sendNote = `batches of ${BATCH}, ${IN_FLIGHT} in flight, acks=all, idempotent`;
+  await timed('produce Avro (EventProducer.sendAll)', sendNote, () =>
+    inBatches(N, (a, b) => streams.producer.sendAll(events.slice(a, b).map((value) => ({ name: 'LabeledExample', value }) as AnyEvent))));
+  const jsonTopic = `${prefix}json-reference`;
+  await streams.withAdmin((admin) => admin.createTopics([{ topic: jsonTopic, numPartitions: 6, replicationFactor: 1 }]));
+  await timed('produce JSON (same producer, raw messages)', sendNote, () =>
+    inBatches(N, (a, b) => streams.producer.sendMessages([{ topic: jsonTopic, messages: events.slice(a, b).map((e) => ({ key: e.clientId, value: JSON.stringify(e) })) }])));
 
-// Consume: Avro through the ConsumerRunner (decode via registry, ordered handler, commit per slice).
-{
-  let seen = 0;
-  let t = 0;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  const runner = streams.consumer({
-    group: 'bench-avro', topics: ['examples'], partitionsConsumedConcurrently: 3, maxRecordsPerCall: 5000,
-    handler: { async handle(records) { if (seen === 0) t = performance.now(); seen += records.length; if (seen >= N) done(); } },
+  // Consume: Avro through the ConsumerRunner (decode via registry, ordered handler, commit per call).
+  await timed('consume Avro (ConsumerRunner: decode, handler, commit)', 'group join included', async () => {
+    let seen = 0;
+    let calls = 0;
+    let largest = 0;
+    let first = 0;
+    const t0 = performance.now();
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    const runner = streams.consumer({
+      group: 'bench-avro', topics: ['examples'], partitionsConsumedConcurrently: 3, maxRecordsPerCall: MAX_RECORDS_PER_CALL,
+      handler: {
+        async handle(records) {
+          if (seen === 0) first = performance.now();
+          seen += records.length;
+          calls++;
+          largest = Math.max(largest, records.length);
+          if (seen >= N) done();
+        },
+      },
+    });
+    await runner.start();
+    await finished;
+    await runner.stop();
+    return `first record after ${Math.round(first - t0)} ms; ${Math.round(N / calls)} records per handler call on average, ${largest} at most (asked for up to ${MAX_RECORDS_PER_CALL})`;
   });
-  const t0 = performance.now();
-  await runner.start();
-  await finished;
-  const end = performance.now();
-  record('consume Avro (ConsumerRunner: decode, handler, commit)', N, end - t0, `first record after ${Math.round(t - t0)} ms (group join included)`);
-  await runner.stop();
-}
-{
-  const consumer = streams.kafka.consumer({ groupId: `${prefix}bench-json`, maxWaitTimeInMs: 100 });
-  await consumer.connect();
-  await consumer.subscribe({ topic: jsonTopic, fromBeginning: true });
-  let seen = 0;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  const t0 = performance.now();
-  await consumer.run({
-    autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 3,
-    eachBatch: async ({ batch, commitOffsetsIfNecessary, resolveOffset }) => {
+  // Consume JSON through the client seam directly: fetch, parse, commit per batch (no registry, no runner).
+  await timed('consume JSON (raw client batches: parse, commit)', 'group join included', async () => {
+    let seen = 0;
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    const consumer = streams.kafka.consumer({
+      groupId: `${prefix}bench-json`, topics: [jsonTopic], fromBeginning: true, partitionsConsumedConcurrently: 3,
+      maxBatchSize: MAX_RECORDS_PER_CALL, sessionTimeoutMs: 30_000, heartbeatIntervalMs: 3_000,
+    });
+    await consumer.start(async (batch) => {
       for (const m of batch.messages) JSON.parse(m.value!.toString());
       seen += batch.messages.length;
-      const last = batch.messages[batch.messages.length - 1]!.offset;
-      await commitOffsetsIfNecessary({ topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }] });
-      resolveOffset(last);
+      await batch.commit((BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n).toString());
       if (seen >= N) done();
-    },
+    });
+    await finished;
+    await consumer.stop();
   });
-  await finished;
-  record('consume JSON (raw kafkajs eachBatch: parse, commit)', N, performance.now() - t0, 'group join included');
-  await consumer.disconnect();
+
+  await streams.close();
+  await streams.withAdmin(async (admin) => {
+    await deleteTopics(admin, streams.topics);
+    await admin.deleteTopics([jsonTopic]);
+    await admin.deleteGroups([`${prefix}bench-avro`, `${prefix}bench-json`]).catch(() => undefined);
+  });
+  process.stdout.write(JSON.stringify(rows) + '\n');
+  process.exit(0);
 }
 
-await streams.close();
-await streams.withAdmin(async (admin) => {
-  await deleteTopics(admin, streams.topics);
-  await admin.deleteTopics({ topics: [jsonTopic] });
-  await admin.deleteGroups([`${prefix}bench-avro`, `${prefix}bench-json`]).catch(() => undefined);
-});
-
-const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
-const table = [
-  `Command: \`npm run bench:streams\` (BENCH_EVENTS=${N}) · ${new Date().toISOString().slice(0, 10)} · ${machine}`,
-  `Broker: Apache Kafka 4.1.1 (KRaft, single node, same machine) · registry: Apicurio 3.0.9 · kafkajs 2.2.4`,
-  '',
-  '| measurement | events | seconds | events/s | notes |',
-  '|---|---:|---:|---:|---|',
-  ...rows.map(([what, n, ms, note]) => n === 0
-    ? `| ${what} | | | | |`
-    : `| ${what} | ${n.toLocaleString('en-US')} | ${(ms / 1000).toFixed(2)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${note} |`),
-];
-console.log(table.join('\n'));
-if (process.argv.includes('--write')) {
-  fs.mkdirSync('docs/benchmarks', { recursive: true });
-  fs.writeFileSync('docs/benchmarks/streams.md', `## Streams (Avro through the registry vs JSON)\n\n${table.join('\n')}\n`);
+async function main(): Promise<void> {
+  const versions: Record<string, string> = {};
+  for (const name of ['@platformatic/kafka']) {
+    try {
+      versions[name] = (JSON.parse(fs.readFileSync(`node_modules/${name}/package.json`, 'utf8')) as { version: string }).version;
+    } catch { /* not installed */ }
+  }
+  const byRound = new Map<string, Row[]>();
+  const loadStart = os.loadavg().map((x) => x.toFixed(1)).join(' ');
+  for (const round of ROUNDS) {
+    const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), 'measure'], {
+      env: { ...process.env, BENCH_ROUND: round }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000,
+    });
+    const line = child.stdout.trim().split('\n').at(-1) ?? '';
+    if (child.status !== 0) throw new Error(`bench:streams ${round} exited ${child.status}`);
+    byRound.set(round, JSON.parse(line) as Row[]);
+  }
+  const rate = (r: Row) => Math.round(r.count / (r.ms / 1000)).toLocaleString('en-US');
+  const serde = byRound.get(ROUNDS[0]!)!.filter((r) => !r.cpuMs);
+  const kafkaRows = [...new Set([...byRound.values()].flatMap((rows) => rows.filter((r) => r.cpuMs !== undefined).map((r) => r.what)))];
+  const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+  const table = [
+    `Command: \`npm run bench:streams\` (BENCH_EVENTS=${N}, BENCH_ROUNDS=${ROUNDS.length}) · ${new Date().toISOString()} · ${machine}`,
+    `Broker: Apache Kafka 4.1.1 (KRaft, single node, same machine) · registry: Apicurio 3.0.9 · ${Object.entries(versions).map(([n, v]) => `${n} ${v}`).join(' · ')}`,
+    `Each round ran in a child process of its own, one after the other, on fresh topics (6 partitions). Load average (1/5/15 min) at start: ${loadStart}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}.`,
+    '',
+    '| measurement (no broker) | events | seconds | events/s |',
+    '|---|---:|---:|---:|',
+    ...serde.map((r) => r.count === 0 ? `| ${r.what} | | | |` : `| ${r.what} | ${r.count.toLocaleString('en-US')} | ${(r.ms / 1000).toFixed(2)} | ${rate(r)} |`),
+    '',
+    `| measurement, ${N.toLocaleString('en-US')} events | ${ROUNDS.map((l) => `${l}: events/s (CPU µs/event)`).join(' | ')} |`,
+    `|---|${ROUNDS.map(() => '---:').join('|')}|`,
+    ...kafkaRows.map((what) => `| ${what} | ${ROUNDS.map((l) => {
+      const r = byRound.get(l)!.find((x) => x.what === what);
+      return r ? `${rate(r)} (${((r.cpuMs! * 1000) / r.count).toFixed(1)})` : '—';
+    }).join(' | ')} |`),
+    '',
+    'Notes per round (the same rows):',
+    ...ROUNDS.flatMap((l) => byRound.get(l)!.filter((r) => r.cpuMs !== undefined).map((r) => `- ${l}, ${r.what}: ${r.note}`)),
+  ];
+  console.log(table.join('\n'));
+  if (process.argv.includes('--write')) {
+    fs.mkdirSync('docs/benchmarks', { recursive: true });
+    fs.writeFileSync('docs/benchmarks/streams.md', `## Streams (Avro through the registry vs JSON), per Kafka client\n\n${table.join('\n')}\n`);
+  }
 }
-process.exit(0);
+
+if (process.argv[2] === 'measure') await measure();
+else await main();
