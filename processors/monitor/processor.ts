@@ -319,7 +319,7 @@ export class MonitorProcessor implements EventHandler {
         const alert: QualityAlert = {
           eventId: derivedId(clientId, 'bias', causeId), clientId, occurredAt: now, kind: 'PREDICTION_BIAS', metric: 'jensen_shannon',
           label: bias.overPredicted, modelVersion: live, currentValue: bias.divergence, previousValue: o.biasThreshold,
-          dropPercent: (100 * (bias.divergence - o.biasThreshold)) / o.biasThreshold, support: bias.support, window: '7d',
+          dropPercent: (100 * (bias.divergence - o.biasThreshold)) / o.biasThreshold, support: bias.support, window: '7d', segment: null,
         };
         out.push({ name: 'QualityAlert', value: alert });
         s.bias = fields.bias = JSON.stringify({ at: now, divergence: bias.divergence, overPredicted: bias.overPredicted });
@@ -342,7 +342,7 @@ export class MonitorProcessor implements EventHandler {
             const alert: QualityAlert = {
               eventId: derivedId(clientId, 'regression', fresh.version), clientId, occurredAt: now, kind: 'MODEL_REGRESSION', metric: 'accuracy',
               label: null, modelVersion: fresh.version, currentValue: nq.accuracy, previousValue: pq.accuracy, dropPercent, support: nq.support,
-              window: 'since-publish',
+              window: 'since-publish', segment: null,
             };
             out.push({ name: 'ModelRolledBack', value: rollback }, { name: 'QualityAlert', value: alert });
             monitorMetrics.rollbacks().inc();
@@ -394,7 +394,7 @@ const wrap = (err: unknown, what: string) => redisError(err, what);
 export function dropAlert(clientId: string, now: number, d: Drop, modelVersion: string | null, eventId: string): QualityAlert {
   return {
     eventId, clientId, occurredAt: now, kind: 'QUALITY_DROP', metric: d.metric, label: d.label, modelVersion,
-    currentValue: d.current, previousValue: d.previous, dropPercent: d.dropPercent, support: d.support, window: '7d',
+    currentValue: d.current, previousValue: d.previous, dropPercent: d.dropPercent, support: d.support, window: '7d', segment: null,
   };
 }
 
