@@ -16,7 +16,7 @@ import { CHROMIUM_ARGS, ensureChromium } from './chromium.ts';
 import { testStreams, waitFor } from './helpers.ts';
 import { feedback } from './processors-support.ts';
 import { collect, DAY, judged } from './monitor-support.ts';
-import { CLIENT_KEYS, HELPDESK_LABELS, modelPublished, serverTestConfig, writeFixtureModel } from './server-fixtures.ts';
+import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, modelPublished, serverTestConfig, writeFixtureModel } from './server-fixtures.ts';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -40,6 +40,9 @@ async function predict(clientId: string, text: string): Promise<Json> {
   expect(res.status).toBe(200);
   return (await res.json()) as Json;
 }
+
+/** The dashboard's data as the admin sees it. */
+const asAdmin = (path: string) => fetch(server.url + path, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
 
 const judgedCount = async (clientId: string) => Number((await redis.hget(monitorKeys.summary(config.redisPrefix, clientId), 'judged')) ?? 0);
 
@@ -128,7 +131,7 @@ describe('dashboard JSON endpoints', () => {
     await streams.producer.sendAll(judged('umbrella', 'v2', now - 1_800_000, 30, (i) => (i % 2 ? labels[(i + 1) % 3]! : truth(i)), truth));
     await waitFor('the server back on v1', () => server.registry.get('umbrella')?.live === 'v1', 30_000);
     const detail = await waitFor('the rollback in the client history', async () => {
-      const d = (await (await fetch(`${server.url}/dashboard/api/clients/umbrella`)).json()) as Json;
+      const d = (await (await asAdmin('/dashboard/api/clients/umbrella')).json()) as Json;
       return d.events.some((e: Json) => e.type === 'ModelRolledBack') ? d : undefined;
     }, 30_000);
     expect(detail.live).toBe('v1');
@@ -140,7 +143,7 @@ describe('dashboard JSON endpoints', () => {
   });
 
   it('lists real clients with their live versions, quality and last retrain', async () => {
-    const res = await fetch(`${server.url}/dashboard/api/overview`);
+    const res = await asAdmin('/dashboard/api/overview');
     expect(res.status).toBe(200);
     const body = (await res.json()) as Json;
     const acme = body.clients.find((c: Json) => c.clientId === 'acme');
@@ -152,17 +155,17 @@ describe('dashboard JSON endpoints', () => {
   });
 
   it('answers with structured errors: unknown client 404, bad query 400', async () => {
-    const unknown = await fetch(`${server.url}/dashboard/api/clients/nobody-here`);
+    const unknown = await asAdmin('/dashboard/api/clients/nobody-here');
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ error: { code: 'CLIENT_UNKNOWN' } });
-    const bad = await fetch(`${server.url}/dashboard/api/overview?limit=lots`);
+    const bad = await asAdmin('/dashboard/api/overview?limit=lots');
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ error: { code: 'INVALID_REQUEST' } });
   });
 
   it('exports consumer lag, event rates and Redis latency on /metrics', async () => {
     await waitFor('a lag sample', async () => (await metricsRegistry.getSingleMetric('eddy_consumer_lag')?.get())?.values.some((v) => String(v.labels.group).startsWith(config.topicPrefix)), 20_000);
-    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const text = await (await asAdmin('/metrics')).text();
     expect(text).toMatch(new RegExp(`eddy_consumer_lag\\{group="${config.topicPrefix.replace(/\./g, '\\.')}processors\\.monitor",topic="feedback"\\} 0`));
     expect(text).toContain('eddy_redis_command_seconds_bucket');
     expect(text).toContain('eddy_topic_end_offset{topic="predictions"}');
@@ -175,8 +178,13 @@ describe('dashboard in a real headless browser', () => {
     const problems: string[] = [];
     page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text()); });
     page.on('pageerror', (e) => problems.push(e.message));
-    page.on('response', (r) => { if (r.status() >= 400) problems.push(`${r.status()} ${r.url()}`); });
-    await page.goto(`${server.url}/dashboard#client=acme`);
+    // The sign-in page answers 401 by design; nothing else may fail.
+    page.on('response', (r) => { if (r.status() >= 400 && !(r.status() === 401 && new URL(r.url()).pathname === '/dashboard')) problems.push(`${r.status()} ${r.url()}`); });
+    // Without a session the page is the sign-in form (401); signing in with the admin key opens the dashboard.
+    const first = await page.goto(`${server.url}/dashboard#client=acme`);
+    expect(first?.status()).toBe(401);
+    await page.fill('#key', ADMIN_KEY);
+    await page.press('#key', 'Enter');
     await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
 
     const rows = await page.locator('#clients tbody tr').allInnerTexts();

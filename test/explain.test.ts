@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_FEATURIZER_CONFIG, normalizeText, TextFeaturizer, type SparseVector } from '../featurizer/text.ts';
+import { DEFAULT_FEATURIZER_CONFIG, normalizeText, TextFeaturizer, tokenize, type SparseVector } from '../featurizer/text.ts';
 import { featureId, normalizeWithMap, textFeatureOccurrences } from '../featurizer/spans.ts';
 import { explainPrediction } from '../models/explain.ts';
 import { loadPredictor, type Predictor } from '../models/predictor.ts';
@@ -37,6 +37,11 @@ describe('feature spans (featurizer/spans.ts)', () => {
         for (const o of occurrences) {
           expect(o.span, `${o.name} in ${JSON.stringify(text)}`).not.toBeNull();
           expect(o.id).toBe(featureId(config, o.name));
+          // The span holds what the feature was built from: its words, or its characters (markers aside).
+          const typed = normalizeText(text.slice(o.span![0], o.span![1]));
+          const core = o.name.slice(o.name.indexOf(':') + 1);
+          if (o.kind === 'word') expect(tokenize(typed).join(' '), `${o.name} in ${JSON.stringify(text)}`).toContain(core);
+          else expect(typed, `${o.name} in ${JSON.stringify(text)}`).toContain(core.replace(/^<|>$/g, ''));
         }
       }
     }
@@ -53,6 +58,10 @@ describe('feature spans (featurizer/spans.ts)', () => {
     // Lower-casing looks at context (a final sigma): the chunk maps as a whole.
     expect(typed('ΟΔΟΣ ok', `w:${normalizeText('ΟΔΟΣ')}`)).toEqual(['ΟΔΟΣ']);
     expect(typed('vpn VPN Vpn', 'w:vpn')).toEqual(['vpn', 'VPN', 'Vpn']);
+    // Character n-grams: the characters inside the word boundary markers.
+    const chars = new TextFeaturizer({ ...DEFAULT_FEATURIZER_CONFIG, charNgrams: [3] });
+    const grams = textFeatureOccurrences(chars, 'My VPN').filter((o) => o.kind === 'char').map((o) => [o.name, 'My VPN'.slice(o.span![0], o.span![1])]);
+    expect(grams).toEqual([['c3:<my', 'My'], ['c3:my>', 'My'], ['c3:<vp', 'VP'], ['c3:vpn', 'VPN'], ['c3:pn>', 'PN']]);
   });
 
   it('reproduces normalizeText exactly or claims no map', () => {

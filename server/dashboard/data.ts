@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { apiError } from '../http/plumbing.ts';
+import { apiError, type Principal } from '../http/plumbing.ts';
 import { compareVersions } from '../../common/ids.ts';
 import { monitorKeys } from '../../common/keyspace.ts';
 import { redisError } from '../../common/redis.ts';
@@ -97,7 +97,12 @@ export class DashboardData {
     return { live: null, source: 'none' };
   }
 
-  async overview(opts: { limit: number; offset: number; search?: string }): Promise<Overview> {
+  /**
+   * One page of clients. What a principal sees: the admin every client and the platform's
+   * rates and lag; a client key its own client and its own events only (no other client's id,
+   * no platform-wide figures).
+   */
+  async overview(opts: { limit: number; offset: number; search?: string }, principal: Principal = { kind: 'admin' }): Promise<Overview> {
     const p = this.prefix;
     const now = Date.now();
     let ids: string[];
@@ -108,6 +113,7 @@ export class DashboardData {
     // Clients the server knows but the monitor has not seen yet (a model, no traffic) are listed too.
     for (const id of this.registry?.clientIds() ?? []) if (!activity.has(id)) activity.set(id, 0);
     ids = [...activity.keys()];
+    if (principal.kind === 'client') ids = ids.filter((id) => id === principal.clientId);
     if (opts.search) ids = ids.filter((id) => id.toLowerCase().includes(opts.search!.toLowerCase()));
     total = ids.length;
     ids = ids.slice(opts.offset, opts.offset + opts.limit);
@@ -140,8 +146,10 @@ export class DashboardData {
         lastActivity: activity.get(id) ?? 0,
       });
     }
-    const recentRaw = await run('reading recent events', () => this.redis.lrange(monitorKeys.recent(p), 0, 49));
-    const sample = this.lag?.();
+    const recentRaw = principal.kind === 'admin'
+      ? await run('reading recent events', () => this.redis.lrange(monitorKeys.recent(p), 0, 49))
+      : await run('reading recent events', () => this.redis.lrange(monitorKeys.events(p, principal.clientId), 0, 49));
+    const sample = principal.kind === 'admin' ? this.lag?.() : undefined;
     return {
       generatedAt: now,
       totalClients: total,

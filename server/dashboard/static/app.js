@@ -38,6 +38,8 @@ function svg(tag, attrs, ...children) {
 
 async function getJson(url) {
   const res = await fetch(url, { headers: { accept: 'application/json' } });
+  // The session ended (or the key was revoked): sign in again, then come back here.
+  if (res.status === 401) location.assign(`/dashboard/login?next=${encodeURIComponent(location.pathname + location.hash)}`);
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${res.status}`);
   return body;
