@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { reviewKeys } from '../common/keyspace.ts';
 import { execPipeline, redisError } from '../common/redis.ts';
-import { normalizeText } from '../featurizer/text.ts';
+import { normalizeText, tokenize } from '../featurizer/text.ts';
 
 /**
  * The review queue (active learning), as its readers see it: per client, the predictions most
@@ -22,8 +22,8 @@ import { normalizeText } from '../featurizer/text.ts';
  * An item's priority is its best reason's score, plus 0.1 per further reason, plus 0.02 per
  * further request with the same text (at most 10): a text many users send is worth more.
  *
- * De-duplicated: an item is one normalised text (the featurizer's normalisation: what the model
- * sees), so the same request redelivered, a request and its shadow scoring, and many users
+ * De-duplicated: an item is one text as the model sees it (the featurizer's normalisation and
+ * words: case, accents, punctuation and spacing aside), so the same request redelivered, a request and its shadow scoring, and many users
  * sending the same words are one item. Labelled or skipped items are closed and not queued again
  * while the prediction TTL lasts.
  */
@@ -52,9 +52,9 @@ export interface ReviewItem {
   lastSeenAt: number;
 }
 
-/** The id of the item a text belongs to: its normalised form, hashed (16 hex characters). */
+/** The id of the item a text belongs to: its words as the featurizer sees them (case, accents and spacing aside), hashed (16 hex characters). */
 export function reviewItemId(text: string): string {
-  return createHash('sha256').update(normalizeText(text)).digest('hex').slice(0, 16);
+  return createHash('sha256').update(tokenize(normalizeText(text)).join(' ')).digest('hex').slice(0, 16);
 }
 
 /**

@@ -32,7 +32,7 @@ function cruise(name: string, files: Record<string, string>): { status: number |
 const module = (name: string) => `export const ${name} = 1;\n`;
 
 describe('the client in the floors (dependency-cruiser)', () => {
-  const planted = [
+  const planted: Array<{ rule: string; from: string; to: string; files: Record<string, string> }> = [
     { rule: 'client-uses-contracts-only', from: 'client/index.ts', to: 'server/app.ts', files: { 'client/index.ts': "import { x } from '../server/app.ts';\nexport const y = x;\n", 'server/app.ts': module('x') } },
     { rule: 'client-uses-contracts-only', from: 'client/index.ts', to: 'models/explain.ts', files: { 'client/index.ts': "import { x } from '../models/explain.ts';\nexport const y = x;\n", 'models/explain.ts': module('x') } },
     { rule: 'nothing-imports-the-client', from: 'server/main.ts', to: 'client/index.ts', files: { 'server/main.ts': "import { x } from '../client/index.ts';\nexport const y = x;\n", 'client/index.ts': module('x') } },
