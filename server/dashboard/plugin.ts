@@ -43,14 +43,16 @@ const PUBLIC_FILES = ['login.html', 'app.js', 'login.js', 'review.js', 'style.cs
 /** 12 hours: a shift. The key is checked again on every request, so revoking it ends the session at once. */
 const SESSION_MAX_AGE_S = 12 * 3600;
 
+/** A figure, or null where nothing was judged (the page shows "—"). */
+const figure = { type: ['number', 'null'] } as const;
+
 const quality = {
   type: 'object',
   required: ['precision', 'recall', 'f1', 'accuracy', 'support', 'bias'],
-  properties: {
-    precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' },
-    support: { type: 'integer' }, bias: { type: 'number' },
-  },
+  properties: { precision: figure, recall: figure, f1: figure, accuracy: figure, support: { type: 'integer' }, bias: figure },
 } as const;
+
+const segmentGaps = { type: 'array', items: { type: 'object', properties: { segment: { type: 'string' }, gapPercent: { type: 'number' } } } } as const;
 
 const lifecycleEntry = {
   type: 'object',
@@ -81,7 +83,7 @@ const overviewSchema = {
       type: 'array',
       items: {
         type: 'object',
-        required: ['clientId', 'live', 'liveSource', 'quality', 'openAlerts', 'predictions', 'feedback'],
+        required: ['clientId', 'live', 'liveSource', 'quality', 'openAlerts', 'segmentGaps', 'reviewQueue', 'trend', 'predictions', 'feedback'],
         properties: {
           clientId: { type: 'string' },
           live: { type: ['string', 'null'] },
@@ -92,6 +94,12 @@ const overviewSchema = {
           lastRollback: { type: ['object', 'null'], properties: { at: { type: 'number' }, detail: { type: 'string' } } },
           quality,
           openAlerts: { type: 'array', items: { type: 'string' } },
+          segmentGaps,
+          reviewQueue: { type: 'integer' },
+          trend: {
+            type: 'array',
+            items: { type: 'object', properties: { t: { type: 'number' }, f1: figure, precision: figure, recall: figure, support: { type: 'integer' } } },
+          },
           predictions: { type: 'integer' },
           feedback: { type: 'integer' },
           lastActivity: { type: 'number' },
@@ -115,16 +123,29 @@ const point = {
 
 const clientSchema = {
   type: 'object',
-  required: ['clientId', 'live', 'versions', 'quality', 'labels', 'byVersion', 'trend', 'daily', 'markers', 'events'],
+  required: ['clientId', 'live', 'versions', 'quality', 'labels', 'byVersion', 'trend', 'daily', 'markers', 'events', 'segments', 'segmentGaps', 'reviewQueue'],
   properties: {
     clientId: { type: 'string' },
     live: { type: ['string', 'null'] },
     versions: { type: 'array', items: { type: 'string' } },
     quality,
-    labels: { type: 'array', items: { type: 'object', properties: { label: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, support: { type: 'integer' } } } },
-    byVersion: { type: 'array', items: { type: 'object', properties: { version: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' } } } },
+    labels: { type: 'array', items: { type: 'object', properties: { label: { type: 'string' }, precision: figure, recall: figure, f1: figure, support: { type: 'integer' } } } },
+    byVersion: { type: 'array', items: { type: 'object', properties: { version: { type: 'string' }, precision: figure, recall: figure, f1: figure, accuracy: figure, support: { type: 'integer' } } } },
     trend: { type: 'array', items: point },
-    daily: { type: 'array', items: { type: 'object', properties: { day: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' } } } },
+    daily: { type: 'array', items: { type: 'object', properties: { day: { type: 'string' }, precision: figure, recall: figure, f1: figure, accuracy: figure, support: { type: 'integer' } } } },
+    segments: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          segment: { type: 'string' }, field: { type: 'string' }, value: { type: 'string' },
+          precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' },
+          gapPercent: { type: 'number' }, previousAccuracy: figure, previousSupport: { type: 'integer' }, dropPercent: figure,
+        },
+      },
+    },
+    segmentGaps,
+    reviewQueue: { type: 'integer' },
     markers: { type: 'array', items: { type: 'object', properties: { at: { type: 'number' }, version: { type: ['string', 'null'] }, type: { type: 'string' }, title: { type: 'string' } } } },
     events: { type: 'array', items: lifecycleEntry },
   },
