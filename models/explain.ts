@@ -18,7 +18,7 @@ import type { Predictor, RealtimeFeatures } from './predictor.ts';
  * false, and the ranking is what to read, not the sum.
  *
  * Cost: one scorer call per distinct feature plus two (the full input, the empty input); a
- * ten-word request has ~20 features (docs/benchmarks/server.md has the measured cost).
+ * ten-word request has ~20 features (docs/server.md, "Explanations", has the measured cost).
  *
  * Terms are reported as the user typed them (featurizer/spans.ts maps each feature back to its
  * span of the original text); metadata (`channel=email`) and real-time features are terms too.

@@ -76,6 +76,12 @@ beforeAll(async () => {
     { name: 'RetrainRequested', value: gRetrain }, { name: 'ModelRejected', value: rejected });
   await streams.producer.sendAll(history);
 
+  // initech: a model, never judged ("—", not 0.000); twelve small clients, so the list has pages.
+  const i1 = await writeFixtureModel(store, { clientId: 'initech', version: 'v1', labels: HELPDESK_LABELS });
+  history.length = 0;
+  history.push({ name: 'ModelPublished', value: { ...modelPublished({ clientId: 'initech', version: 'v1', ...i1 }), occurredAt: now - DAY } });
+  for (let i = 0; i < 12; i++) history.push(...judged(`bulk-${String(i).padStart(2, '0')}`, null, now - 3_600_000 + i, 1, () => 'Network', () => 'Network'));
+  await streams.producer.sendAll(history);
   server = await startServer(config, { kafkaPredict: false });
   await server.ready;
   await waitFor('acme on v2', () => server.registry.get('acme')?.live === 'v2', 30_000);
@@ -142,6 +148,19 @@ describe('dashboard JSON endpoints', () => {
     expect(detail.events.map((e: Json) => e.title)).toEqual(expect.arrayContaining([expect.stringMatching(/^rolled back v2 -> v1 by monitor: automatic: v2 kept 50\.0% of 30/)]));
   });
 
+  it('pages and searches clients, and says "nothing judged" with null, not 0', async () => {
+    const page1 = (await (await asAdmin('/dashboard/api/overview?limit=5&offset=0')).json()) as Json;
+    const page2 = (await (await asAdmin('/dashboard/api/overview?limit=5&offset=5')).json()) as Json;
+    expect(page1.clients).toHaveLength(5);
+    expect(page1.totalClients).toBeGreaterThanOrEqual(16);
+    expect(page2.clients.map((c: Json) => c.clientId)).not.toContain(page1.clients[0].clientId);
+    const bulk = (await (await asAdmin('/dashboard/api/overview?search=bulk-0')).json()) as Json;
+    expect(bulk.clients).toHaveLength(10);
+    const initech = ((await (await asAdmin('/dashboard/api/overview?search=initech')).json()) as Json).clients[0];
+    expect(initech.quality).toEqual({ precision: null, recall: null, f1: null, accuracy: null, support: 0, bias: null });
+    expect(initech.trend).toEqual([]);
+  });
+
   it('lists real clients with their live versions, quality and last retrain', async () => {
     const res = await asAdmin('/dashboard/api/overview');
     expect(res.status).toBe(200);
@@ -194,6 +213,16 @@ describe('dashboard in a real headless browser', () => {
     expect(await page.locator('#detail-title').innerText()).toBe('Client acme');
     expect(await page.locator('#versions tbody tr').allInnerTexts()).toEqual([expect.stringMatching(/^v2 \(live\)\s+0\.9/), expect.stringMatching(/^v1\s+0\.8/)]);
 
+    // Every client with judgements has its F1 over time in the list; one never judged shows "—".
+    await page.selectOption('#page-size', '100');
+    await page.waitForFunction("document.querySelectorAll('#clients tbody tr').length >= 16");
+    expect(await page.locator('#clients tr[data-client="acme"] svg.spark polyline.f1').count()).toBe(1);
+    expect(await page.locator('#clients tr[data-client="globex"] svg.spark polyline.f1').count()).toBe(1);
+    expect((await page.locator('#clients tr[data-client="acme"] svg.spark').getAttribute('aria-label'))).toMatch(/^F1 of acme: 0\.\d{3} on .*, 0\.\d{3} on /);
+    const initechRow = await page.locator('#clients tr[data-client="initech"]').innerText();
+    expect(initechRow).toContain('—');
+    expect(initechRow).not.toContain('0.000');
+
     // The chart: three metric lines over the week's points, and the version markers.
     const f1 = await page.locator('#chart svg polyline.f1').getAttribute('points');
     expect(f1!.trim().split(/\s+/).length).toBeGreaterThanOrEqual(7);
@@ -201,6 +230,13 @@ describe('dashboard in a real headless browser', () => {
     expect(await page.locator('#chart svg text', { hasText: 'v2' }).count()).toBeGreaterThanOrEqual(1);
     expect(await page.locator('#chart svg.trend').getAttribute('role')).toBe('img');
     expect(await page.locator('#chart-desc').textContent()).toMatch(/Latest: precision \d\.\d{3}/);
+    // The version timeline on the same time axis: v2's publication (v1's is a week back, at the window's start).
+    expect(await page.locator('#chart svg .timeline [data-type="ModelPublished"]').count()).toBeGreaterThanOrEqual(1);
+    expect(await page.locator('#chart-desc').textContent()).toMatch(/Timeline: .*published v2/);
+    // Segments and the review queue of the client.
+    expect(await page.locator('#segments tbody tr').count()).toBeGreaterThanOrEqual(1);
+    expect(await page.locator('#segments tbody tr').first().innerText()).toMatch(/^length=/);
+    expect(await page.locator('#detail-review').innerText()).toMatch(/Nothing waits for review|wait for a human label/);
     expect(await page.locator('#recent li').allInnerTexts()).toEqual(expect.arrayContaining([expect.stringContaining('rejected at GATE: WORSE_THAN_LIVE')]));
     expect(await page.locator('#rates tbody tr', { hasText: 'predictions' }).count()).toBe(1);
 
@@ -216,6 +252,17 @@ describe('dashboard in a real headless browser', () => {
     expect(unlabelled).toBe(0);
     expect(await page.evaluate<boolean>("[...document.querySelectorAll('table')].every((t) => !!t.querySelector('caption'))")).toBe(true);
 
+    // Pages: ten clients a page, the next page shows the next ones.
+    await page.selectOption('#page-size', '10');
+    await page.waitForFunction("document.querySelectorAll('#clients tbody tr').length === 10");
+    const firstPage = await page.locator('#clients button.client').allInnerTexts();
+    await page.click('#next-page');
+    await page.waitForFunction(`!document.querySelector('#clients button.client[data-client="${firstPage[0]}"]')`);
+    expect(await page.locator('#clients-count').innerText()).toMatch(/^Clients 11–\d+ of \d+ \(page 2 of \d+\)\.$/);
+    await page.click('#prev-page');
+    await page.waitForSelector(`#clients button.client[data-client="${firstPage[0]}"]`);
+    await page.selectOption('#page-size', '100');
+
     // Live: a client served by another replica appears without reloading the page.
     await streams.producer.sendAll(judged('hooli', null, Date.now(), 3, () => 'Network', () => 'Network'));
     await page.waitForSelector('#clients button.client[data-client="hooli"]', { timeout: 20_000 });
@@ -225,6 +272,7 @@ describe('dashboard in a real headless browser', () => {
     await fs.mkdir('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/dashboard.png', fullPage: true });
     expect((await fs.stat('test-results/dashboard.png')).size).toBeGreaterThan(10_000);
+    await page.locator('#client-detail').screenshot({ path: 'test-results/dashboard-client.png' });
     expect(problems).toEqual([]);
   });
 });
