@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { keyPattern } from '../common/keyspace.ts';
@@ -190,5 +191,26 @@ describe('dashboard sessions', () => {
   it('globex key sees globex only', async () => {
     const r = await call('GET', '/dashboard/api/overview', { key: globex });
     expect(r.body.clients.map((c: Json) => c.clientId)).toEqual(['globex']);
+  });
+});
+
+describe('the production gateway (deploy/nginx.conf)', () => {
+  /** nginx's choice of location for a path: an exact match, else the longest prefix. */
+  function route(conf: string, uri: string): { location: string; proxied: boolean } | undefined {
+    const locations = [...conf.matchAll(/location\s+(=\s*)?(\S+)\s*\{([^}]*)\}/g)].map((m) => ({ exact: !!m[1], path: m[2]!, body: m[3]! }));
+    const exact = locations.find((l) => l.exact && l.path === uri);
+    const prefix = locations.filter((l) => !l.exact && uri.startsWith(l.path)).sort((a, b) => b.path.length - a.path.length)[0];
+    const l = exact ?? prefix;
+    return l && { location: `${l.exact ? '= ' : ''}${l.path}`, proxied: /proxy_pass\s+http:\/\/eddy_servers/.test(l.body) };
+  }
+
+  it('forwards the API and the dashboard, never /metrics, and tells the servers the scheme', () => {
+    const conf = fs.readFileSync('deploy/nginx.conf', 'utf8');
+    for (const uri of ['/v1/clients/acme/predict', '/v1/clients/acme/review', '/v1/admin/clients/acme/promote', '/dashboard', '/dashboard/', '/dashboard/review', '/dashboard/api/overview', '/dashboard/login', '/healthz', '/readyz']) {
+      expect(route(conf, uri)?.proxied, uri).toBe(true);
+    }
+    for (const uri of ['/metrics', '/metrics/', '/', '/anything-else']) expect(route(conf, uri)?.proxied, uri).toBe(false);
+    expect(conf).toMatch(/return 404 '\{"error":\{"code":"NOT_FOUND"/);
+    expect(conf).toMatch(/proxy_set_header X-Forwarded-Proto \$scheme;/);
   });
 });
