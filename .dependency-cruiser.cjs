@@ -7,7 +7,10 @@
  *   models/  featurizer/  streams/       what they share
  *   schemas/  common/                    contracts; infrastructure
  *
- * test/ may import anything; nothing else may import test/.
+ *   client/                              the typed client for upstream services: a library, beside
+ *                                        the floors; uses schemas/, streams/, common/ only
+ *
+ * test/ may import anything; nothing else may import test/ or client/.
  */
 const RUNTIMES = '^(processors|trainer|server)/';
 const SHARED = '^(models|featurizer|streams|schemas|common)/';
@@ -77,6 +80,20 @@ module.exports = {
       severity: 'error',
       from: { pathNot: NOT_PRODUCTION },
       to: { path: '^schemas/generate[.]ts$' },
+    },
+    {
+      name: 'client-uses-contracts-only',
+      comment: 'client/ is what upstream services embed: it speaks the contracts (schemas/), Kafka (streams/) and common/, never a runtime or models/.',
+      severity: 'error',
+      from: { path: '^client/' },
+      to: { path: '^(bin|cli|simulator|processors|trainer|server|models|featurizer|test|scratch)/' },
+    },
+    {
+      name: 'nothing-imports-the-client',
+      comment: 'client/ is for upstream services; Eddy itself never calls itself through it (tests may).',
+      severity: 'error',
+      from: { pathNot: '^(test|client)/' },
+      to: { path: '^client/' },
     },
     {
       name: 'nothing-imports-tests',

@@ -4,12 +4,16 @@ import { UsageError } from '../common/errors.ts';
 import { connectRedis } from '../common/redis.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
-const f3 = (x: number) => x.toFixed(3);
+/** A figure, or "—" where nothing was judged (not 0.000: "no judgements" is not "all wrong"). */
+const f3 = (x: number | null) => (x === null ? '—' : x.toFixed(3));
+/** A relative difference with its sign: -38.5% is 38.5 % below. */
+const signed = (x: number | null) => (x === null ? '—' : `${x > 0 ? '+' : x < 0 ? '-' : ''}${Math.abs(x).toFixed(1)}%`);
 const when = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
 
 /**
  * `eddy quality [clientId]`: what the dashboard shows, in a terminal (or as JSON for scripts):
- * every client's live version and 7-day quality, or one client's per-label quality and history.
+ * every client's live version, 7-day quality and review queue, or one client's per-label, per-version
+ * and per-segment quality and history.
  * Reads the monitor's Redis state, so it needs `eddy processors run` (with the monitor) running.
  */
 export function registerMonitorCommands(program: Command, config: () => EddyConfig): void {
@@ -45,6 +49,14 @@ export function registerMonitorCommands(program: Command, config: () => EddyConf
           out(`${'VERSION (14 DAYS)'.padEnd(24)}${'PRECISION'.padStart(10)}${'RECALL'.padStart(10)}${'F1'.padStart(10)}${'ACCURACY'.padStart(10)}${'JUDGED'.padStart(10)}`);
           for (const v of d.byVersion) out(`${(v.version + (v.version === d.live ? ' (live)' : '')).padEnd(24)}${f3(v.precision).padStart(10)}${f3(v.recall).padStart(10)}${f3(v.f1).padStart(10)}${f3(v.accuracy).padStart(10)}${String(v.support).padStart(10)}`);
           out('');
+          out(`${'SEGMENT (7 DAYS)'.padEnd(24)}${'PRECISION'.padStart(10)}${'RECALL'.padStart(10)}${'F1'.padStart(10)}${'ACCURACY'.padStart(10)}${'JUDGED'.padStart(8)}${'VS CLIENT'.padStart(11)}${'VS LAST WEEK'.padStart(14)}`);
+          for (const g of d.segments) {
+            out(`${g.segment.slice(0, 23).padEnd(24)}${f3(g.precision).padStart(10)}${f3(g.recall).padStart(10)}${f3(g.f1).padStart(10)}${f3(g.accuracy).padStart(10)}${String(g.support).padStart(8)}`
+              + `${signed(-g.gapPercent).padStart(11)}${signed(g.dropPercent === null ? null : -g.dropPercent).padStart(14)}`);
+          }
+          if (d.segments.length === 0) out('no judged requests in any segment in the last 7 days');
+          if (d.segmentGaps.length) out(`open segment gaps: ${d.segmentGaps.map((g) => `${g.segment} (-${g.gapPercent.toFixed(1)}%)`).join(', ')}`);
+          out('');
           for (const e of d.events.slice(0, 20)) out(`${when(e.at)}  ${e.title}`);
           return;
         }
@@ -53,10 +65,10 @@ export function registerMonitorCommands(program: Command, config: () => EddyConf
           out(JSON.stringify(o, null, 2));
           return;
         }
-        out(`${'CLIENT'.padEnd(24)}${'LIVE'.padEnd(8)}${'PREC'.padStart(7)}${'REC'.padStart(7)}${'F1'.padStart(7)}${'JUDGED'.padStart(8)}  LAST OUTCOME / ALERTS`);
+        out(`${'CLIENT'.padEnd(24)}${'LIVE'.padEnd(8)}${'PREC'.padStart(7)}${'REC'.padStart(7)}${'F1'.padStart(7)}${'JUDGED'.padStart(8)}${'REVIEW'.padStart(8)}  LAST OUTCOME / ALERTS`);
         for (const r of o.clients) {
           const outcome = r.lastOutcome ? `${r.lastOutcome.status.toLowerCase()} ${r.lastOutcome.version}` : '-';
-          out(`${r.clientId.slice(0, 23).padEnd(24)}${(r.live ?? '-').padEnd(8)}${f3(r.quality.precision).padStart(7)}${f3(r.quality.recall).padStart(7)}${f3(r.quality.f1).padStart(7)}${String(r.quality.support).padStart(8)}  ${outcome}${r.openAlerts.length ? `  [${r.openAlerts.join(', ')}]` : ''}`);
+          out(`${r.clientId.slice(0, 23).padEnd(24)}${(r.live ?? '-').padEnd(8)}${f3(r.quality.precision).padStart(7)}${f3(r.quality.recall).padStart(7)}${f3(r.quality.f1).padStart(7)}${String(r.quality.support).padStart(8)}${String(r.reviewQueue).padStart(8)}  ${outcome}${r.openAlerts.length ? `  [${r.openAlerts.join(', ')}]` : ''}`);
         }
         out(`${o.clients.length} of ${o.totalClients} clients`);
       } finally {

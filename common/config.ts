@@ -174,6 +174,27 @@ const ENV_SCHEMA = {
       type: 'string', default: '', pattern: '^[A-Za-z0-9._-]*$',
       description: 'Name of this server replica in logs and consumer groups (default hostname-pid).',
     },
+    EDDY_SERVER_METRICS_PORT: {
+      type: 'integer', default: 0, minimum: 0, maximum: 65535,
+      description: 'Internal port serving the server\'s Prometheus /metrics without a key (for the scraper; keep it off the public network); 0: none, /metrics is then served on the API port to the admin key only.',
+    },
+    EDDY_SERVER_METRICS_HOST: {
+      type: 'string', default: '127.0.0.1',
+      description: 'Address the internal /metrics port listens on (0.0.0.0 in containers, where the scraper is on the internal network).',
+    },
+    // --- review queue (processors/review/, server/http/review.ts) ---
+    EDDY_REVIEW_UNSURE_BELOW: {
+      type: 'number', default: 0.5, minimum: 0, maximum: 1,
+      description: 'A served prediction whose top score is below this is unsure and goes to the review queue (until predictions carry the calibrated unsure flag).',
+    },
+    EDDY_REVIEW_CONFIDENT_ABOVE: {
+      type: 'number', default: 0.8, minimum: 0, maximum: 1,
+      description: 'A prediction with a top score at least this high that feedback reassigned or rejected is confidently wrong and goes to the review queue.',
+    },
+    EDDY_REVIEW_MAX_ITEMS: {
+      type: 'integer', default: 1000, minimum: 1, maximum: 1000000,
+      description: 'Items kept in each client\'s review queue; the least worth reviewing are dropped beyond it.',
+    },
     // --- trainer (trainer/) ---
     EDDY_TRAINER_GATE_MARGIN: {
       type: 'number', default: 0.02, minimum: 0, maximum: 1,
@@ -240,6 +261,22 @@ const ENV_SCHEMA = {
       type: 'integer', default: 15000, minimum: 500, maximum: 3600000,
       description: 'How often consumer lag per group and topic end offsets are read from Kafka (admin API) for metrics and the dashboard.',
     },
+    EDDY_MONITOR_SEGMENT_FIELDS: {
+      type: 'string', default: 'channel,department', pattern: '^([A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*)?$',
+      description: 'Metadata fields whose values are quality segments (per-segment precision/recall/F1 and SEGMENT_GAP alerts), besides text length.',
+    },
+    EDDY_MONITOR_LENGTH_BUCKETS: {
+      type: 'string', default: '40,160', pattern: '^[0-9]+(,[0-9]+)*$',
+      description: 'Text-length segments: ascending character counts that split texts into buckets (default: short < 40 <= medium < 160 <= long).',
+    },
+    EDDY_MONITOR_SEGMENT_GAP_PCT: {
+      type: 'number', default: 20, minimum: 0, maximum: 100,
+      description: 'A segment whose 7-day accuracy is more than this many percent below its client\'s overall accuracy raises SEGMENT_GAP.',
+    },
+    EDDY_MONITOR_SEGMENT_MIN_SUPPORT: {
+      type: 'integer', default: 30, minimum: 1, maximum: 100000000,
+      description: 'Judged predictions a segment needs in 7 days before it may raise SEGMENT_GAP.',
+    },
     EDDY_METRICS_PORT: {
       type: 'integer', default: 9464, minimum: 0, maximum: 65535,
       description: 'Port of the Prometheus /metrics endpoint of `eddy processors run` and `eddy trainer run` (processes without an HTTP API; one per host or container); 0 disables it. Servers export on their own port.',
@@ -303,6 +340,9 @@ export interface ServerConfig {
   publisher: 'thread' | 'inline';
   canaryKey: string;
   replicaId: string;
+  /** Internal /metrics port without a key (0: none). */
+  metricsPort: number;
+  metricsHost: string;
 }
 
 type RawEnv = {
@@ -314,7 +354,9 @@ type RawEnv = {
   EDDY_SERVER_ADMIN_KEY: string; EDDY_SERVER_MODEL_MEMORY_MB: number; EDDY_SERVER_FEATURE_TIMEOUT_MS: number;
   EDDY_SERVER_MAX_TEXT_CHARS: number; EDDY_SERVER_MAX_METADATA_ENTRIES: number; EDDY_SERVER_MAX_METADATA_BYTES: number;
   EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number; EDDY_SERVER_PUBLISHER: 'thread' | 'inline';
-  EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string;
+  EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string; EDDY_SERVER_METRICS_PORT: number; EDDY_SERVER_METRICS_HOST: string;
+  EDDY_REVIEW_UNSURE_BELOW: number; EDDY_REVIEW_CONFIDENT_ABOVE: number; EDDY_REVIEW_MAX_ITEMS: number;
+  EDDY_MONITOR_SEGMENT_FIELDS: string; EDDY_MONITOR_LENGTH_BUCKETS: string; EDDY_MONITOR_SEGMENT_GAP_PCT: number; EDDY_MONITOR_SEGMENT_MIN_SUPPORT: number;
   EDDY_ANALYTICS_BATCH_ROWS: number; EDDY_ANALYTICS_BATCH_MS: number; EDDY_FEATURES_SEEN_TTL_HOURS: number;
   EDDY_FEEDBACK_PREDICTION_TTL_DAYS: number; EDDY_FEEDBACK_MAX_WAITS: number;
   EDDY_TRIGGER_MIN_EXAMPLES: number; EDDY_TRIGGER_MIN_LABELS: number; EDDY_TRIGGER_NEW_EXAMPLES: number;
@@ -411,6 +453,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       publisher: raw.EDDY_SERVER_PUBLISHER,
       canaryKey: raw.EDDY_SERVER_CANARY_KEY,
       replicaId: raw.EDDY_SERVER_REPLICA_ID || `${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
+      metricsPort: raw.EDDY_SERVER_METRICS_PORT,
+      metricsHost: raw.EDDY_SERVER_METRICS_HOST,
     },
     trainer: {
       gateMargin: raw.EDDY_TRAINER_GATE_MARGIN,
@@ -433,8 +477,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       lagIntervalMs: raw.EDDY_MONITOR_LAG_INTERVAL_MS,
       metricsPort: raw.EDDY_METRICS_PORT,
       metricsHost: raw.EDDY_METRICS_HOST,
+      segmentFields: raw.EDDY_MONITOR_SEGMENT_FIELDS.split(',').filter(Boolean),
+      lengthBuckets: lengthBuckets(raw.EDDY_MONITOR_LENGTH_BUCKETS),
+      segmentGapPct: raw.EDDY_MONITOR_SEGMENT_GAP_PCT,
+      segmentMinSupport: raw.EDDY_MONITOR_SEGMENT_MIN_SUPPORT,
     },
   };
+}
+
+function lengthBuckets(value: string): number[] {
+  const bounds = value.split(',').map(Number);
+  if (bounds.some((b, i) => i > 0 && b <= bounds[i - 1]!)) {
+    throw new ConfigError(`invalid configuration: EDDY_MONITOR_LENGTH_BUCKETS=${JSON.stringify(value)} must be ascending character counts`);
+  }
+  return bounds;
 }
 
 /** The quality monitor's settings (EDDY_MONITOR_*), see docs/monitoring.md. */
@@ -454,6 +510,13 @@ export interface MonitorConfig {
   /** /metrics of processes without an HTTP API (0: none). */
   metricsPort: number;
   metricsHost: string;
+  /** Metadata fields whose values are quality segments. */
+  segmentFields: string[];
+  /** Ascending character counts splitting texts into length segments. */
+  lengthBuckets: number[];
+  /** SEGMENT_GAP when a segment's accuracy is more than this many percent below its client's. */
+  segmentGapPct: number;
+  segmentMinSupport: number;
 }
 
 /** API keys from the variable (key=client,...) and the file ("key client" per line); a bad line names itself. */
@@ -487,6 +550,11 @@ export interface ProcessorsConfig {
   featuresSeenTtlMs: number;
   predictionTtlMs: number;
   feedbackMaxWaits: number;
+  review: {
+    unsureBelow: number;
+    confidentAbove: number;
+    maxItems: number;
+  };
   trigger: {
     minExamples: number;
     minLabels: number;
@@ -505,6 +573,11 @@ function processorsConfig(raw: RawEnv): ProcessorsConfig {
     featuresSeenTtlMs: raw.EDDY_FEATURES_SEEN_TTL_HOURS * 3_600_000,
     predictionTtlMs: raw.EDDY_FEEDBACK_PREDICTION_TTL_DAYS * 86_400_000,
     feedbackMaxWaits: raw.EDDY_FEEDBACK_MAX_WAITS,
+    review: {
+      unsureBelow: raw.EDDY_REVIEW_UNSURE_BELOW,
+      confidentAbove: raw.EDDY_REVIEW_CONFIDENT_ABOVE,
+      maxItems: raw.EDDY_REVIEW_MAX_ITEMS,
+    },
     trigger: {
       minExamples: raw.EDDY_TRIGGER_MIN_EXAMPLES,
       minLabels: raw.EDDY_TRIGGER_MIN_LABELS,

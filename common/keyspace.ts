@@ -33,8 +33,23 @@
  *   :m:ev               LIST  recent lifecycle events (JSON, newest first, capped)
  *   :m:trend            ZSET  minute -> JSON rolling-week quality snapshot
  *
+ *   :m:g:<day>          HASH  per-segment counters of judgements of that day: `<segment>|<counter>`
+ *                             (segment `channel=email`, `length=short`; counters as in :m:q)
+ *   and on the prediction record, `sg`: the segments of the prediction (JSON list), written by
+ *   the monitor's quality join so that a judgement counts into its segments.
+ *
  *   trigger processor (processors/triggers/)
  *   :t                  STRING JSON retrain-policy state (processors/triggers/policy.ts)
+ *
+ *   review queue (processors/review/ writes, server/http/review.ts reads and closes; models/review.ts)
+ *   :r:q                ZSET  itemId -> priority: the open queue, most worth a label first
+ *   :r:i:<itemId>       HASH  one item (one normalised text): text, md, l, s (top score), scores,
+ *                             v, variant, t/lt (first/last seen), n (requests with this text), req
+ *                             (latest requestId), why:<REASON> (score per reason), sh/shv/shs (shadow
+ *                             answer), fb/fbl (feedback); expires with the prediction TTL
+ *   :r:closed           ZSET  itemId -> when it was labelled or skipped (not queued again; pruned)
+ *   :r:w:<requestId>    STRING JSON feedback that overtook its prediction (joined when it comes)
+ *   and on the prediction record: ri (item id), rs (top score), rsh/rshv/rshs (the shadow answer).
  *
  * Outside any client's slot: `${prefix}:clients` (SET, every client the feature processor saw),
  * `${prefix}:m:clients` (ZSET clientId -> last activity), `${prefix}:m:recent` (LIST of every
@@ -82,8 +97,18 @@ export const monitorKeys = {
   summary: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:s`,
   events: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:ev`,
   trend: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:m:trend`,
+  segments: (prefix: string, clientId: string, day: number) => `${clientKey(prefix, clientId)}:m:g:${day}`,
   clients: (prefix: string) => `${prefix}:m:clients`,
   recent: (prefix: string) => `${prefix}:m:recent`,
+};
+
+export const reviewKeys = {
+  queue: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:r:q`,
+  item: (prefix: string, clientId: string, itemId: string) => `${clientKey(prefix, clientId)}:r:i:${itemId}`,
+  /** What item keys of a client start with (Lua scripts append the item id). */
+  itemBase: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:r:i:`,
+  closed: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:r:closed`,
+  waiting: (prefix: string, clientId: string, requestId: string) => `${clientKey(prefix, clientId)}:r:w:${requestId}`,
 };
 
 export const triggerKeys = {

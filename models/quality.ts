@@ -229,3 +229,126 @@ export async function readDays(redis: Redis, prefix: string, clientId: string, v
   const sums = await readWindows(redis, prefix, clientId, windows);
   return sums.map((counters, i) => ({ day: fromDay + i, counters }));
 }
+
+/*
+ * Per-segment quality: the same counters, per segment of a client's requests. A segment is
+ * `field=value` for each configured metadata field (EDDY_MONITOR_SEGMENT_FIELDS, e.g.
+ * `channel=email`, `department=hr`) and `length=<range>` for the text's length in characters
+ * (EDDY_MONITOR_LENGTH_BUCKETS, e.g. `length=0-39`, `length=40-159`, `length=160+`). The monitor
+ * records a prediction's segments with it and counts each judgement into them (one hash per
+ * client and day, fields `<segment>\x1f<counter>`).
+ */
+export const SEGMENT_SEPARATOR = '\x1f';
+/** Longest metadata value kept in a segment name (longer ones are cut). */
+const SEGMENT_VALUE_CHARS = 80;
+
+export interface SegmentRules {
+  fields: readonly string[];
+  /** Ascending character counts splitting texts into length segments. */
+  lengthBuckets: readonly number[];
+}
+
+/** The length segment of a text: `0-39`, `40-159`, `160+` for bounds [40, 160]. */
+export function lengthSegment(chars: number, bounds: readonly number[]): string {
+  let lo = 0;
+  for (const b of bounds) {
+    if (chars < b) return `length=${lo}-${b - 1}`;
+    lo = b;
+  }
+  return `length=${lo}+`;
+}
+
+/** The segments a request belongs to (values lower-cased and trimmed: `Email` and `email ` are one segment). */
+export function segmentsOf(text: string, metadata: Record<string, string>, rules: SegmentRules): string[] {
+  const out: string[] = [];
+  for (const field of rules.fields) {
+    const raw = metadata[field];
+    if (raw === undefined) continue;
+    // eslint-disable-next-line no-control-regex
+    const value = raw.trim().toLowerCase().replace(/[\x00-\x1f]/g, ' ').slice(0, SEGMENT_VALUE_CHARS);
+    if (value) out.push(`${field}=${value}`);
+  }
+  if (rules.lengthBuckets.length > 0) out.push(lengthSegment(text.length, rules.lengthBuckets));
+  return out;
+}
+
+/** Splits a day's segment hash into counters per segment. */
+export function splitSegments(hash: Record<string, string>): Map<string, Counters> {
+  const out = new Map<string, Counters>();
+  for (const k in hash) {
+    const at = k.indexOf(SEGMENT_SEPARATOR);
+    if (at < 0) continue;
+    const segment = k.slice(0, at);
+    let c = out.get(segment);
+    if (!c) out.set(segment, (c = {}));
+    c[k.slice(at + 1)] = Number(hash[k]);
+  }
+  return out;
+}
+
+/** Summed segment counters over days [fromDay, toDay] (inclusive). */
+export async function readSegmentWindow(redis: Redis, prefix: string, clientId: string, fromDay: number, toDay: number): Promise<Map<string, Counters>> {
+  const pipeline = redis.pipeline();
+  for (let d = fromDay; d <= toDay; d++) pipeline.hgetall(monitorKeys.segments(prefix, clientId, d));
+  const days = (await execPipeline(pipeline, 'reading segment quality')) as Array<Record<string, string>>;
+  const sum = new Map<string, Counters>();
+  for (const day of days) {
+    for (const [segment, c] of splitSegments(day ?? {})) addCounters(sum.get(segment) ?? sum.set(segment, {}).get(segment)!, c);
+  }
+  return sum;
+}
+
+export interface SegmentQuality {
+  segment: string;
+  /** The metadata field, or `length`. */
+  field: string;
+  value: string;
+  precision: number;
+  recall: number;
+  f1: number;
+  accuracy: number;
+  support: number;
+  /** How far (percent) its accuracy is below the client's overall accuracy of the same week (negative: above). */
+  gapPercent: number;
+  /** Last week's accuracy and support, and the week-over-week drop (percent; null without last week's judgements). */
+  previousAccuracy: number | null;
+  previousSupport: number;
+  dropPercent: number | null;
+}
+
+/** Relative gap (percent) of a segment's accuracy below the overall one; 0 when there is no overall figure. */
+export function gapPercent(segmentAccuracy: number, overallAccuracy: number): number {
+  return overallAccuracy > 0 ? (100 * (overallAccuracy - segmentAccuracy)) / overallAccuracy : 0;
+}
+
+/** Each segment's quality this week (and last), against the client's overall accuracy; most behind first. */
+export function segmentQualities(current: Map<string, Counters>, previous: Map<string, Counters>, overallAccuracy: number): SegmentQuality[] {
+  const out: SegmentQuality[] = [];
+  for (const [segment, c] of current) {
+    const q = qualityOf(c);
+    if (q.support === 0) continue;
+    const prev = previous.get(segment);
+    const pq = prev ? qualityOf(prev) : undefined;
+    const eq = segment.indexOf('=');
+    out.push({
+      segment, field: segment.slice(0, eq), value: segment.slice(eq + 1),
+      precision: q.precision, recall: q.recall, f1: q.f1, accuracy: q.accuracy, support: q.support,
+      gapPercent: gapPercent(q.accuracy, overallAccuracy),
+      previousAccuracy: pq && pq.support > 0 ? pq.accuracy : null,
+      previousSupport: pq?.support ?? 0,
+      dropPercent: pq && pq.support > 0 && pq.accuracy > 0 ? (100 * (pq.accuracy - q.accuracy)) / pq.accuracy : null,
+    });
+  }
+  return out.sort((a, b) => b.gapPercent - a.gapPercent || (a.segment < b.segment ? -1 : 1));
+}
+
+/** A client's segments over the week ending on `today` (epoch day), with last week's for the drop. */
+export async function readSegmentQuality(redis: Redis, prefix: string, clientId: string, today: number): Promise<{ overall: Quality; segments: SegmentQuality[] }> {
+  const [thisWeek, lastWeek, [overall]] = await Promise.all([
+    readSegmentWindow(redis, prefix, clientId, today - 6, today),
+    readSegmentWindow(redis, prefix, clientId, today - 13, today - 7),
+    readWindows(redis, prefix, clientId, [{ version: ALL_VERSIONS, fromDay: today - 6, toDay: today }]),
+  ]);
+  const q = qualityOf(overall!);
+  return { overall: q, segments: segmentQualities(thisWeek, lastWeek, q.accuracy) };
+}

@@ -10,6 +10,7 @@ import { FEEDBACK_TOPICS, FeedbackProcessor } from './feedback/processor.ts';
 import { migrateQualityViews } from './monitor/clickhouse.ts';
 import { MONITOR_TOPICS, MonitorProcessor, monitorOptions } from './monitor/processor.ts';
 import { TRIGGER_TOPICS, TriggerProcessor } from './triggers/processor.ts';
+import { REVIEW_TOPICS, ReviewProcessor, reviewOptions } from './review/processor.ts';
 
 /** What every processor of a process shares: the stores, created and closed by the runtime (processors/run.ts). */
 export interface ProcessorStores {
@@ -77,6 +78,15 @@ export const PROCESSORS = [
     concurrentPartitions: true,
     maxRecordsPerCall: 2000,
     create: (s: ProcessorStores) => new MonitorProcessor(s.redis, monitorOptions(s.config)),
+  },
+  {
+    name: 'review',
+    description: 'the review queue (active learning): unsure, confidently wrong and shadow-disagreeing predictions, ranked and de-duplicated in Redis',
+    topics: REVIEW_TOPICS,
+    // Every item update is one atomic script; predictions and feedback may be handled in any order.
+    concurrentPartitions: true,
+    maxRecordsPerCall: 2000,
+    create: (s: ProcessorStores) => new ReviewProcessor(s.redis, reviewOptions(s.config)),
   },
   {
     name: 'feedback',

@@ -77,7 +77,10 @@ export namespace EddyEvents {
 }
 
 export namespace EddyEvents {
-    export type ExampleSource = "DEFINITION" | "ASSIGNMENT" | "REASSIGNMENT" | "IMPORT";
+    /**
+     * REVIEW: a person labelled it in the review queue. A reader that meets a source it does not know reads it as IMPORT (the enum default).
+     */
+    export type ExampleSource = "DEFINITION" | "ASSIGNMENT" | "REASSIGNMENT" | "IMPORT" | "REVIEW";
     /**
      * A text that belongs to a label (team) of one client. The latest event per exampleId wins.
      */
@@ -439,9 +442,9 @@ export namespace EddyEvents {
 }
 
 export namespace EddyEvents {
-    export type AlertKind = "QUALITY_DROP" | "PREDICTION_BIAS" | "MODEL_REGRESSION";
+    export type AlertKind = "QUALITY_DROP" | "PREDICTION_BIAS" | "MODEL_REGRESSION" | "SEGMENT_GAP";
     /**
-     * A client's live quality fell more than the threshold below last week's, or its predictions became biased.
+     * A client's live quality fell more than the threshold below last week's, its predictions became biased, a fresh version did worse than its predecessor, or a segment of its requests is served clearly worse than the rest.
      */
     export interface QualityAlert {
         /**
@@ -482,6 +485,12 @@ export namespace EddyEvents {
          * Default: "7d"
          */
         window: string;
+        /**
+         * For SEGMENT_GAP: the segment (e.g. channel=email, length=long); previousValue is then the client's overall figure.
+         *
+         * Default: null
+         */
+        segment: null | string;
     }
 }
 

@@ -11,7 +11,9 @@ import { connectStreams, LogFollower, type ConsumerRunner, type Streams } from '
 import { createApp } from './app.ts';
 import { ArtifactLoaderThread } from './artifact-loader.ts';
 import { instrumentRedis } from '../common/instrument.ts';
+import { serveProcessMetrics, type MetricsEndpoint } from '../common/metrics.ts';
 import { dashboardRoutes } from './dashboard/plugin.ts';
+import { reviewRoutes } from './http/review.ts';
 import { kafkaPredictHandler } from './kafka-predict.ts';
 import { ModelManager, type ArtifactLoader } from './model-manager.ts';
 import { PredictionService, type FeatureReader } from './prediction-service.ts';
@@ -30,6 +32,8 @@ export interface PredictionServer {
   app: FastifyInstance;
   /** `http://host:port` once listening. */
   url: string;
+  /** The internal /metrics endpoint without a key (EDDY_SERVER_METRICS_PORT), when configured. */
+  metricsUrl: string | undefined;
   registry: ModelRegistry;
   labels: LabelDirectory;
   manager: ModelManager;
@@ -92,7 +96,12 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   });
 
   const app = createApp({ config: s, service, registry, manager, publisher, admin, isReady: () => follower.ready, logger });
-  app.register(dashboardRoutes, { redis: instrumentRedis(redis, 'server'), keyPrefix: config.redisPrefix, registry, streams, lagIntervalMs: config.monitor.lagIntervalMs, logger });
+  const servingRedis = instrumentRedis(redis, 'server');
+  app.register(reviewRoutes, {
+    auth: s, redis: servingRedis, keyPrefix: config.redisPrefix, producer: streams.producer, labels, registry,
+    closedTtlMs: config.processors.predictionTtlMs, isReady: () => follower.ready,
+  });
+  app.register(dashboardRoutes, { auth: s, redis: servingRedis, keyPrefix: config.redisPrefix, registry, streams, lagIntervalMs: config.monitor.lagIntervalMs, logger });
   await follower.start();
   await examples.start();
 
@@ -126,12 +135,17 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
     await app.ready();
   }
 
+  // /metrics on an internal port for the scraper; on the API port it needs the admin key.
+  const metrics: MetricsEndpoint | undefined = await serveProcessMetrics(
+    { logLevel: config.logLevel, monitor: { ...config.monitor, metricsPort: s.metricsPort, metricsHost: s.metricsHost } }, 'server');
+
   let closing: Promise<void> | undefined;
   return {
-    app, url, registry, labels, manager, service, publisher, follower, streams, redis, logger, ready, kafkaReady,
+    app, url, metricsUrl: metrics?.url, registry, labels, manager, service, publisher, follower, streams, redis, logger, ready, kafkaReady,
     close() {
       closing ??= (async () => {
         await app.close();
+        await metrics?.close();
         await predictRunner?.stop();
         await Promise.all([follower.stop(), examples.stop()]);
         await publisher.close();

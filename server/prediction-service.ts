@@ -5,8 +5,11 @@ import type { Logger } from '../common/log.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { hashString } from '../featurizer/text.ts';
 import { baselinePredict } from './baseline.ts';
+import { explainBaseline } from './baseline-explain.ts';
+import { DEFAULT_EXPLAIN_TERMS, explainPrediction, type Explanation } from '../models/explain.ts';
 import { serverMetrics } from './metrics.ts';
-import type { ModelHandle, ModelManager } from './model-manager.ts';
+import type { ModelHandle, ModelManager, ServablePredictor } from './model-manager.ts';
+import type { Predictor } from '../models/predictor.ts';
 import type { ClientModels, ModelRegistry, VersionInfo } from '../models/lifecycle.ts';
 import type { LabelDefinition, LabelDirectory } from './labels.ts';
 
@@ -29,6 +32,8 @@ export interface PredictRequest {
   /** Deterministic event ids for redelivered Kafka requests; random for HTTP. */
   sourceEventId?: string;
   topK?: number;
+  /** Also say which input terms pushed each returned label's score (models/explain.ts). */
+  explain?: boolean;
 }
 
 export interface PredictResult {
@@ -40,6 +45,8 @@ export interface PredictResult {
   variant: Variant;
   featuresDefaulted: boolean;
   latencyMs: number;
+  /** Present when the request asked for it: per returned label, the terms that pushed its score most. */
+  explanation?: Explanation;
 }
 
 /** Real-time features for a request; must never throw (featurizer/realtime.ts readRealtimeFeatures). */
@@ -73,6 +80,11 @@ export function stableShare(key: string): number {
 export function derivedId(source: string): string {
   const h = createHash('sha256').update(source).digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** Loaded models are models/predictor.ts Predictors (their scorer is what explanations occlude); the manager's type is narrower. */
+function isExplainable(p: ServablePredictor): p is ServablePredictor & Predictor {
+  return typeof (p as Partial<Predictor>).logits === 'function' && (p as Partial<Predictor>).manifest !== undefined;
 }
 
 export class PredictionService {
@@ -120,6 +132,7 @@ export class PredictionService {
     let featuresDefaulted = false;
     let label: string;
     let scores: Array<{ label: string; score: number }>;
+    let explanation: Explanation | undefined;
     const events: PredictionMade[] = [];
     const requester = req.metadata[this.config.canaryKey] || requestId;
 
@@ -134,6 +147,9 @@ export class PredictionService {
       if (handle) {
         try {
           ({ label, scores } = handle.predictor.predict(req.text, req.metadata, f.features, topK));
+          if (req.explain && isExplainable(handle.predictor)) {
+            explanation = explainPrediction(handle.predictor, { text: req.text, metadata: req.metadata, realtime: f.features }, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);
+          }
           variant = handle.version === canary ? 'CANARY' : 'LIVE';
           const shadow = c.shadow;
           if (shadow && shadow.version !== handle.version && stableShare(`${clientId}|${shadow.version}|shadow|${requestId}`) < shadow.share) {
@@ -146,15 +162,18 @@ export class PredictionService {
       }
     }
     if (!handle) {
-      const base = baselinePredict(req.text, this.baselineLabels(clientId, c), this.labels.counts(clientId), topK);
+      const definitions = this.baselineLabels(clientId, c);
+      const base = baselinePredict(req.text, definitions, this.labels.counts(clientId), topK);
       if (!base) throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no servable model and no labels`);
       ({ label, scores } = base);
+      if (req.explain) explanation = explainBaseline(req.text, definitions, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);
       variant = 'BASELINE';
       featuresDefaulted = false;
     }
     const latencyMs = performance.now() - started;
     const result: PredictResult = {
       requestId, clientId, label: label!, scores: scores!, modelVersion: handle?.version ?? null, variant, featuresDefaulted, latencyMs,
+      ...(explanation ? { explanation } : {}),
     };
     events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomUUID()));
     serverMetrics.predictions().inc({ channel, variant });

@@ -44,7 +44,7 @@ const events: AnyEvent[] = [
   { name: 'ModelRolledBack', value: { eventId: randomUUID(), clientId: c, occurredAt: now + 30, fromVersion: 'v2', toVersion: 'v1', actor: 'monitor', reason: 'quality' } },
   {
     name: 'QualityAlert', value: {
-      eventId: randomUUID(), clientId: c, occurredAt: now, kind: 'QUALITY_DROP', metric: 'f1', label: null, modelVersion: 'v1', currentValue: 0.6, previousValue: 0.8, dropPercent: 25, support: 120, window: '7d',
+      eventId: randomUUID(), clientId: c, occurredAt: now, kind: 'QUALITY_DROP', metric: 'f1', label: null, modelVersion: 'v1', currentValue: 0.6, previousValue: 0.8, dropPercent: 25, support: 120, window: '7d', segment: null,
     },
   },
   {

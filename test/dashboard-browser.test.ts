@@ -16,7 +16,7 @@ import { CHROMIUM_ARGS, ensureChromium } from './chromium.ts';
 import { testStreams, waitFor } from './helpers.ts';
 import { feedback } from './processors-support.ts';
 import { collect, DAY, judged } from './monitor-support.ts';
-import { CLIENT_KEYS, HELPDESK_LABELS, modelPublished, serverTestConfig, writeFixtureModel } from './server-fixtures.ts';
+import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, modelPublished, serverTestConfig, writeFixtureModel } from './server-fixtures.ts';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -40,6 +40,9 @@ async function predict(clientId: string, text: string): Promise<Json> {
   expect(res.status).toBe(200);
   return (await res.json()) as Json;
 }
+
+/** The dashboard's data as the admin sees it. */
+const asAdmin = (path: string) => fetch(server.url + path, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
 
 const judgedCount = async (clientId: string) => Number((await redis.hget(monitorKeys.summary(config.redisPrefix, clientId), 'judged')) ?? 0);
 
@@ -73,6 +76,12 @@ beforeAll(async () => {
     { name: 'RetrainRequested', value: gRetrain }, { name: 'ModelRejected', value: rejected });
   await streams.producer.sendAll(history);
 
+  // initech: a model, never judged ("—", not 0.000); twelve small clients, so the list has pages.
+  const i1 = await writeFixtureModel(store, { clientId: 'initech', version: 'v1', labels: HELPDESK_LABELS });
+  history.length = 0;
+  history.push({ name: 'ModelPublished', value: { ...modelPublished({ clientId: 'initech', version: 'v1', ...i1 }), occurredAt: now - DAY } });
+  for (let i = 0; i < 12; i++) history.push(...judged(`bulk-${String(i).padStart(2, '0')}`, null, now - 3_600_000 + i, 1, () => 'Network', () => 'Network'));
+  await streams.producer.sendAll(history);
   server = await startServer(config, { kafkaPredict: false });
   await server.ready;
   await waitFor('acme on v2', () => server.registry.get('acme')?.live === 'v2', 30_000);
@@ -128,7 +137,7 @@ describe('dashboard JSON endpoints', () => {
     await streams.producer.sendAll(judged('umbrella', 'v2', now - 1_800_000, 30, (i) => (i % 2 ? labels[(i + 1) % 3]! : truth(i)), truth));
     await waitFor('the server back on v1', () => server.registry.get('umbrella')?.live === 'v1', 30_000);
     const detail = await waitFor('the rollback in the client history', async () => {
-      const d = (await (await fetch(`${server.url}/dashboard/api/clients/umbrella`)).json()) as Json;
+      const d = (await (await asAdmin('/dashboard/api/clients/umbrella')).json()) as Json;
       return d.events.some((e: Json) => e.type === 'ModelRolledBack') ? d : undefined;
     }, 30_000);
     expect(detail.live).toBe('v1');
@@ -139,8 +148,21 @@ describe('dashboard JSON endpoints', () => {
     expect(detail.events.map((e: Json) => e.title)).toEqual(expect.arrayContaining([expect.stringMatching(/^rolled back v2 -> v1 by monitor: automatic: v2 kept 50\.0% of 30/)]));
   });
 
+  it('pages and searches clients, and says "nothing judged" with null, not 0', async () => {
+    const page1 = (await (await asAdmin('/dashboard/api/overview?limit=5&offset=0')).json()) as Json;
+    const page2 = (await (await asAdmin('/dashboard/api/overview?limit=5&offset=5')).json()) as Json;
+    expect(page1.clients).toHaveLength(5);
+    expect(page1.totalClients).toBeGreaterThanOrEqual(16);
+    expect(page2.clients.map((c: Json) => c.clientId)).not.toContain(page1.clients[0].clientId);
+    const bulk = (await (await asAdmin('/dashboard/api/overview?search=bulk-0')).json()) as Json;
+    expect(bulk.clients).toHaveLength(10);
+    const initech = ((await (await asAdmin('/dashboard/api/overview?search=initech')).json()) as Json).clients[0];
+    expect(initech.quality).toEqual({ precision: null, recall: null, f1: null, accuracy: null, support: 0, bias: null });
+    expect(initech.trend).toEqual([]);
+  });
+
   it('lists real clients with their live versions, quality and last retrain', async () => {
-    const res = await fetch(`${server.url}/dashboard/api/overview`);
+    const res = await asAdmin('/dashboard/api/overview');
     expect(res.status).toBe(200);
     const body = (await res.json()) as Json;
     const acme = body.clients.find((c: Json) => c.clientId === 'acme');
@@ -152,17 +174,17 @@ describe('dashboard JSON endpoints', () => {
   });
 
   it('answers with structured errors: unknown client 404, bad query 400', async () => {
-    const unknown = await fetch(`${server.url}/dashboard/api/clients/nobody-here`);
+    const unknown = await asAdmin('/dashboard/api/clients/nobody-here');
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ error: { code: 'CLIENT_UNKNOWN' } });
-    const bad = await fetch(`${server.url}/dashboard/api/overview?limit=lots`);
+    const bad = await asAdmin('/dashboard/api/overview?limit=lots');
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ error: { code: 'INVALID_REQUEST' } });
   });
 
   it('exports consumer lag, event rates and Redis latency on /metrics', async () => {
     await waitFor('a lag sample', async () => (await metricsRegistry.getSingleMetric('eddy_consumer_lag')?.get())?.values.some((v) => String(v.labels.group).startsWith(config.topicPrefix)), 20_000);
-    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const text = await (await asAdmin('/metrics')).text();
     expect(text).toMatch(new RegExp(`eddy_consumer_lag\\{group="${config.topicPrefix.replace(/\./g, '\\.')}processors\\.monitor",topic="feedback"\\} 0`));
     expect(text).toContain('eddy_redis_command_seconds_bucket');
     expect(text).toContain('eddy_topic_end_offset{topic="predictions"}');
@@ -175,8 +197,13 @@ describe('dashboard in a real headless browser', () => {
     const problems: string[] = [];
     page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text()); });
     page.on('pageerror', (e) => problems.push(e.message));
-    page.on('response', (r) => { if (r.status() >= 400) problems.push(`${r.status()} ${r.url()}`); });
-    await page.goto(`${server.url}/dashboard#client=acme`);
+    // The sign-in page answers 401 by design; nothing else may fail.
+    page.on('response', (r) => { if (r.status() >= 400 && !(r.status() === 401 && new URL(r.url()).pathname === '/dashboard')) problems.push(`${r.status()} ${r.url()}`); });
+    // Without a session the page is the sign-in form (401); signing in with the admin key opens the dashboard.
+    const first = await page.goto(`${server.url}/dashboard#client=acme`);
+    expect(first?.status()).toBe(401);
+    await page.fill('#key', ADMIN_KEY);
+    await page.press('#key', 'Enter');
     await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
 
     const rows = await page.locator('#clients tbody tr').allInnerTexts();
@@ -186,6 +213,16 @@ describe('dashboard in a real headless browser', () => {
     expect(await page.locator('#detail-title').innerText()).toBe('Client acme');
     expect(await page.locator('#versions tbody tr').allInnerTexts()).toEqual([expect.stringMatching(/^v2 \(live\)\s+0\.9/), expect.stringMatching(/^v1\s+0\.8/)]);
 
+    // Every client with judgements has its F1 over time in the list; one never judged shows "—".
+    await page.selectOption('#page-size', '100');
+    await page.waitForFunction("document.querySelectorAll('#clients tbody tr').length >= 16");
+    expect(await page.locator('#clients tr[data-client="acme"] svg.spark polyline.f1').count()).toBe(1);
+    expect(await page.locator('#clients tr[data-client="globex"] svg.spark polyline.f1').count()).toBe(1);
+    expect((await page.locator('#clients tr[data-client="acme"] svg.spark').getAttribute('aria-label'))).toMatch(/^F1 of acme: 0\.\d{3} on .*, 0\.\d{3} on /);
+    const initechRow = await page.locator('#clients tr[data-client="initech"]').innerText();
+    expect(initechRow).toContain('—');
+    expect(initechRow).not.toContain('0.000');
+
     // The chart: three metric lines over the week's points, and the version markers.
     const f1 = await page.locator('#chart svg polyline.f1').getAttribute('points');
     expect(f1!.trim().split(/\s+/).length).toBeGreaterThanOrEqual(7);
@@ -193,6 +230,13 @@ describe('dashboard in a real headless browser', () => {
     expect(await page.locator('#chart svg text', { hasText: 'v2' }).count()).toBeGreaterThanOrEqual(1);
     expect(await page.locator('#chart svg.trend').getAttribute('role')).toBe('img');
     expect(await page.locator('#chart-desc').textContent()).toMatch(/Latest: precision \d\.\d{3}/);
+    // The version timeline on the same time axis: v2's publication (v1's is a week back, at the window's start).
+    expect(await page.locator('#chart svg .timeline [data-type="ModelPublished"]').count()).toBeGreaterThanOrEqual(1);
+    expect(await page.locator('#chart-desc').textContent()).toMatch(/Timeline: .*published v2/);
+    // Segments and the review queue of the client.
+    expect(await page.locator('#segments tbody tr').count()).toBeGreaterThanOrEqual(1);
+    expect(await page.locator('#segments tbody tr').first().innerText()).toMatch(/^length=/);
+    expect(await page.locator('#detail-review').innerText()).toMatch(/Nothing waits for review|wait for a human label/);
     expect(await page.locator('#recent li').allInnerTexts()).toEqual(expect.arrayContaining([expect.stringContaining('rejected at GATE: WORSE_THAN_LIVE')]));
     expect(await page.locator('#rates tbody tr', { hasText: 'predictions' }).count()).toBe(1);
 
@@ -208,6 +252,17 @@ describe('dashboard in a real headless browser', () => {
     expect(unlabelled).toBe(0);
     expect(await page.evaluate<boolean>("[...document.querySelectorAll('table')].every((t) => !!t.querySelector('caption'))")).toBe(true);
 
+    // Pages: ten clients a page, the next page shows the next ones.
+    await page.selectOption('#page-size', '10');
+    await page.waitForFunction("document.querySelectorAll('#clients tbody tr').length === 10");
+    const firstPage = await page.locator('#clients button.client').allInnerTexts();
+    await page.click('#next-page');
+    await page.waitForFunction(`!document.querySelector('#clients button.client[data-client="${firstPage[0]}"]')`);
+    expect(await page.locator('#clients-count').innerText()).toMatch(/^Clients 11–\d+ of \d+ \(page 2 of \d+\)\.$/);
+    await page.click('#prev-page');
+    await page.waitForSelector(`#clients button.client[data-client="${firstPage[0]}"]`);
+    await page.selectOption('#page-size', '100');
+
     // Live: a client served by another replica appears without reloading the page.
     await streams.producer.sendAll(judged('hooli', null, Date.now(), 3, () => 'Network', () => 'Network'));
     await page.waitForSelector('#clients button.client[data-client="hooli"]', { timeout: 20_000 });
@@ -217,6 +272,7 @@ describe('dashboard in a real headless browser', () => {
     await fs.mkdir('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/dashboard.png', fullPage: true });
     expect((await fs.stat('test-results/dashboard.png')).size).toBeGreaterThan(10_000);
+    await page.locator('#client-detail').screenshot({ path: 'test-results/dashboard-client.png' });
     expect(problems).toEqual([]);
   });
 });

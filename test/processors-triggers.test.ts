@@ -136,7 +136,7 @@ describe('trigger processor', () => {
     await settled();
     await streams.producer.send('QualityAlert', {
       eventId: randomUUID(), clientId: c, occurredAt: Date.now(), kind: 'QUALITY_DROP', metric: 'f1', label: null, modelVersion: 'v2',
-      currentValue: 0.5, previousValue: 0.8, dropPercent: 37.5, support: 200, window: '7d',
+      currentValue: 0.5, previousValue: 0.8, dropPercent: 37.5, support: 200, window: '7d', segment: null,
     });
     await waitFor('QUALITY_DROP', () => requests.length === 4);
     expect(requests[3]).toMatchObject({ reason: 'QUALITY_DROP' });

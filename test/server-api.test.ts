@@ -188,8 +188,8 @@ describe('prediction API: answers', () => {
     }
   });
 
-  it('exports Prometheus metrics', async () => {
-    const r = await call('GET', '/metrics');
+  it('exports Prometheus metrics to the admin key', async () => {
+    const r = await call('GET', '/metrics', { key: ADMIN_KEY });
     expect(r.status).toBe(200);
     for (const name of ['eddy_server_request_seconds_bucket', 'eddy_server_predictions_total', 'eddy_server_model_loads_total', 'eddy_server_model_cache_total', 'eddy_server_errors_total']) {
       expect(r.text).toContain(name);

@@ -13,8 +13,8 @@ import {
   applyModelEvent, clientModelsFromJson, clientModelsToJson, isLifecycleEvent, type LifecycleChange, type LifecycleEntry,
 } from '../../models/lifecycle.ts';
 import {
-  addCounters, ALL_VERSIONS, BASELINE_VERSION, biasOf, DAY_MS, dayOf, EVENTS_PER_CLIENT, findDrops, qualityOf, readWindows,
-  RECENT_EVENTS, TREND_POINTS, type Counters, type Drop,
+  addCounters, ALL_VERSIONS, BASELINE_VERSION, biasOf, DAY_MS, dayOf, EVENTS_PER_CLIENT, findDrops, gapPercent, qualityOf, readWindows,
+  RECENT_EVENTS, segmentsOf, splitSegments, TREND_POINTS, type Counters, type Drop, type SegmentRules,
 } from '../../models/quality.ts';
 import { monitorMetrics } from './metrics.ts';
 import { withMonitorScripts, type MonitorRedis } from './store.ts';
@@ -22,16 +22,17 @@ import { withMonitorScripts, type MonitorRedis } from './store.ts';
 export const MONITOR_TOPICS: readonly TopicName[] = ['predictions', 'feedback', 'models', 'retrain-requests', 'alerts'];
 
 /** The monitor's settings: its part of EDDY_MONITOR_* (docs/monitoring.md) plus where it keeps state and how long a prediction waits. */
-export type MonitorOptions = Pick<MonitorConfig, 'dropPct' | 'minSupport' | 'biasThreshold' | 'autoRollback' | 'rollbackDropPct' | 'rollbackMinSupport'> & {
+export type MonitorOptions = Pick<MonitorConfig, 'dropPct' | 'minSupport' | 'biasThreshold' | 'autoRollback' | 'rollbackDropPct' | 'rollbackMinSupport'
+  | 'segmentFields' | 'lengthBuckets' | 'segmentGapPct' | 'segmentMinSupport'> & {
   keyPrefix: string;
   /** How long predictions wait for feedback (and feedback for its prediction). */
   predictionTtlMs: number;
 };
 
 export function monitorOptions(config: EddyConfig): MonitorOptions {
-  const { dropPct, minSupport, biasThreshold, autoRollback, rollbackDropPct, rollbackMinSupport } = config.monitor;
+  const { dropPct, minSupport, biasThreshold, autoRollback, rollbackDropPct, rollbackMinSupport, segmentFields, lengthBuckets, segmentGapPct, segmentMinSupport } = config.monitor;
   return {
-    dropPct, minSupport, biasThreshold, autoRollback, rollbackDropPct, rollbackMinSupport,
+    dropPct, minSupport, biasThreshold, autoRollback, rollbackDropPct, rollbackMinSupport, segmentFields, lengthBuckets, segmentGapPct, segmentMinSupport,
     keyPrefix: config.redisPrefix, predictionTtlMs: config.processors.predictionTtlMs,
   };
 }
@@ -73,8 +74,11 @@ export class MonitorProcessor implements EventHandler {
     throw new EddyError('NOT_INITIALISED', 'the monitor emits only after init()');
   };
 
+  private readonly segmentRules: SegmentRules;
+
   constructor(redis: Redis, private readonly opts: MonitorOptions) {
     this.redis = withMonitorScripts(redis);
+    this.segmentRules = { fields: opts.segmentFields, lengthBuckets: opts.lengthBuckets };
   }
 
   async init(ctx: ProcessorContext): Promise<void> {
@@ -118,6 +122,7 @@ export class MonitorProcessor implements EventHandler {
         pipeline.eddyMonitorPrediction(
           monitorKeys.seen(p, clientId), predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
           monitorKeys.base(p, clientId), e.eventId, e.occurredAt, e.label, e.modelVersion ?? BASELINE_VERSION, this.opts.predictionTtlMs, BUCKET_TTL_MS,
+          JSON.stringify(segmentsOf(e.text, e.metadata, this.segmentRules)),
         );
         pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'prediction' });
       } else if (ev.name === 'PredictionFeedback') {
@@ -281,8 +286,29 @@ export class MonitorProcessor implements EventHandler {
     let fresh = o.autoRollback && s.fresh && s.fresh_prev && s.live === s.fresh ? { version: s.fresh, previous: s.fresh_prev, since: Number(s.fresh_since) } : undefined;
     const versions = fresh ? [ALL_VERSIONS, fresh.version, fresh.previous] : [ALL_VERSIONS];
     const windows = versions.flatMap((version) => Array.from({ length: hi - lo + 1 }, (_, i) => ({ version, fromDay: lo + i, toDay: lo + i })));
-    const daily = await readWindows(this.redis, p, clientId, windows);
+    const segmentDays = this.redis.pipeline();
+    for (let d = lo; d <= hi; d++) segmentDays.hgetall(monitorKeys.segments(p, clientId, d));
+    const [daily, segmentHashes] = await Promise.all([
+      readWindows(this.redis, p, clientId, windows),
+      execPipeline(segmentDays, 'reading segment quality') as Promise<Array<Record<string, string>>>,
+    ]);
+    const segmentsByDay = segmentHashes.map((h) => splitSegments(h ?? {}));
     const span = hi - lo + 1;
+    /** Segment counters summed over days [from, to]. */
+    const segmentSum = (from: number, to: number): Map<string, Counters> => {
+      const total = new Map<string, Counters>();
+      for (let d = Math.max(from, lo); d <= Math.min(to, hi); d++) {
+        for (const [segment, c] of segmentsByDay[d - lo]!) {
+          let t = total.get(segment);
+          if (!t) total.set(segment, (t = {}));
+          addCounters(t, c);
+        }
+      }
+      return total;
+    };
+    /** Open SEGMENT_GAP episodes: segment -> when it opened and how far behind it was. */
+    const gaps = JSON.parse(s.segaps || '{}') as Record<string, { at: number; gapPercent: number }>;
+    let gapsChanged = false;
     /** Counters of `version` summed over days [from, to], from the buckets read above. */
     const sum = (version: string, from: number, to: number): Counters => {
       const v = versions.indexOf(version);
@@ -319,7 +345,7 @@ export class MonitorProcessor implements EventHandler {
         const alert: QualityAlert = {
           eventId: derivedId(clientId, 'bias', causeId), clientId, occurredAt: now, kind: 'PREDICTION_BIAS', metric: 'jensen_shannon',
           label: bias.overPredicted, modelVersion: live, currentValue: bias.divergence, previousValue: o.biasThreshold,
-          dropPercent: (100 * (bias.divergence - o.biasThreshold)) / o.biasThreshold, support: bias.support, window: '7d',
+          dropPercent: (100 * (bias.divergence - o.biasThreshold)) / o.biasThreshold, support: bias.support, window: '7d', segment: null,
         };
         out.push({ name: 'QualityAlert', value: alert });
         s.bias = fields.bias = JSON.stringify({ at: now, divergence: bias.divergence, overPredicted: bias.overPredicted });
@@ -342,7 +368,7 @@ export class MonitorProcessor implements EventHandler {
             const alert: QualityAlert = {
               eventId: derivedId(clientId, 'regression', fresh.version), clientId, occurredAt: now, kind: 'MODEL_REGRESSION', metric: 'accuracy',
               label: null, modelVersion: fresh.version, currentValue: nq.accuracy, previousValue: pq.accuracy, dropPercent, support: nq.support,
-              window: 'since-publish',
+              window: 'since-publish', segment: null,
             };
             out.push({ name: 'ModelRolledBack', value: rollback }, { name: 'QualityAlert', value: alert });
             monitorMetrics.rollbacks().inc();
@@ -356,6 +382,25 @@ export class MonitorProcessor implements EventHandler {
         }
       }
 
+      // --- segment gaps: one alert per segment episode, closed when the gap is under half the threshold ---
+      for (const [segment, c] of segmentSum(today - WEEK_DAYS + 1, today)) {
+        const sq = qualityOf(c);
+        const gap = gapPercent(sq.accuracy, current.accuracy);
+        const open = gaps[segment];
+        if (!open && sq.support >= o.segmentMinSupport && current.support >= o.segmentMinSupport && gap > o.segmentGapPct) {
+          out.push({ name: 'QualityAlert', value: {
+            eventId: derivedId(clientId, 'segment', segment, causeId), clientId, occurredAt: now, kind: 'SEGMENT_GAP', metric: 'accuracy', label: null,
+            modelVersion: live, currentValue: sq.accuracy, previousValue: current.accuracy, dropPercent: gap, support: sq.support, window: '7d', segment,
+          } });
+          gaps[segment] = { at: now, gapPercent: gap };
+          gapsChanged = true;
+        } else if (open && (sq.support < o.segmentMinSupport || gap < o.segmentGapPct / 2)) {
+          delete gaps[segment];
+          gapsChanged = true;
+          logger.info({ clientId, segment }, 'segment caught up; gap episode closed');
+        }
+      }
+
       trend.push({
         minute: Math.floor(now / 60_000) * 60_000,
         json: JSON.stringify({ t: now, precision: current.precision, recall: current.recall, f1: current.f1, accuracy: current.accuracy, support: current.support, bias: bias.divergence, version: live }),
@@ -363,6 +408,7 @@ export class MonitorProcessor implements EventHandler {
       last = { current, bias: bias.divergence };
     }
 
+    if (gapsChanged) fields.segaps = JSON.stringify(gaps);
     // At-least-once: send first, then remember; a crash in between re-sends the same derived ids.
     await this.emit(out);
     for (const e of out) if (e.name === 'QualityAlert') {
@@ -394,7 +440,7 @@ const wrap = (err: unknown, what: string) => redisError(err, what);
 export function dropAlert(clientId: string, now: number, d: Drop, modelVersion: string | null, eventId: string): QualityAlert {
   return {
     eventId, clientId, occurredAt: now, kind: 'QUALITY_DROP', metric: d.metric, label: d.label, modelVersion,
-    currentValue: d.current, previousValue: d.previous, dropPercent: d.dropPercent, support: d.support, window: '7d',
+    currentValue: d.current, previousValue: d.previous, dropPercent: d.dropPercent, support: d.support, window: '7d', segment: null,
   };
 }
 
@@ -405,6 +451,8 @@ export function alertTitle(e: QualityAlert): string {
       return `${what} fell ${pct(e.dropPercent)} below last week (${f3(e.previousValue)} -> ${f3(e.currentValue)}, ${e.support} judged)${e.modelVersion ? ` on ${e.modelVersion}` : ''}`;
     case 'PREDICTION_BIAS':
       return `predictions biased${e.label ? ` towards ${e.label}` : ''}: divergence ${f3(e.currentValue)} > ${f3(e.previousValue)} over ${e.support} judged${e.modelVersion ? ` on ${e.modelVersion}` : ''}`;
+    case 'SEGMENT_GAP':
+      return `requests in ${e.segment ?? 'a segment'} are served worse: accuracy ${f3(e.currentValue)} vs ${f3(e.previousValue)} overall (-${pct(e.dropPercent)}, ${e.support} judged)${e.modelVersion ? ` on ${e.modelVersion}` : ''}`;
     case 'MODEL_REGRESSION':
       return `${e.modelVersion ?? 'new version'} worse than its predecessor on live feedback: ${what} ${f3(e.currentValue)} vs ${f3(e.previousValue)} (-${pct(e.dropPercent)}, ${e.support} judged)`;
     default:

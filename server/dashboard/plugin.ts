@@ -1,11 +1,13 @@
 import fs from 'node:fs';
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { ServerConfig } from '../../common/config.ts';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../common/log.ts';
 import { LagCollector } from '../../streams/lag.ts';
 import type { Streams } from '../../streams/index.ts';
 import type { ModelRegistry } from '../../models/lifecycle.ts';
 import { DashboardData } from './data.ts';
+import { apiError, errorResponses, guards, principalOfKey, SESSION_COOKIE, type Principal } from '../http/plumbing.ts';
 
 /**
  * The operators' dashboard, served by the prediction server itself (no separate runtime, no build
@@ -14,6 +16,8 @@ import { DashboardData } from './data.ts';
  * rates (LagCollector) for the page and for /metrics.
  */
 export interface DashboardOptions {
+  /** The keys: every page and endpoint but the sign-in page and the static code needs one. */
+  auth: Pick<ServerConfig, 'adminKey' | 'apiKeys'>;
   redis: Redis;
   keyPrefix: string;
   registry?: ModelRegistry;
@@ -26,18 +30,29 @@ export interface DashboardOptions {
 const STATIC = new URL('./static/', import.meta.url);
 const FILES: Record<string, string> = {
   'index.html': 'text/html; charset=utf-8',
+  'login.html': 'text/html; charset=utf-8',
+  'review.html': 'text/html; charset=utf-8',
   'app.js': 'text/javascript; charset=utf-8',
+  'review.js': 'text/javascript; charset=utf-8',
+  'login.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
 };
+/** Code and the sign-in page: no data in them, so no key (a browser must load them to sign in). */
+const PUBLIC_FILES = ['login.html', 'app.js', 'login.js', 'review.js', 'style.css'];
+
+/** 12 hours: a shift. The key is checked again on every request, so revoking it ends the session at once. */
+const SESSION_MAX_AGE_S = 12 * 3600;
+
+/** A figure, or null where nothing was judged (the page shows "—"). */
+const figure = { type: ['number', 'null'] } as const;
 
 const quality = {
   type: 'object',
   required: ['precision', 'recall', 'f1', 'accuracy', 'support', 'bias'],
-  properties: {
-    precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' },
-    support: { type: 'integer' }, bias: { type: 'number' },
-  },
+  properties: { precision: figure, recall: figure, f1: figure, accuracy: figure, support: { type: 'integer' }, bias: figure },
 } as const;
+
+const segmentGaps = { type: 'array', items: { type: 'object', properties: { segment: { type: 'string' }, gapPercent: { type: 'number' } } } } as const;
 
 const lifecycleEntry = {
   type: 'object',
@@ -53,6 +68,11 @@ const errorReply = {
   properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } } } },
 } as const;
 
+const principalSchema = {
+  type: 'object', required: ['kind'],
+  properties: { kind: { type: 'string', enum: ['admin', 'client'] }, clientId: { type: 'string' } },
+} as const;
+
 const overviewSchema = {
   type: 'object',
   required: ['generatedAt', 'totalClients', 'clients', 'recent', 'rates', 'lag', 'lagSampledAt'],
@@ -63,7 +83,7 @@ const overviewSchema = {
       type: 'array',
       items: {
         type: 'object',
-        required: ['clientId', 'live', 'liveSource', 'quality', 'openAlerts', 'predictions', 'feedback'],
+        required: ['clientId', 'live', 'liveSource', 'quality', 'openAlerts', 'segmentGaps', 'reviewQueue', 'trend', 'predictions', 'feedback'],
         properties: {
           clientId: { type: 'string' },
           live: { type: ['string', 'null'] },
@@ -74,6 +94,12 @@ const overviewSchema = {
           lastRollback: { type: ['object', 'null'], properties: { at: { type: 'number' }, detail: { type: 'string' } } },
           quality,
           openAlerts: { type: 'array', items: { type: 'string' } },
+          segmentGaps,
+          reviewQueue: { type: 'integer' },
+          trend: {
+            type: 'array',
+            items: { type: 'object', properties: { t: { type: 'number' }, f1: figure, precision: figure, recall: figure, support: { type: 'integer' } } },
+          },
           predictions: { type: 'integer' },
           feedback: { type: 'integer' },
           lastActivity: { type: 'number' },
@@ -97,16 +123,29 @@ const point = {
 
 const clientSchema = {
   type: 'object',
-  required: ['clientId', 'live', 'versions', 'quality', 'labels', 'byVersion', 'trend', 'daily', 'markers', 'events'],
+  required: ['clientId', 'live', 'versions', 'quality', 'labels', 'byVersion', 'trend', 'daily', 'markers', 'events', 'segments', 'segmentGaps', 'reviewQueue'],
   properties: {
     clientId: { type: 'string' },
     live: { type: ['string', 'null'] },
     versions: { type: 'array', items: { type: 'string' } },
     quality,
-    labels: { type: 'array', items: { type: 'object', properties: { label: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, support: { type: 'integer' } } } },
-    byVersion: { type: 'array', items: { type: 'object', properties: { version: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' } } } },
+    labels: { type: 'array', items: { type: 'object', properties: { label: { type: 'string' }, precision: figure, recall: figure, f1: figure, support: { type: 'integer' } } } },
+    byVersion: { type: 'array', items: { type: 'object', properties: { version: { type: 'string' }, precision: figure, recall: figure, f1: figure, accuracy: figure, support: { type: 'integer' } } } },
     trend: { type: 'array', items: point },
-    daily: { type: 'array', items: { type: 'object', properties: { day: { type: 'string' }, precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' } } } },
+    daily: { type: 'array', items: { type: 'object', properties: { day: { type: 'string' }, precision: figure, recall: figure, f1: figure, accuracy: figure, support: { type: 'integer' } } } },
+    segments: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          segment: { type: 'string' }, field: { type: 'string' }, value: { type: 'string' },
+          precision: { type: 'number' }, recall: { type: 'number' }, f1: { type: 'number' }, accuracy: { type: 'number' }, support: { type: 'integer' },
+          gapPercent: { type: 'number' }, previousAccuracy: figure, previousSupport: { type: 'integer' }, dropPercent: figure,
+        },
+      },
+    },
+    segmentGaps,
+    reviewQueue: { type: 'integer' },
     markers: { type: 'array', items: { type: 'object', properties: { at: { type: 'number' }, version: { type: ['string', 'null'] }, type: { type: 'string' }, title: { type: 'string' } } } },
     events: { type: 'array', items: lifecycleEntry },
   },
@@ -121,17 +160,57 @@ export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (app,
   app.addHook('onReady', async () => lag?.start());
   app.addHook('onClose', async () => lag?.stop());
 
-  const sendFile = (name: string) => async (_req: unknown, reply: import('fastify').FastifyReply) => {
+  const { authenticate, requireKey, requireClientData } = guards(opts.auth, () => true);
+  const sendFile = (name: string) => async (_req: unknown, reply: FastifyReply) => {
     const f = files.get(name)!;
     return reply.header('content-type', f.type).header('cache-control', 'no-cache').send(f.body);
   };
-  app.get('/dashboard', sendFile('index.html'));
-  app.get('/dashboard/', sendFile('index.html'));
-  app.get('/dashboard/app.js', sendFile('app.js'));
-  app.get('/dashboard/style.css', sendFile('style.css'));
+  /**
+   * The pages need a key like the data does. A browser that has none (a navigation asking for
+   * HTML) gets the same 401 with the sign-in page as its body, so a person can sign in; any other
+   * caller gets the JSON envelope.
+   */
+  const page = (name: string) => async (req: FastifyRequest, reply: FastifyReply) => {
+    try {
+      req.principal = authenticate(req);
+    } catch (err) {
+      if (!/text\/html/.test(String(req.headers.accept ?? ''))) throw err;
+      const login = files.get('login.html')!;
+      return reply.status(401).header('content-type', login.type).header('cache-control', 'no-store').send(login.body);
+    }
+    return sendFile(name)(req, reply);
+  };
+  app.get('/dashboard', page('index.html'));
+  app.get('/dashboard/', page('index.html'));
+  app.get('/dashboard/review', page('review.html'));
+  for (const name of PUBLIC_FILES) app.get(`/dashboard/${name === 'login.html' ? 'login' : name}`, sendFile(name));
+
+  // Sign-in for people: the key goes into an HttpOnly, SameSite=Strict cookie (see SESSION_COOKIE).
+  // Write routes take JSON bodies only, which a form on another site cannot send (415).
+  app.post<{ Body: { key: string } }>('/dashboard/session', {
+    schema: {
+      body: { type: 'object', required: ['key'], additionalProperties: false, properties: { key: { type: 'string', minLength: 1, maxLength: 512 } } },
+      response: { 200: { type: 'object', required: ['principal'], properties: { principal: principalSchema } }, ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const principal = principalOfKey(opts.auth, req.body.key);
+    if (!principal) throw apiError('UNAUTHENTICATED', 'unknown API key');
+    const secure = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() === 'https' ? '; Secure' : '';
+    reply.header('set-cookie', `${SESSION_COOKIE}=${encodeURIComponent(req.body.key)}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${SESSION_MAX_AGE_S}${secure}`);
+    return { principal };
+  });
+  app.delete('/dashboard/session', { schema: { response: { 200: { type: 'object', properties: { signedOut: { type: 'boolean' } } } } } }, async (_req, reply) => {
+    reply.header('set-cookie', `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`);
+    return { signedOut: true };
+  });
+  app.get('/dashboard/api/me', {
+    onRequest: requireKey,
+    schema: { response: { 200: { type: 'object', required: ['principal'], properties: { principal: principalSchema } }, '4xx': errorReply, '5xx': errorReply } },
+  }, async (req) => ({ principal: req.principal! }));
 
   // Query values arrive as strings and this server never coerces types: digits are checked here.
   app.get<{ Querystring: { limit?: string; offset?: string; search?: string } }>('/dashboard/api/overview', {
+    onRequest: requireKey,
     schema: {
       querystring: {
         type: 'object', additionalProperties: false,
@@ -143,9 +222,10 @@ export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (app,
       },
       response: { 200: overviewSchema, '4xx': errorReply, '5xx': errorReply },
     },
-  }, async (req) => data.overview({ limit: Number(req.query.limit ?? 100), offset: Number(req.query.offset ?? 0), search: req.query.search || undefined }));
+  }, async (req) => data.overview({ limit: Number(req.query.limit ?? 100), offset: Number(req.query.offset ?? 0), search: req.query.search || undefined }, req.principal as Principal));
 
   app.get<{ Params: { clientId: string } }>('/dashboard/api/clients/:clientId', {
+    onRequest: requireClientData,
     schema: {
       params: { type: 'object', required: ['clientId'], properties: { clientId: { type: 'string', minLength: 1, maxLength: 200 } } },
       response: { 200: clientSchema, '4xx': errorReply, '5xx': errorReply },

@@ -3,6 +3,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerConfig } from '../../common/config.ts';
 import { EddyError, errorMessage } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
+import { API_ERRORS, isApiErrorCode, type ApiErrorCode } from '../../common/api-errors.ts';
 
 /**
  * HTTP plumbing shared by every route (after fastify/demo): the error envelope and its codes,
@@ -12,39 +13,16 @@ import type { Logger } from '../../common/log.ts';
  */
 
 /**
- * The codes the API answers with, and their HTTP status. The union is derived from this table,
- * so a route that throws a code without a status does not compile. Errors of other layers pass
- * through with their own code: a retriable one (a dependency away, e.g. REDIS_UNAVAILABLE)
- * answers 503 with Retry-After, anything else 500.
+ * The codes the API answers with, and their HTTP status (common/api-errors.ts, shared with the
+ * typed client). The union is derived from that table, so a route that throws a code without a
+ * status does not compile. Errors of other layers pass through with their own code: a retriable
+ * one (a dependency away, e.g. REDIS_UNAVAILABLE) answers 503 with Retry-After, anything else 500.
  */
-export const API_ERRORS = {
-  INVALID_REQUEST: 400,
-  INVALID_JSON: 400,
-  UNAUTHENTICATED: 401,
-  FORBIDDEN: 403,
-  ADMIN_DISABLED: 403,
-  NOT_FOUND: 404,
-  CLIENT_UNKNOWN: 404,
-  VERSION_UNKNOWN: 404,
-  CONFLICT: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  TEXT_TOO_LONG: 413,
-  METADATA_TOO_LARGE: 413,
-  BATCH_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  INTERNAL: 500,
-  NOT_READY: 503,
-} as const satisfies Record<string, number>;
-
-export type ApiErrorCode = keyof typeof API_ERRORS;
+export { API_ERRORS, type ApiErrorCode };
 
 /** An error with one of the API's codes (the compiler checks the code). */
 export function apiError(code: ApiErrorCode, message: string): EddyError {
   return new EddyError(code, message);
-}
-
-function isApiErrorCode(code: string): code is ApiErrorCode {
-  return Object.hasOwn(API_ERRORS, code);
 }
 
 export interface ErrorReply {
@@ -101,6 +79,11 @@ export function sendError(reply: FastifyReply, e: ErrorReply): FastifyReply {
 
 // --- authentication ---
 
+/**
+ * Who is asking: the admin key acts for (and sees) every client; a client key acts for and sees
+ * its own client only. Every route but /healthz, /readyz and the dashboard's sign-in page and
+ * static code needs one (docs/server.md, "Who sees what").
+ */
 export type Principal = { kind: 'admin' } | { kind: 'client'; clientId: string };
 
 declare module 'fastify' {
@@ -109,17 +92,52 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * The dashboard's session cookie: the key itself, HttpOnly (page scripts never read it),
+ * SameSite=Strict (never sent by another site's page, so no cross-site request carries it) and
+ * re-checked on every request like a header key (revoking a key ends its sessions).
+ */
+export const SESSION_COOKIE = 'eddy_key';
+
+function cookieValue(req: FastifyRequest, name: string): string | undefined {
+  const raw = req.headers.cookie;
+  if (!raw) return undefined;
+  for (const part of raw.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
+    try {
+      return decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
 function keyOf(req: FastifyRequest): string | undefined {
   const auth = req.headers.authorization;
   if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
   const header = req.headers['x-api-key'];
-  return typeof header === 'string' ? header : undefined;
+  if (typeof header === 'string') return header;
+  return cookieValue(req, SESSION_COOKIE);
 }
 
 function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** May this principal read or act on this client's data? */
+export function maySee(principal: Principal | undefined, clientId: string): boolean {
+  return principal !== undefined && (principal.kind === 'admin' || principal.clientId === clientId);
+}
+
+/** The principal a key stands for, or undefined for an unknown key. */
+export function principalOfKey(config: Pick<ServerConfig, 'adminKey' | 'apiKeys'>, key: string): Principal | undefined {
+  if (config.adminKey && sameSecret(key, config.adminKey)) return { kind: 'admin' };
+  const clientId = config.apiKeys.get(key);
+  return clientId === undefined ? undefined : { kind: 'client', clientId };
 }
 
 /**
@@ -129,35 +147,51 @@ function sameSecret(a: string, b: string): boolean {
 export function guards(config: Pick<ServerConfig, 'adminKey' | 'apiKeys'>, isReady: () => boolean) {
   const authenticate = (req: FastifyRequest): Principal => {
     const key = keyOf(req);
-    if (!key) throw apiError('UNAUTHENTICATED', 'missing API key (Authorization: Bearer <key> or X-API-Key)');
-    if (config.adminKey && sameSecret(key, config.adminKey)) return { kind: 'admin' };
-    const clientId = config.apiKeys.get(key);
-    if (clientId === undefined) throw apiError('UNAUTHENTICATED', 'unknown API key');
-    return { kind: 'client', clientId };
+    if (!key) throw apiError('UNAUTHENTICATED', 'missing API key (Authorization: Bearer <key>, X-API-Key, or the dashboard sign-in)');
+    const principal = principalOfKey(config, key);
+    if (!principal) throw apiError('UNAUTHENTICATED', 'unknown API key');
+    return principal;
   };
   const ready = () => {
     if (!isReady()) throw apiError('NOT_READY', 'the model registry has not caught up with the models topic yet; retry shortly');
   };
+  /** The client key of `:clientId`, or the admin key. */
+  const ownClient = (req: FastifyRequest<{ Params: { clientId: string } }>) => {
+    const principal = authenticate(req);
+    if (!maySee(principal, req.params.clientId)) throw apiError('FORBIDDEN', 'this API key belongs to another client');
+    req.principal = principal;
+  };
+  const admin = (req: FastifyRequest, what: string) => {
+    if (!config.adminKey) {
+      authenticate(req);
+      throw apiError('ADMIN_DISABLED', `${what} are disabled (EDDY_SERVER_ADMIN_KEY is not set)`);
+    }
+    const principal = authenticate(req);
+    if (principal.kind !== 'admin') throw apiError('FORBIDDEN', `${what} need the admin key`);
+    req.principal = principal;
+  };
   return {
     authenticate,
-    /** The client key of `:clientId`, or the admin key. */
+    /** Any valid key; what it may see is decided by the route (a client key: its own client only). */
+    requireKey: async (req: FastifyRequest) => {
+      req.principal = authenticate(req);
+    },
+    /** The client key of `:clientId`, or the admin key; the registry must have caught up (predictions). */
     requireClient: async (req: FastifyRequest<{ Params: { clientId: string } }>) => {
-      const principal = authenticate(req);
-      if (principal.kind === 'client' && principal.clientId !== req.params.clientId) {
-        throw apiError('FORBIDDEN', 'this API key belongs to another client');
-      }
-      req.principal = principal;
+      ownClient(req);
       ready();
     },
+    /** The client key of `:clientId`, or the admin key; for reads of stored data (no readiness needed). */
+    requireClientData: async (req: FastifyRequest<{ Params: { clientId: string } }>) => {
+      ownClient(req);
+    },
     requireAdmin: async (req: FastifyRequest) => {
-      if (!config.adminKey) {
-        authenticate(req);
-        throw apiError('ADMIN_DISABLED', 'admin endpoints are disabled (EDDY_SERVER_ADMIN_KEY is not set)');
-      }
-      const principal = authenticate(req);
-      if (principal.kind !== 'admin') throw apiError('FORBIDDEN', 'admin endpoints need the admin key');
-      req.principal = principal;
+      admin(req, 'admin endpoints');
       ready();
+    },
+    /** The admin key, without readiness (/metrics must answer while the registry catches up). */
+    requireAdminKey: async (req: FastifyRequest) => {
+      admin(req, 'operator endpoints (/metrics)');
     },
   };
 }

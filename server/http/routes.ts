@@ -37,6 +37,41 @@ const predictItem = {
 } as const;
 
 const topK = { type: 'integer', minimum: 1, maximum: 1000 } as const;
+const explain = { type: 'boolean', description: 'also answer, per returned label, the input terms that pushed its score most' } as const;
+
+/** models/explain.ts `Explanation`. */
+export const explanationSchema = {
+  type: 'object',
+  required: ['method', 'exact', 'labels'],
+  properties: {
+    method: { type: 'string', enum: ['occlusion', 'keyword-overlap'] },
+    exact: { type: 'boolean' },
+    labels: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['label', 'logit', 'prior', 'terms'],
+        properties: {
+          label: { type: 'string' }, logit: { type: 'number' }, prior: { type: 'number' },
+          terms: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['term', 'features', 'kind', 'spans', 'contribution'],
+              properties: {
+                term: { type: 'string' },
+                features: { type: 'array', items: { type: 'string' } },
+                kind: { type: 'string', enum: ['word', 'char', 'metadata', 'realtime'] },
+                spans: { type: 'array', items: { type: 'array', items: { type: 'integer' }, minItems: 2, maxItems: 2 } },
+                contribution: { type: 'number' },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+} as const;
 
 const predictionSchema = {
   type: 'object',
@@ -50,6 +85,7 @@ const predictionSchema = {
     variant: { type: 'string', enum: ['LIVE', 'CANARY', 'BASELINE'] },
     featuresDefaulted: { type: 'boolean' },
     latencyMs: { type: 'number' },
+    explanation: explanationSchema,
   },
 } as const;
 
@@ -85,7 +121,7 @@ const adminResult = {
 
 export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
   const { config, service, registry, manager, admin } = deps;
-  const { requireClient, requireAdmin } = guards(config, deps.isReady);
+  const { requireClient, requireAdmin, requireAdminKey } = guards(config, deps.isReady);
 
   const checkLimits = (text: string, metadata: Record<string, string> | undefined) => checkInputLimits(config, text, metadata);
 
@@ -112,32 +148,34 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
     return { status: 'ready', clients: registry.size, loadedModels: manager.stats.models };
   });
 
-  app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_req, reply) => {
+  // Per-client series (client ids, quality) are not for every caller: the admin key, or the
+  // internal port (EDDY_SERVER_METRICS_PORT) that only the scraper reaches.
+  app.get('/metrics', { onRequest: requireAdminKey, schema: { response: { 200: { type: 'string' }, ...errorResponses } } }, async (_req, reply) => {
     reply.header('content-type', metricsRegistry.contentType);
     return metricsRegistry.metrics();
   });
 
-  app.post<{ Params: { clientId: string }; Body: { text: string; metadata?: Record<string, string>; requestId?: string; topK?: number } }>(
+  app.post<{ Params: { clientId: string }; Body: { text: string; metadata?: Record<string, string>; requestId?: string; topK?: number; explain?: boolean } }>(
     '/v1/clients/:clientId/predict',
     {
       bodyLimit: oneBody,
       onRequest: requireClient,
       schema: {
         params: clientParams,
-        body: { ...predictItem, properties: { ...predictItem.properties, topK } },
+        body: { ...predictItem, properties: { ...predictItem.properties, topK, explain } },
         response: { 200: predictionSchema, ...errorResponses },
       },
     },
     async (req) => {
-      const { text, metadata, requestId, topK: k } = req.body;
+      const { text, metadata, requestId, topK: k, explain: why } = req.body;
       checkLimits(text, metadata);
-      const { result, events } = await service.predict({ clientId: req.params.clientId, text, metadata: metadata ?? {}, requestId, topK: k }, 'HTTP');
+      const { result, events } = await service.predict({ clientId: req.params.clientId, text, metadata: metadata ?? {}, requestId, topK: k, explain: why }, 'HTTP');
       publish(events);
       return result;
     },
   );
 
-  app.post<{ Params: { clientId: string }; Body: { items: Array<{ text: string; metadata?: Record<string, string>; requestId?: string }>; topK?: number } }>(
+  app.post<{ Params: { clientId: string }; Body: { items: Array<{ text: string; metadata?: Record<string, string>; requestId?: string }>; topK?: number; explain?: boolean } }>(
     '/v1/clients/:clientId/predict/batch',
     {
       bodyLimit: oneBody * config.maxBatch,
@@ -146,7 +184,7 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
         params: clientParams,
         body: {
           type: 'object', required: ['items'], additionalProperties: false,
-          properties: { items: { type: 'array', minItems: 1, items: predictItem }, topK },
+          properties: { items: { type: 'array', minItems: 1, items: predictItem }, topK, explain },
         },
         response: {
           200: { type: 'object', required: ['predictions'], properties: { predictions: { type: 'array', items: predictionSchema } } },
@@ -155,13 +193,13 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
       },
     },
     async (req) => {
-      const { items, topK: k } = req.body;
+      const { items, topK: k, explain: why } = req.body;
       if (items.length > config.maxBatch) throw apiError('BATCH_TOO_LARGE', `batch has ${items.length} items; the limit is ${config.maxBatch}`);
       items.forEach((item) => checkLimits(item.text, item.metadata));
       const predictions: PredictResult[] = [];
       for (const item of items) {
         const { result, events } = await service.predict(
-          { clientId: req.params.clientId, text: item.text, metadata: item.metadata ?? {}, requestId: item.requestId, topK: k }, 'HTTP');
+          { clientId: req.params.clientId, text: item.text, metadata: item.metadata ?? {}, requestId: item.requestId, topK: k, explain: why }, 'HTTP');
         publish(events);
         predictions.push(result);
       }

@@ -111,13 +111,15 @@ try {
 
   // --- 3. dashboard endpoints ---
   const app = Fastify({ logger: false });
-  await app.register(dashboardRoutes, { redis, keyPrefix: config.redisPrefix, logger: createLogger('bench', 'warn') });
+  // The dashboard needs a key (docs/server.md, "Who sees what"): the bench reads as the admin.
+  const adminKey = `bench-admin-${randomUUID()}`;
+  await app.register(dashboardRoutes, { auth: { adminKey, apiKeys: new Map() }, redis, keyPrefix: config.redisPrefix, logger: createLogger('bench', 'warn') });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   for (const [name, path] of [['GET /dashboard/api/overview (100 clients a page)', '/dashboard/api/overview?limit=100'], ['GET /dashboard/api/clients/:id', '/dashboard/api/clients/c-7']] as const) {
     const times: number[] = [];
     for (let i = 0; i < REQUESTS; i++) {
       const t = performance.now();
-      const res = await fetch(url + path);
+      const res = await fetch(url + path, { headers: { authorization: `Bearer ${adminKey}` } });
       await res.arrayBuffer();
       if (res.status !== 200) throw new Error(`${path}: HTTP ${res.status}`);
       times.push(performance.now() - t);

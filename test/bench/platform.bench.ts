@@ -161,7 +161,8 @@ async function measureFreshness() {
       const why = p.rejections.length ? p.rejections.join(' then ') : p.publishedAt ? 'published but not answered' : 'no model with the new team published';
       unservedReasons.set(why, (unservedReasons.get(why) ?? 0) + 1);
     }
-    const metrics = await fetch(`${session.serverUrls[0]}/metrics`).then((r) => r.text()).catch(() => '');
+    // /metrics carries every client's series: the admin key (the session's key) reads it.
+    const metrics = await fetch(`${session.serverUrls[0]}/metrics`, { headers: { authorization: `Bearer ${session.apiKey}` } }).then((r) => r.text()).catch(() => '');
     const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
     const modelFiles = listFiles(path.join(session.runDir, 'models'));
     const snap = simulator.snapshot();

@@ -11,7 +11,9 @@
  * Scenarios: cold load of every client model once (10 connections, each request for a client
  * not yet loaded); max throughput over 1,000 and over 10,000 loaded client models; a fixed
  * 5,000 req/s over 10,000 models; p99 at a fixed rate over 1,000 models steady vs while new
- * versions of those models are being published and hot-swapped; resident memory per model.
+ * versions of those models are being published and hot-swapped; p99 at a fixed rate and max
+ * throughput over 1,000 models with and without `explain: true` (the cost of explanations);
+ * resident memory per model.
  *
  * Finally, A/B in the same run, each variant on a fresh server over the same models: the default
  * (PredictionMade produced by the publisher thread, artifacts loaded by the loader thread), loads
@@ -48,6 +50,8 @@ interface LoadOptions {
   durationS?: number;
   amount?: number;
   rate?: number;
+  /** Ask for explanations (models/explain.ts) with every prediction. */
+  explain?: boolean;
 }
 
 interface LoadResult {
@@ -71,7 +75,7 @@ function percentile(sorted: Float64Array, p: number): number {
 /** Child mode: drive the server with autocannon and print one JSON line with the result. */
 async function runLoad(opts: LoadOptions): Promise<void> {
   const { default: autocannon } = await import('autocannon');
-  const bodies = TEXTS.map((text, i) => JSON.stringify({ text, metadata: { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } }));
+  const bodies = TEXTS.map((text, i) => JSON.stringify({ text, metadata: { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' }, ...(opts.explain ? { explain: true } : {}) }));
   let seq = 0;
   const latencies: number[] = [];
   const started = performance.now();
@@ -266,6 +270,14 @@ async function main(): Promise<void> {
     table.push({ scenario: `max throughput, ${N} models`, r: await measured({ ...base, clients: N, mode: 'random', durationS: SECONDS }) });
     say(`fixed ${RATE} req/s over ${N} models`);
     table.push({ scenario: `${RATE} req/s, ${N} models`, r: await measured({ ...base, clients: N, mode: 'random', durationS: SECONDS, rate: RATE }) });
+    // The cost of explanations: the same load with and without explain: true, back to back.
+    for (const explain of [false, true]) {
+      const what = explain ? 'explain: true' : 'no explanation';
+      say(`fixed ${RATE} req/s and max throughput over ${k} models, ${what}`);
+      global.gc?.();
+      table.push({ scenario: `${RATE} req/s, ${k} models, ${what}`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, rate: RATE, explain }) });
+      table.push({ scenario: `max throughput, ${k} models, ${what}`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS, explain }) });
+    }
 
     // Reload: a new version of every one of the k hot models is published during the run; the
     // server loads each in the background and swaps (the old version answers meanwhile).

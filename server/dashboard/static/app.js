@@ -11,10 +11,18 @@ const METRICS = [
   { key: 'f1', name: 'F1' },
 ];
 
-const state = { selected: decodeURIComponent((location.hash.match(/client=([^&]+)/) || [])[1] || ''), search: '', timer: 0, loading: false, again: false };
+const state = { selected: decodeURIComponent((location.hash.match(/client=([^&]+)/) || [])[1] || ''), search: '', offset: 0, limit: 50, total: 0, timer: 0, loading: false, again: false };
 
 const $ = (sel) => document.querySelector(sel);
-const fmt = (x) => (typeof x === 'number' && isFinite(x) ? x.toFixed(3) : '–');
+// A figure with nothing behind it arrives as null and shows as "—": not 0.000, which would read as "all wrong".
+const fmt = (x) => (typeof x === 'number' && isFinite(x) ? x.toFixed(3) : '—');
+const pct = (x) => (typeof x === 'number' && isFinite(x) ? `${x > 0 ? '+' : x < 0 ? '−' : ''}${Math.abs(x).toFixed(1)}%` : '—');
+const TIMELINE = {
+  ModelPublished: { name: 'published', shape: (x, y) => svg('path', { d: `M${x} ${y - 6} L${x + 6} ${y + 5} L${x - 6} ${y + 5} Z` }) },
+  ModelPromoted: { name: 'promoted', shape: (x, y) => svg('circle', { cx: x, cy: y, r: 5 }) },
+  ModelRolledBack: { name: 'rolled back', shape: (x, y) => svg('path', { d: `M${x} ${y - 6} L${x + 6} ${y} L${x} ${y + 6} L${x - 6} ${y} Z` }) },
+  QualityAlert: { name: 'alert', shape: (x, y) => svg('path', { d: `M${x - 5} ${y - 5} L${x + 5} ${y + 5} M${x + 5} ${y - 5} L${x - 5} ${y + 5}` }) },
+};
 const when = (ms) => (ms ? new Date(ms).toLocaleString() : '–');
 const iso = (ms) => new Date(ms).toISOString();
 
@@ -38,6 +46,8 @@ function svg(tag, attrs, ...children) {
 
 async function getJson(url) {
   const res = await fetch(url, { headers: { accept: 'application/json' } });
+  // The session ended (or the key was revoked): sign in again, then come back here.
+  if (res.status === 401) location.assign(`/dashboard/login?next=${encodeURIComponent(location.pathname + location.hash)}`);
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${res.status}`);
   return body;
@@ -61,6 +71,24 @@ function eventItem(e, withClient) {
     e.title);
 }
 
+/** A client's F1 over its last rolling-week points: a small chart with a text equivalent. */
+function sparkline(c) {
+  const pts = c.trend.filter((p) => p.f1 !== null);
+  if (pts.length === 0) return el('span', { class: 'muted' }, '—');
+  const W = 120, H = 28;
+  const t0 = pts[0].t, t1 = pts[pts.length - 1].t;
+  const lo = Math.min(...pts.map((p) => p.f1)), hi = Math.max(...pts.map((p) => p.f1));
+  const v0 = Math.max(0, Math.min(lo - 0.05, hi - 0.1));
+  const x = (t) => (t1 > t0 ? 2 + ((t - t0) / (t1 - t0)) * (W - 4) : W / 2);
+  const y = (v) => 2 + (1 - (v - v0) / (Math.max(hi, v0 + 0.1) - v0)) * (H - 4);
+  const first = pts[0], last = pts[pts.length - 1];
+  const chart = svg('svg', { class: 'spark', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img',
+    'aria-label': `F1 of ${c.clientId}: ${fmt(first.f1)} on ${when(first.t)}, ${fmt(last.f1)} on ${when(last.t)} (${pts.length} points)` },
+  svg('polyline', { class: 'f1', points: pts.map((p) => `${x(p.t).toFixed(1)},${y(p.f1).toFixed(1)}`).join(' ') }),
+  svg('circle', { class: 'f1-end', cx: x(last.t), cy: y(last.f1), r: 2.5 }));
+  return chart;
+}
+
 function renderClients(overview) {
   const tbody = $('#clients tbody');
   const focusedId = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.client : undefined;
@@ -76,20 +104,32 @@ function renderClients(overview) {
       : c.lastOutcome
       ? el('span', {}, el('span', { class: `badge ${c.lastOutcome.status === 'PUBLISHED' ? 'good' : 'bad'}` }, c.lastOutcome.status.toLowerCase()), ` ${c.lastOutcome.version || ''}`)
       : '–';
-    const alerts = c.openAlerts.length ? el('span', {}, ...c.openAlerts.map((a) => el('span', { class: 'badge bad' }, a.replace('_', ' ').toLowerCase()))) : 'none';
-    tbody.append(el('tr', { 'aria-selected': selected ? 'true' : 'false' },
+    const alerts = c.openAlerts.length ? el('span', {}, ...c.openAlerts.map((a) => el('span', { class: 'badge bad' }, a.replace(/_/g, ' ').toLowerCase()))) : 'none';
+    const gaps = c.segmentGaps.length ? el('span', {}, ...c.segmentGaps.map((g) => el('span', { class: 'badge bad', title: `${pct(-g.gapPercent)} accuracy vs the client` }, g.segment))) : '—';
+    const review = c.reviewQueue ? el('a', { href: `/dashboard/review?client=${encodeURIComponent(c.clientId)}` }, String(c.reviewQueue)) : '0';
+    tbody.append(el('tr', { 'aria-selected': selected ? 'true' : 'false', 'data-client': c.clientId },
       el('th', { scope: 'row' }, button),
       el('td', {}, c.live || 'baseline'),
+      el('td', { class: 'spark-cell' }, sparkline(c)),
       el('td', { class: 'num' }, fmt(c.quality.precision)),
       el('td', { class: 'num' }, fmt(c.quality.recall)),
       el('td', { class: 'num' }, fmt(c.quality.f1)),
       el('td', { class: 'num' }, c.quality.support),
+      el('td', { class: 'num' }, review),
+      el('td', {}, gaps),
       el('td', {}, c.lastRetrain ? `${when(c.lastRetrain.at)} (${c.lastRetrain.reason.toLowerCase().replace('_', ' ')})` : '–'),
       el('td', {}, outcome),
       el('td', {}, alerts)));
   }
-  if (overview.clients.length === 0) tbody.append(el('tr', {}, el('td', { colspan: 9 }, state.search ? 'No client matches.' : 'No clients yet: the monitor has seen no predictions or models.')));
-  $('#clients-count').textContent = `${overview.clients.length} of ${overview.totalClients} clients shown.`;
+  if (overview.clients.length === 0) tbody.append(el('tr', {}, el('td', { colspan: 12 }, state.search ? 'No client matches.' : 'No clients yet: the monitor has seen no predictions or models.')));
+  state.total = overview.totalClients;
+  const pages = Math.max(1, Math.ceil(overview.totalClients / state.limit));
+  const page = Math.floor(state.offset / state.limit) + 1;
+  $('#clients-count').textContent = overview.clients.length
+    ? `Clients ${state.offset + 1}–${state.offset + overview.clients.length} of ${overview.totalClients} (page ${page} of ${pages}).`
+    : `0 of ${overview.totalClients} clients.`;
+  $('#prev-page').disabled = state.offset === 0;
+  $('#next-page').disabled = state.offset + state.limit >= overview.totalClients;
   // Keep keyboard users where they were: re-rendering must not drop focus.
   if (focusedId) {
     const again = tbody.querySelector(`button[data-client="${CSS.escape(focusedId)}"]`);
@@ -113,7 +153,7 @@ function renderChart(detail) {
   figure.hidden = points.length === 0;
   box.replaceChildren();
   if (points.length === 0) return;
-  const W = 900, H = 320, L = 48, R = 16, T = 28, B = 36;
+  const W = 900, H = 320, L = 48, R = 16, T = 28, B = 36, BAND = 64;
   let t0 = points[0].t, t1 = points[points.length - 1].t;
   // Show the version that was live when the window starts: its publication, up to a week earlier.
   for (const m of detail.markers) if (m.type === 'ModelPublished' && m.at < t0 && m.at >= t0 - 7 * 86_400_000) t0 = m.at;
@@ -127,7 +167,7 @@ function renderChart(detail) {
   const first = points[0];
   const desc = `${points.length} points from ${when(first.t)} to ${when(last.t)}. Latest: precision ${fmt(last.precision)}, recall ${fmt(last.recall)}, F1 ${fmt(last.f1)} on ${last.support} judged predictions` +
     `${last.version ? ` (version ${last.version})` : ''}; first: F1 ${fmt(first.f1)}. The vertical axis runs from ${v0.toFixed(1)} to 1.`;
-  const chart = svg('svg', { class: 'trend', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'chart-title', 'aria-describedby': 'chart-desc' },
+  const chart = svg('svg', { class: 'trend', viewBox: `0 0 ${W} ${H + BAND}`, role: 'img', 'aria-labelledby': 'chart-title', 'aria-describedby': 'chart-desc' },
     svg('title', { id: 'chart-title' }, `Quality trend of ${detail.clientId}`),
     svg('desc', { id: 'chart-desc' }, desc));
   const step = 1 - v0 <= 0.5 ? 0.1 : 0.25;
@@ -153,9 +193,29 @@ function renderChart(detail) {
     if (!alert && m.version) chart.append(svg('text', { x: x(m.at) + 3, y: T - 10 }, m.version));
   }
   for (const m of METRICS) {
-    chart.append(svg('polyline', { class: m.key, points: points.map((p) => `${x(p.t).toFixed(1)},${y(p[m.key]).toFixed(1)}`).join(' ') }));
+    chart.append(svg('polyline', { class: m.key, points: points.filter((p) => p.support > 0).map((p) => `${x(p.t).toFixed(1)},${y(p[m.key]).toFixed(1)}`).join(' ') }));
   }
+  // The version timeline on the same time axis: versions in one lane, alerts in the other.
+  const lanes = { versions: H + 18, alerts: H + 46 };
+  chart.append(svg('text', { x: L - 8, y: lanes.versions + 4, 'text-anchor': 'end' }, 'versions'));
+  chart.append(svg('text', { x: L - 8, y: lanes.alerts + 4, 'text-anchor': 'end' }, 'alerts'));
+  for (const lane of Object.values(lanes)) chart.append(svg('line', { class: 'grid', x1: L, x2: W - R, y1: lane, y2: lane }));
+  const g = svg('g', { class: 'timeline' });
+  for (const m of detail.markers) {
+    const kind = TIMELINE[m.type];
+    if (!kind || m.at < t0 || m.at > t1) continue;
+    const shape = kind.shape(x(m.at), m.type === 'QualityAlert' ? lanes.alerts : lanes.versions);
+    shape.setAttribute('class', `tl tl-${m.type}`);
+    shape.setAttribute('data-type', m.type);
+    shape.append(svg('title', {}, `${when(m.at)}: ${m.title}`));
+    g.append(shape);
+  }
+  chart.append(g);
   box.append(chart);
+  const inWindow = detail.markers.filter((m) => TIMELINE[m.type] && m.at >= t0 && m.at <= t1);
+  $('#chart-desc').textContent += inWindow.length
+    ? ` Timeline: ${inWindow.map((m) => `${TIMELINE[m.type].name}${m.version ? ` ${m.version}` : ''} on ${when(m.at)}`).join('; ')}.`
+    : ' No version changes or alerts in this window.';
   $('#trend-table tbody').replaceChildren(...points.slice(-200).map((p) => el('tr', {},
     el('td', {}, el('time', { datetime: iso(p.t) }, when(p.t))), el('td', {}, p.version || 'baseline'),
     el('td', { class: 'num' }, fmt(p.precision)), el('td', { class: 'num' }, fmt(p.recall)), el('td', { class: 'num' }, fmt(p.f1)), el('td', { class: 'num' }, p.support))));
@@ -168,6 +228,15 @@ function renderDetail(detail) {
     `Last 7 days: precision ${fmt(q.precision)}, recall ${fmt(q.recall)}, F1 ${fmt(q.f1)}, accuracy ${fmt(q.accuracy)} on ${q.support} judged predictions; ` +
     `prediction bias (Jensen-Shannon) ${fmt(q.bias)}.`;
   renderChart(detail);
+  $('#detail-review').replaceChildren(detail.reviewQueue
+    ? el('span', {}, `${detail.reviewQueue} request${detail.reviewQueue === 1 ? '' : 's'} wait for a human label: `, el('a', { href: `/dashboard/review?client=${encodeURIComponent(detail.clientId)}` }, 'open the review queue'), '.')
+    : 'Nothing waits for review.');
+  const open = new Set(detail.segmentGaps.map((g) => g.segment));
+  $('#segments tbody').replaceChildren(...detail.segments.map((g) => el('tr', { class: open.has(g.segment) ? 'gap' : undefined },
+    el('th', { scope: 'row' }, g.segment, open.has(g.segment) ? el('span', { class: 'badge bad' }, 'gap') : null),
+    el('td', { class: 'num' }, fmt(g.precision)), el('td', { class: 'num' }, fmt(g.recall)), el('td', { class: 'num' }, fmt(g.f1)), el('td', { class: 'num' }, fmt(g.accuracy)),
+    el('td', { class: 'num' }, g.support), el('td', { class: 'num' }, pct(-g.gapPercent)), el('td', { class: 'num' }, g.dropPercent === null ? '—' : pct(-g.dropPercent)))));
+  if (!detail.segments.length) $('#segments tbody').append(el('tr', {}, el('td', { colspan: 8 }, 'No judged requests in any segment in the last 7 days.')));
   $('#labels tbody').replaceChildren(...detail.labels.map((l) => el('tr', {}, el('th', { scope: 'row' }, l.label),
     el('td', { class: 'num' }, fmt(l.precision)), el('td', { class: 'num' }, fmt(l.recall)), el('td', { class: 'num' }, fmt(l.f1)), el('td', { class: 'num' }, l.support))));
   if (!detail.labels.length) $('#labels tbody').append(el('tr', {}, el('td', { colspan: 5 }, 'No feedback in the last 7 days.')));
@@ -196,7 +265,7 @@ async function refresh() {
   state.loading = true;
   clearTimeout(state.timer);
   try {
-    const params = new URLSearchParams({ limit: '100' });
+    const params = new URLSearchParams({ limit: String(state.limit), offset: String(state.offset) });
     if (state.search) params.set('search', state.search);
     const overview = await getJson(`/dashboard/api/overview?${params}`);
     if (!state.selected && overview.clients.length) state.selected = overview.clients[0].clientId;
@@ -215,11 +284,22 @@ async function refresh() {
   }
 }
 
-document.addEventListener('DOMContentLoaded', () => {
+document.addEventListener('DOMContentLoaded', async () => {
   let debounce = 0;
   $('#search').addEventListener('input', (e) => {
     clearTimeout(debounce);
-    debounce = setTimeout(() => { state.search = e.target.value.trim(); refresh(); }, 250);
+    debounce = setTimeout(() => { state.search = e.target.value.trim(); state.offset = 0; refresh(); }, 250);
   });
+  $('#page-size').addEventListener('change', (e) => { state.limit = Number(e.target.value); state.offset = 0; refresh(); });
+  $('#prev-page').addEventListener('click', () => { state.offset = Math.max(0, state.offset - state.limit); refresh(); });
+  $('#next-page').addEventListener('click', () => { if (state.offset + state.limit < state.total) { state.offset += state.limit; refresh(); } });
+  $('#sign-out').addEventListener('click', async () => { await fetch('/dashboard/session', { method: 'DELETE' }); location.assign('/dashboard/login'); });
+  state.limit = Number($('#page-size').value);
+  try {
+    const { principal } = await getJson('/dashboard/api/me');
+    $('#who').textContent = principal.kind === 'admin' ? 'Signed in as admin (every client).' : `Signed in for ${principal.clientId}.`;
+  } catch (err) {
+    setStatus(`Could not load: ${err.message}`, true);
+  }
   refresh();
 });
