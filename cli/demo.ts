@@ -62,8 +62,9 @@ export function registerDemoCommand(program: Command, config: () => EddyConfig):
         });
         if (stopRequested) return;
         out(`run ${session.id}: component logs in ${session.platform.logDir}`);
-        out(`dashboard: ${session.serverUrls[0]}/dashboard   predict API: ${session.serverUrls.join(', ')} (key: ${session.apiKey})`);
-        out(`metrics: ${session.serverUrls.map((u) => `${u}/metrics`).join(', ')}, ${session.metricsUrls.processors}, ${session.metricsUrls.trainer}`);
+        out(`admin key: ${session.apiKey} (sign in to the dashboard with it; the API and the servers' /metrics take it as Authorization: Bearer <key>)`);
+        out(`dashboard: ${session.serverUrls[0]}/dashboard   predict API: ${session.serverUrls.join(', ')}`);
+        out(`metrics: ${session.serverUrls.map((u) => `${u}/metrics`).join(', ')} (with the key), ${session.metricsUrls.processors}, ${session.metricsUrls.trainer}`);
         const endAt = duration === undefined ? Infinity : Date.now() + duration * 1000;
         const tty = process.stdout.isTTY;
         let lastPrint = 0;

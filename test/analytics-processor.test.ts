@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import { ANALYTICS_TABLE_NAMES, analyticsDdl, migrateAnalytics } from '../processors/analytics/schema.ts';
+import { ADDED_COLUMNS, ANALYTICS_TABLE_NAMES, analyticsDdl, migrateAnalytics } from '../processors/analytics/schema.ts';
 import { ANALYTICS_TOPICS } from '../processors/analytics/processor.ts';
 import type { AnyEvent } from '../streams/index.ts';
 import { caughtUp, count, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
@@ -74,6 +74,26 @@ describe('analytics processor', () => {
     await migrateAnalytics(procs.clickhouse, db);
     expect(analyticsDdl(db).every((s) => /IF NOT EXISTS/.test(s))).toBe(true);
     expect(() => analyticsDdl('eddy; DROP TABLE x')).toThrow(/not a valid ClickHouse identifier/);
+  });
+
+  it('adds the columns a table made by an older build lacks, also when two processes migrate at once', async () => {
+    const old = `${db}_old`;
+    const q = (query: string) => procs.clickhouse.command({ query });
+    const columns = async () => (await procs.clickhouse.query({ query: `DESCRIBE TABLE ${old}.alerts`, format: 'JSONEachRow' }).then((r) => r.json<{ name: string }>())).map((c) => c.name);
+    try {
+      // The alerts table as it was before ADDED_COLUMNS named `segment`.
+      await q(`CREATE DATABASE IF NOT EXISTS ${old}`);
+      const before = analyticsDdl(old).find((s) => s.includes(`${old}.alerts (`))!.replace(/\n\s*segment String,/, '');
+      await q(before);
+      expect(await columns()).not.toContain('segment');
+      await Promise.all([migrateAnalytics(procs.clickhouse, old), migrateAnalytics(procs.clickhouse, old)]);
+      expect(await columns()).toContain('segment');
+      for (const { table, column } of ADDED_COLUMNS) {
+        expect((await procs.clickhouse.query({ query: `DESCRIBE TABLE ${old}.${table}`, format: 'JSONEachRow' }).then((r) => r.json<{ name: string }>())).map((c) => c.name)).toContain(column);
+      }
+    } finally {
+      await q(`DROP DATABASE IF EXISTS ${old}`);
+    }
   });
 
   it('writes every event of every topic into its table, and redelivery leaves no visible duplicate', async () => {

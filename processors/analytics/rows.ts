@@ -117,6 +117,7 @@ export function analyticsRow(r: EventRecord): { table: AnalyticsTable; row: Row 
         row: {
           ...base(r), kind: e.kind, metric: e.metric, label: e.label ?? '', model_version: e.modelVersion ?? '',
           current_value: e.currentValue, previous_value: e.previousValue, drop_percent: e.dropPercent, support: e.support, alert_window: e.window,
+          segment: e.segment ?? '',
         },
       };
     }

@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { clickhouseError, identifier } from '../../common/clickhouse.ts';
+import { clickhouseError, identifier, quoteString } from '../../common/clickhouse.ts';
+import { errorMessage } from '../../common/errors.ts';
 
 /**
  * The analytics log: one table per event type, plus views for analysts. Column names are a
@@ -94,7 +95,8 @@ export const ANALYTICS_TABLES = {
   previous_value Float64,
   drop_percent Float64,
   support UInt64,
-  alert_window String,${PROVENANCE}`,
+  alert_window String,
+  segment String,${PROVENANCE}`,
   dead_letters: `${COMMON},
   source_topic String,
   source_partition UInt32,
@@ -147,6 +149,15 @@ FROM ${db}.model_events FINAL`,
 
 export const ANALYTICS_VIEW_NAMES = ['client_daily_volume', 'label_distribution_daily', 'model_version_history'] as const;
 
+/**
+ * Columns added to a table after it was first created, oldest first. `CREATE TABLE` above has
+ * them already; a table made by an older build gets each missing one through ALTER (ClickHouse
+ * 18.16 has no ADD COLUMN IF NOT EXISTS, so migrateAnalytics looks in system.columns first).
+ */
+export const ADDED_COLUMNS: ReadonlyArray<{ table: AnalyticsTable; column: string; type: string }> = [
+  { table: 'alerts', column: 'segment', type: "String DEFAULT ''" },
+];
+
 /** The DDL `migrateAnalytics` runs, in order (exposed for docs and tests). */
 export function analyticsDdl(database: string): string[] {
   const db = identifier(database);
@@ -161,9 +172,10 @@ export function analyticsDdl(database: string): string[] {
 }
 
 /**
- * Creates the database and every table and view if missing. Idempotent and safe to run from
- * several processes at start (each statement is IF NOT EXISTS). Existing tables are not altered:
- * a later column addition will be an explicit ALTER ... ADD COLUMN step appended here.
+ * Creates the database and every table and view if missing, then adds the columns of
+ * ADDED_COLUMNS that a table made by an older build lacks. Idempotent and safe to run from several
+ * processes at start: every CREATE is IF NOT EXISTS, and a column another process added between
+ * our look and our ALTER counts as added.
  */
 export async function migrateAnalytics(client: ClickHouseClient, database: string): Promise<void> {
   for (const query of analyticsDdl(database)) {
@@ -171,6 +183,21 @@ export async function migrateAnalytics(client: ClickHouseClient, database: strin
       await client.command({ query });
     } catch (err) {
       throw clickhouseError(err, `migrating ClickHouse database ${database}`);
+    }
+  }
+  const db = identifier(database);
+  for (const { table, column, type } of ADDED_COLUMNS) {
+    try {
+      const present = await client.query({
+        query: `SELECT count() AS n FROM system.columns WHERE database = ${quoteString(database)} AND table = ${quoteString(table)} AND name = ${quoteString(column)}`,
+        format: 'JSONEachRow',
+      }).then((r) => r.json<{ n: number | string }>());
+      if (Number(present[0]?.n ?? 0) > 0) continue;
+      await client.command({ query: `ALTER TABLE ${db}.${identifier(table)} ADD COLUMN ${identifier(column)} ${type}` });
+    } catch (err) {
+      // 15 DUPLICATE_COLUMN / 44 ILLEGAL_COLUMN: a concurrent migration added it first.
+      if (/\bCode: (15|44)\b|already exists/i.test(errorMessage(err))) continue;
+      throw clickhouseError(err, `adding column ${table}.${column} in ClickHouse database ${database}`);
     }
   }
 }
