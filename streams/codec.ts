@@ -34,6 +34,12 @@ export interface RegistryOptions {
   /** First retry delay in ms, doubled each attempt (default 250). */
   retryDelayMs?: number;
   logger?: Logger;
+  /**
+   * Subject names are `<subjectPrefix><EventName>` (default `eddy.events.`). Environments that
+   * share a registry but evolve their schemas apart (and tests that must provoke a refusal without
+   * touching the shared subjects) use their own prefix; decoding is by schema id and unaffected.
+   */
+  subjectPrefix?: string;
 }
 
 const MAGIC_BYTE = 0;
@@ -43,8 +49,10 @@ export function loadSchema(name: EventName): avro.Schema {
   return readSchema(name) as avro.Schema;
 }
 
-export function subjectOf(name: EventName): string {
-  return `eddy.events.${name}`;
+export const DEFAULT_SUBJECT_PREFIX = 'eddy.events.';
+
+export function subjectOf(name: EventName, prefix = DEFAULT_SUBJECT_PREFIX): string {
+  return `${prefix}${name}`;
 }
 
 function isNotFound(err: unknown): boolean {
@@ -79,7 +87,7 @@ export class EventCodec {
   private readonly byId = new Map<number, { name: EventName; read: (buf: Buffer) => unknown }>();
   private readonly knownNames = new Set<string>(EVENT_NAMES.map((n) => `eddy.events.${n}`));
 
-  private constructor(readonly registry: SchemaRegistry, private readonly url: string) {
+  private constructor(readonly registry: SchemaRegistry, private readonly url: string, private readonly subjectPrefix: string) {
     for (const name of EVENT_NAMES) this.readers.set(name, avro.Type.forSchema(loadSchema(name)));
   }
 
@@ -92,7 +100,7 @@ export class EventCodec {
     const registry = new SchemaRegistry(
       { host: opts.url, retry: { retries: 0 } },
     );
-    const codec = new EventCodec(registry, opts.url);
+    const codec = new EventCodec(registry, opts.url, opts.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX);
     const attempts = opts.connectAttempts ?? 5;
     try {
       await retry(() => codec.registerAll(), {
@@ -118,7 +126,7 @@ export class EventCodec {
       if (this.writerIds.has(name)) continue;
       const { id } = await this.registry.register(
         { type: 'AVRO' as never, schema: JSON.stringify(loadSchema(name)) },
-        { subject: subjectOf(name), compatibility: COMPATIBILITY.BACKWARD },
+        { subject: subjectOf(name, this.subjectPrefix), compatibility: COMPATIBILITY.BACKWARD },
       );
       this.writerIds.set(name, id);
       this.byId.set(id, { name, read: this.readerFor(name, undefined) });

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { SchemaRegistry } from '@kafkajs/confluent-schema-registry';
+import avro from 'avsc';
+import { COMPATIBILITY, SchemaRegistry } from '@kafkajs/confluent-schema-registry';
 import { loadConfig } from '../common/config.ts';
 import { AVRO_DIR } from '../schemas/index.ts';
 import { GENERATED_FILE, generateTypes, listSchemaFiles } from '../schemas/generate.ts';
@@ -55,6 +56,46 @@ describe('schema registry (real Apicurio, Confluent API)', () => {
     await expect(refused).rejects.toThrow(/Incompatible|incompatib/i);
     await expect(refused).rejects.toThrow(/required/);
     await fetch(`${config.schemaRegistryUrl}/subjects/${subject}`, { method: 'DELETE' });
+  });
+
+  it('reads an event written with the previous schema: the fields added since then take their defaults', async () => {
+    const codec = await EventCodec.connect({ url: config.schemaRegistryUrl });
+    const registry = new SchemaRegistry({ host: config.schemaRegistryUrl, retry: { retries: 0 } });
+    const current = JSON.parse(fs.readFileSync(path.join(AVRO_DIR, 'LabeledExample.avsc'), 'utf8'));
+    // The schema as it was before `metadata` and `predictionId` were added (both with defaults).
+    const previous = { ...current, fields: current.fields.filter((f: { name: string }) => f.name !== 'metadata' && f.name !== 'predictionId') };
+    const subject = `eddy.test.Previous${randomBytes(4).toString('hex')}`;
+    try {
+      const { id } = await registry.register({ type: 'AVRO' as never, schema: JSON.stringify(previous) }, { subject });
+      expect(id).not.toBe(codec.schemaId('LabeledExample'));
+      const old = { eventId: 'e1', clientId: 'acme', occurredAt: 1_700_000_000_000, exampleId: 'x1', text: 'printer on floor 3 is jammed', label: 'it', source: 'ASSIGNMENT' };
+      const body = avro.Type.forSchema(previous).toBuffer(old);
+      const header = Buffer.alloc(5);
+      header.writeInt32BE(id, 1);
+      const decoded = await codec.decode(Buffer.concat([header, body]));
+      expect(decoded).toEqual({ name: 'LabeledExample', value: { ...old, metadata: {}, predictionId: null } });
+    } finally {
+      await fetch(`${config.schemaRegistryUrl}/subjects/${subject}`, { method: 'DELETE' });
+    }
+  });
+
+  it('refuses to start with SCHEMA_REGISTRATION_FAILED when the registry refuses a schema of this build', async () => {
+    const registry = new SchemaRegistry({ host: config.schemaRegistryUrl, retry: { retries: 0 } });
+    // A private subject namespace, so the shared subjects are never touched.
+    const prefix = `eddy.test.refuse${randomBytes(4).toString('hex')}.`;
+    const current = JSON.parse(fs.readFileSync(path.join(AVRO_DIR, 'LabeledExample.avsc'), 'utf8'));
+    // Data written as int cannot be read as this build's string: BACKWARD refuses this build's schema.
+    const earlier = { ...current, fields: current.fields.map((f: { name: string }) => (f.name === 'text' ? { ...f, type: 'int' } : f)) };
+    try {
+      await registry.register({ type: 'AVRO' as never, schema: JSON.stringify(earlier) }, { subject: `${prefix}LabeledExample`, compatibility: COMPATIBILITY.BACKWARD });
+      const error = await EventCodec.connect({ url: config.schemaRegistryUrl, subjectPrefix: prefix, connectAttempts: 2, retryDelayMs: 50 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'SCHEMA_REGISTRATION_FAILED' });
+      expect((error as { retriable?: boolean }).retriable).not.toBe(true);
+      expect((error as Error).message).toMatch(/refused a schema/);
+    } finally {
+      const subjects = (await (await fetch(`${config.schemaRegistryUrl}/subjects`)).json()) as string[];
+      for (const s of subjects.filter((x) => x.startsWith(prefix))) await fetch(`${config.schemaRegistryUrl}/subjects/${s}`, { method: 'DELETE' });
+    }
   });
 
   it('fails clearly after bounded retries when the registry is down at start', async () => {
