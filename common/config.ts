@@ -201,8 +201,8 @@ const ENV_SCHEMA = {
       description: 'A candidate is published only if its test macro-F1 is at most this much below the live version\'s on the same test set.',
     },
     EDDY_TRAINER_BACKEND: {
-      type: 'string', default: '', enum: ['', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'],
-      description: 'Force a TensorFlow.js backend; empty picks the best available (tfjs-node-gpu > tfjs-node > wasm > cpu).',
+      type: 'string', default: '', enum: ['', 'webgpu', 'wasm', 'cpu'],
+      description: 'Force a TensorFlow.js backend; empty picks the best available (webgpu when a GPU adapter is found > wasm > cpu).',
     },
     EDDY_TRAINER_EPOCHS: {
       type: 'integer', default: 10, minimum: 1, maximum: 1000,
