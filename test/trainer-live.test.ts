@@ -34,7 +34,7 @@ describe('trainer compares against the live version from the models topic', () =
     expect(first).toMatchObject({ modelVersion: 'v1', previousVersion: null });
     expect(second).toMatchObject({ modelVersion: 'v2', previousVersion: 'v1' });
     expect((await store.list(clientId)).map((r) => r.modelVersion)).toEqual(['v1', 'v2']);
-  });
+  }, 120_000);
 
   it('after ModelRolledBack v2 -> v1, the gate compares against v1, warm start uses v1 and retention keeps v1', async () => {
     await stack.streams.producer.send('ModelRolledBack', {
@@ -56,5 +56,5 @@ describe('trainer compares against the live version from the models topic', () =
     expect(refs.find((r) => r.modelVersion === 'v3')!.parentVersion).toBe('v1');
     // keepVersions 1: the newest (v3) and the version live before it (v1); v2 was rolled back from.
     expect(refs.map((r) => r.modelVersion)).toEqual(['v1', 'v3']);
-  });
+  }, 120_000);
 });

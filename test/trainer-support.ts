@@ -83,7 +83,7 @@ export class TrainerTestStack {
   }
 
   /** The trainer's ModelPublished / ModelRejected for a retrain request. */
-  answerTo(retrainEventId: string, timeoutMs = 90_000): Promise<AnyEvent> {
+  answerTo(retrainEventId: string, timeoutMs = 45_000): Promise<AnyEvent> {
     return waitFor(`the trainer's answer to ${retrainEventId}`, () =>
       this.modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === retrainEventId), timeoutMs);
   }

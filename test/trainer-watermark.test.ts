@@ -79,8 +79,10 @@ describe('retrain watermark (dataAsOf)', () => {
         eventId, clientId, occurredAt: Date.now(), reason: 'LABELS_CHANGED', detail: 'test', requestedBy: 'test',
         dataAsOf: { examplesEventId: lastExample, labelChangesEventId: added.eventId },
       });
-      await waitFor('the trainer polling ClickHouse for the watermark', () => queries.some((q) => q.includes(lastExample)), 60_000);
-      // It is waiting, not training on the stale set: the new team is not in ClickHouse and no answer exists yet.
+      // Polling a third time proves it is still waiting: a trainer that trained on the stale set after
+      // its first look would not ask again (and its answer would be on the models topic by then).
+      await waitFor('the trainer polling ClickHouse for the watermark three times', () => queries.filter((q) => q.includes(lastExample)).length >= 3, 30_000);
+      // It is waiting, not training on the stale set: the new team is not in ClickHouse and no answer exists.
       expect(await rowsIn('examples')).toBe(workload.examples.length);
       expect(modelEvents.find((e) => e.name !== 'ModelPromoted' && (e.value as { retrainEventId?: string | null }).retrainEventId === eventId)).toBeUndefined();
 
