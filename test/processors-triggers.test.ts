@@ -88,8 +88,8 @@ describe('retrain policy (pure)', () => {
       expect(decideRetrain({ ...refused, examples: 51, labelCounts: { A: 30, B: 20, C: 1 } }, 6_000, c).kind).toBe('none');
       expect(decideRetrain({ ...refused, examples: 52, labelCounts: { A: 30, B: 20, C: 2 } }, 6_000, c))
         .toMatchObject({ kind: 'request', reason: 'LABELS_CHANGED', detail: expect.stringMatching(/C now has 2\+/) });
-      // Growth of a label that had enough is no reason.
-      expect(decideRetrain({ ...refused, examples: 60, labelCounts: { A: 40, B: 20 } }, 6_000, c).kind).toBe('none');
+      // Growth of a label that had enough is no reason to skip the cooldown.
+      expect(decideRetrain({ ...refused, examples: 60, labelCounts: { A: 40, B: 20 } }, 6_000, c)).toMatchObject({ kind: 'hold', reason: 'NEW_DATA', blockedBy: 'COOLDOWN' });
     });
   });
 });
