@@ -251,11 +251,16 @@ async function measureImport(session: Session): Promise<ImportResult> {
     const coverage = (m: ModelPublished) => (m.retrainEventId ? requests.get(m.retrainEventId)?.position ?? 0 : 0) / c.examples.length;
     let served: { m: ModelPublished; at: number } | undefined;
     while (!served && Date.now() - lastEventAt < IMPORT_TIMEOUT_MS) {
-      const full = published.find((p) => coverage(p.m) >= 0.99);
-      if (full) {
-        const res = await fetch(`${session.serverUrls[0]}/v1/clients/${c.clientId}/model`, { headers: { authorization: `Bearer ${session.apiKey}` } }).catch(() => undefined);
-        const body = res?.ok ? ((await res.json()) as { live: { version: string; loaded: boolean } | null; versions: string[] }) : undefined;
-        if (body?.live?.loaded && body.versions.indexOf(body.live.version) >= body.versions.indexOf(full.m.modelVersion)) served = { m: full.m, at: Date.now() };
+      const full = published.filter((p) => coverage(p.m) >= 0.99);
+      if (full.length > 0) {
+        // Served = the server answers with such a version (it loads a client's model on its first request).
+        const res = await fetch(`${session.serverUrls[0]}/v1/clients/${c.clientId}/predict`, {
+          method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${session.apiKey}` },
+          body: JSON.stringify({ text: c.examples[0]!.text }), signal: AbortSignal.timeout(5000),
+        }).catch(() => undefined);
+        const body = res?.ok ? ((await res.json()) as { modelVersion: string | null }) : undefined;
+        const hit = full.find((p) => p.m.modelVersion === body?.modelVersion);
+        if (hit) served = { m: hit.m, at: Date.now() };
       }
       if (!served) await sleep(100);
     }

@@ -123,7 +123,10 @@ export async function runRealText(clients: CorpusClient[], opts: { waitMs: numbe
       // Without a full-data model in time, score whatever the server serves now, and say how much it saw.
       const fallback = published.filter((p) => p.clientId === c.clientId).at(-1);
       const m = got?.m ?? fallback;
-      if (m) await waitServed(session.serverUrls[0]!, session.apiKey, c.clientId, m.modelVersion);
+      if (m) {
+        const mine = published.filter((p) => p.clientId === c.clientId).map((p) => p.modelVersion);
+        await waitServed(session.serverUrls[0]!, session.apiKey, c, m.modelVersion, (v) => mine.indexOf(v) > mine.indexOf(m.modelVersion));
+      }
       const { labels, versions } = await predictAll(session.serverUrls[0]!, session.apiKey, c);
       results.push({
         client: c, version: m?.modelVersion ?? null, coverage: m ? coverageOf(m, c) : 0,
@@ -139,17 +142,21 @@ export async function runRealText(clients: CorpusClient[], opts: { waitMs: numbe
   }
 }
 
-/** Waits until the server says `version` (or a later one) is live and loaded for the client. */
-async function waitServed(url: string, key: string, clientId: string, version: string): Promise<void> {
+/**
+ * Waits until the server answers the client with `version` or a later one (asked with a predict:
+ * servers load a client's model lazily, on its first request, so GET /model says "not loaded" until then).
+ */
+async function waitServed(url: string, key: string, c: CorpusClient, version: string, later: (v: string) => boolean): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    const res = await fetch(`${url}/v1/clients/${clientId}/model`, { headers: { authorization: `Bearer ${key}` } }).catch(() => undefined);
-    const body = res?.ok ? ((await res.json()) as { live: { version: string; loaded: boolean } | null; versions: string[] }) : undefined;
-    const live = body?.live;
-    if (live?.loaded && body!.versions.indexOf(live.version) >= body!.versions.indexOf(version)) return;
+    const res = await fetch(`${url}/v1/clients/${c.clientId}/predict`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify({ text: c.test[0]!.text }),
+    }).catch(() => undefined);
+    const body = res?.ok ? ((await res.json()) as { modelVersion: string | null }) : undefined;
+    if (body?.modelVersion && (body.modelVersion === version || later(body.modelVersion))) return;
     await sleep(200);
   }
-  say(`${clientId}: ${version} not live and loaded after 60 s; scoring what is served`);
+  say(`${c.clientId}: ${version} not served after 60 s; scoring what is served`);
 }
 
 async function predictAll(url: string, key: string, c: CorpusClient): Promise<{ labels: string[]; versions: string[] }> {
