@@ -71,6 +71,9 @@ describe('retrain policy (pure)', () => {
       expect(decideRetrain({ ...refused, examples: 200 }, 20_000, c, 20_000)).toMatchObject({ kind: 'request', reason: 'NEW_DATA' });
       // Off: the cooldown holds it.
       expect(decideRetrain(grown, 10_000, { ...c, catchUpGrowth: 0 }, 20_000)).toMatchObject({ kind: 'hold', blockedBy: 'COOLDOWN' });
+      // A label change folded after the first request does not hold the catch-up back for a cooldown.
+      expect(decideRetrain({ ...grown, labelsChanged: true }, 10_000, c, 20_000)).toMatchObject({ kind: 'request', reason: 'NEW_DATA', detail: expect.stringMatching(/catch-up/) });
+      expect(decideRetrain({ ...grown, labelsChanged: true, examples: 99 }, 10_000, c, 20_000)).toMatchObject({ kind: 'hold', reason: 'LABELS_CHANGED', blockedBy: 'COOLDOWN' });
     });
 
     it('a first model waits for a quiet moment (processing time), bounded by the max wait', () => {

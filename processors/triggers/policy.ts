@@ -65,8 +65,9 @@ export type Decision =
  * `wallNow`, for the quiet rule), should a retrain be requested, and why. Rules in priority order:
  * QUALITY_DROP (an alert arrived), the answer to our last request missed data (its reason again),
  * a label the last request had too few examples of now has enough (its reason again), NEW_CLIENT
- * (no model yet, enough examples over at least minLabels labels), LABELS_CHANGED, catch-up (data
- * grew catchUpGrowth× since what the live model or the last request saw: NEW_DATA), NEW_DATA
+ * (no model yet, enough examples over at least minLabels labels), catch-up (data grew
+ * catchUpGrowth× since what the live model or the last request saw: NEW_DATA; before
+ * LABELS_CHANGED, which waits for the cooldown, because a retrain reads the labels too), LABELS_CHANGED, NEW_DATA
  * (count or growth since the last request), STALE (model older than staleMs and any new example).
  * Every rule needs at least minLabels labels with examples.
  *
@@ -96,13 +97,13 @@ export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsC
     if (s.examples >= t.minExamples && (s.lastRequestAt === null || fresh > 0)) {
       want = { reason: 'NEW_CLIENT', detail: `${s.examples} examples over ${labels} labels and no model yet`, quiet: true };
     }
-  } else if (s.labelsChanged) {
-    want = { reason: 'LABELS_CHANGED', detail: `label set changed since ${s.lastModelVersion}` };
   } else if (t.catchUpGrowth > 0 && s.examples >= t.catchUpGrowth * Math.max(1, seen) && s.examples - seen >= t.minExamples) {
     want = {
       reason: 'NEW_DATA', bypassCooldown: true, quiet: true,
       detail: `catch-up: ${s.examples} examples, ${(s.examples / Math.max(1, seen)).toFixed(1)}x the ${seen} that model ${s.lastModelVersion} or the last request saw (threshold ${t.catchUpGrowth}x)`,
     };
+  } else if (s.labelsChanged) {
+    want = { reason: 'LABELS_CHANGED', detail: `label set changed since ${s.lastModelVersion}` };
   } else if (fresh >= t.newExamples) {
     want = { reason: 'NEW_DATA', detail: `${fresh} new examples since the last request (threshold ${t.newExamples}), model ${s.lastModelVersion}` };
   } else if (fresh >= t.minExamples && s.baselineExamples > 0 && fresh / s.baselineExamples >= t.growth) {
