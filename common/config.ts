@@ -101,6 +101,18 @@ const ENV_SCHEMA = {
       type: 'integer', default: 600000, minimum: 0, maximum: 2592000000,
       description: 'Least time between two retrain requests of one client (quality alerts and label changes wait too).',
     },
+    EDDY_TRIGGER_CATCH_UP_GROWTH: {
+      type: 'number', default: 2, minimum: 0, maximum: 1000,
+      description: 'Catch-up: when a client has this many times the examples its live model (or its last request) saw, a retrain is requested without waiting for the cooldown, after a quiet moment (0 disables).',
+    },
+    EDDY_TRIGGER_QUIET_MS: {
+      type: 'integer', default: 1500, minimum: 0, maximum: 3600000,
+      description: 'A first model (NEW_CLIENT) and a catch-up retrain wait until no example of the client arrived for this long, so that a burst is trained on whole (0: do not wait).',
+    },
+    EDDY_TRIGGER_QUIET_MAX_WAIT_MS: {
+      type: 'integer', default: 30000, minimum: 0, maximum: 86400000,
+      description: 'Longest wait for that quiet moment; after it the retrain is requested on the data there is.',
+    },
     EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: {
       type: 'integer', default: 3600000, minimum: 1000, maximum: 2592000000,
       description: 'A retrain request with no ModelPublished/ModelRejected after this long no longer blocks new ones.',
@@ -361,7 +373,7 @@ type RawEnv = {
   EDDY_FEEDBACK_PREDICTION_TTL_DAYS: number; EDDY_FEEDBACK_MAX_WAITS: number;
   EDDY_TRIGGER_MIN_EXAMPLES: number; EDDY_TRIGGER_MIN_LABELS: number; EDDY_TRIGGER_NEW_EXAMPLES: number;
   EDDY_TRIGGER_GROWTH: number; EDDY_TRIGGER_COOLDOWN_MS: number; EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: number;
-  EDDY_TRIGGER_STALE_MS: number;
+  EDDY_TRIGGER_STALE_MS: number; EDDY_TRIGGER_CATCH_UP_GROWTH: number; EDDY_TRIGGER_QUIET_MS: number; EDDY_TRIGGER_QUIET_MAX_WAIT_MS: number;
   EDDY_TRAINER_GATE_MARGIN: number; EDDY_TRAINER_BACKEND: string; EDDY_TRAINER_EPOCHS: number;
   EDDY_TRAINER_MIN_EXAMPLES: number; EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: number; EDDY_TRAINER_MAX_TEXT_CHARS: number;
   EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number; EDDY_TRAINER_DATA_WAIT_MS: number;
@@ -563,6 +575,11 @@ export interface ProcessorsConfig {
     cooldownMs: number;
     outstandingTimeoutMs: number;
     staleMs: number;
+    catchUpGrowth: number;
+    quietMs: number;
+    quietMaxWaitMs: number;
+    /** The trainer's EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: when a label refused for too few examples has enough. */
+    minExamplesPerLabel: number;
   };
 }
 
@@ -586,6 +603,10 @@ function processorsConfig(raw: RawEnv): ProcessorsConfig {
       cooldownMs: raw.EDDY_TRIGGER_COOLDOWN_MS,
       outstandingTimeoutMs: raw.EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS,
       staleMs: raw.EDDY_TRIGGER_STALE_MS,
+      catchUpGrowth: raw.EDDY_TRIGGER_CATCH_UP_GROWTH,
+      quietMs: raw.EDDY_TRIGGER_QUIET_MS,
+      quietMaxWaitMs: raw.EDDY_TRIGGER_QUIET_MAX_WAIT_MS,
+      minExamplesPerLabel: raw.EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL,
     },
   };
 }

@@ -49,6 +49,11 @@ export interface SessionOptions {
   namespace?: string;
   /** Extra EDDY_* variables for the platform's processes (after FAST_PLATFORM_ENV). */
   platformEnv?: Record<string, string>;
+  /**
+   * false: run the platform with its default settings (no FAST_PLATFORM_ENV), as a new client
+   * gets it; the quality benchmark measures that. Default true.
+   */
+  fast?: boolean;
   servers?: number;
   /** Components not to start (e.g. run one in-process instead). */
   omitComponents?: string[];
@@ -115,7 +120,7 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
     EDDY_SERVER_ADMIN_KEY: apiKey,
     // Component logs go to files; info level would log every held-back trigger decision.
     EDDY_LOG_LEVEL: process.env.EDDY_LOG_LEVEL && process.env.EDDY_LOG_LEVEL !== 'silent' ? process.env.EDDY_LOG_LEVEL : 'warn',
-    ...FAST_PLATFORM_ENV,
+    ...(opts.fast === false ? {} : FAST_PLATFORM_ENV),
     ...opts.platformEnv,
   };
   // The run's own Kafka client (simulator, watchers) logs errors only: the components log the rest.

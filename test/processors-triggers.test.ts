@@ -5,12 +5,16 @@ import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
 import { readClientCounts, TRIGGER_TOPICS, TriggerProcessor } from '../processors/triggers/processor.ts';
 import { createLogger } from '../common/log.ts';
-import type { EventRecord } from '../streams/index.ts';
-import type { ModelPublished, RetrainRequested } from '../schemas/events.ts';
+import type { AnyEvent, EventRecord } from '../streams/index.ts';
+import type { ModelPublished, QualityAlert, RetrainRequested } from '../schemas/events.ts';
 import { caughtUp, example, labelAdded } from './processors-support.ts';
 import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support.ts';
 
-const trigger = { minExamples: 4, minLabels: 2, newExamples: 3, growth: 100, cooldownMs: 0, outstandingTimeoutMs: 3_600_000, staleMs: 30 * 86_400_000 };
+// Catch-up and the quiet wait off here: the rules before them are tested on their own (see below for theirs).
+const trigger = {
+  minExamples: 4, minLabels: 2, newExamples: 3, growth: 100, cooldownMs: 0, outstandingTimeoutMs: 3_600_000, staleMs: 30 * 86_400_000,
+  catchUpGrowth: 0, quietMs: 0, quietMaxWaitMs: 0, minExamplesPerLabel: 2,
+};
 
 describe('retrain policy (pure)', () => {
   const base = (over: Partial<ClientTriggerState>): ClientTriggerState => ({ ...emptyTriggerState(), ...over });
@@ -45,11 +49,57 @@ describe('retrain policy (pure)', () => {
     expect(decideRetrain({ ...s, examples: 101 }, t.staleMs + 1, t)).toMatchObject({ kind: 'request', reason: 'STALE' });
     expect(decideRetrain({ ...s, examples: 101 }, t.staleMs - 1, t).kind).toBe('none');
   });
+
+  describe('catch-up, quiet moment and thin labels', () => {
+    const c = { ...t, cooldownMs: 600_000, newExamples: 500, catchUpGrowth: 2, quietMs: 1_500, quietMaxWaitMs: 30_000 };
+    // v1 answered the request made at 50 examples; the cooldown after it runs until 600_000.
+    const live = base({ examples: 50, baselineExamples: 50, examplesAtLastModel: 50, labelCounts: { A: 25, B: 25 }, lastModelVersion: 'v1', lastModelAt: 1_000, lastRequestAt: 0 });
+
+    it('a client whose data doubled since its model is retrained within the cooldown, once the data stops arriving', () => {
+      const grown = { ...live, examples: 100, labelCounts: { A: 50, B: 50 }, lastExampleSeenAt: 10_000 };
+      expect(decideRetrain({ ...grown, examples: 99 }, 10_000, c, 20_000)).toMatchObject({ kind: 'hold', reason: 'NEW_DATA', blockedBy: 'COOLDOWN' }); // 1.98x
+      expect(decideRetrain(grown, 10_000, c, 10_500)).toMatchObject({ kind: 'hold', reason: 'NEW_DATA', blockedBy: 'QUIET' });
+      expect(decideRetrain(grown, 10_000, c, 11_500)).toMatchObject({ kind: 'request', reason: 'NEW_DATA', detail: expect.stringMatching(/catch-up: 100 examples, 2.0x the 50/) });
+      // Never while a request is outstanding.
+      expect(decideRetrain({ ...grown, outstanding: { eventId: 'e', at: 9_000 } }, 10_000, c, 60_000)).toMatchObject({ kind: 'hold', blockedBy: 'OUTSTANDING' });
+      // A stream that never pauses is asked for after quietMaxWaitMs of waiting.
+      expect(decideRetrain({ ...grown, lastExampleSeenAt: 40_000, waitingSince: 10_500 }, 40_000, c, 40_100)).toMatchObject({ kind: 'hold', blockedBy: 'QUIET' });
+      expect(decideRetrain({ ...grown, lastExampleSeenAt: 40_500, waitingSince: 10_500 }, 40_500, c, 40_500)).toMatchObject({ kind: 'request' });
+      // Relative to what the last request saw too: a refused catch-up at 100 needs 200 for the next.
+      const refused = { ...grown, baselineExamples: 100, lastRequestAt: 12_000, examples: 150, lastExampleSeenAt: 0 };
+      expect(decideRetrain(refused, 20_000, c, 20_000)).toMatchObject({ kind: 'hold', blockedBy: 'COOLDOWN' });
+      expect(decideRetrain({ ...refused, examples: 200 }, 20_000, c, 20_000)).toMatchObject({ kind: 'request', reason: 'NEW_DATA' });
+      // Off: the cooldown holds it.
+      expect(decideRetrain(grown, 10_000, { ...c, catchUpGrowth: 0 }, 20_000)).toMatchObject({ kind: 'hold', blockedBy: 'COOLDOWN' });
+      // A label change folded after the first request does not hold the catch-up back for a cooldown.
+      expect(decideRetrain({ ...grown, labelsChanged: true }, 10_000, c, 20_000)).toMatchObject({ kind: 'request', reason: 'NEW_DATA', detail: expect.stringMatching(/catch-up/) });
+      expect(decideRetrain({ ...grown, labelsChanged: true, examples: 99 }, 10_000, c, 20_000)).toMatchObject({ kind: 'hold', reason: 'LABELS_CHANGED', blockedBy: 'COOLDOWN' });
+    });
+
+    it('a first model waits for a quiet moment (processing time), bounded by the max wait', () => {
+      const importing = base({ examples: 5_000, labelCounts: { A: 2_500, B: 2_500 }, lastExampleSeenAt: 100_000 });
+      // Event time is old (a backlog being read): only processing time says whether it is still arriving.
+      expect(decideRetrain(importing, 1_000, c, 100_200)).toMatchObject({ kind: 'hold', reason: 'NEW_CLIENT', blockedBy: 'QUIET' });
+      expect(decideRetrain(importing, 1_000, c, 101_500)).toMatchObject({ kind: 'request', reason: 'NEW_CLIENT' });
+      expect(decideRetrain({ ...importing, waitingSince: 70_000 }, 1_000, c, 100_000)).toMatchObject({ kind: 'request' });
+      expect(decideRetrain(importing, 1_000, { ...c, quietMs: 0 }, 100_000)).toMatchObject({ kind: 'request' });
+    });
+
+    it('a retrain refused for a label with too few examples is asked again as soon as that label has enough, cooldown or not', () => {
+      // The request was made on A 30, B 20 and no example of the new team C; it came back LABEL_TOO_FEW_EXAMPLES.
+      const refused = { ...live, lastRequestAt: 5_000, baselineExamples: 50, thin: { reason: 'LABELS_CHANGED' as const, counts: { A: 30, B: 20 } } };
+      expect(decideRetrain({ ...refused, examples: 51, labelCounts: { A: 30, B: 20, C: 1 } }, 6_000, c).kind).toBe('none');
+      expect(decideRetrain({ ...refused, examples: 52, labelCounts: { A: 30, B: 20, C: 2 } }, 6_000, c))
+        .toMatchObject({ kind: 'request', reason: 'LABELS_CHANGED', detail: expect.stringMatching(/C now has 2\+/) });
+      // Growth of a label that had enough is no reason to skip the cooldown.
+      expect(decideRetrain({ ...refused, examples: 60, labelCounts: { A: 40, B: 20 } }, 6_000, c)).toMatchObject({ kind: 'hold', reason: 'NEW_DATA', blockedBy: 'COOLDOWN' });
+    });
+  });
 });
 
 const config = testConfig({
   EDDY_TRIGGER_MIN_EXAMPLES: '4', EDDY_TRIGGER_MIN_LABELS: '2', EDDY_TRIGGER_NEW_EXAMPLES: '3', EDDY_TRIGGER_GROWTH: '100',
-  EDDY_TRIGGER_COOLDOWN_MS: '0',
+  EDDY_TRIGGER_COOLDOWN_MS: '0', EDDY_TRIGGER_CATCH_UP_GROWTH: '0', EDDY_TRIGGER_QUIET_MS: '0',
 });
 let streams: Awaited<ReturnType<typeof testStreams>>;
 let procs: RunningProcessors;
@@ -185,7 +235,7 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
       feed('examples', labels.map((l, i) => ({ name: 'LabeledExample', value: { ...example(clientId, l), occurredAt: t0 + fromMs + i } })));
     const model = (atMs: number, version: string, retrainEventId: string, dataComplete = true) =>
       feed('models', [{ name: 'ModelPublished', value: { ...published(version, retrainEventId), clientId, occurredAt: t0 + atMs, dataComplete } }]);
-    return { triggers, t0, examples, model };
+    return { triggers, t0, examples, model, feed };
   }
 
   it('requests the retrain a cooldown held back once the cooldown ends, only on the member that owns the client', async () => {
@@ -209,6 +259,26 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     await triggers.close();
   });
 
+  it('retrains on a quality drop or a biased model, not on a segment gap or a regression (the monitor rolls that back)', async () => {
+    const { triggers, t0, examples, model, feed } = harness('segmented', 2);
+    await examples(0, ['A', 'B', 'A', 'B']);
+    await model(500, 'v1', triggers.emitted[0]!.eventId);
+    const alert = (kind: QualityAlert['kind'], atMs: number): { name: string; value: QualityAlert } => ({
+      name: 'QualityAlert',
+      value: {
+        eventId: randomUUID(), clientId: 'segmented', occurredAt: t0 + atMs, kind, metric: 'accuracy', label: null, modelVersion: 'v1',
+        currentValue: 0.5, previousValue: 0.8, dropPercent: 37.5, support: 60, window: '7d', segment: kind === 'SEGMENT_GAP' ? 'channel=email' : null,
+      },
+    });
+    // After the cooldown, so that nothing but the kind decides.
+    await feed('alerts', [alert('SEGMENT_GAP', 2 * cooldown), alert('MODEL_REGRESSION', 2 * cooldown + 1)]);
+    expect(triggers.emitted).toHaveLength(1);
+    expect(await triggers.sweep(() => true, t0 + 3 * cooldown)).toEqual([]);
+    await feed('alerts', [alert('QUALITY_DROP', 3 * cooldown)]);
+    expect(triggers.emitted.map((r) => r.reason)).toEqual(['NEW_CLIENT', 'QUALITY_DROP']);
+    await triggers.close();
+  });
+
   it('asks again, for the same reason, when the answer says the trainer read its data before ClickHouse had all of it', async () => {
     const { triggers, t0, examples, model } = harness('partial', 0);
     await examples(0, ['A', 'B', 'A', 'B']);
@@ -225,5 +295,102 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     expect(await triggers.sweep(() => true, t0 + 3 * cooldown)).toEqual([]);
     expect(triggers.emitted).toHaveLength(2);
     await triggers.close();
+  });
+});
+
+describe('trigger processor on the real stack: a bulk import is trained on whole, within the cooldown', () => {
+  // A cooldown far longer than the test: every request after the first is the catch-up's or the thin-label retry's.
+  const bulk = testConfig({
+    EDDY_TRIGGER_MIN_EXAMPLES: '4', EDDY_TRIGGER_MIN_LABELS: '2', EDDY_TRIGGER_NEW_EXAMPLES: '100000', EDDY_TRIGGER_GROWTH: '1000',
+    EDDY_TRIGGER_COOLDOWN_MS: '600000', EDDY_TRIGGER_CATCH_UP_GROWTH: '2', EDDY_TRIGGER_QUIET_MS: '1000', EDDY_TRIGGER_QUIET_MAX_WAIT_MS: '20000',
+    EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: '2',
+  });
+  let st: Awaited<ReturnType<typeof testStreams>>;
+  let running: RunningProcessors;
+  const got: RetrainRequested[] = [];
+  const settle = async () => {
+    await waitFor('the trigger processor caught up', () => caughtUp(st, 'processors.triggers', TRIGGER_TOPICS), 30_000, 100);
+    await waitFor('the reader caught up with retrain-requests', () => caughtUp(st, 'bulk-reader', ['retrain-requests']), 30_000, 100);
+  };
+  const modelFor = (clientId: string, version: string, req: RetrainRequested): ModelPublished => ({ ...published(version, req.eventId), clientId });
+
+  beforeAll(async () => {
+    st = await testStreamsRetrying(bulk);
+    const reader = st.consumer({
+      group: 'bulk-reader', topics: ['retrain-requests'],
+      handler: { async handle(records: EventRecord[]) { for (const r of records) if (r.event.name === 'RetrainRequested') got.push(r.event.value); } },
+    });
+    const assigned = reader.waitForAssignment();
+    await reader.start();
+    await assigned;
+    running = await startProcessors(bulk, { only: ['triggers'], waitForAssignment: true });
+  });
+
+  afterAll(async () => {
+    await running?.stop();
+    await cleanupProcessorsTest(bulk, st, { keepDatabase: true });
+  });
+
+  /** Sends `n` examples in batches of 25 with short pauses (shorter than the quiet gap); returns the last one's eventId. */
+  async function burst(clientId: string, n: number): Promise<string> {
+    let last = '';
+    for (let i = 0; i < n; i += 25) {
+      const events = Array.from({ length: Math.min(25, n - i) }, (_, j) => example(clientId, (i + j) % 2 ? 'A' : 'B'));
+      last = events.at(-1)!.eventId;
+      await st.producer.sendAll(events.map((value): AnyEvent => ({ name: 'LabeledExample', value })));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    return last;
+  }
+
+  it('one first model on the whole import, one catch-up on the whole second import, nothing for a little more', async () => {
+    const c1 = 'importer';
+    const lastOfFirst = await burst(c1, 200);
+    await waitFor('the first request', () => got.length === 1);
+    await settle();
+    expect(got).toHaveLength(1);
+    expect(got[0]).toMatchObject({ clientId: c1, reason: 'NEW_CLIENT' });
+    expect(got[0]!.detail).toMatch(/^200 examples/);
+    expect(got[0]!.dataAsOf?.examplesEventId).toBe(lastOfFirst); // trained on all 200, not on the first 4
+
+    await st.producer.send('ModelPublished', modelFor(c1, 'v1', got[0]!));
+    const lastOfSecond = await burst(c1, 300); // 500 = 2.5x what v1 saw, well within the 10-minute cooldown
+    await waitFor('the catch-up request', () => got.length === 2);
+    await settle();
+    expect(got).toHaveLength(2);
+    expect(got[1]).toMatchObject({ clientId: c1, reason: 'NEW_DATA' });
+    expect(got[1]!.detail).toMatch(/catch-up: 500 examples/);
+    expect(got[1]!.dataAsOf?.examplesEventId).toBe(lastOfSecond);
+
+    await st.producer.send('ModelPublished', modelFor(c1, 'v2', got[1]!));
+    await burst(c1, 50); // 550 < 2 x 500: the cooldown holds it
+    await new Promise((r) => setTimeout(r, 2_500)); // past the quiet gap: a catch-up would have been asked by now
+    await settle();
+    expect(got).toHaveLength(2);
+  });
+
+  it('a retrain refused for too few examples of a new label is asked again when the label has them, cooldown or not', async () => {
+    const c2 = 'new-team';
+    await st.producer.sendAll(['A', 'A', 'B', 'B'].map((l): AnyEvent => ({ name: 'LabeledExample', value: example(c2, l) })));
+    await waitFor('the first request', () => got.some((r) => r.clientId === c2));
+    const first = got.find((r) => r.clientId === c2)!;
+    // A new team with one example: a label change is held by the cooldown (the first request was just made).
+    await st.producer.send('LabelSetChanged', labelAdded(c2, 'C'));
+    await st.producer.send('LabeledExample', example(c2, 'C'));
+    await settle();
+    const mine = () => got.filter((r) => r.clientId === c2);
+    expect(mine()).toHaveLength(1);
+    // The first request's answer: refused, a label had too few examples.
+    await st.producer.send('ModelRejected', {
+      eventId: randomUUID(), clientId: c2, occurredAt: Date.now(), candidateVersion: null, liveVersion: null, stage: 'VALIDATION', reasons: ['LABEL_TOO_FEW_EXAMPLES'],
+      detail: 'labels with fewer than 2 examples (definitions count): C (1)', candidateMetrics: {}, liveMetrics: {}, retrainEventId: first.eventId, dataComplete: true,
+    });
+    await settle();
+    expect(mine()).toHaveLength(1);
+    await st.producer.send('LabeledExample', example(c2, 'C'));
+    await waitFor('the retry', () => mine().length === 2);
+    await settle();
+    expect(mine()).toHaveLength(2);
+    expect(mine()[1]!.detail).toMatch(/C now has 2\+/);
   });
 });

@@ -30,44 +30,78 @@ export interface ClientTriggerState {
   /** eventId of the latest LabeledExample / LabelSetChanged folded: the watermark a request carries (dataAsOf). */
   lastExampleEventId: string | null;
   lastLabelChangeEventId: string | null;
+  /**
+   * Processing time (this process's clock) when the last LabeledExample was folded: "quiet" is
+   * judged on it, so a backlog being read counts as busy until it is drained, whatever its event times.
+   */
+  lastExampleSeenAt: number | null;
+  /** Processing time when a request that waits for quiet was first held for it (bounds the wait). */
+  waitingSince: number | null;
+  /** Examples per label when the last request was made: which labels its training set had too few of. */
+  labelCountsAtRequest: Record<string, number>;
+  /**
+   * Set when the answer to our request was ModelRejected LABEL_TOO_FEW_EXAMPLES: the reason to ask
+   * again and the per-label counts that request was made on; asked again as soon as a label that
+   * had fewer than minExamplesPerLabel then has that many.
+   */
+  thin: { reason: RetrainReason; counts: Record<string, number> } | null;
 }
 
 export function emptyTriggerState(): ClientTriggerState {
   return {
     examples: 0, labelCounts: {}, baselineExamples: 0, examplesAtLastModel: 0, lastModelVersion: null, lastModelAt: null,
     lastRequestAt: null, outstanding: null, incomplete: null, labelsChanged: false, qualityAlert: null, offsets: {},
-    lastExampleEventId: null, lastLabelChangeEventId: null,
+    lastExampleEventId: null, lastLabelChangeEventId: null, lastExampleSeenAt: null, waitingSince: null, labelCountsAtRequest: {}, thin: null,
   };
 }
 
 export type Decision =
   | { kind: 'request'; reason: RetrainReason; detail: string }
-  | { kind: 'hold'; reason: RetrainReason; detail: string; blockedBy: 'OUTSTANDING' | 'COOLDOWN' }
+  | { kind: 'hold'; reason: RetrainReason; detail: string; blockedBy: 'OUTSTANDING' | 'COOLDOWN' | 'QUIET' }
   | { kind: 'none' };
 
 /**
- * The retrain policy, pure: given a client's state at event time `now`, should a retrain be
- * requested, and why. Rules in priority order: QUALITY_DROP (an alert arrived), the answer to our
- * last request missed data (its reason again), NEW_CLIENT (no
- * model yet, enough examples over at least minLabels labels), LABELS_CHANGED, NEW_DATA (count
- * or growth since the last request), STALE (model older than staleMs and any new example).
- * Every rule needs at least minLabels labels with examples. A request is held back while another
- * is outstanding (until its ModelPublished/ModelRejected, or outstandingTimeoutMs) or within the
- * cooldown after the last one.
+ * The retrain policy, pure: given a client's state at event time `now` (and processing time
+ * `wallNow`, for the quiet rule), should a retrain be requested, and why. Rules in priority order:
+ * QUALITY_DROP (an alert arrived), the answer to our last request missed data (its reason again),
+ * a label the last request had too few examples of now has enough (its reason again), NEW_CLIENT
+ * (no model yet, enough examples over at least minLabels labels), catch-up (data grew
+ * catchUpGrowth× since what the live model or the last request saw: NEW_DATA; before
+ * LABELS_CHANGED, which waits for the cooldown, because a retrain reads the labels too), LABELS_CHANGED, NEW_DATA
+ * (count or growth since the last request), STALE (model older than staleMs and any new example).
+ * Every rule needs at least minLabels labels with examples.
+ *
+ * A request is held back while another is outstanding (until its ModelPublished/ModelRejected, or
+ * outstandingTimeoutMs) and within the cooldown after the last one, except the catch-up and the
+ * thin-label retry: they bypass the cooldown (each is bounded by itself: catch-up needs the data
+ * to double again, the retry needs a label to fill). NEW_CLIENT and catch-up, the two that answer
+ * a burst of data (an import, a backlog), also wait for a quiet moment: no example folded for
+ * quietMs, or quietMaxWaitMs since they were first held for it, so that one model is trained on
+ * (nearly) the whole burst instead of a model on its first tenth.
  */
-export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsConfig['trigger']): Decision {
+export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsConfig['trigger'], wallNow = now): Decision {
   const labels = Object.values(s.labelCounts).filter((n) => n > 0).length;
   if (labels < t.minLabels) return { kind: 'none' };
   const fresh = s.examples - s.baselineExamples;
-  let want: { reason: RetrainReason; detail: string } | undefined;
+  // What the live model (or the last request, if it was refused) already saw: catch-up is relative to it.
+  const seen = Math.max(s.examplesAtLastModel, s.baselineExamples);
+  let want: { reason: RetrainReason; detail: string; bypassCooldown?: boolean; quiet?: boolean } | undefined;
+  const filled = s.thin ? Object.entries(s.labelCounts).filter(([l, n]) => (s.thin!.counts[l] ?? 0) < t.minExamplesPerLabel && n >= t.minExamplesPerLabel).map(([l]) => l) : [];
   if (s.qualityAlert) {
     want = { reason: 'QUALITY_DROP', detail: s.qualityAlert };
   } else if (s.incomplete) {
     want = { reason: s.incomplete, detail: `the last retrain (${s.incomplete}) read its data before ClickHouse held all of it; asking again` };
+  } else if (s.thin && filled.length > 0) {
+    want = { reason: s.thin.reason, detail: `the last retrain was refused for too few examples of a label; ${filled.slice(0, 5).join(', ')} now ha${filled.length === 1 ? 's' : 've'} ${t.minExamplesPerLabel}+`, bypassCooldown: true };
   } else if (s.lastModelVersion === null) {
     if (s.examples >= t.minExamples && (s.lastRequestAt === null || fresh > 0)) {
-      want = { reason: 'NEW_CLIENT', detail: `${s.examples} examples over ${labels} labels and no model yet` };
+      want = { reason: 'NEW_CLIENT', detail: `${s.examples} examples over ${labels} labels and no model yet`, quiet: true };
     }
+  } else if (t.catchUpGrowth > 0 && s.examples >= t.catchUpGrowth * Math.max(1, seen) && s.examples - seen >= t.minExamples) {
+    want = {
+      reason: 'NEW_DATA', bypassCooldown: true, quiet: true,
+      detail: `catch-up: ${s.examples} examples, ${(s.examples / Math.max(1, seen)).toFixed(1)}x the ${seen} that model ${s.lastModelVersion} or the last request saw (threshold ${t.catchUpGrowth}x)`,
+    };
   } else if (s.labelsChanged) {
     want = { reason: 'LABELS_CHANGED', detail: `label set changed since ${s.lastModelVersion}` };
   } else if (fresh >= t.newExamples) {
@@ -78,7 +112,13 @@ export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsC
     want = { reason: 'STALE', detail: `model ${s.lastModelVersion} is ${Math.round((now - s.lastModelAt) / 3_600_000)} h old and ${fresh} new examples exist` };
   }
   if (!want) return { kind: 'none' };
-  if (s.outstanding && now - s.outstanding.at < t.outstandingTimeoutMs) return { kind: 'hold', ...want, blockedBy: 'OUTSTANDING' };
-  if (s.lastRequestAt !== null && now - s.lastRequestAt < t.cooldownMs) return { kind: 'hold', ...want, blockedBy: 'COOLDOWN' };
-  return { kind: 'request', ...want };
+  const { reason, detail } = want;
+  if (s.outstanding && now - s.outstanding.at < t.outstandingTimeoutMs) return { kind: 'hold', reason, detail, blockedBy: 'OUTSTANDING' };
+  if (!want.bypassCooldown && s.lastRequestAt !== null && now - s.lastRequestAt < t.cooldownMs) return { kind: 'hold', reason, detail, blockedBy: 'COOLDOWN' };
+  if (want.quiet && t.quietMs > 0) {
+    const busy = s.lastExampleSeenAt !== null && wallNow - s.lastExampleSeenAt < t.quietMs;
+    const waitedOut = s.waitingSince !== null && wallNow - s.waitingSince >= t.quietMaxWaitMs;
+    if (busy && !waitedOut) return { kind: 'hold', reason, detail: `${detail}; waiting for the data to stop arriving`, blockedBy: 'QUIET' };
+  }
+  return { kind: 'request', reason, detail };
 }

@@ -70,13 +70,15 @@ export class TriggerProcessor implements EventHandler {
   ) {}
 
   /**
-   * Held-back retrains are looked at again when their cooldown ends, not only at the client's
-   * next event: the sweep is scheduled every tenth of the cooldown (0.25–5 s), as late as one may come.
+   * Held-back retrains are looked at again when their cooldown or quiet wait ends, not only at the
+   * client's next event: the sweep is scheduled every tenth of the cooldown or half the quiet gap,
+   * whichever is shorter (0.25–5 s), as late as one may come.
    */
   async init(ctx: ProcessorContext): Promise<void> {
     this.logger = ctx.logger.child({ processor: 'triggers' });
     this.emit = ctx.emit;
-    const every = Math.min(5_000, Math.max(250, this.opts.trigger.cooldownMs / 10));
+    const t = this.opts.trigger;
+    const every = Math.min(5_000, Math.max(250, Math.min(t.cooldownMs / 10, t.quietMs > 0 ? t.quietMs / 2 : Infinity)));
     ctx.schedule('retrain-sweep', every, async (owned) => {
       await this.sweep((topic, partition) => owned.owns(topic as TopicName, partition));
     });
@@ -111,9 +113,11 @@ export class TriggerProcessor implements EventHandler {
       if ((s.offsets[offsetKey] ?? -1) >= offset) continue; // redelivered: already applied
       s.offsets[offsetKey] = offset;
       changed.add(ev.clientId);
-      if (!this.fold(s, r, logger)) continue;
-      const d = decideRetrain(s, ev.occurredAt, this.opts.trigger);
+      const wallNow = Date.now();
+      if (!this.fold(s, r, logger, wallNow)) continue;
+      const d = decideRetrain(s, ev.occurredAt, this.opts.trigger, wallNow);
       if (d.kind === 'hold') {
+        if (d.blockedBy === 'QUIET') s.waitingSince ??= wallNow;
         held.set(ev.clientId, this.dueAt(s, d));
         logger.info({ clientId: ev.clientId, reason: d.reason, detail: d.detail, blockedBy: d.blockedBy }, 'retrain wanted but held back');
       } else if (d.kind === 'request') {
@@ -145,9 +149,14 @@ export class TriggerProcessor implements EventHandler {
     await execPipeline(save, 'saving trigger state');
   }
 
-  /** When a held decision should be looked at again: when what holds it back ends. */
+  /**
+   * When a held decision should be looked at again: when what holds it back ends. Cooldown and
+   * outstanding timeouts are in event time, the quiet wait in processing time (the sweep compares
+   * both with its clock).
+   */
   private dueAt(s: ClientTriggerState, d: Extract<Decision, { kind: 'hold' }>): number {
     const t = this.opts.trigger;
+    if (d.blockedBy === 'QUIET') return Math.min((s.lastExampleSeenAt ?? 0) + t.quietMs, (s.waitingSince ?? 0) + t.quietMaxWaitMs);
     return d.blockedBy === 'OUTSTANDING' && s.outstanding ? s.outstanding.at + t.outstandingTimeoutMs : (s.lastRequestAt ?? 0) + t.cooldownMs;
   }
 
@@ -165,6 +174,9 @@ export class TriggerProcessor implements EventHandler {
     s.baselineExamples = s.examples;
     s.labelsChanged = false;
     s.qualityAlert = null;
+    s.thin = null;
+    s.waitingSince = null;
+    s.labelCountsAtRequest = { ...s.labelCounts };
     logger.info({ clientId, reason: d.reason, detail: d.detail, retrainEventId: req.eventId }, 'retrain requested');
     return req;
   }
@@ -190,13 +202,17 @@ export class TriggerProcessor implements EventHandler {
         const s = states.get(clientId)!;
         const home = Object.keys(s.offsets)[0]?.split('/');
         if (!home || !owns(home[0]!, Number(home[1]))) continue;
-        const d = decideRetrain(s, now, this.opts.trigger);
+        const d = decideRetrain(s, now, this.opts.trigger, now);
         if (d.kind === 'request') {
           // Derived from the state it was decided on: a crash before the save re-sends the same id.
           const cause = `sweep:${clientId}:${s.lastRequestAt}:${s.examples}:${s.lastLabelChangeEventId}:${s.qualityAlert}`;
           requests.push(this.request(s, clientId, d, cause, now, logger));
           changed.add(clientId);
         } else if (d.kind === 'hold') {
+          if (d.blockedBy === 'QUIET' && s.waitingSince === null) {
+            s.waitingSince = now;
+            changed.add(clientId);
+          }
           held.set(clientId, this.dueAt(s, d));
         } else {
           done.push(clientId);
@@ -210,11 +226,12 @@ export class TriggerProcessor implements EventHandler {
   }
 
   /** Folds one event into the state; returns whether the policy should be evaluated after it. */
-  private fold(s: ClientTriggerState, r: EventRecord, logger: Logger): boolean {
+  private fold(s: ClientTriggerState, r: EventRecord, logger: Logger, wallNow: number): boolean {
     const ev = r.event;
     switch (ev.name) {
       case 'LabeledExample':
         s.examples++;
+        s.lastExampleSeenAt = wallNow;
         s.lastExampleEventId = ev.value.eventId;
         s.labelCounts[ev.value.label] = (s.labelCounts[ev.value.label] ?? 0) + 1;
         return true;
@@ -248,12 +265,21 @@ export class TriggerProcessor implements EventHandler {
         const e = ev.value;
         const ended = s.outstanding !== null && (e.retrainEventId === s.outstanding.eventId || e.retrainEventId === null);
         if (ended && e.retrainEventId !== null && !e.dataComplete) s.incomplete = s.outstanding!.reason ?? 'NEW_DATA';
+        // Refused because a label had too few examples (typically a new team announced before its
+        // examples were read): ask again as soon as such a label has enough, not at the next threshold.
+        if (ended && e.retrainEventId === s.outstanding!.eventId && e.reasons.includes('LABEL_TOO_FEW_EXAMPLES')) {
+          s.thin = { reason: s.outstanding!.reason ?? 'NEW_DATA', counts: s.labelCountsAtRequest };
+        }
         if (ended) s.outstanding = null;
         logger.info({ clientId: e.clientId, reasons: e.reasons, stage: e.stage }, 'retrain rejected; waiting for new data or signals');
         return ended;
       }
       case 'QualityAlert': {
         const e = ev.value;
+        // A drop or a biased model is what a retrain on fresh data can fix. A segment gap needs
+        // data of that segment (a retrain on the same data serves it as badly), and a regression is
+        // answered by the monitor's rollback: neither asks for a retrain.
+        if (e.kind === 'SEGMENT_GAP' || e.kind === 'MODEL_REGRESSION') return false;
         s.qualityAlert = `${e.kind}: ${e.metric}${e.label ? ` of ${e.label}` : ''} fell ${e.dropPercent.toFixed(1)}% (${e.previousValue.toFixed(3)} -> ${e.currentValue.toFixed(3)})${e.modelVersion ? ` on ${e.modelVersion}` : ''}`;
         return true;
       }

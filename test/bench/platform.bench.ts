@@ -9,12 +9,18 @@
  *    in words no other team uses. Freshness = from producing those labelled events to the first
  *    prediction, served by the server, that answers the new team for a probe text — proof that a
  *    model trained on them is serving. A watcher on `models` tells when to start asking.
- * 2. The component benchmarks (every `bench:<area>` script in package.json), run as child
+ * 2. A bulk import: one new client's 20,000 labelled examples (and its labels) produced as fast as
+ *    the producer goes, while the 100 clients' traffic continues; measured from the import's last
+ *    event to the first served model trained on ≥ 99% of it (by the watermark of the retrain it
+ *    answered: the examples the trigger had seen when it asked, which the trainer waits for).
+ * 3. The component benchmarks (every `bench:<area>` script in package.json), run as child
  *    processes after the freshness run (so they do not share the CPU with it); their markdown
  *    tables are collected into this report.
  *
  * Flags: --clients N (default 100), --probes N (default = clients), --rate R (requests/s,
- * default 20), --skip-components, --write (writes docs/benchmarks/platform.md).
+ * default 20), --import N (examples of the bulk import, default 20000; 0 skips it), --import-only
+ * (no 100 clients, no probes: only the import, on an idle platform), --skip-components, --write
+ * (writes docs/benchmarks/platform.md).
  */
 import { execSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -27,6 +33,8 @@ import type { AnyEvent } from '../../streams/index.ts';
 import { startSession } from '../../simulator/session.ts';
 import { Simulator } from '../../simulator/simulator.ts';
 import { generatedClients } from '../../simulator/workload.ts';
+import { generateClient } from '../quality/workload.ts';
+import type { Session } from '../../simulator/session.ts';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(`--${name}`);
@@ -37,6 +45,9 @@ const option = (name: string, def: number) => {
 const CLIENTS = option('clients', 100);
 const PROBES = Math.min(option('probes', CLIENTS), CLIENTS);
 const RATE = option('rate', 20);
+const IMPORT_EXAMPLES = option('import', 20_000);
+const IMPORT_ONLY = flag('import-only');
+const IMPORT_TIMEOUT_MS = 5 * 60_000;
 const PROBE_SPACING_MS = 500;
 const PROBE_TIMEOUT_MS = 180_000;
 const FIRST_MODELS_TIMEOUT_MS = 15 * 60_000;
@@ -62,17 +73,9 @@ interface Probe {
   rejections: string[];
 }
 
-async function measureFreshness() {
+async function measureFreshness(session: Session, afterProbes: () => Promise<void>) {
   const clients = generatedClients(CLIENTS);
-  say(`starting the platform and ${CLIENTS} clients …`);
-  const session = await startSession({
-    noSimulator: true,
-    platformEnv: {
-      // Probes add a team: LABELS_CHANGED retrains at once (cooldown from the previous request).
-      EDDY_TRIGGER_COOLDOWN_MS: '5000',
-      EDDY_TRIGGER_MIN_EXAMPLES: '40',
-    },
-  });
+  say(`starting ${CLIENTS} clients …`);
   const probes = new Map<string, Probe>();
   let simulator: Simulator | undefined;
   const watcher = session.streams.consumer({
@@ -152,6 +155,8 @@ async function measureFreshness() {
       await sleep(200);
     }
     await probing;
+    // The bulk import runs while the clients' traffic goes on, after the probes (not to disturb them).
+    await afterProbes();
     const all = [...probes.values()];
     // A probe never served counts as infinitely late: quantiles are over ALL probes, not the served ones.
     const fresh = all.map((p) => (p.servedAt ? p.servedAt - p.producedAt : Infinity)).sort((a, b) => a - b);
@@ -182,7 +187,92 @@ async function measureFreshness() {
   } finally {
     await simulator?.stop().catch(() => undefined);
     await watcher.stop().catch(() => undefined);
-    await session.stop();
+  }
+}
+
+interface ImportResult {
+  examples: number;
+  labels: number;
+  produceS: number;
+  /** Last event produced -> a served model trained on >= 99% of the import (null: not within the timeout). */
+  servedAfterMs: number | null;
+  version: string | null;
+  coverage: number;
+  trainingExamples: number | null;
+  trainingMs: number | null;
+  /** Every version published for the client, in order: what it covered, when after the last event. */
+  versions: Array<{ version: string; coverage: number; afterLastEventMs: number; reason: string }>;
+  rejections: string[];
+}
+
+/**
+ * One new client's history produced at once (LabelSetChanged per label, then the examples in
+ * batches of 1,000 through the real producer), then: how long after the last event does the
+ * server serve a model trained on >= 99% of it.
+ */
+async function measureImport(session: Session): Promise<ImportResult> {
+  const c = generateClient({ clientId: 'bulk-import', examples: IMPORT_EXAMPLES, labels: 10, noise: 0.05, seed: 2026 });
+  const requests = new Map<string, { position: number; reason: string }>();
+  const position = new Map<string, number>();
+  const published: Array<{ m: ModelPublished; at: number }> = [];
+  const rejections: string[] = [];
+  const watcher = session.streams.consumer({
+    group: `${session.id}.bench-import`, topics: ['models', 'retrain-requests'], fromBeginning: false,
+    handler: {
+      async handle(records) {
+        for (const r of records) {
+          const e = r.event;
+          if (e.value.clientId !== c.clientId) continue;
+          if (e.name === 'RetrainRequested') requests.set(e.value.eventId, { position: position.get(e.value.dataAsOf?.examplesEventId ?? '') ?? 0, reason: e.value.reason });
+          else if (e.name === 'ModelPublished') published.push({ m: e.value, at: Date.now() });
+          else if (e.name === 'ModelRejected') rejections.push(`${e.value.stage}: ${e.value.reasons.join(',')}`);
+        }
+      },
+    },
+  });
+  const assigned = watcher.waitForAssignment(60_000);
+  await watcher.start();
+  await assigned;
+  try {
+    say(`importing ${c.examples.length} examples of one new client …`);
+    const startedAt = Date.now();
+    await session.streams.producer.sendAll(c.labels.map((l): AnyEvent => ({
+      name: 'LabelSetChanged', value: { eventId: randomUUID(), clientId: c.clientId, occurredAt: Date.now(), change: 'ADDED', label: l.name, previousLabel: null, description: l.description, keywords: l.keywords },
+    })));
+    for (let i = 0; i < c.examples.length; i += 1000) {
+      await session.streams.producer.sendAll(c.examples.slice(i, i + 1000).map((e, j): AnyEvent => {
+        const eventId = randomUUID();
+        position.set(eventId, i + j + 1);
+        return { name: 'LabeledExample', value: { eventId, clientId: c.clientId, occurredAt: Date.now(), exampleId: e.exampleId, text: e.text, label: e.label, source: 'IMPORT', metadata: e.metadata, predictionId: null } };
+      }));
+    }
+    const lastEventAt = Date.now();
+    say(`imported in ${((lastEventAt - startedAt) / 1000).toFixed(1)} s; waiting for a served model trained on >= 99% of it …`);
+    const coverage = (m: ModelPublished) => (m.retrainEventId ? requests.get(m.retrainEventId)?.position ?? 0 : 0) / c.examples.length;
+    let served: { m: ModelPublished; at: number } | undefined;
+    while (!served && Date.now() - lastEventAt < IMPORT_TIMEOUT_MS) {
+      const full = published.filter((p) => coverage(p.m) >= 0.99);
+      if (full.length > 0) {
+        // Served = the server answers with such a version (it loads a client's model on its first request).
+        const res = await fetch(`${session.serverUrls[0]}/v1/clients/${c.clientId}/predict`, {
+          method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${session.apiKey}` },
+          body: JSON.stringify({ text: c.examples[0]!.text }), signal: AbortSignal.timeout(5000),
+        }).catch(() => undefined);
+        const body = res?.ok ? ((await res.json()) as { modelVersion: string | null }) : undefined;
+        const hit = full.find((p) => p.m.modelVersion === body?.modelVersion);
+        if (hit) served = { m: hit.m, at: Date.now() };
+      }
+      if (!served) await sleep(100);
+    }
+    return {
+      examples: c.examples.length, labels: c.labels.length, produceS: (lastEventAt - startedAt) / 1000,
+      servedAfterMs: served ? served.at - lastEventAt : null, version: served?.m.modelVersion ?? null, coverage: served ? coverage(served.m) : 0,
+      trainingExamples: served?.m.trainingExamples ?? null, trainingMs: served?.m.trainingMs ?? null,
+      versions: published.map((p) => ({ version: p.m.modelVersion, coverage: coverage(p.m), afterLastEventMs: p.at - lastEventAt, reason: (p.m.retrainEventId && requests.get(p.m.retrainEventId)?.reason) || '?' })),
+      rejections,
+    };
+  } finally {
+    await watcher.stop().catch(() => undefined);
   }
 }
 
@@ -233,17 +323,34 @@ function machine(): string {
 }
 
 const started = new Date();
-const f = await measureFreshness();
+say('starting the platform …');
+const session = await startSession({
+  noSimulator: true,
+  platformEnv: {
+    // Probes add a team: LABELS_CHANGED retrains at once (cooldown from the previous request).
+    EDDY_TRIGGER_COOLDOWN_MS: '5000',
+    EDDY_TRIGGER_MIN_EXAMPLES: '40',
+  },
+});
+let f: Awaited<ReturnType<typeof measureFreshness>> | undefined;
+let imported: ImportResult | undefined;
+try {
+  const runImport = async () => {
+    if (IMPORT_EXAMPLES > 0) imported = await measureImport(session);
+  };
+  if (IMPORT_ONLY) await runImport();
+  else f = await measureFreshness(session, runImport);
+} finally {
+  await session.stop();
+}
 const components = flag('skip-components') ? [] : await componentBenchmarks();
 
-const perModel = f.loadedModels > 0 ? f.loadedBytes / f.loadedModels : NaN;
-const artifactAvg = f.artifacts > 0 ? f.artifactBytes / f.artifacts : NaN;
 const gb = (bytes: number) => `${(bytes / 1024 ** 3).toFixed(2)} GB`;
 const lines: string[] = [];
 lines.push('# Platform benchmark (end to end)');
 lines.push('');
 const shownArgs = args.filter((a) => a !== '--write');
-lines.push(`- command: \`npm run bench${shownArgs.length ? ` -- ${shownArgs.join(' ')}` : ''}\` (clients ${f.clients}, probes ${f.probes}, ${f.rate} requests/s background traffic)`);
+lines.push(`- command: \`npm run bench${shownArgs.length ? ` -- ${shownArgs.join(' ')}` : ''}\`${f ? ` (clients ${f.clients}, probes ${f.probes}, ${f.rate} requests/s background traffic)` : ''}`);
 lines.push(`- date: ${started.toISOString()}`);
 lines.push(`- machine: ${machine()}`);
 // The load average says whether anything else competed for the 2 cores during the run.
@@ -254,21 +361,35 @@ lines.push('## Headline');
 lines.push('');
 lines.push('| figure | Eddy, this run | reference platform (published) | target |');
 lines.push('|---|---|---|---|');
-lines.push(`| freshness p50: labelled event produced -> prediction served by a model trained on it, ${f.clients} active clients | ${secs(f.freshness.p50)} | 15–30 min | ≤ 10 s |`);
-lines.push(`| freshness p90 / p99 (a probe never served counts as never) | ${secs(f.freshness.p90)} / ${secs(f.freshness.p99)} (${f.served}/${f.probes} probes served, slowest served ${secs(f.freshness.maxServed)}${f.unserved ? `; ${f.unserved} not served within ${PROBE_TIMEOUT_MS / 60000} min` : ''}) | 15–30 min | ≤ 60 s |`);
-lines.push(`| of which produced -> ModelPublished seen, p50 / p99 | ${secs(f.toPublish.p50)} / ${secs(f.toPublish.p99)} | | |`);
-lines.push(`| first model after sign-up, ${f.clients} clients signing up at once: p50 / p99 / all | ${secs(f.firstModel.p50)} / ${secs(f.firstModel.p99)} / ${secs(f.firstModel.all)} | | |`);
-lines.push(`| loaded model memory in the server | ${Number.isFinite(perModel) ? `${(perModel / 1024).toFixed(1)} KB/model (${f.loadedModels} loaded) -> 25,000 models ≈ ${gb(perModel * 25_000)}` : 'n/a'} | 25,000 client models in 10 GB (≈ 420 KB/model) | |`);
-lines.push(`| model artifact on disk | ${Number.isFinite(artifactAvg) ? `${(artifactAvg / 1024).toFixed(1)} KB/version (${f.artifacts} files) -> 25,000 models ≈ ${gb(artifactAvg * 25_000)}` : 'n/a'} | | |`);
-if (f.unserved) {
+if (f) {
+  const perModel = f.loadedModels > 0 ? f.loadedBytes / f.loadedModels : NaN;
+  const artifactAvg = f.artifacts > 0 ? f.artifactBytes / f.artifacts : NaN;
+  lines.push(`| freshness p50: labelled event produced -> prediction served by a model trained on it, ${f.clients} active clients | ${secs(f.freshness.p50)} | 15–30 min | ≤ 10 s |`);
+  lines.push(`| freshness p90 / p99 (a probe never served counts as never) | ${secs(f.freshness.p90)} / ${secs(f.freshness.p99)} (${f.served}/${f.probes} probes served, slowest served ${secs(f.freshness.maxServed)}${f.unserved ? `; ${f.unserved} not served within ${PROBE_TIMEOUT_MS / 60000} min` : ''}) | 15–30 min | ≤ 60 s |`);
+  lines.push(`| of which produced -> ModelPublished seen, p50 / p99 | ${secs(f.toPublish.p50)} / ${secs(f.toPublish.p99)} | | |`);
+  lines.push(`| first model after sign-up, ${f.clients} clients signing up at once: p50 / p99 / all | ${secs(f.firstModel.p50)} / ${secs(f.firstModel.p99)} / ${secs(f.firstModel.all)} | | |`);
+  lines.push(`| loaded model memory in the server | ${Number.isFinite(perModel) ? `${(perModel / 1024).toFixed(1)} KB/model (${f.loadedModels} loaded) -> 25,000 models ≈ ${gb(perModel * 25_000)}` : 'n/a'} | 25,000 client models in 10 GB (≈ 420 KB/model) | |`);
+  lines.push(`| model artifact on disk | ${Number.isFinite(artifactAvg) ? `${(artifactAvg / 1024).toFixed(1)} KB/version (${f.artifacts} files) -> 25,000 models ≈ ${gb(artifactAvg * 25_000)}` : 'n/a'} | | |`);
+}
+const im = imported;
+if (im) {
+  lines.push(`| bulk import: ${im.examples.toLocaleString('en')} examples of one new client (${im.labels} labels, produced in ${im.produceS.toFixed(1)} s${f ? `, while the ${f.clients} clients' traffic went on` : ', idle platform'}) -> served by a model trained on ≥ 99% of it, after the last event | ${im.servedAfterMs === null ? `not within ${IMPORT_TIMEOUT_MS / 60000} min` : `${secs(im.servedAfterMs)} (${im.version}: ${(100 * im.coverage).toFixed(1)}% of the import by its watermark, trainingExamples ${im.trainingExamples}, trained in ${secs(im.trainingMs ?? NaN)})`} | | ≤ 30 s |`);
+}
+if (f?.unserved) {
   lines.push('');
   lines.push('Probes never served, by what the trainer answered to their retrains:');
   for (const [why, n] of f.unservedReasons) lines.push(`- ${n} × ${why}`);
 }
-lines.push('');
-lines.push(`During the run: ${f.requests.http} HTTP and ${f.requests.kafka} Kafka predictions (${f.requests.failed} failed), ${f.versions} model versions published, ${f.rejected} candidates rejected by the trainer.`);
-lines.push('');
-lines.push('Freshness is measured per probe: a new team plus 12 labelled tickets in words no other team uses, for one client at a time (every 0.5 s); the clock stops at the first prediction the server answers with the new team for a probe text. Trigger settings: `simulator/session.ts` FAST_PLATFORM_ENV with `EDDY_TRIGGER_COOLDOWN_MS=5000`.');
+if (im) {
+  lines.push('');
+  lines.push(`Bulk import, every version published for the client (reason, share of the import its retrain's watermark covered, seen after the last event): ${im.versions.map((v) => `${v.version} ${v.reason} ${(100 * v.coverage).toFixed(1)}% at ${secs(v.afterLastEventMs)}`).join('; ') || 'none'}${im.rejections.length ? `; rejected: ${im.rejections.join('; ')}` : ''}.`);
+}
+if (f) {
+  lines.push('');
+  lines.push(`During the run: ${f.requests.http} HTTP and ${f.requests.kafka} Kafka predictions (${f.requests.failed} failed), ${f.versions} model versions published, ${f.rejected} candidates rejected by the trainer.`);
+  lines.push('');
+  lines.push('Freshness is measured per probe: a new team plus 12 labelled tickets in words no other team uses, for one client at a time (every 0.5 s); the clock stops at the first prediction the server answers with the new team for a probe text. Trigger settings: `simulator/session.ts` FAST_PLATFORM_ENV with `EDDY_TRIGGER_COOLDOWN_MS=5000`.');
+}
 for (const c of components) {
   lines.push('');
   lines.push(`## ${c.area} (\`${c.command}\`)${c.ok ? '' : ' — FAILED in this run'}`);
