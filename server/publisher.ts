@@ -136,7 +136,6 @@ export class PredictionPublisher {
     }
     this.inFlight++;
     this.outbox.push(event);
-    serverMetrics.bufferSize().set(this.inFlight);
     if (this.outbox.length >= POST_BATCH) this.postNow();
     else this.postTimer ??= setTimeout(() => this.postNow(), POST_INTERVAL_MS);
   }
@@ -147,6 +146,8 @@ export class PredictionPublisher {
     if (this.outbox.length === 0) return;
     const events = this.outbox;
     this.outbox = [];
+    // The gauge follows hand-overs (every POST_INTERVAL_MS at most), not every event.
+    serverMetrics.bufferSize().set(this.inFlight);
     this.channel.post(events);
   }
 
