@@ -136,9 +136,14 @@ async function runFloor(): Promise<void> {
   process.stdout.write(JSON.stringify({ url }) + '\n');
 }
 
+/** Node flags for the load generator and the floor: this process's, without profiling (a profile is of the server). */
+function childArgv(): string[] {
+  return process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--heap-prof'));
+}
+
 function startFloor(): Promise<{ url: string; cpuUs(): Promise<number>; close(): void }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--heap-prof')), fileURLToPath(import.meta.url), 'floor'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'floor'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.on('error', reject);
     child.stdout.on('data', (d: Buffer) => {
@@ -205,7 +210,7 @@ async function measured(opts: LoadOptions): Promise<Measured> {
 
 function load(opts: LoadOptions): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), 'load', JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'load', JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.on('error', reject);
