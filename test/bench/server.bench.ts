@@ -20,6 +20,13 @@
  * on the request thread, the publisher on the request thread, and publishing off (reference);
  * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
  *
+ * First (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
+ * Eddy against the floor, a bare Fastify route with the same body schema answering a fixed
+ * prediction in a process of its own, in alternating rounds (BENCH_SERVER_FLOOR_ROUNDS, default
+ * 3): CPU per request of each and the ratio, bytes allocated per prediction, p99 and the share of
+ * defaulted features at the fixed rate, batch predict throughput (10 and 100 per request).
+ * BENCH_SERVER_PROFILE=<dir> adds a profiled run (CPU and allocation sampling) written there.
+ *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
  * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
  * BENCH_SERVER_RELOAD_ROUNDS (default 3), BENCH_SERVER_AB (0 skips the A/B).
@@ -315,6 +322,29 @@ async function floorSection(ctx: {
     rows.push(['allocated per prediction (request thread)', `median ${(median(ratios.alloc) / 1024).toFixed(2)} KB (runs: ${ratios.alloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB)`]);
     rows.push([`p99 at ${rate} req/s, ${k} models`, `median ${median(ratios.p99).toFixed(2)} ms (rounds: ${f(ratios.p99, 2)} ms)`]);
     rows.push([`predictions with defaulted features at ${rate} req/s`, `${ratios.defaulted.map((x) => `${(x * 100).toFixed(3)}%`).join(', ')}`]);
+    const profileDir = process.env.BENCH_SERVER_PROFILE;
+    if (profileDir) {
+      // A profiled run of its own (profiling slows the server; the rounds above are unprofiled):
+      // the request thread's CPU profile and allocation samples (objects collected by GC included,
+      // so it shows the allocation rate, not what is live), for test/bench/profile-stages.ts.
+      const { Session } = await import('node:inspector/promises');
+      const session = new Session();
+      session.connect();
+      await session.post('Profiler.enable');
+      await session.post('HeapProfiler.enable');
+      await session.post('Profiler.setSamplingInterval', { interval: 100 });
+      await session.post('Profiler.start');
+      await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
+      const r = await load({ ...base, clients: k, mode: 'random', durationS: seconds });
+      const { profile: heapProfile } = await session.post('HeapProfiler.stopSampling');
+      const { profile } = await session.post('Profiler.stop');
+      session.disconnect();
+      await fs.mkdir(profileDir, { recursive: true });
+      await fs.writeFile(path.join(profileDir, 'eddy.cpuprofile'), JSON.stringify(profile));
+      await fs.writeFile(path.join(profileDir, 'eddy.heapprofile'), JSON.stringify(heapProfile));
+      await fs.writeFile(path.join(profileDir, 'requests.txt'), String(r.requests));
+      say(`profiled ${r.requests} requests into ${profileDir} (tsx test/bench/profile-stages.ts ${profileDir}/eddy.cpuprofile ${profileDir}/eddy.heapprofile ${r.requests})`);
+    }
     for (const batch of [10, 100]) {
       say(`batch predict: ${batch} items per request, max throughput over ${k} models`);
       global.gc?.();
