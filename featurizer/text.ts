@@ -244,6 +244,18 @@ export class TextFeaturizer {
  * open-addressing table (linear probing) over typed arrays, cleared by bumping a generation
  * stamp instead of zeroing. Only the returned vector is allocated per call.
  */
+function insertionSort(a: Uint32Array): void {
+  for (let i = 1; i < a.length; i++) {
+    const x = a[i]!;
+    let j = i - 1;
+    while (j >= 0 && a[j]! > x) {
+      a[j + 1] = a[j]!;
+      j--;
+    }
+    a[j + 1] = x;
+  }
+}
+
 class FeatureTable {
   ids = new Uint32Array(64);
   values = new Float64Array(64);
@@ -311,7 +323,11 @@ class FeatureTable {
 
   toVector(): SparseVector {
     const n = this.size;
-    const ids = this.ids.slice(0, n).sort();
+    const ids = this.ids.slice(0, n);
+    // A prediction has a few dozen ids: insertion sort in place allocates nothing, where
+    // TypedArray.prototype.sort copies into a temporary array first.
+    if (n <= 128) insertionSort(ids);
+    else ids.sort();
     const out = new Float32Array(n);
     if (n > 0) {
       // Entry of each id, found again through the table (ids are unique).
