@@ -20,7 +20,7 @@
  * on the request thread, the publisher on the request thread, and publishing off (reference);
  * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
  *
- * First (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
+ * After the cold loads (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
  * Eddy against the floor, a bare Fastify route with the same body schema answering a fixed
  * prediction in a process of its own, in alternating rounds (BENCH_SERVER_FLOOR_ROUNDS, default
  * 3): CPU per request of each and the ratio, bytes allocated per prediction, p99 and the share of
@@ -441,12 +441,11 @@ async function main(): Promise<void> {
     // Warm the JIT and connections on a few clients (their loads are excluded from the cold numbers).
     await load({ ...base, clients: 50, mode: 'random', durationS: 3 });
 
-    if ((process.env.BENCH_SERVER_FLOOR ?? '1') !== '0') {
+    const FLOOR = (process.env.BENCH_SERVER_FLOOR ?? '1') !== '0';
+    if (ONLY_FLOOR) {
       await floorSection({ server, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
-      if (ONLY_FLOOR) {
-        report();
-        return;
-      }
+      report();
+      return;
     }
     loadMs.length = 0;
     global.gc?.();
@@ -470,6 +469,8 @@ async function main(): Promise<void> {
     rows.push(['memory per loaded model', `${(stats.bytes / stats.models / 1024).toFixed(1)} KiB typed arrays (Predictor.memoryBytes) + ${perModel(memBefore.heapUsed, memAfter.heapUsed)} JS heap (measured after GC); RSS delta ${perModel(rssBefore, rssAfter)} (RSS reuses pages freed after the setup, so it understates)`]);
     rows.push(['process RSS', `${(rssStart / 2 ** 20).toFixed(0)} MiB at start, ${(rssBefore / 2 ** 20).toFixed(0)} MiB ready, ${(rssAfter / 2 ** 20).toFixed(0)} MiB with ${stats.models} models`]);
 
+    // After the cold scenario (the floor section warms k models first).
+    if (FLOOR) await floorSection({ server, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
     say(`max throughput over ${k} models`);
     table.push({ scenario: `max throughput, ${k} models`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
     say(`max throughput over ${N} models`);
