@@ -23,6 +23,55 @@ export function metric<T extends client.Metric>(name: string, create: () => T): 
 
 export { client as prom };
 
+/** One label set of a {@link HotCounter}: `n` counts up on the hot path. */
+export interface CounterCell {
+  n: number;
+}
+
+const hotCounters = new Map<string, HotCounter<string>>();
+
+/**
+ * A counter for the request path. prom-client's `inc(labels)` builds a key string from the label
+ * object on every call; here each label set is a cell whose `n` is a plain number, added to the
+ * prom-client counter when the registry is read (prom-client's `collect` hook, so /metrics and
+ * `get()` see every increment). Created once per name, like {@link metric}.
+ */
+export class HotCounter<L extends string> {
+  private readonly cells = new Map<string, { labels: Partial<Record<L, string | number>>; cell: CounterCell }>();
+  readonly counter: client.Counter<L>;
+
+  private constructor(config: client.CounterConfiguration<L>) {
+    this.counter = metric(config.name, () => new client.Counter<L>({ ...config, collect: () => this.flush() }));
+  }
+
+  static of<L extends string>(config: client.CounterConfiguration<L>): HotCounter<L> {
+    let hot = hotCounters.get(config.name) as HotCounter<L> | undefined;
+    if (!hot) hotCounters.set(config.name, (hot = new HotCounter<L>(config) as unknown as HotCounter<string>) as unknown as HotCounter<L>);
+    return hot;
+  }
+
+  /** The cell of one label set: look it up once and keep it (the lookup builds a key). */
+  cell(labels: Partial<Record<L, string | number>> = {}): CounterCell {
+    const key = JSON.stringify(labels);
+    let entry = this.cells.get(key);
+    if (!entry) {
+      entry = { labels, cell: { n: 0 } };
+      this.cells.set(key, entry);
+      // The series exists from its first cell on (0 until counted), as prom-client's would after inc(0).
+      this.counter.inc(labels, 0);
+    }
+    return entry.cell;
+  }
+
+  private flush(): void {
+    for (const { labels, cell } of this.cells.values()) {
+      if (cell.n === 0) continue;
+      this.counter.inc(labels, cell.n);
+      cell.n = 0;
+    }
+  }
+}
+
 /** Something that samples on its own schedule while the endpoint is up (the consumer-lag collector). */
 export interface MetricsSampler {
   start(): void;

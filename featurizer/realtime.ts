@@ -89,12 +89,24 @@ export function pairsToObject(flat: readonly string[]): Record<string, string> {
   return out;
 }
 
+/** The answer when Redis is down or late (shared: callers only read it). */
+const DEFAULTED: { features: RealtimeFeatures; defaulted: boolean } = Object.freeze({ features: Object.freeze({}), defaulted: true });
+/** The answer for a request that names no entity. */
+const NONE: { features: RealtimeFeatures; defaulted: boolean } = Object.freeze({ features: Object.freeze({}), defaulted: false });
+
 /**
  * Reads the real-time features for a request at serving time. Never throws: when Redis is down
  * or slower than `timeoutMs`, it returns no features and `defaulted: true` (the model then
  * predicts from the text alone, and the prediction records that it did).
+ *
+ * The deadline measures Redis, not this process: when the timer fires, the answer may already be
+ * in the socket, unread, because the event loop was busy (a GC pause, a burst of requests);
+ * timers run before the loop polls sockets. So the deadline takes effect one loop turn later
+ * (setImmediate runs after the poll phase), and an answer that had arrived in time is used.
+ * Measured at 5,000 req/s on the 2-core machine: 6–14 % of predictions defaulted without this,
+ * docs/benchmarks/server.md has the figure with it.
  */
-export async function readRealtimeFeatures(
+export function readRealtimeFeatures(
   redis: Redis,
   keyPrefix: string,
   clientId: string,
@@ -102,22 +114,28 @@ export async function readRealtimeFeatures(
   opts: { timeoutMs: number; nowMs?: number },
 ): Promise<{ features: RealtimeFeatures; defaulted: boolean }> {
   const entities = entitiesOf(metadata);
-  if (entities.length === 0) return { features: {}, defaulted: false };
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    // Separate commands, not a MULTI-less pipeline: with ioredis auto-pipelining (the server's
-    // client) the reads of every request handled in one event-loop turn share one socket write.
-    const read = Promise.all(entities.map((e) => redis.hgetall(featureKeys.entity(keyPrefix, clientId, e.field, e.value))));
-    read.catch(() => undefined); // a late failure after the timeout must not become unhandled
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), opts.timeoutMs);
-    });
-    const states = await Promise.race([read, timeout]);
-    if (states === 'timeout') return { features: {}, defaulted: true };
-    return { features: featuresFromState(entities, states, opts.nowMs ?? Date.now()), defaulted: false };
-  } catch {
-    return { features: {}, defaulted: true };
-  } finally {
-    if (timer) clearTimeout(timer);
-  }
+  if (entities.length === 0) return Promise.resolve(NONE);
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (r: { features: RealtimeFeatures; defaulted: boolean }) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(r);
+    };
+    const timer = setTimeout(() => setImmediate(() => finish(DEFAULTED)), opts.timeoutMs);
+    try {
+      // Separate commands, not a MULTI-less pipeline: with ioredis auto-pipelining (the server's
+      // client) the reads of every request handled in one event-loop turn share one socket write.
+      // A late failure after the deadline is swallowed by the same handler (never unhandled).
+      Promise.all(entities.map((e) => redis.hgetall(featureKeys.entity(keyPrefix, clientId, e.field, e.value)))).then(
+        (states) => {
+          if (!settled) finish({ features: featuresFromState(entities, states, opts.nowMs ?? Date.now()), defaulted: false });
+        },
+        () => finish(DEFAULTED),
+      );
+    } catch {
+      finish(DEFAULTED);
+    }
+  });
 }

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { serverMetrics } from './metrics.ts';
+import type { CounterCell } from '../common/metrics.ts';
+import { hotMetrics, serverMetrics } from './metrics.ts';
 import { errorSchema, MAX_PARAM_LENGTH, sendError, toErrorReply } from './http/plumbing.ts';
 import { serverRoutes, type AppDeps } from './http/routes.ts';
 
@@ -40,16 +41,18 @@ export function createApp(deps: AppDeps): FastifyInstance {
   });
   // Every server metric exists from the start (a counter that is absent until its first event reads as "no data").
   for (const create of Object.values(serverMetrics)) create();
-  const requests = serverMetrics.requests();
+  const requests = hotMetrics.requests();
   const latency = serverMetrics.requestSeconds();
-  // Per-route children are cached: label lookups are on every request's path.
-  const latencyByRoute = new Map<string, ReturnType<typeof latency.labels>>();
+  // Per-route series are looked up once (label objects are hashed into keys on every lookup).
+  const byRoute = new Map<string, { latency: ReturnType<typeof latency.labels>; status: Map<number, CounterCell> }>();
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
-    requests.inc({ route, status: String(reply.statusCode) });
-    let child = latencyByRoute.get(route);
-    if (!child) latencyByRoute.set(route, (child = latency.labels(route)));
-    child.observe(reply.elapsedTime / 1000);
+    let series = byRoute.get(route);
+    if (!series) byRoute.set(route, (series = { latency: latency.labels(route), status: new Map() }));
+    let count = series.status.get(reply.statusCode);
+    if (!count) series.status.set(reply.statusCode, (count = requests.cell({ route, status: String(reply.statusCode) })));
+    count.n++;
+    series.latency.observe(reply.elapsedTime / 1000);
     done();
   });
   app.register(serverRoutes, deps);

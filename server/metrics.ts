@@ -1,10 +1,21 @@
-import { metric, prom } from '../common/metrics.ts';
+import { HotCounter, metric, prom } from '../common/metrics.ts';
+
+/**
+ * The counters every request touches, as HotCounters (common/metrics.ts): a caller looks up the
+ * cell of its label set once and counts with `cell.n++`; /metrics reads the same series.
+ */
+export const hotMetrics = {
+  requests: () => HotCounter.of({ name: 'eddy_server_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'status'] }),
+  predictions: () => HotCounter.of({ name: 'eddy_server_predictions_total', help: 'Predictions by channel and variant', labelNames: ['channel', 'variant'] }),
+  featuresDefaulted: () => HotCounter.of({
+    name: 'eddy_server_features_defaulted_total', help: 'Predictions answered with default real-time features (Redis slow or down)',
+  }),
+  cacheLookups: () => HotCounter.of({ name: 'eddy_server_model_cache_total', help: 'Model lookups by result: hit (loaded), miss (loaded on demand)', labelNames: ['result'] }),
+};
 
 /** Every metric the prediction server exports on /metrics (shared registry, created once). */
 export const serverMetrics = {
-  requests: () => metric('eddy_server_requests_total', () => new prom.Counter({
-    name: 'eddy_server_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'status'],
-  })),
+  requests: () => hotMetrics.requests().counter,
   requestSeconds: () => metric('eddy_server_request_seconds', () => new prom.Histogram({
     name: 'eddy_server_request_seconds', help: 'HTTP request latency by route', labelNames: ['route'],
     buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
@@ -12,19 +23,13 @@ export const serverMetrics = {
   errors: () => metric('eddy_server_errors_total', () => new prom.Counter({
     name: 'eddy_server_errors_total', help: 'Error responses by stable error code', labelNames: ['code'],
   })),
-  predictions: () => metric('eddy_server_predictions_total', () => new prom.Counter({
-    name: 'eddy_server_predictions_total', help: 'Predictions by channel and variant', labelNames: ['channel', 'variant'],
-  })),
+  predictions: () => hotMetrics.predictions().counter,
   predictSeconds: () => metric('eddy_server_predict_seconds', () => new prom.Histogram({
     name: 'eddy_server_predict_seconds', help: 'Time to answer one prediction inside the server (features + model)', labelNames: ['channel'],
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
   })),
-  featuresDefaulted: () => metric('eddy_server_features_defaulted_total', () => new prom.Counter({
-    name: 'eddy_server_features_defaulted_total', help: 'Predictions answered with default real-time features (Redis slow or down)',
-  })),
-  cacheLookups: () => metric('eddy_server_model_cache_total', () => new prom.Counter({
-    name: 'eddy_server_model_cache_total', help: 'Model lookups by result: hit (loaded), miss (loaded on demand)', labelNames: ['result'],
-  })),
+  featuresDefaulted: () => hotMetrics.featuresDefaulted().counter,
+  cacheLookups: () => hotMetrics.cacheLookups().counter,
   loads: () => metric('eddy_server_model_loads_total', () => new prom.Counter({
     name: 'eddy_server_model_loads_total', help: 'Model loads by outcome (ok, failed) and error code', labelNames: ['outcome', 'code'],
   })),

@@ -1,6 +1,6 @@
 import { EddyError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
-import { serverMetrics } from './metrics.ts';
+import { hotMetrics, serverMetrics } from './metrics.ts';
 import type { VersionInfo } from '../models/lifecycle.ts';
 
 /**
@@ -61,6 +61,7 @@ export class ModelManager {
   private readonly loading = new Map<string, Promise<LoadedModel>>();
   private readonly failures = new Map<string, LoadFailure>();
   private loadedBytes = 0;
+  private readonly hits = hotMetrics.cacheLookups().cell({ result: 'hit' });
 
   constructor(
     private readonly loader: ArtifactLoader,
@@ -101,7 +102,7 @@ export class ModelManager {
     if (!m) return undefined;
     this.loaded.delete(key);
     this.loaded.set(key, m);
-    serverMetrics.cacheLookups().inc({ result: 'hit' });
+    this.hits.n++;
     return this.handle(m);
   }
 

@@ -2,12 +2,13 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { ServerConfig } from '../common/config.ts';
 import { apiError } from './http/plumbing.ts';
 import type { Logger } from '../common/log.ts';
+import type { CounterCell } from '../common/metrics.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { hashString } from '../featurizer/text.ts';
 import { baselinePredict } from './baseline.ts';
 import { explainBaseline } from './baseline-explain.ts';
 import { DEFAULT_EXPLAIN_TERMS, explainPrediction, type Explanation } from '../models/explain.ts';
-import { serverMetrics } from './metrics.ts';
+import { hotMetrics, serverMetrics } from './metrics.ts';
 import type { ModelHandle, ModelManager, ServablePredictor } from './model-manager.ts';
 import type { Predictor } from '../models/predictor.ts';
 import type { ClientModels, ModelRegistry, VersionInfo } from '../models/lifecycle.ts';
@@ -87,7 +88,20 @@ function isExplainable(p: ServablePredictor): p is ServablePredictor & Predictor
   return typeof (p as Partial<Predictor>).logits === 'function' && (p as Partial<Predictor>).manifest !== undefined;
 }
 
+/** Per-variant prediction counters of one channel (looked up once: see server/metrics.ts hotMetrics). */
+function variantCells(channel: Channel): Record<Variant | 'SHADOW', CounterCell> {
+  const c = hotMetrics.predictions();
+  return {
+    LIVE: c.cell({ channel, variant: 'LIVE' }), CANARY: c.cell({ channel, variant: 'CANARY' }),
+    BASELINE: c.cell({ channel, variant: 'BASELINE' }), SHADOW: c.cell({ channel, variant: 'SHADOW' }),
+  };
+}
+
 export class PredictionService {
+  private readonly predicted = { HTTP: variantCells('HTTP'), KAFKA: variantCells('KAFKA') };
+  private readonly defaulted = hotMetrics.featuresDefaulted().cell();
+  private readonly predictSeconds = { HTTP: serverMetrics.predictSeconds().labels('HTTP'), KAFKA: serverMetrics.predictSeconds().labels('KAFKA') };
+
   constructor(
     private readonly registry: ModelRegistry,
     private readonly labels: LabelDirectory,
@@ -143,7 +157,7 @@ export class PredictionService {
       // not eat the features' tight deadline. On the hot path borrowing takes microseconds.
       const f = await this.readFeatures(clientId, req.metadata);
       featuresDefaulted = f.defaulted;
-      if (f.defaulted) serverMetrics.featuresDefaulted().inc();
+      if (f.defaulted) this.defaulted.n++;
       if (handle) {
         try {
           ({ label, scores } = handle.predictor.predict(req.text, req.metadata, f.features, topK));
@@ -176,8 +190,8 @@ export class PredictionService {
       ...(explanation ? { explanation } : {}),
     };
     events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomUUID()));
-    serverMetrics.predictions().inc({ channel, variant });
-    serverMetrics.predictSeconds().observe({ channel }, latencyMs / 1000);
+    this.predicted[channel][variant].n++;
+    this.predictSeconds[channel].observe(latencyMs / 1000);
     return { result, events };
   }
 
@@ -240,7 +254,7 @@ export class PredictionService {
     }
     try {
       const p = h.predictor.predict(req.text, req.metadata, features, topK);
-      serverMetrics.predictions().inc({ channel, variant: 'SHADOW' });
+      this.predicted[channel].SHADOW.n++;
       return this.event(
         { requestId, clientId: c.clientId, label: p.label, scores: p.scores, modelVersion: version, variant: 'SHADOW' as Variant, featuresDefaulted, latencyMs: performance.now() - started },
         req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:shadow`) : randomUUID(),

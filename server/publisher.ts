@@ -6,7 +6,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { retry } from '../common/retry.ts';
 import { startThread } from '../common/threads.ts';
 import type { PredictionMade } from '../schemas/events.ts';
-import { countProduced, createKafkaClient, EventCodec, EventProducer, TopicNames } from '../streams/index.ts';
+import { countProduced, createKafkaClient, EVENT_HEADER, EventCodec, EventProducer, FramedEventWriter, framedMessages, TOPIC_OF_EVENT, TopicNames, type FramedBatch, type OutgoingMessage } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
 
 /**
@@ -38,6 +38,7 @@ interface SendResult {
 /** Messages from the request thread to the publisher thread. */
 type ToThread =
   | { type: 'events'; events: PredictionMade[] }
+  | { type: 'framed'; batch: FramedBatch }
   | { type: 'hurry' }
   | { type: 'close'; timeoutMs: number };
 
@@ -74,7 +75,12 @@ export type PublishVia = { thread: EddyConfig } | { producer: EventProducer };
 
 /** How the request thread reaches a sender. */
 interface SenderChannel {
-  post(events: PredictionMade[]): void;
+  /** Queues one event here (throws InvalidEventError when it does not fit the schema: nothing queued). */
+  add(event: PredictionMade): void;
+  /** Events queued here and not posted yet. */
+  readonly queued: number;
+  /** Hands the queued events to the sender. */
+  post(): void;
   /** Skip the linger: someone is waiting for everything to be written. */
   hurry(): void;
   /** Stops the sender; what it still holds after `timeoutMs` is abandoned. */
@@ -101,7 +107,6 @@ export class PredictionPublisher {
   private readonly channel: SenderChannel;
   private readonly capacity: number;
   private readonly logger: Logger;
-  private outbox: PredictionMade[] = [];
   private postTimer: NodeJS.Timeout | undefined;
   /** Events handed to publish() and neither written nor dropped yet. */
   private inFlight = 0;
@@ -134,20 +139,25 @@ export class PredictionPublisher {
       this.drop(1, 'PredictionMade publish buffer full: events dropped (Kafka slow or down)');
       return;
     }
+    try {
+      this.channel.add(event);
+    } catch (err) {
+      // Not valid for its schema: it can never be sent (a bug); counted as refused, logged at most once per interval.
+      this.drop(1, `PredictionMade refused by its schema: ${errorMessage(err)}`);
+      return;
+    }
     this.inFlight++;
-    this.outbox.push(event);
-    serverMetrics.bufferSize().set(this.inFlight);
-    if (this.outbox.length >= POST_BATCH) this.postNow();
+    if (this.channel.queued >= POST_BATCH) this.postNow();
     else this.postTimer ??= setTimeout(() => this.postNow(), POST_INTERVAL_MS);
   }
 
   private postNow(): void {
     clearTimeout(this.postTimer);
     this.postTimer = undefined;
-    if (this.outbox.length === 0) return;
-    const events = this.outbox;
-    this.outbox = [];
-    this.channel.post(events);
+    if (this.channel.queued === 0) return;
+    // The gauge follows hand-overs (every POST_INTERVAL_MS at most), not every event.
+    serverMetrics.bufferSize().set(this.inFlight);
+    this.channel.post();
   }
 
   /** The sender wrote `sent` and gave up on `refused` (refused by the producer, or lost with a dead thread). */
@@ -214,8 +224,8 @@ export class PredictionPublisher {
  * buffer grows, bounded by the publisher's capacity); an event the producer refuses (schema) can
  * never be sent, so its batch is reported refused and the rest keeps flowing.
  */
-export class PredictionSender {
-  private buffer: PredictionMade[] = [];
+export class PredictionSender<T = PredictionMade> {
+  private buffer: T[] = [];
   private running: Promise<void> | undefined;
   private hurried = false;
   private stopped = false;
@@ -223,7 +233,7 @@ export class PredictionSender {
   private wake: (() => void) | undefined;
 
   constructor(
-    private readonly send: (events: PredictionMade[]) => Promise<void>,
+    private readonly send: (events: T[]) => Promise<void>,
     private readonly report: (result: SendResult) => void,
     private readonly logger: Logger,
     private readonly lingerMs = DEFAULT_LINGER_MS,
@@ -234,7 +244,7 @@ export class PredictionSender {
     return this.buffer.length;
   }
 
-  add(events: PredictionMade[]): void {
+  add(events: T[]): void {
     if (this.stopped) {
       this.report({ sent: 0, refused: events.length });
       return;
@@ -328,8 +338,19 @@ function threadData(config: EddyConfig, lingerMs: number, batchSize: number): Th
 
 function inlineChannel(producer: EventProducer, onResult: (r: SendResult) => void, logger: Logger, lingerMs: number, batchSize: number): SenderChannel {
   const sender = new PredictionSender(sendWith(producer), onResult, logger, lingerMs, batchSize);
+  let outbox: PredictionMade[] = [];
   return {
-    post: (events) => sender.add(events),
+    add: (event) => {
+      outbox.push(event);
+    },
+    get queued() {
+      return outbox.length;
+    },
+    post: () => {
+      const events = outbox;
+      outbox = [];
+      sender.add(events);
+    },
     hurry: () => sender.hurry(),
     close: (timeoutMs) => sender.stop(timeoutMs),
   };
@@ -344,7 +365,13 @@ class ThreadChannel implements SenderChannel {
   private worker: Worker | undefined;
   /** Events posted to the current thread and not reported back. */
   private inThread = 0;
-  private waiting: PredictionMade[] = [];
+  /** Batches written while no thread was running (it died): posted to the next one. */
+  private waiting: FramedBatch[] = [];
+  /**
+   * Events are encoded here, on the request thread, into one buffer per hand-over (the schema id
+   * is stamped in by the thread, which holds the registry connection): see FramedEventWriter.
+   */
+  private readonly writer = new FramedEventWriter('PredictionMade');
   private closing = false;
   /** A hurry asked for while no thread was running: passed on to the next one. */
   private hurryNext = false;
@@ -386,7 +413,7 @@ class ThreadChannel implements SenderChannel {
         this.start();
         const waiting = this.waiting;
         this.waiting = [];
-        if (waiting.length > 0) this.post(waiting);
+        for (const batch of waiting) this.postBatch(batch);
         if (this.hurryNext) this.hurry();
       }, this.restartMs).unref();
       this.restartMs = Math.min(this.restartMs * 2, 30_000);
@@ -394,13 +421,27 @@ class ThreadChannel implements SenderChannel {
     this.worker = worker;
   }
 
-  post(events: PredictionMade[]): void {
+  add(event: PredictionMade): void {
+    this.writer.append(event);
+  }
+
+  get queued(): number {
+    return this.writer.count;
+  }
+
+  post(): void {
+    const batch = this.writer.take();
+    if (batch) this.postBatch(batch);
+  }
+
+  private postBatch(batch: FramedBatch): void {
     if (!this.worker) {
-      for (const e of events) this.waiting.push(e);
+      this.waiting.push(batch);
       return;
     }
-    this.inThread += events.length;
-    this.worker.postMessage({ type: 'events', events } satisfies ToThread);
+    this.inThread += batch.count;
+    // Transferred, not copied: the request thread never touches this buffer again.
+    this.worker.postMessage({ type: 'framed', batch } satisfies ToThread, [batch.buffer]);
   }
 
   hurry(): void {
@@ -439,9 +480,10 @@ export function runPublisherThread(data: ThreadData): void {
     logger.debug({ err: errorMessage(err) }, 'cannot lower the publisher thread priority');
   }
   let producer: EventProducer | undefined;
+  let codec: EventCodec | undefined;
   let closing = false;
   const connected = retry(async () => {
-    const codec = await EventCodec.connect({ url: data.schemaRegistryUrl, logger });
+    codec = await EventCodec.connect({ url: data.schemaRegistryUrl, logger });
     const p = new EventProducer(createKafkaClient(data.kafka, `eddy-server-${data.replicaId}-publisher`), codec, new TopicNames(data.topicPrefix));
     await p.connect();
     producer = p;
@@ -453,15 +495,30 @@ export function runPublisherThread(data: ThreadData): void {
     onRetry: (err, retryInMs) => logger.warn({ err: errorMessage(err), retryInMs }, 'publisher thread cannot reach Kafka or the registry yet; PredictionMade events wait'),
   });
   connected.catch(() => undefined); // given up only on close; a send waiting on it reports the refusal
-  const sender = new PredictionSender(
-    async (events) => sendWith(await connected)(events),
+  const topic = new TopicNames(data.topicPrefix).physical(TOPIC_OF_EVENT.PredictionMade);
+  const headers = { [EVENT_HEADER]: 'PredictionMade' };
+  let schemaId: number | undefined;
+  // Framed messages (the request thread's encoding) get their schema id here; event objects (the
+  // inline format, still accepted) are encoded here.
+  const sender = new PredictionSender<PredictionMade | OutgoingMessage>(
+    async (items) => {
+      const p = await connected;
+      schemaId ??= codec!.schemaId('PredictionMade');
+      const messages = items.map((item) => {
+        if (!isFramed(item)) return p.message('PredictionMade', item);
+        (item.value as Buffer).writeInt32BE(schemaId!, 1);
+        return item;
+      });
+      await p.sendMessages([{ topic, messages }]);
+    },
     (result) => port.postMessage({ type: 'result', ...result } satisfies FromThread),
     logger,
     data.lingerMs,
     data.batchSize,
   );
   port.on('message', (m: ToThread) => {
-    if (m.type === 'events') sender.add(m.events);
+    if (m.type === 'framed') sender.add(framedMessages(m.batch, 0, headers));
+    else if (m.type === 'events') sender.add(m.events);
     else if (m.type === 'hurry') sender.hurry();
     else if (m.type === 'close') {
       closing = true;
@@ -472,4 +529,8 @@ export function runPublisherThread(data: ThreadData): void {
       })();
     }
   });
+}
+
+function isFramed(item: PredictionMade | OutgoingMessage): item is OutgoingMessage {
+  return Buffer.isBuffer((item as OutgoingMessage).value);
 }

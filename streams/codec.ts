@@ -2,6 +2,7 @@ import avro from 'avsc';
 import { SchemaRegistry, COMPATIBILITY } from '@kafkajs/confluent-schema-registry';
 import { EVENT_NAMES, loadSchema as readSchema, type EventName, type EventTypes } from '../schemas/index.ts';
 import { DependencyUnavailableError, EddyError, InvalidEventError, errorMessage } from '../common/errors.ts';
+import type { OutgoingMessage } from './client.ts';
 import type { Logger } from '../common/log.ts';
 import { retry } from '../common/retry.ts';
 
@@ -252,4 +253,103 @@ function describeValue(v: unknown): string {
   if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
   if (typeof v === 'object') return Array.isArray(v) ? 'an array' : 'an object';
   return `${typeof v} ${String(v)}`;
+}
+
+/**
+ * Events of one type written back to back into one buffer as Kafka messages ready to send: the
+ * key (the event's clientId) and the Confluent-framed Avro value, whose schema id is stamped in
+ * later by whoever holds the registry connection ({@link framedMessages}). The prediction server's
+ * request thread writes PredictionMade this way and transfers the buffer to its publisher thread:
+ * one memory move per batch instead of a structured clone of every event object (measured here:
+ * ~20 µs per PredictionMade cloned, ~3 µs encoded), and the thread decodes nothing.
+ *
+ * Layout per record: u32 key length, key (UTF-8), u32 value length, value (magic byte, 4 bytes
+ * of schema id, Avro binary).
+ */
+export interface FramedBatch {
+  buffer: ArrayBuffer;
+  /** Bytes used in `buffer`. */
+  bytes: number;
+  count: number;
+}
+
+export class FramedEventWriter {
+  private readonly type: avro.Type;
+  private buf: Buffer;
+  private pos = 0;
+  private n = 0;
+
+  constructor(readonly name: EventName, private readonly chunkBytes = 128 * 1024) {
+    this.type = avro.Type.forSchema(loadSchema(name));
+    this.buf = Buffer.allocUnsafeSlow(chunkBytes);
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  /**
+   * Appends one event; throws InvalidEventError (nothing written) when it does not fit the schema.
+   * `isValid` without a hook is the cheap check; the hook's field-by-field report only for the refusal.
+   */
+  append(event: EventTypes[EventName] & { clientId: string }): void {
+    if (!this.type.isValid(event)) {
+      const problems: string[] = [];
+      this.type.isValid(event, { errorHook: (p: string[], v: unknown, t: avro.Type) => problems.push(`${p.join('.') || '(root)'}: expected ${describeType(t)}, got ${describeValue(v)}`) });
+      throw new InvalidEventError(this.name, [], problems.join('; '));
+    }
+    const key = event.clientId;
+    for (;;) {
+      const start = this.pos;
+      // A key of n UTF-16 units takes at most 3n bytes of UTF-8.
+      if (start + 8 + 3 * key.length + HEADER_BYTES + 64 <= this.buf.length) {
+        const keyBytes = this.buf.write(key, start + 4, 'utf8');
+        this.buf.writeUInt32BE(keyBytes, start);
+        const valueStart = start + 4 + keyBytes + 4;
+        this.buf.writeUInt8(MAGIC_BYTE, valueStart);
+        const end = this.type.encode(event, this.buf, valueStart + HEADER_BYTES);
+        if (end > 0) {
+          this.buf.writeUInt32BE(end - valueStart, valueStart - 4);
+          this.pos = end;
+          this.n++;
+          return;
+        }
+      }
+      this.grow();
+    }
+  }
+
+  /** The records written so far (their buffer is handed over: transfer it), and a fresh buffer for the next. */
+  take(): FramedBatch | undefined {
+    if (this.n === 0) return undefined;
+    const batch = { buffer: this.buf.buffer as ArrayBuffer, bytes: this.pos, count: this.n };
+    this.buf = Buffer.allocUnsafeSlow(this.chunkBytes);
+    this.pos = 0;
+    this.n = 0;
+    return batch;
+  }
+
+  private grow(): void {
+    const bigger = Buffer.allocUnsafeSlow(this.buf.length * 2);
+    this.buf.copy(bigger, 0, 0, this.pos);
+    this.buf = bigger;
+  }
+}
+
+/** The Kafka messages of a {@link FramedBatch}, with `schemaId` stamped into each value (views of the batch, not copies). */
+export function framedMessages(batch: FramedBatch, schemaId: number, headers: Record<string, string>): OutgoingMessage[] {
+  const buf = Buffer.from(batch.buffer, 0, batch.bytes);
+  const out: OutgoingMessage[] = new Array(batch.count);
+  let pos = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const keyBytes = buf.readUInt32BE(pos);
+    const key = buf.subarray(pos + 4, pos + 4 + keyBytes);
+    pos += 4 + keyBytes;
+    const valueBytes = buf.readUInt32BE(pos);
+    const value = buf.subarray(pos + 4, pos + 4 + valueBytes);
+    value.writeInt32BE(schemaId, 1);
+    pos += 4 + valueBytes;
+    out[i] = { key, value, headers };
+  }
+  return out;
 }

@@ -1,7 +1,54 @@
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_FEATURIZER_CONFIG, featurizerFor, featurizerIdentity, hashString, normalizeText, TextFeaturizer, tokenize,
+  type FeaturizerConfig, type SparseVector,
 } from '../featurizer/text.ts';
+
+/**
+ * The featurizer's definition, as FEATURIZER_VERSION 1 first implemented it: every n-gram built as
+ * a string and hashed, counted in a Map (first-occurrence order), L2-normalised, then metadata and
+ * real-time features added in sorted key order. `TextFeaturizer.featurize` hashes n-grams without
+ * building them and counts in a reused table; it must agree with this bit for bit.
+ */
+function definitionFeaturize(config: FeaturizerConfig, text: string, metadata: Record<string, string> = {}, realtime: Record<string, number> = {}): SparseVector {
+  const mask = (1 << config.hashBits) - 1;
+  const id = (s: string) => (hashString(s) & mask) >>> 0;
+  const words = tokenize(text.slice(0, config.maxChars).normalize('NFKC').toLowerCase().normalize('NFD').replace(/\p{M}+/gu, ''));
+  const names: string[] = [];
+  for (const n of config.wordNgrams) for (let i = 0; i + n <= words.length; i++) names.push(n === 1 ? `w:${words[i]}` : `w${n}:${words.slice(i, i + n).join(' ')}`);
+  for (const n of config.charNgrams) {
+    for (const w of words) {
+      const padded = `<${w}>`;
+      for (let i = 0; i + n <= padded.length; i++) names.push(`c${n}:${padded.slice(i, i + n)}`);
+    }
+  }
+  const counts = new Map<number, number>();
+  for (const name of names) counts.set(id(name), (counts.get(id(name)) ?? 0) + 1);
+  let norm = 0;
+  for (const [k, c] of counts) {
+    const v = 1 + Math.log(c);
+    counts.set(k, v);
+    norm += v * v;
+  }
+  const scale = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+  const values = new Map<number, number>();
+  for (const [k, v] of counts) values.set(k, v * scale);
+  for (const key of Object.keys(metadata).sort()) {
+    if (!config.metadataKeys.includes(key)) continue;
+    const k = id(`m:${key}=${(metadata[key] ?? '').slice(0, 200).normalize('NFKC').toLowerCase().normalize('NFD').replace(/\p{M}+/gu, '')}`);
+    values.set(k, (values.get(k) ?? 0) + 1);
+  }
+  for (const name of Object.keys(realtime).sort()) {
+    const raw = realtime[name];
+    if (raw === undefined || !Number.isFinite(raw) || raw === 0) continue;
+    const k = id(`r:${name}`);
+    values.set(k, (values.get(k) ?? 0) + Math.max(-config.realtimeClip, Math.min(config.realtimeClip, raw)));
+  }
+  const ids = Uint32Array.from(values.keys()).sort();
+  const vals = new Float32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) vals[i] = values.get(ids[i]!)!;
+  return { ids, values: vals };
+}
 
 const featurizer = new TextFeaturizer();
 
@@ -50,5 +97,50 @@ describe('featurizer', () => {
     const bigrams = featurizerIdentity({ ...DEFAULT_FEATURIZER_CONFIG, wordNgrams: [1] });
     expect(bigrams.id).not.toBe(id.id);
     expect(featurizerFor(bigrams)?.textFeatureNames('a b')).toEqual(['w:a', 'w:b']);
+  });
+
+  it('featurize equals the definition bit for bit (ids, and values compared with Object.is) on random inputs in several configurations', () => {
+    // Pieces that exercise the paths: ASCII and not (the ASCII fast path skips normalisation),
+    // repeats (sublinear tf: non-integer squares, so the norm's summation order shows), combining
+    // marks, ligatures, full-width, astral characters, apostrophes; tiny hash spaces force collisions
+    // between text, metadata and real-time ids.
+    const pieces = ['a', 'b', 'vpn', 'laptop', 'the', 'the', ' ', ' ', ' ', 'É', 'é', 'ß', '東', '京', '😀', "'", '’', 'ﬁ', 'Ａ', '\u0301', '1', ',', '.', '\n'];
+    let seed = 7;
+    const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    const configs: FeaturizerConfig[] = [
+      DEFAULT_FEATURIZER_CONFIG,
+      { ...DEFAULT_FEATURIZER_CONFIG, hashBits: 6, wordNgrams: [1, 2, 3], charNgrams: [2, 3, 4] },
+      { ...DEFAULT_FEATURIZER_CONFIG, hashBits: 3, maxChars: 50 },
+    ];
+    const featurizers = configs.map((c) => new TextFeaturizer(c));
+    let compared = 0;
+    for (let t = 0; t < 3000; t++) {
+      const len = Math.floor(rnd() * (t % 100 === 0 ? 2000 : 40));
+      let text = '';
+      for (let i = 0; i < len; i++) text += pieces[Math.floor(rnd() * pieces.length)];
+      const metadata: Record<string, string> = {};
+      if (rnd() < 0.7) metadata.channel = rnd() < 0.5 ? 'Émail' : 'chat';
+      if (rnd() < 0.5) metadata.requester = `user${Math.floor(rnd() * 3)}`;
+      if (rnd() < 0.3) metadata.other = 'ignored';
+      const realtime: Record<string, number> = {};
+      const n = Math.floor(rnd() * (t % 50 === 0 ? 150 : 6));
+      for (let i = 0; i < n; i++) realtime[`f${Math.floor(rnd() * 300)}`] = rnd() < 0.1 ? 0 : (rnd() - 0.3) * 30;
+      featurizers.forEach((f, i) => {
+        const got = f.featurize(text, metadata, realtime);
+        const want = definitionFeaturize(configs[i]!, text, metadata, realtime);
+        expect(Array.from(got.ids), JSON.stringify(text.slice(0, 80))).toEqual(Array.from(want.ids));
+        got.values.forEach((v, j) => {
+          if (!Object.is(v, want.values[j])) expect.fail(`value ${j} of ${JSON.stringify(text.slice(0, 80))} (config ${i}): ${v} !== ${want.values[j]}`);
+        });
+        compared++;
+      });
+    }
+    expect(compared).toBe(9000);
+  });
+
+  it('normalizeText: the ASCII fast path equals full normalisation', () => {
+    for (const s of ['Hello WORLD', 'a\tb\nc', '', 'x'.repeat(5000), "it's OK, 42!"]) {
+      expect(normalizeText(s)).toBe(s.slice(0, DEFAULT_FEATURIZER_CONFIG.maxChars).normalize('NFKC').toLowerCase().normalize('NFD').replace(/\p{M}+/gu, ''));
+    }
   });
 });

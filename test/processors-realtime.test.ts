@@ -55,4 +55,18 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(await readRealtimeFeatures(dead, 'rt', 'c1', { requester: 'ann' }, { timeoutMs: 200 })).toEqual({ features: {}, defaulted: true });
     dead.disconnect();
   });
+
+  it('uses an answer that arrived in time even when this process was too busy to read it before the deadline', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    await redis.hset(featureKeys.entity('rt', 'c2', 'requester', 'bob'), { _t: String(now), Network: '1' });
+    await redis.ping(); // connected and warm
+    const read = readRealtimeFeatures(redis, 'rt', 'c2', { requester: 'bob' }, { timeoutMs: 5, nowMs: now });
+    // The event loop is busy for 60 ms (a GC pause, a burst of requests): Redis answers within a
+    // millisecond, but the reply is read only after the loop is free, when the deadline has passed.
+    const until = performance.now() + 60;
+    while (performance.now() < until) { /* busy */ }
+    const r = await read;
+    expect(r.defaulted).toBe(false);
+    expect(r.features['requester.share:Network']).toBe(1);
+  });
 });

@@ -196,6 +196,22 @@ describe('prediction API: answers', () => {
     }
   });
 
+  it('counts every prediction and request in what /metrics serves (request-path counters are flushed when read)', async () => {
+    const sum = (text: string, series: RegExp) => text.split('\n').filter((l) => series.test(l)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
+    const read = async () => {
+      const text = (await call('GET', '/metrics', { key: ADMIN_KEY })).text;
+      return {
+        predictions: sum(text, /^eddy_server_predictions_total\{channel="HTTP",variant="(LIVE|CANARY|BASELINE)"\}/),
+        requests: sum(text, /^eddy_server_requests_total\{route="\/v1\/clients\/:clientId\/predict",status="200"\}/),
+      };
+    };
+    const before = await read();
+    for (let i = 0; i < 3; i++) expect((await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'my laptop will not boot' } })).status).toBe(200);
+    const after = await read();
+    expect(after.predictions - before.predictions).toBe(3);
+    expect(after.requests - before.requests).toBe(3);
+  });
+
   it('reports health and readiness', async () => {
     expect((await call('GET', '/healthz')).body).toEqual({ status: 'ok' });
     const ready = await call('GET', '/readyz');

@@ -172,7 +172,8 @@ describe('PredictionPublisher', () => {
     const publisher = new PredictionPublisher(via, { capacity: 10, logger: createLogger('test', 'silent') });
     const tag = `${mode}-${randomUUID()}`;
     // 25 events in one synchronous burst: 10 may be on their way at once, the other 15 are dropped.
-    for (let i = 0; i < 25; i++) publisher.publish(made(`${tag}-${i}`));
+    const sent = Array.from({ length: 25 }, (_, i) => ({ ...made(`${tag}-${i}`), metadata: { requester: `r${i}`, channel: 'chat' }, text: `tëxt ${i} 東京 😀` }));
+    for (const e of sent) publisher.publish(e);
     expect(publisher.droppedTotal).toBe(15);
     expect(await dropped()).toBe(before + 15);
     expect(publisher.pending).toBe(10);
@@ -180,13 +181,24 @@ describe('PredictionPublisher', () => {
     expect(publisher.publishedTotal).toBe(10);
     expect(publisher.pending).toBe(0);
     const seen: string[] = [];
+    const decoded = new Map<string, unknown>();
     const tail = streams.consumer({
       group: `publisher-test-${tag}`, topics: ['predictions'],
-      handler: { async handle(records) { for (const r of records) if (r.event.name === 'PredictionMade' && r.event.value.requestId.startsWith(tag)) seen.push(r.event.value.requestId); } },
+      handler: {
+        async handle(records) {
+          for (const r of records) {
+            if (r.event.name !== 'PredictionMade' || !r.event.value.requestId.startsWith(tag)) continue;
+            seen.push(r.event.value.requestId);
+            decoded.set(r.event.value.requestId, { key: r.key, event: r.event.value });
+          }
+        },
+      },
     });
     await tail.start();
     await waitFor('the 10 accepted events on the topic', () => seen.length === 10);
     expect(seen.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `${tag}-${i}`).sort());
+    // Every field arrives as published (the thread sends the request thread's own encoding), keyed by clientId.
+    for (const e of sent.slice(0, 10)) expect(decoded.get(e.requestId)).toEqual({ key: e.clientId, event: e });
     // After close nothing is accepted, and the refusal is counted too.
     await publisher.close();
     publisher.publish(made(`${tag}-late`));

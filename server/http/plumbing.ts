@@ -122,10 +122,13 @@ function keyOf(req: FastifyRequest): string | undefined {
   return cookieValue(req, SESSION_COOKIE);
 }
 
-function sameSecret(a: string, b: string): boolean {
+/** The admin key's bytes, kept (the key is compared on every request; config does not change while serving). */
+let secretBytes: { key: string; bytes: Buffer } | undefined;
+
+function sameSecret(a: string, secret: string): boolean {
+  if (secretBytes?.key !== secret) secretBytes = { key: secret, bytes: Buffer.from(secret) };
   const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
+  return x.length === secretBytes.bytes.length && timingSafeEqual(x, secretBytes.bytes);
 }
 
 /** May this principal read or act on this client's data? */

@@ -39,6 +39,9 @@ const predictItem = {
 const topK = { type: 'integer', minimum: 1, maximum: 1000 } as const;
 const explain = { type: 'boolean', description: 'also answer, per returned label, the input terms that pushed its score most' } as const;
 
+/** The body of POST /v1/clients/:clientId/predict (exported: the benchmark's bare-route floor validates with it). */
+export const predictBodySchema = { ...predictItem, properties: { ...predictItem.properties, topK, explain } } as const;
+
 /** models/explain.ts `Explanation`. */
 export const explanationSchema = {
   type: 'object',
@@ -73,7 +76,8 @@ export const explanationSchema = {
   },
 } as const;
 
-const predictionSchema = {
+/** One prediction as the predict routes answer it (exported: the benchmark's bare-route floor answers with it). */
+export const predictionSchema = {
   type: 'object',
   required: ['requestId', 'label', 'scores', 'modelVersion', 'variant', 'featuresDefaulted'],
   properties: {
@@ -162,7 +166,7 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
       onRequest: requireClient,
       schema: {
         params: clientParams,
-        body: { ...predictItem, properties: { ...predictItem.properties, topK, explain } },
+        body: predictBodySchema,
         response: { 200: predictionSchema, ...errorResponses },
       },
     },
@@ -196,13 +200,15 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
       const { items, topK: k, explain: why } = req.body;
       if (items.length > config.maxBatch) throw apiError('BATCH_TOO_LARGE', `batch has ${items.length} items; the limit is ${config.maxBatch}`);
       items.forEach((item) => checkLimits(item.text, item.metadata));
-      const predictions: PredictResult[] = [];
-      for (const item of items) {
-        const { result, events } = await service.predict(
-          { clientId: req.params.clientId, text: item.text, metadata: item.metadata ?? {}, requestId: item.requestId, topK: k, explain: why }, 'HTTP');
+      // All items at once: their feature reads go to Redis in one auto-pipelined write instead of
+      // one round trip after another. Published once every item succeeded, in item order.
+      const answers = await Promise.all(items.map((item) => service.predict(
+        { clientId: req.params.clientId, text: item.text, metadata: item.metadata ?? {}, requestId: item.requestId, topK: k, explain: why }, 'HTTP')));
+      const predictions: PredictResult[] = new Array(answers.length);
+      answers.forEach(({ result, events }, i) => {
         publish(events);
-        predictions.push(result);
-      }
+        predictions[i] = result;
+      });
       return { predictions };
     },
   );

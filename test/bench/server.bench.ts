@@ -20,6 +20,13 @@
  * on the request thread, the publisher on the request thread, and publishing off (reference);
  * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
  *
+ * After the cold loads (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
+ * Eddy against the floor, a bare Fastify route with the same body schema answering a fixed
+ * prediction in a process of its own, in alternating rounds (BENCH_SERVER_FLOOR_ROUNDS, default
+ * 3): CPU per request of each and the ratio, bytes allocated per prediction, p99 and the share of
+ * defaulted features at the fixed rate, batch predict throughput (10 and 100 per request).
+ * BENCH_SERVER_PROFILE=<dir> adds a profiled run (CPU and allocation sampling) written there.
+ *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
  * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
  * BENCH_SERVER_RELOAD_ROUNDS (default 3), BENCH_SERVER_AB (0 skips the A/B).
@@ -30,6 +37,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
+import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
 
 const TEXTS = [
@@ -52,6 +60,8 @@ interface LoadOptions {
   rate?: number;
   /** Ask for explanations (models/explain.ts) with every prediction. */
   explain?: boolean;
+  /** POST /predict/batch with this many items per request instead of /predict. */
+  batch?: number;
 }
 
 interface LoadResult {
@@ -75,7 +85,11 @@ function percentile(sorted: Float64Array, p: number): number {
 /** Child mode: drive the server with autocannon and print one JSON line with the result. */
 async function runLoad(opts: LoadOptions): Promise<void> {
   const { default: autocannon } = await import('autocannon');
-  const bodies = TEXTS.map((text, i) => JSON.stringify({ text, metadata: { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' }, ...(opts.explain ? { explain: true } : {}) }));
+  const item = (i: number) => ({ text: TEXTS[i % TEXTS.length]!, metadata: { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } });
+  const bodies = opts.batch
+    ? TEXTS.map((_, i) => JSON.stringify({ items: Array.from({ length: opts.batch! }, (_, j) => item(i + j)) }))
+    : TEXTS.map((_, i) => JSON.stringify({ ...item(i), ...(opts.explain ? { explain: true } : {}) }));
+  const route = opts.batch ? 'predict/batch' : 'predict';
   let seq = 0;
   const latencies: number[] = [];
   const started = performance.now();
@@ -91,7 +105,7 @@ async function runLoad(opts: LoadOptions): Promise<void> {
     requests: [{
       setupRequest: (req: Record<string, unknown>) => {
         const i = opts.mode === 'sequence' ? seq++ % opts.clients : Math.floor(Math.random() * opts.clients);
-        return { ...req, path: `/v1/clients/c${i}/predict`, body: bodies[i % bodies.length] };
+        return { ...req, path: `/v1/clients/c${i}/${route}`, body: bodies[i % bodies.length] };
       },
     }],
   } as never);
@@ -108,7 +122,73 @@ async function runLoad(opts: LoadOptions): Promise<void> {
   process.stdout.write(JSON.stringify(out) + '\n');
 }
 
-type Measured = LoadResult & { cpuUsPerReq: number; cpuShare: number; gcMs: number; gcMaxMs: number };
+/**
+ * Child mode: the floor. A bare Fastify route on the predict path with the predict route's body
+ * and response schemas (the same Ajv options as the server) answering a fixed prediction: what
+ * HTTP, JSON parsing, validation and serialisation cost on this machine with nothing behind them.
+ * It runs in its own process so its CPU is its own; GET /cpu answers its process.cpuUsage().
+ */
+async function runFloor(): Promise<void> {
+  const { default: Fastify } = await import('fastify');
+  const { predictBodySchema, predictionSchema } = await import('../../server/http/routes.ts');
+  const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } } });
+  const answer = {
+    requestId: '00000000-0000-4000-8000-000000000000', clientId: 'c0', label: 'Team0',
+    scores: [{ label: 'Team0', score: 0.7 }, { label: 'Team1', score: 0.2 }, { label: 'Team2', score: 0.1 }],
+    modelVersion: 'v1', variant: 'LIVE', featuresDefaulted: false, latencyMs: 0.1,
+  };
+  app.post('/v1/clients/:clientId/predict', { schema: { body: predictBodySchema, response: { 200: predictionSchema } } }, async () => answer);
+  app.get('/cpu', async () => process.cpuUsage());
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  process.stdout.write(JSON.stringify({ url }) + '\n');
+}
+
+/** Node flags for the load generator and the floor: this process's, without profiling (a profile is of the server). */
+function childArgv(): string[] {
+  return process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--heap-prof'));
+}
+
+function startFloor(): Promise<{ url: string; cpuUs(): Promise<number>; close(): void }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'floor'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.on('error', reject);
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (!stdout.includes('\n')) return;
+      const { url } = JSON.parse(stdout.split('\n')[0]!) as { url: string };
+      resolve({
+        url,
+        cpuUs: async () => {
+          const u = (await (await fetch(`${url}/cpu`)).json()) as { user: number; system: number };
+          return u.user + u.system;
+        },
+        close: () => child.kill(),
+      });
+    });
+  });
+}
+
+type Measured = LoadResult & { cpuUsPerReq: number; cpuShare: number; gcMs: number; gcMaxMs: number; allocBytesPerReq: number };
+
+/**
+ * Bytes the request thread's heap allocated over an interval: what every GC freed (v8.GCProfiler
+ * reports the used heap before and after each one) plus the growth of the used heap. No allocation
+ * counter is exposed by V8 in Node 20, and this needs no --trace-gc parsing. The publisher and
+ * loader threads have isolates of their own and are not counted.
+ */
+function allocationMeter(): () => number {
+  const profiler = new v8.GCProfiler();
+  const start = v8.getHeapStatistics().used_heap_size;
+  profiler.start();
+  return () => {
+    const end = v8.getHeapStatistics().used_heap_size;
+    const stats = profiler.stop()?.statistics ?? [];
+    let freed = 0;
+    for (const g of stats) freed += g.beforeGC.heapStatistics.usedHeapSize - g.afterGC.heapStatistics.usedHeapSize;
+    return Math.max(0, freed + end - start);
+  };
+}
 
 /**
  * Runs a load and adds the server process's CPU time per request (all its threads; independent
@@ -121,21 +201,23 @@ async function measured(opts: LoadOptions): Promise<Measured> {
     for (const e of list.getEntries()) pauses.push(e.duration);
   });
   gc.observe({ entryTypes: ['gc'] });
+  const allocated = allocationMeter();
   const cpu = process.cpuUsage();
   const t = performance.now();
   const r = await load(opts);
   const used = process.cpuUsage(cpu);
+  const bytes = allocated();
   gc.disconnect();
   const cpuUs = used.user + used.system;
   return {
     ...r, cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t),
-    gcMs: pauses.reduce((a, b) => a + b, 0), gcMaxMs: Math.max(0, ...pauses),
+    gcMs: pauses.reduce((a, b) => a + b, 0), gcMaxMs: Math.max(0, ...pauses), allocBytesPerReq: bytes / Math.max(1, r.requests),
   };
 }
 
 function load(opts: LoadOptions): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), 'load', JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'load', JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.on('error', reject);
@@ -161,6 +243,120 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T, i
   }));
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Sum of a counter's values (all label sets, or those `keep` accepts) in this process's registry. */
+async function counterTotal(name: string, keep: (labels: Record<string, unknown>) => boolean = () => true): Promise<number> {
+  const { metricsRegistry } = await import('../../common/metrics.ts');
+  const m = metricsRegistry.getSingleMetric(name);
+  if (!m) return 0;
+  const { values } = await m.get();
+  return values.filter((v) => keep(v.labels)).reduce((a, v) => a + v.value, 0);
+}
+
+/**
+ * Eddy against the floor, in this run, on the same load generator: ROUNDS alternating rounds of
+ * (floor, Eddy) at max throughput and at the fixed rate, over the same k hot models. CPU per
+ * request is the server process's (every thread: request, publisher, loader, Kafka followers)
+ * against the floor process's; the ratio is taken per round and its median reported. Then
+ * allocation per prediction, the share of predictions answered with defaulted features at the
+ * fixed rate, and batch predict throughput (10 and 100 items per request).
+ */
+async function floorSection(ctx: {
+  server: { url: string };
+  base: Omit<LoadOptions, 'clients' | 'mode'>;
+  k: number;
+  seconds: number;
+  rate: number;
+  table: Array<{ scenario: string; r: Measured }>;
+  rows: Array<[string, string]>;
+  say: (line: string) => void;
+}): Promise<void> {
+  const { base, k, seconds, rate, table, rows, say } = ctx;
+  const ROUNDS = Number(process.env.BENCH_SERVER_FLOOR_ROUNDS ?? 3);
+  const floor = await startFloor();
+  const noAlloc = { allocBytesPerReq: NaN, gcMs: NaN, gcMaxMs: NaN };
+  const floorMeasured = async (opts: LoadOptions): Promise<Measured> => {
+    const before = await floor.cpuUs();
+    const t = performance.now();
+    const r = await load(opts);
+    const cpuUs = (await floor.cpuUs()) - before;
+    return { ...r, ...noAlloc, cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
+  };
+  try {
+    say(`floor: warm every one of ${k} models, then ${ROUNDS} alternating rounds of floor / Eddy`);
+    await load({ ...base, clients: k, mode: 'sequence', amount: k });
+    await load({ ...base, url: floor.url, clients: k, mode: 'random', durationS: 3 });
+    await load({ ...base, clients: k, mode: 'random', durationS: 3 });
+    const ratios: { max: number[]; fixed: number[]; floorMax: number[]; eddyMax: number[]; floorFixed: number[]; eddyFixed: number[]; alloc: number[]; p99: number[]; defaulted: number[] } =
+      { max: [], fixed: [], floorMax: [], eddyMax: [], floorFixed: [], eddyFixed: [], alloc: [], p99: [], defaulted: [] };
+    for (let round = 1; round <= ROUNDS; round++) {
+      const fMax = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds });
+      table.push({ scenario: `floor (bare Fastify route): max throughput (round ${round})`, r: fMax });
+      global.gc?.();
+      const eMax = await measured({ ...base, clients: k, mode: 'random', durationS: seconds });
+      table.push({ scenario: `Eddy: max throughput, ${k} models (round ${round})`, r: eMax });
+      const fFixed = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds, rate });
+      table.push({ scenario: `floor (bare Fastify route): ${rate} req/s (round ${round})`, r: fFixed });
+      global.gc?.();
+      const defaultedBefore = await counterTotal('eddy_server_features_defaulted_total');
+      const predictionsBefore = await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'HTTP' && l.variant !== 'SHADOW');
+      const eFixed = await measured({ ...base, clients: k, mode: 'random', durationS: seconds, rate });
+      const defaulted = (await counterTotal('eddy_server_features_defaulted_total')) - defaultedBefore;
+      const predictions = (await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'HTTP' && l.variant !== 'SHADOW')) - predictionsBefore;
+      table.push({ scenario: `Eddy: ${rate} req/s, ${k} models (round ${round})`, r: eFixed });
+      ratios.max.push(eMax.cpuUsPerReq / fMax.cpuUsPerReq);
+      ratios.fixed.push(eFixed.cpuUsPerReq / fFixed.cpuUsPerReq);
+      ratios.floorMax.push(fMax.cpuUsPerReq);
+      ratios.eddyMax.push(eMax.cpuUsPerReq);
+      ratios.floorFixed.push(fFixed.cpuUsPerReq);
+      ratios.eddyFixed.push(eFixed.cpuUsPerReq);
+      ratios.alloc.push(eMax.allocBytesPerReq, eFixed.allocBytesPerReq);
+      ratios.p99.push(eFixed.p99);
+      ratios.defaulted.push(defaulted / Math.max(1, predictions));
+      say(`round ${round}: CPU µs/req floor ${fMax.cpuUsPerReq.toFixed(1)} / Eddy ${eMax.cpuUsPerReq.toFixed(1)} at max (${(eMax.cpuUsPerReq / fMax.cpuUsPerReq).toFixed(2)}x); floor ${fFixed.cpuUsPerReq.toFixed(1)} / Eddy ${eFixed.cpuUsPerReq.toFixed(1)} at ${rate}/s (${(eFixed.cpuUsPerReq / fFixed.cpuUsPerReq).toFixed(2)}x); p99 ${eFixed.p99.toFixed(2)} ms; defaulted ${defaulted}/${predictions}`);
+    }
+    const f = (xs: number[], d = 1) => xs.map((x) => x.toFixed(d)).join(', ');
+    rows.push(['Eddy CPU per prediction ÷ floor, max throughput', `median ${median(ratios.max).toFixed(2)}× (rounds: ${f(ratios.max, 2)}); µs/req floor ${f(ratios.floorMax)}, Eddy ${f(ratios.eddyMax)}`]);
+    rows.push([`Eddy CPU per prediction ÷ floor, ${rate} req/s`, `median ${median(ratios.fixed).toFixed(2)}× (rounds: ${f(ratios.fixed, 2)}); µs/req floor ${f(ratios.floorFixed)}, Eddy ${f(ratios.eddyFixed)}`]);
+    rows.push(['allocated per prediction (request thread)', `median ${(median(ratios.alloc) / 1024).toFixed(2)} KB (runs: ${ratios.alloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB)`]);
+    rows.push([`p99 at ${rate} req/s, ${k} models`, `median ${median(ratios.p99).toFixed(2)} ms (rounds: ${f(ratios.p99, 2)} ms)`]);
+    rows.push([`predictions with defaulted features at ${rate} req/s`, `${ratios.defaulted.map((x) => `${(x * 100).toFixed(3)}%`).join(', ')}`]);
+    const profileDir = process.env.BENCH_SERVER_PROFILE;
+    if (profileDir) {
+      // A profiled run of its own (profiling slows the server; the rounds above are unprofiled):
+      // the request thread's CPU profile and allocation samples (objects collected by GC included,
+      // so it shows the allocation rate, not what is live), for test/bench/profile-stages.ts.
+      const { Session } = await import('node:inspector/promises');
+      const session = new Session();
+      session.connect();
+      await session.post('Profiler.enable');
+      await session.post('HeapProfiler.enable');
+      await session.post('Profiler.setSamplingInterval', { interval: 100 });
+      await session.post('Profiler.start');
+      await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
+      const r = await load({ ...base, clients: k, mode: 'random', durationS: seconds });
+      const { profile: heapProfile } = await session.post('HeapProfiler.stopSampling');
+      const { profile } = await session.post('Profiler.stop');
+      session.disconnect();
+      await fs.mkdir(profileDir, { recursive: true });
+      await fs.writeFile(path.join(profileDir, 'eddy.cpuprofile'), JSON.stringify(profile));
+      await fs.writeFile(path.join(profileDir, 'eddy.heapprofile'), JSON.stringify(heapProfile));
+      await fs.writeFile(path.join(profileDir, 'requests.txt'), String(r.requests));
+      say(`profiled ${r.requests} requests into ${profileDir} (tsx test/bench/profile-stages.ts ${profileDir}/eddy.cpuprofile ${profileDir}/eddy.heapprofile ${r.requests})`);
+    }
+    for (const batch of [10, 100]) {
+      say(`batch predict: ${batch} items per request, max throughput over ${k} models`);
+      global.gc?.();
+      const r = await measured({ ...base, clients: k, mode: 'random', durationS: seconds, batch });
+      table.push({ scenario: `Eddy: batch of ${batch}, max throughput, ${k} models (per request)`, r });
+      rows.push([`batch predict, ${batch} per request`, `${((r.requests * batch) / r.seconds).toFixed(0)} predictions/s (${r.rps.toFixed(0)} req/s, p99 ${r.p99.toFixed(2)} ms); ${(r.cpuUsPerReq / batch).toFixed(1)} µs CPU and ${(r.allocBytesPerReq / batch / 1024).toFixed(2)} KB allocated per prediction`]);
+    }
+  } finally {
+    floor.close();
+  }
+}
+
 async function main(): Promise<void> {
   const { Redis } = await import('ioredis');
   const { testConfig, testStreams } = await import('../helpers.ts');
@@ -169,7 +365,9 @@ async function main(): Promise<void> {
   const { startServer, storeLoader } = await import('../../server/main.ts');
   const { modelPublished, writeFixtureModel } = await import('../server-fixtures.ts');
 
-  const N = Number(process.env.BENCH_SERVER_CLIENTS ?? 10_000);
+  // BENCH_SERVER_ONLY=floor: only the floor comparison, batches, allocation and defaulted features (over 1,000 clients).
+  const ONLY_FLOOR = process.env.BENCH_SERVER_ONLY === 'floor';
+  const N = Number(process.env.BENCH_SERVER_CLIENTS ?? (ONLY_FLOOR ? 1000 : 10_000));
   const SECONDS = Number(process.env.BENCH_SERVER_SECONDS ?? 10);
   const RATE = Number(process.env.BENCH_SERVER_RATE ?? 5000);
   const FEATURES = Number(process.env.BENCH_SERVER_FEATURES ?? 3000);
@@ -242,6 +440,13 @@ async function main(): Promise<void> {
 
     // Warm the JIT and connections on a few clients (their loads are excluded from the cold numbers).
     await load({ ...base, clients: 50, mode: 'random', durationS: 3 });
+
+    const FLOOR = (process.env.BENCH_SERVER_FLOOR ?? '1') !== '0';
+    if (ONLY_FLOOR) {
+      await floorSection({ server, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
+      report();
+      return;
+    }
     loadMs.length = 0;
     global.gc?.();
     const memBefore = process.memoryUsage();
@@ -264,6 +469,8 @@ async function main(): Promise<void> {
     rows.push(['memory per loaded model', `${(stats.bytes / stats.models / 1024).toFixed(1)} KiB typed arrays (Predictor.memoryBytes) + ${perModel(memBefore.heapUsed, memAfter.heapUsed)} JS heap (measured after GC); RSS delta ${perModel(rssBefore, rssAfter)} (RSS reuses pages freed after the setup, so it understates)`]);
     rows.push(['process RSS', `${(rssStart / 2 ** 20).toFixed(0)} MiB at start, ${(rssBefore / 2 ** 20).toFixed(0)} MiB ready, ${(rssAfter / 2 ** 20).toFixed(0)} MiB with ${stats.models} models`]);
 
+    // After the cold scenario (the floor section warms k models first).
+    if (FLOOR) await floorSection({ server, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
     say(`max throughput over ${k} models`);
     table.push({ scenario: `max throughput, ${k} models`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
     say(`max throughput over ${N} models`);
@@ -356,11 +563,21 @@ async function main(): Promise<void> {
       }
     }
 
+    report();
+  } finally {
+    await server?.close();
+    for (let i = 0; i < redisKeys.length; i += 1000) await redis.del(...redisKeys.slice(i, i + 1000));
+    redis.disconnect();
+    await streams.cleanup();
+    await fs.rm(storeDir, { recursive: true, force: true });
+  }
+
+  function report(): void {
     const fmt = (x: number) => x.toFixed(2);
     const lines = [
-      `| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors | server CPU µs/req | server CPU % of a core | GC pauses ms (longest) |`,
-      `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
-      ...table.map(({ scenario, r }) => `| ${scenario} | ${r.requests} | ${r.rps.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.max)} | ${r.non2xx} | ${r.errors} | ${r.cpuUsPerReq.toFixed(0)} | ${(r.cpuShare * 100).toFixed(0)} | ${r.gcMs.toFixed(0)} (${r.gcMaxMs.toFixed(1)}) |`),
+      `| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx | errors | server CPU µs/req | server CPU % of a core | GC pauses ms (longest) | allocated KB/req |`,
+      `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+      ...table.map(({ scenario, r }) => `| ${scenario} | ${r.requests} | ${r.rps.toFixed(0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.max)} | ${r.non2xx} | ${r.errors} | ${r.cpuUsPerReq.toFixed(0)} | ${(r.cpuShare * 100).toFixed(0)} | ${r.gcMs.toFixed(0)} (${r.gcMaxMs.toFixed(1)}) | ${Number.isFinite(r.allocBytesPerReq) ? (r.allocBytesPerReq / 1024).toFixed(1) : '-'} |`),
       '',
       `| measure | value |`,
       `|---|---|`,
@@ -371,17 +588,13 @@ async function main(): Promise<void> {
     process.stdout.write(`load average (1/5/15 min) at start ${la(loadStart)}, at end ${la(os.loadavg())} (the stack and the load generator share the machine with the server)\n`);
     process.stdout.write(`load: autocannon in a child process, 10 connections, keep-alive, no pipelining; features ${config.server.featureTimeoutMs} ms deadline; ${FEATURES} stored features x 8 labels per model (int8)\n\n`);
     process.stdout.write(lines.join('\n') + '\n');
-  } finally {
-    await server?.close();
-    for (let i = 0; i < redisKeys.length; i += 1000) await redis.del(...redisKeys.slice(i, i + 1000));
-    redis.disconnect();
-    await streams.cleanup();
-    await fs.rm(storeDir, { recursive: true, force: true });
   }
 }
 
 if (process.argv[2] === 'load') {
   await runLoad(JSON.parse(process.argv[3]!) as LoadOptions);
+} else if (process.argv[2] === 'floor') {
+  await runFloor();
 } else {
   await main();
 }
