@@ -205,6 +205,12 @@ describe('the REVIEW source: a backward-compatible schema change', () => {
     // Its own metrics library, as a separate process has (prom-client keeps one global registry per copy).
     fs.cpSync('node_modules/prom-client', path.join(dir, 'node_modules', 'prom-client'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'schemas', 'avro', 'LabeledExample.avsc'), JSON.stringify(previous, null, 2));
+    // The previous build registered its schemas when they were current. A registry that never saw
+    // the previous LabeledExample (a fresh one) refuses it now, after REVIEW was added, so that build
+    // registers under subjects of its own; decoding is by schema id either way.
+    const subjectPrefix = `eddy.test.${uniqueName('previous')}.`;
+    const codecFile = path.join(dir, 'streams', 'codec.ts');
+    fs.writeFileSync(codecFile, fs.readFileSync(codecFile, 'utf8').replace("DEFAULT_SUBJECT_PREFIX = 'eddy.events.'", `DEFAULT_SUBJECT_PREFIX = '${subjectPrefix}'`));
     const old = (await import(pathToFileURL(path.join(dir, 'streams', 'index.ts')).href)) as typeof import('../streams/index.ts');
     const oldStreams: Streams = await old.connectStreams(config, 'previous-build', { ensureTopics: false });
     const read: EventRecord[] = [];
@@ -227,6 +233,8 @@ describe('the REVIEW source: a backward-compatible schema change', () => {
     } finally {
       await oldStreams.close();
       fs.rmSync(dir, { recursive: true, force: true });
+      const subjects = (await (await fetch(`${config.schemaRegistryUrl}/subjects`)).json()) as string[];
+      for (const subject of subjects.filter((x) => x.startsWith(subjectPrefix))) await fetch(`${config.schemaRegistryUrl}/subjects/${subject}`, { method: 'DELETE' });
     }
   });
 });
