@@ -18,9 +18,9 @@ import { exampleEvent, labelEvent as labelOf, TrainerTestStack } from './trainer
 const stack = await TrainerTestStack.create('trainer-e2e');
 const { config, store } = stack;
 const good: TrainerSettings = trainerSettings(config.trainer, { epochs: 6 });
-// A deliberately worse candidate: no warm start and a learning rate of 0 leave every weight at
+// A deliberately worse candidate: no warm start and no solver iteration leave every weight at
 // zero, so it predicts one label for everything.
-const worse: TrainerSettings = { ...good, warmStart: false, model: { ...good.model, params: { ...good.model.params, learningRate: 0 } } };
+const worse: TrainerSettings = { ...good, warmStart: false, model: { ...good.model, params: { ...good.model.params, maxIterations: 0 } } };
 
 // A fixed client id (topics, database and store are already unique to this file): the split is a
 // hash of example ids, so a random id changed the ~27-example test set from run to run and made the
