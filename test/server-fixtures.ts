@@ -85,7 +85,7 @@ export function modelPublished(m: { clientId: string; version: string; uri: stri
     eventId: randomUUID(), clientId: m.clientId, occurredAt: Date.now(), modelVersion: m.version, previousVersion: null,
     artifactUri: m.uri, artifactSha256: m.sha256, featurizer: featurizer.identity.id, labels: m.labels,
     metrics: { accuracy: 0.9, macroF1: 0.88 }, trainingExamples: 100, trainingDataSha256: '0'.repeat(64),
-    backend: 'fixture', trainingMs: 1, retrainEventId: null, dataComplete: true,
+    backend: 'fixture', trainingMs: 1, retrainEventId: null, dataComplete: true, modelConfig: '', cvMacroF1: null, searched: false,
   };
 }
 

@@ -84,6 +84,7 @@ const predictionSchema = {
     modelVersion: { type: ['string', 'null'] },
     variant: { type: 'string', enum: ['LIVE', 'CANARY', 'BASELINE'] },
     featuresDefaulted: { type: 'boolean' },
+    unsure: { type: ['boolean', 'null'], description: "true when the calibrated top score is below the model version's unsure threshold; null without calibration (baseline, older versions)" },
     latencyMs: { type: 'number' },
     explanation: explanationSchema,
   },

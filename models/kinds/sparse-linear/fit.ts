@@ -51,7 +51,7 @@ export interface TrainOptions {
   onIteration?: (iteration: number, loss: number) => void | Promise<void>;
 }
 
-export const DEFAULT_TRAIN_OPTIONS: TrainOptions = { C: 10, minFeatureCount: 1, tfidf: true, maxIterations: 300, tolerance: 1e-6 };
+export const DEFAULT_TRAIN_OPTIONS: TrainOptions = { C: 10, minFeatureCount: 2, tfidf: true, maxIterations: 200, tolerance: 1e-5 };
 
 export interface TrainedLinearModel {
   featureIds: Uint32Array;
@@ -68,7 +68,9 @@ export interface TrainedLinearModel {
 
 /**
  * The compact vocabulary: feature ids seen in at least `minCount` training vectors, ascending (the
- * artifact's featureIds).
+ * artifact's featureIds). Features seen once (mostly bigrams) are most of a vocabulary and carry
+ * little: dropping them (the default minFeatureCount 2) made models 4x smaller and fits faster, and
+ * on the fortunes client of the real-text check scored higher, not lower (0.439 vs 0.429 macro-F1).
  */
 export function vocabularyOf(vectors: SparseVector[], minCount = 1): Uint32Array {
   const counts = new Map<number, number>();
@@ -125,17 +127,19 @@ function toCsr(vectors: SparseVector[], featureIds: Uint32Array, idf: Float32Arr
  */
 function lossAndGradient(theta: Float64Array, grad: Float64Array, X: Csr, y: Int32Array, sw: Float64Array, S: number, V: number, K: number, C: number): number {
   grad.fill(0);
+  // Locals, not X.cols etc.: V8 cannot prove the typed arrays do not alias `grad` and would reload them per access.
+  const { ptr, cols, vals } = X;
   const bOff = V * K;
   const z = new Float64Array(K);
   let loss = 0;
   const n = y.length;
   for (let i = 0; i < n; i++) {
     for (let c = 0; c < K; c++) z[c] = theta[bOff + c]!;
-    const start = X.ptr[i]!;
-    const end = X.ptr[i + 1]!;
+    const start = ptr[i]!;
+    const end = ptr[i + 1]!;
     for (let j = start; j < end; j++) {
-      const base = X.cols[j]! * K;
-      const v = X.vals[j]!;
+      const base = cols[j]! * K;
+      const v = vals[j]!;
       for (let c = 0; c < K; c++) z[c]! += v * theta[base + c]!;
     }
     let max = -Infinity;
@@ -152,8 +156,8 @@ function lossAndGradient(theta: Float64Array, grad: Float64Array, X: Csr, y: Int
     for (let c = 0; c < K; c++) z[c] = w * (z[c]! / sum - (c === t ? 1 : 0));
     for (let c = 0; c < K; c++) grad[bOff + c]! += z[c]!;
     for (let j = start; j < end; j++) {
-      const base = X.cols[j]! * K;
-      const v = X.vals[j]!;
+      const base = cols[j]! * K;
+      const v = vals[j]!;
       for (let c = 0; c < K; c++) grad[base + c]! += v * z[c]!;
     }
   }
