@@ -44,7 +44,11 @@ describe('trainer end to end', () => {
     expect(published).toMatchObject({ modelVersion: 'v1', previousVersion: null, clientId });
     const e = published as ModelPublished;
     expect(e.labels).toEqual(workload.labels.map((l) => l.name).sort());
-    expect(['wasm', 'cpu', 'tensorflow', 'tensorflow-gpu']).toContain(e.backend);
+    // sparse-linear fits with its own L-BFGS (plain JS); other kinds report the TensorFlow.js backend.
+    expect(['js-lbfgs', 'wasm', 'cpu', 'tensorflow', 'tensorflow-gpu']).toContain(e.backend);
+    // The first model ran the model search and says what it chose.
+    expect(e.searched).toBe(true);
+    expect(JSON.parse(e.modelConfig)).toMatchObject({ kind: 'sparse-linear' });
     expect(e.metrics.macroF1).toBeGreaterThan(0.6);
     expect(e.trainingExamples).toBeGreaterThan(150);
     const refs = await store.list(clientId);

@@ -229,6 +229,7 @@ export async function lbfgs(
   const gNew = new Float64Array(n);
   const alpha = new Float64Array(m);
   let it = 0;
+  let yieldedAt = performance.now();
   for (; it < opts.maxIterations; it++) {
     if (maxAbs(g) < 1e-10) break;
     // Two-loop recursion: d = -H g.
@@ -281,6 +282,13 @@ export async function lbfgs(
     g.set(gNew);
     fx = fNew;
     await opts.onIteration?.(it + 1, fx);
+    // A fit runs for seconds on the trainer's only thread: give the event loop a turn every ~20 ms
+    // so the Kafka client's heartbeats and timers keep running (an awaited callback alone runs
+    // as a microtask and lets no I/O through).
+    if (performance.now() - yieldedAt > 20) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      yieldedAt = performance.now();
+    }
     if (decrease <= opts.tolerance * Math.max(Math.abs(fx), 1)) {
       it++;
       break;
