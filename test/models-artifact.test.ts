@@ -154,7 +154,7 @@ describe('sparse-linear with TF-IDF weighting (idf section)', () => {
     const rowOf = new Map(Array.from(m.featureIds, (id, r) => [id, r]));
     // Metadata rows carry idf 0 (pass through); text rows ln((1+n)/(1+df))+1 >= 1.
     for (const id of nonTextIds) if (rowOf.has(id)) expect(m.idf![rowOf.get(id)!]).toBe(0);
-    const textRow = rowOf.get(vectors[0]!.ids.find((id) => !nonTextIds.has(id))!)!;
+    const textRow = rowOf.get(vectors[0]!.ids.find((id) => !nonTextIds.has(id) && rowOf.has(id))!)!;
     expect(m.idf![textRow]).toBeGreaterThanOrEqual(1);
     const mf: ModelManifest = { ...manifest('t1', 'float32', m), weights: { sections: [] } } as ModelManifest;
     mf.model = { ...mf.model, tfidf: true };
