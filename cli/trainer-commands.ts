@@ -4,7 +4,7 @@ import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError, UsageError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
-import { FsModelStore } from '../models/store.ts';
+import { FsModelStore, type ModelVersionRef } from '../models/store.ts';
 import { createClickHouse } from '../common/clickhouse.ts';
 import { connectStreams } from '../streams/index.ts';
 import { ModelLifecycle, retainedVersions } from '../models/lifecycle.ts';
@@ -13,7 +13,7 @@ import { serveProcessMetrics } from '../common/metrics.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 
-const STAGES: TrainStage[] = ['load', 'validate', 'featurize', 'train', 'evaluate', 'gate', 'publish'];
+const STAGES: TrainStage[] = ['load', 'validate', 'search', 'featurize', 'train', 'evaluate', 'gate', 'publish'];
 
 function printEvaluation(title: string, e: Evaluation): void {
   out(`${title}: accuracy ${e.accuracy.toFixed(4)}  macro-F1 ${e.macroF1.toFixed(4)}  (${e.support} test examples)`);
@@ -80,7 +80,8 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
             ...current,
             onProgress: (p) => {
               const before = STAGES.indexOf(p.stage);
-              const value = p.stage === 'train' ? before + (p.epoch ?? 0) : before + (STAGES.indexOf(p.stage) > STAGES.indexOf('train') ? epochs - 1 : 0);
+              // A solver's iterations (sparse-linear) may outnumber the epochs: the bar stays within the train stage.
+              const value = p.stage === 'train' ? before + Math.min(p.epoch ?? 0, epochs - 1) : before + (STAGES.indexOf(p.stage) > STAGES.indexOf('train') ? epochs - 1 : 0);
               bar?.update(value, { stage: p.stage, ...(p.epoch !== undefined ? { epoch: p.epoch } : {}), ...(p.loss !== undefined ? { loss: p.loss.toFixed(4) } : {}) });
             },
           },
@@ -124,9 +125,25 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
         out(`no models for ${opts.client} in ${config().modelStoreDir}`);
         return;
       }
-      out(`${'VERSION'.padEnd(9)}${'CREATED'.padEnd(26)}${'LABELS'.padStart(7)}${'EXAMPLES'.padStart(10)}${'MACRO-F1'.padStart(10)}${'ACCURACY'.padStart(10)}${'BYTES'.padStart(10)}  PARENT  SHA256`);
+      out(`${'VERSION'.padEnd(9)}${'CREATED'.padEnd(26)}${'LABELS'.padStart(7)}${'EXAMPLES'.padStart(10)}${'MACRO-F1'.padStart(10)}${'ACCURACY'.padStart(10)}${'BYTES'.padStart(10)}  PARENT  SHA256        ${'CV-F1'.padStart(6)}  ${'ECE'.padStart(11)}  CONFIGURATION`);
       for (const r of refs) {
-        out(`${r.modelVersion.padEnd(9)}${r.createdAt.padEnd(26)}${String(r.labels.length).padStart(7)}${String(r.trainingExamples).padStart(10)}${(r.metrics.macroF1 ?? NaN).toFixed(4).padStart(10)}${(r.metrics.accuracy ?? NaN).toFixed(4).padStart(10)}${String(r.sizeBytes).padStart(10)}  ${(r.parentVersion ?? '-').padEnd(6)}  ${r.sha256.slice(0, 12)}`);
+        out(`${r.modelVersion.padEnd(9)}${r.createdAt.padEnd(26)}${String(r.labels.length).padStart(7)}${String(r.trainingExamples).padStart(10)}${(r.metrics.macroF1 ?? NaN).toFixed(4).padStart(10)}${(r.metrics.accuracy ?? NaN).toFixed(4).padStart(10)}${String(r.sizeBytes).padStart(10)}  ${(r.parentVersion ?? '-').padEnd(6)}  ${r.sha256.slice(0, 12)}  ${configColumns(r)}`);
       }
     });
+}
+
+/**
+ * The model builder's columns of `eddy models list`: cross-validated macro-F1 of the chosen
+ * configuration, expected calibration error before->after temperature scaling, and the
+ * configuration (kind, hyperparameters, character n-grams; "(searched)" on the version that ran the
+ * search, "(reused)" on the ones that kept it).
+ */
+function configColumns(r: ModelVersionRef): string {
+  const s = r.selection;
+  const cv = s?.cvMacroF1 != null ? s.cvMacroF1.toFixed(4) : '-';
+  const ece = r.metrics.eceBefore !== undefined && r.metrics.eceAfter !== undefined ? `${r.metrics.eceBefore.toFixed(3)}->${r.metrics.eceAfter.toFixed(3)}` : '-';
+  const config = s
+    ? `${s.config.kind} ${Object.entries(s.config.params).map(([k, v]) => `${k}=${String(v)}`).join(' ')}${s.config.charNgrams.length ? ` chars=${s.config.charNgrams.join(',')}` : ''} (${s.searched ? 'searched' : 'reused'})`
+    : '-';
+  return `${cv.padStart(6)}  ${ece.padStart(11)}  ${config}`;
 }

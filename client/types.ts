@@ -45,6 +45,8 @@ export interface Prediction {
   modelVersion: string | null;
   variant: 'LIVE' | 'CANARY' | 'BASELINE';
   featuresDefaulted: boolean;
+  /** The calibrated top score is below the model version's threshold: route to a person. null without calibration (baseline, older versions). */
+  unsure?: boolean | null;
   latencyMs: number;
   explanation?: Explanation;
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { EddyError } from '../common/errors.ts';
 import type { FeaturizerConfig } from '../featurizer/text.ts';
+import type { Calibration } from './calibration.ts';
 
 /**
  * The model artifact: one self-describing binary file (manifest + named weight sections), the
@@ -69,7 +70,33 @@ export interface ModelManifest {
   retrainEventId?: string | null;
   /** Wall time of training (featurize + fit + evaluate), ms. */
   trainingMs?: number;
+  /**
+   * What the weights were fitted on: 'all' = every example and label definition (the published
+   * version is refit on all data; `metrics` then come from the same configuration fitted on the
+   * train split and scored on the held-out test split); absent = the train split (older builds).
+   */
+  trainedOn?: 'all' | 'train-split';
+  /** Newest example time (occurredAtMs) in the data the weights were fitted on. */
+  dataThroughMs?: number;
+  /** Temperature and `unsure` threshold fitted on held-out predictions; absent = raw softmax, never unsure. */
+  calibration?: Calibration;
+  /** The configuration the model search chose (kind + params + featurizer choices) and how it was chosen. */
+  selection?: ModelSelection;
   weights: { sections: Array<{ name: string; dtype: SectionDtype; offset: number; length: number }> };
+}
+
+/** The model search's choice for a client, carried from version to version until the next search. */
+export interface ModelSelection {
+  /** Kind and hyperparameters, e.g. {"kind":"sparse-linear","params":{"C":10,"tfidf":true},"charNgrams":[]}. */
+  config: { kind: string; params: Record<string, unknown>; charNgrams: number[] };
+  /** Cross-validated macro-F1 of the chosen configuration at the last search (null = never searched: defaults). */
+  cvMacroF1: number | null;
+  /** True when this version ran the search; false when it reused the previous version's choice. */
+  searched: boolean;
+  /** Training examples when the search ran (the next full search comes at twice as many). */
+  searchedAtExamples: number;
+  /** Candidates the search scored at that time. */
+  candidates: number;
 }
 
 /** A decoded artifact: the manifest and every section (each its own ArrayBuffer, safe to transfer between threads). */

@@ -30,6 +30,14 @@ export interface VersionInfo {
   metrics: Record<string, number>;
   trainingExamples: number;
   publishedAt: number;
+  /** The model search's configuration (JSON, ModelPublished.modelConfig; '' from older trainers). */
+  modelConfig?: string;
+  /** Its cross-validated macro-F1 at the last search (null: none ran). */
+  cvMacroF1?: number | null;
+  /** Whether this version ran the search or reused the previous choice. */
+  searched?: boolean;
+  /** What trained it (ModelPublished.backend). */
+  backend?: string;
 }
 
 export interface ClientModels {
@@ -119,6 +127,7 @@ export function applyModelEvent(c: ClientModels, event: LifecycleEvent): Lifecyc
       c.versions.set(e.modelVersion, {
         version: e.modelVersion, artifactUri: e.artifactUri, artifactSha256: e.artifactSha256, featurizer: e.featurizer,
         labels: e.labels, metrics: e.metrics, trainingExamples: e.trainingExamples, publishedAt: e.occurredAt,
+        modelConfig: e.modelConfig, cvMacroF1: e.cvMacroF1, searched: e.searched, backend: e.backend,
       });
       const becameLive = !c.pinned;
       const from = becameLive ? setLive(c, e.modelVersion) : c.live;

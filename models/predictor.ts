@@ -1,6 +1,7 @@
 import { EddyError } from '../common/errors.ts';
 import { featurizerFor, type SparseVector, type TextFeaturizer } from '../featurizer/text.ts';
 import type { ModelArtifact, ModelManifest } from './artifact.ts';
+import { softmaxInPlace } from './calibration.ts';
 import { modelKind } from './kinds/index.ts';
 
 /** Same shape as `RealtimeFeatures` in featurizer/realtime.ts (contract 2); structural, so no import of Redis code here. */
@@ -8,8 +9,10 @@ export type RealtimeFeatures = Record<string, number>;
 
 export interface Prediction {
   label: string;
-  /** Softmax probabilities, highest first (topK of them). */
+  /** Softmax probabilities (calibrated when the version carries a temperature), highest first (topK of them). */
   scores: Array<{ label: string; score: number }>;
+  /** The top score is below the version's calibrated `unsureBelow` threshold; null when the version has no calibration. */
+  unsure: boolean | null;
 }
 
 export interface Predictor {
@@ -40,24 +43,19 @@ export function loadPredictor(artifact: ModelArtifact): Predictor {
   const scorer = kind.scorer(manifest, kind.read(manifest, artifact.sections));
   const labels = manifest.labels;
   const nLabels = labels.length;
+  const temperature = manifest.calibration?.temperature ?? 1;
+  const unsureBelow = manifest.calibration ? manifest.calibration.unsureBelow : null;
 
   return {
     manifest,
     memoryBytes: scorer.memoryBytes,
     logits: scorer.logits,
     predict(text, metadata, realtime, topK = nLabels) {
-      const z = scorer.logits(featurizer.featurize(text, metadata, realtime));
-      let max = -Infinity;
-      for (let c = 0; c < nLabels; c++) max = Math.max(max, z[c]!);
-      let sum = 0;
-      for (let c = 0; c < nLabels; c++) {
-        z[c] = Math.exp(z[c]! - max);
-        sum += z[c]!;
-      }
+      const z = softmaxInPlace(scorer.logits(featurizer.featurize(text, metadata, realtime)), temperature);
       const order = Array.from({ length: nLabels }, (_, c) => c).sort((a, b) => z[b]! - z[a]! || a - b);
       const k = Math.max(1, Math.min(topK, nLabels));
-      const scores = order.slice(0, k).map((c) => ({ label: labels[c]!, score: z[c]! / sum }));
-      return { label: scores[0]!.label, scores };
+      const scores = order.slice(0, k).map((c) => ({ label: labels[c]!, score: z[c]! }));
+      return { label: scores[0]!.label, scores, unsure: unsureBelow === null ? null : scores[0]!.score < unsureBelow };
     },
   };
 }

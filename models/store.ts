@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EddyError, errorMessage } from '../common/errors.ts';
 import { nextVersion, versionNumber } from '../common/ids.ts';
-import { decodeArtifact, encodeArtifact, sha256Hex, type ArtifactSection, type ModelArtifact, type ModelManifest } from './artifact.ts';
+import { decodeArtifact, encodeArtifact, sha256Hex, type ArtifactSection, type ModelArtifact, type ModelManifest, type ModelSelection } from './artifact.ts';
 
 /** What the store knows about one published version of a client's model (small; no weights). */
 export interface ModelVersionRef {
@@ -22,6 +22,8 @@ export interface ModelVersionRef {
   trainingExamples: number;
   backend: string;
   trainingMs: number;
+  /** The model search's choice the version was trained with (absent in refs written by older builds). */
+  selection?: ModelSelection;
 }
 
 export interface PrunePolicy {
@@ -108,7 +110,7 @@ export class FsModelStore implements ModelStore {
         createdAt: manifest.createdAt, labels: manifest.labels, featurizerId: manifest.featurizer.id,
         metrics: manifest.metrics, parentVersion: manifest.parentVersion, retrainEventId: manifest.retrainEventId ?? null,
         trainingDataSha256: manifest.trainingDataSha256, trainingExamples: manifest.trainingExamples, backend: manifest.backend,
-        trainingMs: manifest.trainingMs ?? 0,
+        trainingMs: manifest.trainingMs ?? 0, ...(manifest.selection ? { selection: manifest.selection } : {}),
       };
       const refFile = path.join(this.clientDir(manifest.clientId), `${manifest.modelVersion}.json`);
       const created = await this.writeAtomic(refFile, JSON.stringify(ref, null, 1), true);

@@ -224,6 +224,24 @@ export namespace EddyEvents {
          * Default: true
          */
         dataComplete: boolean;
+        /**
+         * The configuration the model search chose, JSON {kind, params, charNgrams} (the model kind is its kind); empty from older trainers.
+         *
+         * Default: ""
+         */
+        modelConfig: string;
+        /**
+         * Cross-validated macro-F1 of that configuration at the client's last model search; null when none ran.
+         *
+         * Default: null
+         */
+        cvMacroF1: null | number;
+        /**
+         * True when this version ran the model search; false when it reused the previous version's configuration.
+         *
+         * Default: false
+         */
+        searched: boolean;
     }
 }
 
@@ -410,6 +428,12 @@ export namespace EddyEvents {
          * Default: false
          */
         featuresDefaulted: boolean;
+        /**
+         * True when the calibrated top score is below the model version's unsure threshold (fitted on held-out predictions at training); null when the answer has no calibration (the baseline, a version trained before calibration, events from older servers): the review queue then applies its fixed EDDY_REVIEW_UNSURE_BELOW.
+         *
+         * Default: null
+         */
+        unsure: null | boolean;
     }
 }
 

@@ -22,7 +22,7 @@ export interface ServablePredictor {
     metadata: Record<string, string>,
     realtime: Record<string, number>,
     topK?: number,
-  ): { label: string; scores: Array<{ label: string; score: number }> };
+  ): { label: string; scores: Array<{ label: string; score: number }>; unsure?: boolean | null };
   readonly memoryBytes: number;
 }
 

@@ -45,6 +45,8 @@ export interface PredictResult {
   modelVersion: string | null;
   variant: Variant;
   featuresDefaulted: boolean;
+  /** The calibrated top score is below the model version's `unsure` threshold; null without calibration (the baseline, older versions). */
+  unsure: boolean | null;
   latencyMs: number;
   /** Present when the request asked for it: per returned label, the terms that pushed its score most. */
   explanation?: Explanation;
@@ -146,6 +148,7 @@ export class PredictionService {
     let featuresDefaulted = false;
     let label: string;
     let scores: Array<{ label: string; score: number }>;
+    let unsure: boolean | null = null;
     let explanation: Explanation | undefined;
     const events: PredictionMade[] = [];
     const requester = req.metadata[this.config.canaryKey] || requestId;
@@ -160,7 +163,9 @@ export class PredictionService {
       if (f.defaulted) this.defaulted.n++;
       if (handle) {
         try {
-          ({ label, scores } = handle.predictor.predict(req.text, req.metadata, f.features, topK));
+          const p = handle.predictor.predict(req.text, req.metadata, f.features, topK);
+          ({ label, scores } = p);
+          unsure = p.unsure ?? null;
           if (req.explain && isExplainable(handle.predictor)) {
             explanation = explainPrediction(handle.predictor, { text: req.text, metadata: req.metadata, realtime: f.features }, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);
           }
@@ -183,10 +188,11 @@ export class PredictionService {
       if (req.explain) explanation = explainBaseline(req.text, definitions, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);
       variant = 'BASELINE';
       featuresDefaulted = false;
+      unsure = null;
     }
     const latencyMs = performance.now() - started;
     const result: PredictResult = {
-      requestId, clientId, label: label!, scores: scores!, modelVersion: handle?.version ?? null, variant, featuresDefaulted, latencyMs,
+      requestId, clientId, label: label!, scores: scores!, modelVersion: handle?.version ?? null, variant, featuresDefaulted, unsure, latencyMs,
       ...(explanation ? { explanation } : {}),
     };
     events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomUUID()));
@@ -256,7 +262,7 @@ export class PredictionService {
       const p = h.predictor.predict(req.text, req.metadata, features, topK);
       this.predicted[channel].SHADOW.n++;
       return this.event(
-        { requestId, clientId: c.clientId, label: p.label, scores: p.scores, modelVersion: version, variant: 'SHADOW' as Variant, featuresDefaulted, latencyMs: performance.now() - started },
+        { requestId, clientId: c.clientId, label: p.label, scores: p.scores, modelVersion: version, variant: 'SHADOW' as Variant, featuresDefaulted, unsure: p.unsure ?? null, latencyMs: performance.now() - started },
         req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:shadow`) : randomUUID(),
       );
     } catch (err) {
@@ -282,6 +288,7 @@ export class PredictionService {
       latencyMs: r.latencyMs,
       channel,
       featuresDefaulted: r.featuresDefaulted,
+      unsure: r.unsure,
     };
   }
 }

@@ -31,7 +31,7 @@ const events: AnyEvent[] = [
   {
     name: 'ModelPublished', value: {
       eventId: randomUUID(), clientId: c, occurredAt: now, modelVersion: 'v1', previousVersion: null, artifactUri: 'file:///m/v1', artifactSha256: 'ab'.repeat(32),
-      featurizer: 'text@1+abc', labels: ['Hardware', 'Network'], metrics: { accuracy: 0.9 }, trainingExamples: 3, trainingDataSha256: 'cd'.repeat(32), backend: 'wasm', trainingMs: 12, retrainEventId: null, dataComplete: true,
+      featurizer: 'text@1+abc', labels: ['Hardware', 'Network'], metrics: { accuracy: 0.9 }, trainingExamples: 3, trainingDataSha256: 'cd'.repeat(32), backend: 'wasm', trainingMs: 12, retrainEventId: null, dataComplete: true, modelConfig: '', cvMacroF1: null, searched: false,
     },
   },
   {

@@ -233,6 +233,8 @@ describe('dashboard in a real headless browser', () => {
     // The version timeline on the same time axis: v2's publication (v1's is a week back, at the window's start).
     expect(await page.locator('#chart svg .timeline [data-type="ModelPublished"]').count()).toBeGreaterThanOrEqual(1);
     expect(await page.locator('#chart-desc').textContent()).toMatch(/Timeline: .*published v2/);
+    // The live version's model info: the search's configuration, its CV score, calibration.
+    expect(await page.locator('#detail-summary').textContent()).toMatch(/Model v2: sparse-linear C=10 \(chosen by this version's search\), cross-validated macro-F1 0\.870, .*calibration error 0\.120 -> 0\.030, unsure below 0\.350/);
     // Segments and the review queue of the client.
     expect(await page.locator('#segments tbody tr').count()).toBeGreaterThanOrEqual(1);
     expect(await page.locator('#segments tbody tr').first().innerText()).toMatch(/^length=/);

@@ -46,7 +46,7 @@ beforeAll(async () => {
   const index = new Map(labels.map((l, i) => [l, i]));
   trained = await trainSparseLinear(
     { vectors, targets: Int32Array.from(client.examples, (e) => index.get(e.label)!), numLabels: labels.length },
-    { ...DEFAULT_TRAIN_OPTIONS, epochs: 4 },
+    { ...DEFAULT_TRAIN_OPTIONS, maxIterations: 50 },
   );
 });
 
@@ -136,6 +136,44 @@ describe('model artifact, store and predictor', () => {
     expect((await store.list(client.clientId)).map((r) => r.modelVersion)).toEqual(['v1', 'v4', 'v5']);
     const v2 = refs.find((r) => r.modelVersion === 'v2')!;
     await expect(store.get(v2.uri, v2.sha256)).rejects.toMatchObject({ code: 'ARTIFACT_NOT_FOUND' });
+  });
+});
+
+describe('sparse-linear with TF-IDF weighting (idf section)', () => {
+  it('scores idf-weighted, L2-renormalised text features; metadata features pass through unweighted', async () => {
+    const examples = client.examples.slice(0, 200);
+    const vectors = examples.map((e) => featurizer.featurize(e.text, e.metadata));
+    const index = new Map(labels.map((l, i) => [l, i]));
+    const nonTextIds = new Set<number>();
+    for (const e of examples) for (const id of featurizer.featurize('', e.metadata).ids) nonTextIds.add(id);
+    const m = await trainSparseLinear(
+      { vectors, targets: Int32Array.from(examples, (e) => index.get(e.label)!), numLabels: labels.length, nonTextIds },
+      { ...DEFAULT_TRAIN_OPTIONS, maxIterations: 30 },
+    );
+    expect(m.idf).not.toBeNull();
+    const rowOf = new Map(Array.from(m.featureIds, (id, r) => [id, r]));
+    // Metadata rows carry idf 0 (pass through); text rows ln((1+n)/(1+df))+1 >= 1.
+    for (const id of nonTextIds) if (rowOf.has(id)) expect(m.idf![rowOf.get(id)!]).toBe(0);
+    const textRow = rowOf.get(vectors[0]!.ids.find((id) => !nonTextIds.has(id) && rowOf.has(id))!)!;
+    expect(m.idf![textRow]).toBeGreaterThanOrEqual(1);
+    const mf: ModelManifest = { ...manifest('t1', 'float32', m), weights: { sections: [] } } as ModelManifest;
+    mf.model = { ...mf.model, tfidf: true };
+    const weights = { featureIds: m.featureIds, bias: m.bias, idf: m.idf, ...quantizeWeights(m.weights, m.featureIds.length, labels.length, 'float32') };
+    const bytes = encodeArtifact(mf, sparseLinear.write(weights));
+    const predictor = loadPredictor(decodeArtifact(bytes));
+    expect(predictor.memoryBytes).toBe(sparseLinear.estimateBytes(mf));
+    // Reference: the transform written out (idf x value on text rows, L2 over them, unknown ids dropped).
+    for (const v of vectors.slice(0, 20)) {
+      const entries = Array.from(v.ids, (id, j) => ({ r: rowOf.get(id), v: v.values[j]! })).filter((e) => e.r !== undefined) as Array<{ r: number; v: number }>;
+      const text = entries.filter((e) => m.idf![e.r]! > 0).map((e) => ({ r: e.r, v: e.v * m.idf![e.r]! }));
+      const norm = Math.sqrt(text.reduce((a, e) => a + e.v * e.v, 0));
+      const all = [...text.map((e) => ({ r: e.r, v: e.v / norm })), ...entries.filter((e) => m.idf![e.r] === 0)];
+      const expected = Array.from(m.bias, (b, c) => all.reduce((a, e) => a + e.v * m.weights[e.r * labels.length + c]!, b));
+      Array.from(predictor.logits(v)).forEach((z, c) => expect(z).toBeCloseTo(expected[c]!, 5));
+    }
+    // The manifest flag and the section go together.
+    const { tfidf: _t, ...plain } = mf.model;
+    expect(() => loadPredictor(decodeArtifact(encodeArtifact({ ...mf, model: plain }, sparseLinear.write(weights))))).toThrow(expect.objectContaining({ code: 'ARTIFACT_CORRUPT' }));
   });
 });
 

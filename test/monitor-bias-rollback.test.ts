@@ -44,7 +44,7 @@ function published(clientId: string, version: string, previousVersion: string | 
   const e: ModelPublished = {
     eventId: randomUUID(), clientId, occurredAt: at, modelVersion: version, previousVersion, artifactUri: `file:///nowhere/${version}`,
     artifactSha256: '0'.repeat(64), featurizer: 'test@1', labels, metrics: { macroF1: 0.9 }, trainingExamples: 300,
-    trainingDataSha256: '0'.repeat(64), backend: 'test', trainingMs: 1200, retrainEventId: null, dataComplete: true,
+    trainingDataSha256: '0'.repeat(64), backend: 'test', trainingMs: 1200, retrainEventId: null, dataComplete: true, modelConfig: '', cvMacroF1: null, searched: false,
   };
   return { name: 'ModelPublished', value: e };
 }

@@ -23,7 +23,7 @@ export function labelAdded(clientId: string, label: string, over: Partial<LabelS
 export function prediction(clientId: string, requestId: string, label: string, over: Partial<PredictionMade> = {}): PredictionMade {
   return {
     eventId: randomUUID(), clientId, occurredAt: Date.now(), requestId, text: `request ${requestId}`, metadata: { requester: 'ann' },
-    label, scores: [{ label, score: 0.9 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 1.5, channel: 'HTTP', featuresDefaulted: false, ...over,
+    label, scores: [{ label, score: 0.9 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 1.5, channel: 'HTTP', featuresDefaulted: false, unsure: null, ...over,
   };
 }
 

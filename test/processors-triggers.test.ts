@@ -126,7 +126,7 @@ afterAll(async () => {
 function published(version: string, retrainEventId: string | null): ModelPublished {
   return {
     eventId: randomUUID(), clientId: c, occurredAt: Date.now(), modelVersion: version, previousVersion: null, artifactUri: `file:///${version}`, artifactSha256: '0'.repeat(64),
-    featurizer: 'f', labels: ['A', 'B'], metrics: {}, trainingExamples: 4, trainingDataSha256: '0'.repeat(64), backend: 'wasm', trainingMs: 1, retrainEventId, dataComplete: true,
+    featurizer: 'f', labels: ['A', 'B'], metrics: {}, trainingExamples: 4, trainingDataSha256: '0'.repeat(64), backend: 'wasm', trainingMs: 1, retrainEventId, dataComplete: true, modelConfig: '', cvMacroF1: null, searched: false,
   };
 }
 

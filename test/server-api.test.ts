@@ -97,7 +97,7 @@ describe('prediction API: answers', () => {
   it('predicts with the live model of a client', async () => {
     const r = await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'my VPN keeps dropping', metadata: { channel: 'chat' } } });
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ label: 'Network', modelVersion: 'v1', variant: 'LIVE', featuresDefaulted: false });
+    expect(r.body).toMatchObject({ label: 'Network', modelVersion: 'v1', variant: 'LIVE', featuresDefaulted: false, unsure: null });
     expect(r.body.scores).toHaveLength(3);
     expect(r.body.scores[0].score).toBeGreaterThanOrEqual(r.body.scores[1].score);
     expect(r.body.scores[1].score).toBeGreaterThanOrEqual(r.body.scores[2].score);
@@ -135,6 +135,11 @@ describe('prediction API: answers', () => {
     const r = await call('GET', '/v1/clients/acme/model', { key: acme });
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ clientId: 'acme', live: { version: 'v1', pinned: false, metrics: { accuracy: 0.9 } }, canary: null, shadow: null, baseline: false });
+    // The model builder's fields of ModelPublished: kind, configuration, CV score, backend, calibration.
+    expect(r.body.live).toMatchObject({
+      kind: 'sparse-linear', config: { kind: 'sparse-linear', params: { C: 10 }, charNgrams: [] }, cvMacroF1: 0.87, searched: true, backend: 'fixture',
+      calibration: { temperature: 1.5, unsureBelow: 0.35, eceBefore: 0.12, eceAfter: 0.03 },
+    });
     const g = await call('GET', '/v1/clients/globex/model', { key: globex });
     expect(g.body).toMatchObject({ live: null, baseline: true });
   });

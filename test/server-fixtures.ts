@@ -84,8 +84,9 @@ export function modelPublished(m: { clientId: string; version: string; uri: stri
   return {
     eventId: randomUUID(), clientId: m.clientId, occurredAt: Date.now(), modelVersion: m.version, previousVersion: null,
     artifactUri: m.uri, artifactSha256: m.sha256, featurizer: featurizer.identity.id, labels: m.labels,
-    metrics: { accuracy: 0.9, macroF1: 0.88 }, trainingExamples: 100, trainingDataSha256: '0'.repeat(64),
+    metrics: { accuracy: 0.9, macroF1: 0.88, temperature: 1.5, unsureBelow: 0.35, eceBefore: 0.12, eceAfter: 0.03 }, trainingExamples: 100, trainingDataSha256: '0'.repeat(64),
     backend: 'fixture', trainingMs: 1, retrainEventId: null, dataComplete: true,
+    modelConfig: JSON.stringify({ kind: 'sparse-linear', params: { C: 10 }, charNgrams: [] }), cvMacroF1: 0.87, searched: true,
   };
 }
 

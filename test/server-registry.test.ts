@@ -19,7 +19,7 @@ const published = (clientId: string, version: string): AnyEvent => ({
   value: {
     eventId: randomUUID(), clientId, occurredAt: Date.now(), modelVersion: version, previousVersion: null,
     artifactUri: `eddy-store://sha256/${'0'.repeat(64)}`, artifactSha256: '0'.repeat(64), featurizer: 'f', labels: ['A', 'B'],
-    metrics: { accuracy: 0.5 }, trainingExamples: 10, trainingDataSha256: '0'.repeat(64), backend: 'cpu', trainingMs: 1, retrainEventId: null, dataComplete: true,
+    metrics: { accuracy: 0.5 }, trainingExamples: 10, trainingDataSha256: '0'.repeat(64), backend: 'cpu', trainingMs: 1, retrainEventId: null, dataComplete: true, modelConfig: '', cvMacroF1: null, searched: false,
   },
 });
 const promoted = (clientId: string, version: string, variant: 'LIVE' | 'CANARY' | 'SHADOW', share = 1, pinned = false): AnyEvent => ({
@@ -161,7 +161,7 @@ describe('PredictionPublisher', () => {
 
   const made = (requestId: string): PredictionMade => ({
     eventId: randomUUID(), clientId: 'c', occurredAt: Date.now(), requestId, text: 't', metadata: {}, label: 'A',
-    scores: [{ label: 'A', score: 1 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 1, channel: 'HTTP', featuresDefaulted: false,
+    scores: [{ label: 'A', score: 1 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 1, channel: 'HTTP', featuresDefaulted: false, unsure: null,
   });
 
   // The production path (a worker thread with its own Kafka connection) and the inline one.

@@ -18,9 +18,9 @@ import { exampleEvent, labelEvent as labelOf, TrainerTestStack } from './trainer
 const stack = await TrainerTestStack.create('trainer-e2e');
 const { config, store } = stack;
 const good: TrainerSettings = trainerSettings(config.trainer, { epochs: 6 });
-// A deliberately worse candidate: no warm start and a learning rate of 0 leave every weight at
+// A deliberately worse candidate: no warm start and no solver iteration leave every weight at
 // zero, so it predicts one label for everything.
-const worse: TrainerSettings = { ...good, warmStart: false, model: { ...good.model, params: { ...good.model.params, learningRate: 0 } } };
+const worse: TrainerSettings = { ...good, warmStart: false, model: { ...good.model, params: { ...good.model.params, maxIterations: 0 } } };
 
 // A fixed client id (topics, database and store are already unique to this file): the split is a
 // hash of example ids, so a random id changed the ~27-example test set from run to run and made the
@@ -44,7 +44,11 @@ describe('trainer end to end', () => {
     expect(published).toMatchObject({ modelVersion: 'v1', previousVersion: null, clientId });
     const e = published as ModelPublished;
     expect(e.labels).toEqual(workload.labels.map((l) => l.name).sort());
-    expect(['webgpu', 'wasm', 'cpu']).toContain(e.backend);
+    // sparse-linear fits with its own L-BFGS (plain JS); other kinds report the TensorFlow.js backend.
+    expect(['js-lbfgs', 'webgpu', 'wasm', 'cpu']).toContain(e.backend);
+    // The first model ran the model search and says what it chose.
+    expect(e.searched).toBe(true);
+    expect(JSON.parse(e.modelConfig)).toMatchObject({ kind: 'sparse-linear' });
     expect(e.metrics.macroF1).toBeGreaterThan(0.6);
     expect(e.trainingExamples).toBeGreaterThan(150);
     const refs = await store.list(clientId);

@@ -15,9 +15,9 @@ const stack = await TrainerTestStack.create('trainer-live');
 const { config, store } = stack;
 // keepVersions 1: retention keeps only the newest plus whatever the live view says to keep.
 const good: TrainerSettings = { ...trainerSettings(config.trainer, { epochs: 6 }), keepVersions: 1 };
-// Learning rate 0 and no warm start: every weight stays zero, one label for everything. 600
+// No solver iteration and no warm start: every weight stays zero, one label for everything. 600
 // examples give ~60 test examples, enough for the gate's significance test to refuse it surely.
-const worse: TrainerSettings = { ...good, warmStart: false, model: { ...good.model, params: { ...good.model.params, learningRate: 0 } } };
+const worse: TrainerSettings = { ...good, warmStart: false, model: { ...good.model, params: { ...good.model.params, maxIterations: 0 } } };
 
 const clientId = uniqueName('client');
 const workload = generateClient({ clientId, examples: 600, labels: 4, noise: 0, seed: 7 });

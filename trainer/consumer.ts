@@ -82,7 +82,7 @@ export class RetrainHandler implements EventHandler {
       const request = requests.at(-1)!;
       const live = await this.liveOf(clientId);
       const end = durations().startTimer();
-      const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, ...(live ?? {}) });
+      const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, qualityAlert: requests.some((r) => r.reason === 'QUALITY_DROP'), ...(live ?? {}) });
       end();
       if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
       if (outcome.kind === 'published') {

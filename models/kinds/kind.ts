@@ -36,13 +36,17 @@ export interface FitData {
   numLabels: number;
   /** Optional per-example weights (e.g. label definitions count more). */
   sampleWeights?: Float32Array;
+  /** Feature ids of metadata and real-time features (not text n-grams): TF-IDF weighting leaves them as they are. */
+  nonTextIds?: ReadonlySet<number>;
 }
 
 export interface FitOptions {
+  /** Passes over the data for kinds that train by epochs (sparse-linear solves to convergence and ignores it). */
   epochs: number;
   seed: number;
   /** Warm start: what `warmStart` made of the live model, when there is one of this kind. */
   init?: unknown;
+  /** Progress per epoch (or per solver iteration). */
   onEpoch?: (epoch: number, loss: number) => void | Promise<void>;
 }
 
@@ -51,7 +55,13 @@ export interface KindTrainer<W = unknown, P = unknown> {
   readonly kind: ModelKind<W>;
   /** Hyperparameters used when the caller gives none. */
   readonly defaults: P;
-  fit(data: FitData, params: P, opts: FitOptions): Promise<{ weights: W; model: ModelInfo; finalLoss: number }>;
+  fit(data: FitData, params: P, opts: FitOptions): Promise<{
+    weights: W; model: ModelInfo; finalLoss: number;
+    /** Solver iterations or epochs run. */
+    iterations?: number;
+    /** What computed the fit when it is not the TensorFlow.js backend (e.g. 'js-lbfgs'). */
+    backend?: string;
+  }>;
   /** A previous model of this kind re-mapped to a new label order, or undefined when it would not help. */
   warmStart(parent: ModelArtifact, labels: readonly string[]): unknown | undefined;
 }

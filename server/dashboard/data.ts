@@ -3,7 +3,7 @@ import { apiError, type Principal } from '../http/plumbing.ts';
 import { compareVersions } from '../../common/ids.ts';
 import { monitorKeys } from '../../common/keyspace.ts';
 import { redisError } from '../../common/redis.ts';
-import type { LifecycleEntry, ModelRegistry } from '../../models/lifecycle.ts';
+import type { LifecycleEntry, ModelRegistry, VersionInfo } from '../../models/lifecycle.ts';
 import { ALL_VERSIONS, biasOf, DAY_MS, dayOf, qualityOf, readDays, readSegmentQuality, readWindows, type Counters, type SegmentQuality } from '../../models/quality.ts';
 import { reviewQueueSizes } from '../../models/review.ts';
 import type { LagSample } from '../../streams/index.ts';
@@ -101,6 +101,24 @@ export interface ClientDetail {
   segments: SegmentQuality[];
   segmentGaps: Array<{ segment: string; gapPercent: number }>;
   reviewQueue: number;
+  /** The live version's model info from this server's registry (null when it does not know the client's live version). */
+  model: LiveModelInfo | null;
+}
+
+/** What the model builder chose and measured for the live version (ModelPublished's fields). */
+export interface LiveModelInfo {
+  version: string;
+  /** The configuration JSON as published ({kind, params, charNgrams}); '' from older trainers. */
+  config: string;
+  cvMacroF1: number | null;
+  searched: boolean;
+  backend: string | null;
+  trainingExamples: number;
+  /** Held-out macro-F1 (the same configuration fitted on the train split). */
+  macroF1: number | null;
+  eceBefore: number | null;
+  eceAfter: number | null;
+  unsureBelow: number | null;
 }
 
 const WEEK = 7;
@@ -290,6 +308,16 @@ export class DashboardData {
       segments: segmentQuality.segments,
       segmentGaps: openGaps(s.segaps),
       reviewQueue: queue ?? 0,
+      model: liveModelInfo(known?.live !== undefined ? known.versions.get(known.live) : undefined),
     };
   }
+}
+
+function liveModelInfo(v: VersionInfo | undefined): LiveModelInfo | null {
+  if (!v) return null;
+  const m = v.metrics;
+  return {
+    version: v.version, config: v.modelConfig ?? '', cvMacroF1: v.cvMacroF1 ?? null, searched: v.searched ?? false, backend: v.backend ?? null,
+    trainingExamples: v.trainingExamples, macroF1: m.macroF1 ?? null, eceBefore: m.eceBefore ?? null, eceAfter: m.eceAfter ?? null, unsureBelow: m.unsureBelow ?? null,
+  };
 }

@@ -146,6 +146,14 @@ const clientSchema = {
     },
     segmentGaps,
     reviewQueue: { type: 'integer' },
+    model: {
+      type: ['object', 'null'],
+      properties: {
+        version: { type: 'string' }, config: { type: 'string' }, cvMacroF1: { type: ['number', 'null'] }, searched: { type: 'boolean' },
+        backend: { type: ['string', 'null'] }, trainingExamples: { type: 'integer' }, macroF1: { type: ['number', 'null'] },
+        eceBefore: { type: ['number', 'null'] }, eceAfter: { type: ['number', 'null'] }, unsureBelow: { type: ['number', 'null'] },
+      },
+    },
     markers: { type: 'array', items: { type: 'object', properties: { at: { type: 'number' }, version: { type: ['string', 'null'] }, type: { type: 'string' }, title: { type: 'string' } } } },
     events: { type: 'array', items: lifecycleEntry },
   },

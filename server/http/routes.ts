@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { ServerConfig } from '../../common/config.ts';
 import type { Logger } from '../../common/log.ts';
 import { metricsRegistry } from '../../common/metrics.ts';
-import type { ModelAdmin, ModelRegistry } from '../../models/lifecycle.ts';
+import type { ModelAdmin, ModelRegistry, VersionInfo } from '../../models/lifecycle.ts';
 import type { ModelManager } from '../model-manager.ts';
 import { checkInputLimits, type PredictionService, type PredictResult } from '../prediction-service.ts';
 import type { PredictionPublisher } from '../publisher.ts';
@@ -88,6 +88,7 @@ export const predictionSchema = {
     modelVersion: { type: ['string', 'null'] },
     variant: { type: 'string', enum: ['LIVE', 'CANARY', 'BASELINE'] },
     featuresDefaulted: { type: 'boolean' },
+    unsure: { type: ['boolean', 'null'], description: "true when the calibrated top score is below the model version's unsure threshold; null without calibration (baseline, older versions)" },
     latencyMs: { type: 'number' },
     explanation: explanationSchema,
   },
@@ -106,6 +107,15 @@ const versionSchema = {
     featurizer: { type: 'string' },
     labels: { type: 'array', items: { type: 'string' } },
     metrics: { type: 'object', additionalProperties: { type: 'number' } },
+    kind: { type: ['string', 'null'], description: 'the model kind (from the configuration)' },
+    config: { type: ['object', 'null'], additionalProperties: true, description: 'the configuration the model search chose: {kind, params, charNgrams}' },
+    cvMacroF1: { type: ['number', 'null'], description: 'cross-validated macro-F1 of that configuration at the last search' },
+    searched: { type: 'boolean', description: 'whether this version ran the search (false: reused the previous choice)' },
+    backend: { type: ['string', 'null'] },
+    calibration: {
+      type: ['object', 'null'],
+      properties: { temperature: { type: 'number' }, unsureBelow: { type: 'number' }, eceBefore: { type: 'number' }, eceAfter: { type: 'number' } },
+    },
   },
 } as const;
 
@@ -243,7 +253,7 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
         version: info.version, ...extra, loaded: manager.isLoaded(clientId, info.version),
         loadError: manager.failure(clientId, info.version)?.message ?? null,
         publishedAt: info.publishedAt, trainingExamples: info.trainingExamples, featurizer: info.featurizer,
-        labels: info.labels, metrics: info.metrics,
+        labels: info.labels, metrics: info.metrics, ...modelInfoFields(info),
       };
     };
     return {
@@ -335,3 +345,20 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
     },
   );
 };
+
+/** The model-builder fields of a version (configuration, CV score, calibration) for GET /v1/clients/:id/model. */
+function modelInfoFields(info: VersionInfo) {
+  let config: Record<string, unknown> | null = null;
+  try {
+    config = info.modelConfig ? (JSON.parse(info.modelConfig) as Record<string, unknown>) : null;
+  } catch {
+    config = null;
+  }
+  const m = info.metrics;
+  return {
+    kind: typeof config?.kind === 'string' ? config.kind : null, config, cvMacroF1: info.cvMacroF1 ?? null, searched: info.searched ?? false, backend: info.backend ?? null,
+    calibration: m.temperature !== undefined
+      ? { temperature: m.temperature, unsureBelow: m.unsureBelow ?? 0, eceBefore: m.eceBefore ?? 0, eceAfter: m.eceAfter ?? 0 }
+      : null,
+  };
+}

@@ -47,7 +47,7 @@ function judgedPairs(n: number, prefix: string): AnyEvent[] {
     out.push({
       name: 'PredictionMade', value: {
         eventId: randomUUID(), clientId, occurredAt: at, requestId, text: 'laptop will not boot after the update', metadata: { requester: `u${i % 3000}` },
-        label, scores: [{ label, score: 0.8 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 0.4, channel: 'HTTP', featuresDefaulted: false,
+        label, scores: [{ label, score: 0.8 }], modelVersion: 'v1', variant: 'LIVE', latencyMs: 0.4, channel: 'HTTP', featuresDefaulted: false, unsure: null,
       },
     });
     const right = i % 20 < 17;

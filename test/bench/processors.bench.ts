@@ -48,7 +48,7 @@ function makeEvent(): AnyEvent {
     return {
       name: 'PredictionMade', value: {
         eventId: randomUUID(), clientId, occurredAt: Date.now(), requestId: `req-${i}`, text, metadata, label, scores: [{ label, score: 0.8 }],
-        modelVersion: 'v1', variant: 'LIVE', latencyMs: 0.4, channel: 'HTTP', featuresDefaulted: false,
+        modelVersion: 'v1', variant: 'LIVE', latencyMs: 0.4, channel: 'HTTP', featuresDefaulted: false, unsure: null,
       },
     };
   }

@@ -4,6 +4,9 @@
  * synthetic workload; wall time, CPU time, examples/s, peak RSS, model size, and the pure-JS
  * predictor's single-thread speed. Each case runs in a fresh child process so peak memory is its
  * own. Prints a markdown table. Options (env): BENCH_SIZES=1000,10000,100000 BENCH_BACKENDS=wasm,cpu
+ * BENCH_SEARCH=0 (a retrain between model searches: one configuration, two fits) or 1 (default: a
+ * first model, with the cross-validated search). examples/s = training examples / wall time of
+ * the whole retrain (search, held-out fit, calibration, refit on all data, evaluation).
  */
 import type { SparseLinearInfo } from '../../models/kinds/sparse-linear/index.ts';
 import { execFileSync } from 'node:child_process';
@@ -15,7 +18,7 @@ import { validateTrainingSet } from '../../trainer/validate.ts';
 import { generateClient } from '../quality/workload.ts';
 
 interface CaseResult {
-  examples: number; labels: number; backend: string; epochs: number; trainExamples: number;
+  examples: number; labels: number; backend: string; search: boolean; searchMs: number; trainExamples: number;
   wallMs: number; cpuMs: number; examplesPerSecond: number; peakRssMb: number; rows: number; modelBytes: number;
   macroF1: number; predictPerSecond: number; predictP99Ms: number;
 }
@@ -27,7 +30,8 @@ async function runCase(examples: number, backend: string): Promise<CaseResult> {
     event_id: `e${i}`, example_id: e.exampleId, text: e.text, label: e.label, source: 'ASSIGNMENT', metadata: JSON.stringify(e.metadata), features: '{}', occurred_at_ms: i,
   }));
   const changes: LabelChangeRow[] = c.labels.map((l, i) => ({ event_id: `l${i}`, change: 'ADDED', label: l.name, previous_label: '', description: l.description, keywords: l.keywords, occurred_at_ms: 0 }));
-  const settings = { ...trainerSettings(loadConfig().trainer), backend };
+  const search = process.env.BENCH_SEARCH !== '0';
+  const settings = { ...trainerSettings(loadConfig().trainer), backend, ...(search ? {} : { search: false as const }) };
   const set = buildTrainingSet(c.clientId, rows, changes);
   const validation = validateTrainingSet(set, settings);
   // Warm up the backend (wasm compile) outside the timed region: a trainer process does it once.
@@ -52,9 +56,9 @@ async function runCase(examples: number, backend: string): Promise<CaseResult> {
   const predictMs = performance.now() - p0;
   lat.sort((a, b) => a - b);
   return {
-    examples, labels, backend: candidate.manifest.backend, epochs: settings.epochs, trainExamples,
+    examples, labels, backend: candidate.manifest.backend, search, searchMs: candidate.manifest.metrics.searchMs ?? 0, trainExamples,
     wallMs: Math.round(wallMs), cpuMs: Math.round((cpu.user + cpu.system) / 1000),
-    examplesPerSecond: Math.round((trainExamples * settings.epochs) / (wallMs / 1000)),
+    examplesPerSecond: Math.round(trainExamples / (wallMs / 1000)),
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     rows: (candidate.manifest.model as SparseLinearInfo).dimensions.features, modelBytes: candidate.predictor.memoryBytes,
     macroF1: candidate.evaluation.macroF1,
@@ -81,9 +85,9 @@ if (caseArg > 0) {
       process.stderr.write(`${size} on ${backend}: ${r.wallMs} ms\n`);
     }
   }
-  console.log('| examples | labels | backend | epochs | training examples | wall ms (featurize+fit+eval) | CPU ms | examples/s (x epochs) | peak RSS MB | model rows | model bytes (in memory) | test macro-F1 | predictor predictions/s (1 thread) | predictor p99 ms |');
-  console.log('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('| examples | labels | backend | search | search ms | training examples | wall ms (search+featurize+fits+eval) | CPU ms | examples/s | peak RSS MB | model rows | model bytes (in memory) | test macro-F1 | predictor predictions/s (1 thread) | predictor p99 ms |');
+  console.log('|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of results) {
-    console.log(`| ${r.examples} | ${r.labels} | ${r.backend} | ${r.epochs} | ${r.trainExamples} | ${r.wallMs} | ${r.cpuMs} | ${r.examplesPerSecond} | ${r.peakRssMb} | ${r.rows} | ${r.modelBytes} | ${r.macroF1.toFixed(4)} | ${r.predictPerSecond} | ${r.predictP99Ms.toFixed(3)} |`);
+    console.log(`| ${r.examples} | ${r.labels} | ${r.backend} | ${r.search ? 'yes' : 'no'} | ${r.searchMs} | ${r.trainExamples} | ${r.wallMs} | ${r.cpuMs} | ${r.examplesPerSecond} | ${r.peakRssMb} | ${r.rows} | ${r.modelBytes} | ${r.macroF1.toFixed(4)} | ${r.predictPerSecond} | ${r.predictP99Ms.toFixed(3)} |`);
   }
 }

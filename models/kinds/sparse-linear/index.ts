@@ -9,8 +9,16 @@ import type { ModelKind, Scorer } from '../kind.ts';
  * binary search), so a model's size follows its client's vocabulary, not the hash space. Weights
  * are int8 with one float32 scale per row (row-wise absmax quantisation), or float32.
  *
+ * TF-IDF weighting (models since the L-BFGS trainer): an optional `idf` section holds one float32
+ * per row. The featurizer's text features arrive with sublinear tf, L2-normalised; the scorer
+ * multiplies each text feature by its row's idf and L2-normalises the text part again (what
+ * sklearn's TfidfVectorizer(sublinear_tf=True) computes, with the idf learnt from the client's
+ * training data). Rows whose idf is 0 (metadata and real-time features) keep their value and stay
+ * out of the norm. Doing it here, not in the featurizer, keeps the featurizer's output (shared by
+ * every model and pinned by test/fixtures/) unchanged; artifacts without `idf` score as before.
+ *
  * Sections, in this order: featureIds (uint32), weights (int8 | float32, row-major
- * [features x labels]), rowScales (float32, int8 only), bias (float32).
+ * [features x labels]), rowScales (float32, int8 only), bias (float32), idf (float32, optional).
  */
 export type Quantization = 'int8-row' | 'float32';
 
@@ -19,6 +27,8 @@ export interface SparseLinearInfo extends ModelInfo {
   /** Stored feature rows x labels. */
   dimensions: { features: number; labels: number };
   quantization: Quantization;
+  /** True when the artifact has an `idf` section (TF-IDF weighting in the scorer); absent on older artifacts. */
+  tfidf?: boolean;
 }
 
 export interface SparseLinearWeights {
@@ -28,6 +38,54 @@ export interface SparseLinearWeights {
   /** One scale per row, for int8-row. */
   rowScales: Float32Array | null;
   bias: Float32Array;
+  /** Per-row idf for text features, 0 for features left unweighted; null = no TF-IDF weighting (older artifacts). */
+  idf?: Float32Array | null;
+}
+
+/** Binary search of a feature id in the ascending featureIds; -1 when the model has no row for it. */
+export function rowLookup(featureIds: Uint32Array): (id: number) => number {
+  const nRows = featureIds.length;
+  return (id: number): number => {
+    let lo = 0;
+    let hi = nRows - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = featureIds[mid]!;
+      if (v === id) return mid;
+      if (v < id) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  };
+}
+
+/**
+ * A vector in model rows with TF-IDF weighting applied (see the header): writes the row of each
+ * known feature and its weighted value into `rows`/`out` and returns how many. Features without a
+ * row are dropped before the norm, as a TF-IDF vocabulary drops unseen words. The trainer uses
+ * this same function on its training vectors, so training and serving see identical inputs.
+ */
+export function weighVector(
+  vector: SparseVector, rowOf: (id: number) => number, idf: Float32Array | null, rows: Int32Array, out: Float64Array,
+): number {
+  const { ids, values } = vector;
+  let k = 0;
+  let norm = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const r = rowOf(ids[i]!);
+    if (r < 0) continue;
+    const f = idf ? idf[r]! : 0;
+    const v = f > 0 ? values[i]! * f : values[i]!;
+    if (f > 0) norm += v * v;
+    rows[k] = r;
+    out[k] = v;
+    k++;
+  }
+  if (idf && norm > 0) {
+    const scale = 1 / Math.sqrt(norm);
+    for (let j = 0; j < k; j++) if (idf[rows[j]!]! > 0) out[j]! *= scale;
+  }
+  return k;
 }
 
 /** Float32 weights -> stored form. int8-row keeps each row's largest magnitude exact and rounds the rest to 1/127 of it. */
@@ -61,14 +119,16 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
   name: 'sparse-linear',
 
   read(manifest, sections) {
-    const { dimensions: { features, labels } } = info(manifest);
-    const { featureIds, weights, rowScales, bias } = sections;
+    const { dimensions: { features, labels }, tfidf } = info(manifest);
+    const { featureIds, weights, rowScales, bias, idf } = sections;
+    if ((tfidf === true) !== (idf !== undefined)) throw corrupt(tfidf ? 'idf section missing' : 'idf section without model.tfidf');
     if (!(featureIds instanceof Uint32Array) || featureIds.length !== features) throw corrupt('featureIds missing or wrong length');
     if (!(weights instanceof Int8Array || weights instanceof Float32Array) || weights.length !== features * labels) throw corrupt('weights missing or wrong length');
     if (!(bias instanceof Float32Array) || bias.length !== labels || manifest.labels.length !== labels) throw corrupt('bias/labels mismatch');
     if (weights instanceof Int8Array && !(rowScales instanceof Float32Array && rowScales.length === features)) throw corrupt('rowScales missing');
+    if (idf !== undefined && !(idf instanceof Float32Array && idf.length === features)) throw corrupt('idf wrong length');
     for (let i = 1; i < featureIds.length; i++) if (featureIds[i]! <= featureIds[i - 1]!) throw corrupt('featureIds not ascending');
-    return { featureIds, weights, rowScales: rowScales instanceof Float32Array ? rowScales : null, bias };
+    return { featureIds, weights, rowScales: rowScales instanceof Float32Array ? rowScales : null, bias, idf: idf instanceof Float32Array ? idf : null };
   },
 
   write(w): ArtifactSection[] {
@@ -77,33 +137,40 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
       { name: 'weights', data: w.weights },
       ...(w.rowScales ? [{ name: 'rowScales', data: w.rowScales }] : []),
       { name: 'bias', data: w.bias },
+      ...(w.idf ? [{ name: 'idf', data: w.idf }] : []),
     ];
   },
 
-  scorer(manifest, { featureIds, weights: w, rowScales, bias }): Scorer {
+  scorer(manifest, { featureIds, weights: w, rowScales, bias, idf = null }): Scorer {
     const nLabels = manifest.labels.length;
-    const nRows = featureIds.length;
-    const rowOf = (id: number): number => {
-      let lo = 0;
-      let hi = nRows - 1;
-      while (lo <= hi) {
-        const mid = (lo + hi) >>> 1;
-        const v = featureIds[mid]!;
-        if (v === id) return mid;
-        if (v < id) lo = mid + 1;
-        else hi = mid - 1;
-      }
-      return -1;
-    };
+    const rowOf = rowLookup(featureIds);
+    // Scratch buffers reused across calls (a scorer runs on one thread), grown on demand.
+    let rows = new Int32Array(64);
+    let vals = new Float64Array(64);
     return {
-      memoryBytes: featureIds.byteLength + w.byteLength + (rowScales?.byteLength ?? 0) + bias.byteLength,
+      memoryBytes: featureIds.byteLength + w.byteLength + (rowScales?.byteLength ?? 0) + bias.byteLength + (idf?.byteLength ?? 0),
       logits(vector: SparseVector): Float64Array {
         const out = Float64Array.from(bias);
-        const { ids, values } = vector;
-        for (let i = 0; i < ids.length; i++) {
-          const r = rowOf(ids[i]!);
-          if (r < 0) continue;
-          const v = values[i]! * (rowScales ? rowScales[r]! : 1);
+        if (!idf) {
+          // Unweighted path, exactly the arithmetic of artifacts written before TF-IDF weighting.
+          const { ids, values } = vector;
+          for (let i = 0; i < ids.length; i++) {
+            const r = rowOf(ids[i]!);
+            if (r < 0) continue;
+            const v = values[i]! * (rowScales ? rowScales[r]! : 1);
+            const base = r * nLabels;
+            for (let c = 0; c < nLabels; c++) out[c]! += v * w[base + c]!;
+          }
+          return out;
+        }
+        if (rows.length < vector.ids.length) {
+          rows = new Int32Array(vector.ids.length);
+          vals = new Float64Array(vector.ids.length);
+        }
+        const k = weighVector(vector, rowOf, idf, rows, vals);
+        for (let j = 0; j < k; j++) {
+          const r = rows[j]!;
+          const v = vals[j]! * (rowScales ? rowScales[r]! : 1);
           const base = r * nLabels;
           for (let c = 0; c < nLabels; c++) out[c]! += v * w[base + c]!;
         }
@@ -113,7 +180,7 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
   },
 
   estimateBytes(manifest) {
-    const { dimensions: { features, labels }, quantization } = info(manifest);
-    return features * 4 + features * labels * (quantization === 'int8-row' ? 1 : 4) + (quantization === 'int8-row' ? features * 4 : 0) + labels * 4;
+    const { dimensions: { features, labels }, quantization, tfidf } = info(manifest);
+    return features * 4 + features * labels * (quantization === 'int8-row' ? 1 : 4) + (quantization === 'int8-row' ? features * 4 : 0) + labels * 4 + (tfidf ? features * 4 : 0);
   },
 };

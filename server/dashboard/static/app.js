@@ -221,12 +221,25 @@ function renderChart(detail) {
     el('td', { class: 'num' }, fmt(p.precision)), el('td', { class: 'num' }, fmt(p.recall)), el('td', { class: 'num' }, fmt(p.f1)), el('td', { class: 'num' }, p.support))));
 }
 
+/** The live version's model builder info: configuration, cross-validated and held-out macro-F1, calibration. */
+function modelInfoText(m) {
+  if (!m) return '';
+  let config = m.config;
+  try {
+    const c = JSON.parse(m.config);
+    config = `${c.kind} ${Object.entries(c.params).map(([k, v]) => `${k}=${v}`).join(' ')}${c.charNgrams.length ? ` chars=${c.charNgrams.join(',')}` : ''}`;
+  } catch { /* older trainers publish no configuration */ }
+  return ` Model ${m.version}: ${config || 'configuration not recorded'} (${m.searched ? 'chosen by this version\'s search' : 'reused from the last search'}), ` +
+    `cross-validated macro-F1 ${fmt(m.cvMacroF1)}, held-out macro-F1 ${fmt(m.macroF1)}, trained on ${m.trainingExamples} examples by ${m.backend || '?'}; ` +
+    `calibration error ${fmt(m.eceBefore)} -> ${fmt(m.eceAfter)}, unsure below ${fmt(m.unsureBelow)}.`;
+}
+
 function renderDetail(detail) {
   $('#detail-title').textContent = `Client ${detail.clientId}`;
   const q = detail.quality;
   $('#detail-summary').textContent = `Live version ${detail.live || 'none (baseline)'}; versions ${detail.versions.join(', ') || 'none'}. ` +
     `Last 7 days: precision ${fmt(q.precision)}, recall ${fmt(q.recall)}, F1 ${fmt(q.f1)}, accuracy ${fmt(q.accuracy)} on ${q.support} judged predictions; ` +
-    `prediction bias (Jensen-Shannon) ${fmt(q.bias)}.`;
+    `prediction bias (Jensen-Shannon) ${fmt(q.bias)}.` + modelInfoText(detail.model);
   renderChart(detail);
   $('#detail-review').replaceChildren(detail.reviewQueue
     ? el('span', {}, `${detail.reviewQueue} request${detail.reviewQueue === 1 ? '' : 's'} wait for a human label: `, el('a', { href: `/dashboard/review?client=${encodeURIComponent(detail.clientId)}` }, 'open the review queue'), '.')
