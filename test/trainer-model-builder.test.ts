@@ -10,7 +10,7 @@ import { FsModelStore } from '../models/store.ts';
 import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
 import { buildTrainingSet, splitOf, type ExampleRow, type LabelChangeRow, type TrainingSet } from '../trainer/dataset.ts';
 import { trainClient, trainerSettings, type TrainerSettings } from '../trainer/pipeline.ts';
-import type { SearchSettings } from '../trainer/search.ts';
+import { searchSample, type SearchSettings } from '../trainer/search.ts';
 import { generateClient } from './quality/workload.ts';
 
 /**
@@ -176,4 +176,24 @@ describe('calibration', () => {
     for (const e of set.examples.slice(0, 30)) expect(predictor.predict(e.text, e.metadata, {}).label).toBe(raw.predict(e.text, e.metadata, {}).label);
     expect(raw.predict('x', {}, {}).unsure).toBeNull();
   }, 60_000);
+});
+
+describe('search sample', () => {
+  const examples = Array.from({ length: 10_000 }, (_, i) => ({ exampleId: `e${i}`, label: i % 100 === 0 ? 'rare' : i % 3 === 0 ? 'a' : 'b' }));
+
+  it('bounds the search to about maxExamples, stratified, every label kept, the same sample every time', () => {
+    const sample = searchSample(examples, 2_000);
+    expect(sample.length).toBeGreaterThan(1_900);
+    expect(sample.length).toBeLessThanOrEqual(2_010);
+    const count = (xs: typeof examples, l: string) => xs.filter((e) => e.label === l).length;
+    // Each label keeps its share (rare: 100 of 10,000 -> 20 of 2,000).
+    for (const l of ['a', 'b', 'rare']) expect(count(sample, l) / sample.length).toBeCloseTo(count(examples, l) / examples.length, 2);
+    expect(searchSample([...examples].reverse(), 2_000).map((e) => e.exampleId).sort()).toEqual(sample.map((e) => e.exampleId).sort());
+  });
+
+  it('keeps at least ten of a rare label and everything when the data is small', () => {
+    const skewed = [...examples.slice(0, 5_000).map((e) => ({ ...e, label: 'big' })), ...Array.from({ length: 12 }, (_, i) => ({ exampleId: `r${i}`, label: 'tiny' }))];
+    expect(searchSample(skewed, 500).filter((e) => e.label === 'tiny')).toHaveLength(10);
+    expect(searchSample(examples.slice(0, 300), 2_000)).toHaveLength(300);
+  });
 });

@@ -33,6 +33,13 @@ export interface SearchSettings {
    * x 6 configurations.
    */
   fitOverrides?: Record<string, Record<string, unknown>>;
+  /**
+   * The search scores configurations on at most this many examples (a stratified, stable sample:
+   * see searchSample), so its cost is bounded whatever the client's size; the chosen configuration
+   * is then fitted on everything. Ranking configurations needs far fewer examples than the final
+   * fit: a 20,000-example import would otherwise spend minutes on 18 cross-validation fits.
+   */
+  maxExamples?: number;
 }
 
 export const DEFAULT_SEARCH: SearchSettings = {
@@ -42,6 +49,7 @@ export const DEFAULT_SEARCH: SearchSettings = {
     { kind: 'sparse-linear', params: { C }, charNgrams: [3, 4] },
   ]),
   fitOverrides: { 'sparse-linear': { tolerance: 1e-4 } },
+  maxExamples: 2_000,
 };
 
 /** The configuration when no search has run: the kind's defaults with word n-grams. */
@@ -81,6 +89,28 @@ export function nonTextIds(featurizer: TextFeaturizer, examples: readonly Traini
   return out;
 }
 
+/**
+ * At most about `max` examples for the search, stratified: each label keeps its share (and at
+ * least min(its count, 10), so rare labels stay scorable), chosen by a stable hash of the example
+ * id, so the same data gives the same sample and retrains see the same examples.
+ */
+export function searchSample<E extends Pick<TrainingExample, 'exampleId' | 'label'>>(examples: readonly E[], max: number): E[] {
+  if (examples.length <= max) return [...examples];
+  const byLabel = new Map<string, E[]>();
+  for (const e of examples) {
+    let list = byLabel.get(e.label);
+    if (!list) byLabel.set(e.label, (list = []));
+    list.push(e);
+  }
+  const keep = new Set<E>();
+  for (const list of byLabel.values()) {
+    const n = Math.min(list.length, Math.max(10, Math.round((list.length * max) / examples.length)));
+    const ranked = list.map((e) => ({ e, h: hashString(`eddy-search:${e.exampleId}`) })).sort((a, b) => a.h - b.h || (a.e.exampleId < b.e.exampleId ? -1 : 1));
+    for (let i = 0; i < n; i++) keep.add(ranked[i]!.e);
+  }
+  return examples.filter((e) => keep.has(e));
+}
+
 /** A fold per example id, stable across retrains (like the train/test split). */
 export function foldOf(exampleId: string, folds: number): number {
   return hashString(`eddy-fold:${exampleId}`) % folds;
@@ -108,6 +138,7 @@ export async function searchModel(
   trainers: (kind: string) => KindTrainer | undefined, search: SearchSettings, baseParams: (kind: string) => Record<string, unknown>,
 ): Promise<SearchResult> {
   const started = performance.now();
+  if (search.maxExamples !== undefined) examples = searchSample(examples, search.maxExamples);
   const labelIndex = new Map(labels.map((l, i) => [l, i]));
   const folds = Math.max(2, search.folds);
   const foldIds = examples.map((e) => foldOf(e.exampleId, folds));
