@@ -78,7 +78,10 @@ export interface ConsumerRunnerOptions {
   maxRecordsPerCall?: number;
   /** Partitions processed concurrently by this process (order is kept within each). */
   partitionsConsumedConcurrently?: number;
-  /** Backoff for retriable errors: starts at initialMs, doubles, capped at maxMs; retried until stopped. */
+  /**
+   * Backoff for retriable errors: starts at initialMs (200 ms), doubles, capped at maxMs (2 s, so
+   * work resumes within 2 s of a dependency's return however long it was away); retried until stopped.
+   */
   retry?: { initialMs?: number; maxMs?: number };
   /**
    * What to do with a message that cannot be decoded or is not valid (a policy, after Kafka Streams'
@@ -86,15 +89,17 @@ export interface ConsumerRunnerOptions {
    * stops the consumer with the error.
    */
   onUndecodable?: 'dead-letter' | 'fail';
-  /** The group drops this member when it has not heard from it for this long (default 30 s). */
+  /** The group drops this member when it has not heard from it for this long (default 10 s; connectStreams passes EDDY_KAFKA_SESSION_TIMEOUT_MS). */
   sessionTimeoutMs?: number;
-  /** How often the member tells the group it is alive (default 3 s). */
+  /** How often the member tells the group it is alive (default 1 s; connectStreams passes EDDY_KAFKA_HEARTBEAT_MS). */
   heartbeatIntervalMs?: number;
   /**
    * Static membership (KIP-345): a member that restarts with the same id within the session
    * timeout gets its partitions back without a rebalance. Unique per process.
    */
   groupInstanceId?: string;
+  /** Called once the runner has stopped (gracefully or after a crash). */
+  onStopped?: () => void;
   logger?: Logger;
 }
 
@@ -150,7 +155,7 @@ export class ConsumerRunner {
       fromBeginning: options.fromBeginning ?? true,
       maxRecordsPerCall: options.maxRecordsPerCall ?? 1000,
       partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 1,
-      retry: { initialMs: options.retry?.initialMs ?? 200, maxMs: options.retry?.maxMs ?? 10_000 },
+      retry: { initialMs: options.retry?.initialMs ?? 200, maxMs: options.retry?.maxMs ?? 2_000 },
       onUndecodable: options.onUndecodable ?? 'dead-letter',
     };
     this.consumer = kafka.consumer({
@@ -159,8 +164,8 @@ export class ConsumerRunner {
       fromBeginning: this.opts.fromBeginning,
       partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently,
       maxBatchSize: this.opts.maxRecordsPerCall,
-      sessionTimeoutMs: options.sessionTimeoutMs ?? 30_000,
-      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 3_000,
+      sessionTimeoutMs: options.sessionTimeoutMs ?? 10_000,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1_000,
       groupInstanceId: options.groupInstanceId,
     });
     // Co-partitioned (one member owns partition p of every topic: per-client state that spans
@@ -230,6 +235,7 @@ export class ConsumerRunner {
         await this.consumer.stop();
       } finally {
         await this.options.handler.close?.();
+        this.options.onStopped?.();
         this.logger.info('consumer stopped');
       }
     })();
