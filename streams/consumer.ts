@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ConsumerDriver, FetchedBatch, KafkaClient, RawMessage } from './client.ts';
+import type { ConsumerDriver, ConsumerDriverOptions, FetchedBatch, KafkaClient, RawMessage } from './client.ts';
 import { DecodeError, type AnyEvent, type EventCodec } from './codec.ts';
 import type { EventProducer } from './producer.ts';
 import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
@@ -132,7 +132,11 @@ class StoppedError extends Error {}
  */
 export class ConsumerRunner {
   readonly groupId: string;
-  private readonly consumer: ConsumerDriver;
+  private consumer: ConsumerDriver;
+  private readonly driverOptions: ConsumerDriverOptions;
+  private reconnecting: Promise<void> | undefined;
+  /** A driver that failed while a reconnection was under way (retried once that one ends, if it is still the current one). */
+  private failedMeanwhile: ConsumerDriver | undefined;
   private readonly logger: Logger;
   private readonly opts: Required<Pick<ConsumerRunnerOptions, 'fromBeginning' | 'maxRecordsPerCall' | 'partitionsConsumedConcurrently' | 'retry' | 'onUndecodable'>>;
   private running = false;
@@ -143,7 +147,7 @@ export class ConsumerRunner {
   private readonly tasks: ScheduledTask[] = [];
 
   constructor(
-    kafka: KafkaClient,
+    private readonly kafka: KafkaClient,
     private readonly codec: EventCodec,
     private readonly producer: EventProducer,
     private readonly names: TopicNames,
@@ -158,7 +162,7 @@ export class ConsumerRunner {
       retry: { initialMs: options.retry?.initialMs ?? 200, maxMs: options.retry?.maxMs ?? 2_000 },
       onUndecodable: options.onUndecodable ?? 'dead-letter',
     };
-    this.consumer = kafka.consumer({
+    this.driverOptions = {
       groupId: this.groupId,
       topics: options.topics.map((t) => names.physical(t)),
       fromBeginning: this.opts.fromBeginning,
@@ -167,10 +171,16 @@ export class ConsumerRunner {
       sessionTimeoutMs: options.sessionTimeoutMs ?? 10_000,
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1_000,
       groupInstanceId: options.groupInstanceId,
-    });
+    };
+    this.consumer = this.newDriver();
+  }
+
+  private newDriver(): ConsumerDriver {
+    const driver = this.kafka.consumer(this.driverOptions);
     // Co-partitioned (one member owns partition p of every topic: per-client state that spans
     // topics has one writer); nothing is owned between the start of a rebalance and the next assignment.
-    this.consumer.onAssignment((byPhysical) => {
+    driver.onAssignment((byPhysical) => {
+      if (driver !== this.consumer) return;
       const assigned: Record<string, number[]> = {};
       for (const [physical, partitions] of Object.entries(byPhysical)) assigned[this.names.logical(physical) ?? physical] = partitions;
       this.assigned = assigned;
@@ -178,7 +188,48 @@ export class ConsumerRunner {
       this.logger.info({ assigned }, 'partitions assigned');
       for (const w of this.assignmentWaiters.splice(0)) w();
     });
-    this.consumer.onCrash((err) => this.crash(err));
+    let failed = false;
+    driver.onCrash((err) => {
+      if (failed || driver !== this.consumer) return;
+      failed = true;
+      if (this.reconnecting) this.failedMeanwhile = driver;
+      else this.reconnect(err);
+    });
+    return driver;
+  }
+
+  /**
+   * The library gave up on its consumer (its fetches failed past its retries: the broker is away).
+   * After kafkajs' runner, which restarts on retriable errors: a new consumer joins with the same
+   * instance id, with capped backoff, until the cluster answers again or the runner stops. What
+   * was in hand is not committed and is read again (handlers are idempotent).
+   */
+  private reconnect(cause: Error): void {
+    if (!this.running || this.reconnecting) return;
+    this.assigned = {};
+    this.reconnecting = (async () => {
+      let delay = this.opts.retry.initialMs!;
+      let err: unknown = cause;
+      for (;;) {
+        metrics.retries().inc({ group: this.groupId, code: 'KAFKA_UNAVAILABLE' });
+        this.logger.warn({ err: errorMessage(err), retryInMs: delay }, 'consumer lost the cluster; joining again');
+        await this.consumer.stop().catch(() => undefined);
+        await new Promise((r) => setTimeout(r, delay));
+        if (!this.running) return;
+        this.consumer = this.newDriver();
+        try {
+          await this.consumer.start((batch) => this.onBatch(batch));
+          return;
+        } catch (e) {
+          err = e;
+          delay = Math.min(delay * 2, this.opts.retry.maxMs!);
+        }
+      }
+    })().finally(() => {
+      this.reconnecting = undefined;
+      if (this.failedMeanwhile === this.consumer) this.reconnect(new Error('the new consumer failed as it started'));
+      this.failedMeanwhile = undefined;
+    });
   }
 
   /** Partitions per (logical) topic this member owns since the last rebalance. */
@@ -232,6 +283,7 @@ export class ConsumerRunner {
       this.running = false;
       try {
         await Promise.all(this.tasks.map((t) => t.stop()));
+        await this.reconnecting;
         await this.consumer.stop();
       } finally {
         await this.options.handler.close?.();
