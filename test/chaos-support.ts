@@ -139,6 +139,8 @@ export async function privateRegistry(kafkaBrokers: string): Promise<PrivateServ
 /** A running `eddy` command (bin/eddy.mjs) with a test context's environment. */
 export interface EddyProcess {
   child: ChildProcess;
+  /** When the process was started (ms since the epoch). */
+  startedAt: number;
   /** When the process printed its ready line (ms since the epoch). */
   readyAt: number;
   output(): string;
@@ -168,6 +170,7 @@ export function eddyEnv(config: EddyConfig, extra: Record<string, string> = {}):
 
 /** Starts `eddy <args>` and resolves once stderr shows `ready` (its "... running" line). */
 export async function spawnEddy(env: NodeJS.ProcessEnv, args: string[], ready: RegExp, timeoutMs = 60_000): Promise<EddyProcess> {
+  const startedAt = Date.now();
   const child = spawn(process.execPath, ['bin/eddy.mjs', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
@@ -187,7 +190,7 @@ export async function spawnEddy(env: NodeJS.ProcessEnv, args: string[], ready: R
     });
   });
   return {
-    child, readyAt,
+    child, startedAt, readyAt,
     output: () => out,
     kill9: () => kill9(child),
     async stop() {

@@ -3,10 +3,12 @@
  * a PRIVATE Kafka broker (the shared one on 9092 must never die) with the shared registry, Redis
  * and ClickHouse under a private topic prefix, key prefix and database.
  *
- * - processors: `eddy processors run --only features` under a steady load of LabeledExample, kill -9,
- *   restart at once; time from the restarted process's ready line to its first commit.
- * - trainer: `eddy trainer run`, kill -9, restart; time from ready to the answer (a ModelRejected:
- *   the client has no data, so no training time is counted) to a RetrainRequested sent at ready.
+ * - processors: `eddy processors run --only features,analytics` under a steady load of
+ *   LabeledExample, kill -9, restart at once; time from the restart to the first commit (its ready
+ *   line can come after the group join, which is what waits for the dead member).
+ * - trainer: `eddy trainer run`, kill -9, restart; time from the restart to the answer (a
+ *   ModelRejected: the client has no data, so no training time is counted) to a RetrainRequested
+ *   sent when it printed its ready line.
  * - broker: the processors running under load, kill -9 of the broker, restart after 3 s; time from
  *   the broker's port opening to the processors' first commit, and to the load producer's first
  *   acknowledged send.
@@ -82,7 +84,8 @@ try {
     await procs.kill9();
     const before = await committedTotal();
     procs = await spawnEddy(env, ['processors', 'run', '--only', 'features,analytics'], PROCESSORS_READY);
-    say('processors: ready -> first commit', (await firstCommitAfter(before)) - procs.readyAt);
+    const committedAt = await firstCommitAfter(before);
+    say('processors: start -> first commit', committedAt - procs.startedAt, `(ready after ${((procs.readyAt - procs.startedAt) / 1000).toFixed(1)} s)`);
 
     // --- broker: kill -9, 3 s away, restart
     await kafka.kill();
@@ -116,7 +119,7 @@ try {
     trainer = await spawnEddy(env, ['trainer', 'run'], TRAINER_READY);
     const id = await ask();
     await waitFor('the restarted trainer answers', () => answers.includes(id), 180_000, 50);
-    say('trainer: ready -> request answered', Date.now() - trainer.readyAt);
+    say('trainer: start -> request answered', Date.now() - trainer.startedAt, `(ready after ${((trainer.readyAt - trainer.startedAt) / 1000).toFixed(1)} s; asked at ready)`);
   }
 } finally {
   loadRunning = false;
