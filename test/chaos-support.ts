@@ -168,7 +168,7 @@ export function eddyEnv(config: EddyConfig, extra: Record<string, string> = {}):
   };
 }
 
-/** Starts `eddy <args>` and resolves once stderr shows `ready` (its "... running" line). */
+/** Starts `eddy <args>` and resolves once its output shows `ready` (its "... running" or "listening" line). */
 export async function spawnEddy(env: NodeJS.ProcessEnv, args: string[], ready: RegExp, timeoutMs = 60_000): Promise<EddyProcess> {
   const startedAt = Date.now();
   const child = spawn(process.execPath, ['bin/eddy.mjs', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -184,6 +184,7 @@ export async function spawnEddy(env: NodeJS.ProcessEnv, args: string[], ready: R
       }
     };
     child.stderr!.on('data', check);
+    child.stdout!.on('data', check);
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
       reject(new Error(`eddy ${args.join(' ')} exited (${code ?? signal}) before it was ready:\n${out.slice(-2000)}`));
