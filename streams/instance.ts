@@ -60,8 +60,10 @@ export function claimInstanceId(configured: string, groupId: string, dir = path.
         if (!heldHere.delete(file)) return;
         try {
           if (fs.readFileSync(file, 'utf8').trim() === String(process.pid)) fs.rmSync(file, { force: true });
+          // The group's folder goes with its last slot (tests make thousands of short-lived groups).
+          fs.rmdirSync(groupDir);
         } catch {
-          // already gone
+          // already gone, or other slots are still held
         }
       },
     };
