@@ -26,6 +26,7 @@ describe('consumer instance ids', () => {
     const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
     c.release();
     b.release();
+    fs.mkdirSync(path.join(dir, 'g'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'g', '0'), dead);
     expect(claimInstanceId('', 'g', dir).id).toBe(a.id);
   });
