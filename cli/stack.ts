@@ -249,7 +249,8 @@ function kafkaPom(): string {
 `;
 }
 
-function kafkaProperties(dataDir: string, port: number): string {
+/** A single-node KRaft broker's settings (the failure tests start private brokers with it on other ports). */
+export function kafkaProperties(dataDir: string, port: number): string {
   return `# written by 'eddy stack up'
 process.roles=broker,controller
 node.id=1
@@ -274,7 +275,7 @@ log.retention.check.interval.ms=60000
 `;
 }
 
-const KAFKA_LOG4J = `rootLogger.level=WARN
+export const KAFKA_LOG4J = `rootLogger.level=WARN
 rootLogger.appenderRef.stdout.ref=STDOUT
 appender.stdout.type=Console
 appender.stdout.name=STDOUT

@@ -16,6 +16,18 @@ const ENV_SCHEMA = {
       type: 'string', default: '127.0.0.1:9092', pattern: '^[^,\\s:]+:\\d+(,[^,\\s:]+:\\d+)*$',
       description: 'Comma-separated host:port list of Kafka bootstrap brokers.',
     },
+    EDDY_KAFKA_SESSION_TIMEOUT_MS: {
+      type: 'integer', default: 10000, minimum: 1000, maximum: 300000,
+      description: "How long a consumer group waits for a silent member before its partitions go to other members (at least the broker's group.min.session.timeout.ms, 6 s by default). A restarted member with the same EDDY_INSTANCE_ID does not wait for it. docs/reliability.md",
+    },
+    EDDY_KAFKA_HEARTBEAT_MS: {
+      type: 'integer', default: 1000, minimum: 100, maximum: 60000,
+      description: 'How often a consumer tells its group it is alive (well under EDDY_KAFKA_SESSION_TIMEOUT_MS).',
+    },
+    EDDY_INSTANCE_ID: {
+      type: 'string', default: '', pattern: '^[A-Za-z0-9._-]*$',
+      description: "Stable name of this process in its consumer groups (static membership): a process restarted with the same name gets its partitions back at once instead of after the session timeout. Unique per process of one component (a pod name); default: the host name and a slot claimed on this host. docs/reliability.md",
+    },
     EDDY_SCHEMA_REGISTRY_URL: {
       type: 'string', default: 'http://127.0.0.1:8081/apis/ccompat/v7', pattern: '^https?://',
       description: 'Base URL of a Confluent-compatible schema registry.',
@@ -302,6 +314,8 @@ const ENV_SCHEMA = {
 
 export interface EddyConfig {
   kafkaBrokers: string[];
+  /** Consumer-group liveness and identity (docs/reliability.md). */
+  kafka: { sessionTimeoutMs: number; heartbeatIntervalMs: number; instanceId: string };
   schemaRegistryUrl: string;
   redisUrl: string;
   clickhouseUrl: string;
@@ -358,7 +372,8 @@ export interface ServerConfig {
 }
 
 type RawEnv = {
-  EDDY_KAFKA_BROKERS: string; EDDY_SCHEMA_REGISTRY_URL: string; EDDY_REDIS_URL: string;
+  EDDY_KAFKA_BROKERS: string; EDDY_KAFKA_SESSION_TIMEOUT_MS: number; EDDY_KAFKA_HEARTBEAT_MS: number; EDDY_INSTANCE_ID: string;
+  EDDY_SCHEMA_REGISTRY_URL: string; EDDY_REDIS_URL: string;
   EDDY_CLICKHOUSE_URL: string; EDDY_CLICKHOUSE_DATABASE: string; EDDY_TOPIC_PREFIX: string;
   EDDY_REDIS_PREFIX: string; EDDY_PARTITIONS: number; EDDY_REPLICATION_FACTOR: number;
   EDDY_LOG_LEVEL: string; EDDY_HOME: string; EDDY_MODEL_STORE_DIR: string;
@@ -436,6 +451,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
   const home = raw.EDDY_HOME || path.join(os.homedir(), '.cache', 'eddy');
   return {
     kafkaBrokers: raw.EDDY_KAFKA_BROKERS.split(','),
+    kafka: { sessionTimeoutMs: raw.EDDY_KAFKA_SESSION_TIMEOUT_MS, heartbeatIntervalMs: raw.EDDY_KAFKA_HEARTBEAT_MS, instanceId: raw.EDDY_INSTANCE_ID },
     schemaRegistryUrl: raw.EDDY_SCHEMA_REGISTRY_URL.replace(/\/+$/, ''),
     redisUrl: raw.EDDY_REDIS_URL,
     clickhouseUrl: raw.EDDY_CLICKHOUSE_URL,

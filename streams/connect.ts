@@ -7,6 +7,7 @@ import { createKafkaClient } from './kafka.ts';
 import { EventProducer } from './producer.ts';
 import { ConsumerRunner, type ConsumerRunnerOptions } from './consumer.ts';
 import { ensureTopics, TopicNames } from './topics.ts';
+import { claimInstanceId } from './instance.ts';
 
 /**
  * Everything a component needs to talk to Kafka, connected and ready: topics exist, schemas are
@@ -52,7 +53,18 @@ export async function connectStreams(config: EddyConfig, clientId: string, opts:
   return {
     config, kafka, codec, topics, producer, logger, withAdmin,
     consumer(options) {
-      const runner = new ConsumerRunner(kafka, codec, producer, topics, { logger, ...options });
+      // Recovery in seconds (docs/reliability.md): a short session with frequent heartbeats, and a
+      // stable instance id so a restarted process takes its partitions back without waiting for it.
+      const claim = options.groupInstanceId === undefined ? claimInstanceId(config.kafka.instanceId, topics.group(options.group)) : undefined;
+      const runner = new ConsumerRunner(kafka, codec, producer, topics, {
+        logger, sessionTimeoutMs: config.kafka.sessionTimeoutMs, heartbeatIntervalMs: config.kafka.heartbeatIntervalMs,
+        ...options,
+        groupInstanceId: options.groupInstanceId ?? claim?.id,
+        onStopped: () => {
+          claim?.release();
+          options.onStopped?.();
+        },
+      });
       runners.push(runner);
       return runner;
     },

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ConsumerDriver, FetchedBatch, KafkaClient, RawMessage } from './client.ts';
+import type { ConsumerDriver, ConsumerDriverOptions, FetchedBatch, KafkaClient, RawMessage } from './client.ts';
 import { DecodeError, type AnyEvent, type EventCodec } from './codec.ts';
 import type { EventProducer } from './producer.ts';
 import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
@@ -78,7 +78,10 @@ export interface ConsumerRunnerOptions {
   maxRecordsPerCall?: number;
   /** Partitions processed concurrently by this process (order is kept within each). */
   partitionsConsumedConcurrently?: number;
-  /** Backoff for retriable errors: starts at initialMs, doubles, capped at maxMs; retried until stopped. */
+  /**
+   * Backoff for retriable errors: starts at initialMs (200 ms), doubles, capped at maxMs (2 s, so
+   * work resumes within 2 s of a dependency's return however long it was away); retried until stopped.
+   */
   retry?: { initialMs?: number; maxMs?: number };
   /**
    * What to do with a message that cannot be decoded or is not valid (a policy, after Kafka Streams'
@@ -86,15 +89,17 @@ export interface ConsumerRunnerOptions {
    * stops the consumer with the error.
    */
   onUndecodable?: 'dead-letter' | 'fail';
-  /** The group drops this member when it has not heard from it for this long (default 30 s). */
+  /** The group drops this member when it has not heard from it for this long (default 10 s; connectStreams passes EDDY_KAFKA_SESSION_TIMEOUT_MS). */
   sessionTimeoutMs?: number;
-  /** How often the member tells the group it is alive (default 3 s). */
+  /** How often the member tells the group it is alive (default 1 s; connectStreams passes EDDY_KAFKA_HEARTBEAT_MS). */
   heartbeatIntervalMs?: number;
   /**
    * Static membership (KIP-345): a member that restarts with the same id within the session
    * timeout gets its partitions back without a rebalance. Unique per process.
    */
   groupInstanceId?: string;
+  /** Called once the runner has stopped (gracefully or after a crash). */
+  onStopped?: () => void;
   logger?: Logger;
 }
 
@@ -127,7 +132,11 @@ class StoppedError extends Error {}
  */
 export class ConsumerRunner {
   readonly groupId: string;
-  private readonly consumer: ConsumerDriver;
+  private consumer: ConsumerDriver;
+  private readonly driverOptions: ConsumerDriverOptions;
+  private reconnecting: Promise<void> | undefined;
+  /** A driver that failed while a reconnection was under way (retried once that one ends, if it is still the current one). */
+  private failedMeanwhile: ConsumerDriver | undefined;
   private readonly logger: Logger;
   private readonly opts: Required<Pick<ConsumerRunnerOptions, 'fromBeginning' | 'maxRecordsPerCall' | 'partitionsConsumedConcurrently' | 'retry' | 'onUndecodable'>>;
   private running = false;
@@ -138,7 +147,7 @@ export class ConsumerRunner {
   private readonly tasks: ScheduledTask[] = [];
 
   constructor(
-    kafka: KafkaClient,
+    private readonly kafka: KafkaClient,
     private readonly codec: EventCodec,
     private readonly producer: EventProducer,
     private readonly names: TopicNames,
@@ -150,22 +159,28 @@ export class ConsumerRunner {
       fromBeginning: options.fromBeginning ?? true,
       maxRecordsPerCall: options.maxRecordsPerCall ?? 1000,
       partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 1,
-      retry: { initialMs: options.retry?.initialMs ?? 200, maxMs: options.retry?.maxMs ?? 10_000 },
+      retry: { initialMs: options.retry?.initialMs ?? 200, maxMs: options.retry?.maxMs ?? 2_000 },
       onUndecodable: options.onUndecodable ?? 'dead-letter',
     };
-    this.consumer = kafka.consumer({
+    this.driverOptions = {
       groupId: this.groupId,
       topics: options.topics.map((t) => names.physical(t)),
       fromBeginning: this.opts.fromBeginning,
       partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently,
       maxBatchSize: this.opts.maxRecordsPerCall,
-      sessionTimeoutMs: options.sessionTimeoutMs ?? 30_000,
-      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 3_000,
+      sessionTimeoutMs: options.sessionTimeoutMs ?? 10_000,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1_000,
       groupInstanceId: options.groupInstanceId,
-    });
+    };
+    this.consumer = this.newDriver();
+  }
+
+  private newDriver(): ConsumerDriver {
+    const driver = this.kafka.consumer(this.driverOptions);
     // Co-partitioned (one member owns partition p of every topic: per-client state that spans
     // topics has one writer); nothing is owned between the start of a rebalance and the next assignment.
-    this.consumer.onAssignment((byPhysical) => {
+    driver.onAssignment((byPhysical) => {
+      if (driver !== this.consumer) return;
       const assigned: Record<string, number[]> = {};
       for (const [physical, partitions] of Object.entries(byPhysical)) assigned[this.names.logical(physical) ?? physical] = partitions;
       this.assigned = assigned;
@@ -173,7 +188,48 @@ export class ConsumerRunner {
       this.logger.info({ assigned }, 'partitions assigned');
       for (const w of this.assignmentWaiters.splice(0)) w();
     });
-    this.consumer.onCrash((err) => this.crash(err));
+    let failed = false;
+    driver.onCrash((err) => {
+      if (failed || driver !== this.consumer) return;
+      failed = true;
+      if (this.reconnecting) this.failedMeanwhile = driver;
+      else this.reconnect(err);
+    });
+    return driver;
+  }
+
+  /**
+   * The library gave up on its consumer (its fetches failed past its retries: the broker is away).
+   * After kafkajs' runner, which restarts on retriable errors: a new consumer joins with the same
+   * instance id, with capped backoff, until the cluster answers again or the runner stops. What
+   * was in hand is not committed and is read again (handlers are idempotent).
+   */
+  private reconnect(cause: Error): void {
+    if (!this.running || this.reconnecting) return;
+    this.assigned = {};
+    this.reconnecting = (async () => {
+      let delay = this.opts.retry.initialMs!;
+      let err: unknown = cause;
+      for (;;) {
+        metrics.retries().inc({ group: this.groupId, code: 'KAFKA_UNAVAILABLE' });
+        this.logger.warn({ err: errorMessage(err), retryInMs: delay }, 'consumer lost the cluster; joining again');
+        await this.consumer.stop().catch(() => undefined);
+        await new Promise((r) => setTimeout(r, delay));
+        if (!this.running) return;
+        this.consumer = this.newDriver();
+        try {
+          await this.consumer.start((batch) => this.onBatch(batch));
+          return;
+        } catch (e) {
+          err = e;
+          delay = Math.min(delay * 2, this.opts.retry.maxMs!);
+        }
+      }
+    })().finally(() => {
+      this.reconnecting = undefined;
+      if (this.failedMeanwhile === this.consumer) this.reconnect(new Error('the new consumer failed as it started'));
+      this.failedMeanwhile = undefined;
+    });
   }
 
   /** Partitions per (logical) topic this member owns since the last rebalance. */
@@ -227,9 +283,11 @@ export class ConsumerRunner {
       this.running = false;
       try {
         await Promise.all(this.tasks.map((t) => t.stop()));
+        await this.reconnecting;
         await this.consumer.stop();
       } finally {
         await this.options.handler.close?.();
+        this.options.onStopped?.();
         this.logger.info('consumer stopped');
       }
     })();
