@@ -46,8 +46,9 @@ describe('docker-compose.yml stays consistent with the code', () => {
     for (const n of ['kafka', 'registry', 'redis', 'clickhouse', 'processors', 'trainer', 'server-1', 'server-2', 'gateway', 'prometheus', 'grafana']) {
       expect(names, n).toContain(n);
     }
+    // The trainer reserves a GPU with the graphics capability: WebGPU reaches it through Vulkan.
     const gpu = JSON.stringify(compose.services.trainer);
-    expect(gpu).toContain('"capabilities":["gpu"]');
+    expect(gpu).toContain('"capabilities":["gpu","graphics"]');
   });
 
   it('sets only EDDY_* variables that the configuration schema defines', () => {
