@@ -44,6 +44,8 @@ export interface RegistryOptions {
 }
 
 const MAGIC_BYTE = 0;
+/** How long after an outage a "schema id not found" is retried instead of dead-lettered. */
+const NOT_FOUND_GRACE_MS = 60_000;
 const HEADER_BYTES = 5;
 
 export function loadSchema(name: EventName): avro.Schema {
@@ -87,6 +89,8 @@ export class EventCodec {
   /** schema id -> how to read it: the event name and a resolver from writer to reader schema. */
   private readonly byId = new Map<number, { name: EventName; read: (buf: Buffer) => unknown }>();
   private readonly knownNames = new Set<string>(EVENT_NAMES.map((n) => `eddy.events.${n}`));
+  /** When a registry call last failed as an outage (0: never): see NOT_FOUND_GRACE_MS. */
+  private lastOutageAt = 0;
 
   private constructor(readonly registry: SchemaRegistry, private readonly url: string, private readonly subjectPrefix: string) {
     for (const name of EVENT_NAMES) this.readers.set(name, avro.Type.forSchema(loadSchema(name)));
@@ -207,9 +211,15 @@ export class EventCodec {
       writer = (await this.registry.getSchema(id)) as unknown as avro.Type;
     } catch (err) {
       if (!isOutage(err) && (isNotFound(err) || /not found/i.test(errorMessage(err)))) {
+        // A registry that just came back may answer before it has reloaded its storage (Apicurio's
+        // kafkasql replays a topic): right after an outage "not found" is not yet an answer.
+        if (Date.now() - this.lastOutageAt < NOT_FOUND_GRACE_MS) {
+          throw new DependencyUnavailableError('schema_registry', `schema id ${id} not found at ${this.url} within ${NOT_FOUND_GRACE_MS / 1000} s of the registry being unreachable (it may still be loading); retrying`, err);
+        }
         throw new DecodeError('UNKNOWN_SCHEMA', `schema id ${id} is not known to the registry at ${this.url}`, err);
       }
       if (!isOutage(err)) throw new DecodeError('UNKNOWN_SCHEMA', `the registry at ${this.url} refused schema id ${id}: ${errorMessage(err)}`, err);
+      this.lastOutageAt = Date.now();
       throw new DependencyUnavailableError('schema_registry', `cannot fetch schema id ${id} from ${this.url}: ${errorMessage(err)}`, err);
     }
     const fullName = (writer as { name?: string }).name ?? '';
