@@ -105,26 +105,45 @@ export function itemFromHash(itemId: string, priority: number, h: Record<string,
   };
 }
 
+/**
+ * One page of the queue in one script, so the page is a snapshot: an item's priority (the sorted
+ * set) and its fields (the hash) are read together. Read separately, a reader could see the
+ * priority before an update and the occurrence count after it.
+ * KEYS: queue. ARGV: item key base, first index, last index. Returns [total, id, score, fields, ...].
+ */
+const READ_PAGE = `
+local total = redis.call('ZCARD', KEYS[1])
+local page = redis.call('ZREVRANGE', KEYS[1], ARGV[2], ARGV[3], 'WITHSCORES')
+local out = {total}
+for i = 1, #page, 2 do
+  table.insert(out, page[i])
+  table.insert(out, page[i + 1])
+  table.insert(out, redis.call('HGETALL', ARGV[1] .. page[i]))
+end
+return out
+`;
+
+function hashOf(fields: string[]): Record<string, string> {
+  const h: Record<string, string> = {};
+  for (let i = 0; i < fields.length; i += 2) h[fields[i]!] = fields[i + 1]!;
+  return h;
+}
+
 /** One page of a client's queue, most worth a label first, and its size. */
 export async function readReviewQueue(redis: Redis, prefix: string, clientId: string, opts: { limit: number; offset: number }): Promise<{ total: number; items: ReviewItem[] }> {
-  const queue = reviewKeys.queue(prefix, clientId);
-  let total: number;
-  let page: string[];
+  let reply: unknown[];
   try {
-    [total, page] = await Promise.all([redis.zcard(queue), redis.zrevrange(queue, opts.offset, opts.offset + opts.limit - 1, 'WITHSCORES')]);
+    reply = (await redis.eval(READ_PAGE, 1, reviewKeys.queue(prefix, clientId), reviewKeys.item(prefix, clientId, ''), opts.offset, opts.offset + opts.limit - 1)) as unknown[];
   } catch (err) {
     throw redisError(err, 'reading the review queue');
   }
-  const pipeline = redis.pipeline();
-  for (let i = 0; i < page.length; i += 2) pipeline.hgetall(reviewKeys.item(prefix, clientId, page[i]!));
-  const hashes = (await execPipeline(pipeline, 'reading review items')) as Array<Record<string, string>>;
   const items: ReviewItem[] = [];
-  for (let i = 0; i < page.length; i += 2) {
-    const item = itemFromHash(page[i]!, Number(page[i + 1]), hashes[i / 2] ?? {});
+  for (let i = 1; i < reply.length; i += 3) {
+    const item = itemFromHash(String(reply[i]), Number(reply[i + 1]), hashOf(reply[i + 2] as string[]));
     // An item whose hash expired while still queued is not worth showing (its text is gone).
     if (item) items.push(item);
   }
-  return { total, items };
+  return { total: Number(reply[0]), items };
 }
 
 /** One open item, or undefined when it is not (or no longer) in the queue. */
@@ -132,7 +151,12 @@ export async function readReviewItem(redis: Redis, prefix: string, clientId: str
   let score: string | null;
   let hash: Record<string, string>;
   try {
-    [score, hash] = await Promise.all([redis.zscore(reviewKeys.queue(prefix, clientId), itemId), redis.hgetall(reviewKeys.item(prefix, clientId, itemId))]);
+    // One transaction, for the same reason as READ_PAGE.
+    const res = await redis.multi().zscore(reviewKeys.queue(prefix, clientId), itemId).hgetall(reviewKeys.item(prefix, clientId, itemId)).exec();
+    if (!res) throw new Error('transaction aborted');
+    for (const [err] of res) if (err) throw err;
+    score = res[0]![1] as string | null;
+    hash = res[1]![1] as Record<string, string>;
   } catch (err) {
     throw redisError(err, 'reading a review item');
   }
