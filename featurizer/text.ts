@@ -10,6 +10,16 @@ import { REALTIME_FEATURES_VERSION } from './realtime.ts';
  */
 export const FEATURIZER_NAME = 'eddy-hashed-ngrams';
 export const FEATURIZER_VERSION = '1';
+/**
+ * Version 2 is version 1 plus `minWordChars`. A config that sets it carries version 2, so a build
+ * that predates the option refuses such a model (unknown version) instead of featurizing it
+ * without the filter under a matching id; configs without it stay version 1, ids unchanged.
+ */
+const FEATURIZER_VERSIONS = new Set(['1', '2']);
+
+function versionOf(config: FeaturizerConfig): string {
+  return config.minWordChars !== undefined ? '2' : FEATURIZER_VERSION;
+}
 
 export interface FeaturizerConfig {
   /** Feature ids are `hash & (2^hashBits - 1)`; only the ids a client's data touched are stored. */
@@ -29,6 +39,12 @@ export interface FeaturizerConfig {
    * the identity, so a model is never paired with real-time features it was not trained on.
    */
   realtimeFeaturesVersion: string;
+  /**
+   * Words shorter than this many characters are dropped before n-grams are formed (2 drops "a",
+   * "i", single digits: scikit-learn's default token pattern). Absent = keep every word; absent
+   * from the default config, so the default identity (and every model trained on it) is unchanged.
+   */
+  minWordChars?: number;
 }
 
 export const DEFAULT_FEATURIZER_CONFIG: FeaturizerConfig = {
@@ -66,7 +82,8 @@ function canonicalJson(value: unknown): string {
 
 export function featurizerIdentity(config: FeaturizerConfig = DEFAULT_FEATURIZER_CONFIG): FeaturizerIdentity {
   const configHash = createHash('sha256').update(canonicalJson(config)).digest('hex').slice(0, 12);
-  return { name: FEATURIZER_NAME, version: FEATURIZER_VERSION, config, id: `${FEATURIZER_NAME}@${FEATURIZER_VERSION}+${configHash}` };
+  const version = versionOf(config);
+  return { name: FEATURIZER_NAME, version, config, id: `${FEATURIZER_NAME}@${version}+${configHash}` };
 }
 
 /**
@@ -147,7 +164,7 @@ export class TextFeaturizer {
 
   /** Named features of a text (for debugging and tests; `featurize` does not build these strings twice). */
   textFeatureNames(text: string): string[] {
-    const words = tokenize(normalizeText(text, this.config.maxChars));
+    const words = this.words(text);
     const out: string[] = [];
     for (const n of this.config.wordNgrams) {
       for (let i = 0; i + n <= words.length; i++) out.push(n === 1 ? `w:${words[i]}` : `w${n}:${words.slice(i, i + n).join(' ')}`);
@@ -171,7 +188,7 @@ export class TextFeaturizer {
    * definition's (the L2 norm is a floating-point sum), which no general hash map guarantees.
    */
   featurize(text: string, metadata: Record<string, string> = {}, realtime: Record<string, number> = {}): SparseVector {
-    const words = tokenize(normalizeText(text, this.config.maxChars));
+    const words = this.words(text);
     const t = this.table;
     t.reset(this.textFeatureCount(words));
     const mask = this.mask;
@@ -226,6 +243,12 @@ export class TextFeaturizer {
       t.add((fmix(fnv(rPrefix, name)) & mask) >>> 0, Math.max(-clip, Math.min(clip, raw)));
     }
     return t.toVector();
+  }
+
+  private words(text: string): string[] {
+    const words = tokenize(normalizeText(text, this.config.maxChars));
+    const min = this.config.minWordChars;
+    return min && min > 1 ? words.filter((w) => w.length >= min) : words;
   }
 
   /** How many text features `featurize` counts for these words (sizes the table). */
@@ -353,7 +376,7 @@ const featurizers = new Map<string, TextFeaturizer>();
  * name or version, or a config whose hash does not match its id: a tampered or foreign artifact).
  */
 export function featurizerFor(identity: { name: string; version: string; config: unknown; id: string }): TextFeaturizer | undefined {
-  if (identity.name !== FEATURIZER_NAME || identity.version !== FEATURIZER_VERSION) return undefined;
+  if (identity.name !== FEATURIZER_NAME || !FEATURIZER_VERSIONS.has(identity.version)) return undefined;
   // Keyed by id AND config: an artifact whose config does not hash to its id must not hit the cache.
   const key = `${identity.id}|${canonicalJson(identity.config)}`;
   const cached = featurizers.get(key);

@@ -13,7 +13,8 @@ import {
 function definitionFeaturize(config: FeaturizerConfig, text: string, metadata: Record<string, string> = {}, realtime: Record<string, number> = {}): SparseVector {
   const mask = (1 << config.hashBits) - 1;
   const id = (s: string) => (hashString(s) & mask) >>> 0;
-  const words = tokenize(text.slice(0, config.maxChars).normalize('NFKC').toLowerCase().normalize('NFD').replace(/\p{M}+/gu, ''));
+  const words = tokenize(text.slice(0, config.maxChars).normalize('NFKC').toLowerCase().normalize('NFD').replace(/\p{M}+/gu, ''))
+    .filter((w) => !config.minWordChars || w.length >= config.minWordChars);
   const names: string[] = [];
   for (const n of config.wordNgrams) for (let i = 0; i + n <= words.length; i++) names.push(n === 1 ? `w:${words[i]}` : `w${n}:${words.slice(i, i + n).join(' ')}`);
   for (const n of config.charNgrams) {
@@ -99,6 +100,17 @@ describe('featurizer', () => {
     expect(featurizerFor(bigrams)?.textFeatureNames('a b')).toEqual(['w:a', 'w:b']);
   });
 
+  it('minWordChars drops short words and marks the identity version 2, so a build without the option refuses it; the default stays version 1', () => {
+    const id = featurizerIdentity();
+    expect(id.version).toBe('1');
+    const longWords = featurizerIdentity({ ...DEFAULT_FEATURIZER_CONFIG, minWordChars: 2 });
+    expect(longWords.version).toBe('2');
+    expect(longWords.id).toMatch(/^eddy-hashed-ngrams@2\+/);
+    expect(featurizerFor(longWords)?.textFeatureNames('a vpn is down')).toEqual(['w:vpn', 'w:is', 'w:down', 'w2:vpn is', 'w2:is down']);
+    // The same config claimed as version 1 (what a build that ignored the option would compute) is refused.
+    expect(featurizerFor({ ...longWords, version: '1', id: longWords.id.replace('@2+', '@1+') })).toBeUndefined();
+  });
+
   it('featurize equals the definition bit for bit (ids, and values compared with Object.is) on random inputs in several configurations', () => {
     // Pieces that exercise the paths: ASCII and not (the ASCII fast path skips normalisation),
     // repeats (sublinear tf: non-integer squares, so the norm's summation order shows), combining
@@ -111,6 +123,7 @@ describe('featurizer', () => {
       DEFAULT_FEATURIZER_CONFIG,
       { ...DEFAULT_FEATURIZER_CONFIG, hashBits: 6, wordNgrams: [1, 2, 3], charNgrams: [2, 3, 4] },
       { ...DEFAULT_FEATURIZER_CONFIG, hashBits: 3, maxChars: 50 },
+      { ...DEFAULT_FEATURIZER_CONFIG, hashBits: 8, charNgrams: [3, 4], minWordChars: 2 },
     ];
     const featurizers = configs.map((c) => new TextFeaturizer(c));
     let compared = 0;
@@ -135,7 +148,7 @@ describe('featurizer', () => {
         compared++;
       });
     }
-    expect(compared).toBe(9000);
+    expect(compared).toBe(12000);
   });
 
   it('normalizeText: the ASCII fast path equals full normalisation', () => {

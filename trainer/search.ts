@@ -19,6 +19,8 @@ export interface SearchConfig {
   params: Record<string, unknown>;
   /** Character n-gram orders added to the featurizer ([] = word n-grams only; the featurizer config travels in the manifest). */
   charNgrams: number[];
+  /** Words shorter than this are dropped by the featurizer (absent: every word counts; see FeaturizerConfig.minWordChars). */
+  minWordChars?: number;
 }
 
 export interface SearchSettings {
@@ -44,10 +46,15 @@ export interface SearchSettings {
 
 export const DEFAULT_SEARCH: SearchSettings = {
   folds: 3,
-  grid: [1, 10, 100].flatMap((C) => [
-    { kind: 'sparse-linear', params: { C }, charNgrams: [] },
-    { kind: 'sparse-linear', params: { C }, charNgrams: [3, 4] },
-  ]),
+  grid: [
+    // What the reference solves (liblinear's one-vs-rest logistic regression over TF-IDF word
+    // 1-2-grams, every feature kept, words of two characters or more), first: ties go to it.
+    { kind: 'sparse-linear', params: { C: 100, minFeatureCount: 1, multiClass: 'ovr' }, charNgrams: [], minWordChars: 2 },
+    { kind: 'sparse-linear', params: { C: 100, minFeatureCount: 1, multiClass: 'ovr', balanced: true }, charNgrams: [], minWordChars: 2 },
+    { kind: 'sparse-linear', params: { C: 100, minFeatureCount: 1 }, charNgrams: [] },
+    { kind: 'sparse-linear', params: { C: 30, minFeatureCount: 2, multiClass: 'ovr', balanced: true }, charNgrams: [3, 4], minWordChars: 2 },
+    { kind: 'sparse-linear', params: { C: 30, minFeatureCount: 2, balanced: true }, charNgrams: [3, 4] },
+  ],
   fitOverrides: { 'sparse-linear': { tolerance: 1e-4 } },
   maxExamples: 2_000,
 };
@@ -68,12 +75,15 @@ export function needsSearch(live: Pick<ModelManifest, 'selection'> | null, examp
 
 const featurizers = new Map<string, TextFeaturizer>();
 
-/** The featurizer for a configuration (the default config when it adds no character n-grams, so its output and id stay the default's). */
-export function featurizerOf(config: Pick<SearchConfig, 'charNgrams'>): TextFeaturizer {
-  const key = config.charNgrams.join(',');
+/** The featurizer for a configuration (the default config when it changes nothing, so its output and id stay the default's). */
+export function featurizerOf(config: Pick<SearchConfig, 'charNgrams' | 'minWordChars'>): TextFeaturizer {
+  const key = `${config.charNgrams.join(',')}|${config.minWordChars ?? ''}`;
   let f = featurizers.get(key);
   if (!f) {
-    f = new TextFeaturizer(config.charNgrams.length ? { ...DEFAULT_FEATURIZER_CONFIG, charNgrams: [...config.charNgrams] } : DEFAULT_FEATURIZER_CONFIG);
+    const changed = config.charNgrams.length > 0 || config.minWordChars !== undefined;
+    f = new TextFeaturizer(changed
+      ? { ...DEFAULT_FEATURIZER_CONFIG, charNgrams: [...config.charNgrams], ...(config.minWordChars !== undefined ? { minWordChars: config.minWordChars } : {}) }
+      : DEFAULT_FEATURIZER_CONFIG);
     featurizers.set(key, f);
   }
   return f;
@@ -151,7 +161,7 @@ export async function searchModel(
     const trainer = trainers(config.kind);
     if (!trainer) continue;
     const fz = featurizerOf(config);
-    const key = config.charNgrams.join(',');
+    const key = `${config.charNgrams.join(',')}|${config.minWordChars ?? ''}`;
     let data = cache.get(key);
     if (!data) {
       data = {
