@@ -11,8 +11,8 @@ import { evaluate } from './evaluate.ts';
  * Amortised (see needsSearch): a full search for a client's first model, when its data has grown
  * to twice the size of the last search, and after a quality alert; the retrains in between reuse
  * the live version's choice (and warm-start from its weights), so their cost is one fit plus the
- * refit on all data. The search's candidate fits along the C grid warm-start from each other
- * (ascending C: each optimum is a good start for the next), which roughly halves its cost.
+ * refit on all data. Each candidate's fits warm-start from the previous candidate's weights of the
+ * same featurizer and fold (a nearby optimum), which cuts the iterations of the later ones.
  */
 export interface SearchConfig {
   kind: string;
@@ -32,7 +32,7 @@ export interface SearchSettings {
    * Per kind, params for the search's fits only (not recorded in the configuration): a looser
    * solver tolerance ranks configurations as well as a tight one at ~40% fewer iterations
    * (measured on the fortunes client: 62 vs 93 iterations at C=10), and the search runs 3 folds
-   * x 6 configurations.
+   * x 5 configurations.
    */
   fitOverrides?: Record<string, Record<string, unknown>>;
   /**
