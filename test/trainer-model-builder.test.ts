@@ -165,7 +165,13 @@ describe('calibration', () => {
     expect(cal.examples).toBe(set.examples.filter((e) => splitOf(e.exampleId) !== 'train').length);
     expect(published.event.metrics.eceBefore).toBe(cal.eceBefore);
     expect(published.event.metrics.eceAfter).toBe(cal.eceAfter);
-    expect(cal.eceAfter).toBeLessThanOrEqual(cal.eceBefore + 1e-9);
+    // Temperature scaling minimises the log loss, not the ECE: on ~80 held-out predictions the binned
+    // ECE may go either way (the unit test above shows it falling on a large sample), so only its range here.
+    for (const ece of [cal.eceBefore, cal.eceAfter]) {
+      expect(ece).toBeGreaterThanOrEqual(0);
+      expect(ece).toBeLessThanOrEqual(1);
+    }
+    expect(cal.temperature).toBeGreaterThan(0);
     const predictor = loadPredictor({ ...artifact, manifest: { ...artifact.manifest, calibration: { ...cal, unsureBelow: 0.999 } } });
     const p = predictor.predict('something entirely unrelated', {}, {});
     expect(p.unsure).toBe(true);
