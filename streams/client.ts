@@ -114,7 +114,12 @@ export interface FetchedBatch {
   isRunning(): boolean;
   /** Keeps the membership alive during long work (a no-op where the library heartbeats by itself). */
   heartbeat(): Promise<void>;
-  /** Commits `nextOffset` (last handled + 1) for this partition; works during a graceful stop. */
+  /**
+   * Commits `nextOffset` (last handled + 1) for this partition; works during a graceful stop.
+   * Rejects when the cluster refuses or does not answer (a broker restart, a lost coordinator):
+   * with EddyError KAFKA_FENCED when another member took this member's static instance id, else
+   * with the client's error (the runner then joins again; the batch is read again, uncommitted).
+   */
   commit(nextOffset: string): Promise<void>;
 }
 

@@ -311,14 +311,27 @@ export class ConsumerRunner {
     if (!batch.isRunning()) return;
     try {
       await this.processSlice(topic, batch.partition, batch.messages, batch);
+    } catch (err) {
+      if (err instanceof StoppedError) return; // uncommitted: redelivered after restart
+      if (!batch.isRunning()) return;
+      return this.crash(err instanceof Error ? err : new Error(String(err)));
+    }
+    try {
       const next = (BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n).toString();
       await batch.commit(next);
       await batch.heartbeat();
     } catch (err) {
-      if (err instanceof StoppedError) return; // uncommitted: redelivered after restart
       // A partition taken away mid-batch refuses the commit; its new owner redoes the batch (idempotent).
-      if (!batch.isRunning()) return;
-      this.crash(err instanceof Error ? err : new Error(String(err)));
+      if (!this.running || !batch.isRunning()) return;
+      const error = err instanceof Error ? err : new Error(String(err));
+      // Two live members with one instance id would fence each other for ever: stop this one.
+      if (error instanceof EddyError && error.code === 'KAFKA_FENCED') return this.crash(error);
+      // The cluster refused or did not answer (a broker restart, a lost coordinator): the batch is
+      // processed but not committed. Join again, as when the client gives up fetching; the next
+      // member reads from the last commit and redoes the batch (handlers are idempotent). Stopping
+      // here instead left a live process consuming nothing after a broker restart (bench:chaos).
+      this.logger.warn({ topic, partition: batch.partition, err: errorMessage(error) }, 'commit failed; joining again');
+      this.reconnect(error);
     }
   }
 

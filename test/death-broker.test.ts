@@ -94,4 +94,58 @@ describe('the broker killed mid-stream', () => {
     expect(await counted()).toBe(inLog.size);
     expect(procs.runners.features?.crashError).toBeUndefined();
   }, 180_000);
+
+  it('a commit the dead broker refuses makes the consumer join again, not stop: it reads the batch again and goes on', async () => {
+    const seen: string[] = [];
+    let killed = false;
+    const group = `commit-${randomUUID().slice(0, 8)}`;
+    const event = (i: number): AnyEvent => ({
+      name: 'LabeledExample' as const,
+      value: { eventId: `commit-${group}-${i}`, clientId: 'acme', occurredAt: Date.now(), exampleId: `c${i}`, text: 'printer jam', label: 'Hardware', source: 'ASSIGNMENT' as const, metadata: {}, predictionId: null },
+    });
+    // Only this test's events (the log also holds the first test's).
+    const mine = (id: string) => id.startsWith(`commit-${group}-`);
+    // One record per call and the events produced before the start: the client's fetch stream is
+    // paused (more than 4 records wait), so the commit, not a fetch, is the first request to fail.
+    await streams!.producer.sendAll(Array.from({ length: 20 }, (_, i) => event(i)));
+    const runner = streams!.consumer({
+      group, topics: ['examples'], fromBeginning: true, maxRecordsPerCall: 1,
+      handler: {
+        async handle(records) {
+          for (const r of records) if (mine(r.event.value.eventId)) seen.push(r.event.value.eventId);
+          // The broker dies under the first batch of ours: the handler succeeds, the commit cannot.
+          if (!killed && records.some((r) => mine(r.event.value.eventId))) {
+            killed = true;
+            await kafka.kill();
+          }
+        },
+      },
+    });
+    const assigned = runner.waitForAssignment(60_000);
+    await runner.start();
+    try {
+      await assigned;
+      await waitFor('the broker killed under a batch', () => killed, 60_000);
+      // Long enough for the client to give up on the commit (its retries), then the broker returns.
+      await new Promise((r) => setTimeout(r, 15_000));
+      expect(runner.crashError).toBeUndefined();
+      await kafka.start();
+      await waitFor('the producer reaches the returned broker', async () => {
+        try {
+          await streams!.producer.sendAll([20, 21].map(event));
+          return true;
+        } catch {
+          return false;
+        }
+      }, 60_000, 1_000);
+      await waitFor('the consumer reads on after the broker returned', () => seen.includes(`commit-${group}-21`), 90_000, 200);
+      expect(runner.crashError).toBeUndefined();
+      expect(runner.isRunning).toBe(true);
+      // The uncommitted batch is read again (at least once), and nothing is skipped.
+      for (let i = 0; i <= 21; i++) expect(seen).toContain(`commit-${group}-${i}`);
+      expect(seen.filter((id) => id === `commit-${group}-0`).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await runner.stop();
+    }
+  }, 240_000);
 });

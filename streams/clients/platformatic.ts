@@ -1,6 +1,6 @@
 import { Admin as PlatformaticAdmin, compatibilityPartitioner, Consumer, MessagesStreamFallbackModes, MessagesStreamModes, ProduceAcks, Producer, stringSerializer, type GroupPartitionsAssigner, type Message, type MessageToProduce } from '@platformatic/kafka';
 import type { EddyConfig } from '../../common/config.ts';
-import { errorMessage } from '../../common/errors.ts';
+import { EddyError, errorMessage } from '../../common/errors.ts';
 import { createLogger } from '../../common/log.ts';
 import { coPartitionedAssignment } from '../assigner.ts';
 import type { ConnectedAdmin, ConsumerDriver, ConsumerDriverOptions, FetchedBatch, KafkaClient, ProducerDriver, RawMessage } from '../client.ts';
@@ -213,7 +213,12 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
             commit: async (next) => {
               // Message.commit() commits its offset + 1 for its partition (with the leader epoch).
               const last = taken.find((m) => m.offset === BigInt(next) - 1n) ?? taken[taken.length - 1]!;
-              await last.commit();
+              try {
+                await last.commit();
+              } catch (err) {
+                if (hasApiId(err, 'FENCED_INSTANCE_ID')) throw new EddyError('KAFKA_FENCED', `another member took this member's instance id: ${errorMessage(err)}`, { cause: err });
+                throw err;
+              }
             },
           };
           const work: Promise<void> = eachBatch!(fetched).finally(() => {
@@ -263,4 +268,13 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
       };
     },
   };
+}
+
+/** Whether a @platformatic/kafka error, or one it wraps (MultipleErrors.errors, cause), carries this Kafka error id. */
+function hasApiId(err: unknown, id: string, depth = 0): boolean {
+  if (!err || typeof err !== 'object' || depth > 5) return false;
+  const e = err as { apiId?: unknown; errors?: unknown; cause?: unknown };
+  if (e.apiId === id) return true;
+  if (Array.isArray(e.errors) && e.errors.some((x) => hasApiId(x, id, depth + 1))) return true;
+  return hasApiId(e.cause, id, depth + 1);
 }
