@@ -84,6 +84,7 @@ const env = eddyEnv(config, {
   // Retrains keep coming during the run (the first model of each client, catch-ups, then one a minute at most).
   EDDY_TRIGGER_QUIET_MS: '0', EDDY_TRIGGER_COOLDOWN_MS: '60000', EDDY_TRIGGER_MIN_EXAMPLES: '100',
   EDDY_SERVER_PORT: String(serverPort),
+  EDDY_LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? 'warn',
   EDDY_SERVER_API_KEYS: workloads.map((w) => `${apiKey(w.clientId)}=${w.clientId}`).join(','),
 });
 
@@ -187,6 +188,11 @@ async function committed(group: string, topic: 'examples'): Promise<bigint> {
   return Object.values(offsets).reduce((a, o) => a + (BigInt(o) > 0n ? BigInt(o) : 0n), 0n);
 }
 const featuresCommitted = () => committed('processors.features', 'examples');
+/** Records on a topic (the sum of its partitions' end offsets): moves when anything is published to it. */
+async function topicEnd(topic: 'predictions' | 'examples'): Promise<bigint> {
+  const ends = await streams.withAdmin((admin) => admin.fetchTopicOffsets(streams.topics.physical(topic)));
+  return ends.reduce((a, e) => a + BigInt(e.high), 0n);
+}
 async function rowsInClickHouse(): Promise<number> {
   const rs = await clickhouse.query({ query: `SELECT count() AS n FROM ${identifier(config.clickhouseDatabase)}.examples`, format: 'JSONEachRow' });
   return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
@@ -298,26 +304,28 @@ try {
       const [fr, un] = [failedRequests, unacked.size];
       const killedAt = await kill('server');
       const returnedAt = Date.now();
+      const publishedBefore = await topicEnd('predictions');
       const s = await startServer();
-      const at = await firstAnswerAfter(returnedAt);
-      record({ component: 'server', killedAt, returnedAt, readyAt: s.readyAt, useful: [{ what: 'first 200', at }], note: 'one replica: requests fail until it is back' }, fr, un);
+      const [at, publishedAt] = await Promise.all([firstAnswerAfter(returnedAt), firstIncrease(() => topicEnd('predictions'), publishedBefore)]);
+      record({ component: 'server', killedAt, returnedAt, readyAt: s.readyAt, useful: [{ what: 'first 200', at }, { what: 'first PredictionMade', at: publishedAt }], note: 'one replica: requests fail until it is back' }, fr, un);
     },
     broker: async () => {
       const [fr, un] = [failedRequests, unacked.size];
       // Read while the broker is up: nothing can be committed while it is away.
       const before = await featuresCommitted();
+      const publishedBefore = await topicEnd('predictions');
       const killedAt = Date.now();
       await kafka.kill();
       await sleep(DOWN_MS);
       const returnedAt = Date.now();
       await kafka.start();
       const readyAt = Date.now();
-      const [commitAt, ackAt, answerAt] = await Promise.all([
+      const [commitAt, ackAt, publishedAt] = await Promise.all([
         firstIncrease(featuresCommitted, before),
         firstTime(() => lastAckAt > readyAt, GIVE_UP_MS, 20),
-        firstAnswerAfter(readyAt),
+        firstIncrease(() => topicEnd('predictions'), publishedBefore),
       ]);
-      record({ component: 'broker', killedAt, returnedAt, readyAt, useful: [{ what: 'processors first commit', at: commitAt }, { what: 'producer first ack', at: ackAt }, { what: 'server first 200', at: answerAt }], note: `away ${DOWN_MS / 1000} s` }, fr, un);
+      record({ component: 'broker', killedAt, returnedAt, readyAt, useful: [{ what: 'processors first commit', at: commitAt }, { what: 'load producer first ack', at: ackAt }, { what: 'server first PredictionMade', at: publishedAt }], note: `away ${DOWN_MS / 1000} s; the server answered throughout (it needs no broker to answer)` }, fr, un);
     },
     registry: async () => {
       const [fr, un] = [failedRequests, unacked.size];
@@ -388,7 +396,9 @@ try {
   let drainNote = `caught up ${secs(drained - drainStart)} after the load stopped`;
   if (!Number.isFinite(drained)) {
     // What an operator would do: restart them. Said in the report; the counts are after it.
-    say(`the processors did not catch up within ${DRAIN_MS / 1000} s; their output:\n${children.processors?.output().slice(-3000)}\nrestarting them (kill -9, start) and draining again …`);
+    const dump = path.join(os.tmpdir(), `eddy-chaos-processors-${Date.now()}.log`);
+    fs.writeFileSync(dump, children.processors?.output() ?? '');
+    say(`the processors did not catch up within ${DRAIN_MS / 1000} s (their whole output: ${dump}); tail:\n${children.processors?.output().slice(-3000)}\nrestarting them (kill -9, start) and draining again …`);
     await kill('processors');
     const restartAt = Date.now();
     await startProcessors();
@@ -447,6 +457,7 @@ try {
   // ---------------------------------------------------------------- report
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   const ok = (good: boolean) => (good ? 'ok' : '**NO**');
+  const ratio = (cpu: number, n: number, refCpu: number, refN: number) => (n > 0 && refN > 0 && refCpu > 0 ? ((cpu / n) / (refCpu / refN)).toFixed(2) : 'n/a');
   const perUnit = (cpu: number, n: number, unit: number) => (n > 0 ? ((cpu * 1000 * unit) / n).toFixed(0) : 'n/a');
   const usefulCell = (f: Fault, from: 'returnedAt' | 'readyAt') => f.useful.map((u) => `${u.what}: ${from === 'returnedAt' ? '**' : ''}${secs(u.at - f[from])}${from === 'returnedAt' ? '**' : ''}`).join('; ');
   const lines = [
@@ -479,9 +490,9 @@ try {
     '|---|---:|---:|---:|',
     ...(reference ? [
       `| window | ${reference.seconds.toFixed(0)} s, ${reference.events} events, ${reference.predictions} predictions | ${run.seconds.toFixed(0)} s, ${run.events} events, ${run.predictions} predictions | |`,
-      `| processors: CPU ms per 1,000 examples committed | ${perUnit(reference.cpu.processors, reference.events, 1000)} | ${perUnit(run.cpu.processors, run.events, 1000)} | ${((run.cpu.processors / Math.max(1, run.events)) / (reference.cpu.processors / Math.max(1, reference.events))).toFixed(2)} |`,
-      `| server: CPU ms per 100 predictions answered | ${perUnit(reference.cpu.server, reference.predictions, 100)} | ${perUnit(run.cpu.server, run.predictions, 100)} | ${((run.cpu.server / Math.max(1, run.predictions)) / (reference.cpu.server / Math.max(1, reference.predictions))).toFixed(2)} |`,
-      `| trainer: CPU s per minute | ${((60 * reference.cpu.trainer) / reference.seconds).toFixed(1)} | ${((60 * run.cpu.trainer) / run.seconds).toFixed(1)} | ${((run.cpu.trainer / run.seconds) / Math.max(1e-9, reference.cpu.trainer / reference.seconds)).toFixed(2)} |`,
+      `| processors: CPU ms per 1,000 examples committed | ${perUnit(reference.cpu.processors, reference.events, 1000)} | ${perUnit(run.cpu.processors, run.events, 1000)} | ${ratio(run.cpu.processors, run.events, reference.cpu.processors, reference.events)} |`,
+      `| server: CPU ms per 100 predictions answered | ${perUnit(reference.cpu.server, reference.predictions, 100)} | ${perUnit(run.cpu.server, run.predictions, 100)} | ${ratio(run.cpu.server, run.predictions, reference.cpu.server, reference.predictions)} |`,
+      `| trainer: CPU s per minute | ${((60 * reference.cpu.trainer) / reference.seconds).toFixed(1)} | ${((60 * run.cpu.trainer) / run.seconds).toFixed(1)} | ${ratio(run.cpu.trainer, run.seconds, reference.cpu.trainer, reference.seconds)} |`,
     ] : []),
   ];
   report = lines.join('\n');
