@@ -507,6 +507,7 @@ try {
 } finally {
   clearInterval(ticker);
   loading = false;
+  serverFirstReady();
   sendingExamples = false;
   await Promise.allSettled(loaders);
   await predictor.catch(() => undefined);
