@@ -102,6 +102,8 @@ interface Fault {
   failedRequests: number;
   unacked: number;
   note: string;
+  /** The processors' commit rate in the steady pause after the recovery. */
+  after?: string;
 }
 const faults: Fault[] = [];
 const acked = new Set<string>();
@@ -112,6 +114,9 @@ const answered: Answer[] = [];
 let failedRequests = 0;
 const failures = new Map<string, number>();
 const modelEvents: AnyEvent[] = [];
+
+/** Who asked and through which channel: the entities whose real-time features Redis keeps and the server reads. */
+const metadataOf = (n: number): Record<string, string> => ({ requester: `user-${n % 40}`, channel: n % 3 === 0 ? 'email' : 'portal' });
 
 let loading = true;
 let sendingExamples = true;
@@ -129,7 +134,7 @@ const loaders = workloads.map(async (w, i) => {
     const events: AnyEvent[] = Array.from({ length: k }, (_, j) => {
       const e = w.examples[(n * 7 + j + i) % w.examples.length]!;
       return { name: 'LabeledExample' as const, value: {
-        eventId: randomUUID(), clientId: w.clientId, occurredAt: Date.now(), exampleId: randomUUID(), text: e.text, label: e.label, source: 'ASSIGNMENT' as const, metadata: {}, predictionId: null,
+        eventId: randomUUID(), clientId: w.clientId, occurredAt: Date.now(), exampleId: randomUUID(), text: e.text, label: e.label, source: 'ASSIGNMENT' as const, metadata: metadataOf(n + j), predictionId: null,
       } };
     });
     if (events.length > 0) {
@@ -162,7 +167,7 @@ const predictor = (async () => {
         try {
           const res = await fetch(`http://127.0.0.1:${serverPort}/v1/clients/${w.clientId}/predict`, {
             method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey(w.clientId)}` },
-            body: JSON.stringify({ text: w.examples[n % w.examples.length]!.text, requestId }), signal: AbortSignal.timeout(10_000),
+            body: JSON.stringify({ text: w.examples[n % w.examples.length]!.text, metadata: metadataOf(n), requestId }), signal: AbortSignal.timeout(10_000),
           });
           const body = await res.text();
           if (res.status === 200) {
@@ -382,7 +387,14 @@ try {
     if (!scenarios[name]) throw new Error(`BENCH_FAULTS: no fault '${name}' (${Object.keys(scenarios).join(', ')})`);
     say(`kill -9: ${name} …`);
     await scenarios[name]!();
+    // Recovered means still working afterwards, not one commit: the processors' progress over the steady pause.
+    const from = { at: Date.now(), committed: await featuresCommitted().catch(() => -1n) };
     await sleep(STEADY_MS);
+    const fault = faults[faults.length - 1]!;
+    const moved = Number((await featuresCommitted().catch(() => -1n)) - from.committed);
+    fault.after = `${(moved / ((Date.now() - from.at) / 1000)).toFixed(0)} events/s`;
+    if (moved <= 0) fault.after = `**0 events/s: stalled**`;
+    say(`${name}: processors committed ${moved} events in the ${((Date.now() - from.at) / 1000).toFixed(0)} s after`);
   }
 
   // ---------------------------------------------------------------- drain and count
@@ -472,9 +484,9 @@ try {
     `Command: \`npm run bench:chaos\` (BENCH_RATE=${RATE}, BENCH_PREDICT_RATE=${PREDICT_RATE}, ${CLIENTS} clients, ${config.partitions} partitions, away ${DOWN_MS / 1000} s) · ${new Date().toISOString()} · ${machine}`,
     `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores, shared with other engineers' runs). Run: ${secs(Date.now() - t0)}.`,
     '',
-    '| fault (kill -9) | back → ready | back → first useful work | ready → first useful work | requests failed meanwhile | sends not acknowledged | notes |',
-    '|---|---:|---|---|---:|---:|---|',
-    ...faults.map((f) => `| ${f.component} | ${secs(f.readyAt - f.returnedAt)} | ${usefulCell(f, 'returnedAt')} | ${usefulCell(f, 'readyAt')} | ${f.failedRequests} | ${f.unacked} | ${f.note} |`),
+    '| fault (kill -9) | back → ready | back → first useful work | ready → first useful work | processors after it | requests failed meanwhile | sends not acknowledged | notes |',
+    '|---|---:|---|---|---:|---:|---:|---|',
+    ...faults.map((f) => `| ${f.component} | ${secs(f.readyAt - f.returnedAt)} | ${usefulCell(f, 'returnedAt')} | ${usefulCell(f, 'readyAt')} | ${f.after ?? ''} | ${f.failedRequests} | ${f.unacked} | ${f.note} |`),
     '',
     '| count | value | check |',
     '|---|---:|---|',
@@ -490,7 +502,7 @@ try {
     `| request ids with more than one PredictionMade | ${loggedTwice} | ${ok(loggedTwice === 0)} |`,
     `| ClickHouse predictions: raw rows / distinct event ids | ${chPredRaw} / ${chPredDistinct} | ${ok(chPredDistinct === [...predictionIds.values()].reduce((a, b) => a + b, 0))} |`,
     `| predictions answered with default features (Redis timeout or away) | ${defaulted} (${((100 * defaulted) / Math.max(1, answered.length)).toFixed(1)} %) | |`,
-    `| requests that failed (by cause) | ${failedRequests} | ${[...failures].map(([k, n]) => `${k}: ${n}`).join(', ') || '—'} |`,
+    `| requests that failed (by cause) | ${failedRequests} | ${[...failures].filter(([k]) => !k.startsWith('not sent')).map(([k, n]) => `${k}: ${n}`).join(', ') || '—'}${failures.has('not sent (100 in flight)') ? `; besides, ${failures.get('not sent (100 in flight)')} requests not sent while 100 were in flight` : ''} |`,
     `| ModelPublished / distinct (client, version) / ModelRejected | ${published.length} / ${versionKeys.size} / ${rejected} | ${ok(versionsForTwoRequests === 0 && requestsTwoVersions === 0)} (${republished} re-announced; ${versionsForTwoRequests} versions answering two requests; ${requestsTwoVersions} requests answered by two versions) |`,
     `| dead letters | ${[...deadLetters.values()].reduce((a, b) => a + b, 0)} | ${[...deadLetters].map(([k, n]) => `${n} × ${k}`).join('; ') || '—'} |`,
     '',
