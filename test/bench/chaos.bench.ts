@@ -212,11 +212,21 @@ async function redisExamples(): Promise<number> {
   const res = (await pipeline.exec()) ?? [];
   return res.reduce((a, [err, v]) => a + (err ? 0 : Number(v ?? 0)), 0);
 }
-/** The first time `read` gives more than it gave at the start (Infinity: not within GIVE_UP_MS). */
+/**
+ * The first time `read` gives more than its first successful reading (Infinity: not within
+ * GIVE_UP_MS). Called once the component is back: a baseline read before the kill would count
+ * work acknowledged between that read and the kill as work done after the return.
+ */
 async function firstIncrease(read: () => Promise<number | bigint>, from?: number | bigint): Promise<number> {
-  const base = from ?? (await read().catch(() => undefined));
-  if (base === undefined) return firstTime(async () => (await read()) > 0, GIVE_UP_MS, 100);
-  return firstTime(async () => (await read()) > base, GIVE_UP_MS, 100);
+  let base = from;
+  return firstTime(async () => {
+    const now = await read();
+    if (base === undefined) {
+      base = now;
+      return false;
+    }
+    return now > base;
+  }, GIVE_UP_MS, 100);
 }
 
 const children: Record<'processors' | 'trainer' | 'server', EddyProcess | undefined> = { processors: undefined, trainer: undefined, server: undefined };
@@ -324,9 +334,6 @@ try {
     },
     broker: async () => {
       const [fr, un] = [failedRequests, unacked.size];
-      // Read while the broker is up: nothing can be committed while it is away.
-      const before = await featuresCommitted();
-      const publishedBefore = await topicEnd('predictions');
       const killedAt = Date.now();
       await kafka.kill();
       await sleep(DOWN_MS);
@@ -334,9 +341,9 @@ try {
       await kafka.start();
       const readyAt = Date.now();
       const [commitAt, ackAt, publishedAt] = await Promise.all([
-        firstIncrease(featuresCommitted, before),
+        firstIncrease(featuresCommitted),
         firstTime(() => lastAckAt > readyAt, GIVE_UP_MS, 20),
-        firstIncrease(() => topicEnd('predictions'), publishedBefore),
+        firstIncrease(() => topicEnd('predictions')),
       ]);
       record({ component: 'broker', killedAt, returnedAt, readyAt, useful: [{ what: 'processors first commit', at: commitAt }, { what: 'load producer first ack', at: ackAt }, { what: 'server first PredictionMade', at: publishedAt }], note: `away ${DOWN_MS / 1000} s; the server answered throughout (it needs no broker to answer)` }, fr, un);
     },
@@ -358,19 +365,17 @@ try {
     },
     ClickHouse: async () => {
       const [fr, un] = [failedRequests, unacked.size];
-      const rowsBefore = await rowsInClickHouse();
       const killedAt = Date.now();
       await chServer.kill();
       await sleep(DOWN_MS);
       const returnedAt = Date.now();
       await chServer.start();
       const readyAt = Date.now();
-      const at = await firstIncrease(rowsInClickHouse, rowsBefore);
+      const at = await firstIncrease(rowsInClickHouse);
       record({ component: 'ClickHouse', killedAt, returnedAt, readyAt, useful: [{ what: 'first new row', at }], note: `away ${DOWN_MS / 1000} s` }, fr, un);
     },
     Redis: async () => {
       const [fr, un] = [failedRequests, unacked.size];
-      const countedBefore = await redisExamples();
       const killedAt = Date.now();
       await redisServer.kill();
       const defaultedBefore = answered.filter((a) => a.defaulted).length;
@@ -378,7 +383,7 @@ try {
       const returnedAt = Date.now();
       await redisServer.start();
       const readyAt = Date.now();
-      const at = await firstIncrease(redisExamples, countedBefore);
+      const at = await firstIncrease(redisExamples);
       record({ component: 'Redis', killedAt, returnedAt, readyAt, useful: [{ what: 'first counter moved', at }], note: `away ${DOWN_MS / 1000} s; ${answered.filter((a) => a.defaulted).length - defaultedBefore} predictions answered with default features meanwhile` }, fr, un);
     },
   };
