@@ -8,8 +8,11 @@
  * 1. Load: ~10 clients (labels and texts from test/quality/workload.ts) send LabeledExample at
  *    BENCH_RATE events/s in total (default 400), and ~BENCH_PREDICT_RATE (default 50) HTTP
  *    predictions/s go to the server, each with its own requestId.
- * 2. In turn, kill -9 and restart: processors, trainer, server, broker, registry, ClickHouse,
- *    Redis. The processes are started again at once; the servers are away BENCH_DOWN_MS (3 s).
+ * 2. In turn, kill -9 and restart: processors, trainer, server, registry, ClickHouse, Redis,
+ *    broker (BENCH_FAULTS picks and orders them; the broker last, as a broker loss can stop a
+ *    consumer for good: docs/reliability.md). The processes are started again at once; the
+ *    servers are away BENCH_DOWN_MS (3 s). After each, the processors' commit rate over the
+ *    steady pause (BENCH_STEADY_MS) shows whether they kept working.
  *    Recovery is timed from the component's return (the process spawned again) to its first
  *    useful work, measured: the processors' first commit; the trainer's first answer
  *    (ModelPublished/ModelRejected; a MANUAL request is sent at its restart so there is work);
@@ -17,15 +20,16 @@
  *    producer's first acknowledged send; after the registry, the first schema registration of a
  *    new codec (what a process starting needs; running ones keep their cached ids); after
  *    ClickHouse, the first new row; after Redis, the first counter moved.
- * 3. Drain (the load stops, the processors catch up), then count: events the producer saw
+ * 3. Drain (the load stops, the processors catch up; if they do not within BENCH_DRAIN_MS, they
+ *    are restarted by hand and the report says so), then count: events the producer saw
  *    acknowledged vs the examples topic vs ClickHouse (raw rows and distinct event ids) vs the
  *    Redis counters; predictions answered 200 vs PredictionMade on the topic for those request
  *    ids (each missing one is attributed to the fault whose window holds its answer); model
  *    versions per client (unique) and retrain requests answered more than once; dead letters by
  *    group, code and reason.
  *
- * CPU per unit of work (from /proc) is given for the steady minute before the first fault (the
- * reference) and for the whole run, so the cost of the work done again after crashes shows as a ratio.
+ * CPU per unit of work (from /proc) is given for the steady window before the first fault
+ * (BENCH_REFERENCE_MS, the reference) and for the whole run, so the cost of the work done again after crashes shows as a ratio.
  * Prints progress lines on stderr and a markdown report on stdout; `--write` also writes
  * docs/benchmarks/chaos.md. The whole run takes about 8–10 minutes on the 2-core machine.
  */
