@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { APICURIO_VERSION, KAFKA_LOG4J, KAFKA_VERSION, kafkaProperties } from '../cli/stack.ts';
 import type { EddyConfig } from '../common/config.ts';
-import { freePort } from './processors-support.ts';
+import type { AnyEvent, Streams, TopicName } from '../streams/index.ts';
+import { waitFor } from './helpers.ts';
+import { caughtUp, freePort } from './processors-support.ts';
 
 /**
  * Real components killed for real, for the death tests and the recovery measurements: a private
@@ -201,4 +203,47 @@ export async function spawnEddy(env: NodeJS.ProcessEnv, args: string[], ready: R
       await exited;
     },
   };
+}
+
+/** CPU seconds (user + system) a live process has used, from /proc (0 when it is gone or not Linux). */
+export function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / Number(process.env.CLK_TCK ?? 100);
+  } catch {
+    return 0;
+  }
+}
+
+/** Resolves with the time `check` first holds (polling every `intervalMs`), or Infinity after `timeoutMs`. */
+export async function firstTime(check: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 50): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await Promise.resolve().then(check).catch(() => false)) return Date.now();
+    if (Date.now() > deadline) return Infinity;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/**
+ * Every event of `topics` from the beginning of the log, read by a fresh group until it has
+ * committed the end of each partition (what a new reader of the log sees).
+ */
+export async function readLog(streams: Streams, topics: readonly TopicName[], timeoutMs = 120_000): Promise<AnyEvent[]> {
+  const events: AnyEvent[] = [];
+  const group = `log-reader-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+  const reader = streams.consumer({
+    group, topics, fromBeginning: true, onUndecodable: 'fail', maxRecordsPerCall: 5000,
+    handler: { handle: async (records) => { for (const r of records) events.push(r.event); } },
+  });
+  await reader.start();
+  try {
+    await waitFor(`a reader at the end of ${topics.join(', ')}`, () => caughtUp(streams, group, topics), timeoutMs, 250);
+  } finally {
+    await reader.stop();
+  }
+  return events;
 }
