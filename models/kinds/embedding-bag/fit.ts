@@ -38,6 +38,8 @@ export interface EmbeddingBagParams {
   learningRate: number;
   /** Dropout on the hidden layer while training (0 = none). */
   dropout: number;
+  /** Share of each example's features dropped from its bag while training (0 = none). */
+  featureDropout: number;
   /** L2 penalty on the dense weights (added to the loss). */
   l2: number;
   /** Features seen in fewer training vectors get no row. */
@@ -52,8 +54,8 @@ export interface EmbeddingBagParams {
 }
 
 export const DEFAULT_EMBEDDING_BAG_PARAMS: EmbeddingBagParams = {
-  embedding: 64, hidden: 128, epochs: 20, batchSize: 32, learningRate: 0.003, dropout: 0.2, l2: 0,
-  minFeatureCount: 1, tfidf: true, validationShare: 0.1, patience: 2, quantization: 'int8-row',
+  embedding: 64, hidden: 128, epochs: 20, batchSize: 32, learningRate: 0.003, dropout: 0.2, featureDropout: 0, l2: 0,
+  minFeatureCount: 1, tfidf: true, validationShare: 0.1, patience: 3, quantization: 'int8-row',
 };
 
 /** Below this many examples there is no validation slice: a fixed epoch budget. */
@@ -153,16 +155,21 @@ function toCsr(vectors: SparseVector[], featureIds: Uint32Array, idf: Float32Arr
   return { ptr, rows: rows.slice(0, k), vals: vals.slice(0, k) };
 }
 
-/** pooled[b] = sum over example idx[b]'s entries of value * E[row]. */
-function pool(X: Csr, idx: Int32Array, E: Float32Array, D: number, pooled: Float32Array): void {
+/**
+ * pooled[b] = sum over example idx[b]'s entries of value * E[row], each entry scaled by
+ * keep[k] (k counts the batch's entries in order; 0 drops it, 1/(1-p) keeps it) when given.
+ */
+function pool(X: Csr, idx: Int32Array, E: Float32Array, D: number, pooled: Float32Array, keep: Float32Array | null): void {
   pooled.fill(0, 0, idx.length * D);
   const { ptr, rows, vals } = X;
+  let k = 0;
   for (let b = 0; b < idx.length; b++) {
     const i = idx[b]!;
     const o = b * D;
-    for (let j = ptr[i]!; j < ptr[i + 1]!; j++) {
+    for (let j = ptr[i]!; j < ptr[i + 1]!; j++, k++) {
+      const v = keep ? vals[j]! * keep[k]! : vals[j]!;
+      if (v === 0) continue;
       const base = rows[j]! * D;
-      const v = vals[j]!;
       for (let d = 0; d < D; d++) pooled[o + d]! += v * E[base + d]!;
     }
   }
@@ -260,8 +267,8 @@ export interface TrainedEmbeddingBag {
   idf: Float32Array | null;
   finalLoss: number;
   epochs: number;
-  /** Validation loss of the kept epoch, or null without a validation slice. */
-  validationLoss: number | null;
+  /** Validation accuracy of the kept epoch, or null without a validation slice. */
+  validationAccuracy: number | null;
 }
 
 export async function trainEmbeddingBag(
@@ -322,7 +329,7 @@ export async function trainEmbeddingBag(
   };
 
   let best: EmbeddingBagFloat | null = null;
-  let bestVal = Infinity;
+  let bestVal: { accuracy: number; loss: number } | null = null;
   let sinceBest = 0;
   let finalLoss = NaN;
   let epochsRun = 0;
@@ -336,7 +343,14 @@ export async function trainEmbeddingBag(
       for (let start = 0; start < perm.length; start += B) {
         const idx = perm.subarray(start, Math.min(start + B, perm.length));
         const nb = idx.length;
-        pool(X, idx, E, D, pooled);
+        let keep: Float32Array | null = null;
+        if (params.featureDropout > 0) {
+          let entries = 0;
+          for (let b = 0; b < nb; b++) entries += X.ptr[idx[b]! + 1]! - X.ptr[idx[b]!]!;
+          keep = new Float32Array(entries);
+          for (let k = 0; k < entries; k++) keep[k] = rand() < params.featureDropout ? 0 : 1 / (1 - params.featureDropout);
+        }
+        pool(X, idx, E, D, pooled, keep);
         const onehot = new Float32Array(nb * K);
         const weights = new Float32Array(nb);
         let batchWeight = 0;
@@ -362,17 +376,19 @@ export async function trainEmbeddingBag(
         weightSum += batchWeight;
         // Scatter the bag's gradient to the rows this batch touched, then lazy Adam on those rows.
         let nTouched = 0;
+        let k = 0;
         for (let b = 0; b < nb; b++) {
           const i = idx[b]!;
           const g = b * D;
-          for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++) {
+          for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++, k++) {
+            const v = keep ? X.vals[j]! * keep[k]! : X.vals[j]!;
+            if (v === 0) continue;
             const r = X.rows[j]!;
             if (!touched[r]) {
               touched[r] = 1;
               touchedList[nTouched++] = r;
               rowGrad.fill(0, r * D, (r + 1) * D);
             }
-            const v = X.vals[j]!;
             const base = r * D;
             for (let d = 0; d < D; d++) rowGrad[base + d]! += v * dPooled[g + d]!;
           }
@@ -401,18 +417,22 @@ export async function trainEmbeddingBag(
       await opts.onEpoch?.(epoch, finalLoss);
       if (nVal > 0) {
         const current = snapshot();
-        const val = meanLoss(X, valIdx, y, sw, current, K);
-        if (process.env.EB_DEBUG) console.log(`epoch ${epoch} train ${finalLoss.toFixed(4)} val ${val.toFixed(4)} acc ${valAccuracy(X, valIdx, y, current, K).toFixed(4)}`);
-        if (val < bestVal - 1e-4) {
+        // Kept by validation accuracy, ties to the lower loss: the loss turns up epochs before the
+        // accuracy stops improving (the model grows confident on what it already gets right).
+        const val = { accuracy: valAccuracy(X, valIdx, y, current, K), loss: meanLoss(X, valIdx, y, sw, current, K) };
+        if (process.env.EB_DEBUG) console.log(`epoch ${epoch} train ${finalLoss.toFixed(4)} val ${val.loss.toFixed(4)} acc ${val.accuracy.toFixed(4)}`);
+        if (!bestVal || val.accuracy > bestVal.accuracy || (val.accuracy === bestVal.accuracy && val.loss < bestVal.loss)) {
+          const improved = !bestVal || val.accuracy > bestVal.accuracy;
           bestVal = val;
           best = current;
-          sinceBest = 0;
+          if (improved) sinceBest = 0;
+          else if (++sinceBest >= params.patience) break;
         } else if (++sinceBest >= params.patience) {
           break;
         }
       }
     }
-    return { weights: best ?? snapshot(), idf, finalLoss, epochs: epochsRun, validationLoss: nVal > 0 ? bestVal : null };
+    return { weights: best ?? snapshot(), idf, finalLoss, epochs: epochsRun, validationAccuracy: bestVal?.accuracy ?? null };
   } finally {
     optimizer.dispose();
     for (const v of [W1, b1, W2, b2]) v.dispose();
