@@ -190,7 +190,7 @@ describe('embedding-bag fit', () => {
     expect(ticks).toBeGreaterThan(0);
     expect(Array.from(again.weights.embeddings)).toEqual(Array.from(trained.weights.embeddings));
     expect(Array.from(again.weights.outputWeights)).toEqual(Array.from(trained.weights.outputWeights));
-    const other = await trainEmbeddingBag(trainData, { ...small, epochs: 1 }, { seed: 8 });
+    const other = await trainEmbeddingBag(trainData, { ...small, epochs: 1, minSteps: 0 }, { seed: 8 });
     expect(Array.from(other.weights.hiddenWeights)).not.toEqual(Array.from(trained.weights.hiddenWeights));
   });
 
@@ -204,7 +204,7 @@ describe('embedding-bag fit', () => {
     const remap = Int32Array.from(trainData.targets, (t) => next.indexOf(labels[t]!));
     const data = { ...trainData, targets: remap, numLabels: next.length };
     // A learning rate too small to learn anything in one epoch: what it scores is what it started from.
-    const frozen = { ...small, epochs: 1, learningRate: 1e-6 };
+    const frozen = { ...small, epochs: 1, minSteps: 0, learningRate: 1e-6 };
     const heldOut = (fitted: Awaited<ReturnType<typeof embeddingBagTrainer.fit>>) => {
       const scorer = embeddingBag.scorer({ ...manifestOf(trained, 'int8-row', next), model: fitted.model }, fitted.weights);
       const predicted = vectors.slice(480).map((v) => next[argmax(scorer.logits(v))]!);
@@ -216,7 +216,7 @@ describe('embedding-bag fit', () => {
     expect(heldOut(warm)).toBeGreaterThan(0.95);
     expect(heldOut(await embeddingBagTrainer.fit(data, frozen, { epochs: 1, seed: 9 }))).toBeLessThan(0.8);
     // And a real warm-started fit of two epochs keeps the accuracy.
-    expect(heldOut(await embeddingBagTrainer.fit(data, { ...small, epochs: 2 }, { epochs: 2, seed: 9, init }))).toBeGreaterThan(0.95);
+    expect(heldOut(await embeddingBagTrainer.fit(data, { ...small, epochs: 2, minSteps: 0 }, { epochs: 2, seed: 9, init }))).toBeGreaterThan(0.95);
     const manifest = { ...manifestOf(trained, 'int8-row', next), model: warm.model };
     // Another kind's artifact is no warm start.
     const linear = await sparseLinearTrainer.fit(trainData, { ...sparseLinearTrainer.defaults, maxIterations: 5 }, { epochs: 1, seed: 1 });
@@ -232,7 +232,7 @@ describe('embedding-bag fit', () => {
     }));
     const changes: LabelChangeRow[] = c.labels.map((l, i) => ({ event_id: `l${i}`, change: 'ADDED', label: l.name, previous_label: '', description: l.description, keywords: l.keywords, occurred_at_ms: 0 }));
     const set = buildTrainingSet(c.clientId, rows, changes);
-    const settings = { ...trainerSettings(loadConfig().trainer, { kind: 'embedding-bag', params: { embedding: 16, hidden: 32, epochs: 6 } }), search: false as const };
+    const settings = { ...trainerSettings(loadConfig().trainer, { kind: 'embedding-bag', params: { embedding: 16, hidden: 32 } }), search: false as const };
     const validation = validateTrainingSet(set, settings);
     const candidate = await fitCandidate(set, validation.examples, settings, { version: 'v1', parent: null, labelDistribution: validation.labelDistribution, retrainEventId: null });
     expect(candidate.manifest.model).toMatchObject({ kind: 'embedding-bag', dimensions: { embedding: 16, hidden: 32, labels: 4 }, quantization: 'int8-row', tfidf: true });
