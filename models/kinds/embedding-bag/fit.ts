@@ -63,6 +63,8 @@ export const DEFAULT_EMBEDDING_BAG_PARAMS: EmbeddingBagParams = {
   minFeatureCount: 1, tfidf: true, validationShare: 0, patience: 3, quantization: 'int8-row',
 };
 
+let fitCounter = 0;
+
 /** Below this many examples there is no validation slice: a fixed epoch budget. */
 const MIN_EXAMPLES_FOR_VALIDATION = 300;
 
@@ -302,8 +304,8 @@ export async function trainEmbeddingBag(
   const V = featureIds.length;
   const w = initialWeights(featureIds, D, H, K, rand, opts.init);
 
-  // Dense layers on TensorFlow.js; names are unique per fit so concurrent fits do not collide.
-  const tag = `eb${Math.floor(rand() * 1e9)}_${Date.now()}`;
+  // Dense layers on TensorFlow.js; variable names are unique per fit so fits interleaved at their yields do not collide.
+  const tag = `embeddingBag${++fitCounter}_${Math.floor(rand() * 1e9)}`;
   const W1 = tf.variable(tf.tensor2d(w.hiddenWeights, [D, H]), true, `${tag}_W1`);
   const b1 = tf.variable(tf.tensor1d(w.hiddenBias), true, `${tag}_b1`);
   const W2 = tf.variable(tf.tensor2d(w.outputWeights, [H, K]), true, `${tag}_W2`);
