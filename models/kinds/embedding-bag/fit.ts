@@ -320,9 +320,10 @@ export async function trainEmbeddingBag(
   const m2 = new Float32Array(V * D);
   const B = Math.max(1, params.batchSize);
   const pooled = new Float32Array(B * D);
-  const rowGrad = new Float32Array(V * D);
-  const touched = new Uint8Array(V);
-  const touchedList = new Int32Array(Math.max(1, V));
+  // The gradient of the rows a batch touches, compact: slot[row] indexes touchedList and rowGrad (-1 = untouched).
+  const slot = new Int32Array(V).fill(-1);
+  let touchedList = new Int32Array(1024);
+  let rowGrad = new Float32Array(1024 * D);
   let step = 0;
 
   const snapshot = (): EmbeddingBagFloat => {
@@ -352,10 +353,14 @@ export async function trainEmbeddingBag(
       for (let start = 0; start < perm.length; start += B) {
         const idx = perm.subarray(start, Math.min(start + B, perm.length));
         const nb = idx.length;
+        let entries = 0;
+        for (let b = 0; b < nb; b++) entries += X.ptr[idx[b]! + 1]! - X.ptr[idx[b]!]!;
+        if (touchedList.length < entries) {
+          touchedList = new Int32Array(entries);
+          rowGrad = new Float32Array(entries * D);
+        }
         let keep: Float32Array | null = null;
         if (params.featureDropout > 0) {
-          let entries = 0;
-          for (let b = 0; b < nb; b++) entries += X.ptr[idx[b]! + 1]! - X.ptr[idx[b]!]!;
           keep = new Float32Array(entries);
           for (let k = 0; k < entries; k++) keep[k] = rand() < params.featureDropout ? 0 : 1 / (1 - params.featureDropout);
         }
@@ -393,29 +398,33 @@ export async function trainEmbeddingBag(
             const v = keep ? X.vals[j]! * keep[k]! : X.vals[j]!;
             if (v === 0) continue;
             const r = X.rows[j]!;
-            if (!touched[r]) {
-              touched[r] = 1;
-              touchedList[nTouched++] = r;
-              rowGrad.fill(0, r * D, (r + 1) * D);
+            let t = slot[r]!;
+            if (t < 0) {
+              t = nTouched++;
+              slot[r] = t;
+              touchedList[t] = r;
+              rowGrad.fill(0, t * D, (t + 1) * D);
             }
-            const base = r * D;
+            const base = t * D;
             for (let d = 0; d < D; d++) rowGrad[base + d]! += v * dPooled[g + d]!;
           }
         }
         const lr = params.learningRate * Math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step);
         const l2 = params.l2;
-        const apply = (r: number) => {
-          touched[r] = 0;
+        const apply = (t: number) => {
+          const r = touchedList[t]!;
+          slot[r] = -1;
           const base = r * D;
+          const gBase = t * D;
           for (let d = 0; d < D; d++) {
             const p = base + d;
-            const g = rowGrad[p]! + l2 * E[p]!;
+            const g = rowGrad[gBase + d]! + l2 * E[p]!;
             m1[p] = beta1 * m1[p]! + (1 - beta1) * g;
             m2[p] = beta2 * m2[p]! + (1 - beta2) * g * g;
             E[p]! -= (lr * m1[p]!) / (Math.sqrt(m2[p]!) + eps);
           }
         };
-        for (let t = 0; t < nTouched; t++) apply(touchedList[t]!);
+        for (let t = 0; t < nTouched; t++) apply(t);
         // A fit runs for seconds on the trainer's only thread: let timers and I/O (Kafka heartbeats) through every ~20 ms.
         if (performance.now() - yieldedAt > 20) {
           await new Promise<void>((resolve) => setImmediate(resolve));
