@@ -55,7 +55,7 @@ const vectors = client.examples.map((e) => featurizer.featurize(e.text, e.metada
 const targets = Int32Array.from(client.examples, (e) => index.get(e.label)!);
 // First 480 to train, last 120 to score.
 const trainData = { vectors: vectors.slice(0, 480), targets: targets.slice(0, 480), numLabels: labels.length };
-const small: EmbeddingBagParams = { ...DEFAULT_EMBEDDING_BAG_PARAMS, embedding: 16, hidden: 32, epochs: 8 };
+const small: EmbeddingBagParams = { ...DEFAULT_EMBEDDING_BAG_PARAMS, embedding: 16, hidden: 32, epochs: 8, minSteps: 0 };
 let backend: string;
 let trained: TrainedEmbeddingBag;
 
@@ -232,7 +232,7 @@ describe('embedding-bag fit', () => {
     }));
     const changes: LabelChangeRow[] = c.labels.map((l, i) => ({ event_id: `l${i}`, change: 'ADDED', label: l.name, previous_label: '', description: l.description, keywords: l.keywords, occurred_at_ms: 0 }));
     const set = buildTrainingSet(c.clientId, rows, changes);
-    const settings = { ...trainerSettings(loadConfig().trainer, { kind: 'embedding-bag', params: { embedding: 16, hidden: 32 } }), search: false as const };
+    const settings = { ...trainerSettings(loadConfig().trainer, { kind: 'embedding-bag', params: { embedding: 16, hidden: 32, minSteps: 200 } }), search: false as const };
     const validation = validateTrainingSet(set, settings);
     const candidate = await fitCandidate(set, validation.examples, settings, { version: 'v1', parent: null, labelDistribution: validation.labelDistribution, retrainEventId: null });
     expect(candidate.manifest.model).toMatchObject({ kind: 'embedding-bag', dimensions: { embedding: 16, hidden: 32, labels: 4 }, quantization: 'int8-row', tfidf: true });
