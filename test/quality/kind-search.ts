@@ -5,12 +5,14 @@
  * word n-grams). Prints per client the test macro-F1, the chosen configuration and the train CPU.
  *
  *   QUALITY_CLIENTS=fortune-geek tsx test/quality/kind-search.ts
+ * QUALITY_SEARCH_ONLY=1: only the search, printing every candidate's cross-validated macro-F1.
  */
 import { loadConfig } from '../../common/config.ts';
 import { buildTrainingSet, type ExampleRow, type LabelChangeRow } from '../../trainer/dataset.ts';
 import { evaluate } from '../../trainer/evaluate.ts';
 import { fitCandidate, trainerSettings } from '../../trainer/pipeline.ts';
-import { DEFAULT_SEARCH, type SearchConfig } from '../../trainer/search.ts';
+import { kindTrainer } from '../../models/kinds/trainers.ts';
+import { DEFAULT_SEARCH, searchModel, type SearchConfig } from '../../trainer/search.ts';
 import { validateTrainingSet } from '../../trainer/validate.ts';
 import { loadClients, REAL_CLIENTS } from './corpora.ts';
 
@@ -28,6 +30,11 @@ for (const c of loadClients(only ? REAL_CLIENTS.filter((s) => only.includes(s.cl
   const changes: LabelChangeRow[] = c.labels.map((l, i) => ({ event_id: `l${i}`, change: 'ADDED', label: l, previous_label: '', description: '', keywords: [], occurred_at_ms: 0 }));
   const set = buildTrainingSet(c.clientId, rows, changes);
   const validation = validateTrainingSet(set, settings);
+  if (process.env.QUALITY_SEARCH_ONLY) {
+    const r = await searchModel(validation.examples, set.definitions, set.labels, kindTrainer, settings.search, () => ({}));
+    console.log(`| ${c.clientId} | ${c.train.length} | — | ${r.scores.map((x) => `${x.config.kind === 'sparse-linear' ? `C=${String(x.config.params.C)}` : x.config.kind}${x.config.charNgrams.length ? '+chars' : ''} ${x.cvMacroF1.toFixed(3)}`).join(', ')} | ${r.ms} ms wall |`);
+    continue;
+  }
   const cpu0 = process.cpuUsage();
   const candidate = await fitCandidate(set, validation.examples, settings, { version: 'v1', parent: null, labelDistribution: validation.labelDistribution, retrainEventId: null });
   const cpu = process.cpuUsage(cpu0);
