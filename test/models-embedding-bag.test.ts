@@ -194,6 +194,16 @@ describe('embedding-bag fit', () => {
     expect(Array.from(other.weights.hiddenWeights)).not.toEqual(Array.from(trained.weights.hiddenWeights));
   });
 
+  it('with a validation share, stops once the held-out accuracy stops improving and keeps the best epoch', async () => {
+    const epochs: number[] = [];
+    const stopped = await trainEmbeddingBag(trainData, { ...small, epochs: 40, validationShare: 0.2, patience: 2 }, { seed: 7, onEpoch: (e) => { epochs.push(e); } });
+    expect(stopped.epochs).toBeLessThan(40);
+    expect(epochs).toHaveLength(stopped.epochs);
+    expect(stopped.validationAccuracy).toBeGreaterThan(0.95);
+    const { artifact } = artifactOf(stopped, 'int8-row');
+    expect(macroF1(loadPredictor(artifact), 480, 600)).toBeGreaterThan(0.95);
+  });
+
   it('warm-starts from its previous model with labels reordered and one added, keeping what it learnt', async () => {
     const { artifact } = artifactOf(trained, 'int8-row');
     // New label order: reversed, plus a label the previous model never had (no examples: its column starts fresh).

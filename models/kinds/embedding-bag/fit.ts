@@ -439,7 +439,6 @@ export async function trainEmbeddingBag(
         // Kept by validation accuracy, ties to the lower loss: the loss turns up epochs before the
         // accuracy stops improving (the model grows confident on what it already gets right).
         const val = { accuracy: valAccuracy(X, valIdx, y, current, K), loss: meanLoss(X, valIdx, y, sw, current, K) };
-        if (process.env.EB_DEBUG) console.log(`epoch ${epoch} train ${finalLoss.toFixed(4)} val ${val.loss.toFixed(4)} acc ${val.accuracy.toFixed(4)}`);
         if (!bestVal || val.accuracy > bestVal.accuracy || (val.accuracy === bestVal.accuracy && val.loss < bestVal.loss)) {
           const improved = !bestVal || val.accuracy > bestVal.accuracy;
           bestVal = val;
@@ -526,6 +525,8 @@ function warmStart(parent: ModelArtifact, labels: readonly string[]): EmbeddingB
 export const embeddingBagTrainer: KindTrainer<EmbeddingBagWeights, EmbeddingBagParams> = {
   kind: embeddingBag,
   defaults: DEFAULT_EMBEDDING_BAG_PARAMS,
+  // The epoch budget is params.epochs, not opts.epochs: the model search fits every candidate with
+  // `epochs: 1` (sparse-linear ignores it), and EDDY_TRAINER_EPOCHS predates this kind.
   async fit(data, params, opts) {
     const p = { ...DEFAULT_EMBEDDING_BAG_PARAMS, ...params };
     const init = opts.init as EmbeddingBagFloat | undefined;
