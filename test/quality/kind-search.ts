@@ -8,6 +8,7 @@
  * QUALITY_SEARCH_ONLY=1: only the search, printing every candidate's cross-validated macro-F1.
  */
 import { loadConfig } from '../../common/config.ts';
+import { initBackend } from '../../trainer/backend.ts';
 import { buildTrainingSet, type ExampleRow, type LabelChangeRow } from '../../trainer/dataset.ts';
 import { evaluate } from '../../trainer/evaluate.ts';
 import { fitCandidate, trainerSettings } from '../../trainer/pipeline.ts';
@@ -19,6 +20,8 @@ import { loadClients, REAL_CLIENTS } from './corpora.ts';
 const only = process.env.QUALITY_CLIENTS?.split(',').filter(Boolean);
 const extra = JSON.parse(process.env.QUALITY_EXTRA ?? '[{"kind":"embedding-bag","params":{},"charNgrams":[]}]') as SearchConfig[];
 const settings = { ...trainerSettings(loadConfig().trainer), search: { ...DEFAULT_SEARCH, grid: [...DEFAULT_SEARCH.grid, ...extra] } };
+// fitCandidate initialises the backend itself; the search alone needs it done here.
+await initBackend();
 console.log(`grid: default + ${JSON.stringify(extra)}`);
 console.log('| client | examples | macro-F1 | chosen config (cv macro-F1) | train CPU ms |');
 console.log('|---|---|---|---|---|');
