@@ -1,4 +1,5 @@
 import type { KindTrainer } from './kind.ts';
+import { embeddingBagTrainer } from './embedding-bag/fit.ts';
 import { sparseLinearTrainer } from './sparse-linear/fit.ts';
 
 /**
@@ -6,7 +7,7 @@ import { sparseLinearTrainer } from './sparse-linear/fit.ts';
  * this module: servers load the serving halves (models/kinds/index.ts) and never TensorFlow.
  */
 const TRAINERS: ReadonlyMap<string, KindTrainer> = new Map<string, KindTrainer>(
-  [sparseLinearTrainer as KindTrainer].map((t) => [t.kind.name, t]),
+  [sparseLinearTrainer as KindTrainer, embeddingBagTrainer as KindTrainer].map((t) => [t.kind.name, t]),
 );
 
 export function kindTrainer(name: string): KindTrainer | undefined {
