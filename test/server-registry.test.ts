@@ -165,17 +165,28 @@ describe('PredictionPublisher', () => {
   });
 
   // The production path (a worker thread with its own Kafka connection) and the inline one.
-  it.each(['thread', 'inline'] as const)('publishes without blocking, and counts (never silently loses) what overflows its buffer (%s)', async (mode) => {
-    const dropped = async () => (await metricsRegistry.getSingleMetric('eddy_server_predictions_dropped_total')?.get())?.values[0]?.value ?? 0;
-    const before = await dropped();
+  it.each(['thread', 'inline'] as const)('publishes without blocking, and refuses (counted, never drops) what would overflow its buffer (%s)', async (mode) => {
+    const refused = async () => (await metricsRegistry.getSingleMetric('eddy_server_publish_refused_total')?.get())?.values[0]?.value ?? 0;
+    const before = await refused();
     const via = mode === 'thread' ? { thread: streams.config } : { producer: streams.producer };
     const publisher = new PredictionPublisher(via, { capacity: 10, logger: createLogger('test', 'silent') });
     const tag = `${mode}-${randomUUID()}`;
-    // 25 events in one synchronous burst: 10 may be on their way at once, the other 15 are dropped.
+    // 25 predictions in one synchronous burst: 10 may be on their way at once, the other 15 are refused before predicting.
     const sent = Array.from({ length: 25 }, (_, i) => ({ ...made(`${tag}-${i}`), metadata: { requester: `r${i}`, channel: 'chat' }, text: `tëxt ${i} 東京 😀` }));
-    for (const e of sent) publisher.publish(e);
-    expect(publisher.droppedTotal).toBe(15);
-    expect(await dropped()).toBe(before + 15);
+    let refusals = 0;
+    for (const e of sent) {
+      try {
+        publisher.admit(1);
+        publisher.publish(e);
+      } catch (err) {
+        expect(err).toMatchObject({ code: 'KAFKA_UNAVAILABLE', retriable: true });
+        refusals++;
+      }
+    }
+    expect(refusals).toBe(15);
+    expect(publisher.refusedTotal).toBe(15);
+    expect(publisher.droppedTotal).toBe(0);
+    expect(await refused()).toBe(before + 15);
     expect(publisher.pending).toBe(10);
     expect(await publisher.flush()).toBe(true);
     expect(publisher.publishedTotal).toBe(10);
@@ -222,15 +233,18 @@ describe('PredictionPublisher', () => {
     await publisher.close();
   });
 
-  it('keeps events while Kafka is unreachable, drops only beyond its buffer, and counts what close abandons', async () => {
+  it('keeps events while Kafka is unreachable, refuses new predictions beyond its buffer, and counts what close abandons (no spool)', async () => {
     const unreachable = { ...streams.config, kafkaBrokers: ['127.0.0.1:1'] };
     const publisher = new PredictionPublisher({ thread: unreachable }, { capacity: 10, logger: createLogger('test', 'silent') });
     for (let i = 0; i < 6; i++) publisher.publish(made(`down-${i}`));
     expect(await publisher.flush(300)).toBe(false);
     expect(publisher.pending).toBe(6);
-    expect(publisher.droppedTotal).toBe(0);
+    expect(() => publisher.admit(4)).not.toThrow();
+    expect(() => publisher.admit(5)).toThrow(/waiting to be logged/);
+    // What was admitted is taken even past the limit (requests admitted together): never dropped for room.
     for (let i = 6; i < 12; i++) publisher.publish(made(`down-${i}`));
-    expect(publisher.droppedTotal).toBe(2);
+    expect(publisher.droppedTotal).toBe(0);
+    expect(publisher.pending).toBe(12);
     await publisher.close(200);
     expect(publisher.publishedTotal).toBe(0);
     expect(publisher.droppedTotal).toBe(12);
