@@ -1,10 +1,14 @@
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../common/log.ts';
 import { metricsRegistry } from '../common/metrics.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { baselinePredict } from '../server/baseline.ts';
 import { PredictionPublisher } from '../server/publisher.ts';
+import { PredictionSpool } from '../server/spool.ts';
 import { compareVersions } from '../common/ids.ts';
 import { MAX_VERSIONS_PER_CLIENT, ModelRegistry } from '../models/lifecycle.ts';
 import { LabelDirectory } from '../server/labels.ts';
@@ -213,7 +217,7 @@ describe('PredictionPublisher', () => {
     // After close nothing is accepted, and the refusal is counted too.
     await publisher.close();
     publisher.publish(made(`${tag}-late`));
-    expect(publisher.droppedTotal).toBe(16);
+    expect(publisher.droppedTotal).toBe(1);
     await tail.stop();
   });
 
@@ -249,5 +253,56 @@ describe('PredictionPublisher', () => {
     expect(publisher.publishedTotal).toBe(0);
     expect(publisher.droppedTotal).toBe(12);
     expect(publisher.pending).toBe(0);
+  });
+
+  it.each(['thread', 'inline'] as const)('keeps what Kafka did not take in the spool, and the next publisher replays it once (torn tails and foreign schemas counted, not replayed) (%s)', async (mode) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-spool-test-'));
+    const topic = `spool-test-${randomUUID()}`;
+    const logger = createLogger('test', 'silent');
+    const counter = async (name: string, labels: Record<string, string> = {}) => ((await metricsRegistry.getSingleMetric(name)?.get())?.values ?? [])
+      .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((sum, v) => sum + v.value, 0);
+    const torn = await counter('eddy_server_spool_unreplayable_total', { reason: 'torn' });
+    const foreign = await counter('eddy_server_spool_unreplayable_total', { reason: 'schema' });
+    try {
+      const tag = `spool-${mode}-${randomUUID()}`;
+      const down = new PredictionPublisher({ thread: { ...streams.config, kafkaBrokers: ['127.0.0.1:1'] } }, { capacity: 100, logger, spool: new PredictionSpool({ dir, topic, fsync: false, logger }) });
+      for (let i = 0; i < 5; i++) down.publish(made(`${tag}-${i}`));
+      await down.committed();
+      await down.close(200);
+      expect(down.droppedTotal).toBe(0);
+      const [file, ...more] = fs.readdirSync(dir);
+      expect(more).toEqual([]);
+      // A cut last write (power loss) and a segment of a build with another schema.
+      fs.appendFileSync(path.join(dir, file!), Buffer.from([0, 0, 0, 9, 1, 2]));
+      fs.writeFileSync(path.join(dir, file!.replace(/~(\d+)\.spool$/, '~$1999.spool')), Buffer.concat([Buffer.from('EDDYSPL1'), Buffer.alloc(8), Buffer.from([0, 0, 0, 1, 65, 0, 0, 0, 1, 0])]));
+      // A live process's segment (this test's own pid, held) and another topic's are left alone.
+      const otherTopic = path.join(dir, file!.replace(topic, `${topic}-other`));
+      fs.writeFileSync(otherTopic, 'x');
+
+      const via = mode === 'thread' ? { thread: streams.config } : { producer: streams.producer };
+      const up = new PredictionPublisher(via, { capacity: 100, logger, spool: new PredictionSpool({ dir, topic, fsync: false, logger }) });
+      expect(up.replayedTotal).toBe(5);
+      expect(await counter('eddy_server_spool_unreplayable_total', { reason: 'torn' })).toBe(torn + 1);
+      expect(await counter('eddy_server_spool_unreplayable_total', { reason: 'schema' })).toBe(foreign + 1);
+      expect(await up.flush(15_000)).toBe(true);
+      expect(up.publishedTotal).toBe(5);
+      const seen: string[] = [];
+      const tail = streams.consumer({
+        group: `spool-test-${tag}`, topics: ['predictions'], fromBeginning: true,
+        handler: { async handle(records) { for (const r of records) if (r.event.name === 'PredictionMade' && r.event.value.requestId.startsWith(tag)) seen.push(r.event.value.requestId); } },
+      });
+      await tail.start();
+      await waitFor('the replayed events on the topic', () => seen.length >= 5);
+      await tail.stop();
+      expect(seen.sort()).toEqual(Array.from({ length: 5 }, (_, i) => `${tag}-${i}`));
+      await up.close();
+      // Settled segments are gone; the other topic's file and the foreign one (kept as .bad) stay.
+      const leftFiles = fs.readdirSync(dir);
+      expect(leftFiles).toHaveLength(2);
+      expect(leftFiles).toContain(path.basename(otherTopic));
+      expect(leftFiles.filter((f) => f.endsWith('.spool.bad'))).toHaveLength(1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
