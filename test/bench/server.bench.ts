@@ -17,7 +17,7 @@
  *
  * Finally, A/B in the same run, each variant on a fresh server over the same models: the default
  * (PredictionMade produced by the publisher thread, artifacts loaded by the loader thread), loads
- * on the request thread, the publisher on the request thread, and publishing off (reference);
+ * on the request thread, the publisher on the request thread, the PredictionMade spool off (reference) and with fsync;
  * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
  *
  * After the cold loads (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
@@ -534,18 +534,20 @@ async function main(): Promise<void> {
 
     // Where the work happens, side by side in this run: a fresh server per variant over the same
     // k models (warmed first): fixed rate steady, fixed rate during a reload, max throughput.
-    // "publishing off" keeps one event in flight and drops the rest: a reference only.
     if ((process.env.BENCH_SERVER_AB ?? '1') !== '0') {
       await server.close();
       server = undefined;
-      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; publishBuffer: number; loadsInline?: boolean }> = [
-        { name: 'default (publisher thread, loader thread)', publisher: 'thread', publishBuffer: config.server.publishBuffer },
-        { name: 'loads on the request thread', publisher: 'thread', publishBuffer: config.server.publishBuffer, loadsInline: true },
-        { name: 'publisher on the request thread', publisher: 'inline', publishBuffer: config.server.publishBuffer },
-        { name: 'publishing off (reference)', publisher: 'thread', publishBuffer: 1 },
+      // A full buffer answers 503 (it no longer drops), so "publishing off" is no longer a variant;
+      // the spool's cost is: default (spool written before each answer) vs spool off vs fsync.
+      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; spool: 'write' | 'fsync' | 'off'; loadsInline?: boolean }> = [
+        { name: 'default (publisher thread, loader thread, spool written)', publisher: 'thread', spool: 'write' },
+        { name: 'loads on the request thread', publisher: 'thread', spool: 'write', loadsInline: true },
+        { name: 'publisher on the request thread', publisher: 'inline', spool: 'write' },
+        { name: 'spool off (reference)', publisher: 'thread', spool: 'off' },
+        { name: 'spool with fsync', publisher: 'thread', spool: 'fsync' },
       ];
       for (const [i, v] of variants.entries()) {
-        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, publishBuffer: v.publishBuffer, replicaId: `${config.server.replicaId}-ab${i}` } };
+        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, spool: v.spool, replicaId: `${config.server.replicaId}-ab${i}` } };
         const s = await startServer(variantConfig, { kafkaPredict: false, wrapLoader: v.loadsInline ? () => storeLoader(config) : undefined });
         try {
           await s.ready;
