@@ -64,6 +64,9 @@ export const serverMetrics = {
   spoolUnreplayable: () => metric('eddy_server_spool_unreplayable_total', () => new prom.Counter({
     name: 'eddy_server_spool_unreplayable_total', help: 'Spooled PredictionMade that cannot be replayed: torn (a partial last record: a write cut by a power loss) or schema (written by a build with another schema; kept as .bad)', labelNames: ['reason'],
   })),
+  spoolCommits: () => metric('eddy_server_spool_commits_total', () => new prom.Counter({
+    name: 'eddy_server_spool_commits_total', help: 'Spool group commits (one write per turn of the event loop that answered predictions): predictions per commit = eddy_server_predictions_total{channel="HTTP"} / this',
+  })),
   spoolFailures: () => metric('eddy_server_spool_write_failures_total', () => new prom.Counter({
     name: 'eddy_server_spool_write_failures_total', help: 'Spool writes that failed (disk full, I/O error): the predictions of that group commit were answered 503',
   })),

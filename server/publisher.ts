@@ -128,6 +128,7 @@ export class PredictionPublisher {
   private lastRefuseLog = 0;
   private idleWaiters: Array<() => void> = [];
   private readonly spool: PredictionSpool | undefined;
+  private readonly spoolCommits = serverMetrics.spoolCommits();
   /** The group commit in preparation: requests answered in this turn of the event loop wait for it. */
   private commit: { promise: Promise<void>; resolve(): void; reject(err: unknown): void } | undefined;
   publishedTotal = 0;
@@ -216,7 +217,10 @@ export class PredictionPublisher {
     this.commit = undefined;
     const records = this.channel.unspooled();
     try {
-      if (records && this.spool) this.spool.append(records.bytes, records.count);
+      if (records && this.spool) {
+        this.spool.append(records.bytes, records.count);
+        this.spoolCommits.inc();
+      }
       waiting?.resolve();
     } catch (err) {
       // The events still go to Kafka; only the answers are refused (retriable), never given without a spool copy.
