@@ -18,7 +18,7 @@ import { serverMetrics } from './metrics.ts';
  *   page cache when it returns, so it survives the process's death (kill -9, a crash, the OOM
  *   killer); it survives a power loss or a kernel crash only with `fsync` (EDDY_SERVER_SPOOL=fsync,
  *   an fdatasync per group commit).
- * - Files are segments: `<topic>~<host>~<pid>~<seq>.spool`, a 16-byte header (magic, fingerprint
+ * - Files are segments: `<topic>~<host>~<pid>~<spool>.<seq>.spool`, a 16-byte header (magic, fingerprint
  *   of the PredictionMade schema the records were encoded with) and then the records in the framed
  *   layout of streams/codec.ts FramedEventWriter (u32 key length, key, u32 value length, value:
  *   magic byte, schema id to be stamped, Avro). A segment is closed at SEGMENT_BYTES and deleted
@@ -38,6 +38,8 @@ export const SEGMENT_BYTES = 4 * 1024 * 1024;
 
 /** Segment files this process holds open: never adopted by another server of the same process (tests run several). */
 const heldHere = new Set<string>();
+/** Spools opened by this process so far: each names its segments apart (several servers in one process). */
+let spoolsHere = 0;
 
 const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]/g, '_');
 
@@ -105,6 +107,7 @@ export class PredictionSpool {
   private current: Segment | undefined;
   private currentBytes = 0;
   private seq = 0;
+  private readonly instance = spoolsHere++;
   /** Closed (or adopted) segments not settled yet, oldest first. */
   private readonly closedSegments: Segment[] = [];
   /** Events written (own and adopted), and events settled (acknowledged or refused by Kafka). */
@@ -138,7 +141,7 @@ export class PredictionSpool {
       if (!Number.isInteger(pid) || heldHere.has(file)) continue;
       if (pid !== process.pid && pidAlive(pid)) continue;
       try {
-        found.push({ name, pid, seq: Number(seqText), mtimeMs: fs.statSync(file).mtimeMs });
+        found.push({ name, pid, seq: Number(seqText?.split('.')[1] ?? 0), mtimeMs: fs.statSync(file).mtimeMs });
       } catch {
         // adopted by another server meanwhile
       }
@@ -223,7 +226,7 @@ export class PredictionSpool {
   }
 
   private nextFile(): string {
-    return path.join(this.dir, `${this.prefix}${process.pid}~${this.seq++}.spool`);
+    return path.join(this.dir, `${this.prefix}${process.pid}~${this.instance}.${this.seq++}.spool`);
   }
 
   private open(): void {

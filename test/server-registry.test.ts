@@ -274,7 +274,7 @@ describe('PredictionPublisher', () => {
       expect(more).toEqual([]);
       // A cut last write (power loss) and a segment of a build with another schema.
       fs.appendFileSync(path.join(dir, file!), Buffer.from([0, 0, 0, 9, 1, 2]));
-      fs.writeFileSync(path.join(dir, file!.replace(/~(\d+)\.spool$/, '~$1999.spool')), Buffer.concat([Buffer.from('EDDYSPL1'), Buffer.alloc(8), Buffer.from([0, 0, 0, 1, 65, 0, 0, 0, 1, 0])]));
+      fs.writeFileSync(path.join(dir, file!.replace(/\.(\d+)\.spool$/, '.$1999.spool')), Buffer.concat([Buffer.from('EDDYSPL1'), Buffer.alloc(8), Buffer.from([0, 0, 0, 1, 65, 0, 0, 0, 1, 0])]));
       // A live process's segment (this test's own pid, held) and another topic's are left alone.
       const otherTopic = path.join(dir, file!.replace(topic, `${topic}-other`));
       fs.writeFileSync(otherTopic, 'x');
