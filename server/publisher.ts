@@ -188,7 +188,10 @@ export class PredictionPublisher {
       this.refusedSinceLog = 0;
       this.lastRefuseLog = now;
     }
-    throw new EddyError('KAFKA_UNAVAILABLE', `${this.inFlight} predictions are waiting to be logged to Kafka (the limit is ${this.capacity}); retry later`, { retriable: true });
+    throw Object.assign(
+      new EddyError('KAFKA_UNAVAILABLE', `${this.inFlight} predictions are waiting to be logged to Kafka (the limit is ${this.capacity}); retry later`, { retriable: true }),
+      { loggedByThrower: true }, // logged above at most every 5 s, not per request
+    );
   }
 
   /**

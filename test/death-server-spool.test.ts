@@ -100,6 +100,7 @@ describe('PredictionMade of answered predictions', () => {
     const others: Answer[] = [];
     let answeredDown = 0;
     let n = 0;
+    const downAt = Date.now();
     await Promise.all([0, 1].map(async () => {
       while (refusals.length < 20 && n < 400) {
         const a = await predict(`down-${n++}`);
@@ -120,6 +121,11 @@ describe('PredictionMade of answered predictions', () => {
       expect(r.body.error?.code).toBe('KAFKA_UNAVAILABLE');
       expect(r.body.error?.message).toMatch(/waiting to be logged/);
     }
+    // Counted and logged rate-limited (at most once per 5 s), never once per refused request.
+    const logged = server!.output().match(/PredictionMade backlog full/g)?.length ?? 0;
+    expect(logged).toBeGreaterThanOrEqual(1);
+    expect(logged).toBeLessThanOrEqual(1 + Math.ceil((Date.now() - downAt) / 5_000));
+    expect(server!.output()).not.toMatch(/KAFKA_UNAVAILABLE[^\n]*request failed|request failed[^\n]*KAFKA_UNAVAILABLE/);
     await kafka.start();
     // The backlog drains once the broker is back: predictions are answered again.
     await waitFor('predictions answered again', async () => {
