@@ -184,7 +184,15 @@ const ENV_SCHEMA = {
     },
     EDDY_SERVER_PUBLISH_BUFFER: {
       type: 'integer', default: 20000, minimum: 1, maximum: 10000000,
-      description: 'PredictionMade events buffered for Kafka per process; beyond it they are dropped and counted (eddy_server_predictions_dropped_total).',
+      description: 'PredictionMade events on their way to Kafka per process; while this many wait, predict requests are answered 503 KAFKA_UNAVAILABLE with Retry-After before predicting (counted: eddy_server_publish_refused_total), so an answered prediction is never dropped.',
+    },
+    EDDY_SERVER_SPOOL: {
+      type: 'string', default: 'write', enum: ['write', 'fsync', 'off'],
+      description: 'Spool of answered predictions\' PredictionMade, replayed at the next start (docs/reliability.md): write (written before the answer; survives kill -9, not a power loss), fsync (also flushed to disk per group commit; survives a power loss), off (a crash loses what the publish buffer held).',
+    },
+    EDDY_SERVER_SPOOL_DIR: {
+      type: 'string', default: '',
+      description: 'Directory of the PredictionMade spool (default <EDDY_HOME>/spool); keep it across restarts on the same host (a volume), one per host or container.',
     },
     EDDY_SERVER_PUBLISHER: {
       type: 'string', default: 'thread', enum: ['thread', 'inline'],
@@ -364,6 +372,9 @@ export interface ServerConfig {
   topK: number;
   publishBuffer: number;
   publisher: 'thread' | 'inline';
+  /** The PredictionMade spool: written before each answer (fsync: and flushed), or off. */
+  spool: 'write' | 'fsync' | 'off';
+  spoolDir: string;
   canaryKey: string;
   replicaId: string;
   /** Internal /metrics port without a key (0: none). */
@@ -380,7 +391,7 @@ type RawEnv = {
   EDDY_SERVER_HOST: string; EDDY_SERVER_PORT: number; EDDY_SERVER_API_KEYS: string; EDDY_SERVER_API_KEYS_FILE: string;
   EDDY_SERVER_ADMIN_KEY: string; EDDY_SERVER_MODEL_MEMORY_MB: number; EDDY_SERVER_FEATURE_TIMEOUT_MS: number;
   EDDY_SERVER_MAX_TEXT_CHARS: number; EDDY_SERVER_MAX_METADATA_ENTRIES: number; EDDY_SERVER_MAX_METADATA_BYTES: number;
-  EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number; EDDY_SERVER_PUBLISHER: 'thread' | 'inline';
+  EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number; EDDY_SERVER_PUBLISHER: 'thread' | 'inline'; EDDY_SERVER_SPOOL: 'write' | 'fsync' | 'off'; EDDY_SERVER_SPOOL_DIR: string;
   EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string; EDDY_SERVER_METRICS_PORT: number; EDDY_SERVER_METRICS_HOST: string;
   EDDY_REVIEW_UNSURE_BELOW: number; EDDY_REVIEW_CONFIDENT_ABOVE: number; EDDY_REVIEW_MAX_ITEMS: number;
   EDDY_MONITOR_SEGMENT_FIELDS: string; EDDY_MONITOR_LENGTH_BUCKETS: string; EDDY_MONITOR_SEGMENT_GAP_PCT: number; EDDY_MONITOR_SEGMENT_MIN_SUPPORT: number;
@@ -479,6 +490,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       topK: raw.EDDY_SERVER_TOP_K,
       publishBuffer: raw.EDDY_SERVER_PUBLISH_BUFFER,
       publisher: raw.EDDY_SERVER_PUBLISHER,
+      spool: raw.EDDY_SERVER_SPOOL,
+      spoolDir: raw.EDDY_SERVER_SPOOL_DIR || path.join(home, 'spool'),
       canaryKey: raw.EDDY_SERVER_CANARY_KEY,
       replicaId: raw.EDDY_SERVER_REPLICA_ID || `${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
       metricsPort: raw.EDDY_SERVER_METRICS_PORT,

@@ -7,7 +7,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { readRealtimeFeatures } from '../featurizer/realtime.ts';
 import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
-import { connectStreams, LogFollower, type ConsumerRunner, type Streams } from '../streams/index.ts';
+import { connectStreams, LogFollower, TOPIC_OF_EVENT, TopicNames, type ConsumerRunner, type Streams } from '../streams/index.ts';
 import { createApp } from './app.ts';
 import { ArtifactLoaderThread } from './artifact-loader.ts';
 import { instrumentRedis } from '../common/instrument.ts';
@@ -21,6 +21,7 @@ import { kafkaPredictHandler } from './kafka-predict.ts';
 import { ModelManager, type ArtifactLoader } from './model-manager.ts';
 import { PredictionService, type FeatureReader } from './prediction-service.ts';
 import { PredictionPublisher } from './publisher.ts';
+import { PredictionSpool } from './spool.ts';
 import { serverMetrics } from './metrics.ts';
 import { ModelAdmin, ModelRegistry } from '../models/lifecycle.ts';
 import { LabelDirectory } from './labels.ts';
@@ -98,7 +99,11 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
     });
   };
   const service = new PredictionService(registry, labels, manager, readFeatures, s, logger);
-  const publisher = new PredictionPublisher(s.publisher === 'thread' ? { thread: config } : { producer: streams.producer }, { capacity: s.publishBuffer, logger });
+  // The spool of answered predictions (server/spool.ts): what a dead server left for this topic is replayed first.
+  const spool = s.spool === 'off' ? undefined : new PredictionSpool({
+    dir: s.spoolDir, topic: new TopicNames(config.topicPrefix).physical(TOPIC_OF_EVENT.PredictionMade), fsync: s.spool === 'fsync', logger,
+  });
+  const publisher = new PredictionPublisher(s.publisher === 'thread' ? { thread: config } : { producer: streams.producer }, { capacity: s.publishBuffer, logger, spool });
   const admin = new ModelAdmin(registry, streams.producer);
   // The registry and the label definitions gate readiness: HTTP answers only from a complete
   // picture of the log. Example counts only refine the baseline's majority label, so they follow

@@ -53,7 +53,22 @@ export const serverMetrics = {
     name: 'eddy_server_predictions_published_total', help: 'PredictionMade events written to Kafka',
   })),
   dropped: () => metric('eddy_server_predictions_dropped_total', () => new prom.Counter({
-    name: 'eddy_server_predictions_dropped_total', help: 'PredictionMade events lost because the publish buffer was full (Kafka slow or down)',
+    name: 'eddy_server_predictions_dropped_total', help: 'PredictionMade events that will not reach Kafka: refused by their schema or the producer, or lost with a publisher thread that died (a full buffer no longer drops: see eddy_server_publish_refused_total)',
+  })),
+  refused: () => metric('eddy_server_publish_refused_total', () => new prom.Counter({
+    name: 'eddy_server_publish_refused_total', help: 'Predict requests answered 503 (Retry-After) before predicting because the PredictionMade backlog was full (Kafka slow or down)',
+  })),
+  spoolReplayed: () => metric('eddy_server_spool_replayed_total', () => new prom.Counter({
+    name: 'eddy_server_spool_replayed_total', help: 'PredictionMade events a dead server left in the spool, replayed to Kafka at start',
+  })),
+  spoolUnreplayable: () => metric('eddy_server_spool_unreplayable_total', () => new prom.Counter({
+    name: 'eddy_server_spool_unreplayable_total', help: 'Spooled PredictionMade that cannot be replayed: torn (a partial last record: a write cut by a power loss) or schema (written by a build with another schema; kept as .bad)', labelNames: ['reason'],
+  })),
+  spoolCommits: () => metric('eddy_server_spool_commits_total', () => new prom.Counter({
+    name: 'eddy_server_spool_commits_total', help: 'Spool group commits (one write per turn of the event loop that answered predictions): predictions per commit = eddy_server_predictions_total{channel="HTTP"} / this',
+  })),
+  spoolFailures: () => metric('eddy_server_spool_write_failures_total', () => new prom.Counter({
+    name: 'eddy_server_spool_write_failures_total', help: 'Spool writes that failed (disk full, I/O error): the predictions of that group commit were answered 503',
   })),
   bufferSize: () => metric('eddy_server_publish_buffer_events', () => new prom.Gauge({
     name: 'eddy_server_publish_buffer_events', help: 'PredictionMade events waiting to be written to Kafka',

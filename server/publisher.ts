@@ -1,21 +1,26 @@
 import os from 'node:os';
+import avro from 'avsc';
 import { parentPort, type Worker } from 'node:worker_threads';
 import type { EddyConfig } from '../common/config.ts';
-import { errorMessage } from '../common/errors.ts';
+import { EddyError, errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { retry } from '../common/retry.ts';
 import { startThread } from '../common/threads.ts';
 import type { PredictionMade } from '../schemas/events.ts';
-import { countProduced, createKafkaClient, EVENT_HEADER, EventCodec, EventProducer, FramedEventWriter, framedMessages, TOPIC_OF_EVENT, TopicNames, type FramedBatch, type OutgoingMessage } from '../streams/index.ts';
+import { countProduced, createKafkaClient, EVENT_HEADER, EventCodec, EventProducer, FramedEventWriter, framedMessages, loadSchema, TOPIC_OF_EVENT, TopicNames, type FramedBatch, type OutgoingMessage } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
+import type { PredictionSpool } from './spool.ts';
 
 /**
  * PredictionMade publishing for HTTP predictions, in two halves:
  *
- * - {@link PredictionPublisher}, on the request thread, never blocks and never throws: it bounds
- *   how many events may be on their way (EDDY_SERVER_PUBLISH_BUFFER), drops and counts the rest
- *   (`eddy_server_predictions_dropped_total`, logged at most once per interval), and hands events
- *   over in small batches.
+ * - {@link PredictionPublisher}, on the request thread: it bounds how many events may be on their
+ *   way (EDDY_SERVER_PUBLISH_BUFFER) by refusing new predictions while the backlog is full
+ *   ({@link PredictionPublisher.admit}: 503 with Retry-After before predicting, counted in
+ *   `eddy_server_publish_refused_total`, logged at most once per interval) — an answered
+ *   prediction's events are never dropped for room — writes the events to the spool before the
+ *   answer leaves ({@link PredictionPublisher.committed}, server/spool.ts), and hands events over
+ *   in small batches.
  * - {@link PredictionSender} batches them into produce requests, lingers so many predictions share
  *   one request, retries while Kafka is away, and drops (loudly) what the producer refuses.
  *
@@ -58,8 +63,10 @@ export interface ThreadData {
 }
 
 export interface PublisherOptions {
-  /** Most events on their way to Kafka at once; beyond it new ones are dropped and counted. */
+  /** Most events on their way to Kafka at once; beyond it new predictions are refused (admit). */
   capacity: number;
+  /** Where events are written before their prediction is answered; replayed at the next start. */
+  spool?: PredictionSpool;
   logger: Logger;
   /** How long the first event of a produce request waits for company (Kafka's linger.ms). */
   lingerMs?: number;
@@ -77,6 +84,10 @@ export type PublishVia = { thread: EddyConfig } | { producer: EventProducer };
 interface SenderChannel {
   /** Queues one event here (throws InvalidEventError when it does not fit the schema: nothing queued). */
   add(event: PredictionMade): void;
+  /** The encoded records added since the last call, for the spool (a view valid until the next add). */
+  unspooled(): { bytes: Buffer; count: number } | undefined;
+  /** Hands already encoded records (framed layout: a spool's replay) to the sender. */
+  postFramed(batch: FramedBatch): void;
   /** Events queued here and not posted yet. */
   readonly queued: number;
   /** Hands the queued events to the sender. */
@@ -113,19 +124,113 @@ export class PredictionPublisher {
   private closed = false;
   private droppedSinceLog = 0;
   private lastDropLog = 0;
+  private refusedSinceLog = 0;
+  private lastRefuseLog = 0;
   private idleWaiters: Array<() => void> = [];
+  private readonly spool: PredictionSpool | undefined;
+  private readonly spoolCommits = serverMetrics.spoolCommits();
+  /** The group commit in preparation: requests answered in this turn of the event loop wait for it. */
+  private commit: { promise: Promise<void>; resolve(): void; reject(err: unknown): void } | undefined;
   publishedTotal = 0;
   droppedTotal = 0;
+  /** Predict requests refused (503) because the backlog was full. */
+  refusedTotal = 0;
+  /** Events replayed from a dead server's spool at start. */
+  replayedTotal = 0;
 
   constructor(via: PublishVia, options: PublisherOptions) {
     this.capacity = options.capacity;
     this.logger = options.logger;
+    this.spool = options.spool;
     const lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
     const batchSize = options.batchSize ?? DEFAULT_BATCH;
     const onResult = (r: SendResult) => this.settled(r);
     this.channel = 'thread' in via
       ? new ThreadChannel(threadData(via.thread, lingerMs, batchSize), onResult, this.logger)
-      : inlineChannel(via.producer, onResult, this.logger, lingerMs, batchSize);
+      : inlineChannel(via.producer, onResult, this.logger, lingerMs, batchSize, this.spool !== undefined);
+    if (this.spool) this.replay(this.spool);
+  }
+
+  /**
+   * What dead servers of this host left in the spool goes out first, before any new event: their
+   * segments become this spool's (deleted once Kafka acknowledged them), their records are handed
+   * to the sender as they are (same eventId and requestId).
+   */
+  private replay(spool: PredictionSpool): void {
+    for (const records of spool.adopt()) {
+      const buffer = new ArrayBuffer(records.bytes.length);
+      Buffer.from(buffer).set(records.bytes);
+      this.inFlight += records.count;
+      this.replayedTotal += records.count;
+      serverMetrics.spoolReplayed().inc(records.count);
+      this.channel.postFramed({ buffer, bytes: records.bytes.length, count: records.count });
+    }
+    if (this.replayedTotal > 0) {
+      this.logger.warn({ events: this.replayedTotal, dir: spool.dir }, 'replaying PredictionMade events a dead server left in the spool');
+      serverMetrics.bufferSize().set(this.inFlight);
+    }
+  }
+
+  /**
+   * Call before predicting `events` (at most) events' worth of requests: throws a retriable
+   * KAFKA_UNAVAILABLE (the API answers 503 with Retry-After) while the backlog is full, so nothing
+   * is predicted that could not be logged. A request is admitted whenever nothing is waiting, so
+   * a batch larger than the buffer still goes through on an idle server.
+   */
+  admit(events = 1): void {
+    if (this.inFlight === 0 || this.inFlight + events <= this.capacity) return;
+    this.refusedTotal++;
+    this.refusedSinceLog++;
+    serverMetrics.refused().inc();
+    const now = Date.now();
+    if (now - this.lastRefuseLog > 5_000) {
+      this.logger.error({ refused: this.refusedSinceLog, waiting: this.inFlight, capacity: this.capacity }, 'PredictionMade backlog full (Kafka slow or down): predict requests answered 503');
+      this.refusedSinceLog = 0;
+      this.lastRefuseLog = now;
+    }
+    throw Object.assign(
+      new EddyError('KAFKA_UNAVAILABLE', `${this.inFlight} predictions are waiting to be logged to Kafka (the limit is ${this.capacity}); retry later`, { retriable: true }),
+      { loggedByThrower: true }, // logged above at most every 5 s, not per request
+    );
+  }
+
+  /**
+   * Resolves once every event published so far is in the spool (at once without a spool): the
+   * answer is sent after it. Requests answered in the same turn of the event loop share one
+   * write. Rejects (the API answers 503) when the spool cannot be written.
+   */
+  committed(): Promise<void> {
+    if (!this.spool) return RESOLVED;
+    if (!this.commit) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.commit = { promise, resolve, reject };
+      setImmediate(() => this.writeSpool());
+    }
+    return this.commit.promise;
+  }
+
+  /** Writes what was published since the last write to the spool and releases the answers waiting for it. */
+  private writeSpool(): void {
+    const waiting = this.commit;
+    this.commit = undefined;
+    const records = this.channel.unspooled();
+    try {
+      if (records && this.spool) {
+        this.spool.append(records.bytes, records.count);
+        this.spoolCommits.inc();
+      }
+      waiting?.resolve();
+    } catch (err) {
+      // The events still go to Kafka; only the answers are refused (retriable), never given without a spool copy.
+      serverMetrics.spoolFailures().inc();
+      this.logger.error({ err: errorMessage(err), events: records?.count }, 'cannot write the PredictionMade spool; answering 503');
+      waiting?.reject(new EddyError('SPOOL_UNAVAILABLE', `cannot write the prediction spool: ${errorMessage(err)}`, { retriable: true }));
+    }
   }
 
   /** Events accepted and not yet written to Kafka. */
@@ -133,10 +238,14 @@ export class PredictionPublisher {
     return this.inFlight;
   }
 
-  /** Never blocks and never throws: the event is queued, or dropped and counted. */
+  /**
+   * Never blocks and never throws: the event is queued (room was checked by `admit` before the
+   * prediction, so a full buffer takes it anyway), or dropped and counted when it does not fit its
+   * schema or the publisher is closed.
+   */
   publish(event: PredictionMade): void {
-    if (this.inFlight >= this.capacity || this.closed) {
-      this.drop(1, 'PredictionMade publish buffer full: events dropped (Kafka slow or down)');
+    if (this.closed) {
+      this.drop(1, 'PredictionMade published after the publisher closed: dropped');
       return;
     }
     try {
@@ -155,6 +264,8 @@ export class PredictionPublisher {
     clearTimeout(this.postTimer);
     this.postTimer = undefined;
     if (this.channel.queued === 0) return;
+    // Nothing reaches the sender before it is in the spool (answers still waiting for this commit go out with it).
+    if (this.spool) this.writeSpool();
     // The gauge follows hand-overs (every POST_INTERVAL_MS at most), not every event.
     serverMetrics.bufferSize().set(this.inFlight);
     this.channel.post();
@@ -165,6 +276,7 @@ export class PredictionPublisher {
     // After close counted what was left as dropped, a late answer (an inline send finishing) is not counted again.
     if (this.closed && this.inFlight === 0) return;
     this.inFlight -= sent + refused;
+    this.spool?.settle(sent + refused);
     if (sent > 0) {
       this.publishedTotal += sent;
       serverMetrics.published().inc(sent);
@@ -204,16 +316,27 @@ export class PredictionPublisher {
     return ok;
   }
 
-  /** Flushes (bounded by `timeoutMs`), stops the sender, and counts what could not be written. */
+  /**
+   * Flushes (bounded by `timeoutMs`), stops the sender. What could not be written stays in the
+   * spool for the next start (without a spool it is dropped and counted).
+   */
   async close(timeoutMs = 10_000): Promise<void> {
     if (this.closed) return;
     const flushed = await this.flush(timeoutMs);
     this.closed = true;
     await this.channel.close(flushed ? 1_000 : 0);
-    if (this.inFlight > 0) {
-      const n = this.inFlight;
-      this.settled({ sent: 0, refused: n });
-      this.logger.error({ dropped: n }, 'shutdown: PredictionMade events could not be published in time; dropped');
+    const left = this.inFlight;
+    if (this.spool) {
+      // Settled events were deleted as they settled; the rest stays for the next server started here.
+      this.spool.close(left > 0);
+      if (left > 0) this.logger.warn({ events: left, dir: this.spool.dir }, 'shutdown: PredictionMade events not written to Kafka in time stay in the spool for the next start');
+      this.inFlight = 0;
+      for (const w of this.idleWaiters.splice(0)) w();
+      return;
+    }
+    if (left > 0) {
+      this.settled({ sent: 0, refused: left });
+      this.logger.error({ dropped: left }, 'shutdown: PredictionMade events could not be published in time; dropped');
     }
   }
 }
@@ -336,12 +459,21 @@ function threadData(config: EddyConfig, lingerMs: number, batchSize: number): Th
   };
 }
 
-function inlineChannel(producer: EventProducer, onResult: (r: SendResult) => void, logger: Logger, lingerMs: number, batchSize: number): SenderChannel {
+function inlineChannel(producer: EventProducer, onResult: (r: SendResult) => void, logger: Logger, lingerMs: number, batchSize: number, spooled: boolean): SenderChannel {
   const sender = new PredictionSender(sendWith(producer), onResult, logger, lingerMs, batchSize);
   let outbox: PredictionMade[] = [];
+  // Inline, the producer encodes; the spool needs the bytes, so events are also encoded here (only with a spool).
+  const spoolWriter = spooled ? new FramedEventWriter('PredictionMade') : undefined;
+  let decode: ((value: Buffer) => PredictionMade) | undefined;
   return {
     add: (event) => {
+      spoolWriter?.append(event);
       outbox.push(event);
+    },
+    unspooled: () => spoolWriter?.unsynced(true),
+    postFramed: (batch) => {
+      decode ??= framedDecoder();
+      sender.add(framedMessages(batch, 0, {}).map((m) => decode!(m.value as Buffer)));
     },
     get queued() {
       return outbox.length;
@@ -423,6 +555,14 @@ class ThreadChannel implements SenderChannel {
 
   add(event: PredictionMade): void {
     this.writer.append(event);
+  }
+
+  unspooled(): { bytes: Buffer; count: number } | undefined {
+    return this.writer.unsynced();
+  }
+
+  postFramed(batch: FramedBatch): void {
+    this.postBatch(batch);
   }
 
   get queued(): number {
@@ -534,3 +674,11 @@ export function runPublisherThread(data: ThreadData): void {
 function isFramed(item: PredictionMade | OutgoingMessage): item is OutgoingMessage {
   return Buffer.isBuffer((item as OutgoingMessage).value);
 }
+
+/** Reads a framed PredictionMade value (magic byte, schema id, Avro) back into an event: the inline sender replaying a spool. */
+function framedDecoder(): (value: Buffer) => PredictionMade {
+  const type = avro.Type.forSchema(loadSchema('PredictionMade'));
+  return (value) => type.fromBuffer(value.subarray(5)) as PredictionMade;
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();

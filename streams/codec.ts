@@ -288,6 +288,9 @@ export class FramedEventWriter {
   private buf: Buffer;
   private pos = 0;
   private n = 0;
+  /** Where {@link unsynced} last stopped. */
+  private syncedPos = 0;
+  private syncedN = 0;
 
   constructor(readonly name: EventName, private readonly chunkBytes = 128 * 1024) {
     this.type = avro.Type.forSchema(loadSchema(name));
@@ -336,7 +339,26 @@ export class FramedEventWriter {
     this.buf = Buffer.allocUnsafeSlow(this.chunkBytes);
     this.pos = 0;
     this.n = 0;
+    this.syncedPos = 0;
+    this.syncedN = 0;
     return batch;
+  }
+
+  /**
+   * The records appended since the last call (or since `take`), as a view that is valid until the
+   * next `append`: the prediction server writes them to its spool before it answers, then hands the
+   * whole batch over with `take`. `reset` also forgets them (a writer that is only a spool encoder).
+   */
+  unsynced(reset = false): { bytes: Buffer; count: number } | undefined {
+    if (this.pos === this.syncedPos) return undefined;
+    const out = { bytes: this.buf.subarray(this.syncedPos, this.pos), count: this.n - this.syncedN };
+    if (reset) {
+      this.pos = this.n = this.syncedPos = this.syncedN = 0;
+    } else {
+      this.syncedPos = this.pos;
+      this.syncedN = this.n;
+    }
+    return out;
   }
 
   private grow(): void {

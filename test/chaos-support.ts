@@ -164,6 +164,8 @@ export function eddyEnv(config: EddyConfig, extra: Record<string, string> = {}):
     EDDY_KAFKA_BROKERS: config.kafkaBrokers.join(','),
     EDDY_SCHEMA_REGISTRY_URL: config.schemaRegistryUrl,
     EDDY_MODEL_STORE_DIR: config.modelStoreDir,
+    // A killed server's PredictionMade spool stays in the test's own directory (serverTestConfig), not the shared default.
+    EDDY_SERVER_SPOOL_DIR: config.server.spoolDir,
     EDDY_METRICS_PORT: '0',
     EDDY_LOG_LEVEL: 'warn',
     ...extra,

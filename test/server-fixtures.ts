@@ -103,6 +103,8 @@ export async function serverTestConfig(overrides: Record<string, string> = {}): 
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'eddy-server-test-'));
   const config = testConfig({
     EDDY_MODEL_STORE_DIR: dir,
+    // Each test's spool is its own (a killed server's leftovers are replayed by the next one of the test, never another test's).
+    EDDY_SERVER_SPOOL_DIR: path.join(dir, 'spool'),
     EDDY_SERVER_PORT: '0',
     EDDY_SERVER_ADMIN_KEY: ADMIN_KEY,
     EDDY_SERVER_API_KEYS: Object.entries(CLIENT_KEYS).map(([client, key]) => `${key}=${client}`).join(','),

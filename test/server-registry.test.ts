@@ -1,10 +1,14 @@
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../common/log.ts';
 import { metricsRegistry } from '../common/metrics.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import { baselinePredict } from '../server/baseline.ts';
 import { PredictionPublisher } from '../server/publisher.ts';
+import { PredictionSpool } from '../server/spool.ts';
 import { compareVersions } from '../common/ids.ts';
 import { MAX_VERSIONS_PER_CLIENT, ModelRegistry } from '../models/lifecycle.ts';
 import { LabelDirectory } from '../server/labels.ts';
@@ -165,17 +169,28 @@ describe('PredictionPublisher', () => {
   });
 
   // The production path (a worker thread with its own Kafka connection) and the inline one.
-  it.each(['thread', 'inline'] as const)('publishes without blocking, and counts (never silently loses) what overflows its buffer (%s)', async (mode) => {
-    const dropped = async () => (await metricsRegistry.getSingleMetric('eddy_server_predictions_dropped_total')?.get())?.values[0]?.value ?? 0;
-    const before = await dropped();
+  it.each(['thread', 'inline'] as const)('publishes without blocking, and refuses (counted, never drops) what would overflow its buffer (%s)', async (mode) => {
+    const refused = async () => (await metricsRegistry.getSingleMetric('eddy_server_publish_refused_total')?.get())?.values[0]?.value ?? 0;
+    const before = await refused();
     const via = mode === 'thread' ? { thread: streams.config } : { producer: streams.producer };
     const publisher = new PredictionPublisher(via, { capacity: 10, logger: createLogger('test', 'silent') });
     const tag = `${mode}-${randomUUID()}`;
-    // 25 events in one synchronous burst: 10 may be on their way at once, the other 15 are dropped.
+    // 25 predictions in one synchronous burst: 10 may be on their way at once, the other 15 are refused before predicting.
     const sent = Array.from({ length: 25 }, (_, i) => ({ ...made(`${tag}-${i}`), metadata: { requester: `r${i}`, channel: 'chat' }, text: `tëxt ${i} 東京 😀` }));
-    for (const e of sent) publisher.publish(e);
-    expect(publisher.droppedTotal).toBe(15);
-    expect(await dropped()).toBe(before + 15);
+    let refusals = 0;
+    for (const e of sent) {
+      try {
+        publisher.admit(1);
+        publisher.publish(e);
+      } catch (err) {
+        expect(err).toMatchObject({ code: 'KAFKA_UNAVAILABLE', retriable: true });
+        refusals++;
+      }
+    }
+    expect(refusals).toBe(15);
+    expect(publisher.refusedTotal).toBe(15);
+    expect(publisher.droppedTotal).toBe(0);
+    expect(await refused()).toBe(before + 15);
     expect(publisher.pending).toBe(10);
     expect(await publisher.flush()).toBe(true);
     expect(publisher.publishedTotal).toBe(10);
@@ -202,7 +217,7 @@ describe('PredictionPublisher', () => {
     // After close nothing is accepted, and the refusal is counted too.
     await publisher.close();
     publisher.publish(made(`${tag}-late`));
-    expect(publisher.droppedTotal).toBe(16);
+    expect(publisher.droppedTotal).toBe(1);
     await tail.stop();
   });
 
@@ -222,18 +237,72 @@ describe('PredictionPublisher', () => {
     await publisher.close();
   });
 
-  it('keeps events while Kafka is unreachable, drops only beyond its buffer, and counts what close abandons', async () => {
+  it('keeps events while Kafka is unreachable, refuses new predictions beyond its buffer, and counts what close abandons (no spool)', async () => {
     const unreachable = { ...streams.config, kafkaBrokers: ['127.0.0.1:1'] };
     const publisher = new PredictionPublisher({ thread: unreachable }, { capacity: 10, logger: createLogger('test', 'silent') });
     for (let i = 0; i < 6; i++) publisher.publish(made(`down-${i}`));
     expect(await publisher.flush(300)).toBe(false);
     expect(publisher.pending).toBe(6);
-    expect(publisher.droppedTotal).toBe(0);
+    expect(() => publisher.admit(4)).not.toThrow();
+    expect(() => publisher.admit(5)).toThrow(/waiting to be logged/);
+    // What was admitted is taken even past the limit (requests admitted together): never dropped for room.
     for (let i = 6; i < 12; i++) publisher.publish(made(`down-${i}`));
-    expect(publisher.droppedTotal).toBe(2);
+    expect(publisher.droppedTotal).toBe(0);
+    expect(publisher.pending).toBe(12);
     await publisher.close(200);
     expect(publisher.publishedTotal).toBe(0);
     expect(publisher.droppedTotal).toBe(12);
     expect(publisher.pending).toBe(0);
+  });
+
+  it.each(['thread', 'inline'] as const)('keeps what Kafka did not take in the spool, and the next publisher replays it once (torn tails and foreign schemas counted, not replayed) (%s)', async (mode) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-spool-test-'));
+    const topic = `spool-test-${randomUUID()}`;
+    const logger = createLogger('test', 'silent');
+    const counter = async (name: string, labels: Record<string, string> = {}) => ((await metricsRegistry.getSingleMetric(name)?.get())?.values ?? [])
+      .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((sum, v) => sum + v.value, 0);
+    const torn = await counter('eddy_server_spool_unreplayable_total', { reason: 'torn' });
+    const foreign = await counter('eddy_server_spool_unreplayable_total', { reason: 'schema' });
+    try {
+      const tag = `spool-${mode}-${randomUUID()}`;
+      const down = new PredictionPublisher({ thread: { ...streams.config, kafkaBrokers: ['127.0.0.1:1'] } }, { capacity: 100, logger, spool: new PredictionSpool({ dir, topic, fsync: false, logger }) });
+      for (let i = 0; i < 5; i++) down.publish(made(`${tag}-${i}`));
+      await down.committed();
+      await down.close(200);
+      expect(down.droppedTotal).toBe(0);
+      const [file, ...more] = fs.readdirSync(dir);
+      expect(more).toEqual([]);
+      // A cut last write (power loss) and a segment of a build with another schema.
+      fs.appendFileSync(path.join(dir, file!), Buffer.from([0, 0, 0, 9, 1, 2]));
+      fs.writeFileSync(path.join(dir, file!.replace(/\.(\d+)\.spool$/, '.$1999.spool')), Buffer.concat([Buffer.from('EDDYSPL1'), Buffer.alloc(8), Buffer.from([0, 0, 0, 1, 65, 0, 0, 0, 1, 0])]));
+      // A live process's segment (this test's own pid, held) and another topic's are left alone.
+      const otherTopic = path.join(dir, file!.replace(topic, `${topic}-other`));
+      fs.writeFileSync(otherTopic, 'x');
+
+      const via = mode === 'thread' ? { thread: streams.config } : { producer: streams.producer };
+      const up = new PredictionPublisher(via, { capacity: 100, logger, spool: new PredictionSpool({ dir, topic, fsync: false, logger }) });
+      expect(up.replayedTotal).toBe(5);
+      expect(await counter('eddy_server_spool_unreplayable_total', { reason: 'torn' })).toBe(torn + 1);
+      expect(await counter('eddy_server_spool_unreplayable_total', { reason: 'schema' })).toBe(foreign + 1);
+      expect(await up.flush(15_000)).toBe(true);
+      expect(up.publishedTotal).toBe(5);
+      const seen: string[] = [];
+      const tail = streams.consumer({
+        group: `spool-test-${tag}`, topics: ['predictions'], fromBeginning: true,
+        handler: { async handle(records) { for (const r of records) if (r.event.name === 'PredictionMade' && r.event.value.requestId.startsWith(tag)) seen.push(r.event.value.requestId); } },
+      });
+      await tail.start();
+      await waitFor('the replayed events on the topic', () => seen.length >= 5);
+      await tail.stop();
+      expect(seen.sort()).toEqual(Array.from({ length: 5 }, (_, i) => `${tag}-${i}`));
+      await up.close();
+      // Settled segments are gone; the other topic's file and the foreign one (kept as .bad) stay.
+      const leftFiles = fs.readdirSync(dir);
+      expect(leftFiles).toHaveLength(2);
+      expect(leftFiles).toContain(path.basename(otherTopic));
+      expect(leftFiles.filter((f) => f.endsWith('.spool.bad'))).toHaveLength(1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -43,7 +43,8 @@ export function toErrorReply(err: unknown, logger: Logger, url: string): ErrorRe
   }
   if (err instanceof EddyError) {
     const status = isApiErrorCode(err.code) ? API_ERRORS[err.code] : err.retriable ? 503 : 500;
-    if (status >= 500) logger.error({ code: err.code, err: err.message, url }, 'request failed');
+    // An error whose thrower already logs it, rate-limited (a full PredictionMade backlog), is not logged per request.
+    if (status >= 500 && !(err as { loggedByThrower?: boolean }).loggedByThrower) logger.error({ code: err.code, err: err.message, url }, 'request failed');
     return { status, code: err.code, message: err.message };
   }
   switch (fe?.code) {

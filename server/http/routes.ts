@@ -139,6 +139,9 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
 
   const checkLimits = (text: string, metadata: Record<string, string> | undefined) => checkInputLimits(config, text, metadata);
 
+  // An answered prediction is always logged: room for its events is checked before predicting
+  // (admit: 503 + Retry-After while the backlog is full), and the answer leaves only once they are
+  // in the spool (committed), so neither a full buffer nor a crash loses them (docs/reliability.md).
   const publish = (events: Awaited<ReturnType<PredictionService['predict']>>['events']) => {
     for (const e of events) deps.publisher.publish(e);
   };
@@ -183,8 +186,10 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
     async (req) => {
       const { text, metadata, requestId, topK: k, explain: why } = req.body;
       checkLimits(text, metadata);
+      deps.publisher.admit(1);
       const { result, events } = await service.predict({ clientId: req.params.clientId, text, metadata: metadata ?? {}, requestId, topK: k, explain: why }, 'HTTP');
       publish(events);
+      await deps.publisher.committed();
       return result;
     },
   );
@@ -210,6 +215,7 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
       const { items, topK: k, explain: why } = req.body;
       if (items.length > config.maxBatch) throw apiError('BATCH_TOO_LARGE', `batch has ${items.length} items; the limit is ${config.maxBatch}`);
       items.forEach((item) => checkLimits(item.text, item.metadata));
+      deps.publisher.admit(items.length);
       // All items at once: their feature reads go to Redis in one auto-pipelined write instead of
       // one round trip after another. Published once every item succeeded, in item order.
       const answers = await Promise.all(items.map((item) => service.predict(
@@ -219,6 +225,7 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
         publish(events);
         predictions[i] = result;
       });
+      await deps.publisher.committed();
       return { predictions };
     },
   );

@@ -17,7 +17,7 @@
  *
  * Finally, A/B in the same run, each variant on a fresh server over the same models: the default
  * (PredictionMade produced by the publisher thread, artifacts loaded by the loader thread), loads
- * on the request thread, the publisher on the request thread, and publishing off (reference);
+ * on the request thread, the publisher on the request thread, the PredictionMade spool off (reference) and with fsync;
  * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
  *
  * After the cold loads (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
@@ -288,8 +288,8 @@ async function floorSection(ctx: {
     await load({ ...base, clients: k, mode: 'sequence', amount: k });
     await load({ ...base, url: floor.url, clients: k, mode: 'random', durationS: 3 });
     await load({ ...base, clients: k, mode: 'random', durationS: 3 });
-    const ratios: { max: number[]; fixed: number[]; floorMax: number[]; eddyMax: number[]; floorFixed: number[]; eddyFixed: number[]; alloc: number[]; p99: number[]; defaulted: number[] } =
-      { max: [], fixed: [], floorMax: [], eddyMax: [], floorFixed: [], eddyFixed: [], alloc: [], p99: [], defaulted: [] };
+    const ratios: { max: number[]; fixed: number[]; floorMax: number[]; eddyMax: number[]; floorFixed: number[]; eddyFixed: number[]; alloc: number[]; p99: number[]; defaulted: number[]; perCommit: number[] } =
+      { max: [], fixed: [], floorMax: [], eddyMax: [], floorFixed: [], eddyFixed: [], alloc: [], p99: [], defaulted: [], perCommit: [] };
     for (let round = 1; round <= ROUNDS; round++) {
       const fMax = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds });
       table.push({ scenario: `floor (bare Fastify route): max throughput (round ${round})`, r: fMax });
@@ -300,9 +300,11 @@ async function floorSection(ctx: {
       table.push({ scenario: `floor (bare Fastify route): ${rate} req/s (round ${round})`, r: fFixed });
       global.gc?.();
       const defaultedBefore = await counterTotal('eddy_server_features_defaulted_total');
+      const commitsBefore = await counterTotal('eddy_server_spool_commits_total');
       const predictionsBefore = await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'HTTP' && l.variant !== 'SHADOW');
       const eFixed = await measured({ ...base, clients: k, mode: 'random', durationS: seconds, rate });
       const defaulted = (await counterTotal('eddy_server_features_defaulted_total')) - defaultedBefore;
+      const commits = (await counterTotal('eddy_server_spool_commits_total')) - commitsBefore;
       const predictions = (await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'HTTP' && l.variant !== 'SHADOW')) - predictionsBefore;
       table.push({ scenario: `Eddy: ${rate} req/s, ${k} models (round ${round})`, r: eFixed });
       ratios.max.push(eMax.cpuUsPerReq / fMax.cpuUsPerReq);
@@ -314,6 +316,7 @@ async function floorSection(ctx: {
       ratios.alloc.push(eMax.allocBytesPerReq, eFixed.allocBytesPerReq);
       ratios.p99.push(eFixed.p99);
       ratios.defaulted.push(defaulted / Math.max(1, predictions));
+      ratios.perCommit.push(predictions / Math.max(1, commits));
       say(`round ${round}: CPU µs/req floor ${fMax.cpuUsPerReq.toFixed(1)} / Eddy ${eMax.cpuUsPerReq.toFixed(1)} at max (${(eMax.cpuUsPerReq / fMax.cpuUsPerReq).toFixed(2)}x); floor ${fFixed.cpuUsPerReq.toFixed(1)} / Eddy ${eFixed.cpuUsPerReq.toFixed(1)} at ${rate}/s (${(eFixed.cpuUsPerReq / fFixed.cpuUsPerReq).toFixed(2)}x); p99 ${eFixed.p99.toFixed(2)} ms; defaulted ${defaulted}/${predictions}`);
     }
     const f = (xs: number[], d = 1) => xs.map((x) => x.toFixed(d)).join(', ');
@@ -322,6 +325,7 @@ async function floorSection(ctx: {
     rows.push(['allocated per prediction (request thread)', `median ${(median(ratios.alloc) / 1024).toFixed(2)} KB (runs: ${ratios.alloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB)`]);
     rows.push([`p99 at ${rate} req/s, ${k} models`, `median ${median(ratios.p99).toFixed(2)} ms (rounds: ${f(ratios.p99, 2)} ms)`]);
     rows.push([`predictions with defaulted features at ${rate} req/s`, `${ratios.defaulted.map((x) => `${(x * 100).toFixed(3)}%`).join(', ')}`]);
+    rows.push([`predictions per spool commit at ${rate} req/s (EDDY_SERVER_SPOOL=${process.env.EDDY_SERVER_SPOOL ?? 'write'})`, ratios.perCommit.map((x) => x.toFixed(2)).join(', ')]);
     const profileDir = process.env.BENCH_SERVER_PROFILE;
     if (profileDir) {
       // A profiled run of its own (profiling slows the server; the rounds above are unprofiled):
@@ -534,18 +538,20 @@ async function main(): Promise<void> {
 
     // Where the work happens, side by side in this run: a fresh server per variant over the same
     // k models (warmed first): fixed rate steady, fixed rate during a reload, max throughput.
-    // "publishing off" keeps one event in flight and drops the rest: a reference only.
     if ((process.env.BENCH_SERVER_AB ?? '1') !== '0') {
       await server.close();
       server = undefined;
-      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; publishBuffer: number; loadsInline?: boolean }> = [
-        { name: 'default (publisher thread, loader thread)', publisher: 'thread', publishBuffer: config.server.publishBuffer },
-        { name: 'loads on the request thread', publisher: 'thread', publishBuffer: config.server.publishBuffer, loadsInline: true },
-        { name: 'publisher on the request thread', publisher: 'inline', publishBuffer: config.server.publishBuffer },
-        { name: 'publishing off (reference)', publisher: 'thread', publishBuffer: 1 },
+      // A full buffer answers 503 (it no longer drops), so "publishing off" is no longer a variant;
+      // the spool's cost is: default (spool written before each answer) vs spool off vs fsync.
+      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; spool: 'write' | 'fsync' | 'off'; loadsInline?: boolean }> = [
+        { name: 'default (publisher thread, loader thread, spool written)', publisher: 'thread', spool: 'write' },
+        { name: 'loads on the request thread', publisher: 'thread', spool: 'write', loadsInline: true },
+        { name: 'publisher on the request thread', publisher: 'inline', spool: 'write' },
+        { name: 'spool off (reference)', publisher: 'thread', spool: 'off' },
+        { name: 'spool with fsync', publisher: 'thread', spool: 'fsync' },
       ];
       for (const [i, v] of variants.entries()) {
-        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, publishBuffer: v.publishBuffer, replicaId: `${config.server.replicaId}-ab${i}` } };
+        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, spool: v.spool, replicaId: `${config.server.replicaId}-ab${i}` } };
         const s = await startServer(variantConfig, { kafkaPredict: false, wrapLoader: v.loadsInline ? () => storeLoader(config) : undefined });
         try {
           await s.ready;
