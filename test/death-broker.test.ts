@@ -126,8 +126,9 @@ describe('the broker killed mid-stream', () => {
     try {
       await assigned;
       await waitFor('the broker killed under a batch', () => killed, 60_000);
-      // Long enough for the client to give up on the commit (its retries), then the broker returns.
-      await new Promise((r) => setTimeout(r, 15_000));
+      // Long enough for the client to give up on the commit (8 retries 200 ms apart: ~2 s; the old
+      // runner had crashed by then), then the broker returns.
+      await new Promise((r) => setTimeout(r, 6_000));
       expect(runner.crashError).toBeUndefined();
       await kafka.start();
       await waitFor('the producer reaches the returned broker', async () => {
@@ -145,7 +146,8 @@ describe('the broker killed mid-stream', () => {
       for (let i = 0; i <= 21; i++) expect(seen).toContain(`commit-${group}-${i}`);
       expect(seen.filter((id) => id === `commit-${group}-0`).length).toBeGreaterThanOrEqual(2);
     } finally {
-      await runner.stop();
+      // A runner that failed the test may fail to stop too (broker away): the assertion is the news.
+      await runner.stop().catch(() => undefined);
     }
   }, 240_000);
 });
