@@ -48,3 +48,17 @@ export function untilShutdownSignal(): Promise<NodeJS.Signals> {
     process.on('SIGTERM', first);
   });
 }
+
+/**
+ * Whether a process with this pid is alive on this host (signal 0 checks without signalling;
+ * EPERM: alive, another user's). What a dead process left behind (a claimed slot, a spool) is
+ * taken over only when this says it is gone.
+ */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

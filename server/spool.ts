@@ -6,6 +6,7 @@ import { errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { loadSchema } from '../streams/index.ts';
 import { serverMetrics } from './metrics.ts';
+import { pidAlive } from '../common/shutdown.ts';
 
 /**
  * The prediction server's spool: every PredictionMade of an answered HTTP prediction is appended
@@ -46,15 +47,6 @@ const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]/g, '_');
 /** First 8 bytes of the SHA-256 of the PredictionMade schema this build encodes with. */
 function schemaFingerprint(): Buffer {
   return createHash('sha256').update(JSON.stringify(loadSchema('PredictionMade'))).digest().subarray(0, 8);
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Records read back from a segment. */

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pidAlive } from '../common/shutdown.ts';
 
 /**
  * The `group.instance.id` of a consumer (static membership, KIP-345). A member that comes back with
@@ -24,15 +25,6 @@ export interface InstanceClaim {
 }
 
 const heldHere = new Set<string>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]/g, '_');
 

@@ -182,25 +182,30 @@ function pool(X: Csr, idx: Int32Array, E: Float32Array, D: number, pooled: Float
   }
 }
 
+/** The float model's forward pass over example i of X into z (one logit per label); e and h are scratch. */
+function forward(X: Csr, i: number, w: EmbeddingBagFloat, K: number, e: Float64Array, h: Float64Array, z: Float64Array): void {
+  const { embedding: D, hidden: H, embeddings: E, hiddenWeights: W1, hiddenBias: b1, outputWeights: W2, outputBias: b2 } = w;
+  e.fill(0);
+  for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++) {
+    const base = X.rows[j]! * D;
+    const v = X.vals[j]!;
+    for (let d = 0; d < D; d++) e[d]! += v * E[base + d]!;
+  }
+  for (let u = 0; u < H; u++) h[u] = b1[u]!;
+  for (let d = 0; d < D; d++) for (let u = 0; u < H; u++) h[u]! += e[d]! * W1[d * H + u]!;
+  for (let c = 0; c < K; c++) z[c] = b2[c]!;
+  for (let u = 0; u < H; u++) if (h[u]! > 0) for (let c = 0; c < K; c++) z[c]! += h[u]! * W2[u * K + c]!;
+}
+
 /** Weighted mean cross-entropy of the float model on examples `idx` (JS forward pass, float64 accumulation). */
 function meanLoss(X: Csr, idx: Int32Array, y: Int32Array, sw: Float32Array, w: EmbeddingBagFloat, K: number): number {
-  const { embedding: D, hidden: H, embeddings: E, hiddenWeights: W1, hiddenBias: b1, outputWeights: W2, outputBias: b2 } = w;
-  const e = new Float64Array(D);
-  const h = new Float64Array(H);
+  const e = new Float64Array(w.embedding);
+  const h = new Float64Array(w.hidden);
   const z = new Float64Array(K);
   let loss = 0;
   let total = 0;
   for (const i of idx) {
-    e.fill(0);
-    for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++) {
-      const base = X.rows[j]! * D;
-      const v = X.vals[j]!;
-      for (let d = 0; d < D; d++) e[d]! += v * E[base + d]!;
-    }
-    for (let u = 0; u < H; u++) h[u] = b1[u]!;
-    for (let d = 0; d < D; d++) for (let u = 0; u < H; u++) h[u]! += e[d]! * W1[d * H + u]!;
-    for (let c = 0; c < K; c++) z[c] = b2[c]!;
-    for (let u = 0; u < H; u++) if (h[u]! > 0) for (let c = 0; c < K; c++) z[c]! += h[u]! * W2[u * K + c]!;
+    forward(X, i, w, K, e, h, z);
     let max = -Infinity;
     for (let c = 0; c < K; c++) max = Math.max(max, z[c]!);
     let s = 0;
@@ -212,22 +217,12 @@ function meanLoss(X: Csr, idx: Int32Array, y: Int32Array, sw: Float32Array, w: E
 }
 
 function valAccuracy(X: Csr, idx: Int32Array, y: Int32Array, w: EmbeddingBagFloat, K: number): number {
-  const { embedding: D, hidden: H, embeddings: E, hiddenWeights: W1, hiddenBias: b1, outputWeights: W2, outputBias: b2 } = w;
-  const e = new Float64Array(D);
-  const h = new Float64Array(H);
+  const e = new Float64Array(w.embedding);
+  const h = new Float64Array(w.hidden);
   const z = new Float64Array(K);
   let ok = 0;
   for (const i of idx) {
-    e.fill(0);
-    for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++) {
-      const base = X.rows[j]! * D;
-      const v = X.vals[j]!;
-      for (let d = 0; d < D; d++) e[d]! += v * E[base + d]!;
-    }
-    for (let u = 0; u < H; u++) h[u] = b1[u]!;
-    for (let d = 0; d < D; d++) for (let u = 0; u < H; u++) h[u]! += e[d]! * W1[d * H + u]!;
-    for (let c = 0; c < K; c++) z[c] = b2[c]!;
-    for (let u = 0; u < H; u++) if (h[u]! > 0) for (let c = 0; c < K; c++) z[c]! += h[u]! * W2[u * K + c]!;
+    forward(X, i, w, K, e, h, z);
     let best = 0;
     for (let c = 1; c < K; c++) if (z[c]! > z[best]!) best = c;
     if (best === y[i]) ok++;
