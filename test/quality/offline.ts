@@ -18,7 +18,8 @@ import { buildTrainingSet, type ExampleRow, type LabelChangeRow } from '../../tr
 import { evaluate } from '../../trainer/evaluate.ts';
 import { fitCandidate, trainerSettings } from '../../trainer/pipeline.ts';
 import { validateTrainingSet } from '../../trainer/validate.ts';
-import { loadClients, REAL_CLIENTS, type CorpusClient } from './corpora.ts';
+import { aptInstall } from '../../cli/stack.ts';
+import { CORPUS_PACKAGE, loadClients, REAL_CLIENTS, type CorpusClient } from './corpora.ts';
 
 const only = process.env.QUALITY_CLIENTS?.split(',').filter(Boolean);
 const withReference = process.argv.includes('--reference');
@@ -66,7 +67,12 @@ function reference(c: CorpusClient): { macroF1: number; C: number } | undefined 
   }
 }
 
-const clients = loadClients(only ? REAL_CLIENTS.filter((s) => only.includes(s.clientId)) : REAL_CLIENTS);
+const specs = only ? REAL_CLIENTS.filter((s) => only.includes(s.clientId)) : REAL_CLIENTS;
+// As bench:quality: the corpora and the reference's scikit-learn come from Debian, once.
+const progress = (line: string) => process.stderr.write(`[bench:quality:offline] ${line}\n`);
+for (const corpus of new Set(specs.map((c) => c.corpus))) aptInstall(CORPUS_PACKAGE[corpus].pkg, CORPUS_PACKAGE[corpus].probe, progress);
+if (withReference && !process.env.QUALITY_PYTHON) aptInstall('python3-sklearn', () => spawnSync(python, ['-c', 'import sklearn']).status === 0, progress);
+const clients = loadClients(specs);
 console.log(`| client | examples | Eddy macro-F1 | ${withReference ? 'reference (C) | delta | ' : ''}config (cv macro-F1) | train wall ms | train CPU ms |`);
 console.log(`|---|---|---|${withReference ? '---|---|' : ''}---|---|---|`);
 const lines: Line[] = [];
