@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsModelStore } from '../models/store.ts';
-import { eddyEnv, privateKafka, spawnEddy, type EddyProcess, type PrivateService } from './chaos-support.ts';
+import { privateKafka, spawnEddy, type EddyProcess, type PrivateService } from './chaos-support.ts';
 import { waitFor } from './helpers.ts';
 import { freePort } from './processors-support.ts';
-import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverTestConfig, serverTestStreams } from './server-fixtures.ts';
+import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverProcessEnv, serverTestConfig, serverTestStreams } from './server-fixtures.ts';
 
 /**
  * An answered prediction is in the log (docs/reliability.md, "PredictionMade"), with an `eddy serve`
@@ -31,12 +31,7 @@ beforeAll(async () => {
   streams = await serverTestStreams(config);
   await publishFixtureModel(new FsModelStore(config.modelStoreDir), streams.producer, { clientId: 'acme', version: 'v1', labels: HELPDESK_LABELS });
   port = await freePort();
-  env = eddyEnv(config, {
-    EDDY_SERVER_PORT: String(port), EDDY_SERVER_ADMIN_KEY: ADMIN_KEY,
-    EDDY_SERVER_API_KEYS: Object.entries(CLIENT_KEYS).map(([client, key]) => `${key}=${client}`).join(','),
-    EDDY_SERVER_SPOOL_DIR: config.server.spoolDir,
-    EDDY_SERVER_PUBLISH_BUFFER: String(BUFFER),
-  });
+  env = serverProcessEnv(config, port, { EDDY_SERVER_PUBLISH_BUFFER: String(BUFFER) });
 }, 120_000);
 
 afterAll(async () => {

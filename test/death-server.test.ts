@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsModelStore } from '../models/store.ts';
-import { eddyEnv, spawnEddy, type EddyProcess } from './chaos-support.ts';
+import { spawnEddy, type EddyProcess } from './chaos-support.ts';
 import { waitFor } from './helpers.ts';
 import { freePort } from './processors-support.ts';
-import { ADMIN_KEY, CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverTestConfig, serverTestStreams } from './server-fixtures.ts';
+import { CLIENT_KEYS, HELPDESK_LABELS, publishFixtureModel, serverProcessEnv, serverTestConfig, serverTestStreams } from './server-fixtures.ts';
 
 /**
  * kill -9 of an `eddy serve` process with requests in flight: each request is either answered (a
@@ -21,10 +21,7 @@ beforeAll(async () => {
   streams = await serverTestStreams(config);
   await publishFixtureModel(new FsModelStore(config.modelStoreDir), streams.producer, { clientId: 'acme', version: 'v1', labels: HELPDESK_LABELS });
   port = await freePort();
-  env = eddyEnv(config, {
-    EDDY_SERVER_PORT: String(port), EDDY_SERVER_ADMIN_KEY: ADMIN_KEY,
-    EDDY_SERVER_API_KEYS: Object.entries(CLIENT_KEYS).map(([client, key]) => `${key}=${client}`).join(','),
-  });
+  env = serverProcessEnv(config, port);
 }, 60_000);
 
 afterAll(async () => {

@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { EddyConfig } from '../common/config.ts';
+import { eddyEnv } from './chaos-support.ts';
 import { DEFAULT_FEATURIZER_CONFIG, TextFeaturizer } from '../featurizer/text.ts';
 import { FsModelStore } from '../models/store.ts';
 import type { ModelPublished } from '../schemas/events.ts';
@@ -107,7 +108,7 @@ export async function serverTestConfig(overrides: Record<string, string> = {}): 
     EDDY_SERVER_SPOOL_DIR: path.join(dir, 'spool'),
     EDDY_SERVER_PORT: '0',
     EDDY_SERVER_ADMIN_KEY: ADMIN_KEY,
-    EDDY_SERVER_API_KEYS: Object.entries(CLIENT_KEYS).map(([client, key]) => `${key}=${client}`).join(','),
+    EDDY_SERVER_API_KEYS: clientKeysVariable(),
     ...overrides,
   });
   return Object.assign(config, { cleanupStore: () => fs.rm(dir, { recursive: true, force: true }) });
@@ -119,6 +120,16 @@ export const CLIENT_KEYS: Record<string, string> = {
   globex: 'globex-key-0123456789abcdef',
   initech: 'initech-key-0123456789abcdef',
 };
+
+/** CLIENT_KEYS as EDDY_SERVER_API_KEYS spells them (key=clientId, comma-separated). */
+function clientKeysVariable(): string {
+  return Object.entries(CLIENT_KEYS).map(([client, key]) => `${key}=${client}`).join(',');
+}
+
+/** The environment of an `eddy serve` child process on this test's config, on `port`, with the fixture keys. */
+export function serverProcessEnv(config: EddyConfig, port: number, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return eddyEnv(config, { EDDY_SERVER_PORT: String(port), EDDY_SERVER_ADMIN_KEY: ADMIN_KEY, EDDY_SERVER_API_KEYS: clientKeysVariable(), ...extra });
+}
 
 export const HELPDESK_LABELS = {
   Network: ['network', 'wifi', 'vpn', 'internet'],

@@ -3,8 +3,8 @@ import { seededRandom } from '../../../common/random.ts';
 import type { SparseVector } from '../../../featurizer/text.ts';
 import type { ModelArtifact } from '../../artifact.ts';
 import type { FitData, KindTrainer } from '../kind.ts';
-import { idfOf, vocabularyOf } from '../sparse-linear/fit.ts';
-import { quantizeWeights, rowLookup, weighVector, type Quantization } from '../sparse-linear/index.ts';
+import { idfOf, vocabularyOf, weightedCsr, type Csr as SparseCsr } from '../sparse-linear/fit.ts';
+import { quantizeWeights, rowLookup, type Quantization } from '../sparse-linear/index.ts';
 import { embeddingBag, type EmbeddingBagInfo, type EmbeddingBagWeights } from './index.ts';
 
 /**
@@ -135,32 +135,8 @@ function shuffle(a: Int32Array, rand: () => number): void {
   }
 }
 
-/** The weighted inputs in compressed sparse rows (rows of the model, values as the scorer weighs them). */
-interface Csr { ptr: Int32Array; rows: Int32Array; vals: Float32Array }
-
-function toCsr(vectors: SparseVector[], featureIds: Uint32Array, idf: Float32Array | null): Csr {
-  const rowOf = rowLookup(featureIds);
-  let nnz = 0;
-  for (const v of vectors) nnz += v.ids.length;
-  const ptr = new Int32Array(vectors.length + 1);
-  const rows = new Int32Array(nnz);
-  const vals = new Float32Array(nnz);
-  let k = 0;
-  let r = new Int32Array(64);
-  let out = new Float64Array(64);
-  vectors.forEach((v, i) => {
-    if (r.length < v.ids.length) {
-      r = new Int32Array(v.ids.length);
-      out = new Float64Array(v.ids.length);
-    }
-    const m = weighVector(v, rowOf, idf, r, out);
-    rows.set(r.subarray(0, m), k);
-    for (let j = 0; j < m; j++) vals[k + j] = out[j]!;
-    k += m;
-    ptr[i + 1] = k;
-  });
-  return { ptr, rows: rows.slice(0, k), vals: vals.slice(0, k) };
-}
+/** The weighted inputs (sparse-linear's matrix, Float32 values: the embedding tables dominate memory already). */
+type Csr = SparseCsr<Float32Array>;
 
 /**
  * pooled[b] = sum over example idx[b]'s entries of value * E[row], each entry scaled by
@@ -168,7 +144,7 @@ function toCsr(vectors: SparseVector[], featureIds: Uint32Array, idf: Float32Arr
  */
 function pool(X: Csr, idx: Int32Array, E: Float32Array, D: number, pooled: Float32Array, keep: Float32Array | null): void {
   pooled.fill(0, 0, idx.length * D);
-  const { ptr, rows, vals } = X;
+  const { ptr, cols: rows, vals } = X;
   let k = 0;
   for (let b = 0; b < idx.length; b++) {
     const i = idx[b]!;
@@ -187,7 +163,7 @@ function forward(X: Csr, i: number, w: EmbeddingBagFloat, K: number, e: Float64A
   const { embedding: D, hidden: H, embeddings: E, hiddenWeights: W1, hiddenBias: b1, outputWeights: W2, outputBias: b2 } = w;
   e.fill(0);
   for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++) {
-    const base = X.rows[j]! * D;
+    const base = X.cols[j]! * D;
     const v = X.vals[j]!;
     for (let d = 0; d < D; d++) e[d]! += v * E[base + d]!;
   }
@@ -295,7 +271,7 @@ export async function trainEmbeddingBag(
   // The vocabulary and idf come from the examples trained on (the validation slice plays unseen data).
   const featureIds = vocabularyOf(trainVectors, params.minFeatureCount);
   const idf = params.tfidf ? idfOf(trainVectors, featureIds, data.nonTextIds) : null;
-  const X = toCsr(vectors, featureIds, idf);
+  const X = weightedCsr(vectors, featureIds, idf, Float32Array);
   const V = featureIds.length;
   const w = initialWeights(featureIds, D, H, K, rand, opts.init);
 
@@ -392,7 +368,7 @@ export async function trainEmbeddingBag(
           for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++, k++) {
             const v = keep ? X.vals[j]! * keep[k]! : X.vals[j]!;
             if (v === 0) continue;
-            const r = X.rows[j]!;
+            const r = X.cols[j]!;
             let t = slot[r]!;
             if (t < 0) {
               t = nTouched++;
@@ -458,14 +434,14 @@ export async function trainEmbeddingBag(
  * (test/models-embedding-bag.test.ts). The inputs are weighted in JS (weighVector) as in the scorer.
  */
 export function tfLogits(w: EmbeddingBagFloat, idf: Float32Array | null, vectors: SparseVector[], numLabels: number): Float32Array {
-  const X = toCsr(vectors, w.featureIds, idf);
+  const X = weightedCsr(vectors, w.featureIds, idf, Float32Array);
   const D = w.embedding;
   const H = w.hidden;
   return tf.tidy(() => {
-    const segs = new Int32Array(X.rows.length);
+    const segs = new Int32Array(X.cols.length);
     for (let i = 0; i < vectors.length; i++) segs.fill(i, X.ptr[i]!, X.ptr[i + 1]!);
     const E = tf.tensor2d(w.embeddings.length ? w.embeddings : new Float32Array(D), [Math.max(1, w.featureIds.length), D]);
-    const gathered = tf.mul(tf.gatherND(E, tf.tensor2d(X.rows, [X.rows.length, 1], 'int32')), tf.tensor2d(X.vals, [X.vals.length, 1]));
+    const gathered = tf.mul(tf.gatherND(E, tf.tensor2d(X.cols, [X.cols.length, 1], 'int32')), tf.tensor2d(X.vals, [X.vals.length, 1]));
     const bag = tf.scatterND(tf.tensor2d(segs, [segs.length, 1], 'int32'), gathered, [vectors.length, D]) as tf.Tensor2D;
     const hidden = tf.relu(tf.add(tf.matMul(bag, tf.tensor2d(w.hiddenWeights, [D, H])), tf.tensor1d(w.hiddenBias))) as tf.Tensor2D;
     const logits = tf.add(tf.matMul(hidden, tf.tensor2d(w.outputWeights, [H, numLabels])), tf.tensor1d(w.outputBias));

@@ -103,16 +103,22 @@ export function idfOf(vectors: SparseVector[], featureIds: Uint32Array, nonTextI
   return idf;
 }
 
-/** The training matrix in compressed sparse rows, values already weighted exactly as the scorer weighs them. */
-interface Csr { ptr: Int32Array; cols: Int32Array; vals: Float64Array }
+/**
+ * A training matrix in compressed sparse rows: `cols` are model rows (featureIds positions),
+ * values weighted exactly as the scorer weighs them (weighVector). Float64 values for this solver;
+ * the embedding-bag kind keeps Float32 (its embedding tables dominate memory already).
+ */
+export interface Csr<V extends Float32Array | Float64Array = Float64Array> { ptr: Int32Array; cols: Int32Array; vals: V }
 
-function toCsr(vectors: SparseVector[], featureIds: Uint32Array, idf: Float32Array | null): Csr {
+export function weightedCsr<V extends Float32Array | Float64Array>(
+  vectors: SparseVector[], featureIds: Uint32Array, idf: Float32Array | null, Values: new (length: number) => V,
+): Csr<V> {
   const rowOf = rowLookup(featureIds);
   let nnz = 0;
   for (const v of vectors) nnz += v.ids.length;
   const ptr = new Int32Array(vectors.length + 1);
   const cols = new Int32Array(nnz);
-  const vals = new Float64Array(nnz);
+  const vals = new Values(nnz);
   let k = 0;
   let rows = new Int32Array(64);
   let out = new Float64Array(64);
@@ -123,11 +129,11 @@ function toCsr(vectors: SparseVector[], featureIds: Uint32Array, idf: Float32Arr
     }
     const m = weighVector(v, rowOf, idf, rows, out);
     cols.set(rows.subarray(0, m), k);
-    vals.set(out.subarray(0, m), k);
+    for (let j = 0; j < m; j++) vals[k + j] = out[j]!;
     k += m;
     ptr[i + 1] = k;
   });
-  return { ptr, cols: cols.slice(0, k), vals: vals.slice(0, k) };
+  return { ptr, cols: cols.slice(0, k), vals: vals.slice(0, k) as V };
 }
 
 /**
@@ -326,7 +332,7 @@ export async function trainSparseLinear(data: TrainingSet, opts: TrainOptions): 
   const featureIds = vocabularyOf(vectors, opts.minFeatureCount);
   const V = featureIds.length;
   const idf = opts.tfidf ? idfOf(vectors, featureIds, data.nonTextIds) : null;
-  const X = toCsr(vectors, featureIds, idf);
+  const X = weightedCsr(vectors, featureIds, idf, Float64Array);
   const theta = new Float64Array(V * K + K);
   if (opts.init && opts.init.bias.length === K) {
     const prev = opts.init;
