@@ -55,25 +55,31 @@ export function featuresFromState(
   const features: RealtimeFeatures = {};
   entities.forEach(({ field }, i) => {
     const state = states[i];
-    if (!state) return;
-    let total = 0;
-    const counts: Array<[string, number]> = [];
-    for (const [name, raw] of Object.entries(state)) {
-      if (name === DECAY_TIME_FIELD) continue;
-      const c = Number(raw);
-      if (!Number.isFinite(c) || c <= 0) continue;
-      counts.push([name, c]);
-      total += c;
-    }
-    if (total <= 0) return;
-    // Counts are stored as decayed to the reference time `_t` (events after `_t` weigh > 1), so
-    // an update is one HINCRBYFLOAT. Shares do not change with uniform decay; only the total is
-    // brought to `nowMs` (exact also for nowMs < _t).
-    const at = Number(state[DECAY_TIME_FIELD] ?? nowMs);
-    const decay = Math.pow(2, -(nowMs - at) / REALTIME_HALF_LIFE_MS);
-    features[`${field}.log_count`] = round(Math.log1p(total * decay));
-    for (const [label, c] of counts) features[`${field}.share:${label}`] = round(c / total);
+    if (state) Object.assign(features, entityFeatures(field, state, nowMs));
   });
+  return features;
+}
+
+/** The features of one entity (`field`) from its raw state, as of `nowMs`. */
+function entityFeatures(field: string, state: Record<string, string>, nowMs: number): RealtimeFeatures {
+  const features: RealtimeFeatures = {};
+  let total = 0;
+  const counts: Array<[string, number]> = [];
+  for (const name in state) {
+    if (name === DECAY_TIME_FIELD) continue;
+    const c = Number(state[name]);
+    if (!Number.isFinite(c) || c <= 0) continue;
+    counts.push([name, c]);
+    total += c;
+  }
+  if (total <= 0) return features;
+  // Counts are stored as decayed to the reference time `_t` (events after `_t` weigh > 1), so
+  // an update is one HINCRBYFLOAT. Shares do not change with uniform decay; only the total is
+  // brought to `nowMs` (exact also for nowMs < _t).
+  const at = Number(state[DECAY_TIME_FIELD] ?? nowMs);
+  const decay = Math.pow(2, -(nowMs - at) / REALTIME_HALF_LIFE_MS);
+  features[`${field}.log_count`] = round(Math.log1p(total * decay));
+  for (const [label, c] of counts) features[`${field}.share:${label}`] = round(c / total);
   return features;
 }
 
@@ -95,16 +101,137 @@ const DEFAULTED: { features: RealtimeFeatures; defaulted: boolean } = Object.fre
 const NONE: { features: RealtimeFeatures; defaulted: boolean } = Object.freeze({ features: Object.freeze({}), defaulted: false });
 
 /**
- * Reads the real-time features for a request at serving time. Never throws: when Redis is down
- * or slower than `timeoutMs`, it returns no features and `defaulted: true` (the model then
- * predicts from the text alone, and the prediction records that it did).
+ * HGETALL of every key, in one command: the entity states of one client's requests of one
+ * event-loop turn. One client's keys share its `{clientId}` hash tag, so the script stays in one
+ * slot (Redis Cluster runs it as is).
+ */
+const READ_STATES_LUA = "local out = {} for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end return out";
+const READ_STATES = 'eddyReadEntityStates';
+
+interface PendingRead {
+  /** Indexes into the flush's key list, one per entity (in entitiesOf order). */
+  keys: number[];
+  entities: Array<{ field: string; value: string }>;
+  resolve: (r: { features: RealtimeFeatures; defaulted: boolean }) => void;
+  settled: boolean;
+}
+
+/** One event-loop turn's reads: keys deduplicated, grouped by client (one command each). */
+interface Flush {
+  keys: string[];
+  keyIndex: Map<string, number>;
+  byClient: Map<string, number[]>;
+  reads: PendingRead[];
+}
+
+/**
+ * Reads the real-time features of requests at serving time, coalesced: every read asked for in
+ * one event-loop turn (the requests parsed from all sockets in one poll, the items of a batch)
+ * goes to Redis as one script call per client, over the entities they name without repeats, and
+ * shares one deadline timer. Per request that was two ioredis commands, their promises, reply
+ * transforms and a timer pair: ~55 µs of CPU and 13 KB allocated per prediction on the 2-core
+ * machine, the largest stage of the predict path (docs/benchmarks/server.md).
  *
- * The deadline measures Redis, not this process: when the timer fires, the answer may already be
- * in the socket, unread, because the event loop was busy (a GC pause, a burst of requests);
- * timers run before the loop polls sockets. So the deadline takes effect one loop turn later
- * (setImmediate runs after the poll phase), and an answer that had arrived in time is used.
- * Measured at 5,000 req/s on the 2-core machine: 6–14 % of predictions defaulted without this,
- * docs/benchmarks/server.md has the figure with it.
+ * Never throws: when Redis is down or slower than `timeoutMs`, a read returns no features and
+ * `defaulted: true` (the model then predicts from the text alone, and the prediction records that
+ * it did). The deadline measures Redis, not this process: when the timer fires, the answer may
+ * already be in the socket, unread, because the event loop was busy (a GC pause, a burst of
+ * requests); timers run before the loop polls sockets. So the deadline takes effect one loop turn
+ * later (setImmediate runs after the poll phase), and an answer that had arrived in time is used.
+ * Measured at 5,000 req/s on the 2-core machine: 6–14 % of predictions defaulted without this.
+ */
+export class RealtimeFeatureReader {
+  private flush: Flush | undefined;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keyPrefix: string,
+    private readonly opts: { timeoutMs: number; nowMs?: () => number },
+  ) {
+    if (typeof (redis as unknown as Record<string, unknown>)[READ_STATES] !== 'function') {
+      redis.defineCommand(READ_STATES, { lua: READ_STATES_LUA });
+    }
+  }
+
+  read(clientId: string, metadata: Record<string, string>): Promise<{ features: RealtimeFeatures; defaulted: boolean }> {
+    const entities = entitiesOf(metadata);
+    if (entities.length === 0) return Promise.resolve(NONE);
+    let f = this.flush;
+    if (!f) {
+      f = this.flush = { keys: [], keyIndex: new Map(), byClient: new Map(), reads: [] };
+      setImmediate(() => this.send());
+    }
+    const keys: number[] = [];
+    for (const e of entities) {
+      const key = featureKeys.entity(this.keyPrefix, clientId, e.field, e.value);
+      let i = f.keyIndex.get(key);
+      if (i === undefined) {
+        i = f.keys.push(key) - 1;
+        f.keyIndex.set(key, i);
+        const group = f.byClient.get(clientId);
+        if (group) group.push(i);
+        else f.byClient.set(clientId, [i]);
+      }
+      keys.push(i);
+    }
+    return new Promise((resolve) => {
+      f.reads.push({ keys, entities, resolve, settled: false });
+    });
+  }
+
+  private send(): void {
+    const f = this.flush!;
+    this.flush = undefined;
+    const states: Array<Record<string, string> | undefined> = new Array(f.keys.length);
+    let pending = f.byClient.size;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      const now = this.opts.nowMs?.() ?? Date.now();
+      // Entities shared by several requests are turned into features once.
+      const perKey: Array<RealtimeFeatures | undefined> = new Array(f.keys.length);
+      for (const r of f.reads) {
+        if (r.settled) continue;
+        r.settled = true;
+        let missing = false;
+        for (const i of r.keys) if (states[i] === undefined) missing = true;
+        if (missing) {
+          r.resolve(DEFAULTED);
+          continue;
+        }
+        const features: RealtimeFeatures = {};
+        r.keys.forEach((i, j) => {
+          const own = perKey[i] ?? (perKey[i] = entityFeatures(r.entities[j]!.field, states[i]!, now));
+          for (const name in own) features[name] = own[name]!;
+        });
+        r.resolve({ features, defaulted: false });
+      }
+    };
+    const timer = setTimeout(() => setImmediate(finish), this.opts.timeoutMs);
+    const command = (this.redis as unknown as Record<string, (...args: unknown[]) => Promise<string[][]>>)[READ_STATES]!;
+    for (const indexes of f.byClient.values()) {
+      const keys = indexes.map((i) => f.keys[i]!);
+      // A late failure after the deadline is swallowed by the same handler (never unhandled).
+      command.call(this.redis, keys.length, ...keys).then(
+        (replies) => {
+          indexes.forEach((i, j) => {
+            states[i] = pairsToObject(replies[j] ?? []);
+          });
+          if (--pending === 0) finish();
+        },
+        () => {
+          if (--pending === 0) finish();
+        },
+      );
+    }
+  }
+}
+
+/**
+ * Reads the real-time features of one request (tests, tools): a reader of its own, so nothing
+ * is coalesced with other callers. The server keeps one RealtimeFeatureReader.
  */
 export function readRealtimeFeatures(
   redis: Redis,
@@ -113,29 +240,6 @@ export function readRealtimeFeatures(
   metadata: Record<string, string>,
   opts: { timeoutMs: number; nowMs?: number },
 ): Promise<{ features: RealtimeFeatures; defaulted: boolean }> {
-  const entities = entitiesOf(metadata);
-  if (entities.length === 0) return Promise.resolve(NONE);
-  return new Promise((resolve) => {
-    let settled = false;
-    const finish = (r: { features: RealtimeFeatures; defaulted: boolean }) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(r);
-    };
-    const timer = setTimeout(() => setImmediate(() => finish(DEFAULTED)), opts.timeoutMs);
-    try {
-      // Separate commands, not a MULTI-less pipeline: with ioredis auto-pipelining (the server's
-      // client) the reads of every request handled in one event-loop turn share one socket write.
-      // A late failure after the deadline is swallowed by the same handler (never unhandled).
-      Promise.all(entities.map((e) => redis.hgetall(featureKeys.entity(keyPrefix, clientId, e.field, e.value)))).then(
-        (states) => {
-          if (!settled) finish({ features: featuresFromState(entities, states, opts.nowMs ?? Date.now()), defaulted: false });
-        },
-        () => finish(DEFAULTED),
-      );
-    } catch {
-      finish(DEFAULTED);
-    }
-  });
+  const at = opts.nowMs;
+  return new RealtimeFeatureReader(redis, keyPrefix, { timeoutMs: opts.timeoutMs, nowMs: at === undefined ? undefined : () => at }).read(clientId, metadata);
 }

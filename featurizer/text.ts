@@ -142,6 +142,39 @@ function fmix(h: number): number {
   return h >>> 0;
 }
 
+function fnvRange(h: number, s: string, start: number, end: number): number {
+  for (let i = start; i < end; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h;
+}
+
+/** TOKEN's classes on lower-cased ASCII: \p{L} is a-z, \p{N} is 0-9. */
+function isAsciiLetter(c: number): boolean {
+  return c >= 97 && c <= 122;
+}
+
+function isAsciiWordChar(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 48 && c <= 57);
+}
+
+/**
+ * Own keys in code-unit order, as `Object.keys(o).sort()` gives them, without Array.prototype.sort's
+ * temporary copy (~1.7 KB per prediction for a request's few metadata and real-time names).
+ */
+function sortedKeys(o: Record<string, unknown>): string[] {
+  const keys = Object.keys(o);
+  if (keys.length > 32) return keys.sort();
+  for (let i = 1; i < keys.length; i++) {
+    const x = keys[i]!;
+    let j = i - 1;
+    while (j >= 0 && keys[j]! > x) {
+      keys[j + 1] = keys[j]!;
+      j--;
+    }
+    keys[j + 1] = x;
+  }
+  return keys;
+}
+
 /**
  * Turns one input into a sparse vector. Text features use sublinear tf (1 + ln count) and are
  * L2-normalised together (as TF-IDF does), so long and short texts live on one scale; metadata
@@ -188,54 +221,57 @@ export class TextFeaturizer {
    * definition's (the L2 norm is a floating-point sum), which no general hash map guarantees.
    */
   featurize(text: string, metadata: Record<string, string> = {}, realtime: Record<string, number> = {}): SparseVector {
-    const words = this.words(text);
+    const w = this.wordSpans(text);
+    const { text: norm, count: nWords } = w;
+    const spans = this.spans;
     const t = this.table;
-    t.reset(this.textFeatureCount(words));
+    t.reset(this.textFeatureCount(nWords));
     const mask = this.mask;
     for (const n of this.config.wordNgrams) {
       if (n === 1) {
         const prefix = fnv(FNV_OFFSET, 'w:');
-        for (let i = 0; i < words.length; i++) t.add((fmix(fnv(prefix, words[i]!)) & mask) >>> 0, 1);
+        for (let i = 0; i < nWords; i++) t.add((fmix(fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!)) & mask) >>> 0, 1);
         continue;
       }
       const prefix = fnv(FNV_OFFSET, `w${n}:`);
-      for (let i = 0; i + n <= words.length; i++) {
-        let h = fnv(prefix, words[i]!);
-        for (let j = 1; j < n; j++) h = fnv(fnvChar(h, 32), words[i + j]!);
+      for (let i = 0; i + n <= nWords; i++) {
+        let h = fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!);
+        for (let j = 1; j < n; j++) h = fnvRange(fnvChar(h, 32), norm, spans[2 * (i + j)]!, spans[2 * (i + j) + 1]!);
         t.add((fmix(h) & mask) >>> 0, 1);
       }
     }
     for (const n of this.config.charNgrams) {
       const prefix = fnv(FNV_OFFSET, `c${n}:`);
-      for (const w of words) {
-        // `<${w}>` sliced n code units at a time, hashed in place.
-        const len = w.length + 2;
+      for (let wi = 0; wi < nWords; wi++) {
+        // `<${word}>` sliced n code units at a time, hashed in place.
+        const start = spans[2 * wi]!;
+        const len = spans[2 * wi + 1]! - start + 2;
         for (let i = 0; i + n <= len; i++) {
           let h = prefix;
-          for (let j = i; j < i + n; j++) h = fnvChar(h, j === 0 ? 60 : j === len - 1 ? 62 : w.charCodeAt(j - 1));
+          for (let j = i; j < i + n; j++) h = fnvChar(h, j === 0 ? 60 : j === len - 1 ? 62 : norm.charCodeAt(start + j - 1));
           t.add((fmix(h) & mask) >>> 0, 1);
         }
       }
     }
     // Sublinear tf, summed in first-occurrence order (the definition's Map iteration order).
     const textEntries = t.size;
-    let norm = 0;
+    let norm2 = 0;
     for (let e = 0; e < textEntries; e++) {
       const v = 1 + Math.log(t.values[e]!);
       t.values[e] = v;
-      norm += v * v;
+      norm2 += v * v;
     }
-    const scale = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+    const scale = norm2 > 0 ? 1 / Math.sqrt(norm2) : 0;
     for (let e = 0; e < textEntries; e++) t.values[e] = t.values[e]! * scale;
-    const metaKeys = Object.keys(metadata);
-    if (metaKeys.length > 1) metaKeys.sort();
+    const metaKeys = sortedKeys(metadata);
+    const mPrefix = fnv(FNV_OFFSET, 'm:');
     for (const key of metaKeys) {
       if (!this.metadataKeys.has(key)) continue;
-      t.add(this.id(`m:${key}=${normalizeText(metadata[key] ?? '', 200)}`), 1);
+      // `m:${key}=${value}` hashed in parts.
+      t.add((fmix(fnv(fnvChar(fnv(mPrefix, key), 61), normalizeText(metadata[key] ?? '', 200))) & mask) >>> 0, 1);
     }
     const clip = this.config.realtimeClip;
-    const names = Object.keys(realtime);
-    if (names.length > 1) names.sort();
+    const names = sortedKeys(realtime);
     const rPrefix = fnv(FNV_OFFSET, 'r:');
     for (const name of names) {
       const raw = realtime[name];
@@ -251,14 +287,66 @@ export class TextFeaturizer {
     return min && min > 1 ? words.filter((w) => w.length >= min) : words;
   }
 
+  /**
+   * The words of `words(text)` as [start, end) spans of the normalised text in `this.spans` (no
+   * string per word). ASCII text, the common case, is scanned by hand with exactly TOKEN's rule
+   * (a run of letters and digits, then optionally an apostrophe and letters); other text is
+   * matched by TOKEN itself.
+   */
+  private wordSpans(text: string): { text: string; count: number } {
+    const cut = text.length > this.config.maxChars ? text.slice(0, this.config.maxChars) : text;
+    const min = this.config.minWordChars && this.config.minWordChars > 1 ? this.config.minWordChars : 0;
+    let count = 0;
+    const push = (start: number, end: number) => {
+      if (end - start < min) return;
+      if (2 * count + 2 > this.spans.length) {
+        const bigger = new Int32Array(this.spans.length * 2);
+        bigger.set(this.spans);
+        this.spans = bigger;
+      }
+      this.spans[2 * count] = start;
+      this.spans[2 * count + 1] = end;
+      count++;
+    };
+    if (ASCII.test(cut)) {
+      const norm = cut.toLowerCase();
+      const len = norm.length;
+      let i = 0;
+      while (i < len) {
+        if (!isAsciiWordChar(norm.charCodeAt(i))) {
+          i++;
+          continue;
+        }
+        const start = i;
+        while (i < len && isAsciiWordChar(norm.charCodeAt(i))) i++;
+        if (i + 1 < len && norm.charCodeAt(i) === 39 && isAsciiLetter(norm.charCodeAt(i + 1))) {
+          i += 2;
+          while (i < len && isAsciiLetter(norm.charCodeAt(i))) i++;
+        }
+        push(start, i);
+      }
+      return { text: norm, count };
+    }
+    const norm = normalizeText(cut, this.config.maxChars);
+    TOKEN.lastIndex = 0;
+    for (let m = TOKEN.exec(norm); m !== null; m = TOKEN.exec(norm)) push(m.index, m.index + m[0].length);
+    return { text: norm, count };
+  }
+
   /** How many text features `featurize` counts for these words (sizes the table). */
-  private textFeatureCount(words: string[]): number {
+  private textFeatureCount(nWords: number): number {
     let n = 0;
-    for (const order of this.config.wordNgrams) n += Math.max(0, words.length - order + 1);
-    for (const order of this.config.charNgrams) for (const w of words) n += Math.max(0, w.length + 3 - order);
+    for (const order of this.config.wordNgrams) n += Math.max(0, nWords - order + 1);
+    if (this.config.charNgrams.length > 0) {
+      for (const order of this.config.charNgrams) {
+        for (let i = 0; i < nWords; i++) n += Math.max(0, this.spans[2 * i + 1]! - this.spans[2 * i]! + 3 - order);
+      }
+    }
     return n;
   }
 
+  /** Word spans of the last `wordSpans` call: start at 2i, end at 2i + 1. */
+  private spans = new Int32Array(256);
   private readonly table = new FeatureTable();
 }
 

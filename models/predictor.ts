@@ -52,10 +52,39 @@ export function loadPredictor(artifact: ModelArtifact): Predictor {
     logits: scorer.logits,
     predict(text, metadata, realtime, topK = nLabels) {
       const z = softmaxInPlace(scorer.logits(featurizer.featurize(text, metadata, realtime)), temperature);
-      const order = Array.from({ length: nLabels }, (_, c) => c).sort((a, b) => z[b]! - z[a]! || a - b);
       const k = Math.max(1, Math.min(topK, nLabels));
-      const scores = order.slice(0, k).map((c) => ({ label: labels[c]!, score: z[c]! }));
+      const scores = topScores(z, labels, k);
       return { label: scores[0]!.label, scores, unsure: unsureBelow === null ? null : scores[0]!.score < unsureBelow };
     },
   };
+}
+
+/**
+ * The k highest scores, highest first, ties by label order: k passes of a max search, which for
+ * the few labels and small k of a prediction allocates only the answer (sorting an index array
+ * with a comparator cost ~1 KB and a closure per prediction); large k over many labels sorts.
+ */
+export function topScores(z: Float64Array, labels: readonly string[], k: number): Array<{ label: string; score: number }> {
+  const n = z.length;
+  const out: Array<{ label: string; score: number }> = new Array(k);
+  if (k * n > 4096) {
+    const order = Array.from({ length: n }, (_, c) => c).sort((a, b) => z[b]! - z[a]! || a - b);
+    for (let i = 0; i < k; i++) out[i] = { label: labels[order[i]!]!, score: z[order[i]!]! };
+    return out;
+  }
+  // Previous pick (score, index): the next is the best strictly after it in (score desc, index asc).
+  let lastScore = Infinity;
+  let lastIndex = -1;
+  for (let i = 0; i < k; i++) {
+    let best = -1;
+    for (let c = 0; c < n; c++) {
+      const v = z[c]!;
+      if (v > lastScore || (v === lastScore && c <= lastIndex)) continue;
+      if (best === -1 || v > z[best]!) best = c;
+    }
+    out[i] = { label: labels[best]!, score: z[best]! };
+    lastScore = z[best]!;
+    lastIndex = best;
+  }
+  return out;
 }

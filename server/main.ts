@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
-import { readRealtimeFeatures } from '../featurizer/realtime.ts';
+import { RealtimeFeatureReader } from '../featurizer/realtime.ts';
 import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
 import { connectStreams, LogFollower, TOPIC_OF_EVENT, TopicNames, type ConsumerRunner, type Streams } from '../streams/index.ts';
@@ -89,8 +89,9 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const redisSeconds = metricsRegistry.getSingleMetric('eddy_redis_command_seconds') as prom.Histogram<string> | undefined;
   const sampledRead = { ok: redisSeconds?.labels({ component: 'server', command: 'hgetall', outcome: 'ok' }), defaulted: redisSeconds?.labels({ component: 'server', command: 'hgetall', outcome: 'error' }) };
   let reads = 0;
+  const features = new RealtimeFeatureReader(redis, config.redisPrefix, { timeoutMs: s.featureTimeoutMs });
   const readFeatures: FeatureReader = (clientId, metadata) => {
-    const read = readRealtimeFeatures(redis, config.redisPrefix, clientId, metadata, { timeoutMs: s.featureTimeoutMs });
+    const read = features.read(clientId, metadata);
     if (++reads % FEATURE_READ_SAMPLE !== 0 || !sampledRead.ok) return read;
     const started = performance.now();
     return read.then((r) => {

@@ -85,6 +85,9 @@ export function derivedId(source: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
+/** The features of a request answered without a model (the baseline reads none). */
+const NO_FEATURES: { features: Record<string, number>; defaulted: boolean } = Object.freeze({ features: Object.freeze({}), defaulted: false });
+
 /** Loaded models are models/predictor.ts Predictors (their scorer is what explanations occlude); the manager's type is narrower. */
 function isExplainable(p: ServablePredictor): p is ServablePredictor & Predictor {
   return typeof (p as Partial<Predictor>).logits === 'function' && (p as Partial<Predictor>).manifest !== undefined;
@@ -135,64 +138,120 @@ export class PredictionService {
   }
 
   async predict(req: PredictRequest, channel: Channel): Promise<{ result: PredictResult; events: PredictionMade[] }> {
+    return (await this.predictMany(req.clientId, [req], channel))[0]!;
+  }
+
+  /**
+   * Predictions for requests of one client (a batch, or one request): the client, its versions
+   * and each model version are looked up once, the real-time features of every request are read
+   * together (one Redis round trip: featurizer/realtime.ts RealtimeFeatureReader), then each
+   * request is scored synchronously. Throws for the whole call (CLIENT_UNKNOWN) before any work.
+   */
+  async predictMany(clientId: string, reqs: readonly PredictRequest[], channel: Channel): Promise<Array<{ result: PredictResult; events: PredictionMade[] }>> {
     const started = performance.now();
-    const { clientId } = req;
     if (!this.isKnown(clientId)) {
       throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no model and no label definitions`);
     }
-    const requestId = req.requestId ?? randomUUID();
-    const topK = req.topK ?? this.config.topK;
     const c = this.registry.get(clientId);
-    let handle: ModelHandle | undefined;
-    let variant: Variant = 'BASELINE';
+    const n = reqs.length;
+    const requestIds: string[] = new Array(n);
+    const handles: Array<ModelHandle | undefined> = new Array(n);
+    const canaries: Array<string | undefined> = new Array(n);
+    const borrowed: ModelHandle[] = [];
+    try {
+      if (c?.live !== undefined) {
+        // Each wanted version (live, or canary for the requesters in its share) is borrowed once.
+        const wantedOf: string[] = new Array(n);
+        const byVersion = new Map<string, Promise<ModelHandle | undefined>>();
+        for (let i = 0; i < n; i++) {
+          const req = reqs[i]!;
+          const requestId = (requestIds[i] = req.requestId ?? randomUUID());
+          const requester = req.metadata[this.config.canaryKey] || requestId;
+          const canary = c.canary && stableShare(`${clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
+          canaries[i] = canary;
+          const wanted = (wantedOf[i] = canary ?? c.live);
+          if (!byVersion.has(wanted)) byVersion.set(wanted, this.borrowServing(c, wanted, canary !== undefined));
+        }
+        if (byVersion.size === 1) {
+          // The common case (one request, or a batch without a canary split): no bookkeeping.
+          const h = await byVersion.values().next().value!;
+          if (h) borrowed.push(h);
+          handles.fill(h);
+        } else {
+          // Every borrow settles before anything is used, so each handle taken is released below.
+          const settled = await Promise.allSettled(byVersion.values());
+          const handleOf = new Map<string, ModelHandle | undefined>();
+          let failure: unknown;
+          let j = 0;
+          for (const version of byVersion.keys()) {
+            const r = settled[j++]!;
+            if (r.status === 'rejected') failure ??= r.reason;
+            else if (r.value) borrowed.push(r.value);
+            handleOf.set(version, r.status === 'fulfilled' ? r.value : undefined);
+          }
+          if (failure !== undefined) throw failure;
+          for (let i = 0; i < n; i++) handles[i] = handleOf.get(wantedOf[i]!);
+        }
+      } else {
+        for (let i = 0; i < n; i++) requestIds[i] = reqs[i]!.requestId ?? randomUUID();
+      }
+      // Features are read after the models are in hand: a cold load (CPU-bound: hash + decode)
+      // must not eat the features' tight deadline. On the hot path borrowing takes microseconds.
+      let features: Array<{ features: Record<string, number>; defaulted: boolean }> | undefined;
+      if (n === 1) {
+        if (handles[0]) features = [await this.readFeatures(clientId, reqs[0]!.metadata)];
+      } else if (c?.live !== undefined) {
+        features = await Promise.all(reqs.map((req, i) => (handles[i] ? this.readFeatures(clientId, req.metadata) : NO_FEATURES)));
+      }
+      const out: Array<{ result: PredictResult; events: PredictionMade[] }> = new Array(n);
+      for (let i = 0; i < n; i++) {
+        out[i] = this.answer(clientId, c, reqs[i]!, requestIds[i]!, handles[i], canaries[i], features?.[i] ?? NO_FEATURES, channel, started);
+      }
+      return out;
+    } finally {
+      for (const h of borrowed) h.release();
+    }
+  }
+
+  /** One request's answer and events, with its model (or the baseline when there is none). */
+  private answer(
+    clientId: string, c: ClientModels | undefined, req: PredictRequest, requestId: string, handle: ModelHandle | undefined,
+    canary: string | undefined, f: { features: Record<string, number>; defaulted: boolean }, channel: Channel, started: number,
+  ): { result: PredictResult; events: PredictionMade[] } {
+    const topK = req.topK ?? this.config.topK;
+    let variant: Variant;
     let featuresDefaulted = false;
     let label: string;
     let scores: Array<{ label: string; score: number }>;
     let unsure: boolean | null = null;
     let explanation: Explanation | undefined;
     const events: PredictionMade[] = [];
-    const requester = req.metadata[this.config.canaryKey] || requestId;
-
-    if (c?.live !== undefined) {
-      const canary = c.canary && stableShare(`${clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
-      handle = await this.borrowServing(c, canary ?? c.live, canary !== undefined);
-      // Features are read after the model is in hand: a cold load (CPU-bound: hash + decode) must
-      // not eat the features' tight deadline. On the hot path borrowing takes microseconds.
-      const f = await this.readFeatures(clientId, req.metadata);
+    if (handle && c) {
       featuresDefaulted = f.defaulted;
       if (f.defaulted) this.defaulted.n++;
-      if (handle) {
-        try {
-          const p = handle.predictor.predict(req.text, req.metadata, f.features, topK);
-          ({ label, scores } = p);
-          unsure = p.unsure ?? null;
-          if (req.explain && isExplainable(handle.predictor)) {
-            explanation = explainPrediction(handle.predictor, { text: req.text, metadata: req.metadata, realtime: f.features }, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);
-          }
-          variant = handle.version === canary ? 'CANARY' : 'LIVE';
-          const shadow = c.shadow;
-          if (shadow && shadow.version !== handle.version && stableShare(`${clientId}|${shadow.version}|shadow|${requestId}`) < shadow.share) {
-            const shadowEvent = this.scoreShadow(c, shadow.version, req, f.features, topK, requestId, channel, featuresDefaulted, started);
-            if (shadowEvent) events.push(shadowEvent);
-          }
-        } finally {
-          handle.release();
-        }
+      const p = handle.predictor.predict(req.text, req.metadata, f.features, topK);
+      ({ label, scores } = p);
+      unsure = p.unsure ?? null;
+      if (req.explain && isExplainable(handle.predictor)) {
+        explanation = explainPrediction(handle.predictor, { text: req.text, metadata: req.metadata, realtime: f.features }, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);
       }
-    }
-    if (!handle) {
+      variant = handle.version === canary ? 'CANARY' : 'LIVE';
+      const shadow = c.shadow;
+      if (shadow && shadow.version !== handle.version && stableShare(`${clientId}|${shadow.version}|shadow|${requestId}`) < shadow.share) {
+        const shadowEvent = this.scoreShadow(c, shadow.version, req, f.features, topK, requestId, channel, featuresDefaulted, started);
+        if (shadowEvent) events.push(shadowEvent);
+      }
+    } else {
       const definitions = this.baselineLabels(clientId, c);
       const base = baselinePredict(req.text, definitions, this.labels.counts(clientId), topK);
       if (!base) throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no servable model and no labels`);
       ({ label, scores } = base);
       if (req.explain) explanation = explainBaseline(req.text, definitions, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);
       variant = 'BASELINE';
-      featuresDefaulted = false;
-      unsure = null;
     }
     const latencyMs = performance.now() - started;
     const result: PredictResult = {
-      requestId, clientId, label: label!, scores: scores!, modelVersion: handle?.version ?? null, variant, featuresDefaulted, unsure, latencyMs,
+      requestId, clientId, label, scores, modelVersion: handle?.version ?? null, variant, featuresDefaulted, unsure, latencyMs,
       ...(explanation ? { explanation } : {}),
     };
     events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomUUID()));

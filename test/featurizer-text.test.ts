@@ -117,6 +117,9 @@ describe('featurizer', () => {
     // marks, ligatures, full-width, astral characters, apostrophes; tiny hash spaces force collisions
     // between text, metadata and real-time ids.
     const pieces = ['a', 'b', 'vpn', 'laptop', 'the', 'the', ' ', ' ', ' ', 'É', 'é', 'ß', '東', '京', '😀', "'", '’', 'ﬁ', 'Ａ', '\u0301', '1', ',', '.', '\n'];
+    // Every other text is ASCII only (the hand-written tokenizer's path): upper case, digits,
+    // apostrophes before letters, digits, spaces and the end.
+    const asciiPieces = ['a', 'Vpn', 'LAPTOP', 'x9', '42', ' ', ' ', "'", "'s", "'T", '-', '_', '.', '\t', 'Z', '0'];
     let seed = 7;
     const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
     const configs: FeaturizerConfig[] = [
@@ -130,7 +133,8 @@ describe('featurizer', () => {
     for (let t = 0; t < 3000; t++) {
       const len = Math.floor(rnd() * (t % 100 === 0 ? 2000 : 40));
       let text = '';
-      for (let i = 0; i < len; i++) text += pieces[Math.floor(rnd() * pieces.length)];
+      const from = t % 2 === 0 ? asciiPieces : pieces;
+      for (let i = 0; i < len; i++) text += from[Math.floor(rnd() * from.length)];
       const metadata: Record<string, string> = {};
       if (rnd() < 0.7) metadata.channel = rnd() < 0.5 ? 'Émail' : 'chat';
       if (rnd() < 0.5) metadata.requester = `user${Math.floor(rnd() * 3)}`;

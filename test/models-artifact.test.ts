@@ -7,7 +7,8 @@ import { DEFAULT_FEATURIZER_CONFIG, TextFeaturizer } from '../featurizer/text.ts
 import { decodeArtifact, encodeArtifact, type ModelManifest } from '../models/artifact.ts';
 import { modelKind } from '../models/kinds/index.ts';
 import { quantizeWeights, sparseLinear } from '../models/kinds/sparse-linear/index.ts';
-import { loadPredictor } from '../models/predictor.ts';
+import { loadPredictor, topScores } from '../models/predictor.ts';
+import { softmaxInPlace } from '../models/calibration.ts';
 import { FsModelStore } from '../models/store.ts';
 import { initBackend } from '../trainer/backend.ts';
 import { DEFAULT_TRAIN_OPTIONS, tfLogits, trainSparseLinear, type TrainedLinearModel } from '../models/kinds/sparse-linear/fit.ts';
@@ -190,12 +191,34 @@ describe('model kinds: existing artifacts stay readable', () => {
       const predictor = loadPredictor(artifact);
       const logits = expected.texts.map((t) => Array.from(predictor.logits(featurizer.featurize(t, expected.metadata))));
       expect(logits).toEqual(expected[quantization]);
+      // predict() on the same inputs: the softmax of those logits, every label, highest first.
+      expected.texts.forEach((t, i) => {
+        const z = softmaxInPlace(Float64Array.from((expected[quantization] as number[][])[i]!), 1);
+        const want = Array.from(z, (score, c) => ({ label: artifact.manifest.labels[c]!, score, c }))
+          .sort((a, b) => b.score - a.score || a.c - b.c).map(({ label, score }) => ({ label, score }));
+        expect(predictor.predict(t, expected.metadata, {}).scores).toEqual(want);
+      });
       // The kind writes the same sections in the same order: the same bytes, so the same sha256.
       const kind = modelKind('sparse-linear')!;
       const { weights: _sections, ...manifest } = artifact.manifest;
       const again = encodeArtifact(manifest, kind.write(kind.read(artifact.manifest, artifact.sections)));
       expect(again.equals(bytes)).toBe(true);
       expect(kind.estimateBytes(artifact.manifest)).toBe(predictor.memoryBytes);
+    }
+  });
+
+  it('topScores ranks like a full sort (score descending, ties by label order) for every k', () => {
+    let seed = 3;
+    const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (let t = 0; t < 500; t++) {
+      const n = 1 + Math.floor(rnd() * (t % 50 === 0 ? 300 : 12));
+      // Few distinct values: many ties.
+      const z = Float64Array.from({ length: n }, () => Math.floor(rnd() * 4) / 4);
+      const labels = Array.from({ length: n }, (_, c) => `L${c}`);
+      const order = Array.from({ length: n }, (_, c) => c).sort((a, b) => z[b]! - z[a]! || a - b);
+      for (const k of [1, Math.ceil(n / 2), n]) {
+        expect(topScores(z, labels, k)).toEqual(order.slice(0, k).map((c) => ({ label: labels[c]!, score: z[c]! })));
+      }
     }
   });
 

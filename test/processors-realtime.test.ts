@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { featureKeys } from '../common/keyspace.ts';
-import { featuresFromState, readRealtimeFeatures, REALTIME_HALF_LIFE_MS } from '../featurizer/realtime.ts';
+import { featuresFromState, readRealtimeFeatures, RealtimeFeatureReader, REALTIME_HALF_LIFE_MS } from '../featurizer/realtime.ts';
 import { freePort, privateRedis, type PrivateServer } from './processors-support.ts';
 import { waitFor } from './helpers.ts';
 
@@ -68,5 +68,45 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     const r = await read;
     expect(r.defaulted).toBe(false);
     expect(r.features['requester.share:Network']).toBe(1);
+  });
+
+  it('coalesces the reads of one event-loop turn: one Redis command per client, each entity read once, each request its own features', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    await redis.hset(featureKeys.entity('co', 'c1', 'requester', 'ann'), { _t: String(now), Network: '3', Hardware: '1' });
+    await redis.hset(featureKeys.entity('co', 'c1', 'channel', 'chat'), { _t: String(now), Hardware: '2' });
+    await redis.hset(featureKeys.entity('co', 'c2', 'requester', 'ann'), { _t: String(now), Printing: '5' });
+    const reader = new RealtimeFeatureReader(redis, 'co', { timeoutMs: 1000, nowMs: () => now });
+    // Counts what this connection sends (the commands reach the real Redis unchanged).
+    const sent: string[][] = [];
+    const send = redis.sendCommand.bind(redis);
+    redis.sendCommand = ((command: { name: string; args: unknown[] }, stream?: unknown) => {
+      sent.push([command.name, ...command.args.map(String)]);
+      return send(command as never, stream as never);
+    }) as typeof redis.sendCommand;
+    try {
+      const requests: Array<[string, Record<string, string>]> = [
+        ['c1', { requester: 'ann', channel: 'chat' }],
+        ['c1', { requester: 'ann' }],
+        ['c2', { requester: 'ann', channel: 'chat' }],
+        ['c1', { requester: 'bob', channel: 'chat' }],
+        ['c1', {}],
+      ];
+      const got = await Promise.all(requests.map(([client, metadata]) => reader.read(client, metadata)));
+      // Two clients, two script calls (EVALSHA, or EVAL the first time the script is seen).
+      const calls = sent.filter(([name]) => name === 'evalsha' || name === 'eval');
+      expect(calls.filter(([name]) => name === 'evalsha')).toHaveLength(2);
+      const keysOf = (call: string[]) => call.slice(3, 3 + Number(call[2]));
+      expect(keysOf(calls[0]!)).toEqual(['ann', 'chat', 'bob'].map((v, i) => featureKeys.entity('co', 'c1', i === 1 ? 'channel' : 'requester', v)));
+      expect(keysOf(calls.at(-1)!)).toEqual([featureKeys.entity('co', 'c2', 'requester', 'ann'), featureKeys.entity('co', 'c2', 'channel', 'chat')]);
+      // Each answer is what a read of its own gives.
+      for (const [i, [client, metadata]] of requests.entries()) {
+        expect(got[i]).toEqual(await readRealtimeFeatures(redis, 'co', client, metadata, { timeoutMs: 1000, nowMs: now }));
+      }
+      expect(got[0]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Network': 0.75, 'requester.share:Hardware': 0.25, 'channel.log_count': expect.any(Number), 'channel.share:Hardware': 1 });
+      expect(got[2]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Printing': 1 });
+      expect(got[4]).toEqual({ features: {}, defaulted: false });
+    } finally {
+      redis.sendCommand = send;
+    }
   });
 });

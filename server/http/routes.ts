@@ -216,10 +216,10 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
       if (items.length > config.maxBatch) throw apiError('BATCH_TOO_LARGE', `batch has ${items.length} items; the limit is ${config.maxBatch}`);
       items.forEach((item) => checkLimits(item.text, item.metadata));
       deps.publisher.admit(items.length);
-      // All items at once: their feature reads go to Redis in one auto-pipelined write instead of
-      // one round trip after another. Published once every item succeeded, in item order.
-      const answers = await Promise.all(items.map((item) => service.predict(
-        { clientId: req.params.clientId, text: item.text, metadata: item.metadata ?? {}, requestId: item.requestId, topK: k, explain: why }, 'HTTP')));
+      // All items at once: the model looked up once, their feature reads in one Redis round trip.
+      // Published once every item succeeded, in item order.
+      const answers = await service.predictMany(req.params.clientId, items.map((item) => (
+        { clientId: req.params.clientId, text: item.text, metadata: item.metadata ?? {}, requestId: item.requestId, topK: k, explain: why })), 'HTTP');
       const predictions: PredictResult[] = new Array(answers.length);
       answers.forEach(({ result, events }, i) => {
         publish(events);

@@ -25,7 +25,9 @@
  * prediction in a process of its own, in alternating rounds (BENCH_SERVER_FLOOR_ROUNDS, default
  * 3): CPU per request of each and the ratio, bytes allocated per prediction, p99 and the share of
  * defaulted features at the fixed rate, batch predict throughput (10 and 100 per request).
- * BENCH_SERVER_PROFILE=<dir> adds a profiled run (CPU and allocation sampling) written there.
+ * BENCH_SERVER_PROFILE=<dir> adds a profiled run (CPU and allocation sampling) written there
+ * (BENCH_SERVER_PROFILE_BATCH=<n>: of /predict/batch with n items per request).
+ * BENCH_SERVER_ENTITIES=0 sends requests that name no entity (no real-time feature read).
  *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
  * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
@@ -82,10 +84,13 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+/** BENCH_SERVER_ENTITIES=0: requests name no requester or channel, so no real-time feature read (the Redis stage's cost, by difference). */
+const NO_ENTITIES = process.env.BENCH_SERVER_ENTITIES === '0';
+
 /** Child mode: drive the server with autocannon and print one JSON line with the result. */
 async function runLoad(opts: LoadOptions): Promise<void> {
   const { default: autocannon } = await import('autocannon');
-  const item = (i: number) => ({ text: TEXTS[i % TEXTS.length]!, metadata: { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } });
+  const item = (i: number) => ({ text: TEXTS[i % TEXTS.length]!, metadata: NO_ENTITIES ? {} : { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } });
   const bodies = opts.batch
     ? TEXTS.map((_, i) => JSON.stringify({ items: Array.from({ length: opts.batch! }, (_, j) => item(i + j)) }))
     : TEXTS.map((_, i) => JSON.stringify({ ...item(i), ...(opts.explain ? { explain: true } : {}) }));
@@ -339,15 +344,17 @@ async function floorSection(ctx: {
       await session.post('Profiler.setSamplingInterval', { interval: 100 });
       await session.post('Profiler.start');
       await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
-      const r = await load({ ...base, clients: k, mode: 'random', durationS: seconds });
+      // BENCH_SERVER_PROFILE_BATCH=<n>: profile /predict/batch with n items per request instead.
+      const profileBatch = Number(process.env.BENCH_SERVER_PROFILE_BATCH ?? 0) || undefined;
+      const r = await load({ ...base, clients: k, mode: 'random', durationS: seconds, batch: profileBatch });
       const { profile: heapProfile } = await session.post('HeapProfiler.stopSampling');
       const { profile } = await session.post('Profiler.stop');
       session.disconnect();
       await fs.mkdir(profileDir, { recursive: true });
       await fs.writeFile(path.join(profileDir, 'eddy.cpuprofile'), JSON.stringify(profile));
       await fs.writeFile(path.join(profileDir, 'eddy.heapprofile'), JSON.stringify(heapProfile));
-      await fs.writeFile(path.join(profileDir, 'requests.txt'), String(r.requests));
-      say(`profiled ${r.requests} requests into ${profileDir} (tsx test/bench/profile-stages.ts ${profileDir}/eddy.cpuprofile ${profileDir}/eddy.heapprofile ${r.requests})`);
+      await fs.writeFile(path.join(profileDir, 'requests.txt'), String(r.requests * (profileBatch ?? 1)));
+      say(`profiled ${r.requests * (profileBatch ?? 1)} predictions into ${profileDir} (tsx test/bench/profile-stages.ts ${profileDir}/eddy.cpuprofile ${profileDir}/eddy.heapprofile ${r.requests * (profileBatch ?? 1)})`);
     }
     for (const batch of [10, 100]) {
       say(`batch predict: ${batch} items per request, max throughput over ${k} models`);
