@@ -297,17 +297,6 @@ export class TextFeaturizer {
     const cut = text.length > this.config.maxChars ? text.slice(0, this.config.maxChars) : text;
     const min = this.config.minWordChars && this.config.minWordChars > 1 ? this.config.minWordChars : 0;
     let count = 0;
-    const push = (start: number, end: number) => {
-      if (end - start < min) return;
-      if (2 * count + 2 > this.spans.length) {
-        const bigger = new Int32Array(this.spans.length * 2);
-        bigger.set(this.spans);
-        this.spans = bigger;
-      }
-      this.spans[2 * count] = start;
-      this.spans[2 * count + 1] = end;
-      count++;
-    };
     if (ASCII.test(cut)) {
       const norm = cut.toLowerCase();
       const len = norm.length;
@@ -323,14 +312,27 @@ export class TextFeaturizer {
           i += 2;
           while (i < len && isAsciiLetter(norm.charCodeAt(i))) i++;
         }
-        push(start, i);
+        count = this.pushSpan(count, start, i, min);
       }
       return { text: norm, count };
     }
     const norm = normalizeText(cut, this.config.maxChars);
     TOKEN.lastIndex = 0;
-    for (let m = TOKEN.exec(norm); m !== null; m = TOKEN.exec(norm)) push(m.index, m.index + m[0].length);
+    for (let m = TOKEN.exec(norm); m !== null; m = TOKEN.exec(norm)) count = this.pushSpan(count, m.index, m.index + m[0].length, min);
     return { text: norm, count };
+  }
+
+  /** Records word `count` (when at least `min` long); returns the new count. */
+  private pushSpan(count: number, start: number, end: number, min: number): number {
+    if (end - start < min) return count;
+    if (2 * count + 2 > this.spans.length) {
+      const bigger = new Int32Array(this.spans.length * 2);
+      bigger.set(this.spans);
+      this.spans = bigger;
+    }
+    this.spans[2 * count] = start;
+    this.spans[2 * count + 1] = end;
+    return count + 1;
   }
 
   /** How many text features `featurize` counts for these words (sizes the table). */
@@ -355,18 +357,6 @@ export class TextFeaturizer {
  * open-addressing table (linear probing) over typed arrays, cleared by bumping a generation
  * stamp instead of zeroing. Only the returned vector is allocated per call.
  */
-function insertionSort(a: Uint32Array): void {
-  for (let i = 1; i < a.length; i++) {
-    const x = a[i]!;
-    let j = i - 1;
-    while (j >= 0 && a[j]! > x) {
-      a[j + 1] = a[j]!;
-      j--;
-    }
-    a[j + 1] = x;
-  }
-}
-
 class FeatureTable {
   ids = new Uint32Array(64);
   values = new Float64Array(64);
@@ -435,15 +425,29 @@ class FeatureTable {
   toVector(): SparseVector {
     const n = this.size;
     const ids = this.ids.slice(0, n);
-    // A prediction has a few dozen ids: insertion sort in place allocates nothing, where
-    // TypedArray.prototype.sort copies into a temporary array first.
-    if (n <= 128) insertionSort(ids);
-    else ids.sort();
     const out = new Float32Array(n);
-    if (n > 0) {
-      // Entry of each id, found again through the table (ids are unique).
-      for (let i = 0; i < n; i++) out[i] = this.values[this.find(ids[i]!)]!;
+    if (n <= 128) {
+      // A prediction has a few dozen ids: an insertion sort in place that carries each value
+      // along allocates nothing (TypedArray.prototype.sort copies into a temporary array first)
+      // and needs no second lookup of each id.
+      for (let i = 0; i < n; i++) out[i] = this.values[i]!;
+      for (let i = 1; i < n; i++) {
+        const x = ids[i]!;
+        const xv = out[i]!;
+        let j = i - 1;
+        while (j >= 0 && ids[j]! > x) {
+          ids[j + 1] = ids[j]!;
+          out[j + 1] = out[j]!;
+          j--;
+        }
+        ids[j + 1] = x;
+        out[j + 1] = xv;
+      }
+      return { ids, values: out };
     }
+    ids.sort();
+    // Entry of each id, found again through the table (ids are unique).
+    for (let i = 0; i < n; i++) out[i] = this.values[this.find(ids[i]!)]!;
     return { ids, values: out };
   }
 

@@ -47,6 +47,26 @@ interface LoadedModel {
   loadMs: number;
 }
 
+/** A handle as a class, not an object with a closure: one is made per prediction. */
+class Borrow implements ModelHandle {
+  private released = false;
+  readonly clientId: string;
+  readonly version: string;
+  readonly predictor: ServablePredictor;
+
+  constructor(private readonly model: LoadedModel) {
+    this.clientId = model.clientId;
+    this.version = model.version;
+    this.predictor = model.predictor;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.model.borrowed--;
+  }
+}
+
 export interface LoadFailure {
   code: string;
   message: string;
@@ -123,17 +143,7 @@ export class ModelManager {
 
   private handle(m: LoadedModel): ModelHandle {
     m.borrowed++;
-    let released = false;
-    return {
-      clientId: m.clientId,
-      version: m.version,
-      predictor: m.predictor,
-      release: () => {
-        if (released) return;
-        released = true;
-        m.borrowed--;
-      },
-    };
+    return new Borrow(m);
   }
 
   private load(clientId: string, info: VersionInfo): Promise<LoadedModel> {

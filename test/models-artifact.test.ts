@@ -6,7 +6,7 @@ import { EddyError } from '../common/errors.ts';
 import { DEFAULT_FEATURIZER_CONFIG, TextFeaturizer } from '../featurizer/text.ts';
 import { decodeArtifact, encodeArtifact, type ModelManifest } from '../models/artifact.ts';
 import { modelKind } from '../models/kinds/index.ts';
-import { quantizeWeights, sparseLinear } from '../models/kinds/sparse-linear/index.ts';
+import { quantizeWeights, rowLookup, sparseLinear } from '../models/kinds/sparse-linear/index.ts';
 import { loadPredictor, topScores } from '../models/predictor.ts';
 import { softmaxInPlace } from '../models/calibration.ts';
 import { FsModelStore } from '../models/store.ts';
@@ -204,6 +204,30 @@ describe('model kinds: existing artifacts stay readable', () => {
       const again = encodeArtifact(manifest, kind.write(kind.read(artifact.manifest, artifact.sections)));
       expect(again.equals(bytes)).toBe(true);
       expect(kind.estimateBytes(artifact.manifest)).toBe(predictor.memoryBytes);
+    }
+  });
+
+  it('rowLookup finds every stored feature id and nothing else, whether ids are spread evenly or bunched', () => {
+    let seed = 5;
+    const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (let t = 0; t < 300; t++) {
+      const n = t % 10 === 0 ? Math.floor(rnd() * 3) : Math.floor(rnd() * 5000);
+      const ids = new Set<number>();
+      // Even (hashes over 2^22), bunched at both ends, or runs of consecutive ids.
+      const shape = t % 3;
+      while (ids.size < n) {
+        const r = rnd();
+        ids.add(shape === 0 ? Math.floor(r * 2 ** 22) : shape === 1 ? Math.floor(r ** 6 * 2 ** 22) ^ (rnd() < 0.5 ? 0 : 0x3fffff) : 1000 + Math.floor(r * n * 1.2));
+      }
+      const sorted = Uint32Array.from(ids).sort();
+      const rowOf = rowLookup(sorted);
+      sorted.forEach((id, row) => {
+        if (rowOf(id) !== row) expect.fail(`id ${id} (row ${row} of ${n}, shape ${shape}) found at ${rowOf(id)}`);
+      });
+      for (let q = 0; q < 200; q++) {
+        const probe = Math.floor(rnd() * 2 ** 22);
+        expect(rowOf(probe)).toBe(sorted.indexOf(probe));
+      }
     }
   });
 
