@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 
 /**
  * Ids derived from what caused them, and model version names.
@@ -53,4 +53,33 @@ export class RecentIds {
     if (this.ids.size > this.capacity) this.ids.delete(this.ids.values().next().value!);
     return true;
   }
+}
+
+const UUID_POOL = Buffer.alloc(16 * 256);
+let uuidPoolAt = UUID_POOL.length;
+const UUID_TEXT = Buffer.alloc(36);
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+
+/**
+ * A random (version 4) UUID, as crypto.randomUUID() gives, from the same CSPRNG and pooled the
+ * same way; written as 36 bytes and read back as one flat string. crypto.randomUUID() in Node 20
+ * builds its text by ~20 string concatenations (~0.5 KB of garbage); the predict path makes two
+ * per prediction (request and event ids), which was ~1 KB and ~2 µs of every prediction.
+ */
+export function randomId(): string {
+  if (uuidPoolAt === UUID_POOL.length) {
+    randomFillSync(UUID_POOL);
+    uuidPoolAt = 0;
+  }
+  let o = 0;
+  for (let i = 0; i < 16; i++) {
+    let b = UUID_POOL[uuidPoolAt + i]!;
+    if (i === 6) b = (b & 0x0f) | 0x40;
+    else if (i === 8) b = (b & 0x3f) | 0x80;
+    UUID_TEXT[o++] = HEX_DIGITS[b >> 4]!;
+    UUID_TEXT[o++] = HEX_DIGITS[b & 15]!;
+    if (i === 3 || i === 5 || i === 7 || i === 9) UUID_TEXT[o++] = 45; // '-'
+  }
+  uuidPoolAt += 16;
+  return UUID_TEXT.toString('latin1', 0, 36);
 }

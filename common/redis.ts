@@ -33,13 +33,14 @@ export async function connectRedis(config: Pick<EddyConfig, 'redisUrl'>, opts: {
 
 /**
  * A Redis connection for the prediction path: a request waits at most its feature deadline, so
- * commands fail fast while Redis is away (defaults are served, flagged) instead of queueing; and
- * auto-pipelining sends the reads of every request handled in one event-loop turn in one socket
- * write (a write costs ~15 µs of CPU, a large part of a prediction). Never throws: when Redis is
- * not reachable at start, ioredis keeps reconnecting meanwhile.
+ * commands fail fast while Redis is away (defaults are served, flagged) instead of queueing. No
+ * auto-pipelining: the feature reader (featurizer/realtime.ts) already sends the reads of every
+ * request of one event-loop turn as one command, and ioredis's per-turn pipeline object cost more
+ * than it saved. Never throws: when Redis is not reachable at start, ioredis keeps reconnecting
+ * meanwhile.
  */
 export async function connectServingRedis(config: Pick<EddyConfig, 'redisUrl'>, logger: Logger): Promise<Redis> {
-  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true, enableAutoPipelining: true });
+  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true });
   redis.on('error', (err) => logger.debug({ err: errorMessage(err) }, 'redis error (features default while it lasts)'));
   await redis.connect().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'redis not reachable at start; predictions use default features until it is'));
   return redis;

@@ -101,9 +101,9 @@ const DEFAULTED: { features: RealtimeFeatures; defaulted: boolean } = Object.fre
 const NONE: { features: RealtimeFeatures; defaulted: boolean } = Object.freeze({ features: Object.freeze({}), defaulted: false });
 
 /**
- * HGETALL of every key, in one command: the entity states of one client's requests of one
- * event-loop turn. One client's keys share its `{clientId}` hash tag, so the script stays in one
- * slot (Redis Cluster runs it as is).
+ * HGETALL of every key, in one command: the entity states of one event-loop turn's requests. On
+ * Redis Cluster a call holds one client's keys only: they share its `{clientId}` hash tag, so the
+ * script stays in one slot.
  */
 const READ_STATES_LUA = "local out = {} for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end return out";
 const READ_STATES = 'eddyReadEntityStates';
@@ -116,19 +116,19 @@ interface PendingRead {
   settled: boolean;
 }
 
-/** One event-loop turn's reads: keys deduplicated, grouped by client (one command each). */
+/** One event-loop turn's reads: keys deduplicated, in groups of one command each (one group, or one per client on a cluster). */
 interface Flush {
   keys: string[];
   keyIndex: Map<string, number>;
-  byClient: Map<string, number[]>;
+  groups: Map<string, number[]>;
   reads: PendingRead[];
 }
 
 /**
  * Reads the real-time features of requests at serving time, coalesced: every read asked for in
  * one event-loop turn (the requests parsed from all sockets in one poll, the items of a batch)
- * goes to Redis as one script call per client, over the entities they name without repeats, and
- * shares one deadline timer. Per request that was two ioredis commands, their promises, reply
+ * goes to Redis as one script call (one per client on Redis Cluster), over the entities they
+ * name without repeats, and shares one deadline timer. Per request that was two ioredis commands, their promises, reply
  * transforms and a timer pair: ~55 µs of CPU and 13 KB allocated per prediction on the 2-core
  * machine, the largest stage of the predict path (docs/benchmarks/server.md).
  *
@@ -142,12 +142,15 @@ interface Flush {
  */
 export class RealtimeFeatureReader {
   private flush: Flush | undefined;
+  /** On Redis Cluster one command per client (one slot each); otherwise one command per turn. */
+  private readonly perClient: boolean;
 
   constructor(
     private readonly redis: Redis,
     private readonly keyPrefix: string,
     private readonly opts: { timeoutMs: number; nowMs?: () => number },
   ) {
+    this.perClient = (redis as { isCluster?: boolean }).isCluster === true;
     if (typeof (redis as unknown as Record<string, unknown>)[READ_STATES] !== 'function') {
       redis.defineCommand(READ_STATES, { lua: READ_STATES_LUA });
     }
@@ -158,7 +161,7 @@ export class RealtimeFeatureReader {
     if (entities.length === 0) return Promise.resolve(NONE);
     let f = this.flush;
     if (!f) {
-      f = this.flush = { keys: [], keyIndex: new Map(), byClient: new Map(), reads: [] };
+      f = this.flush = { keys: [], keyIndex: new Map(), groups: new Map(), reads: [] };
       setImmediate(() => this.send());
     }
     const keys: number[] = [];
@@ -168,9 +171,10 @@ export class RealtimeFeatureReader {
       if (i === undefined) {
         i = f.keys.push(key) - 1;
         f.keyIndex.set(key, i);
-        const group = f.byClient.get(clientId);
+        const groupKey = this.perClient ? clientId : '';
+        const group = f.groups.get(groupKey);
         if (group) group.push(i);
-        else f.byClient.set(clientId, [i]);
+        else f.groups.set(groupKey, [i]);
       }
       keys.push(i);
     }
@@ -183,7 +187,7 @@ export class RealtimeFeatureReader {
     const f = this.flush!;
     this.flush = undefined;
     const states: Array<Record<string, string> | undefined> = new Array(f.keys.length);
-    let pending = f.byClient.size;
+    let pending = f.groups.size;
     let done = false;
     const finish = () => {
       if (done) return;
@@ -211,7 +215,7 @@ export class RealtimeFeatureReader {
     };
     const timer = setTimeout(() => setImmediate(finish), this.opts.timeoutMs);
     const command = (this.redis as unknown as Record<string, (...args: unknown[]) => Promise<string[][]>>)[READ_STATES]!;
-    for (const indexes of f.byClient.values()) {
+    for (const indexes of f.groups.values()) {
       const keys = indexes.map((i) => f.keys[i]!);
       // A late failure after the deadline is swallowed by the same handler (never unhandled).
       command.call(this.redis, keys.length, ...keys).then(

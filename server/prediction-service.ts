@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { derivedId, randomId } from '../common/ids.ts';
 import type { ServerConfig } from '../common/config.ts';
 import { apiError } from './http/plumbing.ts';
 import type { Logger } from '../common/log.ts';
@@ -77,12 +77,6 @@ export function checkInputLimits(limits: Pick<ServerConfig, 'maxTextChars' | 'ma
 /** Stable share in [0, 1) for a key (the featurizer's hash): one requester, one bucket. */
 export function stableShare(key: string): number {
   return hashString(key) / 0x1_0000_0000;
-}
-
-/** A UUID-shaped id derived from a string: a redelivered request produces the same event id. */
-export function derivedId(source: string): string {
-  const h = createHash('sha256').update(source).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
 /** The features of a request answered without a model (the baseline reads none). */
@@ -165,7 +159,7 @@ export class PredictionService {
         const byVersion = new Map<string, Promise<ModelHandle | undefined>>();
         for (let i = 0; i < n; i++) {
           const req = reqs[i]!;
-          const requestId = (requestIds[i] = req.requestId ?? randomUUID());
+          const requestId = (requestIds[i] = req.requestId ?? randomId());
           const requester = req.metadata[this.config.canaryKey] || requestId;
           const canary = c.canary && stableShare(`${clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
           canaries[i] = canary;
@@ -193,7 +187,7 @@ export class PredictionService {
           for (let i = 0; i < n; i++) handles[i] = handleOf.get(wantedOf[i]!);
         }
       } else {
-        for (let i = 0; i < n; i++) requestIds[i] = reqs[i]!.requestId ?? randomUUID();
+        for (let i = 0; i < n; i++) requestIds[i] = reqs[i]!.requestId ?? randomId();
       }
       // Features are read after the models are in hand: a cold load (CPU-bound: hash + decode)
       // must not eat the features' tight deadline. On the hot path borrowing takes microseconds.
@@ -254,7 +248,7 @@ export class PredictionService {
       requestId, clientId, label, scores, modelVersion: handle?.version ?? null, variant, featuresDefaulted, unsure, latencyMs,
       ...(explanation ? { explanation } : {}),
     };
-    events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomUUID()));
+    events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomId()));
     this.predicted[channel][variant].n++;
     this.predictSeconds[channel].observe(latencyMs / 1000);
     return { result, events };
@@ -322,7 +316,7 @@ export class PredictionService {
       this.predicted[channel].SHADOW.n++;
       return this.event(
         { requestId, clientId: c.clientId, label: p.label, scores: p.scores, modelVersion: version, variant: 'SHADOW' as Variant, featuresDefaulted, unsure: p.unsure ?? null, latencyMs: performance.now() - started },
-        req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:shadow`) : randomUUID(),
+        req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:shadow`) : randomId(),
       );
     } catch (err) {
       this.logger.warn({ clientId: c.clientId, version, err: String(err) }, 'shadow scoring failed');

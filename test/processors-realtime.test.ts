@@ -70,43 +70,59 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(r.features['requester.share:Network']).toBe(1);
   });
 
-  it('coalesces the reads of one event-loop turn: one Redis command per client, each entity read once, each request its own features', async () => {
+  it('coalesces the reads of one event-loop turn: one Redis command (one per client on a cluster), each entity read once, each request its own features', async () => {
     const now = Date.UTC(2026, 10, 1);
     await redis.hset(featureKeys.entity('co', 'c1', 'requester', 'ann'), { _t: String(now), Network: '3', Hardware: '1' });
     await redis.hset(featureKeys.entity('co', 'c1', 'channel', 'chat'), { _t: String(now), Hardware: '2' });
     await redis.hset(featureKeys.entity('co', 'c2', 'requester', 'ann'), { _t: String(now), Printing: '5' });
-    const reader = new RealtimeFeatureReader(redis, 'co', { timeoutMs: 1000, nowMs: () => now });
-    // Counts what this connection sends (the commands reach the real Redis unchanged).
-    const sent: string[][] = [];
-    const send = redis.sendCommand.bind(redis);
-    redis.sendCommand = ((command: { name: string; args: unknown[] }, stream?: unknown) => {
-      sent.push([command.name, ...command.args.map(String)]);
-      return send(command as never, stream as never);
-    }) as typeof redis.sendCommand;
-    try {
-      const requests: Array<[string, Record<string, string>]> = [
-        ['c1', { requester: 'ann', channel: 'chat' }],
-        ['c1', { requester: 'ann' }],
-        ['c2', { requester: 'ann', channel: 'chat' }],
-        ['c1', { requester: 'bob', channel: 'chat' }],
-        ['c1', {}],
-      ];
-      const got = await Promise.all(requests.map(([client, metadata]) => reader.read(client, metadata)));
-      // Two clients, two script calls (EVALSHA, or EVAL the first time the script is seen).
-      const calls = sent.filter(([name]) => name === 'evalsha' || name === 'eval');
-      expect(calls.filter(([name]) => name === 'evalsha')).toHaveLength(2);
-      const keysOf = (call: string[]) => call.slice(3, 3 + Number(call[2]));
-      expect(keysOf(calls[0]!)).toEqual(['ann', 'chat', 'bob'].map((v, i) => featureKeys.entity('co', 'c1', i === 1 ? 'channel' : 'requester', v)));
-      expect(keysOf(calls.at(-1)!)).toEqual([featureKeys.entity('co', 'c2', 'requester', 'ann'), featureKeys.entity('co', 'c2', 'channel', 'chat')]);
-      // Each answer is what a read of its own gives.
-      for (const [i, [client, metadata]] of requests.entries()) {
-        expect(got[i]).toEqual(await readRealtimeFeatures(redis, 'co', client, metadata, { timeoutMs: 1000, nowMs: now }));
+    const requests: Array<[string, Record<string, string>]> = [
+      ['c1', { requester: 'ann', channel: 'chat' }],
+      ['c1', { requester: 'ann' }],
+      ['c2', { requester: 'ann', channel: 'chat' }],
+      ['c1', { requester: 'bob', channel: 'chat' }],
+      ['c1', {}],
+    ];
+    const key = (client: string, field: string, value: string) => featureKeys.entity('co', client, field, value);
+    // The script calls a connection sends (they reach the real Redis unchanged): name and keys.
+    const readThrough = async (connection: Redis) => {
+      const calls: string[][] = [];
+      const send = connection.sendCommand.bind(connection);
+      connection.sendCommand = ((command: { name: string; args: unknown[] }, stream?: unknown) => {
+        if (command.name === 'evalsha') calls.push(command.args.slice(2, 2 + Number(command.args[1])).map(String));
+        return send(command as never, stream as never);
+      }) as typeof connection.sendCommand;
+      try {
+        const reader = new RealtimeFeatureReader(connection, 'co', { timeoutMs: 1000, nowMs: () => now });
+        return { got: await Promise.all(requests.map(([client, metadata]) => reader.read(client, metadata))), calls };
+      } finally {
+        connection.sendCommand = send;
       }
-      expect(got[0]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Network': 0.75, 'requester.share:Hardware': 0.25, 'channel.log_count': expect.any(Number), 'channel.share:Hardware': 1 });
-      expect(got[2]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Printing': 1 });
-      expect(got[4]).toEqual({ features: {}, defaulted: false });
+    };
+
+    const { got, calls } = await readThrough(redis);
+    expect(calls).toEqual([[key('c1', 'requester', 'ann'), key('c1', 'channel', 'chat'), key('c2', 'requester', 'ann'), key('c2', 'channel', 'chat'), key('c1', 'requester', 'bob')]]);
+    // Each answer is what a read of its own gives.
+    for (const [i, [client, metadata]] of requests.entries()) {
+      expect(got[i]).toEqual(await readRealtimeFeatures(redis, 'co', client, metadata, { timeoutMs: 1000, nowMs: now }));
+    }
+    expect(got[0]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Network': 0.75, 'requester.share:Hardware': 0.25, 'channel.log_count': expect.any(Number), 'channel.share:Hardware': 1 });
+    expect(got[2]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Printing': 1 });
+    expect(got[4]).toEqual({ features: {}, defaulted: false });
+
+    // A cluster client (ioredis's Cluster says isCluster): one command per client, each within one hash tag.
+    const clustered = redis.duplicate();
+    clustered.on('error', () => undefined);
+    Object.defineProperty(clustered, 'isCluster', { value: true });
+    try {
+      await new Promise((r) => clustered.once('ready', r));
+      const perClient = await readThrough(clustered);
+      expect(perClient.calls).toEqual([
+        [key('c1', 'requester', 'ann'), key('c1', 'channel', 'chat'), key('c1', 'requester', 'bob')],
+        [key('c2', 'requester', 'ann'), key('c2', 'channel', 'chat')],
+      ]);
+      expect(perClient.got).toEqual(got);
     } finally {
-      redis.sendCommand = send;
+      clustered.disconnect();
     }
   });
 });

@@ -9,7 +9,7 @@ import type { PredictionMade } from '../schemas/events.ts';
 import { createApp } from '../server/app.ts';
 import { ModelAdmin } from '../models/lifecycle.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
-import { derivedId } from '../server/prediction-service.ts';
+import { derivedId } from '../common/ids.ts';
 import { modelPublished } from './server-fixtures.ts';
 import { waitFor } from './helpers.ts';
 import { caughtUp } from './processors-support.ts';
