@@ -133,7 +133,9 @@ async function runLoad(opts: LoadOptions): Promise<void> {
  * HTTP, JSON parsing, validation and serialisation cost on this machine with nothing behind them.
  * It runs in its own process so its CPU is its own; GET /cpu answers its process.cpuUsage().
  */
-async function runFloor(): Promise<void> {
+interface FloorRedis { url: string; prefix: string }
+
+async function runFloor(withRedis: FloorRedis | null): Promise<void> {
   const { default: Fastify } = await import('fastify');
   const { predictBodySchema, predictionSchema } = await import('../../server/http/routes.ts');
   const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } } });
@@ -142,8 +144,30 @@ async function runFloor(): Promise<void> {
     scores: [{ label: 'Team0', score: 0.7 }, { label: 'Team1', score: 0.2 }, { label: 'Team2', score: 0.1 }],
     modelVersion: 'v1', variant: 'LIVE', featuresDefaulted: false, latencyMs: 0.1,
   };
-  app.post('/v1/clients/:clientId/predict', { schema: { body: predictBodySchema, response: { 200: predictionSchema } } }, async () => answer);
+  if (withRedis) {
+    // The floor plus the one thing Eddy cannot skip: a Redis round trip for the request's features.
+    const { Redis } = await import('ioredis');
+    const { featureKeys } = await import('../../common/keyspace.ts');
+    const redis = new Redis(withRedis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+    await new Promise((r) => redis.once('ready', r));
+    app.post<{ Params: { clientId: string }; Body: { metadata?: Record<string, string> } }>(
+      '/v1/clients/:clientId/predict', { schema: { body: predictBodySchema, response: { 200: predictionSchema } } },
+      async (req) => {
+        await redis.hgetall(featureKeys.entity(withRedis.prefix, req.params.clientId, 'requester', req.body.metadata?.requester ?? ''));
+        return answer;
+      },
+    );
+  } else {
+    app.post('/v1/clients/:clientId/predict', { schema: { body: predictBodySchema, response: { 200: predictionSchema } } }, async () => answer);
+  }
   app.get('/cpu', async () => process.cpuUsage());
+  // The floor's own allocation, measured in its process the way the server's is (allocationMeter).
+  let meter: (() => number) | undefined;
+  app.post('/alloc', async () => {
+    meter = allocationMeter();
+    return {};
+  });
+  app.get('/alloc', async () => ({ bytes: meter ? meter() : null }));
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   process.stdout.write(JSON.stringify({ url }) + '\n');
 }
@@ -153,9 +177,12 @@ function childArgv(): string[] {
   return process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--heap-prof'));
 }
 
-function startFloor(): Promise<{ url: string; cpuUs(): Promise<number>; close(): void }> {
+type Floor = { url: string; cpuUs(): Promise<number>; allocStart(): Promise<void>; allocBytes(): Promise<number>; close(): void };
+
+/** The floor in a child process; with `redis`, its route first reads the requester's feature hash (one HGETALL). */
+function startFloor(redis?: FloorRedis): Promise<Floor> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'floor'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'floor', JSON.stringify(redis ?? null)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.on('error', reject);
     child.stdout.on('data', (d: Buffer) => {
@@ -168,6 +195,10 @@ function startFloor(): Promise<{ url: string; cpuUs(): Promise<number>; close():
           const u = (await (await fetch(`${url}/cpu`)).json()) as { user: number; system: number };
           return u.user + u.system;
         },
+        allocStart: async () => {
+          await fetch(`${url}/alloc`, { method: 'POST' });
+        },
+        allocBytes: async () => ((await (await fetch(`${url}/alloc`)).json()) as { bytes: number }).bytes,
         close: () => child.kill(),
       });
     });
@@ -269,6 +300,7 @@ async function counterTotal(name: string, keep: (labels: Record<string, unknown>
  */
 async function floorSection(ctx: {
   server: { url: string };
+  redis: FloorRedis;
   base: Omit<LoadOptions, 'clients' | 'mode'>;
   k: number;
   seconds: number;
@@ -280,29 +312,37 @@ async function floorSection(ctx: {
   const { base, k, seconds, rate, table, rows, say } = ctx;
   const ROUNDS = Number(process.env.BENCH_SERVER_FLOOR_ROUNDS ?? 3);
   const floor = await startFloor();
-  const noAlloc = { allocBytesPerReq: NaN, gcMs: NaN, gcMaxMs: NaN };
-  const floorMeasured = async (opts: LoadOptions): Promise<Measured> => {
+  const floorRedis = await startFloor(ctx.redis);
+  const noGc = { gcMs: NaN, gcMaxMs: NaN };
+  const floorMeasured = async (opts: LoadOptions, floor: Floor): Promise<Measured> => {
+    await floor.allocStart();
     const before = await floor.cpuUs();
     const t = performance.now();
     const r = await load(opts);
     const cpuUs = (await floor.cpuUs()) - before;
-    return { ...r, ...noAlloc, cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
+    const bytes = await floor.allocBytes();
+    return { ...r, ...noGc, allocBytesPerReq: bytes / Math.max(1, r.requests), cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
   };
   try {
     say(`floor: warm every one of ${k} models, then ${ROUNDS} alternating rounds of floor / Eddy`);
     await load({ ...base, clients: k, mode: 'sequence', amount: k });
     await load({ ...base, url: floor.url, clients: k, mode: 'random', durationS: 3 });
+    await load({ ...base, url: floorRedis.url, clients: k, mode: 'random', durationS: 3 });
     await load({ ...base, clients: k, mode: 'random', durationS: 3 });
-    const ratios: { max: number[]; fixed: number[]; floorMax: number[]; eddyMax: number[]; floorFixed: number[]; eddyFixed: number[]; alloc: number[]; p99: number[]; defaulted: number[]; perCommit: number[] } =
-      { max: [], fixed: [], floorMax: [], eddyMax: [], floorFixed: [], eddyFixed: [], alloc: [], p99: [], defaulted: [], perCommit: [] };
+    const ratios: { max: number[]; fixed: number[]; floorMax: number[]; eddyMax: number[]; floorFixed: number[]; eddyFixed: number[]; alloc: number[]; floorAlloc: number[]; p99: number[]; defaulted: number[]; perCommit: number[]; redisMax: number[]; redisFixed: number[]; floorRedisMax: number[]; floorRedisFixed: number[] } =
+      { max: [], fixed: [], floorMax: [], eddyMax: [], floorFixed: [], eddyFixed: [], alloc: [], floorAlloc: [], p99: [], defaulted: [], perCommit: [], redisMax: [], redisFixed: [], floorRedisMax: [], floorRedisFixed: [] };
     for (let round = 1; round <= ROUNDS; round++) {
-      const fMax = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds });
+      const fMax = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds }, floor);
       table.push({ scenario: `floor (bare Fastify route): max throughput (round ${round})`, r: fMax });
+      const rMax = await floorMeasured({ ...base, url: floorRedis.url, clients: k, mode: 'random', durationS: seconds }, floorRedis);
+      table.push({ scenario: `floor + one Redis read: max throughput (round ${round})`, r: rMax });
       global.gc?.();
       const eMax = await measured({ ...base, clients: k, mode: 'random', durationS: seconds });
       table.push({ scenario: `Eddy: max throughput, ${k} models (round ${round})`, r: eMax });
-      const fFixed = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds, rate });
+      const fFixed = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds, rate }, floor);
       table.push({ scenario: `floor (bare Fastify route): ${rate} req/s (round ${round})`, r: fFixed });
+      const rFixed = await floorMeasured({ ...base, url: floorRedis.url, clients: k, mode: 'random', durationS: seconds, rate }, floorRedis);
+      table.push({ scenario: `floor + one Redis read: ${rate} req/s (round ${round})`, r: rFixed });
       global.gc?.();
       const defaultedBefore = await counterTotal('eddy_server_features_defaulted_total');
       const commitsBefore = await counterTotal('eddy_server_spool_commits_total');
@@ -319,15 +359,22 @@ async function floorSection(ctx: {
       ratios.floorFixed.push(fFixed.cpuUsPerReq);
       ratios.eddyFixed.push(eFixed.cpuUsPerReq);
       ratios.alloc.push(eMax.allocBytesPerReq, eFixed.allocBytesPerReq);
+      ratios.floorAlloc.push(fMax.allocBytesPerReq, fFixed.allocBytesPerReq);
+      ratios.redisMax.push(eMax.cpuUsPerReq / rMax.cpuUsPerReq);
+      ratios.redisFixed.push(eFixed.cpuUsPerReq / rFixed.cpuUsPerReq);
+      ratios.floorRedisMax.push(rMax.cpuUsPerReq);
+      ratios.floorRedisFixed.push(rFixed.cpuUsPerReq);
       ratios.p99.push(eFixed.p99);
       ratios.defaulted.push(defaulted / Math.max(1, predictions));
       ratios.perCommit.push(predictions / Math.max(1, commits));
-      say(`round ${round}: CPU µs/req floor ${fMax.cpuUsPerReq.toFixed(1)} / Eddy ${eMax.cpuUsPerReq.toFixed(1)} at max (${(eMax.cpuUsPerReq / fMax.cpuUsPerReq).toFixed(2)}x); floor ${fFixed.cpuUsPerReq.toFixed(1)} / Eddy ${eFixed.cpuUsPerReq.toFixed(1)} at ${rate}/s (${(eFixed.cpuUsPerReq / fFixed.cpuUsPerReq).toFixed(2)}x); p99 ${eFixed.p99.toFixed(2)} ms; defaulted ${defaulted}/${predictions}`);
+      say(`round ${round}: CPU µs/req floor ${fMax.cpuUsPerReq.toFixed(1)} / Eddy ${eMax.cpuUsPerReq.toFixed(1)} at max (${(eMax.cpuUsPerReq / fMax.cpuUsPerReq).toFixed(2)}x); floor ${fFixed.cpuUsPerReq.toFixed(1)} / Eddy ${eFixed.cpuUsPerReq.toFixed(1)} at ${rate}/s (${(eFixed.cpuUsPerReq / fFixed.cpuUsPerReq).toFixed(2)}x); floor + Redis ${rMax.cpuUsPerReq.toFixed(1)} at max, ${rFixed.cpuUsPerReq.toFixed(1)} at ${rate}/s; p99 ${eFixed.p99.toFixed(2)} ms; defaulted ${defaulted}/${predictions}`);
     }
     const f = (xs: number[], d = 1) => xs.map((x) => x.toFixed(d)).join(', ');
     rows.push(['Eddy CPU per prediction ÷ floor, max throughput', `median ${median(ratios.max).toFixed(2)}× (rounds: ${f(ratios.max, 2)}); µs/req floor ${f(ratios.floorMax)}, Eddy ${f(ratios.eddyMax)}`]);
     rows.push([`Eddy CPU per prediction ÷ floor, ${rate} req/s`, `median ${median(ratios.fixed).toFixed(2)}× (rounds: ${f(ratios.fixed, 2)}); µs/req floor ${f(ratios.floorFixed)}, Eddy ${f(ratios.eddyFixed)}`]);
-    rows.push(['allocated per prediction (request thread)', `median ${(median(ratios.alloc) / 1024).toFixed(2)} KB (runs: ${ratios.alloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB)`]);
+    rows.push(['Eddy CPU per prediction ÷ (floor + one Redis read), max throughput', `median ${median(ratios.redisMax).toFixed(2)}× (rounds: ${f(ratios.redisMax, 2)}); µs/req floor + Redis ${f(ratios.floorRedisMax)}`]);
+    rows.push([`Eddy CPU per prediction ÷ (floor + one Redis read), ${rate} req/s`, `median ${median(ratios.redisFixed).toFixed(2)}× (rounds: ${f(ratios.redisFixed, 2)}); µs/req floor + Redis ${f(ratios.floorRedisFixed)}`]);
+    rows.push(['allocated per prediction (request thread)', `median ${(median(ratios.alloc) / 1024).toFixed(2)} KB (runs: ${ratios.alloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB); the floor's per request: median ${(median(ratios.floorAlloc) / 1024).toFixed(2)} KB (runs: ${ratios.floorAlloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB)`]);
     rows.push([`p99 at ${rate} req/s, ${k} models`, `median ${median(ratios.p99).toFixed(2)} ms (rounds: ${f(ratios.p99, 2)} ms)`]);
     rows.push([`predictions with defaulted features at ${rate} req/s`, `${ratios.defaulted.map((x) => `${(x * 100).toFixed(3)}%`).join(', ')}`]);
     rows.push([`predictions per spool commit at ${rate} req/s (EDDY_SERVER_SPOOL=${process.env.EDDY_SERVER_SPOOL ?? 'write'})`, ratios.perCommit.map((x) => x.toFixed(2)).join(', ')]);
@@ -365,6 +412,7 @@ async function floorSection(ctx: {
     }
   } finally {
     floor.close();
+    floorRedis.close();
   }
 }
 
@@ -454,7 +502,7 @@ async function main(): Promise<void> {
 
     const FLOOR = (process.env.BENCH_SERVER_FLOOR ?? '1') !== '0';
     if (ONLY_FLOOR) {
-      await floorSection({ server, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
+      await floorSection({ server, redis: { url: config.redisUrl, prefix: config.redisPrefix }, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
       report();
       return;
     }
@@ -481,7 +529,7 @@ async function main(): Promise<void> {
     rows.push(['process RSS', `${(rssStart / 2 ** 20).toFixed(0)} MiB at start, ${(rssBefore / 2 ** 20).toFixed(0)} MiB ready, ${(rssAfter / 2 ** 20).toFixed(0)} MiB with ${stats.models} models`]);
 
     // After the cold scenario (the floor section warms k models first).
-    if (FLOOR) await floorSection({ server, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
+    if (FLOOR) await floorSection({ server, redis: { url: config.redisUrl, prefix: config.redisPrefix }, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
     say(`max throughput over ${k} models`);
     table.push({ scenario: `max throughput, ${k} models`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
     say(`max throughput over ${N} models`);
@@ -607,7 +655,7 @@ async function main(): Promise<void> {
 if (process.argv[2] === 'load') {
   await runLoad(JSON.parse(process.argv[3]!) as LoadOptions);
 } else if (process.argv[2] === 'floor') {
-  await runFloor();
+  await runFloor(JSON.parse(process.argv[3] ?? 'null') as FloorRedis | null);
 } else {
   await main();
 }
