@@ -217,18 +217,20 @@ export class RealtimeFeatureReader {
     const command = (this.redis as unknown as Record<string, (...args: unknown[]) => Promise<string[][]>>)[READ_STATES]!;
     for (const indexes of f.groups.values()) {
       const keys = indexes.map((i) => f.keys[i]!);
-      // A late failure after the deadline is swallowed by the same handler (never unhandled).
-      command.call(this.redis, keys.length, ...keys).then(
-        (replies) => {
+      const failed = () => {
+        if (--pending === 0) finish();
+      };
+      try {
+        // A late failure after the deadline is swallowed by the same handler (never unhandled).
+        command.call(this.redis, keys.length, ...keys).then((replies) => {
           indexes.forEach((i, j) => {
             states[i] = pairsToObject(replies[j] ?? []);
           });
           if (--pending === 0) finish();
-        },
-        () => {
-          if (--pending === 0) finish();
-        },
-      );
+        }, failed);
+      } catch {
+        failed();
+      }
     }
   }
 }

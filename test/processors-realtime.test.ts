@@ -108,6 +108,9 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(got[0]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Network': 0.75, 'requester.share:Hardware': 0.25, 'channel.log_count': expect.any(Number), 'channel.share:Hardware': 1 });
     expect(got[2]!.features).toEqual({ 'requester.log_count': expect.any(Number), 'requester.share:Printing': 1 });
     expect(got[4]).toEqual({ features: {}, defaulted: false });
+    // A restarted Redis has forgotten the script: the read loads it again instead of defaulting.
+    await redis.script('FLUSH');
+    expect((await readThrough(redis)).got).toEqual(got);
 
     // A cluster client (ioredis's Cluster says isCluster): one command per client, each within one hash tag.
     const clustered = redis.duplicate();
