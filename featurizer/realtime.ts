@@ -33,6 +33,15 @@ export const REALTIME_FEATURES_VERSION = 'rt1:requester,channel:hl7d';
 /** The hash field holding the time (ms) the decayed counts are expressed at. */
 export const DECAY_TIME_FIELD = '_t';
 
+/** Does `metadata` name an entity with a label history (what entitiesOf would return something for)? */
+function namesAnEntity(metadata: Record<string, string>): boolean {
+  for (const field of REALTIME_ENTITY_FIELDS) {
+    const value = metadata[field];
+    if (value !== undefined && value !== '') return true;
+  }
+  return false;
+}
+
 /** The entities named in `metadata`, in a fixed order (the order of REALTIME_ENTITY_FIELDS). */
 export function entitiesOf(metadata: Record<string, string>): Array<{ field: string; value: string }> {
   const out: Array<{ field: string; value: string }> = [];
@@ -157,8 +166,32 @@ export class RealtimeFeatureReader {
   }
 
   read(clientId: string, metadata: Record<string, string>): Promise<{ features: RealtimeFeatures; defaulted: boolean }> {
+    if (!namesAnEntity(metadata)) return Promise.resolve(NONE);
+    return new Promise((resolve) => this.enqueue(clientId, metadata, resolve));
+  }
+
+  /** The features of several requests of one client (a batch's items), in order: one promise for all. */
+  readMany(clientId: string, metadatas: ReadonlyArray<Record<string, string>>): Promise<Array<{ features: RealtimeFeatures; defaulted: boolean }>> {
+    const out: Array<{ features: RealtimeFeatures; defaulted: boolean }> = new Array(metadatas.length);
+    let waiting = 0;
+    for (let i = 0; i < metadatas.length; i++) {
+      if (namesAnEntity(metadatas[i]!)) waiting++;
+      else out[i] = NONE;
+    }
+    if (waiting === 0) return Promise.resolve(out);
+    return new Promise((resolve) => {
+      for (let i = 0; i < metadatas.length; i++) {
+        if (out[i] === NONE) continue;
+        this.enqueue(clientId, metadatas[i]!, (r) => {
+          out[i] = r;
+          if (--waiting === 0) resolve(out);
+        });
+      }
+    });
+  }
+
+  private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve']): void {
     const entities = entitiesOf(metadata);
-    if (entities.length === 0) return Promise.resolve(NONE);
     let f = this.flush;
     if (!f) {
       f = this.flush = { keys: [], keyIndex: new Map(), groups: new Map(), reads: [] };
@@ -178,9 +211,7 @@ export class RealtimeFeatureReader {
       }
       keys.push(i);
     }
-    return new Promise((resolve) => {
-      f.reads.push({ keys, entities, resolve, settled: false });
-    });
+    f.reads.push({ keys, entities, resolve, settled: false });
   }
 
   private send(): void {

@@ -221,8 +221,8 @@ export class TextFeaturizer {
    * definition's (the L2 norm is a floating-point sum), which no general hash map guarantees.
    */
   featurize(text: string, metadata: Record<string, string> = {}, realtime: Record<string, number> = {}): SparseVector {
-    const w = this.wordSpans(text);
-    const { text: norm, count: nWords } = w;
+    const norm = this.wordSpans(text);
+    const nWords = this.spanCount;
     const spans = this.spans;
     const t = this.table;
     t.reset(this.textFeatureCount(nWords));
@@ -288,12 +288,12 @@ export class TextFeaturizer {
   }
 
   /**
-   * The words of `words(text)` as [start, end) spans of the normalised text in `this.spans` (no
-   * string per word). ASCII text, the common case, is scanned by hand with exactly TOKEN's rule
+   * The normalised text, with the words of `words(text)` as [start, end) spans of it in
+   * `this.spans` (`this.spanCount` of them; no string per word). ASCII text, the common case, is scanned by hand with exactly TOKEN's rule
    * (a run of letters and digits, then optionally an apostrophe and letters); other text is
    * matched by TOKEN itself.
    */
-  private wordSpans(text: string): { text: string; count: number } {
+  private wordSpans(text: string): string {
     const cut = text.length > this.config.maxChars ? text.slice(0, this.config.maxChars) : text;
     const min = this.config.minWordChars && this.config.minWordChars > 1 ? this.config.minWordChars : 0;
     let count = 0;
@@ -314,12 +314,14 @@ export class TextFeaturizer {
         }
         count = this.pushSpan(count, start, i, min);
       }
-      return { text: norm, count };
+      this.spanCount = count;
+      return norm;
     }
     const norm = normalizeText(cut, this.config.maxChars);
     TOKEN.lastIndex = 0;
     for (let m = TOKEN.exec(norm); m !== null; m = TOKEN.exec(norm)) count = this.pushSpan(count, m.index, m.index + m[0].length, min);
-    return { text: norm, count };
+    this.spanCount = count;
+    return norm;
   }
 
   /** Records word `count` (when at least `min` long); returns the new count. */
@@ -347,8 +349,9 @@ export class TextFeaturizer {
     return n;
   }
 
-  /** Word spans of the last `wordSpans` call: start at 2i, end at 2i + 1. */
+  /** Word spans of the last `wordSpans` call: start at 2i, end at 2i + 1; `spanCount` of them. */
   private spans = new Int32Array(256);
+  private spanCount = 0;
   private readonly table = new FeatureTable();
 }
 

@@ -90,15 +90,18 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const sampledRead = { ok: redisSeconds?.labels({ component: 'server', command: 'hgetall', outcome: 'ok' }), defaulted: redisSeconds?.labels({ component: 'server', command: 'hgetall', outcome: 'error' }) };
   let reads = 0;
   const features = new RealtimeFeatureReader(redis, config.redisPrefix, { timeoutMs: s.featureTimeoutMs });
-  const readFeatures: FeatureReader = (clientId, metadata) => {
-    const read = features.read(clientId, metadata);
+  const sampled = <T>(read: Promise<T>, defaulted: (r: T) => boolean): Promise<T> => {
     if (++reads % FEATURE_READ_SAMPLE !== 0 || !sampledRead.ok) return read;
     const started = performance.now();
     return read.then((r) => {
-      (r.defaulted ? sampledRead.defaulted : sampledRead.ok)?.observe((performance.now() - started) / 1000);
+      (defaulted(r) ? sampledRead.defaulted : sampledRead.ok)?.observe((performance.now() - started) / 1000);
       return r;
     });
   };
+  const readFeatures: FeatureReader = Object.assign(
+    (clientId: string, metadata: Record<string, string>) => sampled(features.read(clientId, metadata), (r) => r.defaulted),
+    { many: (clientId: string, metadatas: ReadonlyArray<Record<string, string>>) => sampled(features.readMany(clientId, metadatas), (rs) => rs.some((r) => r.defaulted)) },
+  );
   const service = new PredictionService(registry, labels, manager, readFeatures, s, logger);
   // The spool of answered predictions (server/spool.ts): what a dead server left for this topic is replayed first.
   const spool = s.spool === 'off' ? undefined : new PredictionSpool({

@@ -52,8 +52,11 @@ export interface PredictResult {
   explanation?: Explanation;
 }
 
-/** Real-time features for a request; must never throw (featurizer/realtime.ts readRealtimeFeatures). */
-export type FeatureReader = (clientId: string, metadata: Record<string, string>) => Promise<{ features: Record<string, number>; defaulted: boolean }>;
+/** Real-time features for a request, or for several of one client in one go; must never throw (featurizer/realtime.ts RealtimeFeatureReader). */
+export interface FeatureReader {
+  (clientId: string, metadata: Record<string, string>): Promise<{ features: Record<string, number>; defaulted: boolean }>;
+  many(clientId: string, metadatas: ReadonlyArray<Record<string, string>>): Promise<Array<{ features: Record<string, number>; defaulted: boolean }>>;
+}
 
 /**
  * The input limits of every channel (HTTP answers 413 with these codes; Kafka dead-letters the
@@ -78,6 +81,9 @@ export function checkInputLimits(limits: Pick<ServerConfig, 'maxTextChars' | 'ma
 export function stableShare(key: string): number {
   return hashString(key) / 0x1_0000_0000;
 }
+
+/** The metadata of an item answered without a model: names no entity, so nothing is read for it. */
+const NO_METADATA: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** The features of a request answered without a model (the baseline reads none). */
 const NO_FEATURES: { features: Record<string, number>; defaulted: boolean } = Object.freeze({ features: Object.freeze({}), defaulted: false });
@@ -194,8 +200,8 @@ export class PredictionService {
       let features: Array<{ features: Record<string, number>; defaulted: boolean }> | undefined;
       if (n === 1) {
         if (handles[0]) features = [await this.readFeatures(clientId, reqs[0]!.metadata)];
-      } else if (c?.live !== undefined) {
-        features = await Promise.all(reqs.map((req, i) => (handles[i] ? this.readFeatures(clientId, req.metadata) : NO_FEATURES)));
+      } else if (handles.some((h) => h !== undefined)) {
+        features = await this.readFeatures.many(clientId, reqs.map((req, i) => (handles[i] ? req.metadata : NO_METADATA)));
       }
       const out: Array<{ result: PredictResult; events: PredictionMade[] }> = new Array(n);
       for (let i = 0; i < n; i++) {

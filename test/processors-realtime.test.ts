@@ -128,4 +128,24 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
       clustered.disconnect();
     }
   });
+
+  it('readMany answers a batch in order, with one command, items that name no entity included', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    await redis.hset(featureKeys.entity('rm', 'c1', 'requester', 'ann'), { _t: String(now), Network: '3', Hardware: '1' });
+    await redis.hset(featureKeys.entity('rm', 'c1', 'channel', 'chat'), { _t: String(now), Hardware: '2' });
+    const reader = new RealtimeFeatureReader(redis, 'rm', { timeoutMs: 1000, nowMs: () => now });
+    const items: Array<Record<string, string>> = [{ requester: 'ann', channel: 'chat' }, {}, { requester: 'bob' }, { channel: 'chat', other: 'x' }, { requester: 'ann' }];
+    const before = Number((await redis.info('commandstats')).match(/cmdstat_evalsha:calls=(\d+)/)?.[1] ?? 0);
+    const got = await reader.readMany('c1', items);
+    const after = Number((await redis.info('commandstats')).match(/cmdstat_evalsha:calls=(\d+)/)?.[1] ?? 0);
+    expect(after - before).toBe(1);
+    expect(got).toHaveLength(items.length);
+    for (const [i, metadata] of items.entries()) {
+      expect(got[i]).toEqual(await readRealtimeFeatures(redis, 'rm', 'c1', metadata, { timeoutMs: 1000, nowMs: now }));
+    }
+    expect(got[1]).toEqual({ features: {}, defaulted: false });
+    expect(got[2]).toEqual({ features: {}, defaulted: false });
+    expect(got[0]!.features['requester.share:Network']).toBe(0.75);
+    expect(await reader.readMany('c1', [{}, {}])).toEqual([{ features: {}, defaulted: false }, { features: {}, defaulted: false }]);
+  });
 });
