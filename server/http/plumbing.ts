@@ -181,9 +181,16 @@ export function guards(config: Pick<ServerConfig, 'adminKey' | 'apiKeys'>, isRea
       req.principal = authenticate(req);
     },
     /** The client key of `:clientId`, or the admin key; the registry must have caught up (predictions). */
-    requireClient: async (req: FastifyRequest<{ Params: { clientId: string } }>) => {
-      ownClient(req);
-      ready();
+    requireClient: (req: FastifyRequest<{ Params: { clientId: string } }>, _reply: FastifyReply, done: (err?: Error) => void) => {
+      // Callback style, not async: every prediction passes here, and a promise per request is CPU.
+      try {
+        ownClient(req);
+        ready();
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+      done();
     },
     /** The client key of `:clientId`, or the admin key; for reads of stored data (no readiness needed). */
     requireClientData: async (req: FastifyRequest<{ Params: { clientId: string } }>) => {
