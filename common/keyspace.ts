@@ -82,9 +82,14 @@ export const featureKeys = {
   snapshot: (prefix: string, clientId: string, eventId: string) => `${clientKey(prefix, clientId)}:f:xf:${eventId}`,
   quality: (prefix: string, clientId: string, occurredAt: number) =>
     `${clientKey(prefix, clientId)}:f:q:${new Date(occurredAt).toISOString().slice(0, 10)}`,
-  /** One entity's decayed label counts (the value is cut to 200 characters and URI-encoded). */
+  /**
+   * One entity's decayed label counts (the value is cut to 200 characters and URI-encoded). Lone
+   * surrogates become U+FFFD first, as a UTF-8 round trip (Avro on the log) makes them, so a
+   * value typed into HTTP and the same value read from an event name one key; and
+   * encodeURIComponent, which throws on a lone surrogate (also one left by the cut), cannot fail.
+   */
   entity: (prefix: string, clientId: string, field: string, value: string) =>
-    `${clientKey(prefix, clientId)}:f:rt:${field}:${encodeURIComponent(value.slice(0, MAX_ENTITY_VALUE_LENGTH))}`,
+    `${clientKey(prefix, clientId)}:f:rt:${field}:${encodeURIComponent(wellFormed(value.slice(0, MAX_ENTITY_VALUE_LENGTH)))}`,
   clients: (prefix: string) => `${prefix}:clients`,
 };
 
@@ -115,3 +120,8 @@ export const triggerKeys = {
   state: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:t`,
   held: (prefix: string) => `${prefix}:triggers:held`,
 };
+
+/** String.prototype.toWellFormed (Node 20; not in the ES2022 lib this project compiles against). */
+function wellFormed(s: string): string {
+  return (s as unknown as { toWellFormed(): string }).toWellFormed();
+}

@@ -191,15 +191,22 @@ export class RealtimeFeatureReader {
   }
 
   private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve']): void {
+    // Never throws (a read must not fail a prediction): keys that cannot be built default the read.
     const entities = entitiesOf(metadata);
+    let keyNames: string[];
+    try {
+      keyNames = entities.map((e) => featureKeys.entity(this.keyPrefix, clientId, e.field, e.value));
+    } catch {
+      resolve(DEFAULTED);
+      return;
+    }
     let f = this.flush;
     if (!f) {
       f = this.flush = { keys: [], keyIndex: new Map(), groups: new Map(), reads: [] };
       setImmediate(() => this.send());
     }
     const keys: number[] = [];
-    for (const e of entities) {
-      const key = featureKeys.entity(this.keyPrefix, clientId, e.field, e.value);
+    for (const key of keyNames) {
       let i = f.keyIndex.get(key);
       if (i === undefined) {
         i = f.keys.push(key) - 1;

@@ -148,4 +148,17 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(got[0]!.features['requester.share:Network']).toBe(0.75);
     expect(await reader.readMany('c1', [{}, {}])).toEqual([{ features: {}, defaulted: false }, { features: {}, defaulted: false }]);
   });
+
+  it('an entity value with lone surrogates names the key its UTF-8 round trip names, also when the 200-character cut splits a pair', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    // What the feature processor keys after Avro (UTF-8) turned the lone surrogate into U+FFFD.
+    await redis.hset(featureKeys.entity('ws', 'c1', 'requester', 'a\ufffdb'), { _t: String(now), Network: '1' });
+    const r = await readRealtimeFeatures(redis, 'ws', 'c1', { requester: 'a\ud800b' }, { timeoutMs: 1000, nowMs: now });
+    expect(r).toEqual({ features: { 'requester.log_count': expect.any(Number), 'requester.share:Network': 1 }, defaulted: false });
+    expect(featureKeys.entity('ws', 'c1', 'requester', 'a\ud800b')).toBe(featureKeys.entity('ws', 'c1', 'requester', 'a\ufffdb'));
+    // 199 characters, then an astral character: the cut at 200 leaves half of it.
+    const long = `${'x'.repeat(199)}😀tail`;
+    expect(() => featureKeys.entity('ws', 'c1', 'requester', long)).not.toThrow();
+    expect((await readRealtimeFeatures(redis, 'ws', 'c1', { requester: long, channel: '\udc00' }, { timeoutMs: 1000, nowMs: now })).defaulted).toBe(false);
+  });
 });
