@@ -30,6 +30,7 @@
  *
  * CPU per unit of work (from /proc) is given for the steady window before the first fault
  * (BENCH_REFERENCE_MS, the reference) and for the whole run, so the cost of the work done again after crashes shows as a ratio.
+ * BENCH_CHILD_LOG_DIR=<dir> keeps each running child's output there (BENCH_CHILD_LOG_LEVEL, default warn).
  * Prints progress lines on stderr and a markdown report on stdout; `--write` also writes
  * docs/benchmarks/chaos.md. The whole run takes about 8–10 minutes on the 2-core machine.
  */
@@ -434,6 +435,12 @@ try {
     const again = await firstTime(async () =>
       (await caughtUp(streams, 'processors.features', ['examples'])) && (await caughtUp(streams, 'processors.analytics', ['predictions'])), DRAIN_MS, 500);
     drainNote = `**did not catch up within ${DRAIN_MS / 1000} s** after the load stopped (stalled: see the fault table); after a restart by hand: ${Number.isFinite(again) ? `caught up in ${secs(again - restartAt)}` : `still not caught up after ${DRAIN_MS / 1000} s`}`;
+  }
+  // BENCH_CHILD_LOG_DIR=<dir>: each running child's whole output (with BENCH_CHILD_LOG_LEVEL=info, its start-up in detail).
+  const logDir = process.env.BENCH_CHILD_LOG_DIR;
+  if (logDir) {
+    fs.mkdirSync(logDir, { recursive: true });
+    for (const [name, child] of Object.entries(children)) fs.writeFileSync(path.join(logDir, `${name}.log`), child?.output() ?? '');
   }
   // The server's publisher flushes every 50 ms; its ClickHouse rows come through the analytics group.
   await sleep(2000);
