@@ -120,7 +120,6 @@ const READ_STATES = 'eddyReadEntityStates';
 interface PendingRead {
   /** Indexes into the flush's key list, one per entity (in entitiesOf order). */
   keys: number[];
-  entities: Array<{ field: string; value: string }>;
   resolve: (r: { features: RealtimeFeatures; defaulted: boolean }) => void;
   settled: boolean;
 }
@@ -128,7 +127,10 @@ interface PendingRead {
 /** One event-loop turn's reads: keys deduplicated, in groups of one command each (one group, or one per client on a cluster). */
 interface Flush {
   keys: string[];
-  keyIndex: Map<string, number>;
+  /** The entity field of each key. */
+  fields: string[];
+  /** Client -> per entity field (REALTIME_ENTITY_FIELDS order): value -> key index. A repeated entity builds no key string. */
+  keyIndex: Map<string, Array<Map<string, number>>>;
   groups: Map<string, number[]>;
   reads: PendingRead[];
 }
@@ -192,25 +194,31 @@ export class RealtimeFeatureReader {
 
   private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve']): void {
     // Never throws (a read must not fail a prediction): keys that cannot be built default the read.
-    const entities = entitiesOf(metadata);
-    let keyNames: string[];
-    try {
-      keyNames = entities.map((e) => featureKeys.entity(this.keyPrefix, clientId, e.field, e.value));
-    } catch {
-      resolve(DEFAULTED);
-      return;
-    }
     let f = this.flush;
     if (!f) {
-      f = this.flush = { keys: [], keyIndex: new Map(), groups: new Map(), reads: [] };
+      f = this.flush = { keys: [], fields: [], keyIndex: new Map(), groups: new Map(), reads: [] };
       setImmediate(() => this.send());
     }
+    let byField = f.keyIndex.get(clientId);
+    if (!byField) f.keyIndex.set(clientId, (byField = REALTIME_ENTITY_FIELDS.map(() => new Map<string, number>())));
     const keys: number[] = [];
-    for (const key of keyNames) {
-      let i = f.keyIndex.get(key);
+    for (let fi = 0; fi < REALTIME_ENTITY_FIELDS.length; fi++) {
+      const field = REALTIME_ENTITY_FIELDS[fi]!;
+      const value = metadata[field];
+      if (value === undefined || value === '') continue;
+      let i = byField[fi]!.get(value);
       if (i === undefined) {
+        let key: string;
+        try {
+          key = featureKeys.entity(this.keyPrefix, clientId, field, value);
+        } catch {
+          // Never throws (a read must not fail a prediction): a key that cannot be built defaults the read.
+          resolve(DEFAULTED);
+          return;
+        }
         i = f.keys.push(key) - 1;
-        f.keyIndex.set(key, i);
+        f.fields.push(field);
+        byField[fi]!.set(value, i);
         const groupKey = this.perClient ? clientId : '';
         const group = f.groups.get(groupKey);
         if (group) group.push(i);
@@ -218,7 +226,7 @@ export class RealtimeFeatureReader {
       }
       keys.push(i);
     }
-    f.reads.push({ keys, entities, resolve, settled: false });
+    f.reads.push({ keys, resolve, settled: false });
   }
 
   private send(): void {
@@ -244,10 +252,10 @@ export class RealtimeFeatureReader {
           continue;
         }
         const features: RealtimeFeatures = {};
-        r.keys.forEach((i, j) => {
-          const own = perKey[i] ?? (perKey[i] = entityFeatures(r.entities[j]!.field, states[i]!, now));
+        for (const i of r.keys) {
+          const own = perKey[i] ?? (perKey[i] = entityFeatures(f.fields[i]!, states[i]!, now));
           for (const name in own) features[name] = own[name]!;
-        });
+        }
         r.resolve({ features, defaulted: false });
       }
     };
