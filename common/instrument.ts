@@ -1,21 +1,21 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { Redis } from 'ioredis';
-import { metric, prom } from './metrics.ts';
+import { histogram } from './metrics.ts';
 
 /**
  * Latency histograms for Redis and ClickHouse, added to an existing client in one call (Benthos'
  * rule: metrics come from the runtime, not from every call site). Wrapping the client's own entry
  * points means every command of every component that uses the client is measured.
  */
-const redisSeconds = () => metric('eddy_redis_command_seconds', () => new prom.Histogram({
+const redisSeconds = () => histogram({
   name: 'eddy_redis_command_seconds', help: 'Redis command latency (a pipeline counts each command from send to reply)', labelNames: ['component', 'command', 'outcome'],
   buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
-}));
+});
 
-const clickhouseSeconds = () => metric('eddy_clickhouse_request_seconds', () => new prom.Histogram({
+const clickhouseSeconds = () => histogram({
   name: 'eddy_clickhouse_request_seconds', help: 'ClickHouse request latency by operation (query, insert, command, exec)', labelNames: ['component', 'operation', 'outcome'],
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-}));
+});
 
 const INSTRUMENTED = Symbol.for('eddy.instrumented');
 

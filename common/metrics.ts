@@ -21,6 +21,21 @@ export function metric<T extends client.Metric>(name: string, create: () => T): 
   return m;
 }
 
+/** A counter registered under its configured name, created on first use (the name is written once). */
+export function counter<L extends string>(config: client.CounterConfiguration<L>): client.Counter<L> {
+  return metric(config.name, () => new client.Counter<L>(config));
+}
+
+/** A gauge registered under its configured name, created on first use. */
+export function gauge<L extends string>(config: client.GaugeConfiguration<L>): client.Gauge<L> {
+  return metric(config.name, () => new client.Gauge<L>(config));
+}
+
+/** A histogram registered under its configured name, created on first use. */
+export function histogram<L extends string>(config: client.HistogramConfiguration<L>): client.Histogram<L> {
+  return metric(config.name, () => new client.Histogram<L>(config));
+}
+
 export { client as prom };
 
 /** One label set of a {@link HotCounter}: `n` counts up on the hot path. */

@@ -1,4 +1,4 @@
-import { HotCounter, metric, prom } from '../common/metrics.ts';
+import { counter, gauge, histogram, HotCounter } from '../common/metrics.ts';
 
 /**
  * The counters every request touches, as HotCounters (common/metrics.ts): a caller looks up the
@@ -16,64 +16,64 @@ export const hotMetrics = {
 /** Every metric the prediction server exports on /metrics (shared registry, created once). */
 export const serverMetrics = {
   requests: () => hotMetrics.requests().counter,
-  requestSeconds: () => metric('eddy_server_request_seconds', () => new prom.Histogram({
+  requestSeconds: () => histogram({
     name: 'eddy_server_request_seconds', help: 'HTTP request latency by route', labelNames: ['route'],
     buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
-  })),
-  errors: () => metric('eddy_server_errors_total', () => new prom.Counter({
+  }),
+  errors: () => counter({
     name: 'eddy_server_errors_total', help: 'Error responses by stable error code', labelNames: ['code'],
-  })),
+  }),
   predictions: () => hotMetrics.predictions().counter,
-  predictSeconds: () => metric('eddy_server_predict_seconds', () => new prom.Histogram({
+  predictSeconds: () => histogram({
     name: 'eddy_server_predict_seconds', help: 'Time to answer one prediction inside the server (features + model)', labelNames: ['channel'],
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
-  })),
+  }),
   featuresDefaulted: () => hotMetrics.featuresDefaulted().counter,
   cacheLookups: () => hotMetrics.cacheLookups().counter,
-  loads: () => metric('eddy_server_model_loads_total', () => new prom.Counter({
+  loads: () => counter({
     name: 'eddy_server_model_loads_total', help: 'Model loads by outcome (ok, failed) and error code', labelNames: ['outcome', 'code'],
-  })),
-  loadSeconds: () => metric('eddy_server_model_load_seconds', () => new prom.Histogram({
+  }),
+  loadSeconds: () => histogram({
     name: 'eddy_server_model_load_seconds', help: 'Time to read, verify and load one model artifact',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
-  })),
-  evictions: () => metric('eddy_server_model_evictions_total', () => new prom.Counter({
+  }),
+  evictions: () => counter({
     name: 'eddy_server_model_evictions_total', help: 'Loaded models evicted to stay within EDDY_SERVER_MODEL_MEMORY_MB',
-  })),
-  loadedModels: () => metric('eddy_server_models_loaded', () => new prom.Gauge({
+  }),
+  loadedModels: () => gauge({
     name: 'eddy_server_models_loaded', help: 'Models currently loaded in memory',
-  })),
-  loadedBytes: () => metric('eddy_server_models_loaded_bytes', () => new prom.Gauge({
+  }),
+  loadedBytes: () => gauge({
     name: 'eddy_server_models_loaded_bytes', help: 'Memory of loaded models as reported by Predictor.memoryBytes',
-  })),
-  swaps: () => metric('eddy_server_model_swaps_total', () => new prom.Counter({
+  }),
+  swaps: () => counter({
     name: 'eddy_server_model_swaps_total', help: 'Live versions switched after a background load', labelNames: ['outcome'],
-  })),
-  published: () => metric('eddy_server_predictions_published_total', () => new prom.Counter({
+  }),
+  published: () => counter({
     name: 'eddy_server_predictions_published_total', help: 'PredictionMade events written to Kafka',
-  })),
-  dropped: () => metric('eddy_server_predictions_dropped_total', () => new prom.Counter({
+  }),
+  dropped: () => counter({
     name: 'eddy_server_predictions_dropped_total', help: 'PredictionMade events that will not reach Kafka: refused by their schema or the producer, or lost with a publisher thread that died (a full buffer no longer drops: see eddy_server_publish_refused_total)',
-  })),
-  refused: () => metric('eddy_server_publish_refused_total', () => new prom.Counter({
+  }),
+  refused: () => counter({
     name: 'eddy_server_publish_refused_total', help: 'Predict requests answered 503 (Retry-After) before predicting because the PredictionMade backlog was full (Kafka slow or down)',
-  })),
-  spoolReplayed: () => metric('eddy_server_spool_replayed_total', () => new prom.Counter({
+  }),
+  spoolReplayed: () => counter({
     name: 'eddy_server_spool_replayed_total', help: 'PredictionMade events a dead server left in the spool, replayed to Kafka at start',
-  })),
-  spoolUnreplayable: () => metric('eddy_server_spool_unreplayable_total', () => new prom.Counter({
+  }),
+  spoolUnreplayable: () => counter({
     name: 'eddy_server_spool_unreplayable_total', help: 'Spooled PredictionMade that cannot be replayed: torn (a partial last record: a write cut by a power loss) or schema (written by a build with another schema; kept as .bad)', labelNames: ['reason'],
-  })),
-  spoolCommits: () => metric('eddy_server_spool_commits_total', () => new prom.Counter({
+  }),
+  spoolCommits: () => counter({
     name: 'eddy_server_spool_commits_total', help: 'Spool group commits (one write per turn of the event loop that answered predictions): predictions per commit = eddy_server_predictions_total{channel="HTTP"} / this',
-  })),
-  spoolFailures: () => metric('eddy_server_spool_write_failures_total', () => new prom.Counter({
+  }),
+  spoolFailures: () => counter({
     name: 'eddy_server_spool_write_failures_total', help: 'Spool writes that failed (disk full, I/O error): the predictions of that group commit were answered 503',
-  })),
-  bufferSize: () => metric('eddy_server_publish_buffer_events', () => new prom.Gauge({
+  }),
+  bufferSize: () => gauge({
     name: 'eddy_server_publish_buffer_events', help: 'PredictionMade events waiting to be written to Kafka',
-  })),
-  registryReady: () => metric('eddy_server_registry_ready', () => new prom.Gauge({
+  }),
+  registryReady: () => gauge({
     name: 'eddy_server_registry_ready', help: '1 once the model registry caught up with the models topic',
-  })),
+  }),
 };

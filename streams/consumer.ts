@@ -6,7 +6,7 @@ import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
 import { EddyError, errorMessage } from '../common/errors.ts';
 import { retry } from '../common/retry.ts';
 import { createLogger, type Logger } from '../common/log.ts';
-import { metric, prom } from '../common/metrics.ts';
+import { counter, histogram } from '../common/metrics.ts';
 import type { DeadLetter } from '../schemas/events.ts';
 
 /** One decoded event with where it came from. */
@@ -104,22 +104,22 @@ export interface ConsumerRunnerOptions {
 }
 
 const metrics = {
-  received: () => metric('eddy_consumer_received_total', () => new prom.Counter({
+  received: () => counter({
     name: 'eddy_consumer_received_total', help: 'Messages fetched by a consumer group', labelNames: ['group', 'topic'],
-  })),
-  processed: () => metric('eddy_consumer_processed_total', () => new prom.Counter({
+  }),
+  processed: () => counter({
     name: 'eddy_consumer_processed_total', help: 'Events handled and committed', labelNames: ['group', 'topic'],
-  })),
-  deadLettered: () => metric('eddy_consumer_dead_lettered_total', () => new prom.Counter({
+  }),
+  deadLettered: () => counter({
     name: 'eddy_consumer_dead_lettered_total', help: 'Messages sent to the dead-letter topic', labelNames: ['group', 'topic', 'code'],
-  })),
-  retries: () => metric('eddy_consumer_retries_total', () => new prom.Counter({
+  }),
+  retries: () => counter({
     name: 'eddy_consumer_retries_total', help: 'Retriable failures (the work was retried, not dropped)', labelNames: ['group', 'code'],
-  })),
-  latency: () => metric('eddy_consumer_handle_seconds', () => new prom.Histogram({
+  }),
+  latency: () => histogram({
     name: 'eddy_consumer_handle_seconds', help: 'Time to handle one call of records', labelNames: ['group'],
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-  })),
+  }),
 };
 
 class StoppedError extends Error {}

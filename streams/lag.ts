@@ -1,23 +1,23 @@
 import type { Admin } from './client.ts';
 import { errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
-import { metric, prom } from '../common/metrics.ts';
+import { counter, gauge } from '../common/metrics.ts';
 import type { Streams } from './connect.ts';
 import { TOPIC_NAMES, type TopicName } from './topics.ts';
 
 const gauges = {
-  lag: () => metric('eddy_consumer_lag', () => new prom.Gauge({
+  lag: () => gauge({
     name: 'eddy_consumer_lag', help: 'Messages not yet committed by a consumer group, per topic (end offset - committed offset, summed over partitions)', labelNames: ['group', 'topic'],
-  })),
-  endOffset: () => metric('eddy_topic_end_offset', () => new prom.Gauge({
+  }),
+  endOffset: () => gauge({
     name: 'eddy_topic_end_offset', help: 'Sum of the end offsets of a topic\'s partitions: rate() of it is events/s', labelNames: ['topic'],
-  })),
-  rate: () => metric('eddy_topic_events_per_second', () => new prom.Gauge({
+  }),
+  rate: () => gauge({
     name: 'eddy_topic_events_per_second', help: 'Events/s written to a topic between the last two samples of the lag collector', labelNames: ['topic'],
-  })),
-  scrapeErrors: () => metric('eddy_lag_collector_errors_total', () => new prom.Counter({
+  }),
+  scrapeErrors: () => counter({
     name: 'eddy_lag_collector_errors_total', help: 'Lag samples that failed (Kafka unreachable)',
-  })),
+  }),
 };
 
 export interface LagSample {

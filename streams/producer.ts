@@ -3,14 +3,14 @@ import type { EventName, EventTypes } from '../schemas/events.ts';
 import type { AnyEvent, EventCodec } from './codec.ts';
 import { TOPIC_OF_EVENT, type TopicNames } from './topics.ts';
 import { DependencyUnavailableError, errorMessage } from '../common/errors.ts';
-import { metric, prom } from '../common/metrics.ts';
+import { counter } from '../common/metrics.ts';
 
 /** Header naming the event type, for tools that look at raw messages (the value is authoritative). */
 export const EVENT_HEADER = 'eddy-event';
 
-const produced = () => metric('eddy_events_produced_total', () => new prom.Counter({
+const produced = () => counter({
   name: 'eddy_events_produced_total', help: 'Events produced, by event type', labelNames: ['event'],
-}));
+});
 
 /**
  * Counts events another thread produced (its metrics registry is not the one /metrics exports),

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import { errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
-import { metric, prom } from '../common/metrics.ts';
+import { gauge } from '../common/metrics.ts';
 
 export { tf };
 
@@ -109,9 +109,9 @@ async function choose(preferred: BackendName | undefined): Promise<BackendChoice
   throw new Error(`no TensorFlow.js backend available: ${skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}`);
 }
 
-const backendInfo = () => metric('eddy_trainer_backend_info', () => new prom.Gauge({
+const backendInfo = () => gauge({
   name: 'eddy_trainer_backend_info', help: 'The TensorFlow.js backend this trainer trains on (1 for the one in use)', labelNames: ['backend'],
-}));
+});
 
 /**
  * Initialises the backend once per process and says which (and why not a faster one).

@@ -1,6 +1,6 @@
 import type { EddyConfig } from '../common/config.ts';
 import { createLogger, type Logger } from '../common/log.ts';
-import { metric, prom } from '../common/metrics.ts';
+import { counter, histogram } from '../common/metrics.ts';
 import { FsModelStore } from '../models/store.ts';
 import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { RetrainRequested } from '../schemas/events.ts';
@@ -19,13 +19,13 @@ import { republishedEvent, trainClient, trainerSettings, type TrainerDeps, type 
  * request is delivered again. Idempotent on eventId: a request whose model is already in the
  * store (crash after store, before commit) re-announces that version instead of training again.
  */
-const outcomes = () => metric('eddy_trainer_outcomes_total', () => new prom.Counter({
+const outcomes = () => counter({
   name: 'eddy_trainer_outcomes_total', help: 'Retrains by outcome (published, rejected by stage)', labelNames: ['outcome'],
-}));
-const durations = () => metric('eddy_trainer_training_seconds', () => new prom.Histogram({
+});
+const durations = () => histogram({
   name: 'eddy_trainer_training_seconds', help: 'Wall time of one client retrain (load, validate, fit, evaluate, publish)',
   buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
-}));
+});
 
 export class RetrainHandler implements EventHandler {
   private logger: Logger;

@@ -1,15 +1,15 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { metric, prom } from '../../common/metrics.ts';
+import { histogram } from '../../common/metrics.ts';
 import { clickhouseError, identifier } from '../../common/clickhouse.ts';
 import type { AnalyticsTable } from './schema.ts';
 
 export type Row = Record<string, unknown>;
 export type RowsByTable = Partial<Record<AnalyticsTable, Row[]>>;
 
-const insertRows = () => metric('eddy_analytics_insert_rows', () => new prom.Histogram({
+const insertRows = () => histogram({
   name: 'eddy_analytics_insert_rows', help: 'Rows per ClickHouse insert', labelNames: ['table'],
   buckets: [1, 10, 100, 500, 1000, 5000, 10000, 50000],
-}));
+});
 
 interface Waiter { resolve(): void; reject(err: unknown): void }
 

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { EddyConfig } from '../../common/config.ts';
 import { predictionKey, reviewKeys } from '../../common/keyspace.ts';
-import { metric, prom } from '../../common/metrics.ts';
+import { counter } from '../../common/metrics.ts';
 import { execPipeline } from '../../common/redis.ts';
 import { BASELINE_VERSION } from '../../models/quality.ts';
 import { isUnsure, reviewItemId } from '../../models/review.ts';
@@ -28,9 +28,9 @@ export function reviewOptions(config: EddyConfig): ReviewOptions {
   return { keyPrefix: config.redisPrefix, unsureBelow: r.unsureBelow, confidentAbove: r.confidentAbove, maxItems: r.maxItems, ttlMs: config.processors.predictionTtlMs };
 }
 
-const queued = () => metric('eddy_review_queued_total', () => new prom.Counter({
+const queued = () => counter({
   name: 'eddy_review_queued_total', help: 'Reasons added to review queue items (an item can have several), by reason', labelNames: ['reason'],
-}));
+});
 
 /**
  * The review queue (active learning), a projection of the `predictions` and `feedback` topics:
