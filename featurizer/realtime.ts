@@ -139,9 +139,10 @@ interface Flush {
  * Reads the real-time features of requests at serving time, coalesced: every read asked for in
  * one event-loop turn (the requests parsed from all sockets in one poll, the items of a batch)
  * goes to Redis as one script call (one per client on Redis Cluster), over the entities they
- * name without repeats, and shares one deadline timer. Per request that was two ioredis commands, their promises, reply
- * transforms and a timer pair: ~55 µs of CPU and 13 KB allocated per prediction on the 2-core
- * machine, the largest stage of the predict path (docs/benchmarks/server.md).
+ * name without repeats, and shares one deadline timer. Per request that was two ioredis
+ * commands, their promises, reply transforms and a timer pair: ~55 µs of CPU and 13 KB allocated
+ * per prediction on the 2-core machine, the largest stage of the predict path
+ * (docs/benchmarks/server.md).
  *
  * Never throws: when Redis is down or slower than `timeoutMs`, a read returns no features and
  * `defaulted: true` (the model then predicts from the text alone, and the prediction records that
@@ -193,7 +194,6 @@ export class RealtimeFeatureReader {
   }
 
   private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve']): void {
-    // Never throws (a read must not fail a prediction): keys that cannot be built default the read.
     let f = this.flush;
     if (!f) {
       f = this.flush = { keys: [], fields: [], keyIndex: new Map(), groups: new Map(), reads: [] };
@@ -245,9 +245,7 @@ export class RealtimeFeatureReader {
       for (const r of f.reads) {
         if (r.settled) continue;
         r.settled = true;
-        let missing = false;
-        for (const i of r.keys) if (states[i] === undefined) missing = true;
-        if (missing) {
+        if (r.keys.some((i) => states[i] === undefined)) {
           r.resolve(DEFAULTED);
           continue;
         }
