@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError, UsageError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
-import { startSession, type Session } from '../simulator/session.ts';
+import type { Session } from '../simulator/session.ts';
 import type { SimulatorSnapshot } from '../simulator/simulator.ts';
 import { stackUp } from './stack.ts';
 
@@ -55,6 +55,8 @@ export function registerDemoCommand(program: Command, config: () => EddyConfig):
       process.on('SIGTERM', onSignal);
       let session: Session | undefined;
       try {
+        // Loaded here: the simulator brings Kafka's client and the platform's modules, which the other commands do not need.
+        const { startSession } = await import('../simulator/session.ts');
         session = await startSession({
           keep: opts.keep, servers,
           logger: createLogger('simulator', 'warn'),

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import type { EddyConfig } from '../common/config.ts';
 import { UsageError } from '../common/errors.ts';
-import { connectRedis } from '../common/redis.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 /** A figure, or "—" where nothing was judged (not 0.000: "no judgements" is not "all wrong"). */
@@ -28,6 +27,7 @@ export function registerMonitorCommands(program: Command, config: () => EddyConf
       const limit = Number(opts.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError(`--limit must be 1..1000, got '${opts.limit}'`);
       const c = config();
+      const { connectRedis } = await import('../common/redis.ts');
       const redis = await connectRedis(c);
       try {
         // Loaded on use: the dashboard's read model comes with the server's modules.

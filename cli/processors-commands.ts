@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
 import { untilShutdownSignal } from '../common/shutdown.ts';
-import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
-import { parseProcessorNames, PROCESSOR_NAMES, replay, startProcessors } from '../processors/index.ts';
-import { serveProcessMetrics } from '../common/metrics.ts';
-import { createLogger } from '../common/log.ts';
-import { LagCollector } from '../streams/index.ts';
+
+/**
+ * The processors' names as `--only` takes them, written here so that the CLI does not load every
+ * processor to print its help (test/cli.test.ts checks them against processors/registry.ts).
+ */
+export const PROCESSOR_NAMES_HELP = 'features,analytics,triggers,monitor,review,feedback';
 
 const err = (line: string) => process.stderr.write(line + '\n');
 
@@ -15,8 +16,12 @@ export function registerProcessorsCommands(program: Command, config: () => EddyC
   processors
     .command('run')
     .description('run processors until SIGINT/SIGTERM, then stop gracefully (finish, commit, leave the groups)')
-    .option('--only <names>', `comma-separated subset of ${PROCESSOR_NAMES.join(',')}`)
+    .option('--only <names>', `comma-separated subset of ${PROCESSOR_NAMES_HELP}`)
     .action(async (opts: { only?: string }) => {
+      // Loaded here: the processors and their stores are a second of start-up other commands skip.
+      const [{ parseProcessorNames, startProcessors }, { LagCollector }, { createLogger }, { serveProcessMetrics }] = await Promise.all([
+        import('../processors/index.ts'), import('../streams/index.ts'), import('../common/log.ts'), import('../common/metrics.ts'),
+      ]);
       const only = parseProcessorNames(opts.only);
       const c = config();
       const procs = await startProcessors(c, { only });
@@ -36,6 +41,7 @@ export function registerProcessorsCommands(program: Command, config: () => EddyC
     .option('--keep', 'do not clear the projections first (merge into them instead of rebuilding)')
     .action(async (opts: { keep?: boolean }) => {
       const c = config();
+      const [{ replay }, { default: cliProgress }] = await Promise.all([import('../processors/index.ts'), import('cli-progress')]);
       err(`replaying into Redis prefix '${c.redisPrefix}' and ClickHouse database '${c.clickhouseDatabase}'${opts.keep ? '' : ' (cleared first)'}`);
       const bar = new cliProgress.SingleBar({
         stream: process.stderr,

@@ -2,9 +2,7 @@ import type { Command } from 'commander';
 import { untilShutdownSignal } from '../common/shutdown.ts';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError, UsageError } from '../common/errors.ts';
-import { createLogger } from '../common/log.ts';
-import { ModelAdmin, ModelLifecycle, type ModelRegistry } from '../models/lifecycle.ts';
-import { connectStreams } from '../streams/index.ts';
+import type { ModelAdmin, ModelRegistry } from '../models/lifecycle.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 
@@ -124,6 +122,10 @@ async function withAdmin(
 ): Promise<void> {
   // Consumer start/stop chatter is noise for a one-shot command; warnings and errors still show.
   const quiet = { ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel };
+  // Loaded here, not at the top: Kafka's client is a second of start-up that `eddy stack up` or `eddy config` should not pay.
+  const [{ createLogger }, { ModelAdmin, ModelLifecycle }, { connectStreams }] = await Promise.all([
+    import('../common/log.ts'), import('../models/lifecycle.ts'), import('../streams/index.ts'),
+  ]);
   const logger = createLogger('eddy-cli', quiet.logLevel);
   const streams = await connectStreams(quiet, 'eddy-cli');
   const lifecycle = new ModelLifecycle(streams, `cli-${process.pid}`, logger);

@@ -3,7 +3,11 @@ import type { Command } from 'commander';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError } from '../common/errors.ts';
 import { EVENT_NAMES, type EventName } from '../schemas/events.ts';
-import { connectStreams, deleteTopics, TOPICS, TOPIC_NAMES, type AnyEvent, type TopicName } from '../streams/index.ts';
+import type { AnyEvent } from '../streams/index.ts';
+// The catalogue alone (no Kafka client): the client is loaded by the commands that talk to Kafka.
+import { TOPICS, TOPIC_NAMES, type TopicName } from '../streams/topics.ts';
+
+const kafka = () => import('../streams/index.ts');
 
 const out = (line: string) => process.stdout.write(line + '\n');
 
@@ -34,6 +38,7 @@ export function registerStreamsCommands(program: Command, config: () => EddyConf
     .command('ensure')
     .description('create missing topics and register every schema (idempotent)')
     .action(async () => {
+      const { connectStreams } = await kafka();
       const streams = await connectStreams(config(), 'eddy-cli', { ensureTopics: false });
       try {
         const { ensureTopics } = await import('../streams/topics.ts');
@@ -49,6 +54,7 @@ export function registerStreamsCommands(program: Command, config: () => EddyConf
     .description(`delete every topic under the current EDDY_TOPIC_PREFIX (destroys the log!)`)
     .requiredOption('--yes', 'confirm')
     .action(async () => {
+      const { connectStreams, deleteTopics } = await kafka();
       const streams = await connectStreams(config(), 'eddy-cli', { ensureTopics: false });
       try {
         const deleted = await streams.withAdmin((admin) => deleteTopics(admin, streams.topics));
@@ -75,6 +81,7 @@ export function registerStreamsCommands(program: Command, config: () => EddyConf
       }
       value.eventId ??= randomUUID();
       value.occurredAt ??= Date.now();
+      const { connectStreams } = await kafka();
       const streams = await connectStreams(config(), 'eddy-cli');
       try {
         await streams.producer.sendAll([{ name: type as EventName, value } as unknown as AnyEvent]);
@@ -91,6 +98,7 @@ export function registerStreamsCommands(program: Command, config: () => EddyConf
     .option('-n, --max <n>', 'stop after n events')
     .action(async (topic: string, opts: { fromBeginning?: boolean; max?: string }) => {
       if (!(TOPIC_NAMES as string[]).includes(topic)) throw new EddyError('UNKNOWN_TOPIC', `unknown topic '${topic}'; one of: ${TOPIC_NAMES.join(', ')}`);
+      const { connectStreams } = await kafka();
       const streams = await connectStreams(config(), 'eddy-cli');
       const max = opts.max ? Number(opts.max) : Infinity;
       let seen = 0;

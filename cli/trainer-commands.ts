@@ -1,15 +1,21 @@
 import type { Command } from 'commander';
 import { untilShutdownSignal } from '../common/shutdown.ts';
-import cliProgress from 'cli-progress';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError, UsageError } from '../common/errors.ts';
-import { createLogger } from '../common/log.ts';
-import { FsModelStore, type ModelVersionRef } from '../models/store.ts';
-import { createClickHouse } from '../common/clickhouse.ts';
-import { connectStreams } from '../streams/index.ts';
-import { ModelLifecycle, retainedVersions } from '../models/lifecycle.ts';
-import { loadTrainingSet, startTrainer, trainClient, trainerSettings, type Evaluation, type TrainStage } from '../trainer/index.ts';
-import { serveProcessMetrics } from '../common/metrics.ts';
+import type { ModelVersionRef } from '../models/store.ts';
+import type { Evaluation, TrainStage } from '../trainer/index.ts';
+
+/**
+ * What the actions need, loaded when one runs: the trainer, Kafka, ClickHouse and their libraries
+ * cost a second of start-up that `eddy serve` or `eddy processors run` should not pay.
+ */
+const load = async () => {
+  const [{ default: cliProgress }, { createLogger }, { FsModelStore }, { createClickHouse }, { connectStreams }, { ModelLifecycle, retainedVersions }, trainer, { serveProcessMetrics }] = await Promise.all([
+    import('cli-progress'), import('../common/log.ts'), import('../models/store.ts'), import('../common/clickhouse.ts'), import('../streams/index.ts'),
+    import('../models/lifecycle.ts'), import('../trainer/index.ts'), import('../common/metrics.ts'),
+  ]);
+  return { cliProgress, createLogger, FsModelStore, createClickHouse, connectStreams, ModelLifecycle, retainedVersions, serveProcessMetrics, ...trainer };
+};
 
 const out = (line: string) => process.stdout.write(line + '\n');
 
@@ -32,6 +38,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
     .description("run the retrain consumer (group 'trainer' on retrain-requests) until SIGTERM/SIGINT")
     .action(async () => {
       const c = config();
+      const { createLogger, connectStreams, startTrainer, serveProcessMetrics } = await load();
       const logger = createLogger('trainer', c.logLevel);
       const streams = await connectStreams(c, 'eddy-trainer');
       const trainer = await startTrainer(streams, c);
@@ -55,6 +62,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const c = config();
       const epochs = opts.epochs === undefined ? c.trainer.epochs : Number(opts.epochs);
       if (!Number.isInteger(epochs) || epochs < 1) throw new UsageError(`--epochs must be a positive integer, got '${opts.epochs}'`);
+      const { cliProgress, createLogger, createClickHouse, connectStreams, ModelLifecycle, retainedVersions, FsModelStore, trainClient, loadTrainingSet, trainerSettings } = await load();
       const settings = trainerSettings(c.trainer, { epochs });
       const logger = createLogger('trainer', c.logLevel === 'info' ? 'warn' : c.logLevel);
       const clickhouse = createClickHouse(c);
@@ -116,6 +124,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
     .requiredOption('--client <clientId>', 'the client')
     .option('--json', 'machine-readable output')
     .action(async (opts: { client: string; json?: boolean }) => {
+      const { FsModelStore } = await import('../models/store.ts');
       const refs = await new FsModelStore(config().modelStoreDir).list(opts.client);
       if (opts.json) {
         out(JSON.stringify(refs, null, 2));

@@ -14,6 +14,15 @@ describe('eddy CLI', () => {
     expect(r.stdout).toContain('EDDY_');
   });
 
+  it("processors run --help names every processor of the registry (the CLI writes them without loading the processors)", async () => {
+    const { PROCESSOR_NAMES } = await import('../processors/registry.ts');
+    const { PROCESSOR_NAMES_HELP } = await import('../cli/processors-commands.ts');
+    expect(PROCESSOR_NAMES_HELP.split(',')).toEqual([...PROCESSOR_NAMES]);
+    const r = eddy(['processors', 'run', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(PROCESSOR_NAMES_HELP);
+  });
+
   it('an unknown command exits 2 with a hint, the commander convention', () => {
     const r = eddy(['frobnicate']);
     expect(r.code).toBe(2);
