@@ -131,8 +131,22 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
     closedTtlMs: config.processors.predictionTtlMs, isReady: () => follower.ready,
   });
   app.register(dashboardRoutes, { auth: s, redis: servingRedis, keyPrefix: config.redisPrefix, registry, streams, lagIntervalMs: config.monitor.lagIntervalMs, logger });
-  await follower.start();
-  await examples.start();
+  // Listening starts now, while the followers join their groups and read the log: fastify builds
+  // its routes' validators and serializers (CPU) during those waits on Kafka (I/O) instead of
+  // after them. Until the registry has caught up, predictions answer 503 NOT_READY (the routes'
+  // guard) and /readyz says not ready, as before.
+  const listening: Promise<string> = (opts.listen ?? true) ? app.listen({ host: s.host, port: s.port }) : Promise.resolve(app.ready()).then(() => '');
+  // Awaited below, once the followers started; marked handled here so that a port already in use
+  // is not an unhandled rejection while they start.
+  listening.catch(() => undefined);
+  try {
+    await follower.start();
+    await examples.start();
+  } catch (err) {
+    await listening.catch(() => undefined);
+    await app.close().catch(() => undefined);
+    throw err;
+  }
 
   let predictRunner: ConsumerRunner | undefined;
   const ready = follower.whenReady().then(() => {
@@ -156,13 +170,14 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   });
   kafkaReady.catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'Kafka predict consumer did not start'));
 
-  let url = '';
-  if (opts.listen ?? true) {
-    url = await app.listen({ host: s.host, port: s.port });
-    logger.info({ url }, 'prediction server listening');
-  } else {
-    await app.ready();
+  let url: string;
+  try {
+    url = await listening;
+  } catch (err) {
+    await Promise.all([follower.stop(), examples.stop()]).catch(() => undefined);
+    throw err;
   }
+  if (url) logger.info({ url }, 'prediction server listening');
 
   // /metrics on an internal port for the scraper; on the API port it needs the admin key.
   const metrics: MetricsEndpoint | undefined = await serveProcessMetrics(
