@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { ConsumerDriver, ConsumerDriverOptions, FetchedBatch, KafkaClient, RawMessage } from './client.ts';
 import { DecodeError, type AnyEvent, type EventCodec } from './codec.ts';
 import type { EventProducer } from './producer.ts';
-import { TOPICS, type TopicName, type TopicNames } from './topics.ts';
+import { logEnd, TOPICS, type TopicName, type TopicNames } from './topics.ts';
 import { EddyError, errorMessage } from '../common/errors.ts';
 import { retry } from '../common/retry.ts';
 import { createLogger, type Logger } from '../common/log.ts';
@@ -36,6 +36,12 @@ export interface ProcessorContext {
    * tick. Scheduled tasks stop (and the one in flight is awaited) before the consumer leaves.
    */
   schedule(name: string, intervalMs: number, task: (owned: Ownership) => Promise<void>): void;
+  /**
+   * The end of each partition of `topic` now (the offset the next record will get), asked of
+   * Kafka: with the offsets a handler has seen, it tells "nothing more to read" from "the
+   * consumer is behind" (the trigger processor's backlog rule). Rejects while Kafka is away.
+   */
+  endOffsets(topic: TopicName): Promise<Map<number, bigint>>;
 }
 
 /** The partitions a member owns right now. */
@@ -252,6 +258,14 @@ export class ConsumerRunner {
       emit: (events) => this.producer.sendAll(events),
       schedule: (name, intervalMs, task) => {
         this.tasks.push(new ScheduledTask(name, intervalMs, task, this.logger));
+      },
+      endOffsets: async (topic) => {
+        const admin = await this.kafka.admin();
+        try {
+          return await logEnd(admin, this.names.physical(topic));
+        } finally {
+          await admin.close().catch(() => undefined);
+        }
       },
     });
     await this.producer.connect();

@@ -123,3 +123,9 @@ export async function deleteTopics(admin: Admin, names: TopicNames): Promise<str
   if (ours.length > 0) await admin.deleteTopics(ours);
   return ours;
 }
+
+/** The end of each partition of a topic (the offset the next record will get), by partition. */
+export async function logEnd(admin: Admin, physicalTopic: string): Promise<Map<number, bigint>> {
+  const offsets = await admin.fetchTopicOffsets(physicalTopic);
+  return new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
+}

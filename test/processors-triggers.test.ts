@@ -5,7 +5,7 @@ import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
 import { readClientCounts, TRIGGER_TOPICS, TriggerProcessor } from '../processors/triggers/processor.ts';
 import { createLogger } from '../common/log.ts';
-import type { AnyEvent, EventRecord } from '../streams/index.ts';
+import { logEnd, type AnyEvent, type EventRecord } from '../streams/index.ts';
 import type { ModelPublished, QualityAlert, RetrainRequested } from '../schemas/events.ts';
 import { caughtUp, example, labelAdded } from './processors-support.ts';
 import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support.ts';
@@ -225,7 +225,7 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
   function harness(clientId: string, partition: number) {
     const triggers = new TriggerProcessor(redis, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
     // Emits through the real producer; the sweep is not scheduled: the test calls it with its own clock.
-    void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined });
+    void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: (topic) => s.withAdmin((a) => logEnd(a, s.topics.physical(topic))) });
     const t0 = Date.now() - 60_000;
     let offset = 0;
     const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
@@ -277,6 +277,48 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     await feed('alerts', [alert('QUALITY_DROP', 3 * cooldown)]);
     expect(triggers.emitted.map((r) => r.reason)).toEqual(['NEW_CLIENT', 'QUALITY_DROP']);
     await triggers.close();
+  });
+
+  it('a first model waits until the processor has read what the log held when the client went quiet, bounded by the max wait', async () => {
+    // The import is in Kafka; the processor has folded only its first tenth, as a consumer stalled
+    // on a starved machine would have, and no example arrived for longer than the quiet gap.
+    const quiet = { ...trigger, cooldownMs: cooldown, quietMs: 1_000, quietMaxWaitMs: 60_000 };
+    const imports = { starved: Array.from({ length: 40 }, (_, i) => example('starved', i % 2 ? 'A' : 'B')), bounded: Array.from({ length: 40 }, (_, i) => example('bounded', i % 2 ? 'A' : 'B')) };
+    await s.producer.sendAll([...imports.starved, ...imports.bounded].map((value): AnyEvent => ({ name: 'LabeledExample', value })));
+    const logged: EventRecord[] = [];
+    const reader = s.consumer({ group: `starved-reader-${randomUUID()}`, topics: ['examples'], handler: { async handle(records: EventRecord[]) { logged.push(...records); } } });
+    await reader.start();
+    await waitFor('the imports read back with their offsets', () => logged.length >= 80);
+    await reader.stop();
+    const recordsOf = (clientId: string) => logged.filter((r) => (r.event.value as { clientId: string }).clientId === clientId);
+    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
+    const make = () => {
+      const triggers = new TriggerProcessor(redis, { keyPrefix: `${prefix}-${randomUUID()}`, trigger: quiet });
+      void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: (topic) => s.withAdmin((a) => logEnd(a, s.topics.physical(topic))) });
+      return triggers;
+    };
+
+    const starved = make();
+    const records = recordsOf('starved');
+    await starved.handle(records.slice(0, 4), ctx);
+    const later = Date.now() + 5_000; // past the quiet gap, well within the max wait
+    expect(await starved.sweep(() => true, later)).toEqual([]); // 36 examples still unread: held
+    await starved.handle(records.slice(4), ctx);
+    const [whole] = await starved.sweep(() => true, later + 1);
+    expect(whole).toMatchObject({ clientId: 'starved', reason: 'NEW_CLIENT' });
+    expect(whole!.detail).toMatch(/^40 examples/);
+    expect(whole!.dataAsOf?.examplesEventId).toBe(imports.starved.at(-1)!.eventId);
+    await starved.close();
+
+    // The wait is bounded: a consumer that never gets further still gets a model after quietMaxWaitMs.
+    const bounded = make();
+    await bounded.handle(recordsOf('bounded').slice(0, 4), ctx);
+    const heldAt = Date.now() + 5_000;
+    expect(await bounded.sweep(() => true, heldAt)).toEqual([]);
+    const [partial] = await bounded.sweep(() => true, heldAt + quiet.quietMaxWaitMs);
+    expect(partial).toMatchObject({ clientId: 'bounded', reason: 'NEW_CLIENT' });
+    expect(partial!.detail).toMatch(/^4 examples/);
+    await bounded.close();
   });
 
   it('asks again, for the same reason, when the answer says the trainer read its data before ClickHouse had all of it', async () => {

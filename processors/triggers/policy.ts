@@ -56,7 +56,12 @@ export function emptyTriggerState(): ClientTriggerState {
 }
 
 export type Decision =
-  | { kind: 'request'; reason: RetrainReason; detail: string }
+  /**
+   * `readBacklogFirst`: the request answers a burst and passed the quiet rule on processing time
+   * only; the processor also checks that it has read what the log held when quiet was first seen
+   * (a starved or stalled consumer folds nothing for a while, which looks quiet).
+   */
+  | { kind: 'request'; reason: RetrainReason; detail: string; readBacklogFirst?: boolean }
   | { kind: 'hold'; reason: RetrainReason; detail: string; blockedBy: 'OUTSTANDING' | 'COOLDOWN' | 'QUIET' }
   | { kind: 'none' };
 
@@ -77,7 +82,9 @@ export type Decision =
  * to double again, the retry needs a label to fill). NEW_CLIENT and catch-up, the two that answer
  * a burst of data (an import, a backlog), also wait for a quiet moment: no example folded for
  * quietMs, or quietMaxWaitMs since they were first held for it, so that one model is trained on
- * (nearly) the whole burst instead of a model on its first tenth.
+ * (nearly) the whole burst instead of a model on its first tenth. Quiet on processing time cannot
+ * tell an idle client from a consumer that reads nothing for a while (a starved machine, a
+ * rebalance), so such a request says `readBacklogFirst` and the processor checks the log too.
  */
 export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsConfig['trigger'], wallNow = now): Decision {
   const labels = Object.values(s.labelCounts).filter((n) => n > 0).length;
@@ -119,6 +126,7 @@ export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsC
     const busy = s.lastExampleSeenAt !== null && wallNow - s.lastExampleSeenAt < t.quietMs;
     const waitedOut = s.waitingSince !== null && wallNow - s.waitingSince >= t.quietMaxWaitMs;
     if (busy && !waitedOut) return { kind: 'hold', reason, detail: `${detail}; waiting for the data to stop arriving`, blockedBy: 'QUIET' };
+    if (!waitedOut) return { kind: 'request', reason, detail, readBacklogFirst: true };
   }
   return { kind: 'request', reason, detail };
 }

@@ -6,7 +6,7 @@ import type { BatchContext, EventHandler, EventRecord, ProcessorContext } from '
 import type { TopicName } from '../../streams/topics.ts';
 import type { RetrainRequested } from '../../schemas/events.ts';
 import { execPipeline } from '../../common/redis.ts';
-import { EddyError } from '../../common/errors.ts';
+import { EddyError, errorMessage } from '../../common/errors.ts';
 import { derivedId } from '../../common/ids.ts';
 import { featureKeys, triggerKeys } from '../../common/keyspace.ts';
 import { createLogger } from '../../common/log.ts';
@@ -63,6 +63,16 @@ export class TriggerProcessor implements EventHandler {
   private emit: ProcessorContext['emit'] = async () => {
     throw new EddyError('NOT_INITIALISED', 'the trigger processor emits only after init()');
   };
+  private endOffsets: ProcessorContext['endOffsets'] = async () => {
+    throw new EddyError('NOT_INITIALISED', 'the trigger processor reads offsets only after init()');
+  };
+  /** The highest examples offset this processor has folded, per partition (every client's records count). */
+  private readonly examplesRead = new Map<number, number>();
+  /**
+   * Per client whose request waits to read the backlog first: the end of its examples partition
+   * when quiet was first seen. Kept in memory: a restarted processor asks the log again.
+   */
+  private readonly backlogEnds = new Map<string, { partition: number; end: number }>();
 
   constructor(
     private readonly redis: Redis,
@@ -77,6 +87,7 @@ export class TriggerProcessor implements EventHandler {
   async init(ctx: ProcessorContext): Promise<void> {
     this.logger = ctx.logger.child({ processor: 'triggers' });
     this.emit = ctx.emit;
+    this.endOffsets = ctx.endOffsets;
     const t = this.opts.trigger;
     const every = Math.min(5_000, Math.max(250, Math.min(t.cooldownMs / 10, t.quietMs > 0 ? t.quietMs / 2 : Infinity)));
     ctx.schedule('retrain-sweep', every, async (owned) => {
@@ -112,10 +123,11 @@ export class TriggerProcessor implements EventHandler {
       const offsetKey = `${r.topic}/${r.partition}`;
       if ((s.offsets[offsetKey] ?? -1) >= offset) continue; // redelivered: already applied
       s.offsets[offsetKey] = offset;
+      if (r.topic === 'examples') this.examplesRead.set(r.partition, Math.max(offset, this.examplesRead.get(r.partition) ?? -1));
       changed.add(ev.clientId);
       const wallNow = Date.now();
       if (!this.fold(s, r, logger, wallNow)) continue;
-      const d = decideRetrain(s, ev.occurredAt, this.opts.trigger, wallNow);
+      const d = await this.unlessBacklog(ev.clientId, s, decideRetrain(s, ev.occurredAt, this.opts.trigger, wallNow), logger);
       if (d.kind === 'hold') {
         if (d.blockedBy === 'QUIET') s.waitingSince ??= wallNow;
         held.set(ev.clientId, this.dueAt(s, d));
@@ -160,6 +172,43 @@ export class TriggerProcessor implements EventHandler {
     return d.blockedBy === 'OUTSTANDING' && s.outstanding ? s.outstanding.at + t.outstandingTimeoutMs : (s.lastRequestAt ?? 0) + t.cooldownMs;
   }
 
+  /**
+   * A request that answers a burst (NEW_CLIENT, catch-up) passed the quiet rule on processing time;
+   * it goes out only once this processor has also read what the client's examples partition held
+   * when quiet was first seen. A consumer that reads nothing for a while (a starved machine, a
+   * rebalance, a broker restart) looks quiet, yet the rest of the import is still in the log: the
+   * request waits for it instead of training on a tenth. Bounded like the quiet wait itself: the
+   * policy stops asking for this once quietMaxWaitMs has passed. When Kafka cannot say where the
+   * log ends, the request waits too (same bound).
+   */
+  private async unlessBacklog(clientId: string, s: ClientTriggerState, d: Decision, logger: Logger): Promise<Decision> {
+    if (d.kind !== 'request' || !d.readBacklogFirst) {
+      // Busy again, or a request that does not wait: a later quiet moment measures the log anew.
+      this.backlogEnds.delete(clientId);
+      return d;
+    }
+    const home = Object.keys(s.offsets).find((k) => k.startsWith('examples/'));
+    if (home === undefined) return d;
+    const partition = Number(home.slice('examples/'.length));
+    let target = this.backlogEnds.get(clientId);
+    if (target === undefined || target.partition !== partition) {
+      try {
+        const end = (await this.endOffsets('examples')).get(partition);
+        target = { partition, end: end === undefined ? 0 : Number(end) };
+      } catch (err) {
+        logger.warn({ clientId, err: errorMessage(err) }, 'cannot read where the examples log ends; the retrain waits');
+        return { kind: 'hold', reason: d.reason, detail: `${d.detail}; waiting to learn where the log ends`, blockedBy: 'QUIET' };
+      }
+      this.backlogEnds.set(clientId, target);
+    }
+    const read = Math.max(this.examplesRead.get(partition) ?? -1, s.offsets[home] ?? -1);
+    if (read >= target.end - 1) {
+      this.backlogEnds.delete(clientId);
+      return d;
+    }
+    return { kind: 'hold', reason: d.reason, detail: `${d.detail}; reading the backlog first (${target.end - 1 - read} records of partition ${partition} to go)`, blockedBy: 'QUIET' };
+  }
+
   private request(s: ClientTriggerState, clientId: string, d: Extract<Decision, { kind: 'request' }>, causeId: string, at: number, logger: Logger): RetrainRequested {
     const req: RetrainRequested = {
       eventId: requestIdFor(causeId), clientId, occurredAt: at,
@@ -202,7 +251,7 @@ export class TriggerProcessor implements EventHandler {
         const s = states.get(clientId)!;
         const home = Object.keys(s.offsets)[0]?.split('/');
         if (!home || !owns(home[0]!, Number(home[1]))) continue;
-        const d = decideRetrain(s, now, this.opts.trigger, now);
+        const d = await this.unlessBacklog(clientId, s, decideRetrain(s, now, this.opts.trigger, now), logger);
         if (d.kind === 'request') {
           // Derived from the state it was decided on: a crash before the save re-sends the same id.
           const cause = `sweep:${clientId}:${s.lastRequestAt}:${s.examples}:${s.lastLabelChangeEventId}:${s.qualityAlert}`;

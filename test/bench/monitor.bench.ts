@@ -17,7 +17,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
 import { loadConfig } from '../../common/config.ts';
 import { createLogger } from '../../common/log.ts';
-import { connectStreams, deleteTopics, type AnyEvent, type EventRecord, type Streams } from '../../streams/index.ts';
+import { connectStreams, deleteTopics, logEnd, type AnyEvent, type EventRecord, type Streams } from '../../streams/index.ts';
 import { startProcessors } from '../../processors/run.ts';
 import { MONITOR_TOPICS, MonitorProcessor, monitorOptions } from '../../processors/monitor/processor.ts';
 import { connectRedis } from '../../common/redis.ts';
@@ -100,7 +100,7 @@ try {
 
   // --- 2. handler only ---
   const processor = new MonitorProcessor(redis, monitorOptions(config));
-  await processor.init({ logger: createLogger('bench', 'warn'), emit: (events) => streams.producer.sendAll(events), schedule: () => undefined });
+  await processor.init({ logger: createLogger('bench', 'warn'), emit: (events) => streams.producer.sendAll(events), schedule: () => undefined, endOffsets: (topic) => streams.withAdmin((a) => logEnd(a, streams.topics.physical(topic))) });
   const direct = judgedPairs(Math.min(JUDGED, 20_000), 'h');
   const records: EventRecord[] = direct.map((event, i) => ({ event, topic: event.name === 'PredictionMade' ? 'predictions' : 'feedback', partition: 0, offset: String(i), key: null, timestamp: Date.now() }));
   const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('bench', 'warn') };
