@@ -85,3 +85,32 @@ describe('sparse-linear objectives', () => {
     expect(m.bias[2]!).toBeGreaterThan(plain.bias[2]! + 0.1);
   });
 });
+
+describe('the L-BFGS stopping rule', () => {
+  it('does not stop on a step that barely moved the loss: the fit is close to the optimum at any tolerance', async () => {
+    const { lbfgs } = await import('../models/kinds/sparse-linear/fit.ts');
+    // An ill-conditioned quadratic far from its minimum (0 at x = b). The first iteration is steepest
+    // descent with a step of 1/|g|: it lowers the loss by a small fraction of it, which is what
+    // large logistic regressions see at their start too. A rule that stops on one small decrease
+    // stops there.
+    const n = 2000;
+    const a = Float64Array.from({ length: n }, (_, i) => 0.01 + (0.99 * i) / (n - 1));
+    const f = (x: Float64Array, g: Float64Array) => {
+      let loss = 0;
+      for (let i = 0; i < n; i++) {
+        const d = x[i]! - 100;
+        loss += 0.5 * a[i]! * d * d;
+        g[i] = a[i]! * d;
+      }
+      return loss;
+    };
+    const f0 = f(new Float64Array(n), new Float64Array(n));
+    for (const tolerance of [1e-2, 1e-3, 1e-4]) {
+      const x = new Float64Array(n);
+      const r = await lbfgs(f, x, { maxIterations: 500, tolerance });
+      expect(r.iterations).toBeGreaterThan(1);
+      // Within 1 % of the way from the start to the optimum, whatever the tolerance.
+      expect(r.loss).toBeLessThan(0.01 * f0);
+    }
+  });
+});
