@@ -139,13 +139,14 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   // Awaited below, once the followers started; marked handled here so that a port already in use
   // is not an unhandled rejection while they start.
   listening.catch(() => undefined);
-  try {
-    await follower.start();
-    await examples.start();
-  } catch (err) {
+  // The two followers are independent groups: they join and read at the same time.
+  const followersStarted = await Promise.allSettled([follower.start(), examples.start()]);
+  const failed = followersStarted.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all([follower.stop(), examples.stop()]).catch(() => undefined);
     await listening.catch(() => undefined);
     await app.close().catch(() => undefined);
-    throw err;
+    throw failed.reason;
   }
 
   let predictRunner: ConsumerRunner | undefined;
