@@ -52,7 +52,8 @@ class ScriptKeys {
  * counters, last activity, feedback outcomes per day, and the decayed per-entity label history
  * behind the real-time features, and the request fields of the prediction record feedback refers to.
  *
- * One Lua script per event, all pipelined per call: each script checks the event's id against
+ * One Lua script per event, all pipelined per call (one pipeline per client on a Redis Cluster,
+ * where a pipeline must stay on one node): each script checks the event's id against
  * the client's seen set and applies the update in the same atomic step, so a redelivered or
  * replayed event never counts twice. For each LabeledExample the script returns the entity
  * state just before the update; the features computed from it (featurizer/realtime.ts, the code
