@@ -33,8 +33,8 @@ const ENV_SCHEMA = {
       description: 'Base URL of a Confluent-compatible schema registry.',
     },
     EDDY_REDIS_URL: {
-      type: 'string', default: 'redis://127.0.0.1:6379', pattern: '^rediss?://',
-      description: 'Redis URL for real-time features and per-client state.',
+      type: 'string', default: 'redis://127.0.0.1:6379', pattern: '^(rediss?://|rediss?\\+cluster://[^,\\s/]+(,[^,\\s/@]+)*/?$)',
+      description: 'Redis for real-time features and per-client state: a redis:// (or rediss://) URL of one server, or redis+cluster://host:port,host:port,... (rediss+cluster:// for TLS; user:password@ before the first node applies to all) naming seed nodes of a Redis Cluster. docs/reliability.md',
     },
     EDDY_CLICKHOUSE_URL: {
       type: 'string', default: 'http://127.0.0.1:8123', pattern: '^https?://',

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 import { histogram } from './metrics.ts';
 
 /**
@@ -20,18 +20,20 @@ const clickhouseSeconds = () => histogram({
 const INSTRUMENTED = Symbol.for('eddy.instrumented');
 
 /** Measures every command sent through `redis` (also inside pipelines and custom Lua commands). */
-export function instrumentRedis(redis: Redis, component: string): Redis {
-  const r = redis as Redis & { [INSTRUMENTED]?: boolean };
+export function instrumentRedis(redis: RedisClient, component: string): RedisClient {
+  const r = redis as RedisClient & { [INSTRUMENTED]?: boolean };
   if (r[INSTRUMENTED]) return redis;
   r[INSTRUMENTED] = true;
   const h = redisSeconds();
   const send = redis.sendCommand.bind(redis);
   // Lua commands defined with defineCommand arrive as EVALSHA/EVAL: the name is enough here.
-  redis.sendCommand = ((command: { name: string; promise: Promise<unknown> }, stream?: unknown) => {
+  // Every argument is passed on: a Cluster's sendCommand takes a third, the node a redirected
+  // command goes to.
+  redis.sendCommand = ((command: { name: string; promise: Promise<unknown> }, ...rest: unknown[]) => {
     const stop = h.startTimer({ component, command: command.name });
     command.promise.then(() => stop({ outcome: 'ok' }), () => stop({ outcome: 'error' }));
-    return (send as (c: unknown, s?: unknown) => unknown)(command, stream);
-  }) as Redis['sendCommand'];
+    return (send as (c: unknown, ...r: unknown[]) => unknown)(command, ...rest);
+  }) as RedisClient['sendCommand'];
   return redis;
 }
 

@@ -54,7 +54,10 @@
  * Outside any client's slot: `${prefix}:clients` (SET, every client the feature processor saw),
  * `${prefix}:m:clients` (ZSET clientId -> last activity), `${prefix}:m:recent` (LIST of every
  * client's recent lifecycle events), `${prefix}:triggers:held` (ZSET clientId -> when a held
- * retrain is due).
+ * retrain is due). They list clients, so no client's hash tag fits them; each sits in a slot of
+ * its own on a Redis Cluster, and is fine there because it is only ever written or read by
+ * commands of its own (never in a Lua script or MULTI with a client's keys; in a pipeline of many
+ * clients, common/redis.ts `SlotPipelines` gives it its own).
  */
 
 /** The common start of every key of one client. */

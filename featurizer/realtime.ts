@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import { featureKeys } from '../common/keyspace.ts';
 
 /**
@@ -158,7 +158,7 @@ export class RealtimeFeatureReader {
   private readonly perClient: boolean;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keyPrefix: string,
     private readonly opts: { timeoutMs: number; nowMs?: () => number },
   ) {
@@ -284,7 +284,7 @@ export class RealtimeFeatureReader {
  * is coalesced with other callers. The server keeps one RealtimeFeatureReader.
  */
 export function readRealtimeFeatures(
-  redis: Redis,
+  redis: RedisClient,
   keyPrefix: string,
   clientId: string,
   metadata: Record<string, string>,

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import { monitorKeys } from '../common/keyspace.ts';
 import { execPipeline } from '../common/redis.ts';
 
@@ -198,7 +198,7 @@ export const dayOf = (ms: number) => Math.floor(ms / DAY_MS);
 
 /** Summed counters of `version` over days [fromDay, toDay] (inclusive), one pipeline per call. */
 export async function readWindows(
-  redis: Redis, prefix: string, clientId: string,
+  redis: RedisClient, prefix: string, clientId: string,
   windows: Array<{ version: string; fromDay: number; toDay: number }>,
 ): Promise<Counters[]> {
   const pipeline = redis.pipeline();
@@ -223,7 +223,7 @@ export async function readWindows(
 }
 
 /** Per-day counters of one version over [fromDay, toDay]: the dashboard's daily series. */
-export async function readDays(redis: Redis, prefix: string, clientId: string, version: string, fromDay: number, toDay: number): Promise<Array<{ day: number; counters: Counters }>> {
+export async function readDays(redis: RedisClient, prefix: string, clientId: string, version: string, fromDay: number, toDay: number): Promise<Array<{ day: number; counters: Counters }>> {
   const windows = [];
   for (let d = fromDay; d <= toDay; d++) windows.push({ version, fromDay: d, toDay: d });
   const sums = await readWindows(redis, prefix, clientId, windows);
@@ -287,7 +287,7 @@ export function splitSegments(hash: Record<string, string>): Map<string, Counter
 }
 
 /** Summed segment counters over days [fromDay, toDay] (inclusive). */
-export async function readSegmentWindow(redis: Redis, prefix: string, clientId: string, fromDay: number, toDay: number): Promise<Map<string, Counters>> {
+export async function readSegmentWindow(redis: RedisClient, prefix: string, clientId: string, fromDay: number, toDay: number): Promise<Map<string, Counters>> {
   const pipeline = redis.pipeline();
   for (let d = fromDay; d <= toDay; d++) pipeline.hgetall(monitorKeys.segments(prefix, clientId, d));
   const days = (await execPipeline(pipeline, 'reading segment quality')) as Array<Record<string, string>>;
@@ -343,7 +343,7 @@ export function segmentQualities(current: Map<string, Counters>, previous: Map<s
 }
 
 /** A client's segments over the week ending on `today` (epoch day), with last week's for the drop. */
-export async function readSegmentQuality(redis: Redis, prefix: string, clientId: string, today: number): Promise<{ overall: Quality; segments: SegmentQuality[] }> {
+export async function readSegmentQuality(redis: RedisClient, prefix: string, clientId: string, today: number): Promise<{ overall: Quality; segments: SegmentQuality[] }> {
   const [thisWeek, lastWeek, [overall]] = await Promise.all([
     readSegmentWindow(redis, prefix, clientId, today - 6, today),
     readSegmentWindow(redis, prefix, clientId, today - 13, today - 7),

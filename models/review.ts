@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import { reviewKeys } from '../common/keyspace.ts';
-import { execPipeline, redisError } from '../common/redis.ts';
+import { redisError, SlotPipelines } from '../common/redis.ts';
 import { normalizeText, tokenize } from '../featurizer/text.ts';
 
 /**
@@ -130,7 +130,7 @@ function hashOf(fields: string[]): Record<string, string> {
 }
 
 /** One page of a client's queue, most worth a label first, and its size. */
-export async function readReviewQueue(redis: Redis, prefix: string, clientId: string, opts: { limit: number; offset: number }): Promise<{ total: number; items: ReviewItem[] }> {
+export async function readReviewQueue(redis: RedisClient, prefix: string, clientId: string, opts: { limit: number; offset: number }): Promise<{ total: number; items: ReviewItem[] }> {
   let reply: unknown[];
   try {
     reply = (await redis.eval(READ_PAGE, 1, reviewKeys.queue(prefix, clientId), reviewKeys.item(prefix, clientId, ''), opts.offset, opts.offset + opts.limit - 1)) as unknown[];
@@ -147,7 +147,7 @@ export async function readReviewQueue(redis: Redis, prefix: string, clientId: st
 }
 
 /** One open item, or undefined when it is not (or no longer) in the queue. */
-export async function readReviewItem(redis: Redis, prefix: string, clientId: string, itemId: string): Promise<ReviewItem | undefined> {
+export async function readReviewItem(redis: RedisClient, prefix: string, clientId: string, itemId: string): Promise<ReviewItem | undefined> {
   let score: string | null;
   let hash: Record<string, string>;
   try {
@@ -165,11 +165,15 @@ export async function readReviewItem(redis: Redis, prefix: string, clientId: str
 }
 
 /** Queue sizes of many clients in one pipeline (the dashboard's overview). */
-export async function reviewQueueSizes(redis: Redis, prefix: string, clientIds: readonly string[]): Promise<number[]> {
+export async function reviewQueueSizes(redis: RedisClient, prefix: string, clientIds: readonly string[]): Promise<number[]> {
   if (clientIds.length === 0) return [];
-  const pipeline = redis.pipeline();
-  for (const id of clientIds) pipeline.zcard(reviewKeys.queue(prefix, id));
-  return ((await execPipeline(pipeline, 'reading review queue sizes')) as number[]).map(Number);
+  // One pipeline on a single Redis; one per client on a cluster.
+  const pipeline = new SlotPipelines(redis);
+  for (const id of clientIds) {
+    const key = reviewKeys.queue(prefix, id);
+    pipeline.queue(key, (q) => q.zcard(key));
+  }
+  return ((await pipeline.exec('reading review queue sizes')) as number[]).map(Number);
 }
 
 /**
@@ -186,7 +190,7 @@ redis.call('DEL', KEYS[3])
 return 1
 `;
 
-export async function closeReviewItem(redis: Redis, prefix: string, clientId: string, itemId: string, now: number, ttlMs: number): Promise<boolean> {
+export async function closeReviewItem(redis: RedisClient, prefix: string, clientId: string, itemId: string, now: number, ttlMs: number): Promise<boolean> {
   try {
     const r = await redis.eval(CLOSE, 3, reviewKeys.queue(prefix, clientId), reviewKeys.closed(prefix, clientId), reviewKeys.item(prefix, clientId, itemId), itemId, now, ttlMs);
     return Number(r) === 1;

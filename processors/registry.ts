@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { ClickHouseClient } from '../common/clickhouse.ts';
 import type { EddyConfig } from '../common/config.ts';
 import type { EventHandler, TopicName } from '../streams/index.ts';
@@ -15,7 +15,7 @@ import { REVIEW_TOPICS, ReviewProcessor, reviewOptions } from './review/processo
 /** What every processor of a process shares: the stores, created and closed by the runtime (processors/run.ts). */
 export interface ProcessorStores {
   config: EddyConfig;
-  redis: Redis;
+  redis: RedisClient;
   clickhouse: ClickHouseClient;
   /** One ClickHouse batcher per process, so rows of the feature and analytics processors share inserts. */
   inserter: BatchInserter;

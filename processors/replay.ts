@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { EddyConfig } from '../common/config.ts';
 import { createLogger } from '../common/log.ts';
 import { connectStreams, TOPIC_NAMES, type Streams, type TopicName } from '../streams/index.ts';
@@ -6,7 +6,8 @@ import { createClickHouse, identifier, type ClickHouseClient } from '../common/c
 import { ANALYTICS_TOPICS } from './analytics/processor.ts';
 import { ANALYTICS_TABLE_NAMES, ANALYTICS_VIEW_NAMES, migrateAnalytics } from './analytics/schema.ts';
 import { FEATURE_TOPICS } from './features/processor.ts';
-import { connectRedis } from '../common/redis.ts';
+import { connectRedis, deleteKeys, scanKeys } from '../common/redis.ts';
+import { featureKeys } from '../common/keyspace.ts';
 import { retry } from '../common/retry.ts';
 import { startProcessors } from './run.ts';
 
@@ -136,17 +137,16 @@ async function committedSince(streams: Streams, groups: string[], ends: Ends): P
 }
 
 /** Deletes the feature processor's keys under `prefix` (never trigger state or other prefixes). */
-export async function clearFeatureState(redis: Redis, prefix: string): Promise<number> {
+export async function clearFeatureState(redis: RedisClient, prefix: string): Promise<number> {
   const featureKey = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\{[^}]*\\}:f:`);
   let deleted = 0;
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    const ours = keys.filter((k) => featureKey.test(k));
-    if (ours.length) deleted += await redis.del(...ours);
-  } while (cursor !== '0');
-  deleted += await redis.del(`${prefix}:clients`);
+  // Every master of a cluster is scanned, and a page's keys (many clients: many slots) are
+  // deleted one DEL per slot there; a single Redis gets one DEL per page, as before.
+  for await (const keys of scanKeys(redis, `${prefix}:*`)) {
+    deleted += await deleteKeys(redis, keys.filter((k) => featureKey.test(k)), 'clearing feature state');
+  }
+  // The client index has no hash tag (it spans clients): a DEL of its own.
+  deleted += await deleteKeys(redis, [featureKeys.clients(prefix)], 'clearing feature state');
   return deleted;
 }
 

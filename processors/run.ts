@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { EddyConfig } from '../common/config.ts';
 import { EddyError, UsageError, errorMessage } from '../common/errors.ts';
@@ -23,7 +23,7 @@ export function parseProcessorNames(list: string | undefined): ProcessorName[] {
 
 export interface RunningProcessors {
   streams: Streams;
-  redis: Redis;
+  redis: RedisClient;
   clickhouse: ClickHouseClient;
   inserter: BatchInserter;
   runners: Partial<Record<ProcessorName, ConsumerRunner>>;

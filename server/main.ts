@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import { connectServingRedis } from '../common/redis.ts';
+import type { RedisClient } from '../common/redis.ts';
+import { connectServingRedis, duplicateRedis } from '../common/redis.ts';
 import type { FastifyInstance } from 'fastify';
 import type { EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
@@ -45,7 +45,7 @@ export interface PredictionServer {
   publisher: PredictionPublisher;
   follower: LogFollower;
   streams: Streams;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   /** Resolves when the registry caught up with the log (HTTP answers from then on). */
   ready: Promise<void>;
@@ -83,7 +83,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   // (common/instrument.ts). The feature reads of every prediction are not wrapped per command
   // (a timer, two closures and a labelled histogram observation per HGETALL was a few % of a
   // prediction's CPU): one read in FEATURE_READ_SAMPLE is timed into the same histogram instead.
-  const adminRedis = instrumentRedis(redis.duplicate({ enableAutoPipelining: false }), 'server');
+  const adminRedis = instrumentRedis(duplicateRedis(redis, { enableAutoPipelining: false }), 'server');
   adminRedis.on('error', (err) => logger.debug({ err: errorMessage(err) }, 'redis error (review and dashboard routes answer 503 while it lasts)'));
   await adminRedis.connect().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'redis not reachable at start (review and dashboard routes)'));
   const redisSeconds = metricsRegistry.getSingleMetric('eddy_redis_command_seconds') as prom.Histogram<string> | undefined;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Redis } from 'ioredis';
+import { connectRedis, deleteKeys, scanKeys } from '../common/redis.ts';
 import { loadConfig, type EddyConfig } from '../common/config.ts';
 import { errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
@@ -180,16 +180,11 @@ export async function deleteNamespace(config: EddyConfig, streams: Streams): Pro
     const ours = (await admin.listGroups()).filter((g) => g.startsWith(config.topicPrefix));
     if (ours.length) await admin.deleteGroups(ours).catch(() => undefined);
   });
-  const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const redis = await connectRedis(config);
   try {
-    await redis.connect();
-    // Keys are `<prefix>:...`; SCAN+UNLINK in pages so a big run does not block Redis.
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${config.redisPrefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.unlink(...keys);
-    } while (cursor !== '0');
+    // Keys are `<prefix>:...`; SCAN+UNLINK in pages so a big run does not block Redis (every
+    // master of a cluster, one UNLINK per slot there).
+    for await (const keys of scanKeys(redis, `${config.redisPrefix}:*`)) await deleteKeys(redis, keys, 'deleting the run\'s keys', 'unlink');
   } finally {
     redis.disconnect();
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { deleteKeys, scanKeys, type RedisClient } from '../common/redis.ts';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { identifier } from '../common/clickhouse.ts';
 import type { Streams, TopicName } from '../streams/index.ts';
@@ -50,16 +50,11 @@ export async function caughtUp(streams: Streams, logicalGroup: string, topics: r
 }
 
 /** Every key under `prefix` with its value (TTL excluded), in a stable order, for equality checks. */
-export async function dumpRedis(redis: Redis, prefix: string, exclude: RegExp = /:t$/): Promise<Record<string, unknown>> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
+export async function dumpRedis(redis: RedisClient, prefix: string, exclude: RegExp = /:t$/): Promise<Record<string, unknown>> {
+  const keys = new Set<string>();
+  for await (const batch of scanKeys(redis, `${prefix}:*`)) for (const k of batch) keys.add(k);
   const out: Record<string, unknown> = {};
-  for (const key of keys.filter((k) => !exclude.test(k)).sort()) {
+  for (const key of [...keys].filter((k) => !exclude.test(k)).sort()) {
     const type = await redis.type(key);
     if (type === 'hash') out[key] = sortObject(await redis.hgetall(key));
     else if (type === 'string') out[key] = await redis.get(key);
@@ -75,13 +70,8 @@ function sortObject(o: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-export async function deleteRedisPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+export async function deleteRedisPrefix(redis: RedisClient, prefix: string): Promise<void> {
+  for await (const keys of scanKeys(redis, `${prefix}:*`)) await deleteKeys(redis, keys, 'deleting test keys');
 }
 
 /** Deduplicated rows of a table (FINAL), ordered by event id. */
@@ -173,6 +163,114 @@ export async function privateRedis(): Promise<PrivateServer> {
     async cleanup() {
       await killChild(child);
       fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface PrivateRedisClusterNode {
+  port: number;
+  /** The redis-server's pid while it runs (undefined before start and after a kill). */
+  readonly pid: number | undefined;
+  /** Its working directory: cluster config (nodes.conf) and, with appendOnly, its AOF. */
+  dir: string;
+}
+
+/**
+ * A private Redis Cluster: `PrivateServer` (url, start, kill, cleanup: every node at once), plus
+ * each node's port and pid and a kill/start per node. `url` is the EDDY_REDIS_URL that points Eddy
+ * at it (`redis+cluster://127.0.0.1:<port>,...`).
+ */
+export interface PrivateRedisCluster extends PrivateServer {
+  nodes: readonly PrivateRedisClusterNode[];
+  /** The environment a child process needs to use it. */
+  env: { EDDY_REDIS_URL: string };
+  /** SIGKILL one node (a master without replicas: its slots are unavailable until it returns). */
+  killNode(index: number): Promise<void>;
+  /** Starts a killed node again with its cluster config; resolves when the cluster is ok again. */
+  startNode(index: number): Promise<void>;
+}
+
+/**
+ * A private Redis Cluster of `masters` masters (3 by default, no replicas) on free ports: one
+ * redis-server per node with --cluster-enabled yes, joined by `redis-cli --cluster create`, ready
+ * when every node says cluster_state:ok and knows every other. No persistence unless appendOnly
+ * (fsync always, as privateRedis; a node killed without it comes back empty). The shared Redis
+ * on 6379 is never touched. cleanup() kills every node and removes the temporary directory.
+ */
+export async function privateRedisCluster(opts: { masters?: number; appendOnly?: boolean } = {}): Promise<PrivateRedisCluster> {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { Redis } = await import('ioredis');
+  const masters = opts.masters ?? 3;
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-redis-cluster-'));
+  const children: Array<import('node:child_process').ChildProcess | undefined> = [];
+  const nodes: PrivateRedisClusterNode[] = [];
+  for (let i = 0; i < masters; i++) {
+    const dir = path.join(root, `node-${i}`);
+    fs.mkdirSync(dir);
+    const port = await freePort();
+    nodes.push({ port, dir, get pid() { return children[i]?.exitCode === null && children[i]?.signalCode === null ? children[i]!.pid : undefined; } });
+  }
+  let created = false;
+  const command = async <T>(port: number, fn: (r: InstanceType<typeof Redis>) => Promise<T>): Promise<T> => {
+    const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => undefined);
+    try {
+      await r.connect();
+      return await fn(r);
+    } finally {
+      r.disconnect();
+    }
+  };
+  const startNode = async (i: number) => {
+    const { port, dir } = nodes[i]!;
+    const persistence = opts.appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+    children[i] = await spawnAndWait('redis-server', [
+      '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence,
+      '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'), '--cluster-node-timeout', '5000',
+    ], dir, () => command(port, async (r) => (await r.ping()) === 'PONG'));
+  };
+  const clusterOk = async () => {
+    for (const { port } of nodes) {
+      const info = await command(port, (r) => r.cluster('INFO') as Promise<string>).catch(() => '');
+      if (!/cluster_state:ok/.test(info) || !new RegExp(`cluster_known_nodes:${masters}\\b`).test(info)) return false;
+    }
+    return true;
+  };
+  const waitOk = async () => {
+    const deadline = Date.now() + 30_000;
+    while (!(await clusterOk())) {
+      if (Date.now() > deadline) throw new Error('the private Redis Cluster did not reach cluster_state:ok');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const url = `redis+cluster://${nodes.map((n) => `127.0.0.1:${n.port}`).join(',')}`;
+  return {
+    url,
+    env: { EDDY_REDIS_URL: url },
+    nodes,
+    async start() {
+      for (let i = 0; i < masters; i++) if (nodes[i]!.pid === undefined) await startNode(i);
+      if (!created) {
+        await promisify(execFile)('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes']);
+        created = true;
+      }
+      await waitOk();
+    },
+    async kill() {
+      for (const c of children) await killChild(c);
+    },
+    killNode: (i) => killChild(children[i]),
+    async startNode(i) {
+      await startNode(i);
+      await waitOk();
+    },
+    async cleanup() {
+      for (const c of children) await killChild(c);
+      fs.rmSync(root, { recursive: true, force: true });
     },
   };
 }

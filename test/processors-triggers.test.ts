@@ -293,7 +293,7 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     const recordsOf = (clientId: string) => logged.filter((r) => (r.event.value as { clientId: string }).clientId === clientId);
     const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
     const make = () => {
-      const triggers = new TriggerProcessor(redis, { keyPrefix: `${prefix}-${randomUUID()}`, trigger: quiet });
+      const triggers = new TriggerProcessor(redis, { keyPrefix: `${prefix}:${randomUUID()}`, trigger: quiet });
       void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: (topic) => s.withAdmin((a) => logEnd(a, s.topics.physical(topic))) });
       return triggers;
     };

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { EddyConfig } from '../common/config.ts';
 import { eddyEnv } from './chaos-support.ts';
 import { DEFAULT_FEATURIZER_CONFIG, TextFeaturizer } from '../featurizer/text.ts';
+import { featureId, realtimeFeatureName } from '../featurizer/spans.ts';
 import { FsModelStore } from '../models/store.ts';
 import type { ModelPublished } from '../schemas/events.ts';
 import type { EventProducer } from '../streams/index.ts';
@@ -27,6 +28,8 @@ export interface FixtureModel {
   /** Adds rows so the artifact has about this many stored features (benchmarks: realistic sizes). */
   extraFeatures?: number;
   quantization?: 'float32' | 'int8-row';
+  /** label -> real-time feature names (`requester.share:<label>`) that push towards it: makes the features a prediction read visible in its answer */
+  realtime?: Record<string, string[]>;
 }
 
 const fillers: number[] = [];
@@ -49,6 +52,10 @@ export async function writeFixtureModel(store: FsModelStore, m: FixtureModel): P
       for (const id of featurizer.featurize(word).ids) row(id)[c]! += 8;
     }
   });
+  for (const [label, names] of Object.entries(m.realtime ?? {})) {
+    const c = labels.indexOf(label);
+    for (const name of names) row(featureId(featurizer.config, realtimeFeatureName(name)))[c]! += 8;
+  }
   const filler = fillerIds(m.extraFeatures ?? 0);
   for (let i = 0; i < filler.length; i++) row(filler[i]!)[i % labels.length]! += 0.01;
   const featureIds = Uint32Array.from(rows.keys()).sort();

@@ -1,11 +1,12 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { featureKeys, predictionKey } from '../../common/keyspace.ts';
 import { BASELINE_VERSION } from '../../models/quality.ts';
 import { entitiesOf, featuresFromState, type RealtimeFeatures } from '../../featurizer/realtime.ts';
 import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { LabeledExample } from '../../schemas/events.ts';
-import { execPipeline } from '../../common/redis.ts';
+import { SlotPipelines } from '../../common/redis.ts';
 import type { BatchInserter, Row } from '../analytics/inserter.ts';
 import { exampleRow } from '../analytics/rows.ts';
 import { FEATURE_DECAY, QUALITY_BUCKET_TTL_MS, withFeatureScripts, type FeatureRedis } from './state.ts';
@@ -18,6 +19,11 @@ export interface FeatureProcessorOptions {
   /** How long the prediction record waits for feedback (EDDY_FEEDBACK_PREDICTION_TTL_DAYS). */
   predictionTtlMs: number;
 }
+
+type FeaturePipeline = ChainableCommander & {
+  eddyApplyExamples(keys: number, ...args: Array<string | number>): unknown;
+  eddyApplyOnce(keys: number, ...args: Array<string | number>): unknown;
+};
 
 type Op = [command: string, keyIndex: number, ...args: Array<string | number>];
 
@@ -46,7 +52,8 @@ class ScriptKeys {
  * counters, last activity, feedback outcomes per day, and the decayed per-entity label history
  * behind the real-time features, and the request fields of the prediction record feedback refers to.
  *
- * One Lua script per event, all pipelined per call: each script checks the event's id against
+ * One Lua script per event, all pipelined per call (one pipeline per client on a Redis Cluster,
+ * where a pipeline must stay on one node): each script checks the event's id against
  * the client's seen set and applies the update in the same atomic step, so a redelivered or
  * replayed event never counts twice. For each LabeledExample the script returns the entity
  * state just before the update; the features computed from it (featurizer/realtime.ts, the code
@@ -58,7 +65,7 @@ export class FeatureProcessor implements EventHandler {
   /** Commands sent to Redis (scripts + index updates), for the benchmark's commands/event. */
   readonly stats = { redisCommands: 0, events: 0 };
 
-  constructor(redis: Redis, private readonly inserter: BatchInserter, private readonly opts: FeatureProcessorOptions) {
+  constructor(redis: RedisClient, private readonly inserter: BatchInserter, private readonly opts: FeatureProcessorOptions) {
     this.redis = withFeatureScripts(redis);
   }
 
@@ -76,10 +83,8 @@ export class FeatureProcessor implements EventHandler {
 
   private async applyToRedis(records: EventRecord[]): Promise<Row[]> {
     const { keyPrefix: p, seenTtlMs } = this.opts;
-    const pipeline = this.redis.pipeline() as ReturnType<FeatureRedis['pipeline']> & {
-      eddyApplyExamples(keys: number, ...args: Array<string | number>): unknown;
-      eddyApplyOnce(keys: number, ...args: Array<string | number>): unknown;
-    };
+    // One pipeline on a single Redis; one per client on a cluster (a call spans many clients).
+    const pipeline = new SlotPipelines<FeaturePipeline>(this.redis);
     // One script call per client: all its examples of this call in order (APPLY_EXAMPLES), and all
     // its other events in order (APPLY_ONCE). A call holds one topic, so there is no cross-order.
     const examplesByClient = new Map<string, Array<{ record: EventRecord; event: LabeledExample; entities: ReturnType<typeof entitiesOf> }>>();
@@ -166,16 +171,17 @@ export class FeatureProcessor implements EventHandler {
         ents: entities.map((x) => call.index(featureKeys.entity(p, clientId, x.field, x.value))),
       }));
       exampleCalls.push({ index: commands, list });
-      pipeline.eddyApplyExamples(call.keys.length, ...call.keys, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock, JSON.stringify(spec));
+      pipeline.queue(call.keys[0]!, (q) => q.eddyApplyExamples(call.keys.length, ...call.keys, seenTtlMs, FEATURE_DECAY.entityTtlMs, FEATURE_DECAY.halfLifeMs, clock, JSON.stringify(spec)));
       commands++;
     }
     for (const call of onceByClient.values()) {
-      pipeline.eddyApplyOnce(call.keys.length, ...call.keys, clock, seenTtlMs, JSON.stringify(call.events));
+      pipeline.queue(call.keys[0]!, (q) => q.eddyApplyOnce(call.keys.length, ...call.keys, clock, seenTtlMs, JSON.stringify(call.events)));
       commands++;
     }
-    pipeline.sadd(featureKeys.clients(p), ...clients);
+    // The client index has no hash tag: one key, in a slot of its own, written once per call.
+    pipeline.queue(featureKeys.clients(p), (q) => q.sadd(featureKeys.clients(p), ...clients));
     commands++;
-    const results = await execPipeline(pipeline, 'applying events to Redis');
+    const results = await pipeline.exec('applying events to Redis');
     this.stats.redisCommands += commands;
     this.stats.events += records.length;
     const rows: Row[] = [];

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { REALTIME_ENTITY_TTL_MS, REALTIME_HALF_LIFE_MS } from '../../featurizer/realtime.ts';
 
 /** The feature processor's Lua scripts; its keys are named in common/keyspace.ts. */
@@ -135,13 +135,13 @@ end
 return applied
 `;
 
-export type FeatureRedis = Redis & {
+export type FeatureRedis = RedisClient & {
   eddyApplyExamples(keys: number, ...args: Array<string | number>): Promise<Array<string | null>>;
   eddyApplyOnce(keys: number, ...args: Array<string | number>): Promise<number>;
 };
 
 /** Registers the scripts (EVALSHA with automatic fallback to EVAL on NOSCRIPT, by ioredis). */
-export function withFeatureScripts(redis: Redis): FeatureRedis {
+export function withFeatureScripts(redis: RedisClient): FeatureRedis {
   if (!('eddyApplyExamples' in redis)) {
     redis.defineCommand('eddyApplyExamples', { lua: APPLY_EXAMPLES });
     redis.defineCommand('eddyApplyOnce', { lua: APPLY_ONCE });

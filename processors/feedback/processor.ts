@@ -1,10 +1,10 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { EddyError } from '../../common/errors.ts';
 import type { EventHandler, EventRecord, ProcessorContext } from '../../streams/consumer.ts';
 import type { AnyEvent } from '../../streams/codec.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { LabeledExample, PredictionFeedback } from '../../schemas/events.ts';
-import { execPipeline } from '../../common/redis.ts';
+import { SlotPipelines } from '../../common/redis.ts';
 import { derivedId } from '../../common/ids.ts';
 import { predictionKey } from '../../common/keyspace.ts';
 
@@ -34,7 +34,7 @@ export class FeedbackProcessor implements EventHandler {
   };
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly opts: { keyPrefix: string; maxWaits: number },
   ) {}
 
@@ -54,9 +54,13 @@ export class FeedbackProcessor implements EventHandler {
       feedback.push(f);
     }
     if (feedback.length === 0) return;
-    const pipeline = this.redis.pipeline();
-    for (const f of feedback) pipeline.hmget(predictionKey(this.opts.keyPrefix, f.clientId, f.requestId), 'text', 'md', 'l');
-    const stored = await execPipeline(pipeline, 'reading predictions for feedback');
+    // One pipeline on a single Redis; one per client on a cluster (a call spans many clients).
+    const pipeline = new SlotPipelines(this.redis);
+    for (const f of feedback) {
+      const key = predictionKey(this.opts.keyPrefix, f.clientId, f.requestId);
+      pipeline.queue(key, (q) => q.hmget(key, 'text', 'md', 'l'));
+    }
+    const stored = await pipeline.exec('reading predictions for feedback');
     const examples: AnyEvent[] = [];
     const missing: PredictionFeedback[] = [];
     feedback.forEach((f, i) => {

@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { EddyConfig, MonitorConfig } from '../../common/config.ts';
 import { EddyError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
@@ -8,7 +9,7 @@ import type { TopicName } from '../../streams/topics.ts';
 import type { ModelRolledBack, QualityAlert } from '../../schemas/events.ts';
 import { derivedId as deriveFrom, versionNumber } from '../../common/ids.ts';
 import { monitorKeys, predictionKey } from '../../common/keyspace.ts';
-import { execPipeline, redisError } from '../../common/redis.ts';
+import { execPipeline, redisError, SlotPipelines } from '../../common/redis.ts';
 import {
   applyModelEvent, clientModelsFromJson, clientModelsToJson, isLifecycleEvent, type LifecycleChange, type LifecycleEntry,
 } from '../../models/lifecycle.ts';
@@ -76,7 +77,7 @@ export class MonitorProcessor implements EventHandler {
 
   private readonly segmentRules: SegmentRules;
 
-  constructor(redis: Redis, private readonly opts: MonitorOptions) {
+  constructor(redis: RedisClient, private readonly opts: MonitorOptions) {
     this.redis = withMonitorScripts(redis);
     this.segmentRules = { fields: opts.segmentFields, lengthBuckets: opts.lengthBuckets };
   }
@@ -92,11 +93,12 @@ export class MonitorProcessor implements EventHandler {
     /** client -> day -> the latest judgement of that day in this call (time, the event that made it) */
     const judged = new Map<string, Map<number, { at: number; eventId: string }>>();
     const touched = new Map<string, number>();
-    let pipeline = this.redis.pipeline() as ReturnType<MonitorRedis['pipeline']> & MonitorPipeline;
+    // One pipeline on a single Redis; one per client on a cluster (a call spans many clients).
+    let pipeline = new SlotPipelines<MonitorPipeline>(this.redis);
     let pending: Array<{ clientId: string; at: number; eventId: string; kind: 'prediction' | 'feedback' }> = [];
     const flush = async () => {
       if (pending.length === 0) return;
-      const results = await execPipeline(pipeline, 'applying predictions and feedback');
+      const results = await pipeline.exec('applying predictions and feedback');
       pending.forEach((x, i) => {
         const r = Number(results[i]);
         if (r === 2) {
@@ -108,7 +110,7 @@ export class MonitorProcessor implements EventHandler {
         } else if (r === 1 && x.kind === 'feedback') monitorMetrics.waiting().inc();
         else if (r === 3) monitorMetrics.rejudged().inc();
       });
-      pipeline = this.redis.pipeline() as typeof pipeline;
+      pipeline = new SlotPipelines<MonitorPipeline>(this.redis);
       pending = [];
     };
     for (const r of records) {
@@ -119,20 +121,22 @@ export class MonitorProcessor implements EventHandler {
         const e = ev.value;
         // A shadow answer was never shown to the user: the feedback is about the one that was.
         if (e.variant === 'SHADOW') continue;
-        pipeline.eddyMonitorPrediction(
-          monitorKeys.seen(p, clientId), predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
+        const seenKey = monitorKeys.seen(p, clientId);
+        pipeline.queue(seenKey, (q) => q.eddyMonitorPrediction(
+          seenKey, predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
           monitorKeys.base(p, clientId), e.eventId, e.occurredAt, e.label, e.modelVersion ?? BASELINE_VERSION, this.opts.predictionTtlMs, BUCKET_TTL_MS,
           JSON.stringify(segmentsOf(e.text, e.metadata, this.segmentRules)),
-        );
+        ));
         pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'prediction' });
       } else if (ev.name === 'PredictionFeedback') {
         const e = ev.value;
         // REASSIGNED without the right label says only "wrong": count it as a rejection.
         const outcome = e.outcome === 'REASSIGNED' && !e.correctLabel ? 'REJECTED' : e.outcome;
-        pipeline.eddyMonitorFeedback(
-          monitorKeys.seen(p, clientId), predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
+        const seenKey = monitorKeys.seen(p, clientId);
+        pipeline.queue(seenKey, (q) => q.eddyMonitorFeedback(
+          seenKey, predictionKey(p, clientId, e.requestId), monitorKeys.waiting(p, clientId, e.requestId),
           monitorKeys.base(p, clientId), e.eventId, e.occurredAt, outcome, e.correctLabel ?? '', this.opts.predictionTtlMs, BUCKET_TTL_MS,
-        );
+        ));
         pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'feedback' });
       } else {
         await flush();
@@ -140,6 +144,8 @@ export class MonitorProcessor implements EventHandler {
       }
     }
     await flush();
+    // The active-clients index is one key without a hash tag (a slot of its own): this pipeline
+    // and the lifecycle list below touch that one key only, so they are fine on a cluster.
     const seen = this.redis.pipeline();
     for (const [c, at] of touched) seen.zadd(monitorKeys.clients(p), 'GT', at, c);
     if (touched.size > 0) await execPipeline(seen, 'recording active clients').catch(async () => {
@@ -429,7 +435,7 @@ export class MonitorProcessor implements EventHandler {
   }
 }
 
-type MonitorPipeline = {
+type MonitorPipeline = ChainableCommander & {
   eddyMonitorPrediction(...args: Array<string | number>): unknown;
   eddyMonitorFeedback(...args: Array<string | number>): unknown;
 };

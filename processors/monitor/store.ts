@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 
 /**
  * The quality monitor's Lua scripts (its keys are named in common/keyspace.ts). The bucket keys a
@@ -111,13 +111,13 @@ if #ARGV > 5 then redis.call('HSET', KEYS[2], unpack(ARGV, 6)) end
 return 1
 `;
 
-export type MonitorRedis = Redis & {
+export type MonitorRedis = RedisClient & {
   eddyMonitorPrediction(...args: Array<string | number>): Promise<number>;
   eddyMonitorFeedback(...args: Array<string | number>): Promise<number>;
   eddyMonitorLifecycle(...args: Array<string | number>): Promise<number>;
 };
 
-export function withMonitorScripts(redis: Redis): MonitorRedis {
+export function withMonitorScripts(redis: RedisClient): MonitorRedis {
   if (!('eddyMonitorPrediction' in redis)) {
     redis.defineCommand('eddyMonitorPrediction', { numberOfKeys: 3, lua: APPLY_PREDICTION });
     redis.defineCommand('eddyMonitorFeedback', { numberOfKeys: 3, lua: APPLY_FEEDBACK });

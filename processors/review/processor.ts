@@ -1,8 +1,9 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { EddyConfig } from '../../common/config.ts';
 import { predictionKey, reviewKeys } from '../../common/keyspace.ts';
 import { counter } from '../../common/metrics.ts';
-import { execPipeline } from '../../common/redis.ts';
+import { SlotPipelines } from '../../common/redis.ts';
 import { BASELINE_VERSION } from '../../models/quality.ts';
 import { isUnsure, reviewItemId } from '../../models/review.ts';
 import type { EventHandler, EventRecord } from '../../streams/consumer.ts';
@@ -43,14 +44,15 @@ const queued = () => counter({
 export class ReviewProcessor implements EventHandler {
   private readonly redis: ReviewRedis;
 
-  constructor(redis: Redis, private readonly opts: ReviewOptions) {
+  constructor(redis: RedisClient, private readonly opts: ReviewOptions) {
     this.redis = withReviewScripts(redis);
   }
 
   async handle(records: EventRecord[]): Promise<void> {
     const o = this.opts;
     const p = o.keyPrefix;
-    const pipeline = this.redis.pipeline() as ReturnType<ReviewRedis['pipeline']> & ReviewPipeline;
+    // One pipeline on a single Redis; one per client on a cluster (a call spans many clients).
+    const pipeline = new SlotPipelines<ReviewPipeline>(this.redis);
     let n = 0;
     for (const r of records) {
       if (r.event.name === 'PredictionMade') {
@@ -60,23 +62,24 @@ export class ReviewProcessor implements EventHandler {
         const rec = predictionKey(p, e.clientId, e.requestId);
         const base = reviewKeys.itemBase(p, e.clientId);
         if (e.variant === 'SHADOW') {
-          pipeline.eddyReviewShadow(rec, reviewKeys.queue(p, e.clientId), reviewKeys.closed(p, e.clientId), reviewKeys.item(p, e.clientId, itemId),
-            e.requestId, itemId, base, e.label, e.modelVersion ?? BASELINE_VERSION, top, e.occurredAt, o.ttlMs, o.maxItems);
+          pipeline.queue(rec, (q) => q.eddyReviewShadow(rec, reviewKeys.queue(p, e.clientId), reviewKeys.closed(p, e.clientId), reviewKeys.item(p, e.clientId, itemId),
+            e.requestId, itemId, base, e.label, e.modelVersion ?? BASELINE_VERSION, top, e.occurredAt, o.ttlMs, o.maxItems));
         } else {
-          pipeline.eddyReviewServed(rec, reviewKeys.queue(p, e.clientId), reviewKeys.closed(p, e.clientId), reviewKeys.item(p, e.clientId, itemId), reviewKeys.waiting(p, e.clientId, e.requestId),
+          pipeline.queue(rec, (q) => q.eddyReviewServed(rec, reviewKeys.queue(p, e.clientId), reviewKeys.closed(p, e.clientId), reviewKeys.item(p, e.clientId, itemId), reviewKeys.waiting(p, e.clientId, e.requestId),
             e.requestId, itemId, base, e.text, JSON.stringify(e.metadata), e.label, e.modelVersion ?? BASELINE_VERSION, e.variant, e.occurredAt, top,
-            JSON.stringify(e.scores), isUnsure(e, o.unsureBelow) ? 1 : 0, o.ttlMs, o.maxItems, o.confidentAbove);
+            JSON.stringify(e.scores), isUnsure(e, o.unsureBelow) ? 1 : 0, o.ttlMs, o.maxItems, o.confidentAbove));
         }
         n++;
       } else if (r.event.name === 'PredictionFeedback') {
         const f = r.event.value;
-        pipeline.eddyReviewFeedback(predictionKey(p, f.clientId, f.requestId), reviewKeys.queue(p, f.clientId), reviewKeys.closed(p, f.clientId), reviewKeys.waiting(p, f.clientId, f.requestId),
-          f.requestId, reviewKeys.itemBase(p, f.clientId), f.outcome, f.correctLabel ?? '', f.occurredAt, o.ttlMs, o.maxItems, o.confidentAbove);
+        const rec = predictionKey(p, f.clientId, f.requestId);
+        pipeline.queue(rec, (q) => q.eddyReviewFeedback(rec, reviewKeys.queue(p, f.clientId), reviewKeys.closed(p, f.clientId), reviewKeys.waiting(p, f.clientId, f.requestId),
+          f.requestId, reviewKeys.itemBase(p, f.clientId), f.outcome, f.correctLabel ?? '', f.occurredAt, o.ttlMs, o.maxItems, o.confidentAbove));
         n++;
       }
     }
     if (n === 0) return;
-    const results = await execPipeline(pipeline, 'updating the review queue');
+    const results = await pipeline.exec('updating the review queue');
     const counter = queued();
     for (const r of results) {
       if (typeof r !== 'string' || r === '' || r === 'waiting') continue;
@@ -85,7 +88,7 @@ export class ReviewProcessor implements EventHandler {
   }
 }
 
-type ReviewPipeline = {
+type ReviewPipeline = ChainableCommander & {
   eddyReviewServed(...args: Array<string | number>): unknown;
   eddyReviewShadow(...args: Array<string | number>): unknown;
   eddyReviewFeedback(...args: Array<string | number>): unknown;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 
 /**
  * The review processor's Lua scripts (keys: common/keyspace.ts `reviewKeys`, the prediction
@@ -144,13 +144,13 @@ local itemId = p[1]
 return upsert(rec, queue, closed, itemBase .. itemId, itemBase, itemId, { CONFIDENTLY_WRONG = 1 + top }, {'fb', outcome, 'fbl', correct}, now, ttl, maxItems)
 `;
 
-export type ReviewRedis = Redis & {
+export type ReviewRedis = RedisClient & {
   eddyReviewServed(...args: Array<string | number>): Promise<string>;
   eddyReviewShadow(...args: Array<string | number>): Promise<string>;
   eddyReviewFeedback(...args: Array<string | number>): Promise<string>;
 };
 
-export function withReviewScripts(redis: Redis): ReviewRedis {
+export function withReviewScripts(redis: RedisClient): ReviewRedis {
   if (!('eddyReviewServed' in redis)) {
     redis.defineCommand('eddyReviewServed', { numberOfKeys: 5, lua: SERVED });
     redis.defineCommand('eddyReviewShadow', { numberOfKeys: 4, lua: SHADOW });

@@ -1,11 +1,11 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { ProcessorsConfig } from '../../common/config.ts';
 import type { Logger } from '../../common/log.ts';
 import type { AnyEvent } from '../../streams/codec.ts';
 import type { BatchContext, EventHandler, EventRecord, ProcessorContext } from '../../streams/consumer.ts';
 import type { TopicName } from '../../streams/topics.ts';
 import type { RetrainRequested } from '../../schemas/events.ts';
-import { execPipeline } from '../../common/redis.ts';
+import { execPipeline, SlotPipelines } from '../../common/redis.ts';
 import { EddyError, errorMessage } from '../../common/errors.ts';
 import { derivedId } from '../../common/ids.ts';
 import { featureKeys, triggerKeys } from '../../common/keyspace.ts';
@@ -25,7 +25,7 @@ export interface ClientCounts {
 }
 
 /** Reads a client's counters: totals from the feature state, model-relative ones from the trigger state. */
-export async function readClientCounts(redis: Redis, prefix: string, clientId: string): Promise<ClientCounts> {
+export async function readClientCounts(redis: RedisClient, prefix: string, clientId: string): Promise<ClientCounts> {
   const pipeline = redis.pipeline();
   pipeline.hgetall(featureKeys.counts(prefix, clientId));
   pipeline.get(triggerKeys.state(prefix, clientId));
@@ -75,7 +75,7 @@ export class TriggerProcessor implements EventHandler {
   private readonly backlogEnds = new Map<string, { partition: number; end: number }>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly opts: { keyPrefix: string; trigger: ProcessorsConfig['trigger'] },
   ) {}
 
@@ -143,9 +143,13 @@ export class TriggerProcessor implements EventHandler {
   }
 
   private async loadStates(clientIds: string[]): Promise<Map<string, ClientTriggerState>> {
-    const load = this.redis.pipeline();
-    for (const c of clientIds) load.get(triggerKeys.state(this.opts.keyPrefix, c));
-    const raw = await execPipeline(load, 'loading trigger state');
+    // One pipeline on a single Redis; one per client on a cluster (a call spans many clients).
+    const load = new SlotPipelines(this.redis);
+    for (const c of clientIds) {
+      const key = triggerKeys.state(this.opts.keyPrefix, c);
+      load.queue(key, (q) => q.get(key));
+    }
+    const raw = await load.exec('loading trigger state');
     const states = new Map<string, ClientTriggerState>();
     clientIds.forEach((c, i) => states.set(c, raw[i] ? { ...emptyTriggerState(), ...(JSON.parse(raw[i] as string) as ClientTriggerState) } : emptyTriggerState()));
     return states;
@@ -154,11 +158,17 @@ export class TriggerProcessor implements EventHandler {
   /** Saves the changed states and the due times of held decisions (one round trip). */
   private async save(states: Map<string, ClientTriggerState>, changed: Set<string>, held: Map<string, number>, requested: Set<string>): Promise<void> {
     if (changed.size === 0 && held.size === 0 && requested.size === 0) return;
-    const save = this.redis.pipeline();
-    for (const c of changed) save.set(triggerKeys.state(this.opts.keyPrefix, c), JSON.stringify(states.get(c)));
-    for (const [c, at] of held) save.zadd(triggerKeys.held(this.opts.keyPrefix), at, c);
-    for (const c of requested) if (!held.has(c)) save.zrem(triggerKeys.held(this.opts.keyPrefix), c);
-    await execPipeline(save, 'saving trigger state');
+    const save = new SlotPipelines(this.redis);
+    for (const c of changed) {
+      const key = triggerKeys.state(this.opts.keyPrefix, c);
+      save.queue(key, (q) => q.set(key, JSON.stringify(states.get(c))));
+    }
+    // The held index spans clients (the sweep reads it whole), so it has no hash tag: one key in a
+    // slot of its own, which the per-client states need not share (nothing updates both atomically).
+    const heldKey = triggerKeys.held(this.opts.keyPrefix);
+    for (const [c, at] of held) save.queue(heldKey, (q) => q.zadd(heldKey, at, c));
+    for (const c of requested) if (!held.has(c)) save.queue(heldKey, (q) => q.zrem(heldKey, c));
+    await save.exec('saving trigger state');
   }
 
   /**

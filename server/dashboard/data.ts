@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { apiError, type Principal } from '../http/plumbing.ts';
 import { compareVersions } from '../../common/ids.ts';
 import { monitorKeys } from '../../common/keyspace.ts';
-import { redisError } from '../../common/redis.ts';
+import { redisError, SlotPipelines } from '../../common/redis.ts';
 import type { LifecycleEntry, ModelRegistry, VersionInfo } from '../../models/lifecycle.ts';
 import { ALL_VERSIONS, biasOf, DAY_MS, dayOf, qualityOf, readDays, readSegmentQuality, readWindows, type Counters, type SegmentQuality } from '../../models/quality.ts';
 import { reviewQueueSizes } from '../../models/review.ts';
@@ -169,7 +169,7 @@ async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
 
 export class DashboardData {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
     private readonly registry?: ModelRegistry,
     private readonly lag?: () => LagSample | undefined,
@@ -208,10 +208,11 @@ export class DashboardData {
     total = ids.length;
     ids = ids.slice(opts.offset, opts.offset + opts.limit);
     const today = dayOf(now);
-    const pipeline = this.redis.pipeline();
-    for (const id of ids) pipeline.hgetall(monitorKeys.summary(p, id));
-    for (const id of ids) pipeline.zrange(monitorKeys.trend(p, id), -SPARK_POINTS, -1);
-    const results = ((await run('reading client summaries', () => pipeline.exec())) ?? []).map(([, v]) => v);
+    // One pipeline on a single Redis; one per client on a cluster (the page lists many clients).
+    const pipeline = new SlotPipelines(this.redis);
+    for (const id of ids) pipeline.queue(monitorKeys.summary(p, id), (q) => q.hgetall(monitorKeys.summary(p, id)));
+    for (const id of ids) pipeline.queue(monitorKeys.trend(p, id), (q) => q.zrange(monitorKeys.trend(p, id), -SPARK_POINTS, -1));
+    const results = await pipeline.exec('reading client summaries');
     const summaries = results.slice(0, ids.length).map((v) => (v ?? {}) as Record<string, string>);
     const trends = results.slice(ids.length).map((v) => ((v ?? []) as string[]).map(sparkPoint));
     const queues = await run('reading review queue sizes', () => reviewQueueSizes(this.redis, p, ids));

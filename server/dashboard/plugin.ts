@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerConfig } from '../../common/config.ts';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { Logger } from '../../common/log.ts';
 import { LagCollector } from '../../streams/lag.ts';
 import type { Streams } from '../../streams/index.ts';
@@ -18,7 +18,7 @@ import { apiError, errorResponses, guards, principalOfKey, SESSION_COOKIE, type 
 export interface DashboardOptions {
   /** The keys: every page and endpoint but the sign-in page and the static code needs one. */
   auth: Pick<ServerConfig, 'adminKey' | 'apiKeys'>;
-  redis: Redis;
+  redis: RedisClient;
   keyPrefix: string;
   registry?: ModelRegistry;
   /** For consumer lag and event rates (admin API); without it the page shows none. */

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { ServerConfig } from '../../common/config.ts';
 import { derivedId } from '../../common/ids.ts';
 import type { ModelRegistry } from '../../models/lifecycle.ts';
@@ -17,7 +17,7 @@ import { apiError, clientParams, errorResponses, guards } from './plumbing.ts';
  */
 export interface ReviewRouteOptions {
   auth: Pick<ServerConfig, 'adminKey' | 'apiKeys'>;
-  redis: Redis;
+  redis: RedisClient;
   keyPrefix: string;
   producer: Pick<EventProducer, 'send'>;
   labels: Pick<LabelDirectory, 'get'>;

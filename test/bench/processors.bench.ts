@@ -19,7 +19,7 @@ import { connectStreams, deleteTopics, type AnyEvent, type Streams, type TopicNa
 import { startProcessors, type RunningProcessors } from '../../processors/run.ts';
 import { FEATURE_TOPICS } from '../../processors/features/processor.ts';
 import { ANALYTICS_TOPICS } from '../../processors/analytics/processor.ts';
-import { connectRedis } from '../../common/redis.ts';
+import { connectRedis, deleteKeys, scanKeys } from '../../common/redis.ts';
 import { createClickHouse } from '../../common/clickhouse.ts';
 
 const N = Number(process.env.BENCH_EVENTS ?? 200_000);
@@ -229,12 +229,8 @@ try {
   await sharedAdmin?.close();
   await procs?.stop();
   const redis = await connectRedis(config);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${id}:*`, 'COUNT', 5000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
+  // Every master of a cluster (EDDY_REDIS_URL=redis+cluster://...), one UNLINK per slot there.
+  for await (const keys of scanKeys(redis, `${id}:*`, 5000)) await deleteKeys(redis, keys, 'deleting the benchmark keys', 'unlink');
   redis.disconnect();
   const ch = createClickHouse(config);
   await ch.command({ query: `DROP DATABASE IF EXISTS eddy_${id}` });
