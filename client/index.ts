@@ -9,16 +9,22 @@ export { UPSTREAM_EVENTS, type KafkaOptions, type LabeledExampleInput, type Labe
 export { retryAfterMs } from './http.ts';
 
 export interface EddyClientOptions {
-  /** The prediction API (the gateway), e.g. http://eddy:8080. Needed for predict, explain and review. */
-  url?: string;
+  /**
+   * The prediction API, e.g. http://eddy:8080 (a gateway), or several server replicas
+   * (['http://eddy-1:8080', 'http://eddy-2:8080']): requests are spread over them round-robin, and
+   * one that gets no answer or a 503 is retried on the next (./http.ts). Needed for predict, explain and review.
+   */
+  url?: string | readonly string[];
   /** A client's key (acts for that client only) or the admin key. */
   apiKey?: string;
   /** Per attempt (default 5000 ms). */
   timeoutMs?: number;
   /** Attempts after the first on 503 (and, for requests safe to repeat, on timeouts and network errors); default 3. */
   retries?: number;
-  /** Exponential backoff with full jitter between attempts (default 100 ms doubling to 5 s); Retry-After wins when longer. */
+  /** Exponential backoff with full jitter between attempts (default 100 ms doubling to 5 s); Retry-After wins when longer and the next attempt goes to the same server. */
   backoff?: { initialMs?: number; maxMs?: number };
+  /** With several `url`s: how long a server that failed an attempt is skipped while another is available (default 5000 ms). */
+  failoverCooldownMs?: number;
   /** Kafka, for the typed event producers. */
   kafka?: KafkaOptions;
   /** Another fetch (tests, proxies); default the global one. */
@@ -41,6 +47,7 @@ export class EddyClient {
       timeoutMs: options.timeoutMs ?? 5000,
       retries: options.retries ?? 3,
       backoff: { initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 5000 },
+      failoverCooldownMs: options.failoverCooldownMs ?? 5000,
       fetch: options.fetch ?? fetch,
     });
     this.events = new EventSender(options.kafka);

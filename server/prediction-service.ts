@@ -30,11 +30,25 @@ export interface PredictRequest {
   metadata: Record<string, string>;
   /** Given by the caller (Kafka) or generated (HTTP). */
   requestId?: string;
-  /** Deterministic event ids for redelivered Kafka requests; random for HTTP. */
+  /** Deterministic event ids for redelivered Kafka requests (see eventIdOf). */
   sourceEventId?: string;
   topK?: number;
   /** Also say which input terms pushed each returned label's score (models/explain.ts). */
   explain?: boolean;
+}
+
+/**
+ * The eventId of a prediction's PredictionMade: the same for every delivery of one request, so a
+ * request answered twice logs one event that readers dedupe. A Kafka request is identified by its
+ * eventId; an HTTP request by the requestId its caller chose: the typed client picks it before the
+ * first attempt and repeats it when it retries on another replica (a server killed after spooling
+ * its answer but before the answer arrived replays that event; the replica that answered the retry
+ * logs the same eventId). An HTTP request without a requestId cannot be repeated as one: random.
+ */
+function eventIdOf(req: PredictRequest, what: 'made' | 'shadow'): string {
+  if (req.sourceEventId) return derivedId(`${req.sourceEventId}:${what}`);
+  if (req.requestId) return derivedId(`eddy:predict:${req.clientId}:${req.requestId}:${what}`);
+  return randomId();
 }
 
 export interface PredictResult {
@@ -254,7 +268,7 @@ export class PredictionService {
       requestId, clientId, label, scores, modelVersion: handle?.version ?? null, variant, featuresDefaulted, unsure, latencyMs,
       ...(explanation ? { explanation } : {}),
     };
-    events.unshift(this.event(result, req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:made`) : randomId()));
+    events.unshift(this.event(result, req, channel, eventIdOf(req, 'made')));
     this.predicted[channel][variant].n++;
     this.predictSeconds[channel].observe(latencyMs / 1000);
     return { result, events };
@@ -322,7 +336,7 @@ export class PredictionService {
       this.predicted[channel].SHADOW.n++;
       return this.event(
         { requestId, clientId: c.clientId, label: p.label, scores: p.scores, modelVersion: version, variant: 'SHADOW' as Variant, featuresDefaulted, unsure: p.unsure ?? null, latencyMs: performance.now() - started },
-        req, channel, req.sourceEventId ? derivedId(`${req.sourceEventId}:shadow`) : randomId(),
+        req, channel, eventIdOf(req, 'shadow'),
       );
     } catch (err) {
       this.logger.warn({ clientId: c.clientId, version, err: String(err) }, 'shadow scoring failed');

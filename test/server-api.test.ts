@@ -149,6 +149,10 @@ describe('prediction API: answers', () => {
     expect(http.status).toBe(200);
     const published = await waitFor('HTTP PredictionMade', () => predictions.find((p) => p.requestId === 'http-1'));
     expect(published).toMatchObject({ clientId: 'acme', label: 'Network', channel: 'HTTP', variant: 'LIVE', modelVersion: 'v1', text: 'internet is down' });
+    // The same requestId again (a client retrying on another replica) logs under the same eventId: readers keep one.
+    expect((await call('POST', '/v1/clients/acme/predict', { key: acme, body: { text: 'internet is down', requestId: 'http-1' } })).status).toBe(200);
+    await waitFor('the repeated PredictionMade', () => predictions.filter((p) => p.requestId === 'http-1').length === 2);
+    expect(new Set(predictions.filter((p) => p.requestId === 'http-1').map((p) => p.eventId))).toEqual(new Set([published.eventId]));
 
     const eventId = randomUUID();
     await streams.producer.send('PredictionRequested', { eventId, clientId: 'acme', occurredAt: Date.now(), requestId: 'kafka-1', text: 'bonus missing from salary', metadata: {} });

@@ -28,6 +28,18 @@
  *    versions per client (unique) and retrain requests answered more than once; dead letters by
  *    group, code and reason.
  *
+ * Replicas (BENCH_REPLICAS, default 2; 1 is the run of one of each): that many processors (one
+ * consumer group per processor, shared), trainers (one group) and servers (each on its own port
+ * with its own spool directory, as containers with their own volumes). Predictions go through the
+ * typed client given every server's URL, with its documented retries and failover (client/http.ts).
+ * With two, the process faults kill replica 0 and leave it away until the survivor has taken over
+ * (or BENCH_GIVE_UP_MS), then start it again; besides the killed instance's recovery (its return to
+ * its own first useful work, read from its /metrics) the report gives the survivor's takeover: from
+ * the kill to the survivor's first useful work in the dead one's place (every partition of the
+ * features group committed again; every MANUAL retrain sent at the kill, one per partition,
+ * answered; the first request that failed on the dead server answered by the other one).
+ * BENCH_REDIS picks the private Redis (only `single` for now; see startPrivateRedis).
+ *
  * CPU per unit of work (from /proc) is given for the steady window before the first fault
  * (BENCH_REFERENCE_MS, the reference) and for the whole run, so the cost of the work done again after crashes shows as a ratio.
  * BENCH_CHILD_LOG_DIR=<dir> keeps each running child's output there (BENCH_CHILD_LOG_LEVEL, default warn).
@@ -38,6 +50,8 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { compatibilityPartitioner } from '@platformatic/kafka';
+import { EddyClient, type EddyClientError } from '../../client/index.ts';
 import { identifier } from '../../common/clickhouse.ts';
 import { createClickHouse } from '../../common/clickhouse.ts';
 import { featureKeys } from '../../common/keyspace.ts';
@@ -46,7 +60,7 @@ import type { AnyEvent } from '../../streams/index.ts';
 import { EventCodec } from '../../streams/index.ts';
 import { cpuSeconds, eddyEnv, firstTime, privateKafka, privateRegistry, readLog, spawnEddy, type EddyProcess } from '../chaos-support.ts';
 import { testConfig, testStreams, waitFor } from '../helpers.ts';
-import { caughtUp, committedOffsets, freePort, privateClickHouse, privateRedis } from '../processors-support.ts';
+import { caughtUp, committedOffsets, freePort, privateClickHouse, privateRedis, type PrivateServer } from '../processors-support.ts';
 import { generateClient, type WorkloadClient } from '../quality/workload.ts';
 
 const RATE = Number(process.env.BENCH_RATE ?? 400);
@@ -57,6 +71,7 @@ const STEADY_MS = Number(process.env.BENCH_STEADY_MS ?? 15_000);
 const REFERENCE_MS = Number(process.env.BENCH_REFERENCE_MS ?? 45_000);
 const GIVE_UP_MS = Number(process.env.BENCH_GIVE_UP_MS ?? 60_000);
 const DRAIN_MS = Number(process.env.BENCH_DRAIN_MS ?? 60_000);
+const REPLICAS = Number(process.env.BENCH_REPLICAS ?? 2);
 const PROCESSORS = ['processors', 'run', '--only', 'features,analytics,triggers'];
 const t0 = Date.now();
 const say = (line: string) => process.stderr.write(`[chaos ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
@@ -68,7 +83,16 @@ const loadBefore = os.loadavg().map((x) => x.toFixed(1)).join(' ');
 say('starting a private Kafka broker, schema registry, Redis and ClickHouse …');
 const kafka = await privateKafka();
 await kafka.start();
-const redisServer = await privateRedis();
+/**
+ * The private Redis the platform runs on. BENCH_REDIS=cluster is where a private Redis Cluster
+ * goes once common/redis.ts speaks to one (then the fault kills one of its primaries).
+ */
+async function startPrivateRedis(): Promise<PrivateServer> {
+  const mode = process.env.BENCH_REDIS ?? 'single';
+  if (mode === 'single') return privateRedis();
+  throw new Error(`BENCH_REDIS=${mode}: only 'single' is supported so far`);
+}
+const redisServer = await startPrivateRedis();
 const chServer = await privateClickHouse();
 await Promise.all([redisServer.start(), chServer.start()]);
 const registry = await privateRegistry(kafka.endpoint);
@@ -82,16 +106,39 @@ const streams = await testStreams(config);
 const redis = await connectRedis(config);
 redis.on('error', () => undefined);
 const clickhouse = createClickHouse(config);
-const serverPort = await freePort();
+const replicas = Array.from({ length: REPLICAS }, (_, i) => i);
+const ports = async () => Promise.all(replicas.map(() => freePort()));
+const serverPorts = await ports();
+const serverUrls = serverPorts.map((p) => `http://127.0.0.1:${p}`);
+/** Each child's own /metrics: what the killed instance itself did after its return, apart from its twin. */
+const metricsPorts = { processors: await ports(), trainer: await ports(), server: await ports() };
 const workloads: WorkloadClient[] = Array.from({ length: CLIENTS }, (_, i) => generateClient({ clientId: `chaos-${i}`, examples: 2000, labels: 4, noise: 0.05, seed: 100 + i }));
 const apiKey = (clientId: string) => `key-${clientId}-0123456789abcdef`;
 const env = eddyEnv(config, {
   // Retrains keep coming during the run (the first model of each client, catch-ups, then one a minute at most).
   EDDY_TRIGGER_QUIET_MS: '0', EDDY_TRIGGER_COOLDOWN_MS: '60000', EDDY_TRIGGER_MIN_EXAMPLES: '100',
-  EDDY_SERVER_PORT: String(serverPort),
   EDDY_LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? 'warn',
   EDDY_SERVER_API_KEYS: workloads.map((w) => `${apiKey(w.clientId)}=${w.clientId}`).join(','),
 });
+
+/** The environment of replica `i` of a component: its own metrics port; a server's own port and spool. */
+const envOf = (component: Component, i: number): NodeJS.ProcessEnv => component === 'server'
+  ? { ...env, EDDY_SERVER_PORT: String(serverPorts[i]), EDDY_SERVER_METRICS_PORT: String(metricsPorts.server[i]), EDDY_SERVER_SPOOL_DIR: path.join(config.server.spoolDir, `replica-${i}`) }
+  : { ...env, EDDY_METRICS_PORT: String(metricsPorts[component][i]) };
+/** The sum of a counter's samples on a child's /metrics whose labels match (0 while it does not answer). */
+async function counterOf(port: number, name: string, labels: RegExp = /.*/): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^(\w+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (m && m[1] === name && labels.test(m[2] ?? '')) sum += Number(m[3]);
+  }
+  return sum;
+}
+/** The partition of a client on a topic of `config.partitions` (the producer's partitioner, as streams/ configures it). */
+const partitionOf = (clientId: string) => compatibilityPartitioner(undefined as never, Buffer.from(clientId)) % config.partitions;
+/** One client per partition (where the workload has one): a request for each lands on every member of a group. */
+const clientPerPartition = () => [...new Map(workloads.map((w) => [partitionOf(w.clientId), w.clientId])).values()];
 
 // ---------------------------------------------------------------- what is watched
 interface Fault {
@@ -103,8 +150,13 @@ interface Fault {
   readyAt: number;
   /** First useful work after the return, with what it was. */
   useful: Array<{ what: string; at: number }>;
+  /** With replicas: the survivor's first useful work in the dead one's place, timed from the kill. */
+  takeover?: Array<{ what: string; at: number }>;
   /** Counted while it was away: predictions that failed, events not acknowledged. */
   failedRequests: number;
+  /** Requests answered only after more than one attempt, and of them answered by another server than the first tried. */
+  retried: number;
+  failedOver: number;
   unacked: number;
   note: string;
   /** The processors' commit rate in the steady pause after the recovery. */
@@ -114,9 +166,11 @@ const faults: Fault[] = [];
 const acked = new Set<string>();
 const unacked = new Set<string>();
 let lastAckAt = 0;
-interface Answer { requestId: string; clientId: string; at: number; defaulted: boolean; version: string | null }
+interface Answer { requestId: string; clientId: string; at: number; defaulted: boolean; version: string | null; server: string; attempts: number; failedOn: string[] }
 const answered: Answer[] = [];
 let failedRequests = 0;
+let retriedRequests = 0;
+let failedOverRequests = 0;
 const failures = new Map<string, number>();
 const modelEvents: AnyEvent[] = [];
 
@@ -157,9 +211,32 @@ const loaders = workloads.map(async (w, i) => {
 });
 
 let inFlight = 0;
-/** Opened once the server is first ready: failures are counted from then on. */
+/** Opened once the servers are first ready: failures are counted from then on. */
 let serverFirstReady!: () => void;
 const serverReady = new Promise<void>((r) => { serverFirstReady = r; });
+/** Each attempt of a request, by requestId, as the typed client made it: which server, and whether an answer came. */
+const attemptsOf = new Map<string, Array<{ server: string; ok: boolean }>>();
+const observedFetch: typeof fetch = async (input, init) => {
+  const url = String(input);
+  const server = serverUrls.find((u) => url.startsWith(u)) ?? url;
+  const { requestId } = JSON.parse(String(init?.body ?? '{}')) as { requestId?: string };
+  const record = (ok: boolean) => {
+    if (!requestId) return;
+    const list = attemptsOf.get(requestId) ?? [];
+    list.push({ server, ok });
+    attemptsOf.set(requestId, list);
+  };
+  try {
+    const res = await fetch(input, init);
+    record(res.ok);
+    return res;
+  } catch (err) {
+    record(false);
+    throw err;
+  }
+};
+// One client per tenant (each has its own key), each given every server, retrying as documented (docs/client.md).
+const clients = new Map(workloads.map((w) => [w.clientId, new EddyClient({ url: serverUrls, apiKey: apiKey(w.clientId), fetch: observedFetch })]));
 const predictor = (async () => {
   await Promise.race([serverReady, new Promise((r) => setTimeout(r, GIVE_UP_MS * 3))]);
   for (let n = 0; loading; n++) {
@@ -170,23 +247,19 @@ const predictor = (async () => {
       inFlight++;
       void (async () => {
         try {
-          const res = await fetch(`http://127.0.0.1:${serverPort}/v1/clients/${w.clientId}/predict`, {
-            method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey(w.clientId)}` },
-            body: JSON.stringify({ text: w.examples[n % w.examples.length]!.text, metadata: metadataOf(n), requestId }), signal: AbortSignal.timeout(10_000),
-          });
-          const body = await res.text();
-          if (res.status === 200) {
-            const parsed = JSON.parse(body) as { featuresDefaulted: boolean; modelVersion: string | null };
-            answered.push({ requestId, clientId: w.clientId, at: Date.now(), defaulted: parsed.featuresDefaulted, version: parsed.modelVersion });
-          } else {
-            failedRequests++;
-            failures.set(`HTTP ${res.status}`, (failures.get(`HTTP ${res.status}`) ?? 0) + 1);
-          }
+          const p = await clients.get(w.clientId)!.predict(w.clientId, { text: w.examples[n % w.examples.length]!.text, metadata: metadataOf(n), requestId });
+          const tried = attemptsOf.get(requestId) ?? [];
+          const server = [...tried].reverse().find((a) => a.ok)?.server ?? '?';
+          if (tried.length > 1) retriedRequests++;
+          if (tried.length > 1 && tried[0]!.server !== server) failedOverRequests++;
+          answered.push({ requestId, clientId: w.clientId, at: Date.now(), defaulted: p.featuresDefaulted, version: p.modelVersion, server, attempts: tried.length, failedOn: tried.filter((a) => !a.ok).map((a) => a.server) });
         } catch (err) {
           failedRequests++;
-          const code = String((err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name);
+          const e = err as EddyClientError & { status?: number; cause?: { cause?: { code?: string }; code?: string } };
+          const code = e.status !== undefined ? `HTTP ${e.status} ${e.code}` : `${e.code ?? e.name}${e.cause?.cause?.code ?? e.cause?.code ? ` (${e.cause?.cause?.code ?? e.cause?.code})` : ''}`;
           failures.set(code, (failures.get(code) ?? 0) + 1);
         } finally {
+          attemptsOf.delete(requestId);
           inFlight--;
         }
       })();
@@ -234,38 +307,49 @@ async function firstIncrease(read: () => Promise<number | bigint>, from?: number
   }, GIVE_UP_MS, 100);
 }
 
-const children: Record<'processors' | 'trainer' | 'server', EddyProcess | undefined> = { processors: undefined, trainer: undefined, server: undefined };
+type Component = 'processors' | 'trainer' | 'server';
+/** The running child of each replica of each component. */
+const children: Record<Component, Array<EddyProcess | undefined>> = { processors: replicas.map(() => undefined), trainer: replicas.map(() => undefined), server: replicas.map(() => undefined) };
+const everyChild = () => Object.entries(children).flatMap(([name, list]) => list.map((child, i) => ({ name: REPLICAS > 1 ? `${name}-${i}` : name, child })));
 /** CPU seconds of each child process that has exited (read just before each kill), by component. */
 const cpuSpent: Record<string, number> = { processors: 0, trainer: 0, server: 0 };
-const cpuOf = (name: keyof typeof children) => cpuSpent[name]! + cpuSeconds(children[name]?.child.pid);
-async function kill(name: keyof typeof children): Promise<number> {
-  cpuSpent[name]! += cpuSeconds(children[name]?.child.pid);
+const cpuOf = (name: Component) => cpuSpent[name]! + children[name].reduce((a, c) => a + cpuSeconds(c?.child.pid), 0);
+async function kill(name: Component, i = 0): Promise<number> {
+  cpuSpent[name]! += cpuSeconds(children[name][i]?.child.pid);
   const at = Date.now();
-  await children[name]?.kill9();
+  await children[name][i]?.kill9();
   return at;
 }
-const startProcessors = async () => (children.processors = await spawnEddy(env, PROCESSORS, /processors running/, GIVE_UP_MS));
-const startTrainer = async () => (children.trainer = await spawnEddy(env, ['trainer', 'run'], /trainer running/, GIVE_UP_MS));
-const startServer = async () => {
-  children.server = await spawnEddy(env, ['serve', '--no-kafka-predict'], /listening/, GIVE_UP_MS);
-  await waitFor('the server ready', async () => (await fetch(`http://127.0.0.1:${serverPort}/readyz`)).status === 200, GIVE_UP_MS, 100);
-  return children.server;
+const startProcessors = async (i = 0) => (children.processors[i] = await spawnEddy(envOf('processors', i), PROCESSORS, /processors running/, GIVE_UP_MS));
+const startTrainer = async (i = 0) => (children.trainer[i] = await spawnEddy(envOf('trainer', i), ['trainer', 'run'], /trainer running/, GIVE_UP_MS));
+const startServer = async (i = 0) => {
+  const s = (children.server[i] = await spawnEddy(envOf('server', i), ['serve', '--no-kafka-predict'], /listening/, GIVE_UP_MS));
+  await waitFor('the server ready', async () => (await fetch(`${serverUrls[i]}/readyz`)).status === 200, GIVE_UP_MS, 100);
+  return s;
 };
-const firstAnswerAfter = (since: number) => firstTime(() => answered.some((a) => a.at > since), GIVE_UP_MS, 20);
+const everyReplica = <T>(start: (i: number) => Promise<T>) => Promise.all(replicas.map((i) => start(i)));
 const manualRetrain = async (clientId: string) => {
   const eventId = randomUUID();
   await streams.producer.send('RetrainRequested', { eventId, clientId, occurredAt: Date.now(), reason: 'MANUAL', detail: 'bench:chaos', requestedBy: 'bench', dataAsOf: null });
   return eventId;
 };
+/** Every partition of the group's commit is past `base` (taken right after a kill: the dead member commits nothing more). */
+async function movedPast(group: string, topic: 'examples' | 'retrain-requests', base: Record<number, string>): Promise<boolean> {
+  const now = await committedOffsets(streams, group, topic);
+  return Array.from({ length: config.partitions }, (_, p) => p).every((p) => BigInt(now[p] ?? '-1') > BigInt(base[p] ?? '-1'));
+}
 const trainerAnswerAfter = (since: number) => firstTime(() => modelEvents.some((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > since), GIVE_UP_MS, 50);
 
-function record(f: Omit<Fault, 'failedRequests' | 'unacked'>, failedBefore: number, unackedBefore: number): void {
-  const fault = { ...f, failedRequests: failedRequests - failedBefore, unacked: unacked.size - unackedBefore };
+/** What the load saw so far: a fault's share is the difference across it. */
+const snapshot = () => ({ failed: failedRequests, unacked: unacked.size, retried: retriedRequests, failedOver: failedOverRequests });
+function record(f: Omit<Fault, 'failedRequests' | 'unacked' | 'retried' | 'failedOver'>, before: ReturnType<typeof snapshot>): void {
+  const now = snapshot();
+  const fault = { ...f, failedRequests: now.failed - before.failed, unacked: now.unacked - before.unacked, retried: now.retried - before.retried, failedOver: now.failedOver - before.failedOver };
   faults.push(fault);
   if (f.useful.some((u) => !Number.isFinite(u.at))) {
-    for (const [name, child] of Object.entries(children)) say(`${name} output (tail):\n${child?.output().slice(-1500) ?? ''}`);
+    for (const { name, child } of everyChild()) say(`${name} output (tail):\n${child?.output().slice(-1500) ?? ''}`);
   }
-  say(`${f.component}: killed, back after ${secs(f.returnedAt - f.killedAt)}, ready ${secs(f.readyAt - f.returnedAt)} after its return; ${f.useful.map((u) => `${u.what} ${secs(u.at - f.returnedAt)}`).join('; ')}; failed requests ${fault.failedRequests}, unacknowledged events ${fault.unacked}${f.note ? ` (${f.note})` : ''}`);
+  say(`${f.component}: killed${f.takeover?.length ? `, the survivor took over: ${f.takeover.map((u) => `${u.what} ${secs(u.at - f.killedAt)}`).join('; ')}` : ''}, back after ${secs(f.returnedAt - f.killedAt)}, ready ${secs(f.readyAt - f.returnedAt)} after its return; ${f.useful.map((u) => `${u.what} ${secs(u.at - f.returnedAt)}`).join('; ')}; failed requests ${fault.failedRequests}, retried ${fault.retried} (on another server ${fault.failedOver}), unacknowledged events ${fault.unacked}${f.note ? ` (${f.note})` : ''}`);
 }
 
 type Cpu = { processors: number; trainer: number; server: number };
@@ -285,8 +369,9 @@ try {
     handler: { handle: async (records) => { for (const r of records) modelEvents.push(r.event); } },
   });
   await modelsReader.start();
-  say('starting processors, trainer and server …');
-  await Promise.all([startProcessors(), startTrainer(), startServer()]);
+  say(REPLICAS > 1 ? `starting ${REPLICAS} processors, ${REPLICAS} trainers and ${REPLICAS} servers …` : 'starting processors, trainer and server …');
+  // One replica of each at a time: six Node processes starting at once on two cores would each take a minute.
+  for (const i of replicas) await Promise.all([startProcessors(i), startTrainer(i), startServer(i)]);
   serverFirstReady();
   say(`load: ${RATE} examples/s over ${CLIENTS} clients, ${PREDICT_RATE} predictions/s; waiting for a model of every client …`);
   const modelled = () => workloads.filter((w) => modelEvents.some((e) => e.name === 'ModelPublished' && e.value.clientId === w.clientId)).length;
@@ -310,35 +395,76 @@ try {
 
   const scenarios: Record<string, () => Promise<void>> = {
     processors: async () => {
-      const [fr, un] = [failedRequests, unacked.size];
+      const before = snapshot();
       const killedAt = await kill('processors');
-      const before = await featuresCommitted();
+      const atKill = await committedOffsets(streams, 'processors.features', 'examples');
+      const takeover: Fault['takeover'] = [];
+      if (REPLICAS > 1) {
+        // The dead member's partitions stay its own until its session expires; then the survivor takes them.
+        takeover.push({ what: 'every partition committed again', at: await firstTime(() => movedPast('processors.features', 'examples', atKill), GIVE_UP_MS, 100) });
+      }
+      const beforeReturn = await featuresCommitted();
       const returnedAt = Date.now();
       const p = await startProcessors();
-      const at = await firstIncrease(featuresCommitted, before);
-      record({ component: 'processors', killedAt, returnedAt, readyAt: p.readyAt, useful: [{ what: 'first commit', at }], note: '' }, fr, un);
+      // Its own first commit: its processed counter (events handled and committed) moving from 0.
+      const at = REPLICAS > 1
+        ? await firstTime(async () => (await counterOf(metricsPorts.processors[0]!, 'eddy_consumer_processed_total', /processors\.features/)) > 0, GIVE_UP_MS, 100)
+        : await firstIncrease(featuresCommitted, beforeReturn);
+      record({ component: 'processors', killedAt, returnedAt, readyAt: p.readyAt, useful: [{ what: 'first commit', at }], takeover, note: REPLICAS > 1 ? 'replica 0 away until the survivor took its partitions; its rejoining is a rebalance' : '' }, before);
     },
     trainer: async () => {
-      const [fr, un] = [failedRequests, unacked.size];
+      const before = snapshot();
       const killedAt = await kill('trainer');
+      const takeover: Fault['takeover'] = [];
+      if (REPLICAS > 1) {
+        // Work on every partition (a MANUAL retrain each), so each partition's commit moves once its
+        // owner answers a request there: the dead one's only after the survivor has taken it over.
+        const atKill = await committedOffsets(streams, 'trainer', 'retrain-requests');
+        await Promise.all(clientPerPartition().map((c) => manualRetrain(c)));
+        takeover.push({ what: 'a request answered on every partition', at: await firstTime(() => movedPast('trainer', 'retrain-requests', atKill), GIVE_UP_MS, 100) });
+      }
       const returnedAt = Date.now();
       const t = await startTrainer();
-      await manualRetrain(workloads[0]!.clientId);
-      const at = await trainerAnswerAfter(returnedAt);
-      const answer = modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > returnedAt);
-      record({ component: 'trainer', killedAt, returnedAt, readyAt: t.readyAt, useful: [{ what: `first answer (${answer?.name ?? 'none'})`, at }], note: 'a MANUAL retrain of one client sent at its ready line' }, fr, un);
+      let at: number;
+      let answer: AnyEvent | undefined;
+      if (REPLICAS > 1) {
+        await Promise.all(clientPerPartition().map((c) => manualRetrain(c)));
+        // Twice the usual patience: its first request may be one of a backlog that the survivor did not get to, trained from scratch.
+        at = await firstTime(async () => (await counterOf(metricsPorts.trainer[0]!, 'eddy_trainer_outcomes_total')) > 0, 2 * GIVE_UP_MS, 100);
+      } else {
+        await manualRetrain(workloads[0]!.clientId);
+        at = await trainerAnswerAfter(returnedAt);
+        answer = modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > returnedAt);
+      }
+      record({
+        component: 'trainer', killedAt, returnedAt, readyAt: t.readyAt, takeover,
+        useful: [{ what: REPLICAS > 1 ? 'its first answer' : `first answer (${answer?.name ?? 'none'})`, at }],
+        note: REPLICAS > 1 ? 'a MANUAL retrain on every partition at the kill; replica 0 away until the survivor answered on every partition; at its ready line a MANUAL retrain on every partition again' : 'a MANUAL retrain of one client sent at its ready line',
+      }, before);
     },
     server: async () => {
-      const [fr, un] = [failedRequests, unacked.size];
+      const before = snapshot();
       const killedAt = await kill('server');
+      const takeover: Fault['takeover'] = [];
+      if (REPLICAS > 1) {
+        // A request that failed on the dead server (reset, refused) answered by the other one.
+        takeover.push({ what: 'first request failed on it answered by the other', at: await firstTime(() => answered.some((a) => a.at > killedAt && a.failedOn.includes(serverUrls[0]!)), GIVE_UP_MS, 20) });
+        await sleep(Math.max(0, killedAt + DOWN_MS - Date.now()));
+      }
       const returnedAt = Date.now();
-      const publishedBefore = await topicEnd('predictions');
       const s = await startServer();
-      const [at, publishedAt] = await Promise.all([firstAnswerAfter(returnedAt), firstIncrease(() => topicEnd('predictions'), publishedBefore)]);
-      record({ component: 'server', killedAt, returnedAt, readyAt: s.readyAt, useful: [{ what: 'first 200', at }, { what: 'first PredictionMade', at: publishedAt }], note: 'one replica: requests fail until it is back' }, fr, un);
+      const [at, publishedAt] = await Promise.all([
+        firstTime(() => answered.some((a) => a.at > returnedAt && a.server === serverUrls[0]), GIVE_UP_MS, 20),
+        firstTime(async () => (await counterOf(metricsPorts.server[0]!, 'eddy_server_predictions_published_total')) > 0, GIVE_UP_MS, 50),
+      ]);
+      record({
+        component: 'server', killedAt, returnedAt, readyAt: s.readyAt, takeover,
+        useful: [{ what: 'first 200', at }, { what: 'first PredictionMade', at: publishedAt }],
+        note: REPLICAS > 1 ? `replica 0 away ${DOWN_MS / 1000} s; the typed client sent its requests to the other` : 'one replica: requests fail until it is back',
+      }, before);
     },
     broker: async () => {
-      const [fr, un] = [failedRequests, unacked.size];
+      const before = snapshot();
       const killedAt = Date.now();
       await kafka.kill();
       await sleep(DOWN_MS);
@@ -350,10 +476,10 @@ try {
         firstTime(() => lastAckAt > readyAt, GIVE_UP_MS, 20),
         firstIncrease(() => topicEnd('predictions')),
       ]);
-      record({ component: 'broker', killedAt, returnedAt, readyAt, useful: [{ what: 'processors first commit', at: commitAt }, { what: 'load producer first ack', at: ackAt }, { what: 'server first PredictionMade', at: publishedAt }], note: `away ${DOWN_MS / 1000} s; the server answered throughout (it needs no broker to answer)` }, fr, un);
+      record({ component: 'broker', killedAt, returnedAt, readyAt, useful: [{ what: 'processors first commit', at: commitAt }, { what: 'load producer first ack', at: ackAt }, { what: 'server first PredictionMade', at: publishedAt }], note: `away ${DOWN_MS / 1000} s; the server answered throughout (it needs no broker to answer)` }, before);
     },
     registry: async () => {
-      const [fr, un] = [failedRequests, unacked.size];
+      const before = snapshot();
       const killedAt = Date.now();
       await registry.kill();
       const duringFrom = await featuresCommitted();
@@ -366,10 +492,10 @@ try {
         await EventCodec.connect({ url: registry.endpoint, connectAttempts: 1 });
         return true;
       }, GIVE_UP_MS, 100);
-      record({ component: 'registry', killedAt, returnedAt, readyAt, useful: [{ what: 'a new codec registers every schema', at }], note: `away ${secs(readyAt - killedAt)} in all (its start-up included); the processors committed ${processedWhileAway} events in the ${DOWN_MS / 1000} s it was down (cached schema ids)` }, fr, un);
+      record({ component: 'registry', killedAt, returnedAt, readyAt, useful: [{ what: 'a new codec registers every schema', at }], note: `away ${secs(readyAt - killedAt)} in all (its start-up included); the processors committed ${processedWhileAway} events in the ${DOWN_MS / 1000} s it was down (cached schema ids)` }, before);
     },
     ClickHouse: async () => {
-      const [fr, un] = [failedRequests, unacked.size];
+      const before = snapshot();
       const killedAt = Date.now();
       await chServer.kill();
       await sleep(DOWN_MS);
@@ -377,10 +503,10 @@ try {
       await chServer.start();
       const readyAt = Date.now();
       const at = await firstIncrease(rowsInClickHouse);
-      record({ component: 'ClickHouse', killedAt, returnedAt, readyAt, useful: [{ what: 'first new row', at }], note: `away ${DOWN_MS / 1000} s` }, fr, un);
+      record({ component: 'ClickHouse', killedAt, returnedAt, readyAt, useful: [{ what: 'first new row', at }], note: `away ${DOWN_MS / 1000} s` }, before);
     },
     Redis: async () => {
-      const [fr, un] = [failedRequests, unacked.size];
+      const before = snapshot();
       const killedAt = Date.now();
       await redisServer.kill();
       const defaultedBefore = answered.filter((a) => a.defaulted).length;
@@ -389,7 +515,7 @@ try {
       await redisServer.start();
       const readyAt = Date.now();
       const at = await firstIncrease(redisExamples);
-      record({ component: 'Redis', killedAt, returnedAt, readyAt, useful: [{ what: 'first counter moved', at }], note: `away ${DOWN_MS / 1000} s; ${answered.filter((a) => a.defaulted).length - defaultedBefore} predictions answered with default features meanwhile` }, fr, un);
+      record({ component: 'Redis', killedAt, returnedAt, readyAt, useful: [{ what: 'first counter moved', at }], note: `away ${DOWN_MS / 1000} s; ${answered.filter((a) => a.defaulted).length - defaultedBefore} predictions answered with default features meanwhile` }, before);
     },
   };
   const order = (process.env.BENCH_FAULTS ?? 'processors,trainer,server,registry,ClickHouse,Redis,broker').split(',').map((s) => s.trim()).filter(Boolean);
@@ -427,11 +553,11 @@ try {
   if (!Number.isFinite(drained)) {
     // What an operator would do: restart them. Said in the report; the counts are after it.
     const dump = path.join(os.tmpdir(), `eddy-chaos-processors-${Date.now()}.log`);
-    fs.writeFileSync(dump, children.processors?.output() ?? '');
-    say(`the processors did not catch up within ${DRAIN_MS / 1000} s (their whole output: ${dump}); tail:\n${children.processors?.output().slice(-3000)}\nrestarting them (kill -9, start) and draining again …`);
-    await kill('processors');
+    fs.writeFileSync(dump, children.processors.map((c) => c?.output() ?? '').join('\n---- next replica ----\n'));
+    say(`the processors did not catch up within ${DRAIN_MS / 1000} s (their whole output: ${dump}); tail:\n${children.processors.map((c) => c?.output().slice(-3000)).join('\n----\n')}\nrestarting them (kill -9, start) and draining again …`);
+    for (const i of replicas) await kill('processors', i);
     const restartAt = Date.now();
-    await startProcessors();
+    await everyReplica(startProcessors);
     const again = await firstTime(async () =>
       (await caughtUp(streams, 'processors.features', ['examples'])) && (await caughtUp(streams, 'processors.analytics', ['predictions'])), DRAIN_MS, 500);
     drainNote = `**did not catch up within ${DRAIN_MS / 1000} s** after the load stopped (stalled: see the fault table); after a restart by hand: ${Number.isFinite(again) ? `caught up in ${secs(again - restartAt)}` : `still not caught up after ${DRAIN_MS / 1000} s`}`;
@@ -440,7 +566,7 @@ try {
   const logDir = process.env.BENCH_CHILD_LOG_DIR;
   if (logDir) {
     fs.mkdirSync(logDir, { recursive: true });
-    for (const [name, child] of Object.entries(children)) fs.writeFileSync(path.join(logDir, `${name}.log`), child?.output() ?? '');
+    for (const { name, child } of everyChild()) fs.writeFileSync(path.join(logDir, `${name}.log`), child?.output() ?? '');
   }
   // The server's publisher flushes every 50 ms; its ClickHouse rows come through the analytics group.
   await sleep(2000);
@@ -493,6 +619,14 @@ try {
     byRequest.set(v.retrainEventId, (byRequest.get(v.retrainEventId) ?? new Set()).add(e.name === 'ModelPublished' ? v.modelVersion! : 'rejected'));
   }
   const requestsTwoVersions = [...byRequest.values()].filter((s) => s.size > 1).length;
+  // Answers per request: more than one is a request trained twice (two versions) or a version announced again after a crash.
+  const answersPerRequest = new Map<string, number>();
+  for (const e of modelEvents) {
+    if (e.name !== 'ModelPublished' && e.name !== 'ModelRejected') continue;
+    const id = (e.value as { retrainEventId: string | null }).retrainEventId;
+    if (id) answersPerRequest.set(id, (answersPerRequest.get(id) ?? 0) + 1);
+  }
+  const answeredMoreThanOnce = [...answersPerRequest.values()].filter((n) => n > 1).length;
   const rejected = modelEvents.filter((e) => e.name === 'ModelRejected').length;
   // Attribute each missing PredictionMade to the fault whose window (10 s before the kill to 10 s after the first useful work) holds its answer.
   const windowOf = (at: number) => faults.find((f) => at >= f.killedAt - 10_000 && at <= Math.max(...f.useful.map((u) => (Number.isFinite(u.at) ? u.at : f.readyAt))) + 10_000)?.component ?? 'no fault';
@@ -507,12 +641,15 @@ try {
   const perUnit = (cpu: number, n: number, unit: number) => (n > 0 ? ((cpu * 1000 * unit) / n).toFixed(0) : 'n/a');
   const usefulCell = (f: Fault, from: 'returnedAt' | 'readyAt') => f.useful.map((u) => `${u.what}: ${from === 'returnedAt' ? '**' : ''}${secs(u.at - f[from])}${from === 'returnedAt' ? '**' : ''}`).join('; ');
   const lines = [
-    `Command: \`npm run bench:chaos\` (BENCH_RATE=${RATE}, BENCH_PREDICT_RATE=${PREDICT_RATE}, ${CLIENTS} clients, ${config.partitions} partitions, away ${DOWN_MS / 1000} s) · ${new Date().toISOString()} · ${machine}`,
+    `Command: \`npm run bench:chaos\` (BENCH_REPLICAS=${REPLICAS}, BENCH_RATE=${RATE}, BENCH_PREDICT_RATE=${PREDICT_RATE}, ${CLIENTS} clients, ${config.partitions} partitions, away ${DOWN_MS / 1000} s) · ${new Date().toISOString()} · ${machine}`,
+    REPLICAS > 1
+      ? `${REPLICAS} processors (shared consumer groups), ${REPLICAS} trainers (one group) and ${REPLICAS} servers (own ports and spools); predictions through the typed client given every server's URL (round-robin, failover; default retries: 3, 5 s per attempt). The process faults kill replica 0; "takeover" is from the kill to the survivor's first useful work in its place, "back" from replica 0's return to its own.`
+      : 'One of each; predictions through the typed client (default retries: 3, 5 s per attempt).',
     `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores, shared with other engineers' runs). Run: ${secs(Date.now() - t0)}.`,
     '',
-    '| fault (kill -9) | back → ready | back → first useful work | ready → first useful work | processors after it | requests failed meanwhile | sends not acknowledged | notes |',
-    '|---|---:|---|---|---:|---:|---:|---|',
-    ...faults.map((f) => `| ${f.component} | ${secs(f.readyAt - f.returnedAt)} | ${usefulCell(f, 'returnedAt')} | ${usefulCell(f, 'readyAt')} | ${f.after ?? ''} | ${f.failedRequests} | ${f.unacked} | ${f.note} |`),
+    '| fault (kill -9) | the survivor\'s takeover (kill → its first useful work in the dead one\'s place) | back → ready | back → first useful work | ready → first useful work | processors after it | requests failed meanwhile | requests retried / answered by another server | sends not acknowledged | notes |',
+    '|---|---|---:|---|---|---:|---:|---:|---:|---|',
+    ...faults.map((f) => `| ${f.component} | ${f.takeover?.length ? f.takeover.map((u) => `${u.what}: **${secs(u.at - f.killedAt)}**`).join('; ') : '—'} | ${secs(f.readyAt - f.returnedAt)} | ${usefulCell(f, 'returnedAt')} | ${usefulCell(f, 'readyAt')} | ${f.after ?? ''} | ${f.failedRequests} | ${f.retried} / ${f.failedOver} | ${f.unacked} | ${f.note} |`),
     '',
     '| count | value | check |',
     '|---|---:|---|',
@@ -529,8 +666,10 @@ try {
     `| request ids with more than one PredictionMade event id | ${loggedTwice} | ${ok(loggedTwice === 0)} |`,
     `| ClickHouse predictions: raw rows / distinct event ids | ${chPredRaw} / ${chPredDistinct} | ${ok(chPredDistinct === predictionEvents)} (distinct = the topic's distinct event ids) |`,
     `| predictions answered with default features (Redis timeout or away) | ${defaulted} (${((100 * defaulted) / Math.max(1, answered.length)).toFixed(1)} %) | |`,
-    `| requests that failed (by cause) | ${failedRequests} | ${[...failures].filter(([k]) => !k.startsWith('not sent')).map(([k, n]) => `${k}: ${n}`).join(', ') || '—'}${failures.has('not sent (100 in flight)') ? `; besides, ${failures.get('not sent (100 in flight)')} requests not sent while 100 were in flight` : ''} |`,
+    `| requests answered only after a retry / of them by another server than the first tried | ${retriedRequests} / ${failedOverRequests} | |`,
+    `| requests that failed (by cause) | ${failedRequests} | ${REPLICAS > 1 ? `${ok(failedRequests === 0)} ` : ''}${[...failures].filter(([k]) => !k.startsWith('not sent')).map(([k, n]) => `${k}: ${n}`).join(', ') || '—'}${failures.has('not sent (100 in flight)') ? `; besides, ${failures.get('not sent (100 in flight)')} requests not sent while 100 were in flight` : ''} |`,
     `| ModelPublished / distinct (client, version) / ModelRejected | ${published.length} / ${versionKeys.size} / ${rejected} | ${ok(versionsForTwoRequests === 0 && requestsTwoVersions === 0)} (${republished} re-announced; ${versionsForTwoRequests} versions answering two requests; ${requestsTwoVersions} requests answered by two versions) |`,
+    `| retrain requests answered / answered more than once (by two versions; the same version announced again) | ${answersPerRequest.size} / ${answeredMoreThanOnce} (${requestsTwoVersions}; ${answeredMoreThanOnce - requestsTwoVersions}) | ${ok(requestsTwoVersions === 0)}${answeredMoreThanOnce > requestsTwoVersions ? ' (an announcement again is a trainer killed after storing a version and before committing its request: the next one re-announces it, by design)' : ''} |`,
     `| dead letters | ${[...deadLetters.values()].reduce((a, b) => a + b, 0)} | ${[...deadLetters].map(([k, n]) => `${n} × ${k}`).join('; ') || '—'} |`,
     '',
     '| CPU per unit of work | steady reference (no fault, first) | whole fault run | ratio |',
@@ -550,7 +689,8 @@ try {
   sendingExamples = false;
   await Promise.allSettled(loaders);
   await predictor.catch(() => undefined);
-  await Promise.allSettled([children.processors?.kill9(), children.trainer?.kill9(), children.server?.kill9()]);
+  await Promise.allSettled(everyChild().map(({ child }) => child?.kill9()));
+  for (const c of clients.values()) await c.close().catch(() => undefined);
   redis.disconnect();
   await clickhouse.close().catch(() => undefined);
   // Everything lived on the private broker, Redis and ClickHouse: removing them removes it all.
