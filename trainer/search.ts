@@ -103,6 +103,24 @@ export function nonTextIds(featurizer: TextFeaturizer, examples: readonly Traini
 }
 
 /**
+ * Feature ids of the character n-grams in a configuration's texts: the ids its featurizer gives
+ * that the word-only featurizer with the same word rule does not (word ids do not depend on the
+ * character orders). An id both give (a hash collision) counts as a word. Empty without character
+ * n-grams. The sparse-linear kind's `textBlocks` normalises these as a TF-IDF block of their own.
+ */
+export function charNgramIds(config: Pick<SearchConfig, 'charNgrams' | 'minWordChars'>, texts: readonly string[]): Set<number> {
+  const out = new Set<number>();
+  if (config.charNgrams.length === 0) return out;
+  const all = featurizerOf(config);
+  const words = featurizerOf({ charNgrams: [], ...(config.minWordChars !== undefined ? { minWordChars: config.minWordChars } : {}) });
+  for (const text of texts) {
+    const wordIds = new Set(words.featurize(text).ids);
+    for (const id of all.featurize(text).ids) if (!wordIds.has(id)) out.add(id);
+  }
+  return out;
+}
+
+/**
  * At most about `max` examples for the search, stratified: each label keeps its share (and at
  * least min(its count, 10), so rare labels stay scorable), chosen by a stable hash of the example
  * id, so the same data gives the same sample and retrains see the same examples.
@@ -157,7 +175,7 @@ export async function searchModel(
   const foldIds = examples.map((e) => foldOf(e.exampleId, folds));
   const truth = examples.map((e) => e.label);
   const scores: SearchResult['scores'] = [];
-  const cache = new Map<string, { vectors: SparseVector[]; defs: SparseVector[]; nonText: Set<number> }>();
+  const cache = new Map<string, { vectors: SparseVector[]; defs: SparseVector[]; nonText: Set<number>; charIds: Set<number> }>();
   // Warm start along the grid: the last fitted weights per (kind, featurizer, fold).
   const previous = new Map<string, ModelArtifact>();
   for (const config of search.grid) {
@@ -171,12 +189,13 @@ export async function searchModel(
         vectors: examples.map((e) => fz.featurize(e.text, e.metadata, e.features)),
         defs: definitions.map((d) => fz.featurize(definitionText(d))),
         nonText: nonTextIds(fz, examples),
+        charIds: charNgramIds(config, [...examples.map((e) => e.text), ...definitions.map(definitionText)]),
       };
       cache.set(key, data);
     }
     const predicted = new Array<string>(examples.length);
     for (let k = 0; k < folds; k++) {
-      const fit: FitData = { vectors: [], targets: new Int32Array(0), numLabels: labels.length, nonTextIds: data.nonText };
+      const fit: FitData = { vectors: [], targets: new Int32Array(0), numLabels: labels.length, nonTextIds: data.nonText, charNgramIds: data.charIds };
       const targets: number[] = [];
       examples.forEach((e, i) => {
         if (foldIds[i] === k) return;
