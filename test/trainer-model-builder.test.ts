@@ -9,8 +9,10 @@ import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
 import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
 import { buildTrainingSet, splitOf, type ExampleRow, type LabelChangeRow, type TrainingSet } from '../trainer/dataset.ts';
-import { trainClient, trainerSettings, type TrainerSettings } from '../trainer/pipeline.ts';
+import { fitCandidate, trainClient, trainerSettings, type TrainerSettings } from '../trainer/pipeline.ts';
 import { searchSample, type SearchSettings } from '../trainer/search.ts';
+import { validateTrainingSet } from '../trainer/validate.ts';
+import { decodeArtifact, encodeArtifact } from '../models/artifact.ts';
 import { generateClient } from './quality/workload.ts';
 
 /**
@@ -182,6 +184,23 @@ describe('calibration', () => {
     for (const e of set.examples.slice(0, 30)) expect(predictor.predict(e.text, e.metadata, {}).label).toBe(raw.predict(e.text, e.metadata, {}).label);
     expect(raw.predict('x', {}, {}).unsure).toBeNull();
   }, 60_000);
+});
+
+describe('two text blocks through the pipeline', () => {
+  it('a textBlocks candidate reaches its fits with the character ids: the published model has them, served as trained', async () => {
+    const set = setOf('blocks', 300, 5);
+    const blocks: SearchSettings = { folds: 3, grid: [{ kind: 'sparse-linear', params: { C: 10, textBlocks: true }, charNgrams: [3, 4] }] };
+    const validation = validateTrainingSet(set, settings);
+    const candidate = await fitCandidate(set, validation.examples, { ...settings, search: blocks }, { version: 'v1', parent: null, labelDistribution: validation.labelDistribution, retrainEventId: null });
+    expect(candidate.manifest.model).toMatchObject({ kind: 'sparse-linear', tfidf: true, textBlocks: true });
+    const charRows = candidate.sections.find((s) => s.name === 'charRows')!.data;
+    // Both blocks present: some rows are character n-grams, some are words.
+    expect(charRows.some((b) => b === 1) && charRows.some((b) => b === 0)).toBe(true);
+    expect(candidate.evaluation.macroF1).toBeGreaterThan(0.5);
+    // The stored artifact, loaded as a server loads it, predicts what the trainer's predictor does.
+    const served = loadPredictor(decodeArtifact(encodeArtifact(candidate.manifest, candidate.sections)));
+    for (const e of candidate.test) expect(served.predict(e.text, e.metadata, {}, 1).label).toBe(candidate.predictor.predict(e.text, e.metadata, {}, 1).label);
+  }, 120_000);
 });
 
 describe('search sample', () => {
