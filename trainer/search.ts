@@ -11,8 +11,7 @@ import { evaluate } from './evaluate.ts';
  * Amortised (see needsSearch): a full search for a client's first model, when its data has grown
  * to twice the size of the last search, and after a quality alert; the retrains in between reuse
  * the live version's choice (and warm-start from its weights), so their cost is one fit plus the
- * refit on all data. Each candidate's fits warm-start from the previous candidate's weights of the
- * same featurizer and fold (a nearby optimum), which cuts the iterations of the later ones.
+ * refit on all data. Each candidate is fitted cold (see SearchSettings.warmStartCandidates).
  */
 export interface SearchConfig {
   kind: string;
