@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { SparseVector } from '../featurizer/text.ts';
-import { trainSparseLinear, type TrainedLinearModel } from '../models/kinds/sparse-linear/fit.ts';
+import { hashString, type SparseVector } from '../featurizer/text.ts';
+import type { ModelManifest } from '../models/artifact.ts';
+import { trainSparseLinear, weightedCsr, type TrainedLinearModel } from '../models/kinds/sparse-linear/fit.ts';
+import { quantizeWeights, sparseLinear } from '../models/kinds/sparse-linear/index.ts';
+import { charNgramIds, featurizerOf } from '../trainer/search.ts';
 
 /**
  * The sparse-linear solver's objectives, checked by their optimality conditions computed here
@@ -112,5 +115,112 @@ describe('the L-BFGS stopping rule', () => {
       // Within 1 % of the way from the start to the optimum, whatever the tolerance.
       expect(r.loss).toBeLessThan(0.01 * f0);
     }
+  });
+});
+
+/**
+ * Text blocks (TrainOptions.textBlocks): word and character n-grams weighted as two TF-IDF vectors,
+ * each normalised on its own. The reference here is written from scikit-learn's definitions
+ * (TfidfVectorizer(sublinear_tf=True, smooth_idf=True, norm='l2') per block, concatenated as
+ * FeatureUnion does) over the featurizer's named features, independently of the trainer's code.
+ */
+describe('sparse-linear text blocks', () => {
+  const config = { charNgrams: [3, 4] };
+  const featurizer = featurizerOf(config);
+  const texts = [
+    'the printer on floor two is jammed again', 'printer jammed, paper stuck', 'reset my password please',
+    'password expired and the reset link is broken', 'laptop will not boot after the update', 'the update broke my laptop again and again',
+  ];
+  const targets = Int32Array.from([0, 0, 1, 1, 2, 2]);
+  const idOf = (name: string) => (hashString(name) & ((1 << featurizer.config.hashBits) - 1)) >>> 0;
+
+  /** Per text, feature id -> its value in the concatenation of the two unit-length TF-IDF blocks. */
+  function reference(): Array<Map<number, number>> {
+    const counts = texts.map((t) => {
+      const m = new Map<string, number>();
+      for (const n of featurizer.textFeatureNames(t)) m.set(n, (m.get(n) ?? 0) + 1);
+      return m;
+    });
+    const df = new Map<string, number>();
+    for (const m of counts) for (const n of m.keys()) df.set(n, (df.get(n) ?? 0) + 1);
+    return counts.map((m) => {
+      const out = new Map<number, number>();
+      for (const block of ['w', 'c']) {
+        const entries = [...m].filter(([n]) => n.startsWith(block));
+        const tfidf = entries.map(([n, c]) => (1 + Math.log(c)) * (Math.log((1 + texts.length) / (1 + df.get(n)!)) + 1));
+        const norm = Math.sqrt(tfidf.reduce((a, v) => a + v * v, 0));
+        entries.forEach(([n], i) => out.set(idOf(n), tfidf[i]! / norm));
+      }
+      return out;
+    });
+  }
+
+  const fitBlocks = async (textBlocks: boolean, maxIterations = 0) => {
+    const vectors = texts.map((t) => featurizer.featurize(t));
+    const charIds = charNgramIds(config, texts);
+    const m = await trainSparseLinear(
+      { vectors, targets, numLabels: 3, charNgramIds: charIds },
+      { C: 10, minFeatureCount: 1, tfidf: true, textBlocks, maxIterations, tolerance: 1e-9 },
+    );
+    return { m, vectors, charIds };
+  };
+
+  it('marks exactly the character n-grams (the names c3:/c4:) as their own block', async () => {
+    const { m, charIds } = await fitBlocks(true);
+    const charNames = new Set(texts.flatMap((t) => featurizer.textFeatureNames(t)).filter((n) => n.startsWith('c')).map(idOf));
+    expect([...charIds].sort()).toEqual([...charNames].sort());
+    m.featureIds.forEach((id, r) => expect(m.charRows![r]).toBe(charNames.has(id) ? 1 : 0));
+  });
+
+  it('weighs each block as its own TF-IDF vector (sublinear tf, smooth idf, unit L2 norm), as FeatureUnion does', async () => {
+    const { m, vectors } = await fitBlocks(true);
+    const X = weightedCsr(vectors, m.featureIds, m.idf, Float64Array, m.charRows);
+    const ref = reference();
+    ref.forEach((want, i) => {
+      const got = new Map<number, number>();
+      for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++) got.set(m.featureIds[X.cols[j]!]!, X.vals[j]!);
+      expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+      // The artifact stores idf as float32: agreement to float32 precision.
+      for (const [id, v] of want) expect(got.get(id)!).toBeCloseTo(v, 6);
+    });
+    // One norm over both blocks (the former weighting) gives words far less than a block's unit length.
+    const joint = weightedCsr(vectors, m.featureIds, m.idf, Float64Array, null);
+    let words = 0;
+    for (let j = joint.ptr[0]!; j < joint.ptr[1]!; j++) if (m.charRows![joint.cols[j]!] === 0) words += joint.vals[j]! ** 2;
+    expect(Math.sqrt(words)).toBeLessThan(0.6);
+  });
+
+  it('the served model weighs inputs as the fit did: the artifact round trip gives the trainer\'s logits', async () => {
+    const { m, vectors } = await fitBlocks(true, 200);
+    const weights = { featureIds: m.featureIds, bias: m.bias, idf: m.idf, charRows: m.charRows, ...quantizeWeights(m.weights, m.featureIds.length, 3, 'float32') };
+    const manifest = { labels: ['a', 'b', 'c'], model: { kind: 'sparse-linear', dimensions: { features: m.featureIds.length, labels: 3 }, quantization: 'float32', tfidf: true, textBlocks: true } } as unknown as ModelManifest;
+    const sections = Object.fromEntries(sparseLinear.write(weights).map((s) => [s.name, s.data]));
+    expect(Object.keys(sections)).toContain('charRows');
+    const scorer = sparseLinear.scorer(manifest, sparseLinear.read(manifest, sections));
+    const X = weightedCsr(vectors, m.featureIds, m.idf, Float64Array, m.charRows);
+    vectors.forEach((v, i) => {
+      const z = Array.from(m.bias, Number);
+      for (let j = X.ptr[i]!; j < X.ptr[i + 1]!; j++) for (let c = 0; c < 3; c++) z[c]! += X.vals[j]! * m.weights[X.cols[j]! * 3 + c]!;
+      const got = scorer.logits(v);
+      z.forEach((want, c) => expect(got[c]!).toBeCloseTo(want, 5));
+      expect(got.indexOf(Math.max(...got))).toBe(targets[i]);
+    });
+    // A charRows section must come with model.textBlocks, and the other way round.
+    const { textBlocks: _, ...oneBlock } = manifest.model as unknown as Record<string, unknown>;
+    expect(() => sparseLinear.read({ ...manifest, model: oneBlock } as unknown as ModelManifest, sections)).toThrow(/charRows/);
+    const { charRows: __, ...noRows } = sections;
+    expect(() => sparseLinear.read(manifest, noRows)).toThrow(/charRows/);
+  });
+
+  it('without textBlocks, or without character n-grams, the fit is the one-block fit, bit for bit', async () => {
+    const oneBlock = await fitBlocks(false, 50);
+    expect(oneBlock.m.charRows).toBeNull();
+    const vectors = texts.map((t) => featurizerOf({ charNgrams: [] }).featurize(t));
+    const words = charNgramIds({ charNgrams: [] }, texts);
+    expect(words.size).toBe(0);
+    const a = await trainSparseLinear({ vectors, targets, numLabels: 3, charNgramIds: words }, { C: 10, minFeatureCount: 1, tfidf: true, textBlocks: true, maxIterations: 50, tolerance: 1e-9 });
+    const b = await trainSparseLinear({ vectors, targets, numLabels: 3 }, { C: 10, minFeatureCount: 1, tfidf: true, maxIterations: 50, tolerance: 1e-9 });
+    expect(a.charRows).toBeNull();
+    expect(Array.from(a.weights)).toEqual(Array.from(b.weights));
   });
 });

@@ -13,7 +13,7 @@ import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
 import { initBackend } from './backend.ts';
 import { definitionText, splitOf, type DataWait, type TrainingExample, type TrainingSet } from './dataset.ts';
 import { evaluate, metricsMap, type Evaluation } from './evaluate.ts';
-import { DEFAULT_SEARCH, defaultConfig, featurizerOf, needsSearch, nonTextIds, searchModel, selectionOf, type SearchResult, type SearchSettings } from './search.ts';
+import { charNgramIds, DEFAULT_SEARCH, defaultConfig, featurizerOf, needsSearch, nonTextIds, searchModel, selectionOf, type SearchResult, type SearchSettings } from './search.ts';
 import { validateTrainingSet, type ValidationLimits } from './validate.ts';
 
 /**
@@ -194,11 +194,13 @@ export async function fitCandidate(
   const vectorById = new Map(examples.map((e) => [e.exampleId, featurizer.featurize(e.text, e.metadata, e.features)]));
   const definitionVectors = set.definitions.map((d) => featurizer.featurize(definitionText(d)));
   const nonText = nonTextIds(featurizer, examples);
+  const charIds = charNgramIds(config, [...examples.map((e) => e.text), ...set.definitions.map(definitionText)]);
   const fitData = (subset: TrainingExample[]): FitData => ({
     vectors: [...subset.map((e) => vectorById.get(e.exampleId)!), ...definitionVectors],
     targets: Int32Array.from([...subset.map((e) => labelIndex.get(e.label)!), ...set.definitions.map((d) => labelIndex.get(d.label)!)]),
     numLabels: set.labels.length,
     nonTextIds: nonText,
+    charNgramIds: charIds,
   });
   const fitOptions = (init: unknown): FitOptions => ({
     epochs: settings.epochs, seed: settings.seed, ...(init ? { init } : {}),

@@ -11,8 +11,7 @@ import { evaluate } from './evaluate.ts';
  * Amortised (see needsSearch): a full search for a client's first model, when its data has grown
  * to twice the size of the last search, and after a quality alert; the retrains in between reuse
  * the live version's choice (and warm-start from its weights), so their cost is one fit plus the
- * refit on all data. Each candidate's fits warm-start from the previous candidate's weights of the
- * same featurizer and fold (a nearby optimum), which cuts the iterations of the later ones.
+ * refit on all data. Each candidate is fitted cold (see SearchSettings.warmStartCandidates).
  */
 export interface SearchConfig {
   kind: string;
@@ -43,6 +42,13 @@ export interface SearchSettings {
    * fit: a 20,000-example import would otherwise spend minutes on 18 cross-validation fits.
    */
   maxExamples?: number;
+  /**
+   * Warm-start each candidate's fits from the previous candidate's of the same featurizer, text
+   * weighting and fold. Off by default: with the search's loose tolerance, a warm-started fit can
+   * stop after its first, short step (the relative-decrease test fires before L-BFGS has any
+   * curvature) and score as its predecessor did.
+   */
+  warmStartCandidates?: boolean;
 }
 
 export const DEFAULT_SEARCH: SearchSettings = {
@@ -50,13 +56,13 @@ export const DEFAULT_SEARCH: SearchSettings = {
   grid: [
     // The safe default first: it stays unless another candidate beats it by more than the noise
     // (searchModel's one-standard-error rule), which on a few hundred examples it rarely does.
-    { kind: 'sparse-linear', params: { C: 10 }, charNgrams: [3, 4] },
+    { kind: 'sparse-linear', params: { C: 10, textBlocks: true }, charNgrams: [3, 4] },
     // Balanced class weights: macro-F1 counts every label alike (won on the fortune clients).
-    { kind: 'sparse-linear', params: { C: 30, minFeatureCount: 2, balanced: true }, charNgrams: [3, 4] },
-    { kind: 'sparse-linear', params: { C: 30, minFeatureCount: 2, multiClass: 'ovr', balanced: true }, charNgrams: [3, 4], minWordChars: 2 },
-    // What the reference solves (liblinear's one-vs-rest logistic regression over TF-IDF word
-    // 1-2-grams, every feature kept, words of two characters or more).
-    { kind: 'sparse-linear', params: { C: 100, minFeatureCount: 1, multiClass: 'ovr' }, charNgrams: [], minWordChars: 2 },
+    { kind: 'sparse-linear', params: { C: 30, minFeatureCount: 2, balanced: true, textBlocks: true }, charNgrams: [3, 4] },
+    { kind: 'sparse-linear', params: { C: 30, minFeatureCount: 2, multiClass: 'ovr', balanced: true, textBlocks: true }, charNgrams: [3, 4], minWordChars: 2 },
+    // A stronger penalty: two unit-length blocks double an input's squared norm, which weakens a
+    // given C's penalty; short texts (WordNet glosses) want it stronger still.
+    { kind: 'sparse-linear', params: { C: 3, minFeatureCount: 2, balanced: true, textBlocks: true }, charNgrams: [3, 4] },
   ],
   fitOverrides: { 'sparse-linear': { tolerance: 1e-3 } },
   maxExamples: 2_000,
@@ -98,6 +104,24 @@ export function nonTextIds(featurizer: TextFeaturizer, examples: readonly Traini
   for (const e of examples) {
     if (Object.keys(e.metadata).length === 0 && Object.keys(e.features).length === 0) continue;
     for (const id of featurizer.featurize('', e.metadata, e.features).ids) out.add(id);
+  }
+  return out;
+}
+
+/**
+ * Feature ids of the character n-grams in a configuration's texts: the ids its featurizer gives
+ * that the word-only featurizer with the same word rule does not (word ids do not depend on the
+ * character orders). An id both give (a hash collision) counts as a word. Empty without character
+ * n-grams. The sparse-linear kind's `textBlocks` normalises these as a TF-IDF block of their own.
+ */
+export function charNgramIds(config: Pick<SearchConfig, 'charNgrams' | 'minWordChars'>, texts: readonly string[]): Set<number> {
+  const out = new Set<number>();
+  if (config.charNgrams.length === 0) return out;
+  const all = featurizerOf(config);
+  const words = featurizerOf({ charNgrams: [], ...(config.minWordChars !== undefined ? { minWordChars: config.minWordChars } : {}) });
+  for (const text of texts) {
+    const wordIds = new Set(words.featurize(text).ids);
+    for (const id of all.featurize(text).ids) if (!wordIds.has(id)) out.add(id);
   }
   return out;
 }
@@ -157,8 +181,8 @@ export async function searchModel(
   const foldIds = examples.map((e) => foldOf(e.exampleId, folds));
   const truth = examples.map((e) => e.label);
   const scores: SearchResult['scores'] = [];
-  const cache = new Map<string, { vectors: SparseVector[]; defs: SparseVector[]; nonText: Set<number> }>();
-  // Warm start along the grid: the last fitted weights per (kind, featurizer, fold).
+  const cache = new Map<string, { vectors: SparseVector[]; defs: SparseVector[]; nonText: Set<number>; charIds: Set<number> }>();
+  // Warm start along the grid: the last fitted weights per (kind, featurizer, text weighting, fold).
   const previous = new Map<string, ModelArtifact>();
   for (const config of search.grid) {
     const trainer = trainers(config.kind);
@@ -171,12 +195,13 @@ export async function searchModel(
         vectors: examples.map((e) => fz.featurize(e.text, e.metadata, e.features)),
         defs: definitions.map((d) => fz.featurize(definitionText(d))),
         nonText: nonTextIds(fz, examples),
+        charIds: charNgramIds(config, [...examples.map((e) => e.text), ...definitions.map(definitionText)]),
       };
       cache.set(key, data);
     }
     const predicted = new Array<string>(examples.length);
     for (let k = 0; k < folds; k++) {
-      const fit: FitData = { vectors: [], targets: new Int32Array(0), numLabels: labels.length, nonTextIds: data.nonText };
+      const fit: FitData = { vectors: [], targets: new Int32Array(0), numLabels: labels.length, nonTextIds: data.nonText, charNgramIds: data.charIds };
       const targets: number[] = [];
       examples.forEach((e, i) => {
         if (foldIds[i] === k) return;
@@ -188,8 +213,9 @@ export async function searchModel(
         targets.push(labelIndex.get(d.label)!);
       });
       fit.targets = Int32Array.from(targets);
-      const warmKey = `${config.kind}|${key}|${k}`;
-      const parent = previous.get(warmKey);
+      // Inputs weighted another way (textBlocks) put the optimum elsewhere: no warm start across them.
+      const warmKey = `${config.kind}|${key}|${config.params.textBlocks === true ? 'blocks' : ''}|${k}`;
+      const parent = search.warmStartCandidates ? previous.get(warmKey) : undefined;
       const init = parent ? trainer.warmStart(parent, labels) : undefined;
       const fitted = await trainer.fit(fit, { ...(trainer.defaults as Record<string, unknown>), ...baseParams(config.kind), ...config.params, ...search.fitOverrides?.[config.kind] }, { epochs: 1, seed: 42, ...(init ? { init } : {}) });
       const sections = Object.fromEntries(trainer.kind.write(fitted.weights).map((s) => [s.name, s.data]));

@@ -38,6 +38,8 @@ export interface FitData {
   sampleWeights?: Float32Array;
   /** Feature ids of metadata and real-time features (not text n-grams): TF-IDF weighting leaves them as they are. */
   nonTextIds?: ReadonlySet<number>;
+  /** Feature ids of character n-grams (absent without them): kinds that weigh text as two TF-IDF blocks (sparse-linear's textBlocks) need to know which. */
+  charNgramIds?: ReadonlySet<number>;
 }
 
 export interface FitOptions {

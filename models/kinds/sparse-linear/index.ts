@@ -17,8 +17,17 @@ import type { ModelKind, Scorer } from '../kind.ts';
  * out of the norm. Doing it here, not in the featurizer, keeps the featurizer's output (shared by
  * every model and pinned by test/fixtures/) unchanged; artifacts without `idf` score as before.
  *
+ * Two text blocks (models whose `textBlocks` is set): with character n-grams next to word
+ * n-grams, one norm over both lets the far more numerous character n-grams (a 6-letter word gives
+ * 11 of orders 3-4, and one word feature) take most of it, so every word feature is scaled down by
+ * a factor that grows with the text's length and the L2 penalty then holds words back more than
+ * characters. A `charRows` section (uint8 per row, 1 = character n-gram) makes each block a TF-IDF
+ * vector normalised on its own, as scikit-learn's FeatureUnion of a word and a character
+ * TfidfVectorizer computes: words keep the scale they have in a word-only model.
+ *
  * Sections, in this order: featureIds (uint32), weights (int8 | float32, row-major
- * [features x labels]), rowScales (float32, int8 only), bias (float32), idf (float32, optional).
+ * [features x labels]), rowScales (float32, int8 only), bias (float32), idf (float32, optional),
+ * charRows (uint8, optional, only with idf).
  */
 export type Quantization = 'int8-row' | 'float32';
 
@@ -29,6 +38,8 @@ export interface SparseLinearInfo extends ModelInfo {
   quantization: Quantization;
   /** True when the artifact has an `idf` section (TF-IDF weighting in the scorer); absent on older artifacts. */
   tfidf?: boolean;
+  /** True when the artifact has a `charRows` section: word and character n-grams normalised as separate TF-IDF blocks. */
+  textBlocks?: boolean;
 }
 
 export interface SparseLinearWeights {
@@ -40,6 +51,8 @@ export interface SparseLinearWeights {
   bias: Float32Array;
   /** Per-row idf for text features, 0 for features left unweighted; null = no TF-IDF weighting (older artifacts). */
   idf?: Float32Array | null;
+  /** 1 for a row of a character n-gram (its own TF-IDF block), 0 otherwise; null = one block (older artifacts). */
+  charRows?: Uint8Array | null;
 }
 
 /**
@@ -96,28 +109,45 @@ export function rowLookup(featureIds: Uint32Array): (id: number) => number {
 /**
  * A vector in model rows with TF-IDF weighting applied (see the header): writes the row of each
  * known feature and its weighted value into `rows`/`out` and returns how many. Features without a
- * row are dropped before the norm, as a TF-IDF vocabulary drops unseen words. The trainer uses
- * this same function on its training vectors, so training and serving see identical inputs.
+ * row are dropped before the norm, as a TF-IDF vocabulary drops unseen words. With `charRows`,
+ * word and character n-grams are normalised separately (each block to unit length). The trainer
+ * uses this same function on its training vectors, so training and serving see identical inputs.
  */
 export function weighVector(
   vector: SparseVector, rowOf: (id: number) => number, idf: Float32Array | null, rows: Int32Array, out: Float64Array,
+  charRows: Uint8Array | null = null,
 ): number {
   const { ids, values } = vector;
   let k = 0;
   let norm = 0;
+  let charNorm = 0;
   for (let i = 0; i < ids.length; i++) {
     const r = rowOf(ids[i]!);
     if (r < 0) continue;
     const f = idf ? idf[r]! : 0;
     const v = f > 0 ? values[i]! * f : values[i]!;
-    if (f > 0) norm += v * v;
+    if (f > 0) {
+      if (charRows !== null && charRows[r] === 1) charNorm += v * v;
+      else norm += v * v;
+    }
     rows[k] = r;
     out[k] = v;
     k++;
   }
-  if (idf && norm > 0) {
-    const scale = 1 / Math.sqrt(norm);
-    for (let j = 0; j < k; j++) if (idf[rows[j]!]! > 0) out[j]! *= scale;
+  if (!idf) return k;
+  if (charRows === null) {
+    // One block: exactly the arithmetic of artifacts written before text blocks.
+    if (norm > 0) {
+      const scale = 1 / Math.sqrt(norm);
+      for (let j = 0; j < k; j++) if (idf[rows[j]!]! > 0) out[j]! *= scale;
+    }
+    return k;
+  }
+  const wordScale = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+  const charScale = charNorm > 0 ? 1 / Math.sqrt(charNorm) : 0;
+  for (let j = 0; j < k; j++) {
+    const r = rows[j]!;
+    if (idf[r]! > 0) out[j]! *= charRows[r] === 1 ? charScale : wordScale;
   }
   return k;
 }
@@ -153,16 +183,22 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
   name: 'sparse-linear',
 
   read(manifest, sections) {
-    const { dimensions: { features, labels }, tfidf } = info(manifest);
-    const { featureIds, weights, rowScales, bias, idf } = sections;
+    const { dimensions: { features, labels }, tfidf, textBlocks } = info(manifest);
+    const { featureIds, weights, rowScales, bias, idf, charRows } = sections;
     if ((tfidf === true) !== (idf !== undefined)) throw corrupt(tfidf ? 'idf section missing' : 'idf section without model.tfidf');
+    if ((textBlocks === true) !== (charRows !== undefined)) throw corrupt(textBlocks ? 'charRows section missing' : 'charRows section without model.textBlocks');
+    if (textBlocks && !tfidf) throw corrupt('model.textBlocks without model.tfidf');
+    if (charRows !== undefined && !(charRows instanceof Uint8Array && charRows.length === features)) throw corrupt('charRows wrong length');
     if (!(featureIds instanceof Uint32Array) || featureIds.length !== features) throw corrupt('featureIds missing or wrong length');
     if (!(weights instanceof Int8Array || weights instanceof Float32Array) || weights.length !== features * labels) throw corrupt('weights missing or wrong length');
     if (!(bias instanceof Float32Array) || bias.length !== labels || manifest.labels.length !== labels) throw corrupt('bias/labels mismatch');
     if (weights instanceof Int8Array && !(rowScales instanceof Float32Array && rowScales.length === features)) throw corrupt('rowScales missing');
     if (idf !== undefined && !(idf instanceof Float32Array && idf.length === features)) throw corrupt('idf wrong length');
     for (let i = 1; i < featureIds.length; i++) if (featureIds[i]! <= featureIds[i - 1]!) throw corrupt('featureIds not ascending');
-    return { featureIds, weights, rowScales: rowScales instanceof Float32Array ? rowScales : null, bias, idf: idf instanceof Float32Array ? idf : null };
+    return {
+      featureIds, weights, rowScales: rowScales instanceof Float32Array ? rowScales : null, bias, idf: idf instanceof Float32Array ? idf : null,
+      charRows: charRows instanceof Uint8Array ? charRows : null,
+    };
   },
 
   write(w): ArtifactSection[] {
@@ -172,17 +208,18 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
       ...(w.rowScales ? [{ name: 'rowScales', data: w.rowScales }] : []),
       { name: 'bias', data: w.bias },
       ...(w.idf ? [{ name: 'idf', data: w.idf }] : []),
+      ...(w.idf && w.charRows ? [{ name: 'charRows', data: w.charRows }] : []),
     ];
   },
 
-  scorer(manifest, { featureIds, weights: w, rowScales, bias, idf = null }): Scorer {
+  scorer(manifest, { featureIds, weights: w, rowScales, bias, idf = null, charRows = null }): Scorer {
     const nLabels = manifest.labels.length;
     const rowOf = rowLookup(featureIds);
     // Scratch buffers reused across calls (a scorer runs on one thread), grown on demand.
     let rows = new Int32Array(64);
     let vals = new Float64Array(64);
     return {
-      memoryBytes: featureIds.byteLength + w.byteLength + (rowScales?.byteLength ?? 0) + bias.byteLength + (idf?.byteLength ?? 0),
+      memoryBytes: featureIds.byteLength + w.byteLength + (rowScales?.byteLength ?? 0) + bias.byteLength + (idf?.byteLength ?? 0) + (charRows?.byteLength ?? 0),
       logits(vector: SparseVector): Float64Array {
         const out = Float64Array.from(bias);
         if (!idf) {
@@ -201,7 +238,7 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
           rows = new Int32Array(vector.ids.length);
           vals = new Float64Array(vector.ids.length);
         }
-        const k = weighVector(vector, rowOf, idf, rows, vals);
+        const k = weighVector(vector, rowOf, idf, rows, vals, charRows);
         for (let j = 0; j < k; j++) {
           const r = rows[j]!;
           const v = vals[j]! * (rowScales ? rowScales[r]! : 1);
@@ -214,7 +251,7 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
   },
 
   estimateBytes(manifest) {
-    const { dimensions: { features, labels }, quantization, tfidf } = info(manifest);
-    return features * 4 + features * labels * (quantization === 'int8-row' ? 1 : 4) + (quantization === 'int8-row' ? features * 4 : 0) + labels * 4 + (tfidf ? features * 4 : 0);
+    const { dimensions: { features, labels }, quantization, tfidf, textBlocks } = info(manifest);
+    return features * 4 + features * labels * (quantization === 'int8-row' ? 1 : 4) + (quantization === 'int8-row' ? features * 4 : 0) + labels * 4 + (tfidf ? features * 4 : 0) + (textBlocks ? features : 0);
   },
 };
