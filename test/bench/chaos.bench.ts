@@ -38,7 +38,7 @@
  * the kill to the survivor's first useful work in the dead one's place (every partition of the
  * features group committed again; every MANUAL retrain sent at the kill, one per partition,
  * answered; the first request that failed on the dead server answered by the other one).
- * BENCH_REDIS picks the private Redis (only `single` for now; see startPrivateRedis).
+ * BENCH_REDIS picks the private Redis: `single` (default) or `cluster`, a 3-master Redis Cluster (see startPrivateRedis).
  *
  * CPU per unit of work (from /proc) is given for the steady window before the first fault
  * (BENCH_REFERENCE_MS, the reference) and for the whole run, so the cost of the work done again after crashes shows as a ratio.
@@ -55,12 +55,12 @@ import { EddyClient, type EddyClientError } from '../../client/index.ts';
 import { identifier } from '../../common/clickhouse.ts';
 import { createClickHouse } from '../../common/clickhouse.ts';
 import { featureKeys } from '../../common/keyspace.ts';
-import { connectRedis } from '../../common/redis.ts';
+import { connectRedis, SlotPipelines } from '../../common/redis.ts';
 import type { AnyEvent } from '../../streams/index.ts';
 import { EventCodec } from '../../streams/index.ts';
 import { cpuSeconds, eddyEnv, firstTime, privateKafka, privateRegistry, readLog, spawnEddy, type EddyProcess } from '../chaos-support.ts';
 import { testConfig, testStreams, waitFor } from '../helpers.ts';
-import { caughtUp, committedOffsets, freePort, privateClickHouse, privateRedis, type PrivateServer } from '../processors-support.ts';
+import { caughtUp, committedOffsets, freePort, privateClickHouse, privateRedis, privateRedisCluster, type PrivateServer } from '../processors-support.ts';
 import { generateClient, type WorkloadClient } from '../quality/workload.ts';
 
 const RATE = Number(process.env.BENCH_RATE ?? 400);
@@ -84,13 +84,16 @@ say('starting a private Kafka broker, schema registry, Redis and ClickHouse …'
 const kafka = await privateKafka();
 await kafka.start();
 /**
- * The private Redis the platform runs on. BENCH_REDIS=cluster is where a private Redis Cluster
- * goes once common/redis.ts speaks to one (then the fault kills one of its primaries).
+ * The private Redis the platform runs on: one server (BENCH_REDIS=single, the default) or a
+ * private 3-master Redis Cluster (BENCH_REDIS=cluster; the Redis fault kills every node at once).
+ * The cluster's nodes keep an append-only file, so the counters survive the kill as the single
+ * server's do.
  */
 async function startPrivateRedis(): Promise<PrivateServer> {
   const mode = process.env.BENCH_REDIS ?? 'single';
   if (mode === 'single') return privateRedis();
-  throw new Error(`BENCH_REDIS=${mode}: only 'single' is supported so far`);
+  if (mode === 'cluster') return privateRedisCluster({ appendOnly: true });
+  throw new Error(`BENCH_REDIS=${mode}: 'single' or 'cluster'`);
 }
 const redisServer = await startPrivateRedis();
 const chServer = await privateClickHouse();
@@ -285,10 +288,17 @@ async function rowsInClickHouse(): Promise<number> {
   return Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
 }
 async function redisExamples(): Promise<number> {
-  const pipeline = redis.pipeline();
-  for (const w of workloads) pipeline.hget(featureKeys.counts(config.redisPrefix, w.clientId), 'examples');
-  const res = (await pipeline.exec()) ?? [];
-  return res.reduce((a, [err, v]) => a + (err ? 0 : Number(v ?? 0)), 0);
+  // One pipeline on a single Redis, one per client's slot on a cluster (SlotPipelines).
+  const pipelines = new SlotPipelines(redis);
+  for (const w of workloads) {
+    const key = featureKeys.counts(config.redisPrefix, w.clientId);
+    pipelines.queue(key, (p) => p.hget(key, 'examples'));
+  }
+  try {
+    return (await pipelines.exec('reading the example counters')).reduce<number>((a, v) => a + Number(v ?? 0), 0);
+  } catch {
+    return 0; // Redis away: nothing counted yet (firstIncrease reads again)
+  }
 }
 /**
  * The first time `read` gives more than its first successful reading (Infinity: not within
