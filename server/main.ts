@@ -140,10 +140,11 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   // is not an unhandled rejection while they start.
   listening.catch(() => undefined);
   // The two followers are independent groups: they join and read at the same time.
+  const stopFollowers = () => Promise.all([follower.stop(), examples.stop()]).catch(() => undefined);
   const followersStarted = await Promise.allSettled([follower.start(), examples.start()]);
   const failed = followersStarted.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
-    await Promise.all([follower.stop(), examples.stop()]).catch(() => undefined);
+    await stopFollowers();
     await listening.catch(() => undefined);
     await app.close().catch(() => undefined);
     throw failed.reason;
@@ -175,7 +176,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   try {
     url = await listening;
   } catch (err) {
-    await Promise.all([follower.stop(), examples.stop()]).catch(() => undefined);
+    await stopFollowers();
     throw err;
   }
   if (url) logger.info({ url }, 'prediction server listening');

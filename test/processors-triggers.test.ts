@@ -5,7 +5,7 @@ import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
 import { readClientCounts, TRIGGER_TOPICS, TriggerProcessor } from '../processors/triggers/processor.ts';
 import { createLogger } from '../common/log.ts';
-import { logEnd, type AnyEvent, type EventRecord } from '../streams/index.ts';
+import { logEnd, type AnyEvent, type EventRecord, type TopicName } from '../streams/index.ts';
 import type { ModelPublished, QualityAlert, RetrainRequested } from '../schemas/events.ts';
 import { caughtUp, example, labelAdded } from './processors-support.ts';
 import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support.ts';
@@ -221,11 +221,14 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     await s.cleanup();
   });
 
+  /** Where each partition of a topic ends in the real log (the processors' ProcessorContext.endOffsets). */
+  const logEndOf = (topic: TopicName) => s.withAdmin((a) => logEnd(a, s.topics.physical(topic)));
+
   /** A trigger processor fed records by hand (event time from t0 on), for one client on one partition. */
   function harness(clientId: string, partition: number) {
     const triggers = new TriggerProcessor(redis, { keyPrefix: prefix, trigger: { ...trigger, cooldownMs: cooldown } });
     // Emits through the real producer; the sweep is not scheduled: the test calls it with its own clock.
-    void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: (topic) => s.withAdmin((a) => logEnd(a, s.topics.physical(topic))) });
+    void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: logEndOf });
     const t0 = Date.now() - 60_000;
     let offset = 0;
     const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
@@ -294,7 +297,7 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
     const make = () => {
       const triggers = new TriggerProcessor(redis, { keyPrefix: `${prefix}:${randomUUID()}`, trigger: quiet });
-      void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: (topic) => s.withAdmin((a) => logEnd(a, s.topics.physical(topic))) });
+      void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: logEndOf });
       return triggers;
     };
 
