@@ -127,7 +127,8 @@ export class TriggerProcessor implements EventHandler {
       changed.add(ev.clientId);
       const wallNow = Date.now();
       if (!this.fold(s, r, logger, wallNow)) continue;
-      const d = await this.unlessBacklog(ev.clientId, s, decideRetrain(s, ev.occurredAt, this.opts.trigger, wallNow), logger);
+      let d = this.unlessBacklog(ev.clientId, s, decideRetrain(s, ev.occurredAt, this.opts.trigger, wallNow), logger);
+      if (d instanceof Promise) d = await d;
       if (d.kind === 'hold') {
         if (d.blockedBy === 'QUIET') s.waitingSince ??= wallNow;
         held.set(ev.clientId, this.dueAt(s, d));
@@ -191,12 +192,17 @@ export class TriggerProcessor implements EventHandler {
    * policy stops asking for this once quietMaxWaitMs has passed. When Kafka cannot say where the
    * log ends, the request waits too (same bound).
    */
-  private async unlessBacklog(clientId: string, s: ClientTriggerState, d: Decision, logger: Logger): Promise<Decision> {
+  private unlessBacklog(clientId: string, s: ClientTriggerState, d: Decision, logger: Logger): Decision | Promise<Decision> {
     if (d.kind !== 'request' || !d.readBacklogFirst) {
       // Busy again, or a request that does not wait: a later quiet moment measures the log anew.
+      // Synchronous: this runs for every folded record, and a promise per record is not free.
       this.backlogEnds.delete(clientId);
       return d;
     }
+    return this.backlogHolds(clientId, s, d, logger);
+  }
+
+  private async backlogHolds(clientId: string, s: ClientTriggerState, d: Extract<Decision, { kind: 'request' }>, logger: Logger): Promise<Decision> {
     const home = Object.keys(s.offsets).find((k) => k.startsWith('examples/'));
     if (home === undefined) return d;
     const partition = Number(home.slice('examples/'.length));
