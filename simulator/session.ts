@@ -37,8 +37,10 @@ export const FAST_PLATFORM_ENV: Record<string, string> = {
   // bias (the model over-predicts the team the drifted requests look like), not yet as a
   // week-over-week drop: a lower bias threshold and support make it visible in a short run.
   EDDY_MONITOR_MIN_SUPPORT: '30',
-  // Above what a healthy model's skew reaches in the demo (~0.05), below what the drift causes (> 0.1).
-  EDDY_MONITOR_BIAS_THRESHOLD: '0.08',
+  // Measured on the story's globex (27 Nov): a healthy model's skew 0.002-0.007; the drift lifts it
+  // to 0.08-0.09 within two minutes and levels off there (requester features still route some of the
+  // drifted requests right), so 0.08 was a coin toss on a loaded machine; 0.04 has margin both ways.
+  EDDY_MONITOR_BIAS_THRESHOLD: '0.04',
   EDDY_MONITOR_LAG_INTERVAL_MS: '5000',
 };
 

@@ -169,9 +169,12 @@ export class ClientWorld {
     const borrowed = [...this.topics.values()].filter((t) => t.owner === confusedWith).flatMap((t) => t.words);
     for (const t of this.topics.values()) {
       if (t.owner !== team) continue;
-      const fresh = Array.from({ length: 4 }, () => this.inventWord());
-      t.words = [...fresh, ...borrowed.slice(0, 6)];
-      t.weight *= 3;
+      // Mostly the other team's words (a couple of new ones the reassignments can teach), and
+      // frequent: the live model must visibly over-predict `confusedWith`, well above the
+      // monitor's bias threshold, even while requester features still route some correctly.
+      const fresh = Array.from({ length: 2 }, () => this.inventWord());
+      t.words = [...fresh, ...borrowed];
+      t.weight *= 6;
     }
   }
 

@@ -152,7 +152,14 @@ describe('hostile messages on every consumed topic (generated)', () => {
   it("one tenant's feedback naming another tenant's request never reaches the other tenant", async () => {
     const requestId = `fuzz-${randomUUID()}`;
     await streams.producer.send('PredictionMade', prediction('globex', requestId, 'Network', { text: 'globex only' }));
-    await waitFor("globex's prediction record", async () => (await procs.redis.exists(predictionKey(config.redisPrefix, 'globex', requestId))) === 1);
+    // The record is written by two processors (features: the text; monitor: the join's fields), so it is
+    // complete only once every processor reading PredictionMade has committed past it.
+    await waitFor("globex's prediction record, written by every processor", async () => {
+      for (const p of PROCESSORS.filter((x) => x.topics.includes('PredictionMade'))) {
+        if (!(await caughtUp(streams, `processors.${p.name}`, ['PredictionMade']))) return false;
+      }
+      return (await procs.redis.exists(predictionKey(config.redisPrefix, 'globex', requestId))) === 1;
+    }, 60_000, 250);
     const before = await procs.redis.hgetall(predictionKey(config.redisPrefix, 'globex', requestId));
     const forged = feedback('acme', requestId, 'REASSIGNED', 'Payroll');
     await streams.producer.send('PredictionFeedback', forged);
