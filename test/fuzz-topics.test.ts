@@ -154,9 +154,11 @@ describe('hostile messages on every consumed topic (generated)', () => {
     await streams.producer.send('PredictionMade', prediction('globex', requestId, 'Network', { text: 'globex only' }));
     // The record is written by two processors (features: the text; monitor: the join's fields), so it is
     // complete only once every processor reading PredictionMade has committed past it.
+    const writers = PROCESSORS.filter((x) => x.topics.includes('predictions'));
+    expect(writers.map((x) => x.name)).toEqual(expect.arrayContaining(['features', 'monitor']));
     await waitFor("globex's prediction record, written by every processor", async () => {
-      for (const p of PROCESSORS.filter((x) => x.topics.includes('PredictionMade'))) {
-        if (!(await caughtUp(streams, `processors.${p.name}`, ['PredictionMade']))) return false;
+      for (const p of writers) {
+        if (!(await caughtUp(streams, `processors.${p.name}`, ['predictions']))) return false;
       }
       return (await procs.redis.exists(predictionKey(config.redisPrefix, 'globex', requestId))) === 1;
     }, 60_000, 250);
