@@ -260,6 +260,10 @@ const ENV_SCHEMA = {
       type: 'integer', default: 10, minimum: 2, maximum: 100000,
       description: 'Model versions kept per client in the model store (older ones are pruned after a publish; rollback needs 2).',
     },
+    EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES: {
+      type: 'integer', default: 5000, minimum: 0, maximum: 1000000000,
+      description: "A client's first model on at least this many examples (a bulk import) is published at once with the default configuration, and the model search follows as the next version, answering the same request (0: search before the first model, whatever its size). See docs/trainer.md.",
+    },
     EDDY_TRAINER_DATA_WAIT_MS: {
       type: 'integer', default: 60000, minimum: 0, maximum: 3600000,
       description: 'Longest wait, per retrain, for the events a request names (its dataAsOf watermark) to become visible in ClickHouse before the training set is read; after it the trainer trains on what is there and logs a warning.',
@@ -351,6 +355,8 @@ export interface TrainerConfig {
   maxTextChars: number;
   maxLabelDrift: number;
   keepVersions: number;
+  /** EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES: a first model this large defers the model search to the next version (0: never). */
+  quickFirstModelExamples: number;
   /** EDDY_TRAINER_DATA_WAIT_MS: bound on waiting for a request's watermark in ClickHouse. */
   dataWaitMs: number;
 }
@@ -402,7 +408,7 @@ type RawEnv = {
   EDDY_TRIGGER_STALE_MS: number; EDDY_TRIGGER_CATCH_UP_GROWTH: number; EDDY_TRIGGER_QUIET_MS: number; EDDY_TRIGGER_QUIET_MAX_WAIT_MS: number;
   EDDY_TRAINER_GATE_MARGIN: number; EDDY_TRAINER_BACKEND: string; EDDY_TRAINER_EPOCHS: number;
   EDDY_TRAINER_MIN_EXAMPLES: number; EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: number; EDDY_TRAINER_MAX_TEXT_CHARS: number;
-  EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number; EDDY_TRAINER_DATA_WAIT_MS: number;
+  EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number; EDDY_TRAINER_DATA_WAIT_MS: number; EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES: number;
   EDDY_MONITOR_DROP_PCT: number; EDDY_MONITOR_MIN_SUPPORT: number; EDDY_MONITOR_BIAS_THRESHOLD: number;
   EDDY_MONITOR_AUTO_ROLLBACK: boolean; EDDY_MONITOR_ROLLBACK_DROP_PCT: number; EDDY_MONITOR_ROLLBACK_MIN_SUPPORT: number;
   EDDY_MONITOR_LAG_INTERVAL_MS: number; EDDY_METRICS_PORT: number; EDDY_METRICS_HOST: string;
@@ -507,6 +513,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       maxLabelDrift: raw.EDDY_TRAINER_MAX_LABEL_DRIFT,
       keepVersions: raw.EDDY_TRAINER_KEEP_VERSIONS,
       dataWaitMs: raw.EDDY_TRAINER_DATA_WAIT_MS,
+      quickFirstModelExamples: raw.EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES,
     },
     monitor: {
       dropPct: raw.EDDY_MONITOR_DROP_PCT,

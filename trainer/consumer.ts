@@ -1,14 +1,14 @@
 import type { EddyConfig } from '../common/config.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { counter, histogram } from '../common/metrics.ts';
-import { FsModelStore } from '../models/store.ts';
+import { FsModelStore, type ModelVersionRef } from '../models/store.ts';
 import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { RetrainRequested } from '../schemas/events.ts';
 import type { EventHandler, EventRecord, Streams } from '../streams/index.ts';
 import { initBackend } from './backend.ts';
 import { latestWatermark, loadTrainingSet } from './dataset.ts';
 import { ModelLifecycle, retainedVersions } from '../models/lifecycle.ts';
-import { republishedEvent, trainClient, trainerSettings, type TrainerDeps, type TrainerSettings } from './pipeline.ts';
+import { republishedEvent, trainClient, trainerSettings, type TrainerDeps, type TrainerSettings, type TrainOutcome } from './pipeline.ts';
 
 /**
  * The retrain consumer: group 'trainer' on 'retrain-requests'. Kafka partitions by clientId, so
@@ -71,31 +71,53 @@ export class RetrainHandler implements EventHandler {
     }
     for (const [clientId, requests] of byClient) {
       const ids = new Set(requests.map((r) => r.eventId));
-      const done = (await this.deps.store.list(clientId)).find((ref) => ref.retrainEventId !== null && ids.has(ref.retrainEventId));
+      const answered = (await this.deps.store.list(clientId)).filter((ref) => ref.retrainEventId !== null && ids.has(ref.retrainEventId));
+      const done = answered.sort((a, b) => versionNumber(a.modelVersion) - versionNumber(b.modelVersion)).at(-1);
       if (done) {
         this.logger.info({ clientId, version: done.modelVersion }, 'retrain already done before a restart; re-announcing');
         const event = republishedEvent(done);
         await this.streams.producer.send('ModelPublished', event);
         this.announced.set(clientId, event.eventId);
-        continue;
-      }
-      const request = requests.at(-1)!;
-      const live = await this.liveOf(clientId);
-      const end = durations().startTimer();
-      const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, qualityAlert: requests.some((r) => r.reason === 'QUALITY_DROP'), ...(live ?? {}) });
-      end();
-      if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
-      if (outcome.kind === 'published') {
-        await this.streams.producer.send('ModelPublished', outcome.event);
-        this.announced.set(clientId, outcome.event.eventId);
-        outcomes().inc({ outcome: 'published' });
+        // A quick first model whose model search had not run when the process stopped: run it now.
+        if (!this.searchPending(done)) continue;
       } else {
-        await this.streams.producer.send('ModelRejected', outcome.event);
-        outcomes().inc({ outcome: `rejected_${outcome.event.stage.toLowerCase()}` });
+        const outcome = await this.train(clientId, requests, ctx);
+        if (outcome.kind !== 'published' || !outcome.searchDeferred) continue;
       }
+      // The quick first model is served; the search's version answers the same request and has to
+      // pass the gate against it (see fitCandidate).
+      this.logger.info({ clientId }, 'quick first model published; running the model search for the next version');
+      await this.train(clientId, requests, ctx);
     }
   }
+
+  /** A version that answered a request as a quick first model, its search still to run. */
+  private searchPending(ref: ModelVersionRef): boolean {
+    return this.deps.settings.search !== false && (this.deps.settings.quickFirstModelExamples ?? 0) > 0
+      && ref.parentVersion === null && (ref.selection?.cvMacroF1 ?? null) === null;
+  }
+
+  /** One training for the client's newest request of the batch, its answer produced before returning. */
+  private async train(clientId: string, requests: RetrainRequested[], ctx?: { heartbeat(): Promise<void>; isRunning(): boolean }): Promise<TrainOutcome> {
+    const request = requests.at(-1)!;
+    const live = await this.liveOf(clientId);
+    const end = durations().startTimer();
+    const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, qualityAlert: requests.some((r) => r.reason === 'QUALITY_DROP'), ...(live ?? {}) });
+    end();
+    if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
+    if (outcome.kind === 'published') {
+      await this.streams.producer.send('ModelPublished', outcome.event);
+      this.announced.set(clientId, outcome.event.eventId);
+      outcomes().inc({ outcome: 'published' });
+    } else {
+      await this.streams.producer.send('ModelRejected', outcome.event);
+      outcomes().inc({ outcome: `rejected_${outcome.event.stage.toLowerCase()}` });
+    }
+    return outcome;
+  }
 }
+
+const versionNumber = (version: string) => Number(version.slice(1));
 
 export interface Trainer {
   stop(): Promise<void>;

@@ -39,6 +39,11 @@ export interface TrainerSettings extends ValidationLimits {
   search?: SearchSettings | false;
   /** Held-out accuracy under which low-confidence predictions are marked unsure (models/calibration.ts). */
   unsureTargetAccuracy?: number;
+  /**
+   * A first model on at least this many examples defers the search (EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES;
+   * absent or 0: never): see fitCandidate.
+   */
+  quickFirstModelExamples?: number;
 }
 
 /** Predictions in the lowest-confidence slice that is right less than half the time are `unsure`. */
@@ -59,6 +64,7 @@ export function trainerSettings(config: TrainerConfig, overrides: { epochs?: num
     model: { kind: overrides.kind ?? DEFAULT_MODEL_KIND, params: overrides.params ?? {} },
     epochs: overrides.epochs ?? config.epochs,
     seed: 42,
+    quickFirstModelExamples: config.quickFirstModelExamples,
   };
 }
 
@@ -66,7 +72,8 @@ export type TrainStage = 'load' | 'validate' | 'search' | 'featurize' | 'train' 
 export type ProgressListener = (p: { stage: TrainStage; epoch?: number; epochs?: number; loss?: number }) => void;
 
 export type TrainOutcome =
-  | { kind: 'published'; event: ModelPublished; ref: ModelVersionRef; candidate: Evaluation; live: Evaluation | null }
+  /** `searchDeferred`: a quick first model; the model search is still to run (see fitCandidate). */
+  | { kind: 'published'; event: ModelPublished; ref: ModelVersionRef; candidate: Evaluation; live: Evaluation | null; searchDeferred: boolean }
   | { kind: 'rejected'; event: ModelRejected; candidate: Evaluation | null; live: Evaluation | null };
 
 export interface TrainerDeps {
@@ -132,6 +139,8 @@ export interface Candidate {
   evaluation: Evaluation;
   calibration: Calibration;
   selection: ModelSelection;
+  /** The search was due (a first model) but deferred for the size of the data: the next version runs it. */
+  searchDeferred: boolean;
   test: TrainingExample[];
   trainingMs: number;
 }
@@ -152,6 +161,12 @@ export interface SearchDecision {
  *    splits) fit the calibration (models/calibration.ts);
  * 3. the published weights: the same configuration refit on ALL examples and label definitions,
  *    warm-started from fit 2, so no labelled example is kept from the served model.
+ *
+ * A bulk import's first model (settings.quickFirstModelExamples) skips step 1: the search and the
+ * character n-gram configurations it usually picks cost a 20,000-example client ~75 s, the default
+ * configuration (word n-grams, the reference's choice) ~15 s, and until a first model exists
+ * nothing serves the client. The trainer then runs the search at once as the next version, which
+ * the gate compares with the quick one (trainer/consumer.ts).
  */
 export async function fitCandidate(
   set: TrainingSet,
@@ -172,7 +187,10 @@ export async function fitCandidate(
   const heldOut = examples.filter((e) => splitOf(e.exampleId) !== 'train');
 
   const parentSelection = opts.parent?.manifest.selection ?? null;
-  const reason = settings.search === false ? null : needsSearch(opts.parent ? opts.parent.manifest : null, examples.length, opts.qualityAlert ?? false);
+  const due = settings.search === false ? null : needsSearch(opts.parent ? opts.parent.manifest : null, examples.length, opts.qualityAlert ?? false);
+  const searchDeferred = due === 'first-model' && (settings.quickFirstModelExamples ?? 0) > 0 && examples.length >= settings.quickFirstModelExamples!;
+  if (searchDeferred) opts.logger?.info({ clientId: set.clientId, examples: examples.length, threshold: settings.quickFirstModelExamples }, 'first model of a large client: default configuration now, the model search in the next version');
+  const reason = searchDeferred ? null : due;
   let result: SearchResult | null = null;
   if (reason && settings.search !== false) {
     opts.onProgress?.({ stage: 'search' });
@@ -259,7 +277,7 @@ export async function fitCandidate(
     ...(result ? { searchMs: result.ms } : {}),
   };
   manifest.trainingMs = trainingMs;
-  return { manifest, sections, artifact, predictor, heldOutPredictor, evaluation, test, trainingMs, calibration, selection };
+  return { manifest, sections, artifact, predictor, heldOutPredictor, evaluation, test, trainingMs, calibration, selection, searchDeferred };
 }
 
 /**
@@ -439,5 +457,8 @@ export async function trainClient(
   const pruned = await store.prune({ clientId, keepLast: settings.keepVersions, keepVersions: keep });
   if (pruned.length) logger.info({ clientId, pruned }, 'pruned old model versions');
   logger.info({ clientId, version, macroF1: candidate.evaluation.macroF1, liveMacroF1: liveEval?.macroF1, ms: candidate.trainingMs, backend: candidate.manifest.backend }, 'model published');
-  return { kind: 'published', event: publishedEvent(ref, candidate, liveVersion, retrainEventId, dataComplete), ref, candidate: candidate.evaluation, live: liveEval };
+  return {
+    kind: 'published', event: publishedEvent(ref, candidate, liveVersion, retrainEventId, dataComplete), ref, candidate: candidate.evaluation, live: liveEval,
+    searchDeferred: candidate.searchDeferred,
+  };
 }

@@ -201,7 +201,7 @@ interface ImportResult {
   trainingExamples: number | null;
   trainingMs: number | null;
   /** Every version published for the client, in order: what it covered, when after the last event. */
-  versions: Array<{ version: string; coverage: number; afterLastEventMs: number; reason: string }>;
+  versions: Array<{ version: string; coverage: number; afterLastEventMs: number; reason: string; config: string; macroF1: number | null; trainingMs: number }>;
   rejections: string[];
 }
 
@@ -264,11 +264,23 @@ async function measureImport(session: Session): Promise<ImportResult> {
       }
       if (!served) await sleep(100);
     }
+    const quick = served?.m;
+    if (quick && !quick.searched && quick.cvMacroF1 === null) {
+      // A quick first model (EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES): the searched version answers the same request later.
+      say(`${quick.modelVersion} (default configuration, no search) serves the import; waiting for the searched version …`);
+      const rejectedBefore = rejections.length;
+      while (Date.now() - lastEventAt < IMPORT_TIMEOUT_MS && rejections.length === rejectedBefore
+        && !published.some((p) => p.m.retrainEventId === quick.retrainEventId && p.m.modelVersion !== quick.modelVersion)) await sleep(250);
+    }
     return {
       examples: c.examples.length, labels: c.labels.length, produceS: (lastEventAt - startedAt) / 1000,
       servedAfterMs: served ? served.at - lastEventAt : null, version: served?.m.modelVersion ?? null, coverage: served ? coverage(served.m) : 0,
       trainingExamples: served?.m.trainingExamples ?? null, trainingMs: served?.m.trainingMs ?? null,
-      versions: published.map((p) => ({ version: p.m.modelVersion, coverage: coverage(p.m), afterLastEventMs: p.at - lastEventAt, reason: (p.m.retrainEventId && requests.get(p.m.retrainEventId)?.reason) || '?' })),
+      versions: published.map((p) => ({
+        version: p.m.modelVersion, coverage: coverage(p.m), afterLastEventMs: p.at - lastEventAt, reason: (p.m.retrainEventId && requests.get(p.m.retrainEventId)?.reason) || '?',
+        config: p.m.searched ? `searched (cv ${p.m.cvMacroF1?.toFixed(3) ?? '?'})` : p.m.cvMacroF1 === null ? 'default configuration' : 'configuration carried over',
+        macroF1: p.m.metrics.macroF1 ?? null, trainingMs: p.m.trainingMs,
+      })),
       rejections,
     };
   } finally {
@@ -382,7 +394,7 @@ if (f?.unserved) {
 }
 if (im) {
   lines.push('');
-  lines.push(`Bulk import, every version published for the client (reason, share of the import its retrain's watermark covered, seen after the last event): ${im.versions.map((v) => `${v.version} ${v.reason} ${(100 * v.coverage).toFixed(1)}% at ${secs(v.afterLastEventMs)}`).join('; ') || 'none'}${im.rejections.length ? `; rejected: ${im.rejections.join('; ')}` : ''}.`);
+  lines.push(`Bulk import, every version published for the client (reason, share of the import its retrain's watermark covered, seen after the last event): ${im.versions.map((v) => `${v.version} ${v.reason} ${(100 * v.coverage).toFixed(1)}% at ${secs(v.afterLastEventMs)} (${v.config}, held-out macro-F1 ${v.macroF1?.toFixed(4) ?? '?'}, trained in ${secs(v.trainingMs)})`).join('; ') || 'none'}${im.rejections.length ? `; rejected: ${im.rejections.join('; ')}` : ''}.`);
 }
 if (f) {
   lines.push('');
