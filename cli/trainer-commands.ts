@@ -63,7 +63,9 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const epochs = opts.epochs === undefined ? c.trainer.epochs : Number(opts.epochs);
       if (!Number.isInteger(epochs) || epochs < 1) throw new UsageError(`--epochs must be a positive integer, got '${opts.epochs}'`);
       const { cliProgress, createLogger, createClickHouse, connectStreams, ModelLifecycle, retainedVersions, FsModelStore, trainClient, loadTrainingSet, trainerSettings } = await load();
-      const settings = trainerSettings(c.trainer, { epochs });
+      // One answer, the searched one: the quick first model (EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES)
+      // is how the retrain consumer serves an import sooner, not what an operator asking now wants.
+      const settings = { ...trainerSettings(c.trainer, { epochs }), quickFirstModelExamples: 0 };
       const logger = createLogger('trainer', c.logLevel === 'info' ? 'warn' : c.logLevel);
       const clickhouse = createClickHouse(c);
       const streams = await connectStreams(c, 'eddy-cli-train');
