@@ -187,12 +187,14 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
       const queues = new Map<string, PartitionQueue>();
       const MAX_WAITING = options.maxBatchSize * 4;
       let waiting = 0;
-      consumer.on('consumer:group:rebalance', () => {
-        owned = new Set();
-        // After the rebalance the stream reads every partition it gets from the committed offset
-        // again, so what waits here would arrive twice: drop it (the batches in hand finish).
+      /** What waits in the queues is dropped: a new stream reads every owned partition from its committed offset (the batches in hand finish). */
+      const dropQueued = () => {
         for (const q of queues.values()) q.messages = [];
         waiting = 0;
+      };
+      consumer.on('consumer:group:rebalance', () => {
+        owned = new Set();
+        dropQueued();
         if (running && stream?.isPaused()) stream.resume();
         for (const l of assignmentListeners) l({});
       });
@@ -200,14 +202,42 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         const a: Record<string, number[]> = {};
         for (const { topic, partitions } of e.assignments ?? []) a[topic] = [...partitions].sort((x, y) => x - y);
         owned = new Set(Object.entries(a).flatMap(([t, ps]) => ps.map((p) => `${t}:${p}`)));
+        // A rejoin (not the first join, which the first stream follows): read again from the commits.
+        if (following) replaceStream();
         for (const l of assignmentListeners) l(a);
       });
 
       const inHand = new Set<Promise<void>>();
       let running = false;
-      let stream: Awaited<ReturnType<typeof consumer.consume>> | undefined;
+      type Stream = Awaited<ReturnType<typeof consumer.consume>>;
+      let stream: Stream | undefined;
       let eachBatch: ((batch: FetchedBatch) => Promise<void>) | undefined;
-
+      const consumeOptions = {
+        topics: options.topics,
+        mode: MessagesStreamModes.COMMITTED,
+        fallbackMode: options.fromBeginning ? MessagesStreamFallbackModes.EARLIEST : MessagesStreamFallbackModes.LATEST,
+        autocommit: false,
+        maxWaitTime: 100,
+      };
+      /** Queues what `s` delivers while it is the current stream; a replaced one's late messages are ignored. */
+      const follow = (s: Stream): void => {
+        stream = s;
+        s.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => {
+          if (s !== stream) return;
+          const key = `${m.topic}:${m.partition}`;
+          let q = queues.get(key);
+          if (!q) queues.set(key, (q = { topic: m.topic, partition: m.partition, messages: [], busy: false }));
+          q.messages.push(m);
+          // Too many waiting: stop the stream (it stops fetching) until batches finish.
+          if (++waiting >= MAX_WAITING) s.pause();
+          dispatch();
+        });
+        s.on('error', (err: Error) => {
+          if (s !== stream) return;
+          logger.error({ err: errorMessage(err) }, 'consumer stream failed');
+          if (running) for (const l of crashListeners) l(err);
+        });
+      };
       const dispatch = (): void => {
         for (const q of queues.values()) {
           if (!running || inHand.size >= options.partitionsConsumedConcurrently) return;
@@ -248,37 +278,56 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         }
       };
 
+      /**
+       * After a rejoin, a new stream: it reads every partition this member owns from the group's
+       * committed offset (the earliest or latest offset where there is none). The queues of the
+       * old one are dropped with it. Keeping the old stream lost records (bench:chaos, 56 events
+       * committed with no effect): the library moves its position back to the committed offset
+       * only where a commit exists, and a fetch sent before the rebalance that answers after it
+       * moves the position forward again, past what the queues had held.
+       */
+      let replacing: Promise<void> = Promise.resolve();
+      let following = false;
+      let wanted = 0;
+      const replaceStream = (): void => {
+        const old = stream;
+        const generation = ++wanted;
+        // From now on nothing the old stream delivers is queued.
+        stream = undefined;
+        dropQueued();
+        replacing = replacing.then(async () => {
+          try {
+            // A later rejoin asked for its own stream meanwhile: that one is opened instead.
+            if (!running || generation !== wanted) return;
+            const fresh = await consumer.consume(consumeOptions);
+            if (!running || generation !== wanted) {
+              await fresh.close().catch(() => undefined);
+              return;
+            }
+            follow(fresh);
+          } catch (err) {
+            if (running) for (const l of crashListeners) l(err instanceof Error ? err : new Error(String(err)));
+          } finally {
+            // Closed once the new one is open: the library untracks a topic when its last stream closes.
+            await old?.close().catch(() => undefined);
+          }
+        });
+      };
+
       return {
         onAssignment: (l) => assignmentListeners.push(l),
         onCrash: (l) => crashListeners.push(l),
         async start(handler) {
           eachBatch = handler;
           running = true;
-          stream = await consumer.consume({
-            topics: options.topics,
-            mode: MessagesStreamModes.COMMITTED,
-            fallbackMode: options.fromBeginning ? MessagesStreamFallbackModes.EARLIEST : MessagesStreamFallbackModes.LATEST,
-            autocommit: false,
-            maxWaitTime: 100,
-          });
-          stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => {
-            const key = `${m.topic}:${m.partition}`;
-            let q = queues.get(key);
-            if (!q) queues.set(key, (q = { topic: m.topic, partition: m.partition, messages: [], busy: false }));
-            q.messages.push(m);
-            // Too many waiting: stop the stream (it stops fetching) until batches finish.
-            if (++waiting >= MAX_WAITING) stream!.pause();
-            dispatch();
-          });
-          stream.on('error', (err: Error) => {
-            logger.error({ err: errorMessage(err) }, 'consumer stream failed');
-            if (running) for (const l of crashListeners) l(err);
-          });
+          follow(await consumer.consume(consumeOptions));
+          following = true;
         },
         async stop() {
           running = false;
           stream?.pause();
           await Promise.allSettled([...inHand]);
+          await replacing;
           await stream?.close().catch(() => undefined);
           await consumer.close();
         },

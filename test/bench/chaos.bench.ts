@@ -22,7 +22,8 @@
  *    ClickHouse, the first new row; after Redis, the first counter moved.
  * 3. Drain (the load stops, the processors catch up; if they do not within BENCH_DRAIN_MS, they
  *    are restarted by hand and the report says so), then count: events the producer saw
- *    acknowledged vs the examples topic vs ClickHouse (raw rows and distinct event ids) vs the
+ *    acknowledged vs the examples topic vs ClickHouse (raw rows and distinct event ids; the offsets
+ *    with no row, by partition, when some are missing) vs the
  *    Redis counters; predictions answered 200 vs PredictionMade on the topic for those request
  *    ids (each missing one is attributed to the fault whose window holds its answer); model
  *    versions per client (unique) and retrain requests answered more than once; dead letters by
@@ -613,6 +614,24 @@ try {
   const chPredRaw = await ch(`SELECT count() AS n FROM ${db}.predictions`);
   const chPredDistinct = await ch(`SELECT uniqExact(event_id) AS n FROM ${db}.predictions`);
   const inRedis = await redisExamples();
+  // Where a loss is: the examples topic's offsets with no ClickHouse row, as ranges per partition
+  // (each row carries its partition and offset). A record sent twice shows here too (one row).
+  const noRow: string[] = [];
+  if (chDistinct < distinctInLog.size) {
+    const rows = await (await clickhouse.query({ query: `SELECT DISTINCT kafka_partition AS p, kafka_offset AS o FROM ${db}.examples`, format: 'JSONEachRow' })).json<{ p: number; o: string }>();
+    const have = new Set(rows.map((r) => `${r.p}:${r.o}`));
+    for (const e of await streams.withAdmin((admin) => admin.fetchTopicOffsets(streams.topics.physical('examples')))) {
+      let from = -1n;
+      for (let o = BigInt(e.low); o <= BigInt(e.high); o++) {
+        const missingHere = o < BigInt(e.high) && !have.has(`${e.partition}:${o}`);
+        if (missingHere && from < 0n) from = o;
+        if (!missingHere && from >= 0n) {
+          noRow.push(`p${e.partition} ${from}–${o - 1n} (${o - from})`);
+          from = -1n;
+        }
+      }
+    }
+  }
   // Model versions: each (client, version) published once; each retrain request answered with one version.
   const published = modelEvents.filter((e) => e.name === 'ModelPublished').map((e) => e.value as { clientId: string; modelVersion: string; retrainEventId: string });
   const versionKeys = new Map<string, Set<string>>();
@@ -668,7 +687,7 @@ try {
     `| acknowledged but not on the topic (lost) | ${lost.length} | ${ok(lost.length === 0)} |`,
     `| on the topic: records / distinct event ids | ${examplesInLog.length} / ${distinctInLog.size} | ${ok(examplesInLog.length === distinctInLog.size)} (a redelivered send would show as records > distinct) |`,
     `| sends that failed (not acknowledged) / of them on the topic anyway | ${unacked.size} / ${unackedInLog} | |`,
-    `| ClickHouse examples: raw rows / distinct event ids / FINAL | ${chRaw} / ${chDistinct} / ${chFinal} | ${ok(chDistinct === distinctInLog.size && chFinal === distinctInLog.size)} (raw − distinct = ${chRaw - chDistinct} rows inserted again after a crash; they collapse at merge, readers use FINAL or uniqExact) |`,
+    `| ClickHouse examples: raw rows / distinct event ids / FINAL | ${chRaw} / ${chDistinct} / ${chFinal} | ${ok(chDistinct === distinctInLog.size && chFinal === distinctInLog.size)} (raw − distinct = ${chRaw - chDistinct} rows inserted again after a crash; they collapse at merge, readers use FINAL or uniqExact)${noRow.length ? `; offsets with no row: ${noRow.slice(0, 10).join(', ')}${noRow.length > 10 ? ` and ${noRow.length - 10} more ranges` : ''}` : ''} |`,
     `| Redis example counters (sum over clients) | ${inRedis} | ${ok(inRedis === distinctInLog.size)} |`,
     `| predictions answered 200 | ${answered.length} | |`,
     `| … of them with no PredictionMade on the topic | ${missing.length} | ${ok(missing.length === 0)}${missing.length ? ` (${[...missingBy].map(([k, n]) => `${n} around the ${k} kill`).join(', ')})` : ''} |`,
