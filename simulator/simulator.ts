@@ -416,7 +416,7 @@ export class Simulator {
       if (!drifted && drift?.liveVersion && drift.feedbackSinceModel >= s.driftAfterFeedback) {
         drifted = true;
         drift.world.drift(s.drift.team, s.drift.confusedWith);
-        this.step('DRIFT', s.driftClient, `"${s.drift.team}" requests now use new words and words of "${s.drift.confusedWith}"`);
+        this.step('DRIFT', s.driftClient, `"${s.drift.team}" requests now use the words of "${s.drift.confusedWith}"`);
       }
     }
   }

@@ -160,20 +160,20 @@ export class ClientWorld {
   }
 
   /**
-   * Concept drift: users of `team` start describing their problems differently (a new product,
-   * a migration): most of the team's topic words are replaced by new words and by words of
-   * `confusedWith`'s topics, so the live model routes them to the wrong team until it relearns.
-   * The truth (the owner) does not change: the reassignments teach the new vocabulary.
+   * Concept drift: users of `team` start describing their problems in the words of
+   * `confusedWith`'s topics (a migration moved their systems under the other team's names), and
+   * write more often. The live model routes them to the wrong team, and a retrain on the
+   * reassignments cannot learn it from the text alone (only requester features tell the two
+   * apart): the monitor sees a lasting over-prediction of `confusedWith`. The truth (the owner)
+   * does not change. With a couple of new words as well, the demo's data-driven retrains learned
+   * the drift within minutes and the bias levelled off at 0.08-0.09, just at the demo's alert
+   * threshold (measured 27 Nov): a coin toss for the story.
    */
   drift(team: string, confusedWith: string): void {
     const borrowed = [...this.topics.values()].filter((t) => t.owner === confusedWith).flatMap((t) => t.words);
     for (const t of this.topics.values()) {
       if (t.owner !== team) continue;
-      // Mostly the other team's words (a couple of new ones the reassignments can teach), and
-      // frequent: the live model must visibly over-predict `confusedWith`, well above the
-      // monitor's bias threshold, even while requester features still route some correctly.
-      const fresh = Array.from({ length: 2 }, () => this.inventWord());
-      t.words = [...fresh, ...borrowed];
+      t.words = [...borrowed];
       t.weight *= 6;
     }
   }
