@@ -85,7 +85,12 @@ export class RetrainHandler implements EventHandler {
         if (outcome.kind !== 'published' || !outcome.searchDeferred) continue;
       }
       // The quick first model is served; the search's version answers the same request and has to
-      // pass the gate against it (see fitCandidate).
+      // pass the gate against it (see fitCandidate). Not while stopping: it would hold the shutdown
+      // for the search's length, and the client's next retrain searches anyway (no search recorded).
+      if (ctx && !ctx.isRunning()) {
+        this.logger.info({ clientId }, 'stopping: the model search of the quick first model waits for the next retrain');
+        continue;
+      }
       this.logger.info({ clientId }, 'quick first model published; running the model search for the next version');
       await this.train(clientId, requests, ctx);
     }
