@@ -644,7 +644,9 @@ try {
   const byRequest = new Map<string, Set<string>>();
   for (const e of modelEvents) {
     if (e.name !== 'ModelPublished' && e.name !== 'ModelRejected') continue;
-    const v = e.value as { retrainEventId: string; modelVersion?: string };
+    const v = e.value as { retrainEventId: string; modelVersion?: string; previousVersion?: string | null; searched?: boolean; cvMacroF1?: number | null };
+    // A quick first model (EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES) is followed, by design, by the searched version answering the same request.
+    if (e.name === 'ModelPublished' && v.previousVersion === null && v.searched === false && v.cvMacroF1 === null) continue;
     byRequest.set(v.retrainEventId, (byRequest.get(v.retrainEventId) ?? new Set()).add(e.name === 'ModelPublished' ? v.modelVersion! : 'rejected'));
   }
   const requestsTwoVersions = [...byRequest.values()].filter((s) => s.size > 1).length;
