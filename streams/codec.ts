@@ -183,20 +183,34 @@ export class EventCodec {
    * registry cannot be asked right now (retry later; the message is fine).
    */
   async decode(buf: Buffer | null): Promise<AnyEvent> {
+    const known = this.decodeKnown(buf);
+    if (known !== undefined) return known;
+    return this.read(await this.lookup(buf!.readInt32BE(1)), buf!);
+  }
+
+  /**
+   * {@link decode} without a promise for a message whose schema id this codec already knows
+   * (nearly every message after the first of each type): the consumer's hot path. Returns
+   * undefined when the id must first be fetched from the registry (then call {@link decode});
+   * throws DecodeError as decode does.
+   */
+  decodeKnown(buf: Buffer | null): AnyEvent | undefined {
     if (!buf || buf.length < HEADER_BYTES) {
       throw new DecodeError('UNDECODABLE', `message of ${buf?.length ?? 0} bytes is shorter than the ${HEADER_BYTES}-byte Confluent header`);
     }
     if (buf.readUInt8(0) !== MAGIC_BYTE) {
       throw new DecodeError('UNDECODABLE', `magic byte is ${buf.readUInt8(0)}, expected ${MAGIC_BYTE} (not Confluent wire format)`);
     }
-    const id = buf.readInt32BE(1);
-    let entry = this.byId.get(id);
-    if (!entry) entry = await this.lookup(id);
+    const entry = this.byId.get(buf.readInt32BE(1));
+    return entry ? this.read(entry, buf) : undefined;
+  }
+
+  private read(entry: { name: EventName; read: (buf: Buffer) => unknown }, buf: Buffer): AnyEvent {
     let value: unknown;
     try {
       value = entry.read(buf.subarray(HEADER_BYTES));
     } catch (err) {
-      throw new DecodeError('UNDECODABLE', `Avro body does not match schema id ${id} (${entry.name}): ${errorMessage(err)}`, err);
+      throw new DecodeError('UNDECODABLE', `Avro body does not match schema id ${buf.readInt32BE(1)} (${entry.name}): ${errorMessage(err)}`, err);
     }
     const clientId = (value as { clientId?: unknown }).clientId;
     if (typeof clientId !== 'string' || clientId.length === 0) {

@@ -354,7 +354,15 @@ export class ConsumerRunner {
     const dead: DeadLetter[] = [];
     const allowed: readonly string[] = TOPICS[topic].events;
     for (const m of slice) {
-      const decoded = await this.withRetry(batch, () => this.codec.decode(m.value));
+      // Synchronous for a schema id the codec knows (no promise or closure per record); the
+      // registry is asked, with retries while it is away, only for an id seen for the first time.
+      let decoded: AnyEvent | Error | undefined;
+      try {
+        decoded = this.codec.decodeKnown(m.value);
+      } catch (err) {
+        decoded = err instanceof Error ? err : new Error(String(err));
+      }
+      decoded ??= await this.withRetry(batch, () => this.codec.decode(m.value));
       if (decoded instanceof Error) {
         const code = decoded instanceof DecodeError ? decoded.failure : 'UNDECODABLE';
         dead.push(this.deadLetter(topic, partition, m, code, decoded.message));
