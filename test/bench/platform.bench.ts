@@ -71,6 +71,8 @@ interface Probe {
   servedAt?: number;
   /** ModelRejected events for this client after the probe (why a probe may never be served). */
   rejections: string[];
+  /** Their details (the gate's figures), for the report's list of probes never served. */
+  rejectionDetails: string[];
 }
 
 async function measureFreshness(session: Session, afterProbes: () => Promise<void>) {
@@ -85,7 +87,10 @@ async function measureFreshness(session: Session, afterProbes: () => Promise<voi
         for (const r of records) {
           if (r.event.name === 'ModelRejected') {
             const p = probes.get(r.event.value.clientId);
-            if (p && !p.servedAt) p.rejections.push(`${r.event.value.stage}: ${r.event.value.reasons.join(',')}`);
+            if (p && !p.servedAt) {
+              p.rejections.push(`${r.event.value.stage}: ${r.event.value.reasons.join(',')}`);
+              p.rejectionDetails.push(`${r.event.value.candidateVersion ?? '?'}: ${r.event.value.detail}`);
+            }
             continue;
           }
           if (r.event.name !== 'ModelPublished') continue;
@@ -132,7 +137,7 @@ async function measureFreshness(session: Session, afterProbes: () => Promise<voi
           value: { eventId: randomUUID(), clientId: spec.clientId, occurredAt: now, exampleId: `${spec.clientId}-probe-${n}`, text: sentence(n), label, source: 'ASSIGNMENT' as const, metadata: {}, predictionId: null },
         }));
         events.push({ name: 'LabelSetChanged', value: { eventId: randomUUID(), clientId: spec.clientId, occurredAt: now, change: 'ADDED', label, previousLabel: null, description: `${label} handles ${words.slice(0, 3).join(', ')}`, keywords: words.slice(0, 3) } });
-        probes.set(spec.clientId, { clientId: spec.clientId, label, text: `${words[0]} ${words[3]} is broken`, producedAt: now, rejections: [] });
+        probes.set(spec.clientId, { clientId: spec.clientId, label, text: `${words[0]} ${words[3]} is broken`, producedAt: now, rejections: [], rejectionDetails: [] });
         await simulator!.produce(events);
         await sleep(PROBE_SPACING_MS);
       }
@@ -175,6 +180,7 @@ async function measureFreshness(session: Session, afterProbes: () => Promise<voi
       clients: CLIENTS, probes: PROBES, rate: RATE,
       served: fresh.filter(Number.isFinite).length, unserved: fresh.filter((x) => !Number.isFinite(x)).length,
       unservedReasons: [...unservedReasons],
+      unservedDetails: all.filter((x) => !x.servedAt && x.rejectionDetails.length).map((x) => `${x.clientId}: ${x.rejectionDetails.join(' then ')}`),
       freshness: { p50: quantile(fresh, 0.5), p99: quantile(fresh, 0.99), p90: quantile(fresh, 0.9), maxServed: Math.max(0, ...fresh.filter(Number.isFinite)) },
       toPublish: { p50: quantile(toPublish, 0.5), p99: quantile(toPublish, 0.99) },
       firstModel: { p50: quantile(firstModelMs, 0.5), p99: quantile(firstModelMs, 0.99), all: firstModelMs[firstModelMs.length - 1]! },
@@ -391,6 +397,7 @@ if (f?.unserved) {
   lines.push('');
   lines.push('Probes never served, by what the trainer answered to their retrains:');
   for (const [why, n] of f.unservedReasons) lines.push(`- ${n} × ${why}`);
+  for (const d of f.unservedDetails) lines.push(`  - ${d}`);
 }
 if (im) {
   lines.push('');
