@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildTrainingSet, splitOf, type ExampleRow, type LabelChangeRow } from '../trainer/dataset.ts';
 import { evaluate } from '../trainer/evaluate.ts';
-import { gateDecision } from '../trainer/pipeline.ts';
+import { gateDecision, heldOutGateDecision, macroF1Over } from '../trainer/pipeline.ts';
 import { distributionDrift, validateTrainingSet, type ValidationLimits } from '../trainer/validate.ts';
 
 let seq = 0;
@@ -118,5 +118,26 @@ describe('gate', () => {
     candidate[2] = 'a';
     expect(gateDecision(truth, candidate, truth, 0.9, 1, 0.02)).toMatchObject({ pass: true, b: 2, c: 0 });
     expect(gateDecision(truth, truth.map(() => 'a'), truth, 0.99, 1, 0.02).pass).toBe(true);
+  });
+});
+
+describe('gate against a live version refit on all data (recorded held-out figures)', () => {
+  it('lets through one mistake on a small split against a perfect live figure (the plain standard error is 0 at p = 1)', () => {
+    // Seen in `npm run bench`: live 1.0 on ~20 test examples, candidate 0.9481 on 19, refused with noise 0.
+    const g = heldOutGateDecision({ macroF1: 0.9481, testExamples: 19 }, { macroF1: 1, testExamples: 20 }, 0.02);
+    expect(g.pass).toBe(true);
+    expect(g.noise).toBeGreaterThan(0.05);
+  });
+  it('refuses a candidate far below, and one moderately below once the splits are large', () => {
+    expect(heldOutGateDecision({ macroF1: 0.5, testExamples: 20 }, { macroF1: 1, testExamples: 20 }, 0.02).pass).toBe(false);
+    expect(heldOutGateDecision({ macroF1: 0.9, testExamples: 2000 }, { macroF1: 0.95, testExamples: 2000 }, 0.02).pass).toBe(false);
+    expect(heldOutGateDecision({ macroF1: 0.94, testExamples: 2000 }, { macroF1: 0.95, testExamples: 2000 }, 0.02).pass).toBe(true);
+  });
+  it('scores an added team apart: macro-F1 over the labels the live version knows', () => {
+    const e = evaluate(['a', 'a', 'b', 'b', 'new'], ['a', 'a', 'b', 'b', 'a']);
+    expect(e.macroF1).toBeCloseTo((0.8 + 1 + 0) / 3, 10);
+    expect(macroF1Over(e, new Set(['a', 'b']))).toEqual({ macroF1: (0.8 + 1) / 2, labels: 2 });
+    // Nothing in common: the whole figure.
+    expect(macroF1Over(e, new Set(['zzz'])).macroF1).toBeCloseTo(e.macroF1, 10);
   });
 });
