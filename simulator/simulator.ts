@@ -100,6 +100,8 @@ export interface SimulatorSnapshot {
   /** Labelled event produced -> first prediction served by a model trained on it, per observed case. */
   freshness: Array<{ what: string; clientId: string; ms: number }>;
   requests: { http: number; kafka: number; failed: number; pendingKafka: number };
+  /** Failed requests by kind (the HTTP status and error code, a network error, a Kafka request left unanswered). */
+  failures: Record<string, number>;
   lastError: string | null;
 }
 
@@ -142,6 +144,7 @@ export class Simulator {
   private readonly delayed: Array<{ due: number; event: AnyEvent }> = [];
   private readonly counters = { http: 0, kafka: 0, failed: 0 };
   private lastError: string | null = null;
+  private readonly failures = new Map<string, number>();
   private watcher: ConsumerRunner | undefined;
   private running = false;
   private loops: Promise<void>[] = [];
@@ -208,6 +211,7 @@ export class Simulator {
       story: [...this.story],
       freshness: [...this.freshness],
       requests: { ...this.counters, pendingKafka: this.pendingKafka.size },
+      failures: Object.fromEntries(this.failures),
       lastError: this.lastError,
     };
   }
@@ -297,17 +301,22 @@ export class Simulator {
       });
       const body = (await res.json()) as { requestId?: string; label?: string; modelVersion?: string | null; error?: { code: string; message: string } };
       if (!res.ok || !body.requestId || !body.label) {
-        this.counters.failed++;
+        this.failed(`HTTP ${res.status} ${body.error?.code ?? ''}`.trim());
         this.lastError = `HTTP ${res.status} ${body.error?.code ?? ''} ${body.error?.message ?? ''}`.trim();
         return;
       }
       this.answered(client, truth, body.requestId, body.label, body.modelVersion ?? null);
     } catch (err) {
-      this.counters.failed++;
+      this.failed(`HTTP predict: ${err instanceof Error && err.name === 'TimeoutError' ? 'no answer within 10 s' : errorMessage(err)}`);
       this.lastError = `HTTP predict failed: ${errorMessage(err)}`;
     } finally {
       this.inflight--;
     }
+  }
+
+  private failed(kind: string): void {
+    this.counters.failed++;
+    this.failures.set(kind, (this.failures.get(kind) ?? 0) + 1);
   }
 
   /** An agent looks at the routing: accepts it or reassigns it (the oracle knows the truth). */
@@ -341,7 +350,7 @@ export class Simulator {
     for (const [id, p] of this.pendingKafka) {
       if (p.sentAt >= cutoff) break;
       this.pendingKafka.delete(id);
-      this.counters.failed++;
+      this.failed('Kafka request: no PredictionMade within 120 s');
       this.lastError = 'a Kafka prediction request got no PredictionMade within 120 s';
     }
   }

@@ -187,6 +187,7 @@ async function measureFreshness(session: Session, afterProbes: () => Promise<voi
       loadedModels: gauge('eddy_server_models_loaded'), loadedBytes: gauge('eddy_server_models_loaded_bytes'),
       artifacts: modelFiles.length, artifactBytes: modelFiles.reduce((a, f) => a + f.size, 0),
       requests: snap.requests,
+      failures: snap.failures,
       versions: snap.clients.reduce((a, c) => a + c.versions, 0),
       rejected: snap.clients.reduce((a, c) => a + c.rejected, 0),
     };
@@ -405,7 +406,7 @@ if (im) {
 }
 if (f) {
   lines.push('');
-  lines.push(`During the run: ${f.requests.http} HTTP and ${f.requests.kafka} Kafka predictions (${f.requests.failed} failed), ${f.versions} model versions published, ${f.rejected} candidates rejected by the trainer.`);
+  lines.push(`During the run: ${f.requests.http} HTTP and ${f.requests.kafka} Kafka predictions (${f.requests.failed} failed${f.requests.failed ? `: ${Object.entries(f.failures).map(([k, n]) => `${n} × ${k}`).join(', ')}` : ''}), ${f.versions} model versions published, ${f.rejected} candidates rejected by the trainer.`);
   lines.push('');
   lines.push('Freshness is measured per probe: a new team plus 12 labelled tickets in words no other team uses, for one client at a time (every 0.5 s); the clock stops at the first prediction the server answers with the new team for a probe text. Trigger settings: `simulator/session.ts` FAST_PLATFORM_ENV with `EDDY_TRIGGER_COOLDOWN_MS=5000`.');
 }
