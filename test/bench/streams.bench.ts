@@ -2,7 +2,8 @@
  * `npm run bench:streams`: Avro-through-registry produce and consume throughput against the local
  * broker, with plain JSON of the same events in the same process as the reference, run in a child
  * process (BENCH_ROUNDS of them, default 1, one after the other), with the CPU each costs per event.
- * Prints a markdown table (and writes it to docs/benchmarks/streams.md with --write).
+ * Prints a markdown table; --write replaces the latest run's section of docs/benchmarks/streams.md
+ * (the rest of that file, the client A/B and its analysis, stays).
  * The three-way Kafka client A/B that chose the client ran this file at commit 7eff294
  * (BENCH_KAFKA_CLIENTS=kafkajs,confluent,platformatic); its results are in docs/benchmarks/streams.md.
  */
@@ -185,8 +186,17 @@ async function main(): Promise<void> {
   ];
   console.log(table.join('\n'));
   if (process.argv.includes('--write')) {
+    // Only the latest run's section is replaced: the file also holds the Kafka client A/B and
+    // its analysis, written by hand.
+    const file = 'docs/benchmarks/streams.md';
+    const start = '<!-- latest run: replaced by `npm run bench:streams` -->';
+    const end = '<!-- end of the latest run -->';
+    const section = `${start}\n## The latest run (\`npm run bench:streams\`)\n\n${table.join('\n')}\n${end}`;
+    const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Streams benchmarks\n';
+    const a = old.indexOf(start);
+    const b = old.indexOf(end);
     fs.mkdirSync('docs/benchmarks', { recursive: true });
-    fs.writeFileSync('docs/benchmarks/streams.md', `## Streams (Avro through the registry vs JSON), per Kafka client\n\n${table.join('\n')}\n`);
+    fs.writeFileSync(file, a >= 0 && b > a ? old.slice(0, a) + section + old.slice(b + end.length) : `${old.trimEnd()}\n\n${section}\n`);
   }
 }
 
