@@ -164,7 +164,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
       // A new group starts at the end: a first deployment does not answer a week of stale requests.
       fromBeginning: false,
       partitionsConsumedConcurrently: Math.min(config.partitions, 4),
-      handler: kafkaPredictHandler(service, s),
+      handler: kafkaPredictHandler(service, s, (ms) => follower.catchUpNow(ms)),
     });
     const joined = predictRunner.waitForAssignment(60_000);
     await predictRunner.start();

@@ -85,6 +85,27 @@ export class LogFollower {
     for (const w of this.readyWaiters.splice(0)) w();
   }
 
+  /**
+   * Waits until this follower has applied everything its topics held when called (their end
+   * offsets then), at most `timeoutMs`; true once it has, false on the timeout. For a decision
+   * that must not be taken on a stale picture: the Kafka predict path asks before it dead-letters a
+   * request for a client it does not know, whose labels may be a moment behind in this process.
+   * Costs two small admin requests, then one per 50 ms while waiting.
+   */
+  async catchUpNow(timeoutMs: number): Promise<boolean> {
+    const runner = this.runner;
+    if (!runner || this.stopped) return false;
+    const deadline = Date.now() + timeoutMs;
+    return this.streams.withAdmin(async (admin) => {
+      const targets = await endOffsets(admin, this.streams, this.opts.topics);
+      for (;;) {
+        if (await caughtUp(admin, runner.groupId, targets)) return true;
+        if (this.stopped || Date.now() >= deadline) return false;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    });
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     const runner = this.runner;

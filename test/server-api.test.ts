@@ -396,6 +396,22 @@ describe('prediction server: readiness, slow dependencies, redelivery', () => {
     }
   });
 
+  it('answers a Kafka request for a client that signed up just before it, while the registry is still behind the log, instead of dead-lettering it', async () => {
+    // A backlog on the labels topic keeps the server's registry behind for a while; the new
+    // client's labels come last, and its first request right after them.
+    const now = Date.now();
+    const label = (clientId: string, name: string) => ({
+      name: 'LabelSetChanged' as const,
+      value: { eventId: randomUUID(), clientId, occurredAt: now, change: 'ADDED' as const, label: name, previousLabel: null, description: `${name} team`, keywords: [] },
+    });
+    for (let i = 0; i < 8; i++) await streams.producer.sendAll(Array.from({ length: 5000 }, (_, k) => label(`filler-${i}-${k}`, 'Team')));
+    await streams.producer.sendAll([label('newcomer', 'Payroll'), label('newcomer', 'Network')]);
+    await streams.producer.send('PredictionRequested', { eventId: randomUUID(), clientId: 'newcomer', occurredAt: Date.now(), requestId: 'newcomer-1', text: 'my salary is late', metadata: {} });
+    const answer = await waitFor('the newcomer answered', () => predictions.find((p) => p.requestId === 'newcomer-1') ?? (deadLetters.some((d) => d.includes("'newcomer'")) ? 'dead-lettered' : undefined), 60_000);
+    expect(answer).not.toBe('dead-lettered');
+    expect(answer).toMatchObject({ clientId: 'newcomer', channel: 'KAFKA', modelVersion: null });
+  }, 90_000);
+
   it('answers a redelivered PredictionRequested with the same event id (consumers dedupe on it)', async () => {
     const request = { eventId: randomUUID(), clientId: 'acme', occurredAt: Date.now(), requestId: 'dup-1', text: 'vpn', metadata: {} };
     await streams.producer.send('PredictionRequested', request);
