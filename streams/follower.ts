@@ -62,11 +62,22 @@ export class LogFollower {
     void this.watchCatchUp(runner.groupId, targets);
   }
 
-  /** Polls the group's committed offsets until they reach the targets, then flips to ready. */
+  /** Waits until caught up with the end offsets captured at start, then flips to ready. */
   private async watchCatchUp(groupId: string, targets: Map<string, Map<number, bigint>>): Promise<void> {
+    await this.reach(groupId, targets);
+    if (this.stopped) return;
+    this.readyAt = Date.now();
+    for (const w of this.readyWaiters.splice(0)) w();
+  }
+
+  /**
+   * Polls the group's committed offsets until they reach `targets` (true), `timeoutMs` passes or
+   * the follower stops (false). Offsets that cannot be read (Kafka away) count as not there yet.
+   */
+  private async reach(groupId: string, targets: Map<string, Map<number, bigint>>, timeoutMs?: number): Promise<boolean> {
     let admin: Awaited<ReturnType<Streams['kafka']['admin']>> | undefined;
     try {
-      await pollUntil(async () => {
+      return await pollUntil(async () => {
         try {
           admin ??= await this.streams.kafka.admin();
           return await caughtUp(admin, groupId, targets);
@@ -76,34 +87,30 @@ export class LogFollower {
         }
         // A restarted server is not ready until this says so: checking every 100 ms at most costs
         // one small admin request per tick, a 500 ms cap cost up to half a second of readiness.
-      }, { initialMs: 50, maxMs: 100, stop: () => this.stopped });
+      }, { initialMs: 50, maxMs: 100, stop: () => this.stopped, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
     } finally {
       await admin?.close().catch(() => undefined);
     }
-    if (this.stopped) return;
-    this.readyAt = Date.now();
-    for (const w of this.readyWaiters.splice(0)) w();
   }
 
   /**
    * Waits until this follower has applied everything its topics held when called (their end
-   * offsets then), at most `timeoutMs`; true once it has, false on the timeout. For a decision
-   * that must not be taken on a stale picture: the Kafka predict path asks before it dead-letters a
-   * request for a client it does not know, whose labels may be a moment behind in this process.
-   * Costs two small admin requests, then one per 50 ms while waiting.
+   * offsets then), at most `timeoutMs`; true once it has, false on the timeout or when Kafka cannot
+   * be asked. For a decision that must not be taken on a stale picture: the Kafka predict path asks
+   * before it dead-letters a request for a client it does not know, whose labels may be a moment
+   * behind in this process.
    */
   async catchUpNow(timeoutMs: number): Promise<boolean> {
     const runner = this.runner;
     if (!runner || this.stopped) return false;
-    const deadline = Date.now() + timeoutMs;
-    return this.streams.withAdmin(async (admin) => {
-      const targets = await endOffsets(admin, this.streams, this.opts.topics);
-      for (;;) {
-        if (await caughtUp(admin, runner.groupId, targets)) return true;
-        if (this.stopped || Date.now() >= deadline) return false;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    });
+    let targets: Map<string, Map<number, bigint>>;
+    try {
+      targets = await this.streams.withAdmin((admin) => endOffsets(admin, this.streams, this.opts.topics));
+    } catch (err) {
+      this.opts.logger.warn({ err: errorMessage(err) }, 'cannot read the end offsets to catch up with');
+      return false;
+    }
+    return this.reach(runner.groupId, targets, timeoutMs);
   }
 
   async stop(): Promise<void> {
