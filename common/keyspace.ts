@@ -81,6 +81,12 @@ export const featureKeys = {
   base: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f`,
   seen: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f:seen`,
   labels: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f:labels`,
+  /**
+   * A client's counters, kept by the feature processor (exactly once per event): `examples`,
+   * `label:<label>` and `source:<source>` per labelled example, `label_changes`, `predictions`,
+   * `feedback`, `last_activity_ms`. Read by the trigger processor and by the server (the
+   * baseline's majority label): `labelCountsOf`.
+   */
   counts: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:f:counts`,
   snapshot: (prefix: string, clientId: string, eventId: string) => `${clientKey(prefix, clientId)}:f:xf:${eventId}`,
   quality: (prefix: string, clientId: string, occurredAt: number) =>
@@ -123,6 +129,13 @@ export const triggerKeys = {
   state: (prefix: string, clientId: string) => `${clientKey(prefix, clientId)}:t`,
   held: (prefix: string) => `${prefix}:triggers:held`,
 };
+
+/** Labelled examples per label, from a client's `featureKeys.counts` hash. */
+export function labelCountsOf(counts: Record<string, string>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const field in counts) if (field.startsWith('label:')) out.set(field.slice(6), Number(counts[field]));
+  return out;
+}
 
 /** String.prototype.toWellFormed (Node 20; not in the ES2022 lib this project compiles against). */
 function wellFormed(s: string): string {

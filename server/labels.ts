@@ -1,4 +1,6 @@
 import { RecentIds } from '../common/ids.ts';
+import { featureKeys, labelCountsOf } from '../common/keyspace.ts';
+import type { RedisClient } from '../common/redis.ts';
 import type { LabelSetChanged } from '../schemas/events.ts';
 import type { AnyEvent } from '../streams/index.ts';
 
@@ -15,8 +17,6 @@ export interface LabelDefinition {
 export class LabelDirectory {
   private readonly clients = new Map<string, Map<string, LabelDefinition>>();
   private readonly applied = new RecentIds(100_000);
-  private readonly exampleCounts = new Map<string, Map<string, number>>();
-  private readonly countedExamples = new RecentIds(100_000);
 
   get(clientId: string): LabelDefinition[] {
     return [...(this.clients.get(clientId)?.values() ?? [])];
@@ -49,17 +49,33 @@ export class LabelDirectory {
       keywords: e.keywords.length > 0 ? e.keywords : existing?.keywords ?? [],
     });
   }
+}
 
-  /** Labelled examples seen per label: the baseline's majority label. */
-  counts(clientId: string): ReadonlyMap<string, number> | undefined {
-    return this.exampleCounts.get(clientId);
-  }
+/** Labelled examples per label of a client (the baseline's majority label); undefined when not known in time. */
+export type ExampleCountReader = (clientId: string) => Promise<ReadonlyMap<string, number> | undefined>;
 
-  countExample(event: AnyEvent): void {
-    if (event.name !== 'LabeledExample') return;
-    if (!this.countedExamples.add(event.value.eventId)) return;
-    let counts = this.exampleCounts.get(event.value.clientId);
-    if (!counts) this.exampleCounts.set(event.value.clientId, (counts = new Map()));
-    counts.set(event.value.label, (counts.get(event.value.label) ?? 0) + 1);
-  }
+/**
+ * Reads a client's labelled examples per label from the counters the feature processor keeps in
+ * Redis (`featureKeys.counts`). The server used to count them itself by reading the whole
+ * `examples` topic at every start: CPU that grows with every example ever sent, on the request
+ * thread, while a restarted server is trying to answer (3.5 s of a blocked event loop at ~100k
+ * examples on the loaded 2-core machine). Only answers without a model ask, and only to order
+ * labels the text does not decide between, so a read that fails or misses the deadline
+ * gives undefined (definition order) instead of failing the prediction.
+ */
+export function redisExampleCounts(redis: RedisClient, keyPrefix: string, timeoutMs: number): ExampleCountReader {
+  return async (clientId) => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const counts = await Promise.race([
+        redis.hgetall(featureKeys.counts(keyPrefix, clientId)),
+        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs))),
+      ]);
+      return counts && labelCountsOf(counts);
+    } catch {
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }

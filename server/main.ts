@@ -24,7 +24,7 @@ import { PredictionPublisher } from './publisher.ts';
 import { PredictionSpool } from './spool.ts';
 import { serverMetrics } from './metrics.ts';
 import { ModelAdmin, ModelRegistry } from '../models/lifecycle.ts';
-import { LabelDirectory } from './labels.ts';
+import { LabelDirectory, redisExampleCounts } from './labels.ts';
 
 /**
  * One prediction server process: wires the source (log follower -> registry), the loader (model
@@ -72,12 +72,29 @@ export function storeLoader(config: EddyConfig): ArtifactLoader {
 export async function startServer(config: EddyConfig, opts: StartOptions = {}): Promise<PredictionServer> {
   const s = config.server;
   const logger = createLogger('server', config.logLevel).child({ replica: s.replicaId });
-  const streams = await connectStreams(config, `eddy-server-${s.replicaId}`);
-  const redis = await connectServingRedis(config, logger);
+  // The spool of answered predictions (server/spool.ts): what a dead server left for this topic is replayed first.
+  const spool = s.spool === 'off' ? undefined : new PredictionSpool({
+    dir: s.spoolDir, topic: new TopicNames(config.topicPrefix).physical(TOPIC_OF_EVENT.PredictionMade), fsync: s.spool === 'fsync', logger,
+  });
+  const publishOptions = { capacity: s.publishBuffer, logger, spool };
+  // The publisher thread loads its modules and connects to Kafka and the registry on its own:
+  // started before this thread connects and reads the log, that work overlaps it, and a restarted
+  // server logs its first PredictionMade as soon as it answers instead of a second or two later.
+  const threadPublisher = s.publisher === 'thread' ? new PredictionPublisher({ thread: config }, publishOptions) : undefined;
+  // Likewise the model loader thread: its first cold load waits for no boot.
+  const artifacts = new ArtifactLoaderThread(config.modelStoreDir, logger);
+  let streams: Streams;
+  let redis: RedisClient;
+  try {
+    streams = await connectStreams(config, `eddy-server-${s.replicaId}`);
+    redis = await connectServingRedis(config, logger);
+  } catch (err) {
+    await Promise.all([threadPublisher?.close(2_000), artifacts.close()]);
+    throw err;
+  }
 
   const registry = new ModelRegistry();
   const labels = new LabelDirectory();
-  const artifacts = new ArtifactLoaderThread(config.modelStoreDir, logger);
   const manager = new ModelManager(opts.wrapLoader ? opts.wrapLoader(artifacts.loader) : artifacts.loader, s.modelMemoryBytes, logger);
   // Review and dashboard routes use a connection of their own, instrumented per command
   // (common/instrument.ts). The feature reads of every prediction are not wrapped per command
@@ -102,16 +119,12 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
     (clientId: string, metadata: Record<string, string>) => sampled(features.read(clientId, metadata), (r) => r.defaulted),
     { many: (clientId: string, metadatas: ReadonlyArray<Record<string, string>>) => sampled(features.readMany(clientId, metadatas), (rs) => rs.some((r) => r.defaulted)) },
   );
-  const service = new PredictionService(registry, labels, manager, readFeatures, s, logger);
-  // The spool of answered predictions (server/spool.ts): what a dead server left for this topic is replayed first.
-  const spool = s.spool === 'off' ? undefined : new PredictionSpool({
-    dir: s.spoolDir, topic: new TopicNames(config.topicPrefix).physical(TOPIC_OF_EVENT.PredictionMade), fsync: s.spool === 'fsync', logger,
-  });
-  const publisher = new PredictionPublisher(s.publisher === 'thread' ? { thread: config } : { producer: streams.producer }, { capacity: s.publishBuffer, logger, spool });
+  const service = new PredictionService(registry, labels, manager, readFeatures, redisExampleCounts(redis, config.redisPrefix, s.featureTimeoutMs), s, logger);
+  const publisher = threadPublisher ?? new PredictionPublisher({ producer: streams.producer }, publishOptions);
   const admin = new ModelAdmin(registry, streams.producer);
   // The registry and the label definitions gate readiness: HTTP answers only from a complete
-  // picture of the log. Example counts only refine the baseline's majority label, so they follow
-  // on their own and never hold readiness back.
+  // picture of the log. The `examples` topic is not read: the baseline's example counts come from
+  // Redis (redisExampleCounts).
   const follower = new LogFollower(streams, {
     name: `server-registry-${s.replicaId}`, topics: ['models', 'labels'], logger,
     apply: (r) => {
@@ -119,9 +132,6 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
       const change = registry.apply(r.event);
       if (change?.kind === 'ignored') logger.warn({ clientId: change.clientId, reason: change.reason }, 'model event ignored');
     },
-  });
-  const examples = new LogFollower(streams, {
-    name: `server-examples-${s.replicaId}`, topics: ['examples'], logger, apply: (r) => labels.countExample(r.event),
   });
 
   const app = createApp({ config: s, service, registry, manager, publisher, admin, isReady: () => follower.ready, logger });
@@ -139,15 +149,14 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   // Awaited below, once the followers started; marked handled here so that a port already in use
   // is not an unhandled rejection while they start.
   listening.catch(() => undefined);
-  // The two followers are independent groups: they join and read at the same time.
-  const stopFollowers = () => Promise.all([follower.stop(), examples.stop()]).catch(() => undefined);
-  const followersStarted = await Promise.allSettled([follower.start(), examples.start()]);
-  const failed = followersStarted.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) {
-    await stopFollowers();
+  const stopFollower = () => follower.stop().catch(() => undefined);
+  try {
+    await follower.start();
+  } catch (err) {
+    await stopFollower();
     await listening.catch(() => undefined);
     await app.close().catch(() => undefined);
-    throw failed.reason;
+    throw err;
   }
 
   let predictRunner: ConsumerRunner | undefined;
@@ -176,7 +185,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   try {
     url = await listening;
   } catch (err) {
-    await stopFollowers();
+    await stopFollower();
     throw err;
   }
   if (url) logger.info({ url }, 'prediction server listening');
@@ -193,7 +202,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
         await app.close();
         await metrics?.close();
         await predictRunner?.stop();
-        await Promise.all([follower.stop(), examples.stop()]);
+        await follower.stop();
         await publisher.close();
         await artifacts.close();
         await streams.close();

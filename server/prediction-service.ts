@@ -12,7 +12,7 @@ import { hotMetrics, serverMetrics } from './metrics.ts';
 import type { ModelHandle, ModelManager, ServablePredictor } from './model-manager.ts';
 import type { Predictor } from '../models/predictor.ts';
 import type { ClientModels, ModelRegistry, VersionInfo } from '../models/lifecycle.ts';
-import type { LabelDefinition, LabelDirectory } from './labels.ts';
+import type { ExampleCountReader, LabelDefinition, LabelDirectory } from './labels.ts';
 
 /**
  * The one prediction path, shared by HTTP and Kafka: pick the version (rollout), borrow the model
@@ -126,6 +126,7 @@ export class PredictionService {
     private readonly labels: LabelDirectory,
     private readonly manager: ModelManager,
     private readonly readFeatures: FeatureReader,
+    private readonly readExampleCounts: ExampleCountReader,
     private readonly config: ServerConfig,
     private readonly logger: Logger,
   ) {
@@ -217,9 +218,12 @@ export class PredictionService {
       } else if (handles.some((h) => h !== undefined)) {
         features = await this.readFeatures.many(clientId, reqs.map((req, i) => (handles[i] ? req.metadata : NO_METADATA)));
       }
+      // Answers without a model (the baseline) order the labels the text does not decide between
+      // by the client's labelled examples: read once per call, only when one is needed.
+      const exampleCounts = handles.includes(undefined) ? await this.readExampleCounts(clientId) : undefined;
       const out: Array<{ result: PredictResult; events: PredictionMade[] }> = new Array(n);
       for (let i = 0; i < n; i++) {
-        out[i] = this.answer(clientId, c, reqs[i]!, requestIds[i]!, handles[i], canaries[i], features?.[i] ?? NO_FEATURES, channel, started);
+        out[i] = this.answer(clientId, c, reqs[i]!, requestIds[i]!, handles[i], canaries[i], features?.[i] ?? NO_FEATURES, exampleCounts, channel, started);
       }
       return out;
     } finally {
@@ -230,7 +234,8 @@ export class PredictionService {
   /** One request's answer and events, with its model (or the baseline when there is none). */
   private answer(
     clientId: string, c: ClientModels | undefined, req: PredictRequest, requestId: string, handle: ModelHandle | undefined,
-    canary: string | undefined, f: { features: Record<string, number>; defaulted: boolean }, channel: Channel, started: number,
+    canary: string | undefined, f: { features: Record<string, number>; defaulted: boolean },
+    exampleCounts: ReadonlyMap<string, number> | undefined, channel: Channel, started: number,
   ): { result: PredictResult; events: PredictionMade[] } {
     const topK = req.topK ?? this.config.topK;
     let variant: Variant;
@@ -257,7 +262,7 @@ export class PredictionService {
       }
     } else {
       const definitions = this.baselineLabels(clientId, c);
-      const base = baselinePredict(req.text, definitions, this.labels.counts(clientId), topK);
+      const base = baselinePredict(req.text, definitions, exampleCounts, topK);
       if (!base) throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no servable model and no labels`);
       ({ label, scores } = base);
       if (req.explain) explanation = explainBaseline(req.text, definitions, scores.map((x) => x.label), DEFAULT_EXPLAIN_TERMS);

@@ -8,7 +8,7 @@ import type { RetrainRequested } from '../../schemas/events.ts';
 import { execPipeline, SlotPipelines } from '../../common/redis.ts';
 import { EddyError, errorMessage } from '../../common/errors.ts';
 import { derivedId } from '../../common/ids.ts';
-import { featureKeys, triggerKeys } from '../../common/keyspace.ts';
+import { featureKeys, labelCountsOf, triggerKeys } from '../../common/keyspace.ts';
 import { createLogger } from '../../common/log.ts';
 import { decideRetrain, emptyTriggerState, type ClientTriggerState, type Decision } from './policy.ts';
 
@@ -31,11 +31,9 @@ export async function readClientCounts(redis: RedisClient, prefix: string, clien
   pipeline.get(triggerKeys.state(prefix, clientId));
   const [counts, raw] = (await execPipeline(pipeline, 'reading client counts')) as [Record<string, string>, string | null];
   const t: ClientTriggerState = raw ? { ...emptyTriggerState(), ...(JSON.parse(raw) as ClientTriggerState) } : emptyTriggerState();
-  const perLabel: Record<string, number> = {};
-  for (const [k, v] of Object.entries(counts)) if (k.startsWith('label:')) perLabel[k.slice(6)] = Number(v);
   return {
     examples: Number(counts.examples ?? 0),
-    perLabel,
+    perLabel: Object.fromEntries(labelCountsOf(counts)),
     sinceLastModel: t.lastModelVersion === null ? t.examples : t.examples - t.examplesAtLastModel,
     lastModelVersion: t.lastModelVersion,
     lastActivityMs: counts.last_activity_ms ? Number(counts.last_activity_ms) : null,
