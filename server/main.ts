@@ -72,29 +72,12 @@ export function storeLoader(config: EddyConfig): ArtifactLoader {
 export async function startServer(config: EddyConfig, opts: StartOptions = {}): Promise<PredictionServer> {
   const s = config.server;
   const logger = createLogger('server', config.logLevel).child({ replica: s.replicaId });
-  // The spool of answered predictions (server/spool.ts): what a dead server left for this topic is replayed first.
-  const spool = s.spool === 'off' ? undefined : new PredictionSpool({
-    dir: s.spoolDir, topic: new TopicNames(config.topicPrefix).physical(TOPIC_OF_EVENT.PredictionMade), fsync: s.spool === 'fsync', logger,
-  });
-  const publishOptions = { capacity: s.publishBuffer, logger, spool };
-  // The publisher thread loads its modules and connects to Kafka and the registry on its own:
-  // started before this thread connects and reads the log, that work overlaps it, and a restarted
-  // server logs its first PredictionMade as soon as it answers instead of a second or two later.
-  const threadPublisher = s.publisher === 'thread' ? new PredictionPublisher({ thread: config }, publishOptions) : undefined;
-  // Likewise the model loader thread: its first cold load waits for no boot.
-  const artifacts = new ArtifactLoaderThread(config.modelStoreDir, logger);
-  let streams: Streams;
-  let redis: RedisClient;
-  try {
-    streams = await connectStreams(config, `eddy-server-${s.replicaId}`);
-    redis = await connectServingRedis(config, logger);
-  } catch (err) {
-    await Promise.all([threadPublisher?.close(2_000), artifacts.close()]);
-    throw err;
-  }
+  const streams = await connectStreams(config, `eddy-server-${s.replicaId}`);
+  const redis = await connectServingRedis(config, logger);
 
   const registry = new ModelRegistry();
   const labels = new LabelDirectory();
+  const artifacts = new ArtifactLoaderThread(config.modelStoreDir, logger);
   const manager = new ModelManager(opts.wrapLoader ? opts.wrapLoader(artifacts.loader) : artifacts.loader, s.modelMemoryBytes, logger);
   // Review and dashboard routes use a connection of their own, instrumented per command
   // (common/instrument.ts). The feature reads of every prediction are not wrapped per command
@@ -120,7 +103,11 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
     { many: (clientId: string, metadatas: ReadonlyArray<Record<string, string>>) => sampled(features.readMany(clientId, metadatas), (rs) => rs.some((r) => r.defaulted)) },
   );
   const service = new PredictionService(registry, labels, manager, readFeatures, redisExampleCounts(redis, config.redisPrefix, s.featureTimeoutMs), s, logger);
-  const publisher = threadPublisher ?? new PredictionPublisher({ producer: streams.producer }, publishOptions);
+  // The spool of answered predictions (server/spool.ts): what a dead server left for this topic is replayed first.
+  const spool = s.spool === 'off' ? undefined : new PredictionSpool({
+    dir: s.spoolDir, topic: new TopicNames(config.topicPrefix).physical(TOPIC_OF_EVENT.PredictionMade), fsync: s.spool === 'fsync', logger,
+  });
+  const publisher = new PredictionPublisher(s.publisher === 'thread' ? { thread: config } : { producer: streams.producer }, { capacity: s.publishBuffer, logger, spool });
   const admin = new ModelAdmin(registry, streams.producer);
   // The registry and the label definitions gate readiness: HTTP answers only from a complete
   // picture of the log. The `examples` topic is not read: the baseline's example counts come from
