@@ -128,13 +128,13 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
     closedTtlMs: config.processors.predictionTtlMs, isReady: () => follower.ready,
   });
   app.register(dashboardRoutes, { auth: s, redis: servingRedis, keyPrefix: config.redisPrefix, registry, streams, lagIntervalMs: config.monitor.lagIntervalMs, logger });
-  // Listening starts now, while the followers join their groups and read the log: fastify builds
+  // Listening starts now, while the follower joins its group and reads the log: fastify builds
   // its routes' validators and serializers (CPU) during those waits on Kafka (I/O) instead of
   // after them. Until the registry has caught up, predictions answer 503 NOT_READY (the routes'
   // guard) and /readyz says not ready, as before.
   const listening: Promise<string> = (opts.listen ?? true) ? app.listen({ host: s.host, port: s.port }) : Promise.resolve(app.ready()).then(() => '');
-  // Awaited below, once the followers started; marked handled here so that a port already in use
-  // is not an unhandled rejection while they start.
+  // Awaited below, once the follower started; marked handled here so that a port already in use
+  // is not an unhandled rejection while it starts.
   listening.catch(() => undefined);
   const stopFollower = () => follower.stop().catch(() => undefined);
   try {

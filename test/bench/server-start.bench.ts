@@ -1,8 +1,8 @@
 /**
  * How long an `eddy serve` process takes from its spawn to its readiness and to its first answer,
  * over a log that holds many labelled examples (a restart in a deployment that has been running).
- * Run: `npx tsx test/bench/server-start.bench.ts` on the shared stack (a private topic prefix,
- * key prefix and model store, removed at the end).
+ * Run: `npm run bench:server-start` (starts the stack if needed); it uses the shared stack under a
+ * private topic prefix, key prefix and model store, removed at the end.
  *
  * BENCH_EXAMPLES (default 100,000) LabeledExample events for two clients without a model are
  * written first; then, BENCH_ROUNDS times (default 3), each checkout of BENCH_CHECKOUTS (default:
