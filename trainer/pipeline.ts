@@ -455,10 +455,10 @@ export async function trainClient(
     liveEval = { accuracy: liveManifest.metrics.accuracy ?? 0, macroF1: liveF1, support: liveTest, perLabel: {} };
     // Added teams do not count against the candidate: the live figure knows only its own labels.
     const liveLabels = new Set(liveManifest.labels);
-    const grew = candidate.manifest.labels.some((l) => !liveLabels.has(l));
-    const common = grew ? macroF1Over(candidate.evaluation, liveLabels) : { macroF1: candidate.evaluation.macroF1, labels: 0 };
+    const added = candidate.manifest.labels.filter((l) => !liveLabels.has(l));
+    const common = added.length > 0 ? macroF1Over(candidate.evaluation, liveLabels) : { macroF1: candidate.evaluation.macroF1, labels: 0 };
     const g = heldOutGateDecision({ macroF1: common.macroF1, testExamples: candidate.test.length }, { macroF1: liveF1, testExamples: liveTest }, settings.gateMargin);
-    const on = grew ? ` on the ${common.labels} labels both know (the candidate adds ${candidate.manifest.labels.filter((l) => !liveLabels.has(l)).join(', ')})` : '';
+    const on = added.length > 0 ? ` on the ${common.labels} labels both know (the candidate adds ${added.join(', ')})` : '';
     gate = { pass: g.pass, detail: `candidate held-out macro-F1 ${common.macroF1.toFixed(4)}${on} < live ${liveVersion} held-out ${liveF1.toFixed(4)} - margin ${settings.gateMargin} - noise ${g.noise.toFixed(4)} (${candidate.test.length} and ${liveTest} test examples)` };
   } else if (live?.predictor) {
     const livePredicted = predictLabels(live.predictor, candidate.test);
