@@ -64,8 +64,7 @@ export async function privateKafka(): Promise<PrivateService> {
   if (!fs.existsSync(libs)) throw new Error(`no Kafka jars in ${libs}: run 'eddy stack up' once`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-kafka-'));
   // The controller listens on port + 1 (kafkaProperties): find a free pair.
-  let port = await freePort();
-  while (!(await freePortPair(port))) port = await freePort();
+  const port = await freePort(2);
   const props = path.join(dir, 'server.properties');
   fs.writeFileSync(props, kafkaProperties(path.join(dir, 'data'), port)
     // Small and quick: one partition leader, few log cleaner threads, nothing to wait for at start.
@@ -93,10 +92,6 @@ export async function privateKafka(): Promise<PrivateService> {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-async function freePortPair(port: number): Promise<boolean> {
-  return !(await portOpen(port + 1));
 }
 
 /**

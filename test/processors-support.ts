@@ -90,16 +90,29 @@ export async function dropDatabase(ch: ClickHouseClient, db: string): Promise<vo
   await ch.command({ query: `DROP DATABASE IF EXISTS ${identifier(db)}` });
 }
 
-/** A free TCP port on 127.0.0.1 (for private servers in failure tests). */
-export async function freePort(): Promise<number> {
+/**
+ * A free TCP port on 127.0.0.1 (for private servers in failure tests); `count` > 1 gives the first
+ * of that many consecutive free ports. Drawn at random below the kernel's ephemeral range
+ * (32768+ on Linux): a port the kernel handed out once and took back can go to any outgoing
+ * connection before the private server binds it, which made a private Kafka fail with
+ * "Address already in use". Every port is checked by binding it, not by trying to connect.
+ */
+export async function freePort(count = 1): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * (32_000 - 20_000 - count));
+    let free = true;
+    for (let port = base; free && port < base + count; port++) free = await bindable(port);
+    if (free) return base;
+  }
+  throw new Error(`no ${count} consecutive free port(s) between 20000 and 32000`);
+}
+
+async function bindable(port: number): Promise<boolean> {
   const net = await import('node:net');
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
