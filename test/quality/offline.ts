@@ -33,7 +33,9 @@ async function trainAndScore(c: CorpusClient): Promise<Line> {
   }));
   // As the event run: the label names only (no description or keywords; the reference gets none either).
   const changes: LabelChangeRow[] = c.labels.map((l, i) => ({ event_id: `l${i}`, change: 'ADDED', label: l, previous_label: '', description: '', keywords: [], occurred_at_ms: 0 }));
-  const settings = trainerSettings(loadConfig().trainer);
+  // The searched model, as it serves once the search ran: a large client's quick first model
+  // (quickFirstModelExamples) defers the search to its next version, which this loop is for.
+  const settings = { ...trainerSettings(loadConfig().trainer), quickFirstModelExamples: 0 };
   const set = buildTrainingSet(c.clientId, rows, changes);
   const validation = validateTrainingSet(set, settings);
   const cpu0 = process.cpuUsage();
