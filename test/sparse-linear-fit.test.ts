@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hashString, type SparseVector } from '../featurizer/text.ts';
 import type { ModelManifest } from '../models/artifact.ts';
-import { sparseLinearTrainer, trainSparseLinear, weightedCsr, type TrainedLinearModel } from '../models/kinds/sparse-linear/fit.ts';
+import { trainSparseLinear, weightedCsr, type TrainedLinearModel } from '../models/kinds/sparse-linear/fit.ts';
 import { quantizeWeights, sparseLinear } from '../models/kinds/sparse-linear/index.ts';
 import { charNgramIds, featurizerOf } from '../trainer/search.ts';
 
@@ -58,7 +58,7 @@ function gradientNorm(m: TrainedLinearModel, d: ReturnType<typeof dataset>, obje
   return Math.max(...gW.map(Math.abs), ...gb.map(Math.abs));
 }
 
-const fit = (d: ReturnType<typeof dataset>, over: { multiClass?: 'ovr' | 'multinomial'; balanced?: boolean }) =>
+const fit = (d: ReturnType<typeof dataset>, over: { multiClass?: 'ovr' | 'multinomial'; balanced?: boolean | number }) =>
   trainSparseLinear({ ...d, numLabels: K }, { C, minFeatureCount: 1, tfidf: false, maxIterations: 2000, tolerance: 1e-13, ...over });
 
 describe('sparse-linear objectives', () => {
@@ -87,36 +87,14 @@ describe('sparse-linear objectives', () => {
     const plain = await fit(d, { multiClass: 'ovr' });
     expect(m.bias[2]!).toBeGreaterThan(plain.bias[2]! + 0.1);
   });
-});
 
-describe('an averaged sparse-linear model (params.average)', () => {
-  it('is the mean of its members, each fitted with its own C and class weights: its logits are the mean of theirs', async () => {
-    const d = dataset();
-    const opts = { C, minFeatureCount: 1, tfidf: false, maxIterations: 2000, tolerance: 1e-13, quantization: 'float32' as const };
-    const members = [{ C: 10 }, { C: 30, balanced: true }, { C: 1, balanced: true }];
-    const averaged = await sparseLinearTrainer.fit({ ...d, numLabels: K }, { ...opts, average: members }, { epochs: 1, seed: 1 });
-    const singles = await Promise.all(members.map((m) => trainSparseLinear({ ...d, numLabels: K }, { ...opts, ...m })));
-    // The members differ (else the test could not tell a mean from any one of them).
-    expect(Math.abs(singles[0]!.bias[2]! - singles[1]!.bias[2]!)).toBeGreaterThan(0.1);
-    const w = averaged.weights;
-    expect(Array.from(w.featureIds)).toEqual(Array.from(singles[0]!.featureIds));
-    const mean = (pick: (m: TrainedLinearModel) => Float32Array, j: number) => singles.reduce((a, m) => a + pick(m)[j]!, 0) / singles.length;
-    for (let c = 0; c < K; c++) expect(w.bias[c]!).toBeCloseTo(mean((m) => m.bias, c), 4);
-    const manifest = { labels: ['a', 'b', 'c'], model: averaged.model } as unknown as ModelManifest;
-    const scorer = sparseLinear.scorer(manifest, w);
-    for (const v of d.vectors.slice(0, 20)) {
-      const z = scorer.logits(v);
-      const each = singles.map((m) => sparseLinear.scorer({ ...manifest, model: { ...averaged.model } } as ModelManifest, { ...w, bias: m.bias, weights: m.weights } as typeof w).logits(v));
-      for (let c = 0; c < K; c++) expect(z[c]!).toBeCloseTo((each[0]![c]! + each[1]![c]! + each[2]![c]!) / 3, 4);
-    }
-  });
-
-  it('without members is the plain fit', async () => {
-    const d = dataset();
-    const opts = { C, minFeatureCount: 1, tfidf: false, maxIterations: 2000, tolerance: 1e-13, quantization: 'float32' as const };
-    const plain = await sparseLinearTrainer.fit({ ...d, numLabels: K }, opts, { epochs: 1, seed: 1 });
-    const empty = await sparseLinearTrainer.fit({ ...d, numLabels: K }, { ...opts, average: [] }, { epochs: 1, seed: 1 });
-    expect(Array.from(empty.weights.bias)).toEqual(Array.from(plain.weights.bias));
+  it('a balanced share b in (0, 1) weighs each example by 1 + b (n / (labels x its label count) - 1)', async () => {
+    const partly = Float64Array.from(balanced, (w) => 1 + (2 / 3) * (w - 1));
+    const m = await fit(d, { balanced: 2 / 3 });
+    expect(gradientNorm(m, d, 'multinomial', partly)).toBeLessThan(2e-3);
+    // Neither end: the unweighted and the balanced objectives are both off their optimum here.
+    expect(gradientNorm(m, d, 'multinomial', ones)).toBeGreaterThan(0.1);
+    expect(gradientNorm(m, d, 'multinomial', balanced)).toBeGreaterThan(0.1);
   });
 });
 

@@ -46,8 +46,12 @@ export interface TrainOptions {
    * points above multinomial in scikit-learn). Absent = multinomial.
    */
   multiClass?: 'multinomial' | 'ovr';
-  /** Weigh each example by n / (labels x its label's count), as sklearn's class_weight='balanced': macro-F1 counts every label alike. */
-  balanced?: boolean;
+  /**
+   * Weigh each example by n / (labels x its label's count), as sklearn's class_weight='balanced':
+   * macro-F1 counts every label alike. A number b in [0, 1] goes part of the way, weight
+   * 1 + b (balanced - 1): 0 is unweighted, 1 (or true) balanced (see DEFAULT_SEARCH).
+   */
+  balanced?: boolean | number;
   /** Features seen in fewer training vectors get no row (see vocabularyOf). */
   minFeatureCount: number;
   /** TF-IDF weighting of the text features (an `idf` section in the artifact). */
@@ -379,6 +383,7 @@ export async function trainSparseLinear(data: TrainingSet, opts: TrainOptions): 
   const sw = new Float64Array(vectors.length);
   let S = 0;
   const perLabel = new Float64Array(K);
+  const share = opts.balanced === true ? 1 : Math.min(1, Math.max(0, Number(opts.balanced ?? 0)));
   if (opts.balanced) {
     for (let i = 0; i < vectors.length; i++) perLabel[targets[i]!]! += data.sampleWeights ? data.sampleWeights[i]! : 1;
   }
@@ -388,7 +393,11 @@ export async function trainSparseLinear(data: TrainingSet, opts: TrainOptions): 
   for (let c = 0; c < K; c++) total += perLabel[c]!;
   for (let i = 0; i < vectors.length; i++) {
     sw[i] = data.sampleWeights ? data.sampleWeights[i]! : 1;
-    if (opts.balanced) sw[i]! *= total / (present * perLabel[targets[i]!]!);
+    const share = opts.balanced === true ? 1 : Math.min(1, Math.max(0, Number(opts.balanced ?? 0)));
+  if (opts.balanced) {
+      const balancedWeight = total / (present * perLabel[targets[i]!]!);
+      sw[i]! *= share === 1 ? balancedWeight : 1 + share * (balancedWeight - 1);
+    }
     S += sw[i]!;
   }
   S = S || 1;
@@ -427,51 +436,7 @@ export function tfLogits(model: TrainedLinearModel, vectors: SparseVector[], num
 }
 
 /** The hyperparameters of a sparse-linear fit (the model search varies C and tfidf). */
-export type SparseLinearParams = Omit<TrainOptions, 'init' | 'onIteration'> & {
-  quantization: Quantization;
-  /**
-   * An averaged model: one fit per member (each member's C and class weighting over these params),
-   * served as one linear model whose weights and biases are the members' means, so its logits
-   * are the mean of theirs (a geometric mean of their probabilities) at a single model's cost.
-   * The members share the vocabulary, idf and text blocks (they differ only in the penalty and
-   * the example weights, which change neither), so their rows line up. Why: which C wins is
-   * inside the noise of the search's cross-validation (docs/trainer.md, "Model search"); the mean
-   * of a strong and a weak penalty, with and without class weights, does not bet on one of them.
-   */
-  average?: Array<Pick<TrainOptions, 'C'> & Partial<Pick<TrainOptions, 'balanced'>>>;
-};
-
-/** One fit per member (see SparseLinearParams.average), weights and biases averaged; one member is a plain fit. */
-async function fitAveraged(data: TrainingSet, members: ReadonlyArray<Partial<Pick<TrainOptions, 'C' | 'balanced'>>>, opts: TrainOptions): Promise<TrainedLinearModel> {
-  let sum: TrainedLinearModel | undefined;
-  let previous: TrainOptions['init'];
-  for (const member of members) {
-    // Without a warm start of its own, a member starts from the previous member's optimum (the
-    // same problem under another penalty): fewer iterations to the same optimum (convex).
-    const fitted = await trainSparseLinear(data, { ...opts, ...(opts.init || !previous ? {} : { init: previous }), ...member });
-    previous = { featureIds: fitted.featureIds, weights: Float32Array.from(fitted.weights), bias: Float32Array.from(fitted.bias) };
-    if (!sum) {
-      sum = fitted;
-      continue;
-    }
-    // Same data, vocabulary rule and weighting: the rows are the same features (checked, not assumed).
-    if (fitted.featureIds.length !== sum.featureIds.length || fitted.featureIds.some((id, r) => id !== sum!.featureIds[r])) {
-      throw new Error('averaged sparse-linear members disagree on their vocabulary');
-    }
-    for (let j = 0; j < sum.weights.length; j++) sum.weights[j]! += fitted.weights[j]!;
-    for (let c = 0; c < sum.bias.length; c++) sum.bias[c]! += fitted.bias[c]!;
-    sum.finalLoss += fitted.finalLoss;
-    sum.iterations += fitted.iterations;
-    sum.evaluations += fitted.evaluations;
-  }
-  const n = members.length;
-  if (n > 1) {
-    for (let j = 0; j < sum!.weights.length; j++) sum!.weights[j]! /= n;
-    for (let c = 0; c < sum!.bias.length; c++) sum!.bias[c]! /= n;
-    sum!.finalLoss /= n;
-  }
-  return sum!;
-}
+export type SparseLinearParams = Omit<TrainOptions, 'init' | 'onIteration'> & { quantization: Quantization };
 
 /** The previous model's float weights with columns moved to the new label order (new labels start at 0). */
 function warmStart(parent: ModelArtifact, labels: readonly string[]): TrainOptions['init'] | undefined {
@@ -501,9 +466,9 @@ export const sparseLinearTrainer: KindTrainer<SparseLinearWeights, SparseLinearP
   kind: sparseLinear,
   defaults: { ...DEFAULT_TRAIN_OPTIONS, quantization: 'int8-row' },
   async fit(data, params, opts) {
-    const { quantization, average, ...train } = params;
+    const { quantization, ...train } = params;
     const init = opts.init as TrainOptions['init'] | undefined;
-    const fitted = await fitAveraged(data, average?.length ? average : [{}], {
+    const fitted = await trainSparseLinear(data, {
       ...train, ...(init ? { init } : {}), ...(opts.onEpoch ? { onIteration: opts.onEpoch } : {}),
     });
     const features = fitted.featureIds.length;
