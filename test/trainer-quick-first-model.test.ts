@@ -86,8 +86,22 @@ describe('the first model of a large client', () => {
       // The threshold counts the examples the trainer validated: one more than the set has, then exactly as many.
       const below = await trainClient({ ...deps, settings: { ...settings, quickFirstModelExamples: set.examples.length + 1 } }, big.clientId, { liveVersion: null });
       expect(below).toMatchObject({ kind: 'published', searchDeferred: false, event: { modelVersion: 'v1', searched: true } });
-      const at = await trainClient({ ...deps, store: new FsModelStore(path.join(dir, 'at')), settings: { ...settings, quickFirstModelExamples: set.examples.length } }, big.clientId, { liveVersion: null });
+      const atStore = new FsModelStore(path.join(dir, 'at'));
+      const at = await trainClient({ ...deps, store: atStore, settings: { ...settings, quickFirstModelExamples: set.examples.length } }, big.clientId, { liveVersion: null });
       expect(at).toMatchObject({ kind: 'published', searchDeferred: true, event: { modelVersion: 'v1', searched: false } });
+      // The quick model stops at a looser tolerance (QUICK_FIRST_MODEL_FIT) than the same default
+      // configuration trained as an ordinary model (no search): fewer solver iterations, same data.
+      const plainStore = new FsModelStore(path.join(dir, 'plain'));
+      const plain = await trainClient({ ...deps, store: plainStore, settings: { ...settings, search: false } }, big.clientId, { liveVersion: null });
+      const iterations = async (store: FsModelStore, r: typeof at) => {
+        if (r.kind !== 'published') throw new Error(`not published: ${r.kind}`);
+        const m = (await store.get(r.ref.uri, r.ref.sha256)).manifest.metrics;
+        return m.heldOutIterations! + m.refitIterations!;
+      };
+      const quick = await iterations(atStore, at);
+      const ordinary = await iterations(plainStore, plain);
+      expect(quick).toBeGreaterThan(0);
+      expect(quick).toBeLessThan(ordinary);
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
