@@ -65,8 +65,8 @@ export const DEFAULT_SEARCH: SearchSettings = {
     // fit's cost: every client above the reference, mean macro-F1 0.7275 against 0.7269
     // (BENCHMARKS.md, "Real text: a partly balanced default").
     { kind: 'sparse-linear', params: { C: 10, balanced: 0.667, textBlocks: true }, charNgrams: [3, 4] },
-    // One-vs-rest with words of two characters or more (the reference's token pattern): the
-    // fortune clients with many labels (fortune-arts: 1.7 points above the default).
+    // One-vs-rest with words of two characters or more (the reference's token pattern): chosen
+    // by the search for fortune-topics and fortune-arts.
     { kind: 'sparse-linear', params: { C: 30, minFeatureCount: 2, multiClass: 'ovr', balanced: true, textBlocks: true }, charNgrams: [3, 4], minWordChars: 2 },
   ],
   fitOverrides: { 'sparse-linear': { tolerance: 1e-3 } },

@@ -393,8 +393,7 @@ export async function trainSparseLinear(data: TrainingSet, opts: TrainOptions): 
   for (let c = 0; c < K; c++) total += perLabel[c]!;
   for (let i = 0; i < vectors.length; i++) {
     sw[i] = data.sampleWeights ? data.sampleWeights[i]! : 1;
-    const share = opts.balanced === true ? 1 : Math.min(1, Math.max(0, Number(opts.balanced ?? 0)));
-  if (opts.balanced) {
+    if (opts.balanced) {
       const balancedWeight = total / (present * perLabel[targets[i]!]!);
       sw[i]! *= share === 1 ? balancedWeight : 1 + share * (balancedWeight - 1);
     }
