@@ -15,13 +15,14 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { testStreams } from '../helpers.ts';
+import { freePort } from '../processors-support.ts';
 import { CLIENT_KEYS, serverProcessEnv, serverTestConfig } from '../server-fixtures.ts';
 
 const EXAMPLES = Number(process.env.BENCH_EXAMPLES ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CHECKOUTS = (process.env.BENCH_CHECKOUTS ?? process.cwd()).split(',').filter(Boolean);
 const BUSY = Number(process.env.BENCH_BUSY ?? 0);
-const PORT = 18_600 + Math.floor(Math.random() * 1000);
+const PORT = await freePort();
 
 const config = await serverTestConfig();
 const streams = await testStreams(config);
