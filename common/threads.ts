@@ -8,7 +8,8 @@ import { Worker } from 'node:worker_threads';
  */
 export function startThread(moduleUrl: string | URL, entry: string, data: unknown, name: string): Worker {
   const worker = new Worker(new URL('./thread-entry.mjs', import.meta.url), {
-    workerData: { module: String(moduleUrl), entry, data },
+    // The start-up build's files, when the process runs from it (bin/eddy.mjs sets them).
+    workerData: { module: String(moduleUrl), entry, data, build: (globalThis as Record<symbol, unknown>)[Symbol.for('eddy.build')] },
     execArgv: [],
     name,
   });

@@ -12,7 +12,7 @@ import { EddyError } from '../common/errors.ts';
  * stall the prediction server's and the simulator's event loops (and their latencies) if they
  * shared one; each component keeps its own signal handling and graceful shutdown; a crash of one
  * shows as that component's exit instead of taking the demo down; and the demo exercises the same
- * entry points as production. The cost is ~2 s of start-up per process (tsx compiles on load).
+ * entry points as production. The cost is ~2 s of start-up per process (module loading).
  */
 
 export const EDDY_BIN = fileURLToPath(new URL('../bin/eddy.mjs', import.meta.url));

@@ -1,9 +1,15 @@
-import { Admin as PlatformaticAdmin, compatibilityPartitioner, Consumer, MessagesStreamFallbackModes, MessagesStreamModes, ProduceAcks, Producer, stringSerializer, type GroupPartitionsAssigner, type Message, type MessageToProduce } from '@platformatic/kafka';
+import type { GroupPartitionsAssigner, Message, MessageToProduce } from '@platformatic/kafka';
+import { lazyLibraryValidators } from './lazy-validators.ts';
 import type { EddyConfig } from '../../common/config.ts';
 import { EddyError, errorMessage } from '../../common/errors.ts';
 import { createLogger } from '../../common/log.ts';
 import { coPartitionedAssignment } from '../assigner.ts';
 import type { ConnectedAdmin, ConsumerDriver, ConsumerDriverOptions, FetchedBatch, KafkaClient, ProducerDriver, RawMessage } from '../client.ts';
+
+// The library is imported here, after its option validators were made to compile on first use:
+// a static import would evaluate it before any code of this module (or, bundled, of its chunk) ran.
+lazyLibraryValidators();
+const { Admin: PlatformaticAdmin, compatibilityPartitioner, Consumer, MessagesStreamFallbackModes, MessagesStreamModes, ProduceAcks, Producer, stringSerializer } = await import('@platformatic/kafka');
 
 /**
  * Eddy's Kafka seam (streams/client.ts) on @platformatic/kafka 1.35: admin, an idempotent producer

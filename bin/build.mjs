@@ -1,0 +1,164 @@
+// Eddy's start-up build: the CLI and its worker threads bundled by esbuild, so that a process
+// starts from a few plain JavaScript files instead of compiling and resolving ~100 TypeScript
+// modules through tsx's loader hooks (which run every import, node_modules included, through a
+// hooks thread of their own: ~1 s of a 2-core machine's start-up, more under load). There is still
+// no build step to remember: each launch checks the build against the sources' contents (~10 ms)
+// and rebuilds when anything changed (~1 s); when no build can be made (a read-only install), the
+// caller falls back to tsx. Plain Node, no TypeScript: it runs before anything is compiled.
+//
+// Built files keep the meaning of `import.meta.url` in the sources (each module's own source
+// URL, substituted at build time), so paths relative to a source file (schemas/avro, the dashboard's
+// static files, package.json, a thread's module) resolve as they do under tsx. Dependencies stay
+// external: Node resolves them from the checkout's node_modules, as before.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/**
+ * The build's entry points, relative to the checkout: the CLI, and every module a worker thread
+ * starts from (common/threads.ts `startThread`). A thread module missing here still works: its
+ * thread falls back to tsx (slower to start); test/build.test.ts keeps this list complete.
+ */
+export const ENTRY_POINTS = ['cli/main.ts', 'server/publisher.ts', 'server/artifact-loader.ts'];
+
+/** Bump when the build's options change, so that older builds are not reused. */
+const FORMAT = 1;
+/** Builds kept besides the current one (a long-running process may still start threads from one). */
+const KEEP = 3;
+
+/**
+ * The current build of `root` (built now if missing or stale): `{ dir, files }`, `files` mapping
+ * each entry's source URL to its built file's URL. Throws when esbuild cannot build the sources
+ * (the message holds esbuild's errors).
+ * @param {{ root?: string, entryPoints?: string[], cacheDir?: string }} [opts]
+ * @returns {Promise<{ dir: string, files: Record<string, string>, built: boolean }>}
+ */
+export async function currentBuild(opts = {}) {
+  const root = opts.root ?? ROOT;
+  const entryPoints = opts.entryPoints ?? ENTRY_POINTS;
+  const cacheDir = opts.cacheDir ?? path.join(root, 'node_modules', '.cache', 'eddy-build');
+  // esbuild's version from its package.json: importing esbuild itself costs ~60 ms, needed only to build.
+  const esbuildVersion = createRequire(import.meta.url)('esbuild/package.json').version;
+  const salt = JSON.stringify({ FORMAT, esbuild: esbuildVersion, node: process.versions.node, root, entryPoints });
+
+  const existing = readCurrent(cacheDir);
+  if (existing && stampOf(salt, root, existing.inputs) === existing.stamp) return { dir: existing.dir, files: existing.files, built: false };
+
+  const esbuild = await import('esbuild');
+  fs.mkdirSync(cacheDir, { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(cacheDir, 'tmp-'));
+  try {
+    const contents = new Map(); // relative path → the exact text that went into the build
+    const result = await esbuild.build({
+      absWorkingDir: root,
+      entryPoints,
+      outdir: tmp,
+      outbase: root,
+      bundle: true,
+      splitting: true,
+      format: 'esm',
+      platform: 'node',
+      target: `node${process.versions.node.split('.')[0]}`,
+      packages: 'external',
+      outExtension: { '.js': '.mjs' },
+      chunkNames: 'chunks/[name]-[hash]',
+      sourcemap: 'linked',
+      sourcesContent: false,
+      metafile: true,
+      logLevel: 'silent',
+      plugins: [ownSources(root, contents)],
+    });
+    const files = {};
+    for (const [out, meta] of Object.entries(result.metafile.outputs)) {
+      if (meta.entryPoint) files[pathToFileURL(path.join(root, meta.entryPoint)).href] = path.relative(tmp, path.join(root, out));
+    }
+    const inputs = [...contents.keys()].sort();
+    const stamp = hashOf(salt, inputs.map((rel) => [rel, contents.get(rel)]));
+    const dir = path.join(cacheDir, stamp);
+    fs.writeFileSync(path.join(tmp, 'build.json'), JSON.stringify({ stamp, inputs, files }));
+    try {
+      fs.renameSync(tmp, dir);
+    } catch (err) {
+      // Another process made the same build meanwhile (tests start many at once): use theirs.
+      if (!fs.existsSync(path.join(dir, 'build.json'))) throw err;
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+    const current = path.join(cacheDir, `current-${process.pid}`);
+    fs.writeFileSync(current, stamp);
+    fs.renameSync(current, path.join(cacheDir, 'current'));
+    prune(cacheDir, stamp);
+    return { dir, files: absolute(dir, files), built: true };
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    if (err && Array.isArray(err.errors) && err.errors.length) {
+      const shown = err.errors.slice(0, 5).map((e) => `${e.location ? `${e.location.file}:${e.location.line}:${e.location.column}: ` : ''}${e.text}`);
+      throw new Error(`the sources do not build:\n  ${shown.join('\n  ')}`);
+    }
+    throw err;
+  }
+}
+
+/** The build named by `current`, if it is complete; undefined otherwise. */
+function readCurrent(cacheDir) {
+  try {
+    const stamp = fs.readFileSync(path.join(cacheDir, 'current'), 'utf8').trim();
+    const dir = path.join(cacheDir, stamp);
+    const build = JSON.parse(fs.readFileSync(path.join(dir, 'build.json'), 'utf8'));
+    return { dir, stamp: build.stamp, inputs: build.inputs, files: absolute(dir, build.files) };
+  } catch {
+    return undefined;
+  }
+}
+
+function absolute(dir, files) {
+  return Object.fromEntries(Object.entries(files).map(([src, rel]) => [src, pathToFileURL(path.join(dir, rel)).href]));
+}
+
+/** The stamp the inputs have now (a missing input gives a stamp no build has). */
+function stampOf(salt, root, inputs) {
+  try {
+    return hashOf(salt, inputs.map((rel) => [rel, fs.readFileSync(path.join(root, rel), 'utf8')]));
+  } catch {
+    return '';
+  }
+}
+
+function hashOf(salt, entries) {
+  const h = createHash('sha256').update(salt);
+  for (const [rel, text] of entries) h.update(`\0${rel}\0${text.length}\0`).update(text);
+  return h.digest('hex').slice(0, 20);
+}
+
+/** Removes older builds, keeping the newest few (a running process may still start a thread from one). */
+function prune(cacheDir, keep) {
+  const builds = fs.readdirSync(cacheDir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && d.name !== keep && !d.name.startsWith('tmp-'))
+    .map((d) => ({ name: d.name, mtime: fs.statSync(path.join(cacheDir, d.name)).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime);
+  for (const old of builds.slice(KEEP)) fs.rmSync(path.join(cacheDir, old.name), { recursive: true, force: true });
+}
+
+/**
+ * esbuild plugin: loads every file of the checkout (not node_modules) itself, to record the exact
+ * text built (the stamp) and to replace `import.meta.url` with the file's own URL.
+ */
+function ownSources(root, contents) {
+  const loaders = { '.ts': 'ts', '.mts': 'ts', '.js': 'js', '.mjs': 'js', '.json': 'json' };
+  return {
+    name: 'eddy-own-sources',
+    setup(build) {
+      build.onLoad({ filter: /\.(ts|mts|js|mjs|json)$/ }, (args) => {
+        if (args.path.includes(`${path.sep}node_modules${path.sep}`)) return undefined;
+        const text = fs.readFileSync(args.path, 'utf8');
+        contents.set(path.relative(root, args.path), text);
+        const loader = loaders[path.extname(args.path)];
+        const url = JSON.stringify(pathToFileURL(args.path).href);
+        return { contents: loader === 'json' ? text : text.replaceAll('import.meta.url', url), loader };
+      });
+    },
+  };
+}

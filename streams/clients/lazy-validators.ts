@@ -1,0 +1,40 @@
+import { createRequire } from 'node:module';
+
+/**
+ * Compiles @platformatic/kafka's option validators on first use instead of at import.
+ *
+ * The library compiles ~40 JSON-schema validators with Ajv when its module loads (one per admin,
+ * producer and consumer method, `ajv.compile(...)` at the top level of its options modules), most
+ * of which Eddy never calls: ~250 ms of CPU on an idle 2-core machine in every process and worker
+ * thread that loads it, several times that on a loaded one, all on the path of a restarted server
+ * to its first answer (docs/reliability.md, "Start-up"). Called before the library is imported, this
+ * wraps `compile` of the library's Ajv class (the instance lives in the library's utils.js) so that
+ * each validator compiles the first time it validates, with the same schema and the same result;
+ * the validator's `errors` are copied after each call, which is how the library reads them. The
+ * library validates options only in its `strict` mode, which Eddy does not use: in Eddy the
+ * validators are never compiled at all.
+ *
+ * Only the Ajv2020 class that the library itself resolves is touched; Fastify and env-schema use
+ * Ajv's default class. Remove when the library compiles lazily by itself.
+ */
+type Validate = ((data: unknown) => boolean) & { errors?: unknown };
+type Compile = (this: unknown, schema: unknown, meta?: boolean) => Validate;
+
+export function lazyLibraryValidators(): void {
+  const requireFromLibrary = createRequire(createRequire(import.meta.url).resolve('@platformatic/kafka'));
+  const { Ajv2020 } = requireFromLibrary('ajv/dist/2020.js') as { Ajv2020: { prototype: { compile: Compile & { lazy?: boolean } } } };
+  const eagerCompile = Ajv2020.prototype.compile;
+  if (eagerCompile.lazy) return;
+  const lazyCompile: Compile & { lazy?: boolean } = function (this: unknown, schema, meta) {
+    let compiled: Validate | undefined;
+    const validate: Validate = (data) => {
+      compiled ??= eagerCompile.call(this, schema, meta);
+      const valid = compiled(data);
+      validate.errors = compiled.errors;
+      return valid;
+    };
+    return validate;
+  };
+  lazyCompile.lazy = true;
+  Ajv2020.prototype.compile = lazyCompile;
+}
