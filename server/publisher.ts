@@ -612,13 +612,15 @@ export function runPublisherThread(data: ThreadData): void {
   const port = parentPort;
   if (!port) throw new Error('runPublisherThread must run in a worker thread');
   const logger = createLogger('server-publisher', data.kafka.logLevel).child({ replica: data.replicaId });
-  try {
-    // Linux nice values are per thread, and pid 0 means the calling thread: this lowers only the
-    // publisher's priority, so its produce bursts wait when requests need the core.
-    os.setPriority(0, os.constants.priority.PRIORITY_BELOW_NORMAL);
-  } catch (err) {
-    logger.debug({ err: errorMessage(err) }, 'cannot lower the publisher thread priority');
-  }
+  const lowerPriority = () => {
+    try {
+      // Linux nice values are per thread, and pid 0 means the calling thread: this lowers only the
+      // publisher's priority, so its produce bursts wait when requests need the core.
+      os.setPriority(0, os.constants.priority.PRIORITY_BELOW_NORMAL);
+    } catch (err) {
+      logger.debug({ err: errorMessage(err) }, 'cannot lower the publisher thread priority');
+    }
+  };
   let producer: EventProducer | undefined;
   let codec: EventCodec | undefined;
   let closing = false;
@@ -635,6 +637,9 @@ export function runPublisherThread(data: ThreadData): void {
     onRetry: (err, retryInMs) => logger.warn({ err: errorMessage(err), retryInMs }, 'publisher thread cannot reach Kafka or the registry yet; PredictionMade events wait'),
   });
   connected.catch(() => undefined); // given up only on close; a send waiting on it reports the refusal
+  // Lowered only once connected: at nice 10 on a busy machine the connection (registry, metadata,
+  // producer id) waited seconds for the core, and with it a restarted server's first PredictionMade.
+  void connected.then(lowerPriority, () => undefined);
   const topic = new TopicNames(data.topicPrefix).physical(TOPIC_OF_EVENT.PredictionMade);
   const headers = { [EVENT_HEADER]: 'PredictionMade' };
   let schemaId: number | undefined;
