@@ -145,11 +145,11 @@ export const HELPDESK_LABELS = {
 };
 
 /**
- * testStreams, tolerating one known race: kafkajs `createTopics({waitForLeaders: true})` polls
- * metadata right after creation and gives up on Kafka 4's UNKNOWN_TOPIC_OR_PARTITION ("This server
- * does not host this topic-partition") when several test files create topics at once. Topic
- * creation is idempotent, so trying again is safe. (Remove when
- * streams/topics.ts handles it.)
+ * testStreams, tolerating one race seen when several test files create topics at once: a metadata
+ * read right after creation answered Kafka 4's UNKNOWN_TOPIC_OR_PARTITION ("This server does not
+ * host this topic-partition"). It was found with kafkajs; streams/topics.ts now waits until every
+ * new partition answers ListOffsets, so this retry should no longer fire. Topic creation is
+ * idempotent, so trying again is safe.
  */
 export async function serverTestStreams(config: EddyConfig): Promise<Awaited<ReturnType<typeof testStreams>>> {
   for (let attempt = 1; ; attempt++) {
