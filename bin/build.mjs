@@ -40,13 +40,18 @@ const KEEP = 3;
 export async function currentBuild(opts = {}) {
   const root = opts.root ?? ROOT;
   const entryPoints = opts.entryPoints ?? ENTRY_POINTS;
-  const cacheDir = opts.cacheDir ?? path.join(root, 'node_modules', '.cache', 'eddy-build');
+  // One cache per checkout: worktrees that share a node_modules (a symlink) keep their builds apart.
+  const cacheDir = opts.cacheDir ?? path.join(root, 'node_modules', '.cache', 'eddy-build', createHash('sha256').update(root).digest('hex').slice(0, 12));
   // esbuild's version from its package.json: importing esbuild itself costs ~60 ms, needed only to build.
   const esbuildVersion = createRequire(import.meta.url)('esbuild/package.json').version;
   const salt = JSON.stringify({ FORMAT, esbuild: esbuildVersion, node: process.versions.node, root, entryPoints });
 
-  const existing = readCurrent(cacheDir);
-  if (existing && stampOf(salt, root, existing.inputs) === existing.stamp) return { dir: existing.dir, files: existing.files, built: false };
+  // The current build first, then the others kept (a branch switched back and forth).
+  for (const existing of keptBuilds(cacheDir)) {
+    if (stampOf(salt, root, existing.inputs) !== existing.stamp) continue;
+    if (!existing.current) setCurrent(cacheDir, existing.stamp);
+    return { dir: existing.dir, files: existing.files, built: false };
+  }
 
   const esbuild = await import('esbuild');
   fs.mkdirSync(cacheDir, { recursive: true });
@@ -87,9 +92,7 @@ export async function currentBuild(opts = {}) {
       if (!fs.existsSync(path.join(dir, 'build.json'))) throw err;
       fs.rmSync(tmp, { recursive: true, force: true });
     }
-    const current = path.join(cacheDir, `current-${process.pid}`);
-    fs.writeFileSync(current, stamp);
-    fs.renameSync(current, path.join(cacheDir, 'current'));
+    setCurrent(cacheDir, stamp);
     prune(cacheDir, stamp);
     return { dir, files: absolute(dir, files), built: true };
   } catch (err) {
@@ -102,16 +105,33 @@ export async function currentBuild(opts = {}) {
   }
 }
 
-/** The build named by `current`, if it is complete; undefined otherwise. */
-function readCurrent(cacheDir) {
+/** The builds in the cache, the one named by `current` first; incomplete ones are skipped. */
+function keptBuilds(cacheDir) {
+  let current;
+  let names;
   try {
-    const stamp = fs.readFileSync(path.join(cacheDir, 'current'), 'utf8').trim();
-    const dir = path.join(cacheDir, stamp);
-    const build = JSON.parse(fs.readFileSync(path.join(dir, 'build.json'), 'utf8'));
-    return { dir, stamp: build.stamp, inputs: build.inputs, files: absolute(dir, build.files) };
+    current = fs.readFileSync(path.join(cacheDir, 'current'), 'utf8').trim();
+  } catch { /* none yet */ }
+  try {
+    names = fs.readdirSync(cacheDir).filter((n) => n !== current && n !== 'current' && !n.startsWith('tmp-') && !n.startsWith('current-'));
   } catch {
-    return undefined;
+    return [];
   }
+  const builds = [];
+  for (const name of current ? [current, ...names] : names) {
+    try {
+      const dir = path.join(cacheDir, name);
+      const build = JSON.parse(fs.readFileSync(path.join(dir, 'build.json'), 'utf8'));
+      builds.push({ dir, stamp: build.stamp, inputs: build.inputs, files: absolute(dir, build.files), current: name === current });
+    } catch { /* being written or removed */ }
+  }
+  return builds;
+}
+
+function setCurrent(cacheDir, stamp) {
+  const tmp = path.join(cacheDir, `current-${process.pid}`);
+  fs.writeFileSync(tmp, stamp);
+  fs.renameSync(tmp, path.join(cacheDir, 'current'));
 }
 
 function absolute(dir, files) {
@@ -133,12 +153,25 @@ function hashOf(salt, entries) {
   return h.digest('hex').slice(0, 20);
 }
 
-/** Removes older builds, keeping the newest few (a running process may still start a thread from one). */
+/**
+ * Removes older builds, keeping the newest few (a running process may still start a thread from
+ * one), and what a build that died half-way left behind. Best effort: another process may be
+ * pruning at the same moment.
+ */
 function prune(cacheDir, keep) {
-  const builds = fs.readdirSync(cacheDir, { withFileTypes: true })
-    .filter((d) => d.isDirectory() && d.name !== keep && !d.name.startsWith('tmp-'))
-    .map((d) => ({ name: d.name, mtime: fs.statSync(path.join(cacheDir, d.name)).mtimeMs }))
-    .sort((a, b) => b.mtime - a.mtime);
+  const builds = [];
+  for (const d of fs.readdirSync(cacheDir, { withFileTypes: true })) {
+    if (!d.isDirectory() || d.name === keep) continue;
+    try {
+      const mtime = fs.statSync(path.join(cacheDir, d.name)).mtimeMs;
+      if (d.name.startsWith('tmp-')) {
+        if (Date.now() - mtime > 3600_000) fs.rmSync(path.join(cacheDir, d.name), { recursive: true, force: true });
+      } else {
+        builds.push({ name: d.name, mtime });
+      }
+    } catch { /* removed meanwhile */ }
+  }
+  builds.sort((a, b) => b.mtime - a.mtime);
   for (const old of builds.slice(KEEP)) fs.rmSync(path.join(cacheDir, old.name), { recursive: true, force: true });
 }
 

@@ -69,6 +69,10 @@ describe('the start-up build (bin/build.mjs)', () => {
     // Touching a file without changing it does not rebuild (the stamp is the contents).
     fs.utimesSync(path.join(p.root, 'main.ts'), new Date(), new Date(Date.now() + 5000));
     expect((await currentBuild(opts)).built).toBe(false);
+    // Back to the first sources (a branch switched back): the build kept from then is used again.
+    p.write('lib/answer.ts', SOURCES['lib/answer.ts']);
+    expect(await currentBuild(opts)).toEqual({ ...first, built: false });
+    expect(await currentBuild(opts)).toEqual({ ...first, built: false });
   });
 
   it('lets processes that start at once build concurrently and agree on one build', async () => {
