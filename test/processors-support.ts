@@ -127,10 +127,15 @@ export interface PrivateServer {
 async function spawnAndWait(cmd: string, args: string[], cwd: string, ready: () => Promise<boolean>): Promise<import('node:child_process').ChildProcess> {
   const { spawn } = await import('node:child_process');
   const child = spawn(cmd, args, { cwd, stdio: 'ignore' });
-  const deadline = Date.now() + 60_000;
+  // Generous: bench:chaos restarts these on a machine it loads to 15+, where ClickHouse once took
+  // more than a minute; the run then failed and the half-started server was left running.
+  const deadline = Date.now() + 180_000;
   while (!(await ready().catch(() => false))) {
     if (child.exitCode !== null) throw new Error(`${cmd} exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`${cmd} did not become ready`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${cmd} did not become ready within 180 s`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   return child;
