@@ -184,6 +184,14 @@ function ownSources(root, contents) {
   return {
     name: 'eddy-own-sources',
     setup(build) {
+      // A module that a command imports only when it runs may be absent from an install (the
+      // Docker images leave out simulator/, which only `eddy demo` imports): left to Node, as under
+      // tsx, it fails when that command runs instead of failing every build.
+      build.onResolve({ filter: /^\.\.?\// }, (args) => {
+        if (args.kind !== 'dynamic-import') return undefined;
+        const file = path.resolve(args.resolveDir, args.path);
+        return fs.existsSync(file) ? undefined : { path: pathToFileURL(file).href, external: true };
+      });
       build.onLoad({ filter: /\.(ts|mts|js|mjs|json)$/ }, (args) => {
         if (args.path.includes(`${path.sep}node_modules${path.sep}`)) return undefined;
         const text = fs.readFileSync(args.path, 'utf8');

@@ -83,6 +83,17 @@ describe('the start-up build (bin/build.mjs)', () => {
     expect(fs.readdirSync(p.cacheDir).filter((n) => n.startsWith('tmp-'))).toEqual([]);
   });
 
+  it('builds without a module that is imported only when a command runs and is absent (as the Docker images leave out simulator/)', async () => {
+    const p = project({ ...SOURCES, 'main.ts': `${SOURCES['main.ts']}export const later = () => import('./absent/only-for-a-command.ts');\n` });
+    const build = await currentBuild({ root: p.root, entryPoints: ['main.ts'], cacheDir: p.cacheDir });
+    const main = await import(Object.values(build.files)[0]!) as { value: number; later(): Promise<unknown> };
+    expect(main.value).toBe(41);
+    await expect(main.later()).rejects.toThrow(/Cannot find module/);
+    // A static import of a missing module is still an error of the build.
+    p.write('main.ts', `import { nothing } from './absent/module.ts';\nexport const value = nothing;\n`);
+    await expect(currentBuild({ root: p.root, entryPoints: ['main.ts'], cacheDir: p.cacheDir })).rejects.toThrow(/main\.ts:1:\d+: Could not resolve/);
+  });
+
   it('reports a source that does not compile with its file and line', async () => {
     const p = project({ ...SOURCES, 'lib/answer.ts': 'export const answer: number = ;\n' });
     await expect(currentBuild({ root: p.root, entryPoints: ['main.ts'], cacheDir: p.cacheDir }))
