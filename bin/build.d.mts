@@ -1,6 +1,7 @@
 // Types of bin/build.mjs (plain JavaScript: it runs before anything is compiled), for the tests.
 export declare const ROOT: string;
 export declare const ENTRY_POINTS: string[];
+/** Throws an error with code EDDY_BUILD_FAILED when the sources do not build. */
 export declare function currentBuild(opts?: { root?: string; entryPoints?: string[]; cacheDir?: string }): Promise<{
   /** The build's directory. */
   dir: string;

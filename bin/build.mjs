@@ -32,8 +32,8 @@ const KEEP = 3;
 
 /**
  * The current build of `root` (built now if missing or stale): `{ dir, files }`, `files` mapping
- * each entry's source URL to its built file's URL. Throws when esbuild cannot build the sources
- * (the message holds esbuild's errors).
+ * each entry's source URL to its built file's URL. Throws an error with code EDDY_BUILD_FAILED when
+ * esbuild cannot build the sources (the message holds esbuild's errors).
  * @param {{ root?: string, entryPoints?: string[], cacheDir?: string }} [opts]
  * @returns {Promise<{ dir: string, files: Record<string, string>, built: boolean }>}
  */
@@ -99,7 +99,7 @@ export async function currentBuild(opts = {}) {
     fs.rmSync(tmp, { recursive: true, force: true });
     if (err && Array.isArray(err.errors) && err.errors.length) {
       const shown = err.errors.slice(0, 5).map((e) => `${e.location ? `${e.location.file}:${e.location.line}:${e.location.column}: ` : ''}${e.text}`);
-      throw new Error(`the sources do not build:\n  ${shown.join('\n  ')}`);
+      throw Object.assign(new Error(`the sources do not build:\n  ${shown.join('\n  ')}`), { code: 'EDDY_BUILD_FAILED' });
     }
     throw err;
   }

@@ -10,7 +10,7 @@ try {
   build = await currentBuild();
 } catch (err) {
   const message = err instanceof Error ? err.message : String(err);
-  if (message.startsWith('the sources do not build')) {
+  if (err?.code === 'EDDY_BUILD_FAILED') {
     process.stderr.write(`eddy: ${message}\n`);
     process.exit(1);
   }

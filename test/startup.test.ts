@@ -26,6 +26,13 @@ function project(files: Record<string, string>): { root: string; cacheDir: strin
   return { root, cacheDir: path.join(root, '.cache'), write };
 }
 const dirs: string[] = [];
+
+/** Every TypeScript and JavaScript module of the production folders, relative to the checkout. */
+function productionSources(): string[] {
+  return ['bin', 'cli', 'client', 'common', 'featurizer', 'models', 'processors', 'schemas', 'server', 'simulator', 'streams', 'trainer']
+    .flatMap((dir) => fs.readdirSync(path.join(ROOT, dir), { recursive: true, encoding: 'utf8' }).map((f) => path.join(dir, f)))
+    .filter((f) => /\.(ts|mts|mjs)$/.test(f));
+}
 afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
@@ -98,18 +105,12 @@ describe('the start-up build (bin/build.mjs)', () => {
     const p = project({ ...SOURCES, 'lib/answer.ts': 'export const answer: number = ;\n' });
     await expect(currentBuild({ root: p.root, entryPoints: ['main.ts'], cacheDir: p.cacheDir }))
       .rejects.toThrow(/^the sources do not build:\n {2}lib\/answer\.ts:1:\d+: /);
+    // bin/eddy.mjs tells it from other failures (which fall back to tsx) by its code.
+    await expect(currentBuild({ root: p.root, entryPoints: ['main.ts'], cacheDir: p.cacheDir })).rejects.toMatchObject({ code: 'EDDY_BUILD_FAILED' });
   });
 
   it('lists every module that a worker thread starts from among its entry points', () => {
-    const starters: string[] = [];
-    const walk = (dir: string) => {
-      for (const entry of fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
-        const rel = path.join(dir, entry.name);
-        if (entry.isDirectory() && entry.name !== 'node_modules') walk(rel);
-        else if (rel.endsWith('.ts') && /startThread\(import\.meta\.url/.test(fs.readFileSync(path.join(ROOT, rel), 'utf8'))) starters.push(rel);
-      }
-    };
-    for (const dir of ['cli', 'common', 'featurizer', 'models', 'processors', 'server', 'simulator', 'streams', 'trainer']) walk(dir);
+    const starters = productionSources().filter((f) => f.endsWith('.ts') && /startThread\(import\.meta\.url/.test(fs.readFileSync(path.join(ROOT, f), 'utf8')));
     expect(starters.length).toBeGreaterThan(0);
     expect(ENTRY_POINTS).toEqual(expect.arrayContaining(starters));
   });
@@ -159,14 +160,6 @@ describe("the Kafka library's option validators, compiled on first use (streams/
 });
 
 it('imports the Kafka library in production code only after its validators were made lazy (no static value import)', () => {
-  const offenders: string[] = [];
-  const walk = (dir: string) => {
-    for (const entry of fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
-      const rel = path.join(dir, entry.name);
-      if (entry.isDirectory()) walk(rel);
-      else if (/\.(ts|mjs)$/.test(rel) && /^import (?!type )[^;]*from '@platformatic\/kafka'/m.test(fs.readFileSync(path.join(ROOT, rel), 'utf8'))) offenders.push(rel);
-    }
-  };
-  for (const dir of ['bin', 'cli', 'client', 'common', 'featurizer', 'models', 'processors', 'schemas', 'server', 'simulator', 'streams', 'trainer']) walk(dir);
+  const offenders = productionSources().filter((f) => /^import (?!type )[^;]*from '@platformatic\/kafka'/m.test(fs.readFileSync(path.join(ROOT, f), 'utf8')));
   expect(offenders).toEqual([]);
 });
