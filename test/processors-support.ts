@@ -226,10 +226,15 @@ export async function privateRedisCluster(opts: { masters?: number; appendOnly?:
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'eddy-redis-cluster-'));
   const children: Array<import('node:child_process').ChildProcess | undefined> = [];
   const nodes: PrivateRedisClusterNode[] = [];
+  const busPorts: number[] = [];
   for (let i = 0; i < masters; i++) {
     const dir = path.join(root, `node-${i}`);
     fs.mkdirSync(dir);
     const port = await freePort();
+    // The cluster bus defaults to port + 10000, which from freePort's range can land in the kernel's
+    // ephemeral range (an outgoing connection held it once: redis-server exited 1); it gets a checked port of its own.
+    const busPort = await freePort();
+    busPorts.push(busPort);
     nodes.push({ port, dir, get pid() { return children[i]?.exitCode === null && children[i]?.signalCode === null ? children[i]!.pid : undefined; } });
   }
   let created = false;
@@ -248,7 +253,7 @@ export async function privateRedisCluster(opts: { masters?: number; appendOnly?:
     const persistence = opts.appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
     children[i] = await spawnAndWait('redis-server', [
       '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence,
-      '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'), '--cluster-node-timeout', '5000',
+      '--cluster-enabled', 'yes', '--cluster-port', String(busPorts[i]), '--cluster-config-file', path.join(dir, 'nodes.conf'), '--cluster-node-timeout', '5000',
     ], dir, () => command(port, async (r) => (await r.ping()) === 'PONG'));
   };
   const clusterOk = async () => {
