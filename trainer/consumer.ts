@@ -106,10 +106,12 @@ export class RetrainHandler implements EventHandler {
   private async train(clientId: string, requests: RetrainRequested[], ctx?: { heartbeat(): Promise<void>; isRunning(): boolean }): Promise<TrainOutcome> {
     const request = requests.at(-1)!;
     const live = await this.liveOf(clientId);
+    // The moment a request turns into work: operators follow a retrain by it, and bench:chaos times a
+    // trainer's takeover and return by it (a retrain itself takes seconds to minutes).
+    this.logger.info({ clientId, request: request.eventId, reason: request.reason, coalesced: requests.length }, 'retrain started');
     const end = durations().startTimer();
     const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, qualityAlert: requests.some((r) => r.reason === 'QUALITY_DROP'), ...(live ?? {}) });
     end();
-    if (requests.length > 1) this.logger.info({ clientId, coalesced: requests.length }, 'coalesced retrain requests');
     if (outcome.kind === 'published') {
       await this.streams.producer.send('ModelPublished', outcome.event);
       this.announced.set(clientId, outcome.event.eventId);

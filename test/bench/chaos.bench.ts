@@ -128,7 +128,11 @@ const env = eddyEnv(config, {
 /** The environment of replica `i` of a component: its own metrics port; a server's own port and spool. */
 const envOf = (component: Component, i: number): NodeJS.ProcessEnv => component === 'server'
   ? { ...env, EDDY_SERVER_PORT: String(serverPorts[i]), EDDY_SERVER_METRICS_PORT: String(metricsPorts.server[i]), EDDY_SERVER_SPOOL_DIR: path.join(config.server.spoolDir, `replica-${i}`) }
-  : { ...env, EDDY_METRICS_PORT: String(metricsPorts[component][i]) };
+  : {
+    ...env, EDDY_METRICS_PORT: String(metricsPorts[component][i]),
+    // The trainers at info (a few lines per retrain): their 'partitions assigned' and 'retrain started' lines time their takeover and return.
+    ...(component === 'trainer' ? { EDDY_LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? 'info' } : {}),
+  };
 /** The sum of a counter's samples on a child's /metrics whose labels match (0 while it does not answer). */
 async function counterOf(port: number, name: string, labels: RegExp = /.*/): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
@@ -349,6 +353,28 @@ async function movedPast(group: string, topic: 'examples' | 'retrain-requests', 
   const now = await committedOffsets(streams, group, topic);
   return Array.from({ length: config.partitions }, (_, p) => p).every((p) => BigInt(now[p] ?? '-1') > BigInt(base[p] ?? '-1'));
 }
+/** A child's JSON log lines (a line cut short by a kill is skipped). */
+function logLines(child: EddyProcess | undefined): Array<{ time: number; msg: string; [field: string]: unknown }> {
+  const lines = [];
+  for (const line of (child?.output() ?? '').split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      lines.push(JSON.parse(line) as { time: number; msg: string });
+    } catch {
+      // cut short
+    }
+  }
+  return lines;
+}
+/** The retrain-requests partitions a trainer owned after its last rebalance, from its 'partitions assigned' line. */
+const trainerPartitions = (child: EddyProcess | undefined): number[] => logLines(child)
+  .map((l) => (l.msg === 'partitions assigned' ? (l.assigned as Record<string, number[]>)['retrain-requests'] : undefined))
+  .filter((p) => p !== undefined).at(-1) ?? [];
+/** When (its own log time) the child of `current()` first logged a 'retrain started' line that `match` accepts; Infinity if not within `timeoutMs`. */
+const retrainStarted = (current: () => EddyProcess | undefined, match: (line: { time: number; clientId?: unknown }) => boolean, timeoutMs: number) => {
+  const found = () => logLines(current()).find((l) => l.msg === 'retrain started' && match(l));
+  return firstTime(() => found() !== undefined, timeoutMs, 50).then((polled) => (Number.isFinite(polled) ? found()!.time : polled));
+};
 const trainerAnswerAfter = (since: number) => firstTime(() => modelEvents.some((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > since), GIVE_UP_MS, 50);
 
 /** What the load saw so far: a fault's share is the difference across it. */
@@ -425,32 +451,37 @@ try {
     },
     trainer: async () => {
       const before = snapshot();
+      // The partitions it owned: their requests are the survivor's to take over.
+      const owned = new Set(trainerPartitions(children.trainer[0]));
       const killedAt = await kill('trainer');
       const takeover: Fault['takeover'] = [];
       if (REPLICAS > 1) {
-        // Work on every partition (a MANUAL retrain each), so each partition's commit moves once its
-        // owner answers a request there: the dead one's only after the survivor has taken it over.
-        const atKill = await committedOffsets(streams, 'trainer', 'retrain-requests');
+        // Work on every partition (a MANUAL retrain each). The survivor gets the dead one's
+        // partitions when its session expires; it starts their requests once the retrain in its
+        // hands (if any) is done: a trainer trains one request at a time.
+        const theirs = (clientId: unknown) => typeof clientId === 'string' && owned.has(partitionOf(clientId));
         await Promise.all(clientPerPartition().map((c) => manualRetrain(c)));
-        takeover.push({ what: 'a request answered on every partition', at: await firstTime(() => movedPast('trainer', 'retrain-requests', atKill), GIVE_UP_MS, 100) });
+        const taken = await retrainStarted(() => children.trainer[1], (l) => l.time > killedAt && theirs(l.clientId), GIVE_UP_MS);
+        const answeredThere = await firstTime(() => modelEvents.some((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > killedAt && theirs(e.value.clientId)), GIVE_UP_MS, 50);
+        takeover.push({ what: `a retrain on its partitions (${[...owned].join(', ')}) started`, at: taken }, { what: 'answered', at: answeredThere });
       }
       const returnedAt = Date.now();
       const t = await startTrainer();
-      let at: number;
-      let answer: AnyEvent | undefined;
-      if (REPLICAS > 1) {
-        await Promise.all(clientPerPartition().map((c) => manualRetrain(c)));
-        // Twice the usual patience: its first request may be one of a backlog that the survivor did not get to, trained from scratch.
-        at = await firstTime(async () => (await counterOf(metricsPorts.trainer[0]!, 'eddy_trainer_outcomes_total')) > 0, 2 * GIVE_UP_MS, 100);
-      } else {
-        await manualRetrain(workloads[0]!.clientId);
-        at = await trainerAnswerAfter(returnedAt);
-        answer = modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > returnedAt);
-      }
+      if (REPLICAS > 1) await Promise.all(clientPerPartition().map((c) => manualRetrain(c)));
+      else await manualRetrain(workloads[0]!.clientId);
+      // Its first request taken (training begins) and answered; twice the usual patience for the answer:
+      // its first request may be one of a backlog that the survivor did not get to, trained from scratch.
+      const [taken, at] = await Promise.all([
+        retrainStarted(() => children.trainer[0], (l) => l.time >= returnedAt, GIVE_UP_MS),
+        REPLICAS > 1
+          ? firstTime(async () => (await counterOf(metricsPorts.trainer[0]!, 'eddy_trainer_outcomes_total')) > 0, 2 * GIVE_UP_MS, 100)
+          : trainerAnswerAfter(returnedAt),
+      ]);
+      const answer = modelEvents.find((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > returnedAt);
       record({
         component: 'trainer', killedAt, returnedAt, readyAt: t.readyAt, takeover,
-        useful: [{ what: REPLICAS > 1 ? 'its first answer' : `first answer (${answer?.name ?? 'none'})`, at }],
-        note: REPLICAS > 1 ? 'a MANUAL retrain on every partition at the kill; replica 0 away until the survivor answered on every partition; at its ready line a MANUAL retrain on every partition again' : 'a MANUAL retrain of one client sent at its ready line',
+        useful: [{ what: 'first retrain started', at: taken }, { what: REPLICAS > 1 ? 'its first answer' : `first answer (${answer?.name ?? 'none'})`, at }],
+        note: REPLICAS > 1 ? 'a MANUAL retrain on every partition at the kill; replica 0 away until the survivor answered there; at its ready line a MANUAL retrain on every partition again' : 'a MANUAL retrain of one client sent at its ready line',
       }, before);
     },
     server: async () => {
