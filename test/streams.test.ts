@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { compatibilityPartitioner } from '@platformatic/kafka';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DependencyUnavailableError, EddyError, InvalidEventError } from '../common/errors.ts';
 import type { DeadLetter, LabeledExample } from '../schemas/events.ts';
@@ -157,6 +158,47 @@ describe('consumer runner', () => {
     await runner.stop();
     const committed = await committedOffsets(s, runner.groupId, topic);
     expect([...committed.values()].reduce((a, b) => a + (b > 0n ? b : 0n), 0n)).toBe(5n);
+  });
+});
+
+describe('consumer runner: partitions in turn', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('works on one partition at a time in turn: a partition that always has records waiting does not starve the others', async () => {
+    const partitionOf = (clientId: string) => compatibilityPartitioner(undefined as never, Buffer.from(clientId)) % s.config.partitions;
+    // One client per partition; the first is the busy one.
+    const byPartition = new Map<number, string>();
+    for (let i = 0; byPartition.size < s.config.partitions; i++) if (!byPartition.has(partitionOf(`c${i}`))) byPartition.set(partitionOf(`c${i}`), `c${i}`);
+    const [busy, ...others] = [...byPartition.entries()];
+    const handled: number[] = [];
+    let fed = 0;
+    const runner = s.consumer({
+      group: 'in-turn', topics: ['examples'], // one batch in hand at a time (the default), as the trainer
+      handler: {
+        async handle(records) {
+          handled.push(records[0]!.partition);
+          if (records[0]!.partition !== busy![0] || fed >= 6) return;
+          // The busy partition gets its next record while this batch is in hand, and the batch ends
+          // well after the fetch (100 ms at most) has queued it: it is waiting whenever its turn ends.
+          fed++;
+          await s.producer.send('LabeledExample', example(busy![1], `more ${fed}`));
+          await new Promise((r) => setTimeout(r, 600));
+        },
+      },
+    });
+    await s.producer.send('LabeledExample', example(busy![1], 'first'));
+    await runner.start();
+    await waitFor('the busy partition served once', () => handled.length > 0);
+    // Its queue is now the oldest; the other partitions' records arrive while it is being served.
+    for (const [, clientId] of others) await s.producer.send('LabeledExample', example(clientId, 'waiting'));
+    await waitFor('every partition served and the feed done', () => others.every(([p]) => handled.includes(p)) && fed >= 6, 60_000);
+    await runner.stop();
+    // In turn: each other partition is served before the busy one's fourth batch (the batches in
+    // hand or fetched when their records arrived). Before, they waited for all six.
+    const fourthBusy = handled.map((p, i) => (p === busy![0] ? i : -1)).filter((i) => i >= 0)[3]!;
+    for (const [p] of others) expect(handled.indexOf(p), `partition ${p} in ${handled.join(',')}`).toBeLessThan(fourthBusy);
   });
 });
 

@@ -186,8 +186,8 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
       /**
        * The library hands over one message at a time; Eddy's runner works on one partition's
        * batch. Messages queue per partition; one batch per partition is in hand at a time (order),
-       * up to `partitionsConsumedConcurrently` partitions at once, and the stream pauses while too
-       * many wait.
+       * up to `partitionsConsumedConcurrently` partitions at once, the partitions in turn (the
+       * longest unserved first), and the stream pauses while too many wait.
        */
       interface PartitionQueue { topic: string; partition: number; messages: Array<Message<Buffer, Buffer, Buffer, Buffer>>; busy: boolean }
       const queues = new Map<string, PartitionQueue>();
@@ -258,6 +258,12 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
           const taken = q.messages.splice(0, options.maxBatchSize);
           waiting -= taken.length;
           q.busy = true;
+          // To the back of the line: with fewer batches in hand than partitions owned (the trainer
+          // works on one), the partition served first would otherwise be served again whenever it
+          // has records waiting, and a busy one starve the rest (bench:chaos: a trainer took the
+          // partitions of a dead one and started their requests only after three more of its own).
+          queues.delete(key);
+          queues.set(key, q);
           const messages: RawMessage[] = taken.map((m) => ({ key: m.key ?? null, value: m.value ?? null, offset: m.offset.toString(), timestamp: Number(m.timestamp) }));
           const fetched: FetchedBatch = {
             topic: q.topic, partition: q.partition, messages,
