@@ -276,7 +276,11 @@ export class ConsumerRunner {
     this.logger.info({ topics: this.options.topics }, 'consumer started');
   }
 
-  /** Waits until the group has partitions assigned (useful before producing in tests and tools). */
+  /**
+   * Waits for the next assignment of partitions to this member: call it before `start()` or before
+   * the rebalance it is to see (useful before producing in tests and tools). An assignment that
+   * happened before the call does not count; `assignment` tells what is owned now.
+   */
   async waitForAssignment(timeoutMs = 30_000): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       const waiter = () => {
