@@ -14,7 +14,8 @@
  *    servers are away BENCH_DOWN_MS (3 s). After each, the processors' commit rate over the
  *    steady pause (BENCH_STEADY_MS) shows whether they kept working.
  *    Recovery is timed from the component's return (the process spawned again) to its first
- *    useful work, measured: the processors' first commit; the trainer's first answer
+ *    useful work, measured: the processors' first commit; the trainer's first retrain started
+ *    (its 'retrain started' log line; the trainers log at info) and its first answer
  *    (ModelPublished/ModelRejected; a MANUAL request is sent at its restart so there is work);
  *    the server's first 200; after the broker, the processors' first commit and the load
  *    producer's first acknowledged send; after the registry, the first schema registration of a
@@ -37,8 +38,9 @@
  * (or BENCH_GIVE_UP_MS), then start it again; besides the killed instance's recovery (its return to
  * its own first useful work, read from its /metrics) the report gives the survivor's takeover: from
  * the kill to the survivor's first useful work in the dead one's place (every partition of the
- * features group committed again; every MANUAL retrain sent at the kill, one per partition,
- * answered; the first request that failed on the dead server answered by the other one).
+ * features group committed again; the survivor's first retrain started on a partition the dead
+ * trainer owned, and answered, with a MANUAL retrain sent at the kill on every partition; the first
+ * request that failed on the dead server answered by the other one).
  * BENCH_REDIS picks the private Redis: `single` (default) or `cluster`, a 3-master Redis Cluster (see startPrivateRedis).
  *
  * CPU per unit of work (from /proc) is given for the steady window before the first fault
