@@ -105,27 +105,36 @@ export async function currentBuild(opts = {}) {
   }
 }
 
-/** The builds in the cache, the one named by `current` first; incomplete ones are skipped. */
-function keptBuilds(cacheDir) {
+/**
+ * The builds in the cache, the one named by `current` first; incomplete ones are skipped. Read one
+ * at a time: a launch whose current build is up to date reads only that one.
+ */
+function* keptBuilds(cacheDir) {
   let current;
-  let names;
   try {
     current = fs.readFileSync(path.join(cacheDir, 'current'), 'utf8').trim();
   } catch { /* none yet */ }
-  try {
-    names = fs.readdirSync(cacheDir).filter((n) => n !== current && n !== 'current' && !n.startsWith('tmp-') && !n.startsWith('current-'));
-  } catch {
-    return [];
-  }
-  const builds = [];
-  for (const name of current ? [current, ...names] : names) {
+  const read = (name) => {
     try {
       const dir = path.join(cacheDir, name);
       const build = JSON.parse(fs.readFileSync(path.join(dir, 'build.json'), 'utf8'));
-      builds.push({ dir, stamp: build.stamp, inputs: build.inputs, files: absolute(dir, build.files), current: name === current });
-    } catch { /* being written or removed */ }
+      return { dir, stamp: build.stamp, inputs: build.inputs, files: absolute(dir, build.files), current: name === current };
+    } catch {
+      return undefined; // being written or removed
+    }
+  };
+  const first = current && read(current);
+  if (first) yield first;
+  let names;
+  try {
+    names = fs.readdirSync(cacheDir).filter((n) => n !== current && n !== 'current' && !n.startsWith('tmp-') && !n.startsWith('current-'));
+  } catch {
+    return;
   }
-  return builds;
+  for (const name of names) {
+    const build = read(name);
+    if (build) yield build;
+  }
 }
 
 function setCurrent(cacheDir, stamp) {
