@@ -373,10 +373,11 @@ const trainerPartitions = (child: EddyProcess | undefined): number[] => logLines
   .map((l) => (l.msg === 'partitions assigned' ? (l.assigned as Record<string, number[]>)['retrain-requests'] : undefined))
   .filter((p) => p !== undefined).at(-1) ?? [];
 /** When (its own log time) the child of `current()` first logged a 'retrain started' line that `match` accepts; Infinity if not within `timeoutMs`. */
-const retrainStarted = (current: () => EddyProcess | undefined, match: (line: { time: number; clientId?: unknown }) => boolean, timeoutMs: number) => {
-  const found = () => logLines(current()).find((l) => l.msg === 'retrain started' && match(l));
-  return firstTime(() => found() !== undefined, timeoutMs, 50).then((polled) => (Number.isFinite(polled) ? found()!.time : polled));
-};
+async function retrainStarted(current: () => EddyProcess | undefined, match: (line: { time: number; clientId?: unknown }) => boolean, timeoutMs: number): Promise<number> {
+  let found: { time: number } | undefined;
+  const polled = await firstTime(() => (found = logLines(current()).find((l) => l.msg === 'retrain started' && match(l))) !== undefined, timeoutMs, 50);
+  return found?.time ?? polled;
+}
 const trainerAnswerAfter = (since: number) => firstTime(() => modelEvents.some((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && (e.value as { occurredAt: number }).occurredAt > since), GIVE_UP_MS, 50);
 
 /** What the load saw so far: a fault's share is the difference across it. */
@@ -709,7 +710,7 @@ try {
     REPLICAS > 1
       ? `${REPLICAS} processors (shared consumer groups), ${REPLICAS} trainers (one group) and ${REPLICAS} servers (own ports and spools); predictions through the typed client given every server's URL (round-robin, failover; default retries: 3, 5 s per attempt). The process faults kill replica 0; "takeover" is from the kill to the survivor's first useful work in its place, "back" from replica 0's return to its own.`
       : 'One of each; predictions through the typed client (default retries: 3, 5 s per attempt).',
-    `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores, shared with other engineers' runs). Run: ${secs(Date.now() - t0)}.`,
+    `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores, shared with unrelated runs). Run: ${secs(Date.now() - t0)}.`,
     '',
     '| fault (kill -9) | the survivor\'s takeover (kill → its first useful work in the dead one\'s place) | back → ready | back → first useful work | ready → first useful work | processors after it | requests failed meanwhile | requests retried / answered by another server | sends not acknowledged | notes |',
     '|---|---|---:|---|---|---:|---:|---:|---:|---|',
