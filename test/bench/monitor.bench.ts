@@ -147,7 +147,7 @@ const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'} (nproc $
 const table = [
   `Command: \`npm run bench:monitor\` (BENCH_JUDGED=${JUDGED}, BENCH_CLIENTS=${CLIENTS}, BENCH_REQUESTS=${REQUESTS}, ${config.partitions} partitions) · ${new Date().toISOString()} · ${machine}`,
   '',
-  'Stack on the same machine: Kafka 4.1.1 (KRaft), Apicurio registry, Redis, ClickHouse 18.16; producer, monitor and dashboard in one Node process. Other engineers were running tests and benchmarks on the same 2 cores during the run.',
+  'Stack on the same machine: Kafka 4.1.1 (KRaft), Apicurio registry, Redis, ClickHouse 18.16; producer, monitor and dashboard in one Node process. Unrelated work may share the same 2 cores during a run.',
   `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores: above 2 means we got a fraction of the machine).`,
   '',
   '| what | load | time | rate / latency |',

@@ -144,7 +144,7 @@ try {
   // ---- phase 1: drain a backlog
   say(`producing a backlog of ${N} events…`);
   await produce(streams, N);
-  // What the shared servers burn without us (other engineers' work), to estimate our net cost.
+  // What the shared servers burn without us (unrelated work), to estimate our net cost.
   const idleA = cpuSeconds(pids);
   await new Promise((r) => setTimeout(r, 5000));
   const idleB = cpuSeconds(pids);
@@ -246,7 +246,7 @@ try {
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'} (nproc ${os.availableParallelism()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
 const table = [
   `Command: \`npm run bench:processors\` (BENCH_EVENTS=${N}, BENCH_RATE=${RATE}, BENCH_SECONDS=${SECONDS}, ${config.partitions} partitions) · ${new Date().toISOString()} · ${machine}`,
-  'Stack on the same machine: Kafka 4.1.1 (KRaft), Apicurio registry, Redis 7.0, ClickHouse 18.16; producer, both processors and the lag sampler in one Node process. Other engineers were using the same 2 cores during the run.',
+  'Stack on the same machine: Kafka 4.1.1 (KRaft), Apicurio registry, Redis 7.0, ClickHouse 18.16; producer, both processors and the lag sampler in one Node process. Unrelated work may share the same 2 cores during a run.',
   `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores: anything above 2 means we got a fraction of the machine).`,
   '',
   '| measurement | events | seconds | events/s | notes |',
@@ -261,7 +261,7 @@ if (process.argv.includes('--write')) {
     'How to read it:',
     '- The target is 20,000 events/s on this 2-core machine. The wall-clock rows are far below it because the machine was',
     '  shared (see the load average: we got a fraction of 2 cores). The CPU rows are the load-independent view: CPU seconds',
-    '  this process and the stack servers spent on the drain, read from /proc. The servers also serve other engineers, so',
+    '  this process and the stack servers spent on the drain, read from /proc. The servers also serve unrelated work, so',
     '  the gross row overstates our cost and the net row (minus the background rate measured 5 s before) is an estimate.',
     '- What limits the processors is this Node process (Kafka fetch + Avro decode for two consumer groups, the Redis',
     '  pipeline, row building and the JSON of the inserts), then Redis: each client\'s events of one handler call are one',
