@@ -8,8 +8,14 @@
 //
 // Built files keep the meaning of `import.meta.url` in the sources (each module's own source
 // URL, substituted at build time), so paths relative to a source file (schemas/avro, the dashboard's
-// static files, package.json, a thread's module) resolve as they do under tsx. Dependencies stay
-// external: Node resolves them from the checkout's node_modules, as before.
+// static files, package.json, a thread's module) resolve as they do under tsx.
+//
+// Dependencies are bundled too (all but EXTERNAL): Node's loader spends most of a process's
+// start-up on them otherwise — ~400 small ESM and CommonJS files for the Kafka library, the
+// schema registry client, ioredis, Fastify and the rest, each resolved, stat'ed, read, checked for
+// its format and compiled apart. Bundled, the processors start on ~30 % less CPU and the server on
+// ~20 % less (BENCHMARKS.md, "Start-up with the dependencies bundled"). The build is then also a
+// function of the installed dependencies: the stamp includes npm's record of what is installed.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -25,8 +31,24 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
  */
 export const ENTRY_POINTS = ['cli/main.ts', 'server/publisher.ts', 'server/artifact-loader.ts'];
 
+/**
+ * Dependencies left to Node, each for a reason: TensorFlow.js (large, only the trainer loads it,
+ * its backends find their .wasm binaries beside their own files and register on one tfjs-core
+ * instance), @platformatic/wasm-utils (reads its .wasm beside its own file), webgpu (an optional
+ * native addon), esbuild and tsx (the build and its fallback, never part of a running process).
+ */
+export const EXTERNAL = ['@tensorflow/*', '@platformatic/wasm-utils', 'webgpu', 'esbuild', 'tsx'];
+
 /** Bump when the build's options change, so that older builds are not reused. */
-const FORMAT = 1;
+const FORMAT = 2;
+
+/**
+ * A bundled CommonJS dependency that calls `require` at run time (a Node built-in, an optional
+ * package) finds it through this, as it would in node_modules. (`__dirname` stays undefined: the
+ * two bundled packages that use it, ioredis for its own version and pino for transports, which
+ * Eddy does not use, catch the error or never get there.)
+ */
+const BANNER = "import { createRequire as __eddyCreateRequire } from 'node:module'; const require = __eddyCreateRequire(import.meta.url);";
 /** Builds kept besides the current one (a long-running process may still start threads from one). */
 const KEEP = 3;
 
@@ -44,7 +66,7 @@ export async function currentBuild(opts = {}) {
   const cacheDir = opts.cacheDir ?? path.join(root, 'node_modules', '.cache', 'eddy-build', createHash('sha256').update(root).digest('hex').slice(0, 12));
   // esbuild's version from its package.json: importing esbuild itself costs ~60 ms, needed only to build.
   const esbuildVersion = createRequire(import.meta.url)('esbuild/package.json').version;
-  const salt = JSON.stringify({ FORMAT, esbuild: esbuildVersion, node: process.versions.node, root, entryPoints });
+  const salt = JSON.stringify({ FORMAT, esbuild: esbuildVersion, node: process.versions.node, root, entryPoints, installed: installedDependencies(root) });
 
   // The current build first, then the others kept (a branch switched back and forth).
   for (const existing of keptBuilds(cacheDir)) {
@@ -68,7 +90,10 @@ export async function currentBuild(opts = {}) {
       format: 'esm',
       platform: 'node',
       target: `node${process.versions.node.split('.')[0]}`,
-      packages: 'external',
+      external: EXTERNAL,
+      // Dependencies resolve from the checkout's node_modules, also for sources outside it (tests).
+      nodePaths: [path.join(ROOT, 'node_modules')],
+      banner: { js: BANNER },
       outExtension: { '.js': '.mjs' },
       chunkNames: 'chunks/[name]-[hash]',
       sourcemap: 'linked',
@@ -145,6 +170,21 @@ function setCurrent(cacheDir, stamp) {
 
 function absolute(dir, files) {
   return Object.fromEntries(Object.entries(files).map(([src, rel]) => [src, pathToFileURL(path.join(dir, rel)).href]));
+}
+
+/**
+ * What is installed in node_modules, as npm records it (its hidden lockfile, rewritten by every
+ * install; the package lock where there is none): a build made before an install of other
+ * versions is not reused. An edit by hand inside node_modules is not noticed; delete
+ * node_modules/.cache/eddy-build after one.
+ */
+function installedDependencies(root) {
+  for (const file of [path.join(root, 'node_modules', '.package-lock.json'), path.join(root, 'package-lock.json')]) {
+    try {
+      return createHash('sha256').update(fs.readFileSync(file)).digest('hex').slice(0, 20);
+    } catch { /* not there */ }
+  }
+  return '';
 }
 
 /** The stamp the inputs have now (a missing input gives a stamp no build has). */

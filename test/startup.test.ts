@@ -109,6 +109,25 @@ describe('the start-up build (bin/build.mjs)', () => {
     await expect(currentBuild({ root: p.root, entryPoints: ['main.ts'], cacheDir: p.cacheDir })).rejects.toMatchObject({ code: 'EDDY_BUILD_FAILED' });
   });
 
+  it('bundles the dependencies, and the Kafka library in the bundle still compiles its validators on first use', async () => {
+    const lazyValidators = path.join(ROOT, 'streams/clients/lazy-validators.ts');
+    const p = project({
+      'main.ts': [
+        `import { lazyLibraryValidators } from ${JSON.stringify(lazyValidators)};`,
+        'lazyLibraryValidators();',
+        "const { ajv } = await import('@platformatic/kafka');",
+        "export const compiledOnFirstUse = ((): boolean => { try { ajv.compile({ type: 'no such type' }); return true; } catch { return false; } })();",
+      ].join('\n'),
+    });
+    const build = await currentBuild({ root: p.root, entryPoints: ['main.ts'], cacheDir: p.cacheDir });
+    const built = fs.readdirSync(build.dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.mjs'));
+    const text = built.map((f) => fs.readFileSync(path.join(build.dir, f), 'utf8')).join('\n');
+    expect(text).not.toMatch(/from ["']@platformatic\/kafka["']|import\(["']@platformatic\/kafka["']\)/);
+    expect(text).toContain('node_modules/@platformatic/kafka/dist/clients/producer/producer.js');
+    const main = await import(Object.values(build.files)[0]!) as { compiledOnFirstUse: boolean };
+    expect(main.compiledOnFirstUse).toBe(true);
+  });
+
   it('lists every module that a worker thread starts from among its entry points', () => {
     const starters = productionSources().filter((f) => f.endsWith('.ts') && /startThread\(import\.meta\.url/.test(fs.readFileSync(path.join(ROOT, f), 'utf8')));
     expect(starters.length).toBeGreaterThan(0);

@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import * as Ajv2020Module from 'ajv/dist/2020.js';
 
 /**
  * Compiles @platformatic/kafka's option validators on first use instead of at import.
@@ -15,15 +15,16 @@ import { createRequire } from 'node:module';
  * the validator of a consumer's group options, which its constructor always calls, is compiled
  * (~0.1 s, once per process).
  *
- * Only the Ajv2020 class that the library itself resolves is touched; Fastify and env-schema use
- * Ajv's default class. Remove when the library compiles lazily by itself.
+ * Only Ajv's Ajv2020 class is touched, imported as the library imports it, so that in the start-up
+ * build (bin/build.mjs, which bundles dependencies) both name the one bundled copy and, under tsx,
+ * the one file in node_modules; Fastify and env-schema use Ajv's default class. Remove when the
+ * library compiles lazily by itself.
  */
 type Validate = ((data: unknown) => boolean) & { errors?: unknown };
 type Compile = (this: unknown, schema: unknown, meta?: boolean) => Validate;
 
 export function lazyLibraryValidators(): void {
-  const requireFromLibrary = createRequire(createRequire(import.meta.url).resolve('@platformatic/kafka'));
-  const { Ajv2020 } = requireFromLibrary('ajv/dist/2020.js') as { Ajv2020: { prototype: { compile: Compile & { lazy?: boolean } } } };
+  const { Ajv2020 } = Ajv2020Module as unknown as { Ajv2020: { prototype: { compile: Compile & { lazy?: boolean } } } };
   const eagerCompile = Ajv2020.prototype.compile;
   if (eagerCompile.lazy) return;
   const lazyCompile: Compile & { lazy?: boolean } = function (this: unknown, schema, meta) {
