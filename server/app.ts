@@ -1,4 +1,6 @@
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { AjvCompiler } from '@fastify/ajv-compiler';
+import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { CounterCell } from '../common/metrics.ts';
 import { hotMetrics, serverMetrics } from './metrics.ts';
 import { errorSchema, MAX_PARAM_LENGTH, sendError, toErrorReply } from './http/plumbing.ts';
@@ -12,11 +14,13 @@ export type { AppDeps };
  * The dashboard registers itself on it (server/main.ts).
  */
 export function createApp(deps: AppDeps): FastifyInstance {
+  const schemas = compiledOnFirstUse();
   const app = Fastify({
     logger: false,
     // Strict bodies: no type coercion (a number is not a text) and unknown fields are refused.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     return503OnClosing: true,
+    schemaController: { compilersFactory: schemas.compilersFactory },
     forceCloseConnections: true,
     // Path parameters longer than the schemas allow still reach the schema (which answers 400 with
     // details); beyond this the router refuses, and frameworkErrors puts that in the envelope too.
@@ -56,5 +60,61 @@ export function createApp(deps: AppDeps): FastifyInstance {
     done();
   });
   app.register(serverRoutes, deps);
+  compileAllOf.set(app, schemas.compileAll);
   return app;
+}
+
+const compileAllOf = new WeakMap<FastifyInstance, () => number>();
+
+/**
+ * Compiles every schema of `app`'s routes that has not compiled yet (they compile on first use:
+ * {@link compiledOnFirstUse}) and returns how many there are in all; throws as Fastify would have at
+ * start if one does not compile. For tests.
+ */
+export function compileEveryRouteSchema(app: FastifyInstance): number {
+  const compileAll = compileAllOf.get(app);
+  if (!compileAll) throw new Error('not an app of createApp');
+  return compileAll();
+}
+
+type Compiled = ((data: unknown) => unknown) & { errors?: unknown };
+type Compile = (route: unknown) => Compiled;
+type CompilersFactory = NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>;
+
+/**
+ * Fastify's own validator and serializer compilers (Ajv, fast-json-stringify), each route's schema
+ * compiled when the route first validates a request or serializes an answer instead of when the
+ * server starts: ~25 routes, most of which a restarted server does not serve in its first seconds
+ * (the dashboard, the admin and review routes, most error answers), and Ajv's own set-up cost
+ * ~0.25 s of CPU on the path to its first answer (docs/reliability.md, "Start-up"). A compiled
+ * function is what Fastify would have built, from the same schema; a validator's `errors` are
+ * copied after each call, which is how Fastify reads them. A schema that does not compile fails its
+ * route's first request instead of the start: `compileAll` compiles every one (a test does).
+ */
+export function compiledOnFirstUse(): { compilersFactory: CompilersFactory; compileAll(): number } {
+  const compiles: Array<() => Compiled> = [];
+  const lazily = <O>(factory: (externalSchemas: unknown, options: O) => Compile) => (externalSchemas: unknown, options: O): Compile => {
+    let compileRoute: Compile | undefined; // built on first use too: Ajv's instance is most of the cost
+    return (route) => {
+      let compiled: Compiled | undefined;
+      const compile = () => (compiled ??= (compileRoute ??= factory(externalSchemas, options))(route));
+      compiles.push(compile);
+      const onFirstUse: Compiled = (data) => {
+        const result = compile()(data);
+        onFirstUse.errors = compiled!.errors;
+        return result;
+      };
+      return onFirstUse;
+    };
+  };
+  return {
+    compilersFactory: {
+      buildValidator: lazily(AjvCompiler() as never) as never,
+      buildSerializer: lazily(SerializerSelector() as never) as never,
+    },
+    compileAll: () => {
+      for (const compile of compiles) compile();
+      return compiles.length;
+    },
+  };
 }

@@ -6,7 +6,7 @@ import { metricsRegistry } from '../common/metrics.ts';
 import { featureKeys } from '../common/keyspace.ts';
 import { FsModelStore } from '../models/store.ts';
 import type { PredictionMade } from '../schemas/events.ts';
-import { createApp } from '../server/app.ts';
+import { compiledOnFirstUse, compileEveryRouteSchema, createApp } from '../server/app.ts';
 import { ModelAdmin } from '../models/lifecycle.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
 import { derivedId } from '../common/ids.ts';
@@ -293,6 +293,22 @@ describe('prediction API: authentication, tenant isolation and limits', () => {
     expectError(await call('POST', '/v1/clients/acme/predict', { key: acme, raw: '{"text": "unterminated' }), 400, 'INVALID_JSON');
     expectError(await call('POST', '/v1/clients/acme/predict/batch', { key: acme, body: { items: [] } }), 400, 'INVALID_REQUEST');
     expectError(await call('POST', '/v1/admin/clients/acme/promote', { key: ADMIN_KEY, body: { version: 'v1', share: 2 } }), 400, 'INVALID_REQUEST');
+  });
+
+  it('compiles every route\'s schemas, which the server compiles only on a route\'s first use', async () => {
+    // Every route of the running server (predict, admin, review, dashboard): a schema that did not
+    // compile would fail here, as it would have failed the start before schemas compiled lazily.
+    expect(compileEveryRouteSchema(srv.app)).toBeGreaterThan(40);
+    // On first use: a schema that cannot compile fails only when its route first validates.
+    const { compilersFactory } = compiledOnFirstUse();
+    const compile = compilersFactory.buildValidator!({}, { customOptions: {} } as never) as unknown as (route: object) => (data: unknown) => unknown;
+    const validate = compile({ schema: { type: 'no such type' }, method: 'POST', url: '/x', httpPart: 'body' });
+    expect(() => validate({})).toThrow(/type/);
+    // And validates as Fastify's own: same verdict, same errors.
+    const strict = compile({ schema: { type: 'object', properties: { n: { type: 'number', minimum: 0 } } }, method: 'POST', url: '/x', httpPart: 'body' }) as ((data: unknown) => boolean) & { errors?: unknown };
+    expect(strict({ n: 1 })).toBe(true);
+    expect(strict({ n: -1 })).toBe(false);
+    expect(strict.errors).toEqual([expect.objectContaining({ instancePath: '/n', keyword: 'minimum' })]);
   });
 
   it('answers Fastify\'s own refusals in the documented envelope too: 415 for a non-JSON body, 400 for an over-long path parameter', async () => {
