@@ -13,7 +13,7 @@
 // Dependencies are bundled too (all but EXTERNAL): Node's loader spends most of a process's
 // start-up on them otherwise — ~400 small ESM and CommonJS files for the Kafka library, the
 // schema registry client, ioredis, Fastify and the rest, each resolved, stat'ed, read, checked for
-// its format and compiled apart. Bundled, the processors start on ~30 % less CPU and the server on
+// its format and compiled apart. Bundled, the processors start on ~25 % less CPU and the server on
 // ~20 % less (BENCHMARKS.md, "Start-up with the dependencies bundled"). The build is then also a
 // function of the installed dependencies: the stamp includes npm's record of what is installed.
 import { createHash } from 'node:crypto';
