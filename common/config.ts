@@ -77,8 +77,12 @@ const ENV_SCHEMA = {
       type: 'integer', default: 5000, minimum: 1, maximum: 1000000,
       description: 'Rows per ClickHouse insert at most; events of concurrent partitions share one insert.',
     },
+    EDDY_ANALYTICS_BATCH_MIN_ROWS: {
+      type: 'integer', default: 1000, minimum: 1, maximum: 1000000,
+      description: 'Rows a ClickHouse insert waits for (up to EDDY_ANALYTICS_BATCH_MS) when no more are on the way: fewer, larger inserts are far cheaper for ClickHouse than one per consumer batch.',
+    },
     EDDY_ANALYTICS_BATCH_MS: {
-      type: 'integer', default: 200, minimum: 0, maximum: 60000,
+      type: 'integer', default: 1000, minimum: 0, maximum: 60000,
       description: 'Longest a row waits for its ClickHouse insert to fill (time bound of a batch).',
     },
     EDDY_FEATURES_SEEN_TTL_HOURS: {
@@ -401,7 +405,7 @@ type RawEnv = {
   EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string; EDDY_SERVER_METRICS_PORT: number; EDDY_SERVER_METRICS_HOST: string;
   EDDY_REVIEW_UNSURE_BELOW: number; EDDY_REVIEW_CONFIDENT_ABOVE: number; EDDY_REVIEW_MAX_ITEMS: number;
   EDDY_MONITOR_SEGMENT_FIELDS: string; EDDY_MONITOR_LENGTH_BUCKETS: string; EDDY_MONITOR_SEGMENT_GAP_PCT: number; EDDY_MONITOR_SEGMENT_MIN_SUPPORT: number;
-  EDDY_ANALYTICS_BATCH_ROWS: number; EDDY_ANALYTICS_BATCH_MS: number; EDDY_FEATURES_SEEN_TTL_HOURS: number;
+  EDDY_ANALYTICS_BATCH_ROWS: number; EDDY_ANALYTICS_BATCH_MIN_ROWS: number; EDDY_ANALYTICS_BATCH_MS: number; EDDY_FEATURES_SEEN_TTL_HOURS: number;
   EDDY_FEEDBACK_PREDICTION_TTL_DAYS: number; EDDY_FEEDBACK_MAX_WAITS: number;
   EDDY_TRIGGER_MIN_EXAMPLES: number; EDDY_TRIGGER_MIN_LABELS: number; EDDY_TRIGGER_NEW_EXAMPLES: number;
   EDDY_TRIGGER_GROWTH: number; EDDY_TRIGGER_COOLDOWN_MS: number; EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: number;
@@ -594,6 +598,7 @@ function parseApiKeys(inline: string, file: string): Map<string, string> {
 /** The processors' settings (EDDY_ANALYTICS_*, EDDY_FEATURES_*, EDDY_FEEDBACK_*, EDDY_TRIGGER_*), see docs/processors.md. */
 export interface ProcessorsConfig {
   analyticsBatchRows: number;
+  analyticsBatchMinRows: number;
   analyticsBatchMs: number;
   featuresSeenTtlMs: number;
   predictionTtlMs: number;
@@ -622,6 +627,7 @@ export interface ProcessorsConfig {
 function processorsConfig(raw: RawEnv): ProcessorsConfig {
   return {
     analyticsBatchRows: raw.EDDY_ANALYTICS_BATCH_ROWS,
+    analyticsBatchMinRows: raw.EDDY_ANALYTICS_BATCH_MIN_ROWS,
     analyticsBatchMs: raw.EDDY_ANALYTICS_BATCH_MS,
     featuresSeenTtlMs: raw.EDDY_FEATURES_SEEN_TTL_HOURS * 3_600_000,
     predictionTtlMs: raw.EDDY_FEEDBACK_PREDICTION_TTL_DAYS * 86_400_000,

@@ -51,7 +51,7 @@ export async function startProcessors(config: EddyConfig, opts: StartProcessorsO
   const streams = await connectStreams(config, 'eddy-processors');
   const redis = instrumentRedis(await connectRedis(config, { failFast: false, logger: streams.logger }), 'processors');
   const clickhouse = instrumentClickHouse(createClickHouse(config), 'processors');
-  const inserter = new BatchInserter(clickhouse, config.clickhouseDatabase, { maxRows: config.processors.analyticsBatchRows, maxMs: config.processors.analyticsBatchMs });
+  const inserter = new BatchInserter(clickhouse, config.clickhouseDatabase, { maxRows: config.processors.analyticsBatchRows, minRows: config.processors.analyticsBatchMinRows, maxMs: config.processors.analyticsBatchMs });
   const stores: ProcessorStores = { config, redis, clickhouse, inserter };
   const runners: RunningProcessors['runners'] = {};
   const handlers: Record<string, unknown> = {};

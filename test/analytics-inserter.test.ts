@@ -50,6 +50,25 @@ describe('BatchInserter', () => {
     await waitFor('all rows in ClickHouse', async () => (await count(ch, db, 'retrain_requests', false)) === 9);
   });
 
+  it('lets a trickle of rows wait for minRows (or maxMs) instead of inserting each handler\'s few rows', async () => {
+    const inserter = new BatchInserter(ch, db, { maxRows: 100, minRows: 10, maxMs: 60_000 });
+    // Every ticket has submitted, but 2 rows are fewer than minRows: no insert yet.
+    let firstDone = false;
+    const first = inserter.open().submit({ retrain_requests: [retrain(), retrain()] }).then(() => { firstDone = true; });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(inserter.stats.inserts).toBe(0);
+    expect(firstDone).toBe(false);
+    // The next handler's rows reach minRows: one insert carries both (long before maxMs).
+    await inserter.open().submit({ retrain_requests: Array.from({ length: 8 }, retrain) });
+    await first;
+    expect(inserter.stats).toEqual({ inserts: 1, rows: 10 });
+    // maxMs still bounds the wait of rows that never reach minRows.
+    const short = new BatchInserter(ch, db, { maxRows: 100, minRows: 10, maxMs: 200 });
+    await short.open().submit({ retrain_requests: [retrain()] });
+    expect(short.stats).toEqual({ inserts: 1, rows: 1 });
+    await waitFor('all rows in ClickHouse', async () => (await count(ch, db, 'retrain_requests', false)) >= 20);
+  });
+
   it('fails every waiter with a retriable error when ClickHouse is unreachable', async () => {
     const dead = createClickHouse({ clickhouseUrl: 'http://127.0.0.1:9' }, { requestTimeoutMs: 2000 });
     const inserter = new BatchInserter(dead, db, { maxRows: 100, maxMs: 10 });

@@ -17,11 +17,14 @@ interface Waiter { resolve(): void; reject(err: unknown): void }
  * Batches rows from concurrent handler calls into few ClickHouse inserts (ClickHouse wants
  * thousands of rows per insert, not one). A call opens a ticket, later submits its rows and
  * waits until the insert that carries them is acknowledged; only then does the handler return
- * and the runner commit the offsets. A batch is flushed when every open ticket has submitted
- * (waiting longer would only add latency), when it holds `maxRows`, or `maxMs` after its first
- * row, whichever comes first. A failed insert fails every waiter (retriable when ClickHouse is
- * away): they retry, and the duplicates a partial success may leave collapse in the
- * ReplacingMergeTree.
+ * and the runner commit the offsets. A batch is flushed when it holds `maxRows`, when every open
+ * ticket has submitted and it holds at least `minRows` (waiting longer would only add latency),
+ * or `maxMs` after its first row, whichever comes first. `minRows` is what keeps a trickle of
+ * events from becoming a trickle of inserts: each insert is a part on disk that ClickHouse merges
+ * later, and at 400 events/s one insert per consumer batch (~50 inserts/s of 6–8 rows) cost
+ * ClickHouse about a core (BENCHMARKS.md, "Analytics inserts"). A failed insert fails every waiter
+ * (retriable when ClickHouse is away): they retry, and the duplicates a partial success may leave
+ * collapse in the ReplacingMergeTree.
  */
 export class BatchInserter {
   private pending = new Map<AnalyticsTable, Row[]>();
@@ -35,7 +38,7 @@ export class BatchInserter {
   constructor(
     private readonly client: ClickHouseClient,
     private readonly database: string,
-    private readonly opts: { maxRows: number; maxMs: number },
+    private readonly opts: { maxRows: number; maxMs: number; minRows?: number },
   ) {
     identifier(database);
   }
@@ -83,7 +86,8 @@ export class BatchInserter {
   }
 
   private maybeFlush(): void {
-    if (this.pendingRows > 0 && (this.openTickets === 0 || this.pendingRows >= this.opts.maxRows)) void this.flush();
+    if (this.pendingRows === 0) return;
+    if (this.pendingRows >= this.opts.maxRows || (this.openTickets === 0 && this.pendingRows >= (this.opts.minRows ?? 1))) void this.flush();
   }
 
   private async flush(): Promise<void> {

@@ -187,6 +187,7 @@ try {
   // ---- phase 2: sustained rate
   say(`sustained: ${RATE} events/s for ${SECONDS} s…`);
   const statsBefore = { inserts: procs.inserter.stats.inserts, rows: procs.inserter.stats.rows, events: procs.handlers.features!.stats.events };
+  const sustainedCpuBefore = cpuSeconds(pids);
   const lags: number[] = [];
   let producing = true;
   const sampler = (async () => {
@@ -216,6 +217,8 @@ try {
     await new Promise((r) => setTimeout(r, 100));
   }
   drainAfter = performance.now() - drainAfter;
+  const sustainedCpuAfter = cpuSeconds(pids);
+  const sustainedCpu = Object.keys(sustainedCpuAfter).map((k) => `${k} ${((1e6 * ((sustainedCpuAfter[k] ?? 0) - (sustainedCpuBefore[k] ?? 0))) / Math.max(1, sent)).toFixed(0)}`).join(', ');
   const achieved = sent / (produceMs / 1000);
   const sorted = [...lags].sort((a, b) => a - b);
   const p50 = sorted[Math.floor(sorted.length / 2)] ?? 0;
@@ -223,7 +226,7 @@ try {
   const ins = procs.inserter.stats.inserts - statsBefore.inserts;
   const rws = procs.inserter.stats.rows - statsBefore.rows;
   rows.push([`sustained: producer at ${RATE.toLocaleString('en-US')}/s target for ${SECONDS} s, same process`, sent.toLocaleString('en-US'), (produceMs / 1000).toFixed(2), Math.round(achieved).toLocaleString('en-US'),
-    `consumer lag (${lags.length} samples, every 0.5 s): median ${p50}, max ${maxL} events; caught up ${(drainAfter / 1000).toFixed(1)} s after the producer stopped; ${(rws / Math.max(1, ins)).toFixed(0)} rows/insert`]);
+    `consumer lag (${lags.length} samples, every 0.5 s): median ${p50}, max ${maxL} events; caught up ${(drainAfter / 1000).toFixed(1)} s after the producer stopped; ${(rws / Math.max(1, ins)).toFixed(0)} rows/insert, ${(ins / (produceMs / 1000)).toFixed(1)} inserts/s; CPU ms per 1,000 events: ${sustainedCpu} (the servers are shared: an upper bound)`]);
   say(`sustained: sent ${sent} at ${Math.round(achieved)}/s, lag median ${p50} max ${maxL}, drained in ${(drainAfter / 1000).toFixed(1)} s`);
 } finally {
   await sharedAdmin?.close();
