@@ -82,7 +82,7 @@ const ENV_SCHEMA = {
       description: 'Rows a ClickHouse insert waits for (up to EDDY_ANALYTICS_BATCH_MS) when no more are on the way: fewer, larger inserts are far cheaper for ClickHouse than one per consumer batch.',
     },
     EDDY_ANALYTICS_BATCH_MS: {
-      type: 'integer', default: 1000, minimum: 0, maximum: 60000,
+      type: 'integer', default: 200, minimum: 0, maximum: 60000,
       description: 'Longest a row waits for its ClickHouse insert to fill (time bound of a batch).',
     },
     EDDY_FEATURES_SEEN_TTL_HOURS: {

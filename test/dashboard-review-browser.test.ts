@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClickHouse } from '../common/clickhouse.ts';
-import { keyPattern } from '../common/keyspace.ts';
+import { featureKeys, keyPattern } from '../common/keyspace.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import type { LabeledExample, ModelPublished } from '../schemas/events.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
@@ -52,6 +52,9 @@ beforeAll(async () => {
   server = await startServer(config, { kafkaPredict: false });
   await server.ready;
   await waitFor('the label definitions', () => server.labels.get(clientId).length === 3, 20_000);
+  // The baseline orders labels a text does not decide between by their examples: unsure only once
+  // the feature processor has counted all 24 (8 per team), not while one team's were counted.
+  await waitFor('the examples counted', async () => (await redis.hget(featureKeys.counts(config.redisPrefix, clientId), 'examples')) === '24', 20_000);
   for (const text of UNSURE_TEXTS) {
     const res = await fetch(`${server.url}/v1/clients/${clientId}/predict`, {
       method: 'POST', headers: { authorization: `Bearer ${CLIENT_KEYS[clientId]}`, 'content-type': 'application/json' }, body: JSON.stringify({ text }),

@@ -21,8 +21,10 @@ interface Waiter { resolve(): void; reject(err: unknown): void }
  * ticket has submitted and it holds at least `minRows` (waiting longer would only add latency),
  * or `maxMs` after its first row, whichever comes first. `minRows` is what keeps a trickle of
  * events from becoming a trickle of inserts: each insert is a part on disk that ClickHouse merges
- * later, and at 400 events/s one insert per consumer batch (~50 inserts/s of 6–8 rows) cost
- * ClickHouse about a core (BENCHMARKS.md, "Analytics inserts"). A failed insert fails every waiter
+ * later, and at 400 events/s one insert per consumer batch (50–120 inserts/s of 3–8 rows) cost
+ * ClickHouse about a core (BENCHMARKS.md, "Analytics inserts"). `maxMs` bounds what that costs in
+ * freshness: the feature processor's next batch and the trainer's wait for its examples both
+ * follow the insert (docs/analytics.md). A failed insert fails every waiter
  * (retriable when ClickHouse is away): they retry, and the duplicates a partial success may leave
  * collapse in the ReplacingMergeTree.
  */
