@@ -18,8 +18,8 @@ interface Waiter { resolve(): void; reject(err: unknown): void }
  * thousands of rows per insert, not one). A call opens a ticket, later submits its rows and
  * waits until the insert that carries them is acknowledged; only then does the handler return
  * and the runner commit the offsets. A batch is flushed when it holds `maxRows`, when every open
- * ticket has submitted and it holds at least `minRows` (waiting longer would only add latency),
- * or `maxMs` after its first row, whichever comes first. `minRows` is what keeps a trickle of
+ * ticket has submitted (no more rows are on the way) and it holds at least `minRows`, or `maxMs`
+ * after its first row, whichever comes first. `minRows` is what keeps a trickle of
  * events from becoming a trickle of inserts: each insert is a part on disk that ClickHouse merges
  * later, and at 400 events/s one insert per consumer batch (50–120 inserts/s of 3–8 rows) cost
  * ClickHouse about a core (BENCHMARKS.md, "Analytics inserts"). `maxMs` bounds what that costs in
