@@ -1,6 +1,7 @@
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import { compiledOnFirstCall, type Compiled } from '../common/compile-on-first-call.ts';
 import type { CounterCell } from '../common/metrics.ts';
 import { hotMetrics, serverMetrics } from './metrics.ts';
 import { errorSchema, MAX_PARAM_LENGTH, sendError, toErrorReply } from './http/plumbing.ts';
@@ -77,7 +78,6 @@ export function compileEveryRouteSchema(app: FastifyInstance): number {
   return compileAll();
 }
 
-type Compiled = ((data: unknown) => unknown) & { errors?: unknown };
 type Compile = (route: unknown) => Compiled;
 type CompilersFactory = NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>;
 
@@ -87,8 +87,7 @@ type CompilersFactory = NonNullable<NonNullable<FastifyServerOptions['schemaCont
  * server starts: ~25 routes, most of which a restarted server does not serve in its first seconds
  * (the dashboard, the admin and review routes, most error answers), and Ajv's own set-up cost
  * ~0.25 s of CPU on the path to its first answer (docs/reliability.md, "Start-up"). A compiled
- * function is what Fastify would have built, from the same schema; a validator's `errors` are
- * copied after each call, which is how Fastify reads them. A schema that does not compile fails its
+ * function is what Fastify would have built, from the same schema. A schema that does not compile fails its
  * route's first request instead of the start: `compileAll` compiles every one (a test does).
  */
 export function compiledOnFirstUse(): { compilersFactory: CompilersFactory; compileAll(): number } {
@@ -99,12 +98,7 @@ export function compiledOnFirstUse(): { compilersFactory: CompilersFactory; comp
       let compiled: Compiled | undefined;
       const compile = () => (compiled ??= (compileRoute ??= factory(externalSchemas, options))(route));
       compiles.push(compile);
-      const onFirstUse: Compiled = (data) => {
-        const result = compile()(data);
-        onFirstUse.errors = compiled!.errors;
-        return result;
-      };
-      return onFirstUse;
+      return compiledOnFirstCall(compile);
     };
   };
   return {

@@ -1,4 +1,5 @@
 import * as Ajv2020Module from 'ajv/dist/2020.js';
+import { compiledOnFirstCall, type Compiled } from '../../common/compile-on-first-call.ts';
 
 /**
  * Compiles @platformatic/kafka's option validators on first use instead of at import.
@@ -20,7 +21,7 @@ import * as Ajv2020Module from 'ajv/dist/2020.js';
  * the one file in node_modules; Fastify and env-schema use Ajv's default class. Remove when the
  * library compiles lazily by itself.
  */
-type Validate = ((data: unknown) => boolean) & { errors?: unknown };
+type Validate = Compiled<boolean>;
 type Compile = (this: unknown, schema: unknown, meta?: boolean) => Validate;
 
 export function lazyLibraryValidators(): void {
@@ -29,13 +30,7 @@ export function lazyLibraryValidators(): void {
   if (eagerCompile.lazy) return;
   const lazyCompile: Compile & { lazy?: boolean } = function (this: unknown, schema, meta) {
     let compiled: Validate | undefined;
-    const validate: Validate = (data) => {
-      compiled ??= eagerCompile.call(this, schema, meta);
-      const valid = compiled(data);
-      validate.errors = compiled.errors;
-      return valid;
-    };
-    return validate;
+    return compiledOnFirstCall(() => (compiled ??= eagerCompile.call(this, schema, meta)));
   };
   lazyCompile.lazy = true;
   Ajv2020.prototype.compile = lazyCompile;

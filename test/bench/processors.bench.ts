@@ -134,6 +134,9 @@ function cpuSeconds(pids: Record<string, number>): Record<string, number> {
   return out;
 }
 const pids = stackPids();
+/** CPU seconds each process spent between two readings of `cpuSeconds`. */
+const cpuBetween = (before: Record<string, number>, after: Record<string, number>): Record<string, number> =>
+  Object.fromEntries(Object.keys(after).map((k) => [k, (after[k] ?? 0) - (before[k] ?? 0)]));
 
 const rows: string[][] = [];
 const loadBefore = os.loadavg().map((x) => x.toFixed(1)).join(' ');
@@ -165,7 +168,7 @@ try {
   const drainMs = performance.now() - t0;
   const redisDelta = (await redisCommandsProcessed()) - redisBefore;
   const cpuAfter = cpuSeconds(pids);
-  const cpu = Object.fromEntries(Object.keys(cpuAfter).map((k) => [k, (cpuAfter[k] ?? 0) - (cpuBefore[k] ?? 0)]));
+  const cpu = cpuBetween(cpuBefore, cpuAfter);
   const cpuTotal = Object.values(cpu).reduce((a, b) => a + b, 0);
   const cpuNote = Object.entries(cpu).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
   const net = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, Math.max(0, v - (background[k] ?? 0) * (drainMs / 1000))]));
@@ -217,8 +220,7 @@ try {
     await new Promise((r) => setTimeout(r, 100));
   }
   drainAfter = performance.now() - drainAfter;
-  const sustainedCpuAfter = cpuSeconds(pids);
-  const sustainedCpu = Object.keys(sustainedCpuAfter).map((k) => `${k} ${((1e6 * ((sustainedCpuAfter[k] ?? 0) - (sustainedCpuBefore[k] ?? 0))) / Math.max(1, sent)).toFixed(0)}`).join(', ');
+  const sustainedCpu = Object.entries(cpuBetween(sustainedCpuBefore, cpuSeconds(pids))).map(([k, v]) => `${k} ${((1e6 * v) / Math.max(1, sent)).toFixed(0)}`).join(', ');
   const achieved = sent / (produceMs / 1000);
   const sorted = [...lags].sort((a, b) => a - b);
   const p50 = sorted[Math.floor(sorted.length / 2)] ?? 0;
