@@ -108,6 +108,8 @@ export function registerStreamsCommands(program: Command, config: () => EddyConf
         group: `cli-tail-${randomUUID()}`,
         topics: [topic as TopicName],
         fromBeginning: opts.fromBeginning ?? false,
+        // Someone is watching: each event as soon as it is there.
+        fetch: { minBytes: 1 },
         handler: {
           async handle(records) {
             for (const r of records) {

@@ -160,6 +160,9 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
       // A new group starts at the end: a first deployment does not answer a week of stale requests.
       fromBeginning: false,
       partitionsConsumedConcurrently: Math.min(config.partitions, 4),
+      // Answered as soon as a request is there: a caller waits on this path (the other consumers
+      // let a fetch fill for up to EDDY_KAFKA_FETCH_MAX_WAIT_MS).
+      fetch: { minBytes: 1 },
       handler: kafkaPredictHandler(service, s, (ms) => follower.catchUpNow(ms)),
     });
     const joined = predictRunner.waitForAssignment(60_000);

@@ -103,6 +103,10 @@ export interface ConsumerDriverOptions {
   heartbeatIntervalMs: number;
   /** Static membership (KIP-345): a restarted member with the same id gets its partitions back without a rebalance. */
   groupInstanceId?: string;
+  /** A fetch waits at the broker until this many bytes are ready (1: answered as soon as anything is)... */
+  fetchMinBytes: number;
+  /** ...or until this much time has passed (ms). */
+  fetchMaxWaitMs: number;
 }
 
 /** One partition's messages, in offset order, as handed to the runner. */

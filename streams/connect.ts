@@ -59,6 +59,7 @@ export async function connectStreams(config: EddyConfig, clientId: string, opts:
       const runner = new ConsumerRunner(kafka, codec, producer, topics, {
         logger, sessionTimeoutMs: config.kafka.sessionTimeoutMs, heartbeatIntervalMs: config.kafka.heartbeatIntervalMs,
         ...options,
+        fetch: { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs, ...options.fetch },
         groupInstanceId: options.groupInstanceId ?? claim?.id,
         onStopped: () => {
           claim?.release();

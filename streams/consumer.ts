@@ -104,6 +104,15 @@ export interface ConsumerRunnerOptions {
    * timeout gets its partitions back without a rebalance. Unique per process.
    */
   groupInstanceId?: string;
+  /**
+   * How long a fetch may wait to fill: the broker answers once `minBytes` are ready or after
+   * `maxWaitMs` (defaults 1 byte and 500 ms: as soon as anything is there; connectStreams passes
+   * EDDY_KAFKA_FETCH_MIN_BYTES and EDDY_KAFKA_FETCH_MAX_WAIT_MS). A larger `minBytes` turns a
+   * trickle of events into a few batches a second: fewer fetches, handler calls and commits, at
+   * the cost of up to `maxWaitMs` of delay when traffic is low. With 1, `maxWaitMs` delays
+   * nothing: it is how long an idle fetch waits before the next.
+   */
+  fetch?: { minBytes?: number; maxWaitMs?: number };
   /** Called once the runner has stopped (gracefully or after a crash). */
   onStopped?: () => void;
   logger?: Logger;
@@ -177,6 +186,8 @@ export class ConsumerRunner {
       sessionTimeoutMs: options.sessionTimeoutMs ?? 10_000,
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1_000,
       groupInstanceId: options.groupInstanceId,
+      fetchMinBytes: options.fetch?.minBytes ?? 1,
+      fetchMaxWaitMs: options.fetch?.maxWaitMs ?? 500,
     };
     this.consumer = this.newDriver();
   }

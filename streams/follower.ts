@@ -51,6 +51,9 @@ export class LogFollower {
       group: `${this.opts.name}-${this.suffix}`,
       topics: this.opts.topics,
       fromBeginning: true,
+      // A followed log is small and seldom written; its events (a model published) are waited
+      // for, and a fetch that waited to fill would hold back readiness by its maximum wait.
+      fetch: { minBytes: 1 },
       handler: {
         handle: async (records) => {
           for (const r of records) this.opts.apply(r);

@@ -176,12 +176,13 @@ describe('consumer runner: partitions in turn', () => {
     let fed = 0;
     const runner = s.consumer({
       group: 'in-turn', topics: ['examples'], // one batch in hand at a time (the default), as the trainer
+      fetch: { minBytes: 1 }, // and, as the trainer, a fetch answered as soon as a record is there
       handler: {
         async handle(records) {
           handled.push(records[0]!.partition);
           if (records[0]!.partition !== busy![0] || fed >= 6) return;
           // The busy partition gets its next record while this batch is in hand, and the batch ends
-          // well after the fetch (100 ms at most) has queued it: it is waiting whenever its turn ends.
+          // well after the fetch (answered at once) has queued it: it is waiting whenever its turn ends.
           fed++;
           await s.producer.send('LabeledExample', example(busy![1], `more ${fed}`));
           await new Promise((r) => setTimeout(r, 600));
@@ -199,6 +200,40 @@ describe('consumer runner: partitions in turn', () => {
     // hand or fetched when their records arrived). Before, they waited for all six.
     const fourthBusy = handled.map((p, i) => (p === busy![0] ? i : -1)).filter((i) => i >= 0)[3]!;
     for (const [p] of others) expect(handled.indexOf(p), `partition ${p} in ${handled.join(',')}`).toBeLessThan(fourthBusy);
+  });
+});
+
+describe('consumer runner: the fetch window', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('lets a fetch fill for up to its wait when traffic is low, so a trickle arrives in a few calls, and with minBytes 1 answers each event as it comes', async () => {
+    const calls = { window: [] as number[], immediate: [] as number[] };
+    const runner = (name: keyof typeof calls, fetch: { minBytes: number; maxWaitMs: number }) => s.consumer({
+      group: name, topics: ['examples'], fetch,
+      handler: { async handle(records) { calls[name].push(records.length); } },
+    });
+    // A window far larger than the trickle: only the wait ends a fetch.
+    const windowed = runner('window', { minBytes: 1_048_576, maxWaitMs: 2_500 });
+    const immediate = runner('immediate', { minBytes: 1, maxWaitMs: 2_500 });
+    const joined = [windowed.waitForAssignment(30_000), immediate.waitForAssignment(30_000)];
+    await windowed.start();
+    await immediate.start();
+    await Promise.all(joined);
+    // Eight events of one client (one partition), 150 ms apart: 1.05 s from the first to the last.
+    for (let i = 0; i < 8; i++) {
+      await s.producer.send('LabeledExample', example('trickle', `event ${i}`));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    await waitFor('both groups handled all eight', () => sum(calls.window) === 8 && sum(calls.immediate) === 8, 30_000);
+    await windowed.stop();
+    await immediate.stop();
+    // The windowed group saw them in at most two fetches (each held up to 2.5 s); the other one
+    // fetch per event, or nearly (a slow turn of the loop may join two).
+    expect(calls.window.length, `windowed calls ${calls.window.join(',')}`).toBeLessThanOrEqual(2);
+    expect(calls.immediate.length, `immediate calls ${calls.immediate.join(',')}`).toBeGreaterThanOrEqual(5);
   });
 });
 

@@ -148,6 +148,8 @@ export async function startTrainer(streams: Streams, config: EddyConfig, opts: {
     group: 'trainer', topics: ['retrain-requests'], handler: new RetrainHandler(streams, deps, live), fromBeginning: true,
     // A training takes seconds: hand over small slices so each commit follows its own publish.
     maxRecordsPerCall: 20,
+    // Retrain requests are few and each is waited for: a fetch is answered as soon as one is there.
+    fetch: { minBytes: 1 },
   });
   try {
     await runner.start();

@@ -178,7 +178,8 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         // (kafkajs) and new members forms during a rolling upgrade; whichever leads assigns co-partitioned.
         protocols: [{ name: 'EddyCoPartitioned', version: 0 }],
         autocommit: false,
-        maxWaitTime: 100,
+        minBytes: options.fetchMinBytes,
+        maxWaitTime: options.fetchMaxWaitMs,
       });
       const assignmentListeners: Array<(a: Record<string, number[]>) => void> = [];
       const crashListeners: Array<(err: Error) => void> = [];
@@ -232,7 +233,8 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         mode: MessagesStreamModes.COMMITTED,
         fallbackMode: options.fromBeginning ? MessagesStreamFallbackModes.EARLIEST : MessagesStreamFallbackModes.LATEST,
         autocommit: false,
-        maxWaitTime: 100,
+        minBytes: options.fetchMinBytes,
+        maxWaitTime: options.fetchMaxWaitMs,
       };
       /** Queues what `s` delivers while it is the current stream; a replaced one's late messages are ignored. */
       const follow = (s: Stream): void => {

@@ -7,6 +7,11 @@
  * and the time until both groups committed everything is measured.
  * Phase 2 (sustained): the producer keeps BENCH_RATE events/s flowing for BENCH_SECONDS while the
  * processors consume; consumer lag is sampled every 500 ms.
+ * Phase 3 (low rate, BENCH_LOW_RATE events/s, default 400, 0 skips it): `eddy processors run --only
+ * features,analytics,triggers` in a process of its own, once per fetch setting in
+ * BENCH_LOW_FETCH (minBytes/maxWaitMs pairs, default the configured window and 1/100, the
+ * setting before the window), alternating for BENCH_LOW_ROUNDS rounds of BENCH_LOW_SECONDS:
+ * CPU per 1,000 events of that process, of Kafka and of ClickHouse, and its handler calls.
  * Prints a markdown table; `--write` also writes docs/benchmarks/processors.md.
  */
 import fs from 'node:fs';
@@ -21,6 +26,7 @@ import { FEATURE_TOPICS } from '../../processors/features/processor.ts';
 import { ANALYTICS_TOPICS } from '../../processors/analytics/processor.ts';
 import { connectRedis, deleteKeys, scanKeys } from '../../common/redis.ts';
 import { createClickHouse } from '../../common/clickhouse.ts';
+import { cpuSeconds as cpuOfPid, eddyEnv, spawnEddy } from '../chaos-support.ts';
 
 const N = Number(process.env.BENCH_EVENTS ?? 200_000);
 const RATE = Number(process.env.BENCH_RATE ?? 20_000);
@@ -230,6 +236,53 @@ try {
   rows.push([`sustained: producer at ${RATE.toLocaleString('en-US')}/s target for ${SECONDS} s, same process`, sent.toLocaleString('en-US'), (produceMs / 1000).toFixed(2), Math.round(achieved).toLocaleString('en-US'),
     `consumer lag (${lags.length} samples, every 0.5 s): median ${p50}, max ${maxL} events; caught up ${(drainAfter / 1000).toFixed(1)} s after the producer stopped; ${(rws / Math.max(1, ins)).toFixed(0)} rows/insert, ${(ins / (produceMs / 1000)).toFixed(1)} inserts/s; CPU ms per 1,000 events: ${sustainedCpu} (the servers are shared: an upper bound)`]);
   say(`sustained: sent ${sent} at ${Math.round(achieved)}/s, lag median ${p50} max ${maxL}, drained in ${(drainAfter / 1000).toFixed(1)} s`);
+  await procs.stop();
+  procs = undefined;
+
+  // ---- phase 3: a low rate, the processors in a process of their own, fetch settings side by side
+  const LOW_RATE = Number(process.env.BENCH_LOW_RATE ?? 400);
+  if (LOW_RATE > 0) {
+    const LOW_SECONDS = Number(process.env.BENCH_LOW_SECONDS ?? 20);
+    const LOW_ROUNDS = Number(process.env.BENCH_LOW_ROUNDS ?? 2);
+    const settings = (process.env.BENCH_LOW_FETCH ?? `${config.kafka.fetchMinBytes}/${config.kafka.fetchMaxWaitMs},1/100`).split(',');
+    const metricsPort = 19464;
+    for (let round = 1; round <= LOW_ROUNDS; round++) {
+      for (const setting of settings) {
+        const [minBytes, maxWaitMs] = setting.split('/');
+        say(`low rate: ${LOW_RATE} events/s for ${LOW_SECONDS} s, fetch minBytes ${minBytes}, maxWait ${maxWaitMs} ms (round ${round})…`);
+        const child = await spawnEddy(eddyEnv(config, {
+          EDDY_KAFKA_FETCH_MIN_BYTES: minBytes!, EDDY_KAFKA_FETCH_MAX_WAIT_MS: maxWaitMs ?? String(config.kafka.fetchMaxWaitMs),
+          EDDY_METRICS_PORT: String(metricsPort), EDDY_LOG_LEVEL: 'warn',
+        }), ['processors', 'run', '--only', 'features,analytics,triggers'], /processors running/);
+        try {
+          await new Promise((r) => setTimeout(r, 3000)); // past the start-up and the first fetches
+          const handlerCalls = async () => {
+            const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+            return [...text.matchAll(/^eddy_consumer_handle_seconds_count\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
+          };
+          const before = { child: cpuOfPid(child.child.pid), kafka: cpuOfPid(pids.kafka), clickhouse: cpuOfPid(pids.clickhouse), calls: await handlerCalls() };
+          const start = performance.now();
+          let sent = 0;
+          while (performance.now() - start < LOW_SECONDS * 1000) {
+            const due = Math.floor(((performance.now() - start) / 1000) * LOW_RATE) - sent;
+            if (due > 0) {
+              await streams.producer.sendAll(Array.from({ length: due }, makeEvent));
+              sent += due;
+            }
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          await new Promise((r) => setTimeout(r, 1000)); // the last window handled
+          const after = { child: cpuOfPid(child.child.pid), kafka: cpuOfPid(pids.kafka), clickhouse: cpuOfPid(pids.clickhouse), calls: await handlerCalls() };
+          const per = (k: 'child' | 'kafka' | 'clickhouse') => ((1e6 * (after[k] - before[k])) / sent).toFixed(0);
+          rows.push([`low rate, round ${round}: ${LOW_RATE}/s, fetch minBytes ${minBytes} / maxWait ${maxWaitMs} ms`, sent.toLocaleString('en-US'), LOW_SECONDS.toFixed(0), LOW_RATE.toLocaleString('en-US'),
+            `CPU ms per 1,000 events: processors process ${per('child')}, kafka ${per('kafka')}, clickhouse ${per('clickhouse')} (the servers are shared: an upper bound); ${after.calls - before.calls} handler calls (features, analytics, triggers)`]);
+        } finally {
+          child.child.kill('SIGTERM');
+          await new Promise((r) => child.child.once('exit', r));
+        }
+      }
+    }
+  }
 } finally {
   await sharedAdmin?.close();
   await procs?.stop();
@@ -251,7 +304,7 @@ try {
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'} (nproc ${os.availableParallelism()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
 const table = [
   `Command: \`npm run bench:processors\` (BENCH_EVENTS=${N}, BENCH_RATE=${RATE}, BENCH_SECONDS=${SECONDS}, ${config.partitions} partitions) · ${new Date().toISOString()} · ${machine}`,
-  'Stack on the same machine: Kafka 4.1.1 (KRaft), Apicurio registry, Redis 7.0, ClickHouse 18.16; producer, both processors and the lag sampler in one Node process. Unrelated work may share the same 2 cores during a run.',
+  'Stack on the same machine: Kafka 4.1.1 (KRaft), Apicurio registry, Redis 7.0, ClickHouse 18.16; producer, both processors and the lag sampler in one Node process (the low-rate rows: the processors in a process of their own, started with `eddy processors run`). Unrelated work may share the same 2 cores during a run.',
   `Load average (1/5/15 min) at start: ${loadBefore}; at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores: anything above 2 means we got a fraction of the machine).`,
   '',
   '| measurement | events | seconds | events/s | notes |',

@@ -123,6 +123,7 @@ async function measure(): Promise<void> {
     const consumer = streams.kafka.consumer({
       groupId: `${prefix}bench-json`, topics: [jsonTopic], fromBeginning: true, partitionsConsumedConcurrently: 3,
       maxBatchSize: MAX_RECORDS_PER_CALL, sessionTimeoutMs: 30_000, heartbeatIntervalMs: 3_000,
+      fetchMinBytes: streams.config.kafka.fetchMinBytes, fetchMaxWaitMs: streams.config.kafka.fetchMaxWaitMs,
     });
     await consumer.start(async (batch) => {
       for (const m of batch.messages) JSON.parse(m.value!.toString());
