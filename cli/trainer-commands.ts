@@ -1,7 +1,8 @@
+import os from 'node:os';
 import type { Command } from 'commander';
 import { untilShutdownSignal } from '../common/shutdown.ts';
 import type { EddyConfig } from '../common/config.ts';
-import { EddyError, UsageError } from '../common/errors.ts';
+import { EddyError, UsageError, errorMessage } from '../common/errors.ts';
 import type { ModelVersionRef } from '../models/store.ts';
 import type { Evaluation, TrainStage } from '../trainer/index.ts';
 
@@ -18,6 +19,24 @@ const load = async () => {
 };
 
 const out = (line: string) => process.stdout.write(line + '\n');
+
+/**
+ * Training yields the CPU (EDDY_TRAINER_NICE): on a machine shared with processors and servers
+ * it took every core they left, so a process restarting there (or a burst of requests) waited
+ * for it; at nice 10 they come first and training still gets every idle cycle. Taken after the
+ * ready line, so a restarted trainer starts at full speed. Linux nice values are per thread
+ * (pid 0: the calling one): this is the main thread, where training runs; threads started later
+ * inherit it.
+ */
+function lowerPriority(nice: number, logger: { info(o: object, m: string): void; warn(o: object, m: string): void }): void {
+  if (nice === 0) return;
+  try {
+    os.setPriority(0, nice);
+    logger.info({ nice }, 'training at a lower CPU priority');
+  } catch (err) {
+    logger.warn({ nice, err: errorMessage(err) }, 'cannot lower the CPU priority; training at the normal one');
+  }
+}
 
 const STAGES: TrainStage[] = ['load', 'validate', 'search', 'featurize', 'train', 'evaluate', 'gate', 'publish'];
 
@@ -45,6 +64,7 @@ export function registerTrainerCommands(program: Command, config: () => EddyConf
       const metrics = await serveProcessMetrics(c, 'trainer');
       logger.info({ modelStore: c.modelStoreDir }, 'retrain consumer running');
       process.stderr.write('trainer running (Ctrl-C stops it gracefully: a training in flight finishes and publishes first)\n');
+      lowerPriority(c.trainer.nice, logger);
       await untilShutdownSignal();
       // A request whose training is cut short by a hard kill is not committed: it is delivered again.
       await metrics?.close();

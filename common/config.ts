@@ -280,6 +280,10 @@ const ENV_SCHEMA = {
       type: 'integer', default: 60000, minimum: 0, maximum: 3600000,
       description: 'Longest wait, per retrain, for the events a request names (its dataAsOf watermark) to become visible in ClickHouse before the training set is read; after it the trainer trains on what is there and logs a warning.',
     },
+    EDDY_TRAINER_NICE: {
+      type: 'integer', default: 10, minimum: 0, maximum: 19,
+      description: "CPU priority (Linux nice value) `eddy trainer run` takes once it is running: training is throughput work and yields the cores to the processors, the servers and a process starting up on a shared machine, and takes whatever they leave idle; 0 keeps the normal priority (a machine of its own). See docs/trainer.md.",
+    },
     // --- quality monitor and dashboard (processors/monitor/, server/dashboard/) ---
     EDDY_MONITOR_DROP_PCT: {
       type: 'number', default: 10, minimum: 0.1, maximum: 100,
@@ -371,6 +375,8 @@ export interface TrainerConfig {
   quickFirstModelExamples: number;
   /** EDDY_TRAINER_DATA_WAIT_MS: bound on waiting for a request's watermark in ClickHouse. */
   dataWaitMs: number;
+  /** EDDY_TRAINER_NICE: the nice value `eddy trainer run` takes once running (0: unchanged). */
+  nice: number;
 }
 
 /** The prediction server's settings (EDDY_SERVER_*), see docs/server.md. */
@@ -420,7 +426,7 @@ type RawEnv = {
   EDDY_TRIGGER_STALE_MS: number; EDDY_TRIGGER_CATCH_UP_GROWTH: number; EDDY_TRIGGER_QUIET_MS: number; EDDY_TRIGGER_QUIET_MAX_WAIT_MS: number;
   EDDY_TRAINER_GATE_MARGIN: number; EDDY_TRAINER_BACKEND: string; EDDY_TRAINER_EPOCHS: number;
   EDDY_TRAINER_MIN_EXAMPLES: number; EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: number; EDDY_TRAINER_MAX_TEXT_CHARS: number;
-  EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number; EDDY_TRAINER_DATA_WAIT_MS: number; EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES: number;
+  EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number; EDDY_TRAINER_DATA_WAIT_MS: number; EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES: number; EDDY_TRAINER_NICE: number;
   EDDY_MONITOR_DROP_PCT: number; EDDY_MONITOR_MIN_SUPPORT: number; EDDY_MONITOR_BIAS_THRESHOLD: number;
   EDDY_MONITOR_AUTO_ROLLBACK: boolean; EDDY_MONITOR_ROLLBACK_DROP_PCT: number; EDDY_MONITOR_ROLLBACK_MIN_SUPPORT: number;
   EDDY_MONITOR_LAG_INTERVAL_MS: number; EDDY_METRICS_PORT: number; EDDY_METRICS_HOST: string;
@@ -526,6 +532,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       keepVersions: raw.EDDY_TRAINER_KEEP_VERSIONS,
       dataWaitMs: raw.EDDY_TRAINER_DATA_WAIT_MS,
       quickFirstModelExamples: raw.EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES,
+      nice: raw.EDDY_TRAINER_NICE,
     },
     monitor: {
       dropPct: raw.EDDY_MONITOR_DROP_PCT,

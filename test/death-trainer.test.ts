@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eddyEnv, spawnEddy, type EddyProcess } from './chaos-support.ts';
 import { waitFor } from './helpers.ts';
@@ -30,6 +31,30 @@ async function received(port: number): Promise<number> {
   const line = text.split('\n').find((l) => l.startsWith('eddy_consumer_received_total') && l.includes('topic="retrain-requests"'));
   return line ? Number(line.split(' ').pop()) : 0;
 }
+
+/** The nice value of a process's main thread (/proc/<pid>/stat, field 19). */
+function niceOf(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
+describe('the trainer process', () => {
+  it.runIf(process.platform === 'linux')('trains at a lower CPU priority once running (EDDY_TRAINER_NICE, 10 by default), and at the normal one with 0', async () => {
+    const lowered = await spawnEddy(eddyEnv(stack.config), ['trainer', 'run'], /trainer running/);
+    try {
+      await waitFor('nice 10', () => niceOf(lowered.child.pid!) === 10, 10_000, 20);
+    } finally {
+      await lowered.kill9();
+    }
+    const normal = await spawnEddy(eddyEnv(stack.config, { EDDY_TRAINER_NICE: '0' }), ['trainer', 'run'], /trainer running/);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      expect(niceOf(normal.child.pid!)).toBe(0);
+    } finally {
+      await normal.kill9();
+    }
+  }, 60_000);
+});
 
 describe('the trainer killed mid-retrain', () => {
   it('answers the request after a restart, with exactly one model version', async () => {
