@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DependencyUnavailableError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { loadPredictor } from '../models/predictor.ts';
-import type { ModelPublished, ModelRejected } from '../schemas/events.ts';
+import type { ModelPublished, ModelRejected, RetrainRequested } from '../schemas/events.ts';
+import type { EventRecord } from '../streams/index.ts';
 import { RetrainHandler } from '../trainer/consumer.ts';
 import { loadTrainingSet } from '../trainer/dataset.ts';
 import { trainerSettings, type TrainerSettings } from '../trainer/pipeline.ts';
@@ -126,4 +128,38 @@ describe('trainer end to end', () => {
       await runner.stop();
     }
   });
+
+  it('answers each request of a batch once when a later client of it waits on ClickHouse: the retries of the batch do not announce the earlier one again', async () => {
+    const waiting = uniqueName('waiting');
+    let failures = 0;
+    const handler = new RetrainHandler(stack.streams, {
+      store, settings: good, logger: createLogger('trainer-test', 'silent'),
+      loadSet: async (id) => {
+        if (id === waiting && failures < 2) {
+          failures++;
+          throw new DependencyUnavailableError('clickhouse', 'simulated outage');
+        }
+        return loadTrainingSet(stack.clickhouse, config.clickhouseDatabase, id);
+      },
+    });
+    await handler.init({ logger: createLogger('trainer-test', 'silent') });
+    const requests: RetrainRequested[] = [clientId, waiting].map((client) => ({
+      eventId: randomUUID(), clientId: client, occurredAt: Date.now(), reason: 'MANUAL', detail: 'batch retry test', requestedBy: 'test', dataAsOf: null,
+    }));
+    // One handed batch, as the runner gives it, and as it retries it: the same records again.
+    const batch: EventRecord[] = requests.map((value, i) => ({
+      event: { name: 'RetrainRequested', value }, topic: 'retrain-requests', partition: 0, offset: String(i), key: value.clientId, timestamp: Date.now(),
+    }));
+    await expect(handler.handle(batch)).rejects.toThrow('simulated outage');
+    await expect(handler.handle(batch)).rejects.toThrow('simulated outage');
+    await handler.handle(batch);
+    // Everything the handler sent is on the models topic before it returned: read it to the end.
+    const ends = await stack.streams.withAdmin((admin) => admin.fetchTopicOffsets(stack.streams.topics.physical('models')));
+    const onTopic = ends.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
+    await waitFor('the models topic read to its end', () => stack.modelEvents.length >= onTopic, 30_000);
+    const answersTo = (id: string) => stack.modelEvents.filter((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === id);
+    expect(answersTo(requests[0]!.eventId).map((e) => e.name)).toEqual(['ModelPublished']);
+    // The waiting client has no examples: rejected, once.
+    expect(answersTo(requests[1]!.eventId).map((e) => e.name)).toEqual(['ModelRejected']);
+  }, 90_000);
 });
