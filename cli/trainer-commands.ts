@@ -21,10 +21,10 @@ const load = async () => {
 const out = (line: string) => process.stdout.write(line + '\n');
 
 /**
- * Training yields the CPU (EDDY_TRAINER_NICE): on a machine shared with processors and servers
- * it took every core they left, so a process restarting there (or a burst of requests) waited
- * for it; at nice 10 they come first and training still gets every idle cycle. Taken after the
- * ready line, so a restarted trainer starts at full speed. Linux nice values are per thread
+ * Training yields the CPU when asked to (EDDY_TRAINER_NICE): on a host shared with processors and
+ * servers it takes every core they leave, so a process restarting there (or a burst of requests)
+ * waits for it; at nice 10 they come first and training still gets every idle cycle. Taken after
+ * the ready line, so a restarted trainer starts at full speed. Linux nice values are per thread
  * (pid 0: the calling one): this is the main thread, where training runs; threads started later
  * inherit it.
  */

@@ -281,8 +281,8 @@ const ENV_SCHEMA = {
       description: 'Longest wait, per retrain, for the events a request names (its dataAsOf watermark) to become visible in ClickHouse before the training set is read; after it the trainer trains on what is there and logs a warning.',
     },
     EDDY_TRAINER_NICE: {
-      type: 'integer', default: 10, minimum: 0, maximum: 19,
-      description: "CPU priority (Linux nice value) `eddy trainer run` takes once it is running: training is throughput work and yields the cores to the processors, the servers and a process starting up on a shared machine, and takes whatever they leave idle; 0 keeps the normal priority (a machine of its own). See docs/trainer.md.",
+      type: 'integer', default: 0, minimum: 0, maximum: 19,
+      description: "CPU priority (Linux nice value) `eddy trainer run` takes once it is running; 0 keeps the normal one. On a host it shares with processors and servers, 10 makes training yield the cores to them and to a process starting up, and take whatever they leave idle (docker-compose.yml sets it; training gets slower when the host is saturated). See docs/trainer.md.",
     },
     // --- quality monitor and dashboard (processors/monitor/, server/dashboard/) ---
     EDDY_MONITOR_DROP_PCT: {

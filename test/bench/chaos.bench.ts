@@ -133,7 +133,8 @@ const envOf = (component: Component, i: number): NodeJS.ProcessEnv => component 
   : {
     ...env, EDDY_METRICS_PORT: String(metricsPorts[component][i]),
     // The trainers at info (a few lines per retrain): their 'partitions assigned' and 'retrain started' lines time their takeover and return.
-    ...(component === 'trainer' ? { EDDY_LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? 'info' } : {}),
+    // Everything shares one host here, so the trainers yield the cores as docker-compose.yml has them do (BENCH_TRAINER_NICE=0: they do not).
+    ...(component === 'trainer' ? { EDDY_LOG_LEVEL: process.env.BENCH_CHILD_LOG_LEVEL ?? 'info', EDDY_TRAINER_NICE: process.env.BENCH_TRAINER_NICE ?? '10' } : {}),
   };
 /** The sum of a counter's samples on a child's /metrics whose labels match (0 while it does not answer). */
 async function counterOf(port: number, name: string, labels: RegExp = /.*/): Promise<number> {
