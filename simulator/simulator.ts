@@ -165,6 +165,8 @@ export class Simulator {
       // Only what happens from now on: the story is about this run.
       fromBeginning: false,
       partitionsConsumedConcurrently: 4,
+      // It times what it watches (Kafka answers, models served): each event as soon as it is there.
+      fetch: { minBytes: 1 },
       handler: { handle: (records) => this.observe(records) },
     });
     const assigned = this.watcher.waitForAssignment(60_000);
@@ -486,6 +488,12 @@ export class Simulator {
           // (a team change, the baseline's skew before the first model) are counted, not the story.
           if (this.hasStep('DRIFT', client.world.clientId) && !this.hasStep('ALERT', client.world.clientId)) {
             this.step('ALERT', client.world.clientId, describeAlert(e.value));
+            // The alert and the retrain it causes are on two topics: the retrain may be read first.
+            const drift = this.hasStep('DRIFT', client.world.clientId)!;
+            const early = client.retrains.find((r) => r.reason === 'QUALITY_DROP' && r.occurredAt >= drift.at);
+            if (early && !this.hasStep('RETRAIN_AFTER_ALERT', client.world.clientId)) {
+              this.step('RETRAIN_AFTER_ALERT', client.world.clientId, `retrain requested (${early.reason}): ${early.detail}`);
+            }
           }
           break;
         case 'PredictionMade': {
