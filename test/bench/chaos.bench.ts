@@ -407,6 +407,7 @@ let report = '';
 try {
   const modelsReader = streams.consumer({
     group: 'chaos-models-reader', topics: ['models'], fromBeginning: true,
+    fetch: { minBytes: 1 }, // it times the trainers' answers: each event at once
     handler: { handle: async (records) => { for (const r of records) modelEvents.push(r.event); } },
   });
   await modelsReader.start();

@@ -82,6 +82,7 @@ async function measureFreshness(session: Session, afterProbes: () => Promise<voi
   let simulator: Simulator | undefined;
   const watcher = session.streams.consumer({
     group: `${session.id}.bench-watch`, topics: ['models'], fromBeginning: false,
+    fetch: { minBytes: 1 }, // it times what it sees: each event at once
     handler: {
       async handle(records) {
         for (const r of records) {
@@ -225,6 +226,8 @@ async function measureImport(session: Session): Promise<ImportResult> {
   const rejections: string[] = [];
   const watcher = session.streams.consumer({
     group: `${session.id}.bench-import`, topics: ['models', 'retrain-requests'], fromBeginning: false,
+    // It times what it sees, and a request must be read before the model that answers it: each event at once.
+    fetch: { minBytes: 1 },
     handler: {
       async handle(records) {
         for (const r of records) {
