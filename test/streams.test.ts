@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
 import { compatibilityPartitioner } from '@platformatic/kafka';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DependencyUnavailableError, EddyError, InvalidEventError } from '../common/errors.ts';
@@ -234,6 +235,55 @@ describe('consumer runner: the fetch window', () => {
     // fetch per event, or nearly (a slow turn of the loop may join two).
     expect(calls.window.length, `windowed calls ${calls.window.join(',')}`).toBeLessThanOrEqual(2);
     expect(calls.immediate.length, `immediate calls ${calls.immediate.join(',')}`).toBeGreaterThanOrEqual(5);
+  });
+});
+
+describe('consumer runner: commits', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it("hands a fetch's records of a partition over in one call, and commits the calls of several partitions in one request", async () => {
+    const partitionOf = (clientId: string) => compatibilityPartitioner(undefined as never, Buffer.from(clientId)) % s.config.partitions;
+    const clients = new Map<number, string>();
+    for (let i = 0; clients.size < s.config.partitions; i++) if (!clients.has(partitionOf(`k${i}`))) clients.set(partitionOf(`k${i}`), `k${i}`);
+    // Three records on every partition, all there before the consumer's first fetch.
+    await s.producer.sendAll([...clients.values()].flatMap((c) => [1, 2, 3].map((n) => ({ name: 'LabeledExample' as const, value: example(c, `${c} ${n}`) }))));
+    const calls: Array<{ partition: number; records: number }> = [];
+    const runner = s.consumer({
+      group: 'commits', topics: ['examples'], partitionsConsumedConcurrently: s.config.partitions,
+      handler: {
+        async handle(records) {
+          calls.push({ partition: records[0]!.partition, records: records.length });
+          await new Promise((r) => setTimeout(r, 300)); // the partitions' calls end together
+        },
+      },
+    });
+    // Every commit request of this group, as the library's diagnostics channel reports it.
+    const requests: number[] = [];
+    const channel = diagnostics.channel('tracing:plt:kafka:consumer:commits:start');
+    const onStart = (message: unknown) => {
+      const ctx = message as { client?: { groupId?: string }; options?: { offsets?: unknown[] } };
+      if (ctx.client?.groupId === runner.groupId) requests.push(ctx.options?.offsets?.length ?? 0);
+    };
+    channel.subscribe(onStart);
+    try {
+      await runner.start();
+      const topic = s.topics.physical('examples');
+      await waitFor('every partition committed at its end', async () => {
+        const committed = await committedOffsets(s, runner.groupId, topic);
+        return [...clients.keys()].every((p) => committed.get(p) === 3n);
+      }, 30_000);
+      await runner.stop();
+    } finally {
+      channel.unsubscribe(onStart);
+    }
+    // One call per partition with its three records (not the first record alone, then the rest).
+    expect(calls.map((c) => c.records), JSON.stringify(calls)).toEqual(calls.map(() => 3));
+    expect(new Set(calls.map((c) => c.partition)).size).toBe(s.config.partitions);
+    // Fewer requests than calls: a request carried the offsets of several partitions.
+    expect(requests.length, `offsets per request: ${requests.join(',')}`).toBeLessThan(calls.length);
+    expect(Math.max(...requests)).toBeGreaterThan(1);
   });
 });
 

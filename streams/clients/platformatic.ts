@@ -1,4 +1,4 @@
-import type { GroupPartitionsAssigner, Message, MessageToProduce } from '@platformatic/kafka';
+import type { CommitOptions, CommitOptionsPartition, GroupPartitionsAssigner, Message, MessageToProduce } from '@platformatic/kafka';
 import { lazyLibraryValidators } from './lazy-validators.ts';
 import type { EddyConfig } from '../../common/config.ts';
 import { EddyError, errorMessage } from '../../common/errors.ts';
@@ -30,6 +30,58 @@ const coPartitioned: GroupPartitionsAssigner = (_current, members, topics, metad
     assignments: new Map(Object.entries(owned).map(([topic, partitions]) => [topic, { topic, partitions }])),
   }));
 };
+
+/**
+ * The offsets committed by the batches of many partitions, in one OffsetCommit request. A batch's
+ * `Message.commit()` asks the consumer for a commit of its own partition, a request each: at low
+ * rates, where a fetch brings a few records for each of a dozen partitions, that was a commit
+ * request (and a write to `__consumer_offsets`) per partition per fetch. Here every commit asked
+ * for in one event-loop turn, or while the previous request is on its way, goes in the next
+ * request (the newest offset per partition), and each caller learns that request's outcome. A
+ * caller waits at most for the request in flight before its own is sent.
+ *
+ * The messages' bound `commit()` calls the consumer's public `commit(options, callback)`; this
+ * replaces that method on the one instance. Were a later version of the library to commit some
+ * other way, its commits would simply go one by one again.
+ */
+function coalesceCommits(consumer: { commit(options: CommitOptions, callback: (error: Error | null) => void): void }): void {
+  const commitNow = consumer.commit.bind(consumer);
+  let waiting = new Map<string, CommitOptionsPartition>();
+  let callbacks: Array<(error: Error | null) => void> = [];
+  let scheduled = false;
+  let inFlight = false;
+  const send = (): void => {
+    scheduled = false;
+    if (inFlight || callbacks.length === 0) return;
+    const offsets = [...waiting.values()];
+    const answer = callbacks;
+    waiting = new Map();
+    callbacks = [];
+    inFlight = true;
+    commitNow({ offsets }, (error) => {
+      inFlight = false;
+      for (const cb of answer) cb(error ?? null);
+      send();
+    });
+  };
+  const coalesced = (options: CommitOptions, callback?: (error: Error | null) => void): Promise<void> | void => {
+    for (const o of options.offsets) {
+      const key = `${o.topic}:${o.partition}`;
+      const before = waiting.get(key);
+      if (!before || before.offset < o.offset) waiting.set(key, o);
+    }
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(send);
+    }
+    if (callback) {
+      callbacks.push(callback);
+      return;
+    }
+    return new Promise<void>((resolve, reject) => callbacks.push((e) => (e ? reject(e) : resolve())));
+  };
+  (consumer as { commit: typeof coalesced }).commit = coalesced;
+}
 
 export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'logLevel'>, clientId: string): KafkaClient {
   const logger = createLogger('kafka', config.logLevel === 'info' ? 'warn' : config.logLevel);
@@ -181,6 +233,7 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         minBytes: options.fetchMinBytes,
         maxWaitTime: options.fetchMaxWaitMs,
       });
+      coalesceCommits(consumer);
       const assignmentListeners: Array<(a: Record<string, number[]>) => void> = [];
       const crashListeners: Array<(err: Error) => void> = [];
       let owned = new Set<string>();
@@ -247,12 +300,27 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
           q.messages.push(m);
           // Too many waiting: stop the stream (it stops fetching) until batches finish.
           if (++waiting >= MAX_WAITING) s.pause();
-          dispatch();
+          dispatchSoon();
         });
         s.on('error', (err: Error) => {
           if (s !== stream) return;
           logger.error({ err: errorMessage(err) }, 'consumer stream failed');
           if (running) for (const l of crashListeners) l(err);
+        });
+      };
+      /**
+       * The library delivers a fetch's messages one by one, in one synchronous loop: dispatching
+       * at the first would hand a partition's first record to the runner alone and the rest in a
+       * second call (two handler calls and two commits per partition per fetch). Once the loop is
+       * over, each partition's messages of the fetch go in one call.
+       */
+      let dispatchQueued = false;
+      const dispatchSoon = (): void => {
+        if (dispatchQueued) return;
+        dispatchQueued = true;
+        queueMicrotask(() => {
+          dispatchQueued = false;
+          dispatch();
         });
       };
       const dispatch = (): void => {
