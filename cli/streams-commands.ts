@@ -98,7 +98,7 @@ export function registerStreamsCommands(program: Command, config: () => EddyConf
     .option('-n, --max <n>', 'stop after n events')
     .action(async (topic: string, opts: { fromBeginning?: boolean; max?: string }) => {
       if (!(TOPIC_NAMES as string[]).includes(topic)) throw new EddyError('UNKNOWN_TOPIC', `unknown topic '${topic}'; one of: ${TOPIC_NAMES.join(', ')}`);
-      const { connectStreams } = await kafka();
+      const { connectStreams, FETCH_EACH_EVENT } = await kafka();
       const streams = await connectStreams(config(), 'eddy-cli');
       const max = opts.max ? Number(opts.max) : Infinity;
       let seen = 0;
@@ -109,7 +109,7 @@ export function registerStreamsCommands(program: Command, config: () => EddyConf
         topics: [topic as TopicName],
         fromBeginning: opts.fromBeginning ?? false,
         // Someone is watching: each event as soon as it is there.
-        fetch: { minBytes: 1 },
+        fetch: FETCH_EACH_EVENT,
         handler: {
           async handle(records) {
             for (const r of records) {

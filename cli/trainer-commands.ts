@@ -2,6 +2,7 @@ import os from 'node:os';
 import type { Command } from 'commander';
 import { untilShutdownSignal } from '../common/shutdown.ts';
 import type { EddyConfig } from '../common/config.ts';
+import type { Logger } from '../common/log.ts';
 import { EddyError, UsageError, errorMessage } from '../common/errors.ts';
 import type { ModelVersionRef } from '../models/store.ts';
 import type { Evaluation, TrainStage } from '../trainer/index.ts';
@@ -28,7 +29,7 @@ const out = (line: string) => process.stdout.write(line + '\n');
  * (pid 0: the calling one): this is the main thread, where training runs; threads started later
  * inherit it.
  */
-function lowerPriority(nice: number, logger: { info(o: object, m: string): void; warn(o: object, m: string): void }): void {
+function lowerPriority(nice: number, logger: Logger): void {
   if (nice === 0) return;
   try {
     os.setPriority(0, nice);

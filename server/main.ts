@@ -7,7 +7,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { RealtimeFeatureReader } from '../featurizer/realtime.ts';
 import { loadPredictor } from '../models/predictor.ts';
 import { FsModelStore } from '../models/store.ts';
-import { connectStreams, LogFollower, TOPIC_OF_EVENT, TopicNames, type ConsumerRunner, type Streams } from '../streams/index.ts';
+import { connectStreams, FETCH_EACH_EVENT, LogFollower, TOPIC_OF_EVENT, TopicNames, type ConsumerRunner, type Streams } from '../streams/index.ts';
 import { createApp } from './app.ts';
 import { ArtifactLoaderThread } from './artifact-loader.ts';
 import { instrumentRedis } from '../common/instrument.ts';
@@ -162,7 +162,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
       partitionsConsumedConcurrently: Math.min(config.partitions, 4),
       // Answered as soon as a request is there: a caller waits on this path (the other consumers
       // let a fetch fill for up to EDDY_KAFKA_FETCH_MAX_WAIT_MS).
-      fetch: { minBytes: 1 },
+      fetch: FETCH_EACH_EVENT,
       handler: kafkaPredictHandler(service, s, (ms) => follower.catchUpNow(ms)),
     });
     const joined = predictRunner.waitForAssignment(60_000);

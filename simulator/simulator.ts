@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import type { ModelPublished, QualityAlert, RetrainRequested } from '../schemas/events.ts';
-import type { AnyEvent, ConsumerRunner, EventRecord, Streams } from '../streams/index.ts';
+import { FETCH_EACH_EVENT, type AnyEvent, type ConsumerRunner, type EventRecord, type Streams } from '../streams/index.ts';
 import { ClientWorld, type ClientSpec, type Request, type TopicName } from './workload.ts';
 
 /**
@@ -166,7 +166,7 @@ export class Simulator {
       fromBeginning: false,
       partitionsConsumedConcurrently: 4,
       // It times what it watches (Kafka answers, models served): each event as soon as it is there.
-      fetch: { minBytes: 1 },
+      fetch: FETCH_EACH_EVENT,
       handler: { handle: (records) => this.observe(records) },
     });
     const assigned = this.watcher.waitForAssignment(60_000);

@@ -118,6 +118,13 @@ export interface ConsumerRunnerOptions {
   logger?: Logger;
 }
 
+/**
+ * The `fetch` of a consumer someone waits on (a caller, a watcher, a readiness check): the broker
+ * answers as soon as one record is there, so the configured fetch window delays nothing; the wait
+ * then only paces an idle consumer's fetches.
+ */
+export const FETCH_EACH_EVENT: Readonly<{ minBytes: number }> = Object.freeze({ minBytes: 1 });
+
 const metrics = {
   received: () => counter({
     name: 'eddy_consumer_received_total', help: 'Messages fetched by a consumer group', labelNames: ['group', 'topic'],

@@ -3,7 +3,7 @@ import type { Admin } from './client.ts';
 import { errorMessage } from '../common/errors.ts';
 import { pollUntil } from '../common/retry.ts';
 import type { Logger } from '../common/log.ts';
-import type { ConsumerRunner, EventRecord } from './consumer.ts';
+import { FETCH_EACH_EVENT, type ConsumerRunner, type EventRecord } from './consumer.ts';
 import type { Streams } from './connect.ts';
 import type { TopicName } from './topics.ts';
 
@@ -53,7 +53,7 @@ export class LogFollower {
       fromBeginning: true,
       // A followed log is small and seldom written; its events (a model published) are waited
       // for, and a fetch that waited to fill would hold back readiness by its maximum wait.
-      fetch: { minBytes: 1 },
+      fetch: FETCH_EACH_EVENT,
       handler: {
         handle: async (records) => {
           for (const r of records) this.opts.apply(r);

@@ -5,6 +5,8 @@ import { FsModelStore, type ModelVersionRef } from '../models/store.ts';
 import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { RetrainRequested } from '../schemas/events.ts';
 import type { EventHandler, EventRecord, Streams } from '../streams/index.ts';
+// The consumer module alone: importing the trainer does not load the Kafka client.
+import { FETCH_EACH_EVENT } from '../streams/consumer.ts';
 import { initBackend } from './backend.ts';
 import { latestWatermark, loadTrainingSet } from './dataset.ts';
 import { ModelLifecycle, retainedVersions } from '../models/lifecycle.ts';
@@ -167,7 +169,7 @@ export async function startTrainer(streams: Streams, config: EddyConfig, opts: {
     // A training takes seconds: hand over small slices so each commit follows its own publish.
     maxRecordsPerCall: 20,
     // Retrain requests are few and each is waited for: a fetch is answered as soon as one is there.
-    fetch: { minBytes: 1 },
+    fetch: FETCH_EACH_EVENT,
   });
   try {
     await runner.start();

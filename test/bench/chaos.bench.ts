@@ -60,7 +60,7 @@ import { createClickHouse } from '../../common/clickhouse.ts';
 import { featureKeys } from '../../common/keyspace.ts';
 import { connectRedis, SlotPipelines } from '../../common/redis.ts';
 import type { AnyEvent } from '../../streams/index.ts';
-import { EventCodec } from '../../streams/index.ts';
+import { EventCodec, FETCH_EACH_EVENT } from '../../streams/index.ts';
 import { cpuSeconds, eddyEnv, firstTime, privateKafka, privateRegistry, readLog, spawnEddy, type EddyProcess } from '../chaos-support.ts';
 import { testConfig, testStreams, waitFor } from '../helpers.ts';
 import { caughtUp, committedOffsets, freePort, privateClickHouse, privateRedis, privateRedisCluster, type PrivateServer } from '../processors-support.ts';
@@ -407,7 +407,7 @@ let report = '';
 try {
   const modelsReader = streams.consumer({
     group: 'chaos-models-reader', topics: ['models'], fromBeginning: true,
-    fetch: { minBytes: 1 }, // it times the trainers' answers: each event at once
+    fetch: FETCH_EACH_EVENT, // it times the trainers' answers: each event at once
     handler: { handle: async (records) => { for (const r of records) modelEvents.push(r.event); } },
   });
   await modelsReader.start();

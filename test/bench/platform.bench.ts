@@ -29,7 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createLogger } from '../../common/log.ts';
 import type { ModelPublished } from '../../schemas/events.ts';
-import type { AnyEvent } from '../../streams/index.ts';
+import { FETCH_EACH_EVENT, type AnyEvent } from '../../streams/index.ts';
 import { startSession } from '../../simulator/session.ts';
 import { Simulator } from '../../simulator/simulator.ts';
 import { generatedClients } from '../../simulator/workload.ts';
@@ -82,7 +82,7 @@ async function measureFreshness(session: Session, afterProbes: () => Promise<voi
   let simulator: Simulator | undefined;
   const watcher = session.streams.consumer({
     group: `${session.id}.bench-watch`, topics: ['models'], fromBeginning: false,
-    fetch: { minBytes: 1 }, // it times what it sees: each event at once
+    fetch: FETCH_EACH_EVENT, // it times what it sees: each event at once
     handler: {
       async handle(records) {
         for (const r of records) {
@@ -227,7 +227,7 @@ async function measureImport(session: Session): Promise<ImportResult> {
   const watcher = session.streams.consumer({
     group: `${session.id}.bench-import`, topics: ['models', 'retrain-requests'], fromBeginning: false,
     // It times what it sees, and a request must be read before the model that answers it: each event at once.
-    fetch: { minBytes: 1 },
+    fetch: FETCH_EACH_EVENT,
     handler: {
       async handle(records) {
         for (const r of records) {
