@@ -168,9 +168,9 @@ export function eddyEnv(config: EddyConfig, extra: Record<string, string> = {}):
 }
 
 /** Starts `eddy <args>` and resolves once its output shows `ready` (its "... running" or "listening" line). */
-export async function spawnEddy(env: NodeJS.ProcessEnv, args: string[], ready: RegExp, timeoutMs = 60_000): Promise<EddyProcess> {
+export async function spawnEddy(env: NodeJS.ProcessEnv, args: string[], ready: RegExp, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<EddyProcess> {
   const startedAt = Date.now();
-  const child = spawn(process.execPath, ['bin/eddy.mjs', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, 'bin/eddy.mjs', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });

@@ -11,7 +11,8 @@
  * features,analytics,triggers` in a process of its own, once per fetch setting in
  * BENCH_LOW_FETCH (minBytes/maxWaitMs pairs, default the configured window and 1/100, the
  * setting before the window), alternating for BENCH_LOW_ROUNDS rounds of BENCH_LOW_SECONDS:
- * CPU per 1,000 events of that process, of Kafka and of ClickHouse, and its handler calls.
+ * CPU per 1,000 events of that process, of Kafka and of ClickHouse, and its handler calls
+ * (BENCH_LOW_PROFILE=<dir>: that process writes a CPU profile there, one per round and setting).
  * Prints a markdown table; `--write` also writes docs/benchmarks/processors.md.
  */
 import fs from 'node:fs';
@@ -253,7 +254,8 @@ try {
         const child = await spawnEddy(eddyEnv(config, {
           EDDY_KAFKA_FETCH_MIN_BYTES: minBytes!, EDDY_KAFKA_FETCH_MAX_WAIT_MS: maxWaitMs ?? String(config.kafka.fetchMaxWaitMs),
           EDDY_METRICS_PORT: String(metricsPort), EDDY_LOG_LEVEL: 'warn',
-        }), ['processors', 'run', '--only', 'features,analytics,triggers'], /processors running/);
+        }), ['processors', 'run', '--only', 'features,analytics,triggers'], /processors running/, 60_000,
+        process.env.BENCH_LOW_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_LOW_PROFILE)}`] : []);
         try {
           await new Promise((r) => setTimeout(r, 3000)); // past the start-up and the first fetches
           const handlerCalls = async () => {
