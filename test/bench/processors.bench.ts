@@ -25,6 +25,7 @@ import { connectStreams, deleteTopics, type AnyEvent, type Streams, type TopicNa
 import { startProcessors, type RunningProcessors } from '../../processors/run.ts';
 import { FEATURE_TOPICS } from '../../processors/features/processor.ts';
 import { ANALYTICS_TOPICS } from '../../processors/analytics/processor.ts';
+import { TRIGGER_TOPICS } from '../../processors/triggers/processor.ts';
 import { connectRedis, deleteKeys, scanKeys } from '../../common/redis.ts';
 import { createClickHouse } from '../../common/clickhouse.ts';
 import { cpuSeconds as cpuOfPid, eddyEnv, spawnEddy } from '../chaos-support.ts';
@@ -257,7 +258,11 @@ try {
         }), ['processors', 'run', '--only', 'features,analytics,triggers'], /processors running/, 60_000,
         process.env.BENCH_LOW_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_LOW_PROFILE)}`] : []);
         try {
-          await new Promise((r) => setTimeout(r, 3000)); // past the start-up and the first fetches
+          // The trigger processor's group first reads what phases 1 and 2 wrote (its own backlog,
+          // once): the window starts when all three groups have caught up, past the first fetches.
+          const settleBy = Date.now() + 180_000;
+          while (Date.now() < settleBy && (await lag(streams, 'processors.triggers', TRIGGER_TOPICS)) > 0) await new Promise((r) => setTimeout(r, 1000));
+          await new Promise((r) => setTimeout(r, 3000));
           const handlerCalls = async () => {
             const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
             return [...text.matchAll(/^eddy_consumer_handle_seconds_count\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
