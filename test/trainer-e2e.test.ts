@@ -162,4 +162,39 @@ describe('trainer end to end', () => {
     // The waiting client has no examples: rejected, once.
     expect(answersTo(requests[1]!.eventId).map((e) => e.name)).toEqual(['ModelRejected']);
   }, 90_000);
+
+  it('answers a request once when two trainers train it at the same time (a rebalance moved the client mid-training): the second announces the first one\'s version instead of failing', async () => {
+    // Both handlers list the store before either stores (the same next version number); the
+    // second fits only once the first has stored and announced.
+    let listed = 0;
+    let bothStarted!: () => void;
+    const started = new Promise<void>((r) => (bothStarted = r));
+    let firstDone!: () => void;
+    const firstFinished = new Promise<void>((r) => (firstDone = r));
+    const trainer = (second: boolean) => new RetrainHandler(stack.streams, {
+      store, settings: good, logger: createLogger('trainer-test', 'silent'),
+      loadSet: async (id) => {
+        if (++listed === 2) bothStarted();
+        await started;
+        if (second) await firstFinished;
+        return loadTrainingSet(stack.clickhouse, config.clickhouseDatabase, id);
+      },
+    });
+    const [first, second] = [trainer(false), trainer(true)];
+    await first.init({ logger: createLogger('trainer-test', 'silent') });
+    const request: RetrainRequested = {
+      eventId: randomUUID(), clientId, occurredAt: Date.now(), reason: 'MANUAL', detail: 'two trainers', requestedBy: 'test', dataAsOf: null,
+    };
+    const batch: EventRecord[] = [{ event: { name: 'RetrainRequested', value: request }, topic: 'retrain-requests', partition: 0, offset: '0', key: clientId, timestamp: Date.now() }];
+    const results = await Promise.allSettled([first.handle(batch).finally(firstDone), second.handle(batch)]);
+    expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'answered'))).toEqual(['answered', 'answered']);
+    // One version answers the request, and every announcement for it names that version.
+    const versions = (await store.list(clientId)).filter((r) => r.retrainEventId === request.eventId).map((r) => r.modelVersion);
+    expect(versions).toHaveLength(1);
+    const ends = await stack.streams.withAdmin((admin) => admin.fetchTopicOffsets(stack.streams.topics.physical('models')));
+    const onTopic = ends.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
+    await waitFor('the models topic read to its end', () => stack.modelEvents.length >= onTopic, 30_000);
+    const announced = stack.modelEvents.filter((e): e is { name: 'ModelPublished'; value: ModelPublished } => e.name === 'ModelPublished' && e.value.retrainEventId === request.eventId);
+    expect(announced.map((e) => e.value.modelVersion)).toEqual([versions[0], versions[0]]);
+  }, 120_000);
 });

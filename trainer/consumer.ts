@@ -1,4 +1,5 @@
 import type { EddyConfig } from '../common/config.ts';
+import { EddyError, errorMessage } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { counter, histogram } from '../common/metrics.ts';
 import { FsModelStore, type ModelVersionRef } from '../models/store.ts';
@@ -80,38 +81,54 @@ export class RetrainHandler implements EventHandler {
       const e = r.event.value;
       byClient.set(e.clientId, [...(byClient.get(e.clientId) ?? []), e]);
     }
-    for (const [clientId, requests] of byClient) {
+    for (const [clientId, requests] of byClient) await this.answer(clientId, requests, ctx);
+    this.answeredInBatch.clear();
+  }
+
+  /**
+   * Answers one client's requests of the batch (the newest carries them). A rebalance can give the
+   * client's partition to another member while this one still trains it (the library rejoins the
+   * group without waiting for the batch in hand): both train, and the second to store its version
+   * finds the number taken (VERSION_EXISTS; bench:chaos, a retrain request dead-lettered). The
+   * store then tells what answers the request: the other member's version is announced again, or,
+   * when that version answered another request, this one trains the next version.
+   */
+  private async answer(clientId: string, requests: RetrainRequested[], ctx: { heartbeat(): Promise<void>; isRunning(): boolean } | undefined, attempt = 1): Promise<void> {
+    try {
       const newest = requests.at(-1)!.eventId;
       const answeredHere = this.answeredInBatch.get(newest);
-      if (answeredHere === 'rejected') continue;
+      if (answeredHere === 'rejected') return;
       const ids = new Set(requests.map((r) => r.eventId));
       const answered = (await this.deps.store.list(clientId)).filter((ref) => ref.retrainEventId !== null && ids.has(ref.retrainEventId));
       const done = answered.sort((a, b) => versionNumber(a.modelVersion) - versionNumber(b.modelVersion)).at(-1);
       if (done) {
         if (answeredHere !== done.modelVersion) {
-          this.logger.info({ clientId, version: done.modelVersion }, 'retrain already done before a restart; re-announcing');
+          this.logger.info({ clientId, version: done.modelVersion }, 'retrain already answered by a stored version (before a restart, or by another trainer); re-announcing');
           const event = republishedEvent(done);
           await this.streams.producer.send('ModelPublished', event);
           this.announced.set(clientId, event.eventId);
           this.answeredInBatch.set(newest, done.modelVersion);
         }
         // A quick first model whose model search had not run when the process stopped: run it now.
-        if (!this.searchPending(done)) continue;
+        if (!this.searchPending(done)) return;
       } else {
         const outcome = await this.train(clientId, requests, ctx);
-        if (outcome.kind !== 'published' || !outcome.searchDeferred) continue;
+        if (outcome.kind !== 'published' || !outcome.searchDeferred) return;
       }
       // The quick first model is served; the search's version answers the same request and has to
       // pass the gate against it (see fitCandidate). Not while stopping: it would hold the shutdown
       // for the search's length, and the client's next retrain searches anyway (no search recorded).
       if (ctx && !ctx.isRunning()) {
         this.logger.info({ clientId }, 'stopping: the model search of the quick first model waits for the next retrain');
-        continue;
+        return;
       }
       this.logger.info({ clientId }, 'quick first model published; running the model search for the next version');
       await this.train(clientId, requests, ctx);
+    } catch (err) {
+      if (!(err instanceof EddyError && err.code === 'VERSION_EXISTS') || attempt >= 3) throw err;
+      this.logger.warn({ clientId, err: errorMessage(err) }, 'another trainer stored this version meanwhile (the client was moved by a rebalance); answering from the store');
+      await this.answer(clientId, requests, ctx, attempt + 1);
     }
-    this.answeredInBatch.clear();
   }
 
   /** A version that answered a request as a quick first model, its search still to run. */
