@@ -27,6 +27,14 @@ async function endOffsets(s: TestStreams, topic: string): Promise<Map<number, bi
   return new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
 }
 
+/** A client id for every partition (partition → client), found by the producer's partitioner. */
+function oneClientPerPartition(s: TestStreams, prefix: string): Map<number, string> {
+  const partitionOf = (clientId: string) => compatibilityPartitioner(undefined as never, Buffer.from(clientId)) % s.config.partitions;
+  const byPartition = new Map<number, string>();
+  for (let i = 0; byPartition.size < s.config.partitions; i++) if (!byPartition.has(partitionOf(`${prefix}${i}`))) byPartition.set(partitionOf(`${prefix}${i}`), `${prefix}${i}`);
+  return byPartition;
+}
+
 /** Collects dead letters of this test's prefix. */
 function collectDeadLetters(s: TestStreams): { letters: DeadLetter[]; start(): Promise<void> } {
   const letters: DeadLetter[] = [];
@@ -168,11 +176,8 @@ describe('consumer runner: partitions in turn', () => {
   afterAll(async () => { await s.cleanup(); });
 
   it('works on one partition at a time in turn: a partition that always has records waiting does not starve the others', async () => {
-    const partitionOf = (clientId: string) => compatibilityPartitioner(undefined as never, Buffer.from(clientId)) % s.config.partitions;
     // One client per partition; the first is the busy one.
-    const byPartition = new Map<number, string>();
-    for (let i = 0; byPartition.size < s.config.partitions; i++) if (!byPartition.has(partitionOf(`c${i}`))) byPartition.set(partitionOf(`c${i}`), `c${i}`);
-    const [busy, ...others] = [...byPartition.entries()];
+    const [busy, ...others] = [...oneClientPerPartition(s, 'c').entries()];
     const handled: number[] = [];
     let fed = 0;
     const runner = s.consumer({
@@ -244,9 +249,7 @@ describe('consumer runner: commits', () => {
   afterAll(async () => { await s.cleanup(); });
 
   it("hands a fetch's records of a partition over in one call, and commits the calls of several partitions in one request", async () => {
-    const partitionOf = (clientId: string) => compatibilityPartitioner(undefined as never, Buffer.from(clientId)) % s.config.partitions;
-    const clients = new Map<number, string>();
-    for (let i = 0; clients.size < s.config.partitions; i++) if (!clients.has(partitionOf(`k${i}`))) clients.set(partitionOf(`k${i}`), `k${i}`);
+    const clients = oneClientPerPartition(s, 'k');
     // Three records on every partition, all there before the consumer's first fetch.
     await s.producer.sendAll([...clients.values()].flatMap((c) => [1, 2, 3].map((n) => ({ name: 'LabeledExample' as const, value: example(c, `${c} ${n}`) }))));
     const calls: Array<{ partition: number; records: number }> = [];
