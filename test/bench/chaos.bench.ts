@@ -45,7 +45,7 @@
  *
  * CPU per unit of work (from /proc) is given for the steady window before the first fault
  * (BENCH_REFERENCE_MS, the reference) and for the whole run, so the cost of the work done again after crashes shows as a ratio.
- * BENCH_CHILD_LOG_DIR=<dir> keeps each running child's output there (BENCH_CHILD_LOG_LEVEL, default warn).
+ * BENCH_CHILD_LOG_DIR=<dir> keeps each child's output there, the killed ones' too (BENCH_CHILD_LOG_LEVEL, default warn).
  * Prints progress lines on stderr and a markdown report on stdout; `--write` also writes
  * docs/benchmarks/chaos.md. The whole run takes about 8–10 minutes on the 2-core machine.
  */
@@ -332,10 +332,14 @@ const everyChild = () => Object.entries(children).flatMap(([name, list]) => list
 /** CPU seconds of each child process that has exited (read just before each kill), by component. */
 const cpuSpent: Record<string, number> = { processors: 0, trainer: 0, server: 0 };
 const cpuOf = (name: Component) => cpuSpent[name]! + children[name].reduce((a, c) => a + cpuSeconds(c?.child.pid), 0);
+/** The output of each killed child, kept for BENCH_CHILD_LOG_DIR (the death a run is about is in it). */
+const killedOutput: Array<{ name: string; output: string }> = [];
 async function kill(name: Component, i = 0): Promise<number> {
   cpuSpent[name]! += cpuSeconds(children[name][i]?.child.pid);
   const at = Date.now();
-  await children[name][i]?.kill9();
+  const child = children[name][i];
+  await child?.kill9();
+  if (child) killedOutput.push({ name: REPLICAS > 1 ? `${name}-${i}` : name, output: child.output() });
   return at;
 }
 const startProcessors = async (i = 0) => (children.processors[i] = await spawnEddy(envOf('processors', i), PROCESSORS, /processors running/, GIVE_UP_MS));
@@ -609,11 +613,13 @@ try {
       (await caughtUp(streams, 'processors.features', ['examples'])) && (await caughtUp(streams, 'processors.analytics', ['predictions'])), DRAIN_MS, 500);
     drainNote = `**did not catch up within ${DRAIN_MS / 1000} s** after the load stopped (stalled: see the fault table); after a restart by hand: ${Number.isFinite(again) ? `caught up in ${secs(again - restartAt)}` : `still not caught up after ${DRAIN_MS / 1000} s`}`;
   }
-  // BENCH_CHILD_LOG_DIR=<dir>: each running child's whole output (with BENCH_CHILD_LOG_LEVEL=info, its start-up in detail).
+  // BENCH_CHILD_LOG_DIR=<dir>: each child's whole output, the killed ones' too (`<name>.killed-<n>.log`;
+  // with BENCH_CHILD_LOG_LEVEL=info, their start-up in detail).
   const logDir = process.env.BENCH_CHILD_LOG_DIR;
   if (logDir) {
     fs.mkdirSync(logDir, { recursive: true });
     for (const { name, child } of everyChild()) fs.writeFileSync(path.join(logDir, `${name}.log`), child?.output() ?? '');
+    killedOutput.forEach(({ name, output }, n) => fs.writeFileSync(path.join(logDir, `${name}.killed-${n + 1}.log`), output));
   }
   // The server's publisher flushes every 50 ms; its ClickHouse rows come through the analytics group.
   await sleep(2000);
