@@ -3,7 +3,9 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import { MONITOR_TOPICS } from '../processors/monitor/processor.ts';
+import { MONITOR_TOPICS, MonitorProcessor, monitorOptions } from '../processors/monitor/processor.ts';
+import { createLogger } from '../common/log.ts';
+import type { EventRecord } from '../streams/consumer.ts';
 import { monitorKeys } from '../common/keyspace.ts';
 import { metricsRegistry } from '../common/metrics.ts';
 import type { AnyEvent } from '../streams/codec.ts';
@@ -112,5 +114,61 @@ describe('automatic rollback', () => {
     expect(decision.accuracy).toBeGreaterThan(0.8);
     expect(decision.accuracy).toBeLessThan(0.9);
     expect(rollbacks(c)).toEqual([]);
+  });
+});
+
+/**
+ * The monitor's handler on the test's Redis, driven call by call as the runner would call it for
+ * one partition at a time (so the order of the topics is the test's); what it emits is collected.
+ */
+async function directMonitor(): Promise<{ handle(events: AnyEvent[]): Promise<void>; emitted: AnyEvent[] }> {
+  const processor = new MonitorProcessor(redis, monitorOptions(config));
+  const emitted: AnyEvent[] = [];
+  const logger = createLogger('test', 'silent');
+  await processor.init({ logger, emit: async (events) => { emitted.push(...events); }, schedule: () => undefined, endOffsets: async () => new Map() });
+  const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger };
+  return {
+    emitted,
+    handle: (events) => processor.handle(events.map((event, i): EventRecord => ({
+      event, topic: event.name === 'PredictionMade' ? 'predictions' : event.name === 'PredictionFeedback' ? 'feedback' : 'models',
+      partition: 0, offset: String(i), key: (event.value as { clientId: string }).clientId, timestamp: Date.now(),
+    })), ctx),
+  };
+}
+
+describe('automatic rollback, whatever the order of the topics', () => {
+  const truth = (i: number) => labels[i % 3]!;
+  const v1Judged = (c: string) => judged(c, 'v1', now - 2 * DAY, 60, (i) => (i % 10 === 9 ? labels[(i + 1) % 3]! : truth(i)), truth);
+  // 60 % right against v1's 90 %: a rollback.
+  const v2Judged = (c: string, from: number, n: number) => judged(c, 'v2', now - DAY + from, n, (i) => (i % 5 >= 3 ? labels[(i + 1) % 3]! : truth(i)), truth);
+
+  it("decides on a fresh version whose feedback was handled before its ModelPublished (another topic's call)", async () => {
+    const c = 'feedback-first-co';
+    const m = await directMonitor();
+    await m.handle([published(c, 'v1', null, now - 3 * DAY)]);
+    await m.handle(v1Judged(c));
+    await m.handle(v2Judged(c, 1000, 60));
+    expect(await redis.hget(monitorKeys.summary(config.redisPrefix, c), 'fresh_decision')).toBeNull();
+    await m.handle([published(c, 'v2', 'v1', now - DAY)]);
+    const decision = JSON.parse((await redis.hget(monitorKeys.summary(config.redisPrefix, c), 'fresh_decision')) ?? 'null') as { rolledBack: boolean } | null;
+    expect(decision?.rolledBack).toBe(true);
+    expect(m.emitted.filter((e) => e.name === 'ModelRolledBack')).toHaveLength(1);
+  });
+
+  it('takes the decision once when several calls evaluate the client at the same time', async () => {
+    const clients = ['two-calls-a', 'two-calls-b', 'two-calls-c'];
+    const m = await directMonitor();
+    for (const c of clients) {
+      await m.handle([published(c, 'v1', null, now - 3 * DAY)]);
+      await m.handle(v1Judged(c));
+      await m.handle(v2Judged(c, 1000, 60));
+    }
+    // Per client, the publish (models topic) and more feedback (two more calls) handled at once.
+    await Promise.all(clients.flatMap((c) => [m.handle([published(c, 'v2', 'v1', now - DAY)]), m.handle(v2Judged(c, 5000, 10)), m.handle(v2Judged(c, 6000, 10))]));
+    for (const c of clients) {
+      const of = (e: AnyEvent) => (e.value as { clientId: string }).clientId === c;
+      expect(m.emitted.filter((e) => of(e) && e.name === 'ModelRolledBack'), c).toHaveLength(1);
+      expect(m.emitted.filter((e) => of(e) && e.name === 'QualityAlert' && e.value.kind === 'MODEL_REGRESSION'), c).toHaveLength(1);
+    }
   });
 });

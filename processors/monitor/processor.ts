@@ -76,6 +76,14 @@ export class MonitorProcessor implements EventHandler {
   };
 
   private readonly segmentRules: SegmentRules;
+  /**
+   * The evaluation of each client in progress: the calls of several partitions run at once (its
+   * predictions, its feedback, its lifecycle events are on different topics), and two evaluations
+   * of one client at once would both take a decision that is to be taken once (a rollback, an
+   * alert episode). One member owns a client's partitions of every topic (co-partitioned), so
+   * one at a time in this process is one at a time.
+   */
+  private readonly evaluating = new Map<string, Promise<void>>();
 
   constructor(redis: RedisClient, private readonly opts: MonitorOptions) {
     this.redis = withMonitorScripts(redis);
@@ -140,7 +148,16 @@ export class MonitorProcessor implements EventHandler {
         pending.push({ clientId, at: e.occurredAt, eventId: e.eventId, kind: 'feedback' });
       } else {
         await flush();
-        await this.applyLifecycle(ev, logger);
+        // A version that became live is judged against its predecessor at each evaluation of its
+        // client. Its feedback may have been handled before this event (another topic, another
+        // call), and nothing would evaluate the client until the next judgement: evaluate now too.
+        if (await this.applyLifecycle(ev, logger)) {
+          let days = judged.get(clientId);
+          if (!days) judged.set(clientId, (days = new Map()));
+          const at = (ev.value as { occurredAt: number }).occurredAt;
+          const prev = days.get(dayOf(at));
+          if (!prev || at >= prev.at) days.set(dayOf(at), { at, eventId: (ev.value as { eventId: string }).eventId });
+        }
       }
     }
     await flush();
@@ -158,12 +175,15 @@ export class MonitorProcessor implements EventHandler {
     // order: replaying a week of history yields the same daily trend and alerts as living it.
     // Clients are independent: a few at a time keeps Redis round trips overlapping.
     const work = [...judged].map(([clientId, days]) => () =>
-      this.evaluateClient(clientId, [...days.values()].sort((a, b) => a.at - b.at).slice(-MAX_EVALUATIONS_PER_CALL), logger));
+      this.evaluateInTurn(clientId, [...days.values()].sort((a, b) => a.at - b.at).slice(-MAX_EVALUATIONS_PER_CALL), logger));
     for (let i = 0; i < work.length; i += EVALUATION_CONCURRENCY) await Promise.all(work.slice(i, i + EVALUATION_CONCURRENCY).map((f) => f()));
   }
 
-  /** Lifecycle events: summary fields, history lists, metrics. Applied once per eventId. */
-  private async applyLifecycle(ev: AnyEvent, logger: Logger): Promise<void> {
+  /**
+   * Lifecycle events: summary fields, history lists, metrics. Applied once per eventId. True when
+   * the event put a fresh version under live evaluation (auto-rollback on).
+   */
+  private async applyLifecycle(ev: AnyEvent, logger: Logger): Promise<boolean> {
     const p = this.opts.keyPrefix;
     const v = ev.value as { clientId: string; eventId: string; occurredAt: number };
     const clientId = v.clientId;
@@ -256,7 +276,7 @@ export class MonitorProcessor implements EventHandler {
         break;
       }
       default:
-        return;
+        return false;
     }
     if (ev.name.startsWith('Model')) after.push(() => m.modelEvents().inc({ event: ev.name }));
     const entry: LifecycleEntry = { id: v.eventId, clientId, type: ev.name, at: v.occurredAt, version, title };
@@ -270,11 +290,24 @@ export class MonitorProcessor implements EventHandler {
     } catch (err) {
       throw wrap(err, 'applying a lifecycle event');
     }
-    if (applied !== 1) return;
+    if (applied !== 1) return false;
     for (const f of after) f();
     const recent = this.redis.pipeline().lpush(monitorKeys.recent(p), json).ltrim(monitorKeys.recent(p), 0, RECENT_EVENTS - 1);
     await execPipeline(recent, 'recording recent lifecycle events');
     logger.debug({ clientId, event: ev.name, title }, 'lifecycle event');
+    return this.opts.autoRollback && typeof fields.fresh === 'string' && fields.fresh !== '';
+  }
+
+  /** evaluateClient, after any evaluation of the same client in progress (a failed one does not stop the next). */
+  private evaluateInTurn(clientId: string, points: Array<{ at: number; eventId: string }>, logger: Logger): Promise<void> {
+    const before = this.evaluating.get(clientId);
+    const mine = (before ? before.catch(() => undefined) : Promise.resolve()).then(() => this.evaluateClient(clientId, points, logger));
+    this.evaluating.set(clientId, mine);
+    const forget = () => {
+      if (this.evaluating.get(clientId) === mine) this.evaluating.delete(clientId);
+    };
+    mine.then(forget, forget);
+    return mine;
   }
 
   /**
