@@ -181,7 +181,8 @@ export class MonitorProcessor implements EventHandler {
 
   /**
    * Lifecycle events: summary fields, history lists, metrics. Applied once per eventId. True when
-   * the event put a fresh version under live evaluation (auto-rollback on).
+   * the event put a fresh version under live evaluation (auto-rollback on) of a client with
+   * judgements.
    */
   private async applyLifecycle(ev: AnyEvent, logger: Logger): Promise<boolean> {
     const p = this.opts.keyPrefix;
@@ -192,7 +193,7 @@ export class MonitorProcessor implements EventHandler {
     let version: string | null = null;
     const m = monitorMetrics;
     const after: Array<() => void> = [];
-    const summary = await this.redis.hmget(monitorKeys.summary(p, clientId), 'lifecycle', 'last_retrain_id', 'last_retrain_at', 'last_retrain_reason')
+    const summary = await this.redis.hmget(monitorKeys.summary(p, clientId), 'lifecycle', 'last_retrain_id', 'last_retrain_at', 'last_retrain_reason', 'judged')
       .catch((err: unknown) => { throw wrap(err, 'reading monitor summary'); });
     // Which version is live comes from the one lifecycle fold (models/lifecycle.ts), applied to
     // this client's state kept in the summary: the same decision the servers and trainers reach.
@@ -295,7 +296,8 @@ export class MonitorProcessor implements EventHandler {
     const recent = this.redis.pipeline().lpush(monitorKeys.recent(p), json).ltrim(monitorKeys.recent(p), 0, RECENT_EVENTS - 1);
     await execPipeline(recent, 'recording recent lifecycle events');
     logger.debug({ clientId, event: ev.name, title }, 'lifecycle event');
-    return this.opts.autoRollback && typeof fields.fresh === 'string' && fields.fresh !== '';
+    // Only a client with judgements has anything to evaluate (one without keeps an empty trend).
+    return this.opts.autoRollback && typeof fields.fresh === 'string' && fields.fresh !== '' && Number(summary[4] ?? 0) > 0;
   }
 
   /** evaluateClient, after any evaluation of the same client in progress (a failed one does not stop the next). */
