@@ -36,8 +36,10 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
   it('never throws: a slow Redis or a dead one gives defaults within the timeout', async () => {
     const blocker = new Redis(server.url);
     blocker.on('error', () => undefined);
-    // A script that spins for 500 ms blocks Redis (DEBUG SLEEP is disabled by default in Redis 7).
-    const spin = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] repeat s = redis.call('TIME') until s[1] * 1000000 + s[2] - t0 > 500000 return 1";
+    // A script that spins for 2 s blocks Redis (DEBUG SLEEP is disabled by default in Redis 7).
+    // Long enough that the read below still meets a blocked Redis when a loaded machine sees the
+    // block late (with 500 ms, a fresh-clone CI once saw the spin over before the read was sent).
+    const spin = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] repeat s = redis.call('TIME') until s[1] * 1000000 + s[2] - t0 > 2000000 return 1";
     const sleeping = blocker.eval(spin, 0).catch(() => undefined);
     // Redis is blocked once a PING from a third connection gets no answer in 20 ms (no fixed sleep).
     const probe = new Redis(server.url);
