@@ -486,10 +486,10 @@ export class Simulator {
           client.alerts.push(e.value);
           // The story's alert is the drifted client's first one after the drift; other alerts
           // (a team change, the baseline's skew before the first model) are counted, not the story.
-          if (this.hasStep('DRIFT', client.world.clientId) && !this.hasStep('ALERT', client.world.clientId)) {
+          const drift = this.hasStep('DRIFT', client.world.clientId);
+          if (drift && !this.hasStep('ALERT', client.world.clientId)) {
             this.step('ALERT', client.world.clientId, describeAlert(e.value));
             // The alert and the retrain it causes are on two topics: the retrain may be read first.
-            const drift = this.hasStep('DRIFT', client.world.clientId)!;
             const early = client.retrains.find((r) => r.reason === 'QUALITY_DROP' && r.occurredAt >= drift.at);
             if (early && !this.hasStep('RETRAIN_AFTER_ALERT', client.world.clientId)) {
               this.step('RETRAIN_AFTER_ALERT', client.world.clientId, `retrain requested (${early.reason}): ${early.detail}`);

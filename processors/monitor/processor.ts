@@ -103,6 +103,13 @@ export class MonitorProcessor implements EventHandler {
     const touched = new Map<string, number>();
     // One pipeline on a single Redis; one per client on a cluster (a call spans many clients).
     let pipeline = new SlotPipelines<MonitorPipeline>(this.redis);
+    /** Keeps the latest evaluation point of the client's day. */
+    const evaluateAt = (clientId: string, at: number, eventId: string) => {
+      let days = judged.get(clientId);
+      if (!days) judged.set(clientId, (days = new Map()));
+      const prev = days.get(dayOf(at));
+      if (!prev || at >= prev.at) days.set(dayOf(at), { at, eventId });
+    };
     let pending: Array<{ clientId: string; at: number; eventId: string; kind: 'prediction' | 'feedback' }> = [];
     const flush = async () => {
       if (pending.length === 0) return;
@@ -111,10 +118,7 @@ export class MonitorProcessor implements EventHandler {
         const r = Number(results[i]);
         if (r === 2) {
           monitorMetrics.judged().inc();
-          let days = judged.get(x.clientId);
-          if (!days) judged.set(x.clientId, (days = new Map()));
-          const prev = days.get(dayOf(x.at));
-          if (!prev || x.at >= prev.at) days.set(dayOf(x.at), { at: x.at, eventId: x.eventId });
+          evaluateAt(x.clientId, x.at, x.eventId);
         } else if (r === 1 && x.kind === 'feedback') monitorMetrics.waiting().inc();
         else if (r === 3) monitorMetrics.rejudged().inc();
       });
@@ -152,11 +156,8 @@ export class MonitorProcessor implements EventHandler {
         // client. Its feedback may have been handled before this event (another topic, another
         // call), and nothing would evaluate the client until the next judgement: evaluate now too.
         if (await this.applyLifecycle(ev, logger)) {
-          let days = judged.get(clientId);
-          if (!days) judged.set(clientId, (days = new Map()));
-          const at = (ev.value as { occurredAt: number }).occurredAt;
-          const prev = days.get(dayOf(at));
-          if (!prev || at >= prev.at) days.set(dayOf(at), { at, eventId: (ev.value as { eventId: string }).eventId });
+          const v = ev.value as { occurredAt: number; eventId: string };
+          evaluateAt(clientId, v.occurredAt, v.eventId);
         }
       }
     }
@@ -303,13 +304,13 @@ export class MonitorProcessor implements EventHandler {
   /** evaluateClient, after any evaluation of the same client in progress (a failed one does not stop the next). */
   private evaluateInTurn(clientId: string, points: Array<{ at: number; eventId: string }>, logger: Logger): Promise<void> {
     const before = this.evaluating.get(clientId);
-    const mine = (before ? before.catch(() => undefined) : Promise.resolve()).then(() => this.evaluateClient(clientId, points, logger));
-    this.evaluating.set(clientId, mine);
+    const queued = (before ? before.catch(() => undefined) : Promise.resolve()).then(() => this.evaluateClient(clientId, points, logger));
+    this.evaluating.set(clientId, queued);
     const forget = () => {
-      if (this.evaluating.get(clientId) === mine) this.evaluating.delete(clientId);
+      if (this.evaluating.get(clientId) === queued) this.evaluating.delete(clientId);
     };
-    mine.then(forget, forget);
-    return mine;
+    queued.then(forget, forget);
+    return queued;
   }
 
   /**
