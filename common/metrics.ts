@@ -87,6 +87,97 @@ export class HotCounter<L extends string> {
   }
 }
 
+/** One exported sample of a {@link HotHistogram}. */
+interface HistogramValue {
+  metricName: string;
+  labels: Record<string, string | number>;
+  value: number;
+}
+
+/** One label set of a {@link HotHistogram}: observe on the hot path. */
+export interface HistogramCell {
+  observe(value: number): void;
+}
+
+class HistogramSeries implements HistogramCell {
+  /** Observations per bucket (not cumulative), the last one for +Inf. */
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(readonly labels: Record<string, string | number>, private readonly bounds: readonly number[]) {
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(value: number): void {
+    const b = this.bounds;
+    let i = 0;
+    while (i < b.length && value > b[i]!) i++;
+    this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+  }
+}
+
+/**
+ * A histogram for the request path, exported like prom-client's (`_bucket{le}` cumulative,
+ * `_sum`, `_count`; registered in {@link metricsRegistry}, read with `get()`). prom-client's
+ * `observe` validates the labels, hashes them into a key and finds the bucket by a number-keyed
+ * property on every call, ~1–2 µs per request for the server's two latency histograms
+ * (docs/benchmarks/server.md); here a caller looks up the cell of its label set once and an
+ * observation is a bucket scan and three additions. Created once per name, like {@link metric}.
+ */
+export class HotHistogram<L extends string> {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly name: string;
+  readonly help: string;
+  private readonly bounds: readonly number[];
+  private readonly series = new Map<string, HistogramSeries>();
+
+  private constructor(config: { name: string; help: string; labelNames?: readonly L[]; buckets: readonly number[] }) {
+    this.name = config.name;
+    this.help = config.help;
+    this.bounds = [...config.buckets].sort((a, b) => a - b);
+  }
+
+  static of<L extends string>(config: { name: string; help: string; labelNames?: readonly L[]; buckets: readonly number[] }): HotHistogram<L> {
+    return metric(config.name, () => new HotHistogram<L>(config) as unknown as client.Metric) as unknown as HotHistogram<L>;
+  }
+
+  /** The cell of one label set: look it up once and keep it (the lookup builds a key). */
+  cell(labels: Partial<Record<L, string | number>> = {}): HistogramCell {
+    const key = JSON.stringify(labels);
+    let s = this.series.get(key);
+    if (!s) this.series.set(key, (s = new HistogramSeries(labels as Record<string, string | number>, this.bounds)));
+    return s;
+  }
+
+  /** What prom-client's Registry reads (the shape of a prom-client Histogram's `get()`). */
+  async get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: HistogramValue[] }> {
+    const values: HistogramValue[] = [];
+    for (const s of this.series.values()) {
+      let cumulative = 0;
+      for (let i = 0; i < this.bounds.length; i++) {
+        cumulative += s.counts[i]!;
+        values.push({ metricName: `${this.name}_bucket`, labels: { le: this.bounds[i]!, ...s.labels }, value: cumulative });
+      }
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf', ...s.labels }, value: s.count });
+      values.push({ metricName: `${this.name}_sum`, labels: { ...s.labels }, value: s.sum });
+      values.push({ metricName: `${this.name}_count`, labels: { ...s.labels }, value: s.count });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  reset(): void {
+    for (const s of this.series.values()) {
+      s.counts.fill(0);
+      s.sum = 0;
+      s.count = 0;
+    }
+  }
+}
+
 /** Something that samples on its own schedule while the endpoint is up (the consumer-lag collector). */
 export interface MetricsSampler {
   start(): void;

@@ -2,7 +2,7 @@ import { AjvCompiler } from '@fastify/ajv-compiler';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { compiledOnFirstCall, type Compiled } from '../common/compile-on-first-call.ts';
-import type { CounterCell } from '../common/metrics.ts';
+import type { CounterCell, HistogramCell } from '../common/metrics.ts';
 import { hotMetrics, serverMetrics } from './metrics.ts';
 import { errorSchema, MAX_PARAM_LENGTH, sendError, toErrorReply } from './http/plumbing.ts';
 import { serverRoutes, type AppDeps } from './http/routes.ts';
@@ -49,11 +49,11 @@ export function createApp(deps: AppDeps): FastifyInstance {
   const requests = hotMetrics.requests();
   const latency = serverMetrics.requestSeconds();
   // Per-route series are looked up once (label objects are hashed into keys on every lookup).
-  const byRoute = new Map<string, { latency: ReturnType<typeof latency.labels>; status: Map<number, CounterCell> }>();
+  const byRoute = new Map<string, { latency: HistogramCell; status: Map<number, CounterCell> }>();
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     let series = byRoute.get(route);
-    if (!series) byRoute.set(route, (series = { latency: latency.labels(route), status: new Map() }));
+    if (!series) byRoute.set(route, (series = { latency: latency.cell({ route }), status: new Map() }));
     let count = series.status.get(reply.statusCode);
     if (!count) series.status.set(reply.statusCode, (count = requests.cell({ route, status: String(reply.statusCode) })));
     count.n++;

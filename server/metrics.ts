@@ -1,4 +1,4 @@
-import { counter, gauge, histogram, HotCounter } from '../common/metrics.ts';
+import { counter, gauge, histogram, HotCounter, HotHistogram } from '../common/metrics.ts';
 
 /**
  * The counters every request touches, as HotCounters (common/metrics.ts): a caller looks up the
@@ -16,7 +16,7 @@ export const hotMetrics = {
 /** Every metric the prediction server exports on /metrics (shared registry, created once). */
 export const serverMetrics = {
   requests: () => hotMetrics.requests().counter,
-  requestSeconds: () => histogram({
+  requestSeconds: () => HotHistogram.of({
     name: 'eddy_server_request_seconds', help: 'HTTP request latency by route', labelNames: ['route'],
     buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
   }),
@@ -24,7 +24,7 @@ export const serverMetrics = {
     name: 'eddy_server_errors_total', help: 'Error responses by stable error code', labelNames: ['code'],
   }),
   predictions: () => hotMetrics.predictions().counter,
-  predictSeconds: () => histogram({
+  predictSeconds: () => HotHistogram.of({
     name: 'eddy_server_predict_seconds', help: 'Time to answer one prediction inside the server (features + model)', labelNames: ['channel'],
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
   }),
