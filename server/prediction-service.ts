@@ -119,7 +119,7 @@ function variantCells(channel: Channel): Record<Variant | 'SHADOW', CounterCell>
 export class PredictionService {
   private readonly predicted = { HTTP: variantCells('HTTP'), KAFKA: variantCells('KAFKA') };
   private readonly defaulted = hotMetrics.featuresDefaulted().cell();
-  private readonly predictSeconds = { HTTP: serverMetrics.predictSeconds().labels('HTTP'), KAFKA: serverMetrics.predictSeconds().labels('KAFKA') };
+  private readonly predictSeconds = { HTTP: serverMetrics.predictSeconds().cell({ channel: 'HTTP' }), KAFKA: serverMetrics.predictSeconds().cell({ channel: 'KAFKA' }) };
 
   constructor(
     private readonly registry: ModelRegistry,
@@ -152,8 +152,39 @@ export class PredictionService {
     return false;
   }
 
+  /**
+   * One request. The common case, the version it is routed to already loaded, takes a path of its
+   * own: the model is borrowed synchronously and the features are the only wait (predictMany's
+   * per-item arrays, version map and borrow promise cost a single prediction ~2 KB and two
+   * promise hops; docs/benchmarks/server.md). Anything else goes through predictMany.
+   */
   async predict(req: PredictRequest, channel: Channel): Promise<{ result: PredictResult; events: PredictionMade[] }> {
-    return (await this.predictMany(req.clientId, [req], channel))[0]!;
+    const started = performance.now();
+    const { clientId } = req;
+    const c = this.registry.get(clientId);
+    if (c?.live !== undefined) {
+      const requestId = req.requestId ?? randomId();
+      const canary = this.canaryFor(c, req, requestId);
+      const wanted = canary ?? c.live;
+      const hot = this.manager.failure(clientId, wanted) ? undefined : this.manager.borrowLoaded(clientId, wanted);
+      if (hot) {
+        try {
+          const f = await this.readFeatures(clientId, req.metadata);
+          return this.answer(clientId, c, req, requestId, hot, canary, f, undefined, channel, started);
+        } finally {
+          hot.release();
+        }
+      }
+    }
+    // Not loaded, failed to load, or no model yet: the general path.
+    return (await this.predictMany(clientId, [req], channel, started))[0]!;
+  }
+
+  /** The canary version a request goes to (stable per requester), or undefined for the live one. */
+  private canaryFor(c: ClientModels, req: PredictRequest, requestId: string): string | undefined {
+    if (!c.canary) return undefined;
+    const requester = req.metadata[this.config.canaryKey] || requestId;
+    return stableShare(`${c.clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
   }
 
   /**
@@ -162,8 +193,7 @@ export class PredictionService {
    * together (one Redis round trip: featurizer/realtime.ts RealtimeFeatureReader), then each
    * request is scored synchronously. Throws for the whole call (CLIENT_UNKNOWN) before any work.
    */
-  async predictMany(clientId: string, reqs: readonly PredictRequest[], channel: Channel): Promise<Array<{ result: PredictResult; events: PredictionMade[] }>> {
-    const started = performance.now();
+  async predictMany(clientId: string, reqs: readonly PredictRequest[], channel: Channel, started = performance.now()): Promise<Array<{ result: PredictResult; events: PredictionMade[] }>> {
     if (!this.isKnown(clientId)) {
       throw apiError('CLIENT_UNKNOWN', `client '${clientId}' has no model and no label definitions`);
     }
@@ -181,9 +211,7 @@ export class PredictionService {
         for (let i = 0; i < n; i++) {
           const req = reqs[i]!;
           const requestId = (requestIds[i] = req.requestId ?? randomId());
-          const requester = req.metadata[this.config.canaryKey] || requestId;
-          const canary = c.canary && stableShare(`${clientId}|${c.canary.version}|${requester}`) < c.canary.share ? c.canary.version : undefined;
-          canaries[i] = canary;
+          const canary = (canaries[i] = this.canaryFor(c, req, requestId));
           const wanted = (wantedOf[i] = canary ?? c.live);
           if (!byVersion.has(wanted)) byVersion.set(wanted, this.borrowServing(c, wanted, canary !== undefined));
         }
