@@ -72,14 +72,13 @@ export function featuresFromState(
 /** The features of one entity (`field`) from its raw state, as of `nowMs`. */
 function entityFeatures(field: string, state: Record<string, string>, nowMs: number): RealtimeFeatures {
   const features: RealtimeFeatures = {};
+  // Two passes over the state (the total first) instead of a list of (label, count) pairs: no
+  // allocation per label on the server's request path.
   let total = 0;
-  const counts: Array<[string, number]> = [];
   for (const name in state) {
     if (name === DECAY_TIME_FIELD) continue;
     const c = Number(state[name]);
-    if (!Number.isFinite(c) || c <= 0) continue;
-    counts.push([name, c]);
-    total += c;
+    if (Number.isFinite(c) && c > 0) total += c;
   }
   if (total <= 0) return features;
   // Counts are stored as decayed to the reference time `_t` (events after `_t` weigh > 1), so
@@ -87,10 +86,43 @@ function entityFeatures(field: string, state: Record<string, string>, nowMs: num
   // brought to `nowMs` (exact also for nowMs < _t).
   const at = Number(state[DECAY_TIME_FIELD] ?? nowMs);
   const decay = Math.pow(2, -(nowMs - at) / REALTIME_HALF_LIFE_MS);
-  features[`${field}.log_count`] = round(Math.log1p(total * decay));
-  for (const [label, c] of counts) features[`${field}.share:${label}`] = round(c / total);
+  const names = namesOf(field);
+  features[names.logCount] = round(Math.log1p(total * decay));
+  for (const name in state) {
+    if (name === DECAY_TIME_FIELD) continue;
+    const c = Number(state[name]);
+    if (Number.isFinite(c) && c > 0) features[names.share(name)] = round(c / total);
+  }
   return features;
 }
+
+/**
+ * The feature names of one entity field, each built once: the server names ~20 features per
+ * prediction, and a name built per request is a string to allocate and hash into the features
+ * object's keys every time. Bounded: labels are per client, so the set of names is cleared when
+ * it grows past what a server's clients would need.
+ */
+function namesOf(field: string): { logCount: string; share(label: string): string } {
+  let names = fieldNames.get(field);
+  if (!names) {
+    const shares = new Map<string, string>();
+    names = {
+      logCount: `${field}.log_count`,
+      share(label) {
+        let name = shares.get(label);
+        if (name === undefined) {
+          if (shares.size >= MAX_CACHED_NAMES) shares.clear();
+          shares.set(label, (name = `${field}.share:${label}`));
+        }
+        return name;
+      },
+    };
+    fieldNames.set(field, names);
+  }
+  return names;
+}
+const fieldNames = new Map<string, { logCount: string; share(label: string): string }>();
+const MAX_CACHED_NAMES = 50_000;
 
 /** Rounded so that values survive JSON and ClickHouse round trips bit for bit. */
 function round(x: number): number {
