@@ -23,5 +23,9 @@ describe('ids', () => {
     expect(derivedId('a:made')).toBe(derivedId('a:made'));
     expect(derivedId('a:made')).not.toBe(derivedId('b:made'));
     expect(derivedId('a:made')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    // The ids are part of the contract (events already sent were keyed by them): pinned values
+    // of sha256 rendered as above, whichever hashing call computes them.
+    expect(derivedId('eddy:predict:c1:r1:made')).toBe('89bbee60-5d89-50a8-af29-894da9fb75f4');
+    expect(derivedId('')).toBe('e3b0c442-98fc-5c14-9afb-f4c8996fb924');
   });
 });
