@@ -150,22 +150,71 @@ const READ_STATES_LUA = "local out = {} for i = 1, #KEYS do out[i] = redis.call(
 const READ_STATES = 'eddyReadEntityStates';
 
 interface PendingRead {
-  /** Indexes into the flush's key list, one per entity (in entitiesOf order). */
-  keys: number[];
+  /** This read's entities: `Flush.readEntities[start, start + count)` (REALTIME_ENTITY_FIELDS order). */
+  start: number;
+  count: number;
   resolve: (r: { features: RealtimeFeatures; defaulted: boolean }) => void;
   settled: boolean;
 }
 
-/** One event-loop turn's reads: keys deduplicated, in groups of one command each (one group, or one per client on a cluster). */
-interface Flush {
-  keys: string[];
-  /** The entity field of each key. */
-  fields: string[];
-  /** Client -> per entity field (REALTIME_ENTITY_FIELDS order): value -> key index. A repeated entity builds no key string. */
-  keyIndex: Map<string, Array<Map<string, number>>>;
-  groups: Map<string, number[]>;
-  reads: PendingRead[];
+/** An entity named in a turn: its Redis key, client, field (index in REALTIME_ENTITY_FIELDS) and value. */
+interface Entity {
+  key: string;
+  clientId: string;
+  fi: number;
+  value: string;
 }
+
+/**
+ * One event-loop turn's reads and the entities they name, without repeats. A turn usually holds
+ * one or two requests: repeats are found by a scan while there are few entities, by a map beyond
+ * that (a batch's items), so the common turn allocates three arrays and no map.
+ */
+class Flush {
+  readonly entities: Entity[] = [];
+  /** The entities of every read, concatenated (see PendingRead). */
+  readonly readEntities: number[] = [];
+  readonly reads: PendingRead[] = [];
+  /** `client \0 field index \0 value` -> entity, once there are more than SCAN_ENTITIES. */
+  private index: Map<string, number> | undefined;
+
+  /** The entity's index, or -1 when this turn has not named it yet. */
+  find(clientId: string, fi: number, value: string): number {
+    const n = this.entities.length;
+    if (n <= SCAN_ENTITIES) {
+      for (let i = 0; i < n; i++) {
+        const e = this.entities[i]!;
+        if (e.fi === fi && e.value === value && e.clientId === clientId) return i;
+      }
+      return -1;
+    }
+    if (!this.index) {
+      this.index = new Map();
+      this.entities.forEach((e, i) => this.index!.set(`${e.clientId}\0${e.fi}\0${e.value}`, i));
+    }
+    return this.index.get(`${clientId}\0${fi}\0${value}`) ?? -1;
+  }
+
+  add(entity: Entity): number {
+    const i = this.entities.push(entity) - 1;
+    this.index?.set(`${entity.clientId}\0${entity.fi}\0${entity.value}`, i);
+    return i;
+  }
+
+  /** The entities of each client (on Redis Cluster a script call holds one client's keys: one slot). */
+  byClient(): number[][] {
+    const groups = new Map<string, number[]>();
+    this.entities.forEach((e, i) => {
+      const group = groups.get(e.clientId);
+      if (group) group.push(i);
+      else groups.set(e.clientId, [i]);
+    });
+    return [...groups.values()];
+  }
+}
+
+/** Entities per turn found by a scan; a turn naming more (a batch) indexes them in a map. */
+const SCAN_ENTITIES = 16;
 
 /**
  * Reads the real-time features of requests at serving time, coalesced: every read asked for in
@@ -228,44 +277,38 @@ export class RealtimeFeatureReader {
   private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve']): void {
     let f = this.flush;
     if (!f) {
-      f = this.flush = { keys: [], fields: [], keyIndex: new Map(), groups: new Map(), reads: [] };
+      f = this.flush = new Flush();
       setImmediate(() => this.send());
     }
-    let byField = f.keyIndex.get(clientId);
-    if (!byField) f.keyIndex.set(clientId, (byField = REALTIME_ENTITY_FIELDS.map(() => new Map<string, number>())));
-    const keys: number[] = [];
+    const start = f.readEntities.length;
     for (let fi = 0; fi < REALTIME_ENTITY_FIELDS.length; fi++) {
-      const field = REALTIME_ENTITY_FIELDS[fi]!;
-      const value = metadata[field];
+      const value = metadata[REALTIME_ENTITY_FIELDS[fi]!];
       if (value === undefined || value === '') continue;
-      let i = byField[fi]!.get(value);
-      if (i === undefined) {
+      let i = f.find(clientId, fi, value);
+      if (i < 0) {
         let key: string;
         try {
-          key = featureKeys.entity(this.keyPrefix, clientId, field, value);
+          key = featureKeys.entity(this.keyPrefix, clientId, REALTIME_ENTITY_FIELDS[fi]!, value);
         } catch {
           // Never throws (a read must not fail a prediction): a key that cannot be built defaults the read.
+          f.readEntities.length = start;
           resolve(DEFAULTED);
           return;
         }
-        i = f.keys.push(key) - 1;
-        f.fields.push(field);
-        byField[fi]!.set(value, i);
-        const groupKey = this.perClient ? clientId : '';
-        const group = f.groups.get(groupKey);
-        if (group) group.push(i);
-        else f.groups.set(groupKey, [i]);
+        i = f.add({ key, clientId, fi, value });
       }
-      keys.push(i);
+      f.readEntities.push(i);
     }
-    f.reads.push({ keys, resolve, settled: false });
+    f.reads.push({ start, count: f.readEntities.length - start, resolve, settled: false });
   }
 
   private send(): void {
     const f = this.flush!;
     this.flush = undefined;
-    const states: Array<Record<string, string> | undefined> = new Array(f.keys.length);
-    let pending = f.groups.size;
+    const states: Array<Record<string, string> | undefined> = new Array(f.entities.length);
+    // One script call with every key, or one per client on Redis Cluster.
+    const groups = this.perClient ? f.byClient() : undefined;
+    let pending = groups ? groups.length : 1;
     let done = false;
     const finish = () => {
       if (done) return;
@@ -273,17 +316,22 @@ export class RealtimeFeatureReader {
       clearTimeout(timer);
       const now = this.opts.nowMs?.() ?? Date.now();
       // Entities shared by several requests are turned into features once.
-      const perKey: Array<RealtimeFeatures | undefined> = new Array(f.keys.length);
+      const perKey: Array<RealtimeFeatures | undefined> = new Array(f.entities.length);
+      const entities = f.readEntities;
       for (const r of f.reads) {
         if (r.settled) continue;
         r.settled = true;
-        if (r.keys.some((i) => states[i] === undefined)) {
+        const end = r.start + r.count;
+        let missing = false;
+        for (let j = r.start; j < end; j++) if (states[entities[j]!] === undefined) missing = true;
+        if (missing) {
           r.resolve(DEFAULTED);
           continue;
         }
         const features: RealtimeFeatures = {};
-        for (const i of r.keys) {
-          const own = perKey[i] ?? (perKey[i] = entityFeatures(f.fields[i]!, states[i]!, now));
+        for (let j = r.start; j < end; j++) {
+          const i = entities[j]!;
+          const own = perKey[i] ?? (perKey[i] = entityFeatures(REALTIME_ENTITY_FIELDS[f.entities[i]!.fi]!, states[i]!, now));
           for (const name in own) features[name] = own[name]!;
         }
         r.resolve({ features, defaulted: false });
@@ -291,23 +339,23 @@ export class RealtimeFeatureReader {
     };
     const timer = setTimeout(() => setImmediate(finish), this.opts.timeoutMs);
     const command = (this.redis as unknown as Record<string, (...args: unknown[]) => Promise<string[][]>>)[READ_STATES]!;
-    for (const indexes of f.groups.values()) {
-      const keys = indexes.map((i) => f.keys[i]!);
-      const failed = () => {
-        if (--pending === 0) finish();
-      };
+    const failed = () => {
+      if (--pending === 0) finish();
+    };
+    const call = (keys: string[], indexes: number[] | undefined) => {
       try {
         // A late failure after the deadline is swallowed by the same handler (never unhandled).
         command.call(this.redis, keys.length, ...keys).then((replies) => {
-          indexes.forEach((i, j) => {
-            states[i] = pairsToObject(replies[j] ?? []);
-          });
+          for (let j = 0; j < keys.length; j++) states[indexes ? indexes[j]! : j] = pairsToObject(replies[j] ?? []);
           if (--pending === 0) finish();
         }, failed);
       } catch {
         failed();
       }
-    }
+    };
+    if (f.entities.length === 0) finish(); // every read of the turn was defaulted before it named a key
+    else if (groups) for (const indexes of groups) call(indexes.map((i) => f.entities[i]!.key), indexes);
+    else call(f.entities.map((e) => e.key), undefined);
   }
 }
 

@@ -151,6 +151,34 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(await reader.readMany('c1', [{}, {}])).toEqual([{ features: {}, defaulted: false }, { features: {}, defaulted: false }]);
   });
 
+  it('readMany names each entity once in its command, also in a batch naming more entities than a turn scans for repeats', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    // 60 items over 20 requesters and 3 channels, repeated in an order that crosses the 16 entities
+    // the reader compares one by one before it indexes them.
+    const items = Array.from({ length: 60 }, (_, i) => ({ requester: `r${(i * 7) % 20}`, channel: `ch${i % 3}` }));
+    for (let r = 0; r < 20; r += 2) await redis.hset(featureKeys.entity('rb', 'c1', 'requester', `r${r}`), { _t: String(now), Network: String(r + 1), Hardware: '1' });
+    await redis.hset(featureKeys.entity('rb', 'c1', 'channel', 'ch1'), { _t: String(now), Printing: '2' });
+    const calls: string[][] = [];
+    const send = redis.sendCommand.bind(redis);
+    redis.sendCommand = ((command: { name: string; args: unknown[] }, stream?: unknown) => {
+      if (command.name === 'evalsha') calls.push(command.args.slice(2, 2 + Number(command.args[1])).map(String));
+      return send(command as never, stream as never);
+    }) as typeof redis.sendCommand;
+    let got;
+    try {
+      got = await new RealtimeFeatureReader(redis, 'rb', { timeoutMs: 1000, nowMs: () => now }).readMany('c1', items);
+    } finally {
+      redis.sendCommand = send;
+    }
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toHaveLength(23);
+    expect(new Set(calls[0]).size).toBe(23);
+    for (const [i, metadata] of items.entries()) {
+      expect(got[i]).toEqual(await readRealtimeFeatures(redis, 'rb', 'c1', metadata, { timeoutMs: 1000, nowMs: now }));
+    }
+    expect(got[1]!.features['channel.share:Printing']).toBe(1);
+  });
+
   it('an entity value with lone surrogates names the key its UTF-8 round trip names, also when the 200-character cut splits a pair', async () => {
     const now = Date.UTC(2026, 10, 1);
     // What the feature processor keys after Avro (UTF-8) turned the lone surrogate into U+FFFD.
