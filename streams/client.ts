@@ -116,6 +116,12 @@ export interface FetchedBatch {
   messages: RawMessage[];
   /** False once the consumer is stopping or this partition was taken away: stop early, commit what is done. */
   isRunning(): boolean;
+  /**
+   * False once a rebalance has given this partition to another member (which reads the
+   * uncommitted batch again); true while a rebalance is still deciding, and while this consumer is
+   * only stopping. Long work may be abandoned when it turns false: it is done again over there.
+   */
+  isAssigned(): boolean;
   /** Keeps the membership alive during long work (a no-op where the library heartbeats by itself). */
   heartbeat(): Promise<void>;
   /**

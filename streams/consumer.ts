@@ -54,6 +54,12 @@ export interface BatchContext {
   heartbeat(): Promise<void>;
   /** False once shutdown started: long handlers may stop early by throwing a retriable error. */
   isRunning(): boolean;
+  /**
+   * False once a rebalance gave the batch's partition to another member, which handles the
+   * uncommitted batch again (true while this consumer is only stopping): a long handler may
+   * abandon its work then by throwing a retriable error (the trainer's model search does).
+   */
+  isAssigned(): boolean;
   logger: Logger;
 }
 
@@ -404,6 +410,7 @@ export class ConsumerRunner {
       const ctx: BatchContext = {
         heartbeat: () => batch.heartbeat(),
         isRunning: () => batch.isRunning() && this.running,
+        isAssigned: () => batch.isAssigned(),
         logger: this.logger,
       };
       const timer = metrics.latency().startTimer({ group: this.groupId });
@@ -441,6 +448,8 @@ export class ConsumerRunner {
       return await retry(fn, {
         initialMs: this.opts.retry.initialMs!, maxMs: this.opts.retry.maxMs!,
         onRetry: (err, retryInMs) => {
+          // The partition is gone or the consumer is stopping: no retry follows (the wait below ends it).
+          if (!batch.isRunning() || !this.running) return;
           const code = err instanceof EddyError ? err.code : 'UNKNOWN';
           metrics.retries().inc({ group: this.groupId, code });
           this.logger.warn({ code, err: errorMessage(err), retryInMs }, 'transient failure; pausing this partition and retrying');

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AnyEvent, ConsumerRunner, EventRecord } from '../streams/index.ts';
+import type { AnyEvent, BatchContext, ConsumerRunner, EventRecord } from '../streams/index.ts';
 import { testStreams, waitFor } from './helpers.ts';
 import { caughtUp } from './processors-support.ts';
 
@@ -43,13 +43,15 @@ describe('a rebalance with records queued', () => {
     // member has joined, so the group rebalances while the rest of the log waits in its queues.
     const released = new Promise<void>((r) => { release = r; });
     const started = new Set<number>();
+    const held = new Map<number, BatchContext>();
     const first = s.consumer({
       group: 'rebalance', topics: ['examples'], partitionsConsumedConcurrently: 3,
       handler: {
-        async handle(records) {
+        async handle(records, ctx) {
           const p = records[0]!.partition;
           if (!started.has(p)) {
             started.add(p);
+            held.set(p, ctx);
             await released;
           }
           record(records);
@@ -59,6 +61,7 @@ describe('a rebalance with records queued', () => {
     runners.push(first);
     await first.start();
     await waitFor(`the first call on every partition`, () => started.size === withData, 30_000).catch((e: unknown) => { throw new Error(`${String(e)}: ${[...started].join(",")} of ${withData}`); });
+    for (const [p, ctx] of held) expect(ctx.isAssigned(), `partition ${p} before the rebalance`).toBe(true);
     const second = s.consumer({ group: 'rebalance', topics: ['examples'], partitionsConsumedConcurrently: 3, handler: { handle: async (records) => record(records) } });
     runners.push(second);
     const assigned = second.waitForAssignment(30_000);
@@ -68,6 +71,14 @@ describe('a rebalance with records queued', () => {
     // The held calls end (and commit) only once the rejoin has settled: nothing of this group was
     // committed when it happened, as at the start of a group under load.
     await new Promise((r) => setTimeout(r, 1000));
+    // A held call knows whether its partition stayed (the work goes on) or went to the second member (which does it again).
+    const kept = new Set(Object.values(first.assignment).flat());
+    const moved = [...held.keys()].filter((p) => !kept.has(p));
+    expect(moved.length, `held ${[...held.keys()].join(',')}, kept ${[...kept].join(',')}`).toBeGreaterThan(0);
+    for (const [p, ctx] of held) {
+      expect(ctx.isAssigned(), `partition ${p}`).toBe(kept.has(p));
+      if (!kept.has(p)) expect(ctx.isRunning(), `partition ${p}`).toBe(false);
+    }
     release();
     // The log goes on after the rebalance (as it does under load), so the group's commits move past any gap.
     await s.producer.sendAll(examples(60));

@@ -126,7 +126,7 @@ async function directMonitor(): Promise<{ handle(events: AnyEvent[]): Promise<vo
   const emitted: AnyEvent[] = [];
   const logger = createLogger('test', 'silent');
   await processor.init({ logger, emit: async (events) => { emitted.push(...events); }, schedule: () => undefined, endOffsets: async () => new Map() });
-  const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger };
+  const ctx = { heartbeat: async () => undefined, isRunning: () => true, isAssigned: () => true, logger };
   return {
     emitted,
     handle: (events) => processor.handle(events.map((event, i): EventRecord => ({

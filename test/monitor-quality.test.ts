@@ -144,7 +144,7 @@ describe('quality monitor on the real stack', () => {
     const processor = new MonitorProcessor(down, monitorOptions(config));
     const [p, f] = judged(client, 'v1', now, 1, () => 'Network', () => 'Network');
     const records: EventRecord[] = [p!, f!].map((event, i) => ({ event, topic: i ? 'feedback' : 'predictions', partition: 0, offset: String(i), key: client, timestamp: now }));
-    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
+    const ctx = { heartbeat: async () => undefined, isRunning: () => true, isAssigned: () => true, logger: createLogger('test', 'silent') };
     const error = await processor.handle(records, ctx).then(() => undefined, (e: unknown) => e);
     expect(error).toBeDefined();
     expect(isRetriable(error)).toBe(true);

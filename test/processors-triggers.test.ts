@@ -231,7 +231,7 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: logEndOf });
     const t0 = Date.now() - 60_000;
     let offset = 0;
-    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
+    const ctx = { heartbeat: async () => undefined, isRunning: () => true, isAssigned: () => true, logger: createLogger('test', 'silent') };
     const feed = (topic: string, events: Array<{ name: string; value: object }>) => triggers.handle(events.map((e) =>
       ({ event: e, topic, partition, offset: String(offset++), key: clientId, timestamp: t0 }) as EventRecord), ctx);
     const examples = (fromMs: number, labels: string[]) =>
@@ -294,7 +294,7 @@ describe('trigger sweep: held-back retrains are not forgotten when the client go
     await waitFor('the imports read back with their offsets', () => logged.length >= 80);
     await reader.stop();
     const recordsOf = (clientId: string) => logged.filter((r) => (r.event.value as { clientId: string }).clientId === clientId);
-    const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('test', 'silent') };
+    const ctx = { heartbeat: async () => undefined, isRunning: () => true, isAssigned: () => true, logger: createLogger('test', 'silent') };
     const make = () => {
       const triggers = new TriggerProcessor(redis, { keyPrefix: `${prefix}:${randomUUID()}`, trigger: quiet });
       void triggers.init({ logger: createLogger('test', 'silent'), emit: (events) => s.producer.sendAll(events), schedule: () => undefined, endOffsets: logEndOf });

@@ -252,7 +252,10 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         for (const q of queues.values()) q.messages = [];
         waiting = 0;
       };
+      /** Between a rebalance and the join that ends it, who owns what is not known yet. */
+      let rebalancing = false;
       consumer.on('consumer:group:rebalance', () => {
+        rebalancing = true;
         owned = new Set();
         dropQueued();
         if (running && stream?.isPaused()) stream.resume();
@@ -262,6 +265,7 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         const a: Record<string, number[]> = {};
         for (const { topic, partitions } of e.assignments ?? []) a[topic] = [...partitions].sort((x, y) => x - y);
         owned = new Set(Object.entries(a).flatMap(([t, ps]) => ps.map((p) => `${t}:${p}`)));
+        rebalancing = false;
         // A rejoin (not the first join, which the first stream follows): read again from the commits.
         if (following) replaceStream();
         for (const l of assignmentListeners) l(a);
@@ -347,6 +351,7 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
           const fetched: FetchedBatch = {
             topic: q.topic, partition: q.partition, messages,
             isRunning: () => running && owned.has(key),
+            isAssigned: () => rebalancing || owned.has(key),
             heartbeat: async () => undefined, // the library heartbeats on its own timer
             commit: async (next) => {
               // Message.commit() commits its offset + 1 for its partition (with the leader epoch).

@@ -103,7 +103,7 @@ try {
   await processor.init({ logger: createLogger('bench', 'warn'), emit: (events) => streams.producer.sendAll(events), schedule: () => undefined, endOffsets: (topic) => streams.withAdmin((a) => logEnd(a, streams.topics.physical(topic))) });
   const direct = judgedPairs(Math.min(JUDGED, 20_000), 'h');
   const records: EventRecord[] = direct.map((event, i) => ({ event, topic: event.name === 'PredictionMade' ? 'predictions' : 'feedback', partition: 0, offset: String(i), key: null, timestamp: Date.now() }));
-  const ctx = { heartbeat: async () => undefined, isRunning: () => true, logger: createLogger('bench', 'warn') };
+  const ctx = { heartbeat: async () => undefined, isRunning: () => true, isAssigned: () => true, logger: createLogger('bench', 'warn') };
   const t1 = performance.now();
   for (let i = 0; i < records.length; i += 1000) await processor.handle(records.slice(i, i + 1000), ctx);
   const handleS = (performance.now() - t1) / 1000;
