@@ -197,4 +197,27 @@ describe('trainer end to end', () => {
     const announced = stack.modelEvents.filter((e): e is { name: 'ModelPublished'; value: ModelPublished } => e.name === 'ModelPublished' && e.value.retrainEventId === request.eventId);
     expect(announced.map((e) => e.value.modelVersion)).toEqual([versions[0], versions[0]]);
   }, 120_000);
+
+  it('abandons a retrain whose partition a rebalance gave to another trainer: no version stored or announced, the request left for the new owner', async () => {
+    const handler = new RetrainHandler(stack.streams, { store, settings: good, logger: createLogger('trainer-test', 'silent'), loadSet: (id) => loadTrainingSet(stack.clickhouse, config.clickhouseDatabase, id) });
+    await handler.init({ logger: createLogger('trainer-test', 'silent') });
+    const request: RetrainRequested = {
+      eventId: randomUUID(), clientId, occurredAt: Date.now(), reason: 'MANUAL', detail: 'moved mid-training', requestedBy: 'test', dataAsOf: null,
+    };
+    const batch: EventRecord[] = [{ event: { name: 'RetrainRequested', value: request }, topic: 'retrain-requests', partition: 0, offset: '0', key: clientId, timestamp: Date.now() }];
+    // The partition is assigned for the first fit, then the rebalance has moved it.
+    let asked = 0;
+    const ctx = { heartbeat: async () => undefined, isRunning: () => asked === 0, isAssigned: () => asked++ === 0 };
+    const before = (await store.list(clientId)).length;
+    await expect(handler.handle(batch, ctx)).rejects.toMatchObject({ code: 'RETRAIN_MOVED', retriable: true });
+    expect(asked).toBeGreaterThanOrEqual(2);
+    expect(await store.list(clientId)).toHaveLength(before);
+    const ends = await stack.streams.withAdmin((admin) => admin.fetchTopicOffsets(stack.streams.topics.physical('models')));
+    const onTopic = ends.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
+    await waitFor('the models topic read to its end', () => stack.modelEvents.length >= onTopic, 30_000);
+    expect(stack.modelEvents.filter((e) => (e.name === 'ModelPublished' || e.name === 'ModelRejected') && e.value.retrainEventId === request.eventId)).toEqual([]);
+    // Where the partition stays (or with no rebalance), the same request is answered.
+    await handler.handle(batch, { heartbeat: async () => undefined, isRunning: () => true, isAssigned: () => true });
+    expect((await store.list(clientId)).filter((r) => r.retrainEventId === request.eventId)).toHaveLength(1);
+  }, 120_000);
 });

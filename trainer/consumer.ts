@@ -30,6 +30,9 @@ const durations = () => histogram({
   buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
 });
 
+/** What the runner tells a retrain about its batch (streams BatchContext; tests drive the handler with their own). */
+type TrainContext = { heartbeat(): Promise<void>; isRunning(): boolean; isAssigned?(): boolean };
+
 export class RetrainHandler implements EventHandler {
   private logger: Logger;
 
@@ -73,7 +76,7 @@ export class RetrainHandler implements EventHandler {
     await initBackend(this.logger, this.deps.settings.backend || undefined);
   }
 
-  async handle(records: EventRecord[], ctx?: { heartbeat(): Promise<void>; isRunning(): boolean }): Promise<void> {
+  async handle(records: EventRecord[], ctx?: TrainContext): Promise<void> {
     // Coalesce: the last request per client carries the batch (older ones are answered by it).
     const byClient = new Map<string, RetrainRequested[]>();
     for (const r of records) {
@@ -93,7 +96,7 @@ export class RetrainHandler implements EventHandler {
    * store then tells what answers the request: the other member's version is announced again, or,
    * when that version answered another request, this one trains the next version.
    */
-  private async answer(clientId: string, requests: RetrainRequested[], ctx: { heartbeat(): Promise<void>; isRunning(): boolean } | undefined, attempt = 1): Promise<void> {
+  private async answer(clientId: string, requests: RetrainRequested[], ctx: TrainContext | undefined, attempt = 1): Promise<void> {
     try {
       const newest = requests.at(-1)!.eventId;
       const answeredHere = this.answeredInBatch.get(newest);
@@ -125,6 +128,10 @@ export class RetrainHandler implements EventHandler {
       this.logger.info({ clientId }, 'quick first model published; running the model search for the next version');
       await this.train(clientId, requests, ctx);
     } catch (err) {
+      if (err instanceof EddyError && err.code === 'RETRAIN_MOVED') {
+        this.logger.info({ clientId }, 'retrain abandoned: a rebalance gave its partition to another trainer, which trains it');
+        throw err;
+      }
       if (!(err instanceof EddyError && err.code === 'VERSION_EXISTS') || attempt >= 3) throw err;
       this.logger.warn({ clientId, err: errorMessage(err) }, 'another trainer stored this version meanwhile (the client was moved by a rebalance); answering from the store');
       await this.answer(clientId, requests, ctx, attempt + 1);
@@ -138,14 +145,19 @@ export class RetrainHandler implements EventHandler {
   }
 
   /** One training for the client's newest request of the batch, its answer produced before returning. */
-  private async train(clientId: string, requests: RetrainRequested[], ctx?: { heartbeat(): Promise<void>; isRunning(): boolean }): Promise<TrainOutcome> {
+  private async train(clientId: string, requests: RetrainRequested[], ctx?: TrainContext): Promise<TrainOutcome> {
     const request = requests.at(-1)!;
     const live = await this.liveOf(clientId);
     // The moment a request turns into work: operators follow a retrain by it, and bench:chaos times a
     // trainer's takeover and return by it (a retrain itself takes seconds to minutes).
     this.logger.info({ clientId, request: request.eventId, reason: request.reason, coalesced: requests.length }, 'retrain started');
     const end = durations().startTimer();
-    const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, { retrainEventId: request.eventId, qualityAlert: requests.some((r) => r.reason === 'QUALITY_DROP'), ...(live ?? {}) });
+    const outcome = await trainClient({ ...this.deps, loadSet: (c) => this.deps.loadSet(c, { watermark: latestWatermark(requests), heartbeat: ctx?.heartbeat, isRunning: ctx?.isRunning }) }, clientId, {
+      retrainEventId: request.eventId, qualityAlert: requests.some((r) => r.reason === 'QUALITY_DROP'), ...(live ?? {}),
+      // A rebalance that moves the client to another trainer mid-training: that trainer starts
+      // over from the uncommitted request, so the fits left here would be CPU spent twice.
+      ...(ctx?.isAssigned ? { stillAssigned: () => ctx.isAssigned!() } : {}),
+    });
     end();
     if (outcome.kind === 'published') {
       await this.streams.producer.send('ModelPublished', outcome.event);

@@ -184,9 +184,19 @@ export async function fitCandidate(
     version: string; parent: ModelArtifact | null; labelDistribution: Record<string, number>; retrainEventId: string | null; logger?: Logger; onProgress?: ProgressListener;
     /** A quality alert asked for this retrain: search again even if the data did not double. */
     qualityAlert?: boolean;
+    /**
+     * False once the retrain's partition went to another trainer (streams BatchContext.isAssigned):
+     * checked before each fit, and the work is abandoned (a retriable EddyError RETRAIN_MOVED, so
+     * the batch stays uncommitted) instead of being done twice.
+     */
+    stillAssigned?: () => boolean;
   },
 ): Promise<Candidate> {
   const started = performance.now();
+  const stillAssigned = opts.stillAssigned;
+  const checkpoint = stillAssigned ? () => {
+    if (!stillAssigned()) throw new EddyError('RETRAIN_MOVED', `the retrain of ${set.clientId} went to another trainer in a rebalance: abandoned here, it is trained there`, { retriable: true });
+  } : undefined;
   const tfBackend = await initBackend(opts.logger, settings.backend || undefined);
   const train = examples.filter((e) => splitOf(e.exampleId) === 'train');
   let test = examples.filter((e) => splitOf(e.exampleId) === 'test');
@@ -202,7 +212,7 @@ export async function fitCandidate(
   let result: SearchResult | null = null;
   if (reason && settings.search !== false) {
     opts.onProgress?.({ stage: 'search' });
-    result = await searchModel(examples, set.definitions, set.labels, kindTrainer, settings.search ?? DEFAULT_SEARCH, (kind) => (kind === settings.model.kind ? settings.model.params : {}));
+    result = await searchModel(examples, set.definitions, set.labels, kindTrainer, settings.search ?? DEFAULT_SEARCH, (kind) => (kind === settings.model.kind ? settings.model.params : {}), checkpoint);
     opts.logger?.info({ clientId: set.clientId, reason, best: result.best, cvMacroF1: result.cvMacroF1, candidates: result.scores.length, ms: result.ms }, 'model search');
   }
   // A configuration the live version chose is reused only while this build can still train it.
@@ -240,6 +250,7 @@ export async function fitCandidate(
 
   // 2. Train split -> held-out evaluation and calibration.
   const init = settings.warmStart === false || !opts.parent ? undefined : trainer.warmStart(opts.parent, set.labels);
+  checkpoint?.();
   const held = await trainer.fit(fitData(train), params, fitOptions(init));
   const base: Omit<ModelManifest, 'weights'> = {
     formatVersion: ARTIFACT_FORMAT_VERSION,
@@ -271,6 +282,7 @@ export async function fitCandidate(
   );
 
   // 3. The published weights: everything, same configuration, warm-started from the train-split fit.
+  checkpoint?.();
   const all = await trainer.fit(fitData(examples), params, fitOptions(trainer.warmStart(heldOutArtifact, set.labels)));
   const dataThroughMs = examples.reduce((m, e) => Math.max(m, e.occurredAtMs), 0);
   const manifest: Omit<ModelManifest, 'weights'> = {
@@ -411,6 +423,8 @@ export async function trainClient(
     keepVersions?: readonly string[];
     /** The request came from a quality alert: run the model search again. */
     qualityAlert?: boolean;
+    /** False once the request's partition went to another trainer: see fitCandidate. */
+    stillAssigned?: () => boolean;
   } = {},
 ): Promise<TrainOutcome> {
   const { store, settings, logger } = deps;
@@ -435,6 +449,7 @@ export async function trainClient(
   try {
     candidate = await fitCandidate(set, validation.examples, settings, {
       version, parent: live?.artifact ?? null, labelDistribution: validation.labelDistribution, retrainEventId, logger, qualityAlert: ctx.qualityAlert ?? false,
+      ...(ctx.stillAssigned ? { stillAssigned: ctx.stillAssigned } : {}),
       ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
     });
   } catch (err) {

@@ -178,6 +178,8 @@ export interface SearchResult {
 export async function searchModel(
   examples: readonly TrainingExample[], definitions: readonly LabelDefinition[], labels: readonly string[],
   trainers: (kind: string) => KindTrainer | undefined, search: SearchSettings, baseParams: (kind: string) => Record<string, unknown>,
+  /** Called before each fit; throws to abandon the search (the retrain went to another trainer). */
+  checkpoint?: () => void,
 ): Promise<SearchResult> {
   const started = performance.now();
   if (search.maxExamples !== undefined) examples = searchSample(examples, search.maxExamples);
@@ -222,6 +224,7 @@ export async function searchModel(
       const warmKey = `${config.kind}|${key}|${config.params.textBlocks === true ? 'blocks' : ''}|${k}`;
       const parent = search.warmStartCandidates ? previous.get(warmKey) : undefined;
       const init = parent ? trainer.warmStart(parent, labels) : undefined;
+      checkpoint?.();
       const fitted = await trainer.fit(fit, { ...(trainer.defaults as Record<string, unknown>), ...baseParams(config.kind), ...config.params, ...search.fitOverrides?.[config.kind] }, { epochs: 1, seed: 42, ...(init ? { init } : {}) });
       const sections = Object.fromEntries(trainer.kind.write(fitted.weights).map((s) => [s.name, s.data]));
       const manifest = { labels: [...labels], model: fitted.model } as ModelManifest;
