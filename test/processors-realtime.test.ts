@@ -22,6 +22,21 @@ afterAll(async () => {
   await server?.cleanup();
 });
 
+/** What `read` returns, and the keys of each script call the connection sent meanwhile (they reach the real Redis unchanged). */
+async function scriptCalls<T>(connection: Redis, read: () => Promise<T>): Promise<{ got: T; calls: string[][] }> {
+  const calls: string[][] = [];
+  const send = connection.sendCommand.bind(connection);
+  connection.sendCommand = ((command: { name: string; args: unknown[] }, stream?: unknown) => {
+    if (command.name === 'evalsha') calls.push(command.args.slice(2, 2 + Number(command.args[1])).map(String));
+    return send(command as never, stream as never);
+  }) as typeof connection.sendCommand;
+  try {
+    return { got: await read(), calls };
+  } finally {
+    connection.sendCommand = send;
+  }
+}
+
 describe('readRealtimeFeatures (the server side of contract 2)', () => {
   it('reads the features the processor computes, from the same state', async () => {
     const now = Date.UTC(2026, 10, 1);
@@ -85,21 +100,10 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
       ['c1', {}],
     ];
     const key = (client: string, field: string, value: string) => featureKeys.entity('co', client, field, value);
-    // The script calls a connection sends (they reach the real Redis unchanged): name and keys.
-    const readThrough = async (connection: Redis) => {
-      const calls: string[][] = [];
-      const send = connection.sendCommand.bind(connection);
-      connection.sendCommand = ((command: { name: string; args: unknown[] }, stream?: unknown) => {
-        if (command.name === 'evalsha') calls.push(command.args.slice(2, 2 + Number(command.args[1])).map(String));
-        return send(command as never, stream as never);
-      }) as typeof connection.sendCommand;
-      try {
-        const reader = new RealtimeFeatureReader(connection, 'co', { timeoutMs: 1000, nowMs: () => now });
-        return { got: await Promise.all(requests.map(([client, metadata]) => reader.read(client, metadata))), calls };
-      } finally {
-        connection.sendCommand = send;
-      }
-    };
+    const readThrough = (connection: Redis) => scriptCalls(connection, () => {
+      const reader = new RealtimeFeatureReader(connection, 'co', { timeoutMs: 1000, nowMs: () => now });
+      return Promise.all(requests.map(([client, metadata]) => reader.read(client, metadata)));
+    });
 
     const { got, calls } = await readThrough(redis);
     expect(calls).toEqual([[key('c1', 'requester', 'ann'), key('c1', 'channel', 'chat'), key('c2', 'requester', 'ann'), key('c2', 'channel', 'chat'), key('c1', 'requester', 'bob')]]);
@@ -158,18 +162,7 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     const items = Array.from({ length: 60 }, (_, i) => ({ requester: `r${(i * 7) % 20}`, channel: `ch${i % 3}` }));
     for (let r = 0; r < 20; r += 2) await redis.hset(featureKeys.entity('rb', 'c1', 'requester', `r${r}`), { _t: String(now), Network: String(r + 1), Hardware: '1' });
     await redis.hset(featureKeys.entity('rb', 'c1', 'channel', 'ch1'), { _t: String(now), Printing: '2' });
-    const calls: string[][] = [];
-    const send = redis.sendCommand.bind(redis);
-    redis.sendCommand = ((command: { name: string; args: unknown[] }, stream?: unknown) => {
-      if (command.name === 'evalsha') calls.push(command.args.slice(2, 2 + Number(command.args[1])).map(String));
-      return send(command as never, stream as never);
-    }) as typeof redis.sendCommand;
-    let got;
-    try {
-      got = await new RealtimeFeatureReader(redis, 'rb', { timeoutMs: 1000, nowMs: () => now }).readMany('c1', items);
-    } finally {
-      redis.sendCommand = send;
-    }
+    const { got, calls } = await scriptCalls(redis, () => new RealtimeFeatureReader(redis, 'rb', { timeoutMs: 1000, nowMs: () => now }).readMany('c1', items));
     expect(calls).toHaveLength(1);
     expect(calls[0]).toHaveLength(23);
     expect(new Set(calls[0]).size).toBe(23);
