@@ -137,6 +137,10 @@ const ENV_SCHEMA = {
       type: 'integer', default: 30000, minimum: 0, maximum: 86400000,
       description: 'Longest wait for that quiet moment; after it the retrain is requested on the data there is.',
     },
+    EDDY_TRIGGER_QUIET_BURST: {
+      type: 'integer', default: 10, minimum: 0, maximum: 1000000,
+      description: 'Only a burst is waited out: a client counts as busy while its examples of about the last EDDY_TRIGGER_QUIET_MS (exponentially decayed) number at least this many (at the defaults, a burst or a sustained ~7 examples/s); slower live traffic does not hold its first model or a catch-up back (0: every example counts as busy).',
+    },
     EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: {
       type: 'integer', default: 3600000, minimum: 1000, maximum: 2592000000,
       description: 'A retrain request with no ModelPublished/ModelRejected after this long no longer blocks new ones.',
@@ -423,7 +427,7 @@ type RawEnv = {
   EDDY_FEEDBACK_PREDICTION_TTL_DAYS: number; EDDY_FEEDBACK_MAX_WAITS: number;
   EDDY_TRIGGER_MIN_EXAMPLES: number; EDDY_TRIGGER_MIN_LABELS: number; EDDY_TRIGGER_NEW_EXAMPLES: number;
   EDDY_TRIGGER_GROWTH: number; EDDY_TRIGGER_COOLDOWN_MS: number; EDDY_TRIGGER_OUTSTANDING_TIMEOUT_MS: number;
-  EDDY_TRIGGER_STALE_MS: number; EDDY_TRIGGER_CATCH_UP_GROWTH: number; EDDY_TRIGGER_QUIET_MS: number; EDDY_TRIGGER_QUIET_MAX_WAIT_MS: number;
+  EDDY_TRIGGER_STALE_MS: number; EDDY_TRIGGER_CATCH_UP_GROWTH: number; EDDY_TRIGGER_QUIET_MS: number; EDDY_TRIGGER_QUIET_MAX_WAIT_MS: number; EDDY_TRIGGER_QUIET_BURST: number;
   EDDY_TRAINER_GATE_MARGIN: number; EDDY_TRAINER_BACKEND: string; EDDY_TRAINER_EPOCHS: number;
   EDDY_TRAINER_MIN_EXAMPLES: number; EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: number; EDDY_TRAINER_MAX_TEXT_CHARS: number;
   EDDY_TRAINER_MAX_LABEL_DRIFT: number; EDDY_TRAINER_KEEP_VERSIONS: number; EDDY_TRAINER_DATA_WAIT_MS: number; EDDY_TRAINER_QUICK_FIRST_MODEL_EXAMPLES: number; EDDY_TRAINER_NICE: number;
@@ -634,6 +638,8 @@ export interface ProcessorsConfig {
     catchUpGrowth: number;
     quietMs: number;
     quietMaxWaitMs: number;
+    /** Decayed examples of the last quietMs from which a client counts as busy (0: any example). */
+    quietBurst: number;
     /** The trainer's EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL: when a label refused for too few examples has enough. */
     minExamplesPerLabel: number;
   };
@@ -663,6 +669,7 @@ function processorsConfig(raw: RawEnv): ProcessorsConfig {
       catchUpGrowth: raw.EDDY_TRIGGER_CATCH_UP_GROWTH,
       quietMs: raw.EDDY_TRIGGER_QUIET_MS,
       quietMaxWaitMs: raw.EDDY_TRIGGER_QUIET_MAX_WAIT_MS,
+      quietBurst: raw.EDDY_TRIGGER_QUIET_BURST,
       minExamplesPerLabel: raw.EDDY_TRAINER_MIN_EXAMPLES_PER_LABEL,
     },
   };

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
-import { decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
+import { countArrival, decideRetrain, emptyTriggerState, type ClientTriggerState } from '../processors/triggers/policy.ts';
 import { readClientCounts, TRIGGER_TOPICS, TriggerProcessor } from '../processors/triggers/processor.ts';
 import { createLogger } from '../common/log.ts';
 import { logEnd, type AnyEvent, type EventRecord, type TopicName } from '../streams/index.ts';
@@ -13,7 +13,7 @@ import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support
 // Catch-up and the quiet wait off here: the rules before them are tested on their own (see below for theirs).
 const trigger = {
   minExamples: 4, minLabels: 2, newExamples: 3, growth: 100, cooldownMs: 0, outstandingTimeoutMs: 3_600_000, staleMs: 30 * 86_400_000,
-  catchUpGrowth: 0, quietMs: 0, quietMaxWaitMs: 0, minExamplesPerLabel: 2,
+  catchUpGrowth: 0, quietMs: 0, quietMaxWaitMs: 0, quietBurst: 10, minExamplesPerLabel: 2,
 };
 
 describe('retrain policy (pure)', () => {
@@ -83,6 +83,36 @@ describe('retrain policy (pure)', () => {
       expect(decideRetrain(importing, 1_000, c, 101_500)).toMatchObject({ kind: 'request', reason: 'NEW_CLIENT' });
       expect(decideRetrain({ ...importing, waitingSince: 70_000 }, 1_000, c, 100_000)).toMatchObject({ kind: 'request' });
       expect(decideRetrain(importing, 1_000, { ...c, quietMs: 0 }, 100_000)).toMatchObject({ kind: 'request' });
+    });
+
+    it('only a burst is waited out: a client whose history came in one go and whose live traffic goes on gets its first model once the burst has passed', () => {
+      // What the processor folds: 200 examples of history within 200 ms, then one a second (live traffic).
+      const s = base({});
+      let at = 100_000;
+      for (let i = 0; i < 200; i++) {
+        s.examples++;
+        s.labelCounts[i % 2 ? 'A' : 'B'] = (s.labelCounts[i % 2 ? 'A' : 'B'] ?? 0) + 1;
+        countArrival(s, (at += 1), c.quietMs);
+        s.lastExampleSeenAt = at;
+      }
+      expect(decideRetrain(s, 1_000, c, at + 100)).toMatchObject({ kind: 'hold', reason: 'NEW_CLIENT', blockedBy: 'QUIET' });
+      const decisions: string[] = [];
+      for (let second = 1; second <= 8; second++) {
+        s.examples++;
+        countArrival(s, (at += 1_000), c.quietMs);
+        s.lastExampleSeenAt = at;
+        const d = decideRetrain(s, 1_000, c, at + 100);
+        decisions.push(d.kind === 'hold' ? d.blockedBy : d.kind);
+      }
+      // Held while the burst's weight decays (~1.5 s x ln(200 / 10)), then asked for, though an example came 100 ms ago.
+      expect(decisions.slice(0, 3)).toEqual(['QUIET', 'QUIET', 'QUIET']);
+      expect(decisions.slice(5)).toEqual(['request', 'request', 'request']);
+      // A state saved before arrivals were kept waits for silence as before; so does quietBurst 0.
+      expect(decideRetrain({ ...s, arrivals: undefined }, 1_000, c, at + 100)).toMatchObject({ kind: 'hold', blockedBy: 'QUIET' });
+      expect(decideRetrain(s, 1_000, { ...c, quietBurst: 0 }, at + 100)).toMatchObject({ kind: 'hold', blockedBy: 'QUIET' });
+      // A steady import (20 a second) stays a burst until it stops or the max wait passes.
+      const importing = { ...s, arrivals: 30 };
+      expect(decideRetrain(importing, 1_000, c, at + 100)).toMatchObject({ kind: 'hold', blockedBy: 'QUIET' });
     });
 
     it('a retrain refused for a label with too few examples is asked again as soon as that label has enough, cooldown or not', () => {

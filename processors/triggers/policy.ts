@@ -35,6 +35,12 @@ export interface ClientTriggerState {
    * judged on it, so a backlog being read counts as busy until it is drained, whatever its event times.
    */
   lastExampleSeenAt: number | null;
+  /**
+   * Examples folded recently, decayed with time constant quietMs, as of lastExampleSeenAt: a burst
+   * (an import, a backlog) adds up to hundreds, live traffic stays at a few. Absent in a state
+   * saved before it was kept: such a client counts as busy while any example arrives.
+   */
+  arrivals?: number;
   /** Processing time when a request that waits for quiet was first held for it (bounds the wait). */
   waitingSince: number | null;
   /** Examples per label when the last request was made: which labels its training set had too few of. */
@@ -65,6 +71,18 @@ export type Decision =
   | { kind: 'hold'; reason: RetrainReason; detail: string; blockedBy: 'OUTSTANDING' | 'COOLDOWN' | 'QUIET' }
   | { kind: 'none' };
 
+/** `s.arrivals` decayed to `wallNow` (Infinity for a state that does not keep it: busy as before). */
+export function recentArrivals(s: Pick<ClientTriggerState, 'arrivals' | 'lastExampleSeenAt'>, wallNow: number, quietMs: number): number {
+  if (s.arrivals === undefined) return Infinity;
+  if (s.lastExampleSeenAt === null) return 0;
+  return s.arrivals * Math.exp(-Math.max(0, wallNow - s.lastExampleSeenAt) / quietMs);
+}
+
+/** Folds one example's arrival at processing time `wallNow` into `s.arrivals` (before lastExampleSeenAt moves). */
+export function countArrival(s: ClientTriggerState, wallNow: number, quietMs: number): void {
+  s.arrivals = (quietMs > 0 && s.lastExampleSeenAt !== null ? recentArrivals({ arrivals: s.arrivals ?? 0, lastExampleSeenAt: s.lastExampleSeenAt }, wallNow, quietMs) : 0) + 1;
+}
+
 /**
  * The retrain policy, pure: given a client's state at event time `now` (and processing time
  * `wallNow`, for the quiet rule), should a retrain be requested, and why. Rules in priority order:
@@ -81,8 +99,10 @@ export type Decision =
  * thin-label retry: they bypass the cooldown (each is bounded by itself: catch-up needs the data
  * to double again, the retry needs a label to fill). NEW_CLIENT and catch-up, the two that answer
  * a burst of data (an import, a backlog), also wait for a quiet moment: no example folded for
- * quietMs, or quietMaxWaitMs since they were first held for it, so that one model is trained on
- * (nearly) the whole burst instead of a model on its first tenth. Quiet on processing time cannot
+ * quietMs, or fewer than quietBurst in the last quietMs (decayed: live traffic, not a burst), or
+ * quietMaxWaitMs since they were first held for it, so that one model is trained on (nearly) the
+ * whole burst instead of a model on its first tenth, while a client whose history came before
+ * its live traffic does not wait the whole quietMaxWaitMs for its first model. Quiet on processing time cannot
  * tell an idle client from a consumer that reads nothing for a while (a starved machine, a
  * rebalance), so such a request says `readBacklogFirst` and the processor checks the log too.
  */
@@ -123,7 +143,8 @@ export function decideRetrain(s: ClientTriggerState, now: number, t: ProcessorsC
   if (s.outstanding && now - s.outstanding.at < t.outstandingTimeoutMs) return { kind: 'hold', reason, detail, blockedBy: 'OUTSTANDING' };
   if (!want.bypassCooldown && s.lastRequestAt !== null && now - s.lastRequestAt < t.cooldownMs) return { kind: 'hold', reason, detail, blockedBy: 'COOLDOWN' };
   if (want.quiet && t.quietMs > 0) {
-    const busy = s.lastExampleSeenAt !== null && wallNow - s.lastExampleSeenAt < t.quietMs;
+    const busy = s.lastExampleSeenAt !== null && wallNow - s.lastExampleSeenAt < t.quietMs
+      && (t.quietBurst <= 0 || recentArrivals(s, wallNow, t.quietMs) >= t.quietBurst);
     const waitedOut = s.waitingSince !== null && wallNow - s.waitingSince >= t.quietMaxWaitMs;
     if (busy && !waitedOut) return { kind: 'hold', reason, detail: `${detail}; waiting for the data to stop arriving`, blockedBy: 'QUIET' };
     if (!waitedOut) return { kind: 'request', reason, detail, readBacklogFirst: true };

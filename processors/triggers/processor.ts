@@ -10,7 +10,7 @@ import { EddyError, errorMessage } from '../../common/errors.ts';
 import { derivedId } from '../../common/ids.ts';
 import { featureKeys, labelCountsOf, triggerKeys } from '../../common/keyspace.ts';
 import { createLogger } from '../../common/log.ts';
-import { decideRetrain, emptyTriggerState, type ClientTriggerState, type Decision } from './policy.ts';
+import { countArrival, decideRetrain, emptyTriggerState, recentArrivals, type ClientTriggerState, type Decision } from './policy.ts';
 
 export const TRIGGER_TOPICS: readonly TopicName[] = ['examples', 'labels', 'models', 'alerts'];
 
@@ -177,7 +177,13 @@ export class TriggerProcessor implements EventHandler {
    */
   private dueAt(s: ClientTriggerState, d: Extract<Decision, { kind: 'hold' }>): number {
     const t = this.opts.trigger;
-    if (d.blockedBy === 'QUIET') return Math.min((s.lastExampleSeenAt ?? 0) + t.quietMs, (s.waitingSince ?? 0) + t.quietMaxWaitMs);
+    if (d.blockedBy === 'QUIET') {
+      // Quiet when no example came for quietMs, or once the decayed arrivals fall below the burst size.
+      const last = s.lastExampleSeenAt ?? 0;
+      const r = recentArrivals(s, last, t.quietMs);
+      const calm = t.quietBurst > 0 && Number.isFinite(r) && r > t.quietBurst ? last + t.quietMs * Math.log(r / t.quietBurst) : Infinity;
+      return Math.min(last + t.quietMs, calm, (s.waitingSince ?? 0) + t.quietMaxWaitMs);
+    }
     return d.blockedBy === 'OUTSTANDING' && s.outstanding ? s.outstanding.at + t.outstandingTimeoutMs : (s.lastRequestAt ?? 0) + t.cooldownMs;
   }
 
@@ -294,6 +300,7 @@ export class TriggerProcessor implements EventHandler {
     switch (ev.name) {
       case 'LabeledExample':
         s.examples++;
+        countArrival(s, wallNow, this.opts.trigger.quietMs);
         s.lastExampleSeenAt = wallNow;
         s.lastExampleEventId = ev.value.eventId;
         s.labelCounts[ev.value.label] = (s.labelCounts[ev.value.label] ?? 0) + 1;
