@@ -38,7 +38,8 @@ export interface ClientTriggerState {
   /**
    * Examples folded recently, decayed with time constant quietMs, as of lastExampleSeenAt: a burst
    * (an import, a backlog) adds up to hundreds, live traffic stays at a few. Absent in a state
-   * saved before it was kept: such a client counts as busy while any example arrives.
+   * saved before it was kept: such a client counts as busy (any recent example) until its next
+   * example starts the count.
    */
   arrivals?: number;
   /** Processing time when a request that waits for quiet was first held for it (bounds the wait). */
