@@ -166,7 +166,7 @@ export class PredictionService {
       const requestId = req.requestId ?? randomId();
       const canary = this.canaryFor(c, req, requestId);
       const wanted = canary ?? c.live;
-      const hot = this.manager.failure(clientId, wanted) ? undefined : this.manager.borrowLoaded(clientId, wanted);
+      const hot = this.borrowHot(clientId, wanted);
       if (hot) {
         try {
           const f = await this.readFeatures(clientId, req.metadata);
@@ -178,6 +178,11 @@ export class PredictionService {
     }
     // Not loaded, failed to load, or no model yet: the general path.
     return (await this.predictMany(clientId, [req], channel, started))[0]!;
+  }
+
+  /** The hot path: `version` is loaded and did not fail recently (no list, no await on I/O). */
+  private borrowHot(clientId: string, version: string): ModelHandle | undefined {
+    return this.manager.failure(clientId, version) ? undefined : this.manager.borrowLoaded(clientId, version);
   }
 
   /** The canary version a request goes to (stable per requester), or undefined for the live one. */
@@ -323,11 +328,8 @@ export class PredictionService {
    * Versions that recently failed to load are skipped: a broken artifact never replaces a working one.
    */
   private async borrowServing(c: ClientModels, wanted: string, wantedIsCanary: boolean): Promise<ModelHandle | undefined> {
-    // The hot path: the wanted version is loaded (no list, no await on I/O).
-    if (!this.manager.failure(c.clientId, wanted)) {
-      const hot = this.manager.borrowLoaded(c.clientId, wanted);
-      if (hot) return hot;
-    }
+    const hot = this.borrowHot(c.clientId, wanted);
+    if (hot) return hot;
     // Fallbacks, newest first: for a canary the live version, then earlier live versions.
     const fallbacks = [...(wantedIsCanary && c.live !== undefined ? [c.live] : []), ...[...c.liveHistory].reverse()];
     const candidates: VersionInfo[] = [];

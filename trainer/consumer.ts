@@ -5,7 +5,7 @@ import { counter, histogram } from '../common/metrics.ts';
 import { FsModelStore, type ModelVersionRef } from '../models/store.ts';
 import { createClickHouse, type ClickHouseClient } from '../common/clickhouse.ts';
 import type { RetrainRequested } from '../schemas/events.ts';
-import type { EventHandler, EventRecord, Streams } from '../streams/index.ts';
+import type { BatchContext, EventHandler, EventRecord, Streams } from '../streams/index.ts';
 // The consumer module alone: importing the trainer does not load the Kafka client.
 import { FETCH_EACH_EVENT } from '../streams/consumer.ts';
 import { initBackend } from './backend.ts';
@@ -30,8 +30,8 @@ const durations = () => histogram({
   buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
 });
 
-/** What the runner tells a retrain about its batch (streams BatchContext; tests drive the handler with their own). */
-type TrainContext = { heartbeat(): Promise<void>; isRunning(): boolean; isAssigned?(): boolean };
+/** What a retrain uses of the runner's BatchContext (tests drive the handler with their own, some without isAssigned). */
+type TrainContext = Pick<BatchContext, 'heartbeat' | 'isRunning'> & Partial<Pick<BatchContext, 'isAssigned'>>;
 
 export class RetrainHandler implements EventHandler {
   private logger: Logger;

@@ -81,7 +81,8 @@ export function recentArrivals(s: Pick<ClientTriggerState, 'arrivals' | 'lastExa
 
 /** Folds one example's arrival at processing time `wallNow` into `s.arrivals` (before lastExampleSeenAt moves). */
 export function countArrival(s: ClientTriggerState, wallNow: number, quietMs: number): void {
-  s.arrivals = (quietMs > 0 && s.lastExampleSeenAt !== null ? recentArrivals({ arrivals: s.arrivals ?? 0, lastExampleSeenAt: s.lastExampleSeenAt }, wallNow, quietMs) : 0) + 1;
+  const since = s.lastExampleSeenAt;
+  s.arrivals = (quietMs > 0 && since !== null ? (s.arrivals ?? 0) * Math.exp(-Math.max(0, wallNow - since) / quietMs) : 0) + 1;
 }
 
 /**
