@@ -174,17 +174,26 @@ function absolute(dir, files) {
 
 /**
  * What is installed in node_modules, as npm records it (its hidden lockfile, rewritten by every
- * install; the package lock where there is none): a build made before an install of other
- * versions is not reused. An edit by hand inside node_modules is not noticed; delete
- * node_modules/.cache/eddy-build after one.
+ * install; the package lock where there is none), and the patches applied to it (patches/, by
+ * patch-package after each install): a build made before an install of other versions, or
+ * before a patch changed, is not reused. An edit by hand inside node_modules is not noticed;
+ * delete node_modules/.cache/eddy-build after one.
  */
 function installedDependencies(root) {
+  const h = createHash('sha256');
   for (const file of [path.join(root, 'node_modules', '.package-lock.json'), path.join(root, 'package-lock.json')]) {
     try {
-      return createHash('sha256').update(fs.readFileSync(file)).digest('hex').slice(0, 20);
+      h.update(fs.readFileSync(file));
+      break;
     } catch { /* not there */ }
   }
-  return '';
+  const patches = path.join(root, 'patches');
+  let names = [];
+  try {
+    names = fs.readdirSync(patches).sort();
+  } catch { /* none */ }
+  for (const name of names) h.update(name).update(fs.readFileSync(path.join(patches, name)));
+  return h.digest('hex').slice(0, 20);
 }
 
 /** The stamp the inputs have now (a missing input gives a stamp no build has). */

@@ -6,6 +6,7 @@ import { DependencyUnavailableError, EddyError, InvalidEventError } from '../com
 import type { DeadLetter, LabeledExample } from '../schemas/events.ts';
 import type { EventRecord } from '../streams/index.ts';
 import { coPartitionedAssignment } from '../streams/assigner.ts';
+import { appendRecords } from '../streams/clients/platformatic.ts';
 import { testStreams, waitFor } from './helpers.ts';
 
 type TestStreams = Awaited<ReturnType<typeof testStreams>>;
@@ -376,6 +377,68 @@ describe('consumer runner: failures', () => {
     expect(handled).toBeGreaterThan(0);
     const description = await s.withAdmin((admin) => admin.describeGroups([runner.groupId]));
     expect(description[0]!.members).toEqual([]);
+  });
+});
+
+describe('consumer runner: record batches', () => {
+  let s: TestStreams;
+  beforeAll(async () => { s = await testStreams(); });
+  afterAll(async () => { await s.cleanup(); });
+
+  it('resumes in the middle of a record batch: a member that starts at a committed offset sees each later record once, none before it', async () => {
+    // Ten events in one send: one Kafka record batch. A fetch from an offset inside a batch is
+    // answered with the whole batch; the records before the offset must not be handed over again.
+    await s.producer.sendAll(Array.from({ length: 10 }, (_, i) => ({ name: 'LabeledExample' as const, value: example('one-batch', `r${i}`) })));
+    const seen: Array<{ text: string; offset: string; timestamp: number }> = [];
+    let stopping: Promise<void> | undefined;
+    const first = s.consumer({
+      group: 'mid-batch', topics: ['examples'], maxRecordsPerCall: 4,
+      handler: {
+        async handle(records) {
+          for (const r of records) seen.push({ text: (r.event.value as LabeledExample).text, offset: r.offset, timestamp: r.timestamp });
+          stopping ??= first.stop(); // this call is committed, nothing after it
+        },
+      },
+    });
+    await first.start();
+    await waitFor('the first member stopped', () => stopping !== undefined);
+    await stopping;
+    expect(seen.map((r) => r.text)).toEqual(['r0', 'r1', 'r2', 'r3']);
+    const base = BigInt(seen[0]!.offset);
+    const topic = s.topics.physical('examples');
+    const partition = [...(await committedOffsets(s, first.groupId, topic))].find(([, o]) => o > 0n);
+    expect(partition?.[1]).toBe(base + 4n);
+
+    const rest: typeof seen = [];
+    const second = s.consumer({
+      group: 'mid-batch', topics: ['examples'],
+      handler: { async handle(records) { for (const r of records) rest.push({ text: (r.event.value as LabeledExample).text, offset: r.offset, timestamp: r.timestamp }); } },
+    });
+    await second.start();
+    await waitFor('the rest read', () => rest.length >= 6);
+    await new Promise((r) => setTimeout(r, 300)); // nothing more arrives
+    await second.stop();
+    expect(rest.map((r) => r.text)).toEqual(['r4', 'r5', 'r6', 'r7', 'r8', 'r9']);
+    expect(rest.map((r) => r.offset)).toEqual([4n, 5n, 6n, 7n, 8n, 9n].map((d) => String(base + d)));
+    for (const r of [...seen, ...rest]) expect(Math.abs(r.timestamp - Date.now())).toBeLessThan(60_000);
+  });
+
+  it('turns a record batch into messages: offsets from the first offset and each delta, exact beyond 2^53, and the batch commit for each', () => {
+    const commit = () => undefined;
+    const records = [0, 1, 5].map((d) => ({ offsetDelta: d, timestampDelta: BigInt(d * 10), key: Buffer.from(`k${d}`), value: d === 5 ? null : Buffer.from(`v${d}`) }));
+    const messages: Parameters<typeof appendRecords>[0] = [];
+    const commits: Parameters<typeof appendRecords>[1] = [];
+    appendRecords(messages, commits, { topic: 't', partition: 0, firstOffset: 41n, firstTimestamp: 1_700_000_000_000n, records, commit });
+    expect(messages).toEqual([
+      { key: Buffer.from('k0'), value: Buffer.from('v0'), offset: '41', timestamp: 1_700_000_000_000 },
+      { key: Buffer.from('k1'), value: Buffer.from('v1'), offset: '42', timestamp: 1_700_000_000_010 },
+      { key: Buffer.from('k5'), value: null, offset: '46', timestamp: 1_700_000_000_050 },
+    ]);
+    expect(commits).toEqual([commit, commit, commit]);
+    // Offsets past Number's exact range are added as BigInts.
+    const big = 2n ** 60n;
+    appendRecords(messages, commits, { topic: 't', partition: 0, firstOffset: big, firstTimestamp: 0n, records: records.slice(2), commit });
+    expect(messages.at(-1)!.offset).toBe((big + 5n).toString());
   });
 });
 

@@ -1,4 +1,4 @@
-import type { CommitOptions, CommitOptionsPartition, GroupPartitionsAssigner, Message, MessageToProduce } from '@platformatic/kafka';
+import type { CommitOptions, CommitOptionsPartition, ConsumeOptions, GroupPartitionsAssigner, MessageToProduce } from '@platformatic/kafka';
 import { lazyLibraryValidators } from './lazy-validators.ts';
 import type { EddyConfig } from '../../common/config.ts';
 import { EddyError, errorMessage } from '../../common/errors.ts';
@@ -9,7 +9,18 @@ import type { ConnectedAdmin, ConsumerDriver, ConsumerDriverOptions, FetchedBatc
 // The library is imported here, after its option validators were made to compile on first use:
 // a static import would evaluate it before any code of this module (or, bundled, of its chunk) ran.
 lazyLibraryValidators();
-const { Admin: PlatformaticAdmin, compatibilityPartitioner, Consumer, MessagesStreamFallbackModes, MessagesStreamModes, ProduceAcks, Producer, stringSerializer } = await import('@platformatic/kafka');
+const { Admin: PlatformaticAdmin, compatibilityPartitioner, Consumer, consumeOptionsProperties, MessagesStreamFallbackModes, MessagesStreamModes, ProduceAcks, Producer, stringSerializer } = await import('@platformatic/kafka');
+
+/**
+ * The consumer reads record batches through a patch of the library (patches/, applied by
+ * patch-package when `npm ci` runs; docs/streams.md, "The library patch"). Without it the
+ * library refuses the `batches` option with a schema error; this says what to do instead.
+ */
+function assertPatched(): void {
+  if (!Object.hasOwn(consumeOptionsProperties, 'batches')) {
+    throw new EddyError('KAFKA_CLIENT_UNPATCHED', '@platformatic/kafka is installed without Eddy\'s patch (patches/@platformatic+kafka+*.patch): run `npm ci` (its postinstall applies it)');
+  }
+}
 
 /**
  * Eddy's Kafka seam (streams/client.ts) on @platformatic/kafka 1.35: admin, an idempotent producer
@@ -219,6 +230,7 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
     },
 
     consumer(options: ConsumerDriverOptions): ConsumerDriver {
+      assertPatched();
       const consumer = new Consumer({
         ...base,
         groupId: options.groupId,
@@ -238,18 +250,27 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
       const crashListeners: Array<(err: Error) => void> = [];
       let owned = new Set<string>();
       /**
-       * The library hands over one message at a time; Eddy's runner works on one partition's
-       * batch. Messages queue per partition; one batch per partition is in hand at a time (order),
+       * The library hands over one Kafka record batch at a time (with `batches: true`; a fetch
+       * brings several per partition); Eddy's runner works on one partition's batch of up to
+       * `maxBatchSize` messages. Messages queue per partition; one batch per partition is in hand at a time (order),
        * up to `partitionsConsumedConcurrently` partitions at once, the partitions in turn (the
        * longest unserved first), and the stream pauses while too many wait.
        */
-      interface PartitionQueue { topic: string; partition: number; messages: Array<Message<Buffer, Buffer, Buffer, Buffer>>; busy: boolean }
+      interface PartitionQueue {
+        key: string; topic: string; partition: number; busy: boolean;
+        messages: RawMessage[];
+        /** For each message, the commit of the record batch it came in (the same function for a whole batch). */
+        commits: CommitBatch[];
+      }
       const queues = new Map<string, PartitionQueue>();
       const MAX_WAITING = options.maxBatchSize * 4;
       let waiting = 0;
       /** What waits in the queues is dropped: a new stream reads every owned partition from its committed offset (the batches in hand finish). */
       const dropQueued = () => {
-        for (const q of queues.values()) q.messages = [];
+        for (const q of queues.values()) {
+          q.messages = [];
+          q.commits = [];
+        }
         waiting = 0;
       };
       /** Between a rebalance and the join that ends it, who owns what is not known yet. */
@@ -292,18 +313,22 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         autocommit: false,
         minBytes: options.fetchMinBytes,
         maxWaitTime: options.fetchMaxWaitMs,
-      };
+        // Record batches instead of messages (patches/: the library's per-message objects were a third of a consumer's CPU).
+        batches: true,
+      } as ConsumeOptions<Buffer, Buffer, Buffer, Buffer>;
       /** Queues what `s` delivers while it is the current stream; a replaced one's late messages are ignored. */
       const follow = (s: Stream): void => {
         stream = s;
-        s.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => {
+        s.on('data', (chunk) => {
           if (s !== stream) return;
-          const key = `${m.topic}:${m.partition}`;
+          const b = chunk as unknown as RecordBatchChunk; // `batches: true`: record batches, not messages
+          const key = `${b.topic}:${b.partition}`;
           let q = queues.get(key);
-          if (!q) queues.set(key, (q = { topic: m.topic, partition: m.partition, messages: [], busy: false }));
-          q.messages.push(m);
+          if (!q) queues.set(key, (q = { key, topic: b.topic, partition: b.partition, messages: [], commits: [], busy: false }));
+          appendRecords(q.messages, q.commits, b);
+          waiting += b.records.length;
           // Too many waiting: stop the stream (it stops fetching) until batches finish.
-          if (++waiting >= MAX_WAITING) s.pause();
+          if (waiting >= MAX_WAITING) s.pause();
           dispatchSoon();
         });
         s.on('error', (err: Error) => {
@@ -313,10 +338,10 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         });
       };
       /**
-       * The library delivers a fetch's messages one by one, in one synchronous loop: dispatching
-       * at the first would hand a partition's first record to the runner alone and the rest in a
-       * second call (two handler calls and two commits per partition per fetch). Once the loop is
-       * over, each partition's messages of the fetch go in one call.
+       * The library delivers a fetch's record batches one by one, in one synchronous loop:
+       * dispatching at the first would hand a partition's first batch to the runner alone and the
+       * rest in a second call (two handler calls and two commits per partition per fetch). Once the
+       * loop is over, each partition's messages of the fetch go in one call.
        */
       let dispatchQueued = false;
       const dispatchSoon = (): void => {
@@ -331,15 +356,16 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
         for (const q of queues.values()) {
           if (!running || inHand.size >= options.partitionsConsumedConcurrently) return;
           if (q.busy || q.messages.length === 0) continue;
-          const key = `${q.topic}:${q.partition}`;
+          const key = q.key;
           if (!owned.has(key)) {
             // Taken away by a rebalance: its new owner reads these from the committed offset.
             waiting -= q.messages.length;
             q.messages = [];
             continue;
           }
-          const taken = q.messages.splice(0, options.maxBatchSize);
-          waiting -= taken.length;
+          const messages = q.messages.splice(0, options.maxBatchSize);
+          const commits = q.commits.splice(0, messages.length);
+          waiting -= messages.length;
           q.busy = true;
           // To the back of the line: with fewer batches in hand than partitions owned (the trainer
           // works on one), the partition served first would otherwise be served again whenever it
@@ -347,17 +373,24 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
           // partitions of a dead one and started their requests only after three more of its own).
           queues.delete(key);
           queues.set(key, q);
-          const messages: RawMessage[] = taken.map((m) => ({ key: m.key ?? null, value: m.value ?? null, offset: m.offset.toString(), timestamp: Number(m.timestamp) }));
           const fetched: FetchedBatch = {
             topic: q.topic, partition: q.partition, messages,
             isRunning: () => running && owned.has(key),
             isAssigned: () => rebalancing || owned.has(key),
             heartbeat: async () => undefined, // the library heartbeats on its own timer
             commit: async (next) => {
-              // Message.commit() commits its offset + 1 for its partition (with the leader epoch).
-              const last = taken.find((m) => m.offset === BigInt(next) - 1n) ?? taken[taken.length - 1]!;
+              // The commit of the record batch that holds the message before `next` (its
+              // partition's leader epoch), or of the last message's (the runner commits past it).
+              let commit = commits[commits.length - 1]!;
+              const lastDone = String(BigInt(next) - 1n);
+              for (let i = messages.length - 1; i >= 0; i--) {
+                if (messages[i]!.offset === lastDone) {
+                  commit = commits[i]!;
+                  break;
+                }
+              }
               try {
-                await last.commit();
+                await new Promise<void>((resolve, reject) => commit(BigInt(next), (err) => (err ? reject(err) : resolve())));
               } catch (err) {
                 if (hasApiId(err, 'FENCED_INSTANCE_ID')) throw new EddyError('KAFKA_FENCED', `another member took this member's instance id: ${errorMessage(err)}`, { cause: err });
                 throw err;
@@ -429,6 +462,46 @@ export function platformaticClient(config: Pick<EddyConfig, 'kafkaBrokers' | 'lo
     },
   };
 }
+
+/** Commits `offset` (the next to read) for a record batch's partition, with the leader epoch it was fetched at. */
+type CommitBatch = (offset: bigint, callback: (error: Error | null) => void) => void;
+
+/**
+ * One record batch as the patched library's message stream delivers it with `batches: true`
+ * (patches/@platformatic+kafka+1.35.0.patch, docs/streams.md): the parsed records of one Kafka
+ * record batch of one partition, those before the requested offset left out.
+ */
+interface RecordBatchChunk {
+  topic: string;
+  partition: number;
+  firstOffset: bigint;
+  firstTimestamp: bigint;
+  records: ReadonlyArray<{ offsetDelta: number; timestampDelta: bigint; key: Buffer | null; value: Buffer | null }>;
+  commit: CommitBatch;
+}
+
+/**
+ * Appends a record batch's records as RawMessages (offsets as decimal strings, timestamps in ms)
+ * and, for each, the batch's commit. Offsets and timestamps are added as numbers where they are
+ * exact (below 2^53: any offset a partition reaches in practice), not as BigInts per record.
+ */
+export function appendRecords(messages: RawMessage[], commits: CommitBatch[], b: RecordBatchChunk): void {
+  const { records } = b;
+  const exact = b.firstOffset <= MAX_EXACT && b.firstOffset >= 0n;
+  const base = Number(b.firstOffset);
+  const time = Number(b.firstTimestamp);
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    messages.push({
+      key: r.key ?? null,
+      value: r.value ?? null,
+      offset: exact ? String(base + r.offsetDelta) : (b.firstOffset + BigInt(r.offsetDelta)).toString(),
+      timestamp: time + Number(r.timestampDelta),
+    });
+    commits.push(b.commit);
+  }
+}
+const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER) - 2n ** 31n;
 
 /** Whether a @platformatic/kafka error, or one it wraps (MultipleErrors.errors, cause), carries this Kafka error id. */
 function hasApiId(err: unknown, id: string, depth = 0): boolean {
