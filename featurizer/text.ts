@@ -221,6 +221,22 @@ export class TextFeaturizer {
    * definition's (the L2 norm is a floating-point sum), which no general hash map guarantees.
    */
   featurize(text: string, metadata: Record<string, string> = {}, realtime: Record<string, number> = {}): SparseVector {
+    return this.count(text, metadata, realtime).toVector();
+  }
+
+  /**
+   * {@link featurize}'s vector, equal to it bit for bit, in arrays this featurizer reuses: valid
+   * until its next call (by any model that shares it), so for scoring at once, as a prediction
+   * does. A vector of its own costs two typed arrays per prediction, and a typed array of more
+   * than 64 bytes gets a backing store outside V8's heap: ~2 µs each on the 2-core machine, more
+   * than sorting and copying the ids (docs/benchmarks/server.md, "Scratch vectors").
+   */
+  featurizeScratch(text: string, metadata: Record<string, string> = {}, realtime: Record<string, number> = {}): SparseVector {
+    return this.count(text, metadata, realtime).scratchVector();
+  }
+
+  /** Counts the features of one input into the reused table (the definition: see featurize). */
+  private count(text: string, metadata: Record<string, string>, realtime: Record<string, number>): FeatureTable {
     const norm = this.wordSpans(text);
     const nWords = this.spanCount;
     const spans = this.spans;
@@ -278,7 +294,7 @@ export class TextFeaturizer {
       if (raw === undefined || !Number.isFinite(raw) || raw === 0) continue;
       t.add((fmix(fnv(rPrefix, name)) & mask) >>> 0, Math.max(-clip, Math.min(clip, raw)));
     }
-    return t.toVector();
+    return t;
   }
 
   private words(text: string): string[] {
@@ -364,6 +380,9 @@ class FeatureTable {
   ids = new Uint32Array(64);
   values = new Float64Array(64);
   size = 0;
+  /** The arrays of scratchVector, reused. */
+  private scratchIds = new Uint32Array(64);
+  private scratchValues = new Float32Array(64);
   /** slot -> entry index + 1 for the current generation. */
   private slots = new Int32Array(256);
   private stamps = new Uint32Array(256);
@@ -425,10 +444,29 @@ class FeatureTable {
     for (let e = 0; e < n; e++) this.add(ids[e]!, values[e]!);
   }
 
+  /** The entries sorted by id, in arrays of their own. */
   toVector(): SparseVector {
     const n = this.size;
-    const ids = this.ids.slice(0, n);
-    const out = new Float32Array(n);
+    return this.sortInto(this.ids.slice(0, n), new Float32Array(n));
+  }
+
+  /** The entries sorted by id, in views of arrays reused by the next call. */
+  scratchVector(): SparseVector {
+    const n = this.size;
+    if (this.scratchIds.length < n) {
+      let cap = this.scratchIds.length;
+      while (cap < n) cap *= 2;
+      this.scratchIds = new Uint32Array(cap);
+      this.scratchValues = new Float32Array(cap);
+    }
+    const ids = this.scratchIds.subarray(0, n);
+    ids.set(this.ids.subarray(0, n));
+    return this.sortInto(ids, this.scratchValues.subarray(0, n));
+  }
+
+  /** Sorts `ids` (the table's ids, in entry order) and writes each one's value into `out` in the same order. */
+  private sortInto(ids: Uint32Array, out: Float32Array): SparseVector {
+    const n = ids.length;
     if (n <= 128) {
       // A prediction has a few dozen ids: an insertion sort in place that carries each value
       // along allocates nothing (TypedArray.prototype.sort copies into a temporary array first)

@@ -51,7 +51,8 @@ export function loadPredictor(artifact: ModelArtifact): Predictor {
     memoryBytes: scorer.memoryBytes,
     logits: scorer.logits,
     predict(text, metadata, realtime, topK = nLabels) {
-      const z = softmaxInPlace(scorer.logits(featurizer.featurize(text, metadata, realtime)), temperature);
+      // The vector is scored at once: the featurizer's reused arrays (featurizeScratch) do.
+      const z = softmaxInPlace(scorer.logits(featurizer.featurizeScratch(text, metadata, realtime)), temperature);
       const k = Math.max(1, Math.min(topK, nLabels));
       const scores = topScores(z, labels, k);
       return { label: scores[0]!.label, scores, unsure: unsureBelow === null ? null : scores[0]!.score < unsureBelow };

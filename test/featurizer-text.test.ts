@@ -111,7 +111,7 @@ describe('featurizer', () => {
     expect(featurizerFor({ ...longWords, version: '1', id: longWords.id.replace('@2+', '@1+') })).toBeUndefined();
   });
 
-  it('featurize equals the definition bit for bit (ids, and values compared with Object.is) on random inputs in several configurations', () => {
+  it('featurize and featurizeScratch equal the definition bit for bit (ids, and values compared with Object.is) on random inputs in several configurations', () => {
     // Pieces that exercise the paths: ASCII and not (the ASCII fast path skips normalisation),
     // repeats (sublinear tf: non-integer squares, so the norm's summation order shows), combining
     // marks, ligatures, full-width, astral characters, apostrophes; tiny hash spaces force collisions
@@ -143,16 +143,31 @@ describe('featurizer', () => {
       const n = Math.floor(rnd() * (t % 50 === 0 ? 150 : 6));
       for (let i = 0; i < n; i++) realtime[`f${Math.floor(rnd() * 300)}`] = rnd() < 0.1 ? 0 : (rnd() - 0.3) * 30;
       featurizers.forEach((f, i) => {
-        const got = f.featurize(text, metadata, realtime);
         const want = definitionFeaturize(configs[i]!, text, metadata, realtime);
-        expect(Array.from(got.ids), JSON.stringify(text.slice(0, 80))).toEqual(Array.from(want.ids));
-        got.values.forEach((v, j) => {
-          if (!Object.is(v, want.values[j])) expect.fail(`value ${j} of ${JSON.stringify(text.slice(0, 80))} (config ${i}): ${v} !== ${want.values[j]}`);
-        });
-        compared++;
+        // The scratch vector (what a prediction scores) first, then one of its own: same bits.
+        for (const got of [f.featurizeScratch(text, metadata, realtime), f.featurize(text, metadata, realtime)]) {
+          expect(Array.from(got.ids), JSON.stringify(text.slice(0, 80))).toEqual(Array.from(want.ids));
+          got.values.forEach((v, j) => {
+            if (!Object.is(v, want.values[j])) expect.fail(`value ${j} of ${JSON.stringify(text.slice(0, 80))} (config ${i}): ${v} !== ${want.values[j]}`);
+          });
+          compared++;
+        }
       });
     }
-    expect(compared).toBe(12000);
+    expect(compared).toBe(24000);
+  });
+
+  it("featurizeScratch reuses its arrays (valid until the next call) while featurize's vectors stay the caller's", () => {
+    const f = new TextFeaturizer();
+    const own = f.featurize('vpn down again');
+    const kept = Array.from(own.ids);
+    const first = f.featurizeScratch('vpn down again');
+    expect(Array.from(first.ids)).toEqual(kept);
+    const second = f.featurizeScratch('printer jammed on the third floor');
+    expect(second.ids.buffer).toBe(first.ids.buffer);
+    expect(Array.from(first.ids)).not.toEqual(kept); // overwritten, as documented
+    f.featurize('something else entirely');
+    expect(Array.from(own.ids)).toEqual(kept);
   });
 
   it('normalizeText: the ASCII fast path equals full normalisation', () => {
