@@ -45,14 +45,17 @@ export function loadPredictor(artifact: ModelArtifact): Predictor {
   const nLabels = labels.length;
   const temperature = manifest.calibration?.temperature ?? 1;
   const unsureBelow = manifest.calibration ? manifest.calibration.unsureBelow : null;
+  const scratch = new Float64Array(nLabels);
 
   return {
     manifest,
     memoryBytes: scorer.memoryBytes,
     logits: scorer.logits,
     predict(text, metadata, realtime, topK = nLabels) {
-      // The vector is scored at once: the featurizer's reused arrays (featurizeScratch) do.
-      const z = softmaxInPlace(scorer.logits(featurizer.featurizeScratch(text, metadata, realtime)), temperature);
+      // Scored at once, in reused arrays: the featurizer's vector (featurizeScratch) and this
+      // predictor's logits (`scratch`). A typed array over 64 bytes (more than 8 labels) would get
+      // a backing store outside V8's heap per prediction (docs/benchmarks/server.md, "Scratch vectors").
+      const z = softmaxInPlace(scorer.logits(featurizer.featurizeScratch(text, metadata, realtime), scratch), temperature);
       const k = Math.max(1, Math.min(topK, nLabels));
       const scores = topScores(z, labels, k);
       return { label: scores[0]!.label, scores, unsure: unsureBelow === null ? null : scores[0]!.score < unsureBelow };

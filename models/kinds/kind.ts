@@ -23,7 +23,11 @@ export interface ModelKind<W = unknown> {
 }
 
 export interface Scorer {
-  logits(vector: SparseVector): Float64Array;
+  /**
+   * The raw scores of one vector, written into `into` when given (an array of the labels' length
+   * that the caller reuses and reads at once: a prediction), else into a new array.
+   */
+  logits(vector: SparseVector, into?: Float64Array): Float64Array;
   /** Bytes of typed arrays this scorer holds (what a server budgets per model). */
   readonly memoryBytes: number;
 }

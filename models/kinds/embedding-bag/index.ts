@@ -114,7 +114,7 @@ export const embeddingBag: ModelKind<EmbeddingBagWeights> = {
     return {
       memoryBytes: featureIds.byteLength + E.byteLength + (rowScales?.byteLength ?? 0) + (idf?.byteLength ?? 0)
         + W1.byteLength + b1.byteLength + W2.byteLength + b2.byteLength,
-      logits(vector: SparseVector): Float64Array {
+      logits(vector: SparseVector, into?: Float64Array): Float64Array {
         if (rows.length < vector.ids.length) {
           rows = new Int32Array(vector.ids.length);
           vals = new Float64Array(vector.ids.length);
@@ -134,7 +134,8 @@ export const embeddingBag: ModelKind<EmbeddingBagWeights> = {
           const base = d * H;
           for (let u = 0; u < H; u++) h[u]! += x * W1[base + u]!;
         }
-        const out = Float64Array.from(b2);
+        const out = into ?? new Float64Array(b2.length);
+        out.set(b2);
         for (let u = 0; u < H; u++) {
           const x = h[u]!;
           if (x <= 0) continue; // ReLU

@@ -220,8 +220,9 @@ export const sparseLinear: ModelKind<SparseLinearWeights> = {
     let vals = new Float64Array(64);
     return {
       memoryBytes: featureIds.byteLength + w.byteLength + (rowScales?.byteLength ?? 0) + bias.byteLength + (idf?.byteLength ?? 0) + (charRows?.byteLength ?? 0),
-      logits(vector: SparseVector): Float64Array {
-        const out = Float64Array.from(bias);
+      logits(vector: SparseVector, into?: Float64Array): Float64Array {
+        const out = into ?? new Float64Array(bias.length);
+        out.set(bias);
         if (!idf) {
           // Unweighted path, exactly the arithmetic of artifacts written before TF-IDF weighting.
           const { ids, values } = vector;
