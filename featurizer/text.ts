@@ -111,7 +111,7 @@ export function tokenize(normalized: string): string[] {
 
 /** FNV-1a over UTF-16 code units, 32-bit. Deterministic on every platform; fast in V8. */
 export function hashString(s: string): number {
-  return fmix(fnv(FNV_OFFSET, s));
+  return fmix(fnv(FNV_OFFSET, s)) >>> 0;
 }
 
 const FNV_OFFSET = 0x811c9dc5;
@@ -134,12 +134,13 @@ function fnvChar(h: number, code: number): number {
 
 function fmix(h: number): number {
   // Final avalanche (murmur3 fmix32): FNV's low bits are weak and we mask to the low bits.
+  // Returned as a signed 32-bit integer (callers mask, or `>>> 0`): an unsigned one above 2^31
+  // is a heap number wherever V8 does not inline this, one allocation per feature.
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return h ^ (h >>> 16);
 }
 
 function fnvRange(h: number, s: string, start: number, end: number): number {
@@ -157,23 +158,29 @@ function isAsciiWordChar(c: number): boolean {
 }
 
 /**
- * Own keys in code-unit order, as `Object.keys(o).sort()` gives them, without Array.prototype.sort's
- * temporary copy (~1.7 KB per prediction for a request's few metadata and real-time names).
+ * Writes the own keys of `o` into `out`, in code-unit order (as `Object.keys(o).sort()` orders
+ * them), and returns how many: no array per call (a request's metadata and real-time names are a
+ * few dozen; beyond 32 they are sorted by Array.prototype.sort, which allocates a copy).
  */
-function sortedKeys(o: Record<string, unknown>): string[] {
-  const keys = Object.keys(o);
-  if (keys.length > 32) return keys.sort();
-  for (let i = 1; i < keys.length; i++) {
-    const x = keys[i]!;
-    let j = i - 1;
-    while (j >= 0 && keys[j]! > x) {
-      keys[j + 1] = keys[j]!;
+function sortedKeys(o: Record<string, unknown>, out: string[]): number {
+  let n = 0;
+  for (const key in o) {
+    let j = n++ - 1;
+    while (j >= 0 && out[j]! > key && n <= 32) {
+      out[j + 1] = out[j]!;
       j--;
     }
-    keys[j + 1] = x;
+    out[j + 1] = key;
   }
-  return keys;
+  if (n > 32) {
+    const sorted = out.slice(0, n).sort();
+    for (let i = 0; i < n; i++) out[i] = sorted[i]!;
+  }
+  return n;
 }
+
+const M_PREFIX = fnv(FNV_OFFSET, 'm:');
+const R_PREFIX = fnv(FNV_OFFSET, 'r:');
 
 /**
  * Turns one input into a sparse vector. Text features use sublinear tf (1 + ln count) and are
@@ -185,10 +192,16 @@ export class TextFeaturizer {
   private readonly mask: number;
   private readonly metadataKeys: Set<string>;
 
+  /** FNV states after each n-gram order's prefix (`w2:`, `c3:`...), in config order: hashed once, not per call. */
+  private readonly wordPrefixes: number[];
+  private readonly charPrefixes: number[];
+
   constructor(readonly config: FeaturizerConfig = DEFAULT_FEATURIZER_CONFIG) {
     this.identity = featurizerIdentity(config);
     this.mask = config.hashBits >= 32 ? 0xffffffff : (1 << config.hashBits) - 1;
     this.metadataKeys = new Set(config.metadataKeys);
+    this.wordPrefixes = config.wordNgrams.map((n) => fnv(FNV_OFFSET, n === 1 ? 'w:' : `w${n}:`));
+    this.charPrefixes = config.charNgrams.map((n) => fnv(FNV_OFFSET, `c${n}:`));
   }
 
   private id(feature: string): number {
@@ -243,21 +256,23 @@ export class TextFeaturizer {
     const t = this.table;
     t.reset(this.textFeatureCount(nWords));
     const mask = this.mask;
-    for (const n of this.config.wordNgrams) {
+    const { wordNgrams, charNgrams } = this.config;
+    for (let o = 0; o < wordNgrams.length; o++) {
+      const n = wordNgrams[o]!;
+      const prefix = this.wordPrefixes[o]!;
       if (n === 1) {
-        const prefix = fnv(FNV_OFFSET, 'w:');
         for (let i = 0; i < nWords; i++) t.add((fmix(fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!)) & mask) >>> 0, 1);
         continue;
       }
-      const prefix = fnv(FNV_OFFSET, `w${n}:`);
       for (let i = 0; i + n <= nWords; i++) {
         let h = fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!);
         for (let j = 1; j < n; j++) h = fnvRange(fnvChar(h, 32), norm, spans[2 * (i + j)]!, spans[2 * (i + j) + 1]!);
         t.add((fmix(h) & mask) >>> 0, 1);
       }
     }
-    for (const n of this.config.charNgrams) {
-      const prefix = fnv(FNV_OFFSET, `c${n}:`);
+    for (let o = 0; o < charNgrams.length; o++) {
+      const n = charNgrams[o]!;
+      const prefix = this.charPrefixes[o]!;
       for (let wi = 0; wi < nWords; wi++) {
         // `<${word}>` sliced n code units at a time, hashed in place.
         const start = spans[2 * wi]!;
@@ -279,21 +294,23 @@ export class TextFeaturizer {
     }
     const scale = norm2 > 0 ? 1 / Math.sqrt(norm2) : 0;
     for (let e = 0; e < textEntries; e++) t.values[e] = t.values[e]! * scale;
-    const metaKeys = sortedKeys(metadata);
-    const mPrefix = fnv(FNV_OFFSET, 'm:');
-    for (const key of metaKeys) {
+    const keys = this.keys;
+    const nMeta = sortedKeys(metadata, keys);
+    for (let k = 0; k < nMeta; k++) {
+      const key = keys[k]!;
       if (!this.metadataKeys.has(key)) continue;
       // `m:${key}=${value}` hashed in parts.
-      t.add((fmix(fnv(fnvChar(fnv(mPrefix, key), 61), normalizeText(metadata[key] ?? '', 200))) & mask) >>> 0, 1);
+      t.add((fmix(fnv(fnvChar(fnv(M_PREFIX, key), 61), normalizeText(metadata[key] ?? '', 200))) & mask) >>> 0, 1);
     }
     const clip = this.config.realtimeClip;
-    const names = sortedKeys(realtime);
-    const rPrefix = fnv(FNV_OFFSET, 'r:');
-    for (const name of names) {
+    const nNames = sortedKeys(realtime, keys);
+    for (let k = 0; k < nNames; k++) {
+      const name = keys[k]!;
       const raw = realtime[name];
       if (raw === undefined || !Number.isFinite(raw) || raw === 0) continue;
-      t.add((fmix(fnv(rPrefix, name)) & mask) >>> 0, Math.max(-clip, Math.min(clip, raw)));
+      t.add((fmix(fnv(R_PREFIX, name)) & mask) >>> 0, Math.max(-clip, Math.min(clip, raw)));
     }
+    keys.fill(undefined as unknown as string, 0, Math.max(nMeta, nNames)); // hold no request's strings
     return t;
   }
 
@@ -368,6 +385,8 @@ export class TextFeaturizer {
   /** Word spans of the last `wordSpans` call: start at 2i, end at 2i + 1; `spanCount` of them. */
   private spans = new Int32Array(256);
   private spanCount = 0;
+  /** Sorted metadata keys, then real-time names, of the current call (sortedKeys). */
+  private readonly keys: string[] = [];
   private readonly table = new FeatureTable();
 }
 
@@ -383,6 +402,8 @@ class FeatureTable {
   /** The arrays of scratchVector, reused. */
   private scratchIds = new Uint32Array(64);
   private scratchValues = new Float32Array(64);
+  /** scratchVector's views of them, by length. */
+  private scratchViews: SparseVector[] = [];
   /** slot -> entry index + 1 for the current generation. */
   private slots = new Int32Array(256);
   private stamps = new Uint32Array(256);
@@ -447,7 +468,9 @@ class FeatureTable {
   /** The entries sorted by id, in arrays of their own. */
   toVector(): SparseVector {
     const n = this.size;
-    return this.sortInto(this.ids.slice(0, n), new Float32Array(n));
+    const v = { ids: this.ids.slice(0, n), values: new Float32Array(n) };
+    this.sortInto(v.ids, v.values);
+    return v;
   }
 
   /** The entries sorted by id, in views of arrays reused by the next call. */
@@ -458,14 +481,18 @@ class FeatureTable {
       while (cap < n) cap *= 2;
       this.scratchIds = new Uint32Array(cap);
       this.scratchValues = new Float32Array(cap);
+      this.scratchViews = [];
     }
-    const ids = this.scratchIds.subarray(0, n);
-    ids.set(this.ids.subarray(0, n));
-    return this.sortInto(ids, this.scratchValues.subarray(0, n));
+    // One pair of views per length, made once: a view is an object of ~100 bytes, two per call.
+    const v = (this.scratchViews[n] ??= { ids: this.scratchIds.subarray(0, n), values: this.scratchValues.subarray(0, n) });
+    const ids = v.ids;
+    for (let i = 0; i < n; i++) ids[i] = this.ids[i]!;
+    this.sortInto(ids, v.values);
+    return v;
   }
 
   /** Sorts `ids` (the table's ids, in entry order) and writes each one's value into `out` in the same order. */
-  private sortInto(ids: Uint32Array, out: Float32Array): SparseVector {
+  private sortInto(ids: Uint32Array, out: Float32Array): void {
     const n = ids.length;
     if (n <= 128) {
       // A prediction has a few dozen ids: an insertion sort in place that carries each value
@@ -484,12 +511,11 @@ class FeatureTable {
         ids[j + 1] = x;
         out[j + 1] = xv;
       }
-      return { ids, values: out };
+      return;
     }
     ids.sort();
     // Entry of each id, found again through the table (ids are unique).
     for (let i = 0; i < n; i++) out[i] = this.values[this.find(ids[i]!)]!;
-    return { ids, values: out };
   }
 
   private find(id: number): number {
