@@ -153,8 +153,27 @@ interface PendingRead {
   /** This read's entities: `Flush.readEntities[start, start + count)` (REALTIME_ENTITY_FIELDS order). */
   start: number;
   count: number;
-  resolve: (r: { features: RealtimeFeatures; defaulted: boolean }) => void;
+  /** Where the answer goes: a lone read's resolve, or slot `slot` of a batch's (readMany). */
+  resolve: ((r: { features: RealtimeFeatures; defaulted: boolean }) => void) | undefined;
+  batch: PendingBatch | undefined;
+  slot: number;
   settled: boolean;
+}
+
+/** The reads of one readMany call: one promise for all, resolved when the last one is answered. */
+interface PendingBatch {
+  out: Array<{ features: RealtimeFeatures; defaulted: boolean }>;
+  waiting: number;
+  resolve: (out: Array<{ features: RealtimeFeatures; defaulted: boolean }>) => void;
+}
+
+function answer(r: PendingRead, a: { features: RealtimeFeatures; defaulted: boolean }): void {
+  if (r.batch) {
+    r.batch.out[r.slot] = a;
+    if (--r.batch.waiting === 0) r.batch.resolve(r.batch.out);
+  } else {
+    r.resolve!(a);
+  }
 }
 
 /** An entity named in a turn: its Redis key, client, field (index in REALTIME_ENTITY_FIELDS) and value. */
@@ -175,8 +194,8 @@ class Flush {
   /** The entities of every read, concatenated (see PendingRead). */
   readonly readEntities: number[] = [];
   readonly reads: PendingRead[] = [];
-  /** `client \0 field index \0 value` -> entity, once there are more than SCAN_ENTITIES. */
-  private index: Map<string, number> | undefined;
+  /** client -> per field index: value -> entity, once there are more than SCAN_ENTITIES (no key string per lookup). */
+  private index: Map<string, Array<Map<string, number>>> | undefined;
 
   /** The entity's index, or -1 when this turn has not named it yet. */
   find(clientId: string, fi: number, value: string): number {
@@ -190,15 +209,22 @@ class Flush {
     }
     if (!this.index) {
       this.index = new Map();
-      this.entities.forEach((e, i) => this.index!.set(`${e.clientId}\0${e.fi}\0${e.value}`, i));
+      this.entities.forEach((e, i) => this.indexed(e).set(e.value, i));
     }
-    return this.index.get(`${clientId}\0${fi}\0${value}`) ?? -1;
+    return this.index.get(clientId)?.[fi]?.get(value) ?? -1;
   }
 
   add(entity: Entity): number {
     const i = this.entities.push(entity) - 1;
-    this.index?.set(`${entity.clientId}\0${entity.fi}\0${entity.value}`, i);
+    if (this.index) this.indexed(entity).set(entity.value, i);
     return i;
+  }
+
+  /** The index's map for the entity's client and field. */
+  private indexed(e: Entity): Map<string, number> {
+    let byField = this.index!.get(e.clientId);
+    if (!byField) this.index!.set(e.clientId, (byField = []));
+    return (byField[e.fi] ??= new Map());
   }
 
   /** The entities of each client (on Redis Cluster a script call holds one client's keys: one slot). */
@@ -251,7 +277,7 @@ export class RealtimeFeatureReader {
 
   read(clientId: string, metadata: Record<string, string>): Promise<{ features: RealtimeFeatures; defaulted: boolean }> {
     if (!namesAnEntity(metadata)) return Promise.resolve(NONE);
-    return new Promise((resolve) => this.enqueue(clientId, metadata, resolve));
+    return new Promise((resolve) => this.enqueue(clientId, metadata, resolve, undefined, 0));
   }
 
   /** The features of several requests of one client (a batch's items), in order: one promise for all. */
@@ -264,23 +290,21 @@ export class RealtimeFeatureReader {
     }
     if (waiting === 0) return Promise.resolve(out);
     return new Promise((resolve) => {
+      const batch: PendingBatch = { out, waiting, resolve };
       for (let i = 0; i < metadatas.length; i++) {
-        if (out[i] === NONE) continue;
-        this.enqueue(clientId, metadatas[i]!, (r) => {
-          out[i] = r;
-          if (--waiting === 0) resolve(out);
-        });
+        if (out[i] !== NONE) this.enqueue(clientId, metadatas[i]!, undefined, batch, i);
       }
     });
   }
 
-  private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve']): void {
+  private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve'], batch: PendingBatch | undefined, slot: number): void {
     let f = this.flush;
     if (!f) {
       f = this.flush = new Flush();
       setImmediate(() => this.send());
     }
     const start = f.readEntities.length;
+    const read: PendingRead = { start, count: 0, resolve, batch, slot, settled: false };
     for (let fi = 0; fi < REALTIME_ENTITY_FIELDS.length; fi++) {
       const value = metadata[REALTIME_ENTITY_FIELDS[fi]!];
       if (value === undefined || value === '') continue;
@@ -292,14 +316,16 @@ export class RealtimeFeatureReader {
         } catch {
           // Never throws (a read must not fail a prediction): a key that cannot be built defaults the read.
           f.readEntities.length = start;
-          resolve(DEFAULTED);
+          read.settled = true;
+          answer(read, DEFAULTED);
           return;
         }
         i = f.add({ key, clientId, fi, value });
       }
       f.readEntities.push(i);
     }
-    f.reads.push({ start, count: f.readEntities.length - start, resolve, settled: false });
+    read.count = f.readEntities.length - start;
+    f.reads.push(read);
   }
 
   private send(): void {
@@ -315,8 +341,11 @@ export class RealtimeFeatureReader {
       done = true;
       clearTimeout(timer);
       const now = this.opts.nowMs?.() ?? Date.now();
-      // Entities shared by several requests are turned into features once.
+      // Entities shared by several requests are turned into features once, and requests naming
+      // the same entities (a batch's items, mostly) share one answer: callers only read it.
       const perKey: Array<RealtimeFeatures | undefined> = new Array(f.entities.length);
+      let shared: Map<number, { features: RealtimeFeatures; defaulted: boolean }> | undefined;
+      const n = f.entities.length;
       const entities = f.readEntities;
       for (const r of f.reads) {
         if (r.settled) continue;
@@ -325,7 +354,14 @@ export class RealtimeFeatureReader {
         let missing = false;
         for (let j = r.start; j < end; j++) if (states[entities[j]!] === undefined) missing = true;
         if (missing) {
-          r.resolve(DEFAULTED);
+          answer(r, DEFAULTED);
+          continue;
+        }
+        // Which entities (at most one per field, in field order): a number, for up to two fields.
+        const combination = r.count === 1 ? entities[r.start]! : r.count === 2 ? n + entities[r.start]! * n + entities[r.start + 1]! : -1;
+        const known = combination >= 0 ? shared?.get(combination) : undefined;
+        if (known) {
+          answer(r, known);
           continue;
         }
         const features: RealtimeFeatures = {};
@@ -334,7 +370,9 @@ export class RealtimeFeatureReader {
           const own = perKey[i] ?? (perKey[i] = entityFeatures(REALTIME_ENTITY_FIELDS[f.entities[i]!.fi]!, states[i]!, now));
           for (const name in own) features[name] = own[name]!;
         }
-        r.resolve({ features, defaulted: false });
+        const a = { features, defaulted: false };
+        if (combination >= 0 && f.reads.length > 1) (shared ??= new Map()).set(combination, a);
+        answer(r, a);
       }
     };
     const timer = setTimeout(() => setImmediate(finish), this.opts.timeoutMs);

@@ -277,7 +277,7 @@ export class PredictionService {
     let scores: Array<{ label: string; score: number }>;
     let unsure: boolean | null = null;
     let explanation: Explanation | undefined;
-    const events: PredictionMade[] = [];
+    let shadowEvent: PredictionMade | undefined;
     if (handle && c) {
       featuresDefaulted = f.defaulted;
       if (f.defaulted) this.defaulted.n++;
@@ -290,8 +290,7 @@ export class PredictionService {
       variant = handle.version === canary ? 'CANARY' : 'LIVE';
       const shadow = c.shadow;
       if (shadow && shadow.version !== handle.version && stableShare(`${clientId}|${shadow.version}|shadow|${requestId}`) < shadow.share) {
-        const shadowEvent = this.scoreShadow(c, shadow.version, req, f.features, topK, requestId, channel, featuresDefaulted, started);
-        if (shadowEvent) events.push(shadowEvent);
+        shadowEvent = this.scoreShadow(c, shadow.version, req, f.features, topK, requestId, channel, featuresDefaulted, started);
       }
     } else {
       const definitions = this.baselineLabels(clientId, c);
@@ -302,14 +301,12 @@ export class PredictionService {
       variant = 'BASELINE';
     }
     const latencyMs = performance.now() - started;
-    const result: PredictResult = {
-      requestId, clientId, label, scores, modelVersion: handle?.version ?? null, variant, featuresDefaulted, unsure, latencyMs,
-      ...(explanation ? { explanation } : {}),
-    };
-    events.unshift(this.event(result, req, channel, eventIdOf(req, 'made')));
+    const result: PredictResult = { requestId, clientId, label, scores, modelVersion: handle?.version ?? null, variant, featuresDefaulted, unsure, latencyMs };
+    if (explanation) result.explanation = explanation;
+    const made = this.event(result, req, channel, eventIdOf(req, 'made'));
     this.predicted[channel][variant].n++;
     this.predictSeconds[channel].observe(latencyMs / 1000);
-    return { result, events };
+    return { result, events: shadowEvent ? [made, shadowEvent] : [made] };
   }
 
   /** Label definitions for the baseline; a client whose models all fail still has the labels they were trained on. */

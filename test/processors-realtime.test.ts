@@ -155,11 +155,12 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(await reader.readMany('c1', [{}, {}])).toEqual([{ features: {}, defaulted: false }, { features: {}, defaulted: false }]);
   });
 
-  it('readMany names each entity once in its command, also in a batch naming more entities than a turn scans for repeats', async () => {
+  it('readMany names each entity once in its command, also in a batch naming more entities than a turn scans for repeats, and answers items naming the same entities alike', async () => {
     const now = Date.UTC(2026, 10, 1);
-    // 60 items over 20 requesters and 3 channels, repeated in an order that crosses the 16 entities
-    // the reader compares one by one before it indexes them.
-    const items = Array.from({ length: 60 }, (_, i) => ({ requester: `r${(i * 7) % 20}`, channel: `ch${i % 3}` }));
+    // 120 items over 20 requesters and 3 channels, repeated in an order that crosses the 16 entities
+    // the reader compares one by one before it indexes them; every combination twice (items naming
+    // the same entities share one answer), every 8th item names its requester only.
+    const items = Array.from({ length: 120 }, (_, i) => (i % 8 === 7 ? { requester: `r${(i * 7) % 20}` } : { requester: `r${(i * 7) % 20}`, channel: `ch${i % 3}` }));
     for (let r = 0; r < 20; r += 2) await redis.hset(featureKeys.entity('rb', 'c1', 'requester', `r${r}`), { _t: String(now), Network: String(r + 1), Hardware: '1' });
     await redis.hset(featureKeys.entity('rb', 'c1', 'channel', 'ch1'), { _t: String(now), Printing: '2' });
     const { got, calls } = await scriptCalls(redis, () => new RealtimeFeatureReader(redis, 'rb', { timeoutMs: 1000, nowMs: () => now }).readMany('c1', items));
