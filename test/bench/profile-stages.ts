@@ -43,6 +43,9 @@ function stageOf(stack: Frame[]): string {
   let fallback: string | undefined;
   for (let i = stack.length - 1; i >= 0; i--) {
     const f = stack[i]!;
+    // The API's hooks (authentication) call on into Fastify's pipeline (body parsing, the next
+    // hooks, the handler): what runs beneath them is Fastify's or its own stage's, not the hook's.
+    if (fallback && /server\/http\/plumbing/.test(f.url)) return fallback;
     for (const [name, test] of STAGES) {
       if (!test(f)) continue;
       if (name === sockets[0] || name === 'Fastify routing, hooks, reply') {
