@@ -160,7 +160,7 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     // 120 items over 20 requesters and 3 channels, repeated in an order that crosses the 16 entities
     // the reader compares one by one before it indexes them; every combination twice (items naming
     // the same entities share one answer), every 8th item names its requester only.
-    const items = Array.from({ length: 120 }, (_, i) => (i % 8 === 7 ? { requester: `r${(i * 7) % 20}` } : { requester: `r${(i * 7) % 20}`, channel: `ch${i % 3}` }));
+    const items = Array.from({ length: 120 }, (_, i): Record<string, string> => (i % 8 === 7 ? { requester: `r${(i * 7) % 20}` } : { requester: `r${(i * 7) % 20}`, channel: `ch${i % 3}` }));
     for (let r = 0; r < 20; r += 2) await redis.hset(featureKeys.entity('rb', 'c1', 'requester', `r${r}`), { _t: String(now), Network: String(r + 1), Hardware: '1' });
     await redis.hset(featureKeys.entity('rb', 'c1', 'channel', 'ch1'), { _t: String(now), Printing: '2' });
     const { got, calls } = await scriptCalls(redis, () => new RealtimeFeatureReader(redis, 'rb', { timeoutMs: 1000, nowMs: () => now }).readMany('c1', items));
