@@ -143,9 +143,18 @@ function fmix(h: number): number {
   return h ^ (h >>> 16);
 }
 
-function fnvRange(h: number, s: string, start: number, end: number): number {
-  for (let i = start; i < end; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+/** FNV over `s[start, end)`, each code unit case-folded by {@link fold} (`up` 32: ASCII text read in its own case). */
+function fnvRange(h: number, s: string, start: number, end: number, up: number): number {
+  for (let i = start; i < end; i++) h = Math.imul(h ^ fold(s.charCodeAt(i), up), 0x01000193);
   return h;
+}
+
+/**
+ * `c` lower-cased when it is an ASCII capital and `up` is 32 (what String.prototype.toLowerCase
+ * does to ASCII); as it is when `up` is 0 (text already normalised and lower-cased).
+ */
+function fold(c: number, up: number): number {
+  return c >= 65 && c <= 90 ? c + up : c;
 }
 
 /** TOKEN's classes on lower-cased ASCII: \p{L} is a-z, \p{N} is 0-9. */
@@ -251,6 +260,7 @@ export class TextFeaturizer {
   /** Counts the features of one input into the reused table (the definition: see featurize). */
   private count(text: string, metadata: Record<string, string>, realtime: Record<string, number>): FeatureTable {
     const norm = this.wordSpans(text);
+    const up = this.caseFold;
     const nWords = this.spanCount;
     const spans = this.spans;
     const t = this.table;
@@ -261,12 +271,12 @@ export class TextFeaturizer {
       const n = wordNgrams[o]!;
       const prefix = this.wordPrefixes[o]!;
       if (n === 1) {
-        for (let i = 0; i < nWords; i++) t.add((fmix(fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!)) & mask) >>> 0, 1);
+        for (let i = 0; i < nWords; i++) t.add((fmix(fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!, up)) & mask) >>> 0, 1);
         continue;
       }
       for (let i = 0; i + n <= nWords; i++) {
-        let h = fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!);
-        for (let j = 1; j < n; j++) h = fnvRange(fnvChar(h, 32), norm, spans[2 * (i + j)]!, spans[2 * (i + j) + 1]!);
+        let h = fnvRange(prefix, norm, spans[2 * i]!, spans[2 * i + 1]!, up);
+        for (let j = 1; j < n; j++) h = fnvRange(fnvChar(h, 32), norm, spans[2 * (i + j)]!, spans[2 * (i + j) + 1]!, up);
         t.add((fmix(h) & mask) >>> 0, 1);
       }
     }
@@ -279,7 +289,7 @@ export class TextFeaturizer {
         const len = spans[2 * wi + 1]! - start + 2;
         for (let i = 0; i + n <= len; i++) {
           let h = prefix;
-          for (let j = i; j < i + n; j++) h = fnvChar(h, j === 0 ? 60 : j === len - 1 ? 62 : norm.charCodeAt(start + j - 1));
+          for (let j = i; j < i + n; j++) h = fnvChar(h, j === 0 ? 60 : j === len - 1 ? 62 : fold(norm.charCodeAt(start + j - 1), up));
           t.add((fmix(h) & mask) >>> 0, 1);
         }
       }
@@ -321,39 +331,45 @@ export class TextFeaturizer {
   }
 
   /**
-   * The normalised text, with the words of `words(text)` as [start, end) spans of it in
-   * `this.spans` (`this.spanCount` of them; no string per word). ASCII text, the common case, is scanned by hand with exactly TOKEN's rule
-   * (a run of letters and digits, then optionally an apostrophe and letters); other text is
-   * matched by TOKEN itself.
+   * The text to hash, with the words of `words(text)` as [start, end) spans of it in `this.spans`
+   * (`this.spanCount` of them; no string per word). ASCII text, the common case, is scanned in
+   * one pass by hand with exactly TOKEN's rule (a run of letters and digits, then optionally an
+   * apostrophe and letters) and kept in its own case: `caseFold` is 32, and hashing lower-cases
+   * each code unit as it reads it (no lower-cased copy). Other text is normalised and matched by
+   * TOKEN itself (`caseFold` 0).
    */
   private wordSpans(text: string): string {
     const cut = text.length > this.config.maxChars ? text.slice(0, this.config.maxChars) : text;
     const min = this.config.minWordChars && this.config.minWordChars > 1 ? this.config.minWordChars : 0;
     let count = 0;
-    if (ASCII.test(cut)) {
-      const norm = cut.toLowerCase();
-      const len = norm.length;
+    ascii: {
+      const len = cut.length;
       let i = 0;
       while (i < len) {
-        if (!isAsciiWordChar(norm.charCodeAt(i))) {
+        const c = cut.charCodeAt(i);
+        if (c > 0x7f) break ascii; // not ASCII: the words found so far are dropped, the full path starts over
+        if (!isAsciiWordChar(fold(c, 32))) {
           i++;
           continue;
         }
         const start = i;
-        while (i < len && isAsciiWordChar(norm.charCodeAt(i))) i++;
-        if (i + 1 < len && norm.charCodeAt(i) === 39 && isAsciiLetter(norm.charCodeAt(i + 1))) {
+        while (i < len && isAsciiWordChar(fold(cut.charCodeAt(i), 32))) i++;
+        if (i + 1 < len && cut.charCodeAt(i) === 39 && isAsciiLetter(fold(cut.charCodeAt(i + 1), 32))) {
           i += 2;
-          while (i < len && isAsciiLetter(norm.charCodeAt(i))) i++;
+          while (i < len && isAsciiLetter(fold(cut.charCodeAt(i), 32))) i++;
         }
         count = this.pushSpan(count, start, i, min);
       }
       this.spanCount = count;
-      return norm;
+      this.caseFold = 32;
+      return cut;
     }
+    count = 0;
     const norm = normalizeText(cut, this.config.maxChars);
     TOKEN.lastIndex = 0;
     for (let m = TOKEN.exec(norm); m !== null; m = TOKEN.exec(norm)) count = this.pushSpan(count, m.index, m.index + m[0].length, min);
     this.spanCount = count;
+    this.caseFold = 0;
     return norm;
   }
 
@@ -385,6 +401,8 @@ export class TextFeaturizer {
   /** Word spans of the last `wordSpans` call: start at 2i, end at 2i + 1; `spanCount` of them. */
   private spans = new Int32Array(256);
   private spanCount = 0;
+  /** 32 when the last `wordSpans` returned ASCII text in its own case (see fold), else 0. */
+  private caseFold = 0;
   /** Sorted metadata keys, then real-time names, of the current call (sortedKeys). */
   private readonly keys: string[] = [];
   private readonly table = new FeatureTable();
