@@ -239,6 +239,10 @@ class Flush {
   }
 }
 
+/** keyOf keeps the keys of values up to this long, and at most this many (~200 bytes each: a few MB). */
+const MAX_CACHED_VALUE_LENGTH = 100;
+const MAX_CACHED_KEYS = 20_000;
+
 /** Entities per turn found by a scan; a turn naming more (a batch) indexes them in a map. */
 const SCAN_ENTITIES = 16;
 
@@ -261,6 +265,9 @@ const SCAN_ENTITIES = 16;
  */
 export class RealtimeFeatureReader {
   private flush: Flush | undefined;
+  /** Entity keys built so far: client -> field index -> value -> key (see keyOf). */
+  private readonly keys = new Map<string, Array<Map<string, string> | undefined>>();
+  private cachedKeys = 0;
   /** On Redis Cluster one command per client (one slot each); otherwise one command per turn. */
   private readonly perClient: boolean;
 
@@ -312,7 +319,7 @@ export class RealtimeFeatureReader {
       if (i < 0) {
         let key: string;
         try {
-          key = featureKeys.entity(this.keyPrefix, clientId, REALTIME_ENTITY_FIELDS[fi]!, value);
+          key = this.keyOf(clientId, fi, value);
         } catch {
           // Never throws (a read must not fail a prediction): a key that cannot be built defaults the read.
           f.readEntities.length = start;
@@ -326,6 +333,29 @@ export class RealtimeFeatureReader {
     }
     read.count = f.readEntities.length - start;
     f.reads.push(read);
+  }
+
+  /**
+   * The Redis key of an entity, built once: a key is a few concatenations and an
+   * encodeURIComponent (~300 bytes per request for its two entities), and the same requesters
+   * and channels come back all day. Bounded: only short values are kept, and the whole cache is
+   * dropped once it holds MAX_CACHED_KEYS of them.
+   */
+  private keyOf(clientId: string, fi: number, value: string): string {
+    let byField = this.keys.get(clientId);
+    const known = byField?.[fi]?.get(value);
+    if (known !== undefined) return known;
+    const key = featureKeys.entity(this.keyPrefix, clientId, REALTIME_ENTITY_FIELDS[fi]!, value);
+    if (value.length > MAX_CACHED_VALUE_LENGTH) return key;
+    if (this.cachedKeys >= MAX_CACHED_KEYS) {
+      this.keys.clear();
+      this.cachedKeys = 0;
+      byField = undefined;
+    }
+    if (!byField) this.keys.set(clientId, (byField = []));
+    (byField[fi] ??= new Map()).set(value, key);
+    this.cachedKeys++;
+    return key;
   }
 
   private send(): void {

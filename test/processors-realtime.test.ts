@@ -173,6 +173,28 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(got[1]!.features['channel.share:Printing']).toBe(1);
   });
 
+  it('builds each entity key once per reader: later turns name the same keys, per client and field, and a value too long to keep is named right each time', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    await redis.hset(featureKeys.entity('kc', 'c1', 'requester', 'ann'), { _t: String(now), Network: '3' });
+    await redis.hset(featureKeys.entity('kc', 'c2', 'requester', 'ann'), { _t: String(now), Printing: '1' });
+    const reader = new RealtimeFeatureReader(redis, 'kc', { timeoutMs: 1000, nowMs: () => now });
+    const key = (client: string, field: string, value: string) => featureKeys.entity('kc', client, field, value);
+    const long = 'x'.repeat(150);
+    // One turn each: the first builds the keys, the later ones find them (c2's ann, and ann as a channel, are other keys).
+    const turns: Array<[string, Record<string, string>, string[]]> = [
+      ['c1', { requester: 'ann', channel: long }, [key('c1', 'requester', 'ann'), key('c1', 'channel', long)]],
+      ['c1', { requester: 'ann', channel: long }, [key('c1', 'requester', 'ann'), key('c1', 'channel', long)]],
+      ['c2', { requester: 'ann' }, [key('c2', 'requester', 'ann')]],
+      ['c1', { channel: 'ann' }, [key('c1', 'channel', 'ann')]],
+      ['c1', { requester: 'ann' }, [key('c1', 'requester', 'ann')]],
+    ];
+    for (const [client, metadata, keys] of turns) {
+      const { got, calls } = await scriptCalls(redis, () => reader.read(client, metadata));
+      expect(calls).toEqual([keys]);
+      expect(got).toEqual(await readRealtimeFeatures(redis, 'kc', client, metadata, { timeoutMs: 1000, nowMs: now }));
+    }
+  });
+
   it('an entity value with lone surrogates names the key its UTF-8 round trip names, also when the 200-character cut splits a pair', async () => {
     const now = Date.UTC(2026, 10, 1);
     // What the feature processor keys after Avro (UTF-8) turned the lone surrogate into U+FFFD.
