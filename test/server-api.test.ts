@@ -9,6 +9,7 @@ import type { PredictionMade } from '../schemas/events.ts';
 import { compiledOnFirstUse, compileEveryRouteSchema, createApp } from '../server/app.ts';
 import { ModelAdmin } from '../models/lifecycle.ts';
 import { startServer, type PredictionServer } from '../server/main.ts';
+import { principalOfKey } from '../server/http/plumbing.ts';
 import { derivedId } from '../common/ids.ts';
 import { modelPublished } from './server-fixtures.ts';
 import { waitFor } from './helpers.ts';
@@ -256,6 +257,19 @@ describe('prediction API: authentication, tenant isolation and limits', () => {
     expectError(await call('GET', '/v1/clients/acme/model'), 401, 'UNAUTHENTICATED');
     // Authentication comes before validation: no hints about the API without a key.
     expectError(await call('POST', '/v1/clients/acme/predict', { body: { nonsense: true } }), 401, 'UNAUTHENTICATED');
+  });
+
+  it('a key stands for the admin, a client, or nobody; the admin key wins over a client key equal to it', () => {
+    const apiKeys = new Map([['k-acme', 'acme'], ['k-globex', 'globex'], ['k-admin', 'acme']]);
+    const config = { adminKey: 'k-admin', apiKeys };
+    expect(principalOfKey(config, 'k-admin')).toEqual({ kind: 'admin' });
+    expect(principalOfKey(config, 'k-acme')).toEqual({ kind: 'client', clientId: 'acme' }); // acme's other key: compared, not the admin's
+    expect(principalOfKey(config, 'k-globex')).toEqual({ kind: 'client', clientId: 'globex' });
+    expect(principalOfKey(config, 'k-admin-')).toBeUndefined();
+    expect(principalOfKey(config, '')).toBeUndefined();
+    expect(principalOfKey({ adminKey: '', apiKeys }, 'k-admin')).toEqual({ kind: 'client', clientId: 'acme' }); // no admin key configured
+    expect(principalOfKey({ adminKey: 'k-root', apiKeys }, 'k-root')).toEqual({ kind: 'admin' });
+    expect(principalOfKey({ adminKey: 'k-root', apiKeys }, 'k-acme')).toEqual({ kind: 'client', clientId: 'acme' });
   });
 
   it('403 when a key acts for another client, or a client key calls an admin endpoint', async () => {

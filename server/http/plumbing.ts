@@ -137,11 +137,30 @@ export function maySee(principal: Principal | undefined, clientId: string): bool
   return principal !== undefined && (principal.kind === 'admin' || principal.clientId === clientId);
 }
 
-/** The principal a key stands for, or undefined for an unknown key. */
+const ADMIN: Principal = Object.freeze({ kind: 'admin' });
+/** One frozen principal per client (a request's principal is only read). */
+const clientPrincipals = new Map<string, Principal>();
+
+/**
+ * The principal a key stands for, or undefined for an unknown key. The admin key wins over a
+ * client key equal to it. A client's key is recognised without comparing it to the admin key
+ * when the admin key belongs to no client or to another one (then it cannot be the admin key):
+ * the constant-time comparison copies the key into a buffer, ~4 µs per request in a profile.
+ */
 export function principalOfKey(config: Pick<ServerConfig, 'adminKey' | 'apiKeys'>, key: string): Principal | undefined {
-  if (config.adminKey && sameSecret(key, config.adminKey)) return { kind: 'admin' };
   const clientId = config.apiKeys.get(key);
-  return clientId === undefined ? undefined : { kind: 'client', clientId };
+  if (clientId !== undefined && (!config.adminKey || config.apiKeys.get(config.adminKey) !== clientId)) return clientPrincipal(clientId);
+  if (config.adminKey && sameSecret(key, config.adminKey)) return ADMIN;
+  return clientId === undefined ? undefined : clientPrincipal(clientId);
+}
+
+function clientPrincipal(clientId: string): Principal {
+  let p = clientPrincipals.get(clientId);
+  if (!p) {
+    if (clientPrincipals.size >= 100_000) clientPrincipals.clear();
+    clientPrincipals.set(clientId, (p = Object.freeze({ kind: 'client', clientId })));
+  }
+  return p;
 }
 
 /**
