@@ -181,7 +181,6 @@ interface Entity {
   key: string;
   clientId: string;
   fi: number;
-  value: string;
 }
 
 /**
@@ -194,37 +193,27 @@ class Flush {
   /** The entities of every read, concatenated (see PendingRead). */
   readonly readEntities: number[] = [];
   readonly reads: PendingRead[] = [];
-  /** client -> per field index: value -> entity, once there are more than SCAN_ENTITIES (no key string per lookup). */
-  private index: Map<string, Array<Map<string, number>>> | undefined;
+  /** Key -> entity, once there are more than SCAN_ENTITIES. */
+  private index: Map<string, number> | undefined;
 
-  /** The entity's index, or -1 when this turn has not named it yet. */
-  find(clientId: string, fi: number, value: string): number {
+  /** The index of the entity with this Redis key, or -1 when this turn has not named it yet. */
+  find(key: string): number {
     const n = this.entities.length;
     if (n <= SCAN_ENTITIES) {
-      for (let i = 0; i < n; i++) {
-        const e = this.entities[i]!;
-        if (e.fi === fi && e.value === value && e.clientId === clientId) return i;
-      }
+      for (let i = 0; i < n; i++) if (this.entities[i]!.key === key) return i;
       return -1;
     }
     if (!this.index) {
       this.index = new Map();
-      this.entities.forEach((e, i) => this.indexed(e).set(e.value, i));
+      this.entities.forEach((e, i) => this.index!.set(e.key, i));
     }
-    return this.index.get(clientId)?.[fi]?.get(value) ?? -1;
+    return this.index.get(key) ?? -1;
   }
 
   add(entity: Entity): number {
     const i = this.entities.push(entity) - 1;
-    if (this.index) this.indexed(entity).set(entity.value, i);
+    this.index?.set(entity.key, i);
     return i;
-  }
-
-  /** The index's map for the entity's client and field. */
-  private indexed(e: Entity): Map<string, number> {
-    let byField = this.index!.get(e.clientId);
-    if (!byField) this.index!.set(e.clientId, (byField = []));
-    return (byField[e.fi] ??= new Map());
   }
 
   /** The entities of each client (on Redis Cluster a script call holds one client's keys: one slot). */
@@ -315,20 +304,19 @@ export class RealtimeFeatureReader {
     for (let fi = 0; fi < REALTIME_ENTITY_FIELDS.length; fi++) {
       const value = metadata[REALTIME_ENTITY_FIELDS[fi]!];
       if (value === undefined || value === '') continue;
-      let i = f.find(clientId, fi, value);
-      if (i < 0) {
-        let key: string;
-        try {
-          key = this.keyOf(clientId, fi, value);
-        } catch {
-          // Never throws (a read must not fail a prediction): a key that cannot be built defaults the read.
-          f.readEntities.length = start;
-          read.settled = true;
-          answer(read, DEFAULTED);
-          return;
-        }
-        i = f.add({ key, clientId, fi, value });
+      let key: string;
+      try {
+        key = this.keyOf(clientId, fi, value);
+      } catch {
+        // Never throws (a read must not fail a prediction): a key that cannot be built defaults the read.
+        f.readEntities.length = start;
+        read.settled = true;
+        answer(read, DEFAULTED);
+        return;
       }
+      // The turn's entities are told apart by key (the reader's own key strings, mostly the same instances).
+      let i = f.find(key);
+      if (i < 0) i = f.add({ key, clientId, fi });
       f.readEntities.push(i);
     }
     read.count = f.readEntities.length - start;

@@ -174,12 +174,15 @@ function isAsciiWordChar(c: number): boolean {
 function sortedKeys(o: Record<string, unknown>, out: string[]): number {
   let n = 0;
   for (const key in o) {
-    let j = n++ - 1;
-    while (j >= 0 && out[j]! > key && n <= 32) {
-      out[j + 1] = out[j]!;
-      j--;
+    // Inserted in order while there are few; beyond 32 appended, and sorted below.
+    let j = n++;
+    if (n <= 32) {
+      while (j > 0 && out[j - 1]! > key) {
+        out[j] = out[j - 1]!;
+        j--;
+      }
     }
-    out[j + 1] = key;
+    out[j] = key;
   }
   if (n > 32) {
     const sorted = out.slice(0, n).sort();
