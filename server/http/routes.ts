@@ -94,6 +94,15 @@ export const predictionSchema = {
   },
 } as const;
 
+/** The body of POST /v1/clients/:clientId/predict/batch (exported, like the answer below, for the benchmark's floor). */
+export const predictBatchBodySchema = {
+  type: 'object', required: ['items'], additionalProperties: false,
+  properties: { items: { type: 'array', minItems: 1, items: predictItem }, topK, explain },
+} as const;
+
+/** The answer of POST /v1/clients/:clientId/predict/batch: one prediction per item, in item order. */
+export const predictBatchSchema = { type: 'object', required: ['predictions'], properties: { predictions: { type: 'array', items: predictionSchema } } } as const;
+
 const versionSchema = {
   type: ['object', 'null'],
   properties: {
@@ -201,14 +210,8 @@ export const serverRoutes: FastifyPluginAsync<AppDeps> = async (app, deps) => {
       onRequest: requireClient,
       schema: {
         params: clientParams,
-        body: {
-          type: 'object', required: ['items'], additionalProperties: false,
-          properties: { items: { type: 'array', minItems: 1, items: predictItem }, topK, explain },
-        },
-        response: {
-          200: { type: 'object', required: ['predictions'], properties: { predictions: { type: 'array', items: predictionSchema } } },
-          ...errorResponses,
-        },
+        body: predictBatchBodySchema,
+        response: { 200: predictBatchSchema, ...errorResponses },
       },
     },
     async (req) => {
