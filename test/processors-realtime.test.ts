@@ -37,6 +37,27 @@ async function scriptCalls<T>(connection: Redis, read: () => Promise<T>): Promis
   }
 }
 
+/**
+ * Blocks the private Redis with a script spinning for `ms` (DEBUG SLEEP is disabled by default in
+ * Redis 7); resolves once Redis is blocked (a PING from a third connection gets no answer in
+ * 20 ms: no fixed sleep), with a promise of the spin's end.
+ */
+async function blockRedis(ms: number): Promise<{ over: Promise<void> }> {
+  const blocker = new Redis(server.url);
+  blocker.on('error', () => undefined);
+  const spin = `local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] repeat s = redis.call('TIME') until s[1] * 1000000 + s[2] - t0 > ${ms * 1000} return 1`;
+  const over = blocker.eval(spin, 0).catch(() => undefined).then(() => blocker.disconnect());
+  const probe = new Redis(server.url);
+  probe.on('error', () => undefined);
+  await waitFor('the spin to block Redis', async () =>
+    (await Promise.race([probe.ping().then(() => 'answered'), new Promise((r) => setTimeout(() => r('blocked'), 20))])) === 'blocked', 5_000, 0);
+  probe.disconnect();
+  return { over };
+}
+
+/** Lets the event loop run one turn (the reader sends what a turn gathered in its check phase). */
+const nextTurn = () => new Promise((r) => setImmediate(r));
+
 describe('readRealtimeFeatures (the server side of contract 2)', () => {
   it('reads the features the processor computes, from the same state', async () => {
     const now = Date.UTC(2026, 10, 1);
@@ -49,23 +70,12 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
   });
 
   it('never throws: a slow Redis or a dead one gives defaults within the timeout', async () => {
-    const blocker = new Redis(server.url);
-    blocker.on('error', () => undefined);
-    // A script that spins for 2 s blocks Redis (DEBUG SLEEP is disabled by default in Redis 7).
-    // Long enough that the read below still meets a blocked Redis when a loaded machine sees the
-    // block late (with 500 ms, a fresh-clone CI once saw the spin over before the read was sent).
-    const spin = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] repeat s = redis.call('TIME') until s[1] * 1000000 + s[2] - t0 > 2000000 return 1";
-    const sleeping = blocker.eval(spin, 0).catch(() => undefined);
-    // Redis is blocked once a PING from a third connection gets no answer in 20 ms (no fixed sleep).
-    const probe = new Redis(server.url);
-    probe.on('error', () => undefined);
-    await waitFor('the spin to block Redis', async () =>
-      (await Promise.race([probe.ping().then(() => 'answered'), new Promise((r) => setTimeout(() => r('blocked'), 20))])) === 'blocked', 5_000, 0);
-    probe.disconnect();
+    // 2 s: long enough that the read below still meets a blocked Redis when a loaded machine sees
+    // the block late (with 500 ms, a fresh-clone CI once saw the spin over before the read was sent).
+    const { over } = await blockRedis(2_000);
     const r = await readRealtimeFeatures(redis, 'rt', 'c1', { requester: 'ann' }, { timeoutMs: 30 });
     expect(r).toEqual({ features: {}, defaulted: true });
-    await sleeping;
-    blocker.disconnect();
+    await over;
 
     const dead = new Redis(await freePort(), '127.0.0.1', { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true, retryStrategy: () => null });
     dead.on('error', () => undefined);
@@ -206,5 +216,51 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     const long = `${'x'.repeat(199)}😀tail`;
     expect(() => featureKeys.entity('ws', 'c1', 'requester', long)).not.toThrow();
     expect((await readRealtimeFeatures(redis, 'ws', 'c1', { requester: long, channel: '\udc00' }, { timeoutMs: 1000, nowMs: now })).defaulted).toBe(false);
+  });
+
+  it('sends the reads of later turns together while a command is unanswered, and each gets its own answer', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    const key = (value: string) => featureKeys.entity('fl', 'c1', 'requester', value);
+    for (const name of ['ann', 'bob', 'cat']) await redis.hset(key(name), { _t: String(now), [`Team-${name}`]: '1' });
+    const reader = new RealtimeFeatureReader(redis, 'fl', { timeoutMs: 10_000, nowMs: () => now, maxInFlight: 1 });
+    const { got, calls } = await scriptCalls(redis, async () => {
+      const { over } = await blockRedis(300);
+      // ann's command is sent and waits in the blocked Redis; bob and cat come in later turns.
+      const ann = reader.read('c1', { requester: 'ann' });
+      await nextTurn();
+      const bob = reader.read('c1', { requester: 'bob' });
+      await nextTurn();
+      const cat = reader.read('c1', { requester: 'cat' });
+      await over;
+      return Promise.all([ann, bob, cat]);
+    });
+    expect(calls).toEqual([[key('ann')], [key('bob'), key('cat')]]);
+    for (const [i, name] of ['ann', 'bob', 'cat'].entries()) {
+      expect(got[i]).toEqual({ features: { 'requester.log_count': expect.any(Number), [`requester.share:Team-${name}`]: 1 }, defaulted: false });
+    }
+  });
+
+  it('a read waiting behind an unanswered command is defaulted at its own deadline and never sent; reads after it are sent', async () => {
+    const now = Date.UTC(2026, 10, 1);
+    const key = (value: string) => featureKeys.entity('fd', 'c1', 'requester', value);
+    await redis.hset(key('dan'), { _t: String(now), Network: '1' });
+    const reader = new RealtimeFeatureReader(redis, 'fd', { timeoutMs: 50, nowMs: () => now, maxInFlight: 1 });
+    const { got, calls } = await scriptCalls(redis, async () => {
+      const { over } = await blockRedis(1_500);
+      const first = reader.read('c1', { requester: 'ann' });
+      await nextTurn();
+      const waiting = reader.read('c1', { requester: 'bob' });
+      const t = performance.now();
+      const answers = await Promise.all([first, waiting]);
+      const waited = performance.now() - t;
+      await over;
+      // Once Redis answered the first command, a new read is sent and answered from Redis.
+      const later = await reader.read('c1', { requester: 'dan' });
+      return { answers, waited, later };
+    });
+    expect(got.answers).toEqual([{ features: {}, defaulted: true }, { features: {}, defaulted: true }]);
+    expect(got.waited).toBeLessThan(1_000); // at its deadline (50 ms), not when Redis was free again (1.5 s)
+    expect(got.later).toEqual({ features: { 'requester.log_count': expect.any(Number), 'requester.share:Network': 1 }, defaulted: false });
+    expect(calls).toEqual([[key('ann')], [key('dan')]]);
   });
 });
