@@ -178,6 +178,10 @@ const ENV_SCHEMA = {
       type: 'integer', default: 5, minimum: 1, maximum: 10000,
       description: 'How long a prediction waits for real-time features from Redis before answering with defaults.',
     },
+    EDDY_SERVER_FEATURE_CACHE_ENTRIES: {
+      type: 'integer', default: 20000, minimum: 0, maximum: 10000000,
+      description: 'Entity states (requesters, channels) kept in the server between predictions while Redis announces their changes (client-side caching with CLIENT TRACKING; not on Redis Cluster); 0 reads Redis for every prediction.',
+    },
     EDDY_SERVER_MAX_TEXT_CHARS: {
       type: 'integer', default: 10000, minimum: 1, maximum: 1000000,
       description: 'Longest text a prediction accepts (longer: 413 TEXT_TOO_LONG).',
@@ -393,6 +397,8 @@ export interface ServerConfig {
   adminKey: string;
   modelMemoryBytes: number;
   featureTimeoutMs: number;
+  /** Entity states kept between predictions (featurizer/realtime.ts TrackedStates); 0: none. */
+  featureCacheEntries: number;
   maxTextChars: number;
   maxMetadataEntries: number;
   maxMetadataBytes: number;
@@ -417,7 +423,7 @@ type RawEnv = {
   EDDY_REDIS_PREFIX: string; EDDY_PARTITIONS: number; EDDY_REPLICATION_FACTOR: number;
   EDDY_LOG_LEVEL: string; EDDY_HOME: string; EDDY_MODEL_STORE_DIR: string;
   EDDY_SERVER_HOST: string; EDDY_SERVER_PORT: number; EDDY_SERVER_API_KEYS: string; EDDY_SERVER_API_KEYS_FILE: string;
-  EDDY_SERVER_ADMIN_KEY: string; EDDY_SERVER_MODEL_MEMORY_MB: number; EDDY_SERVER_FEATURE_TIMEOUT_MS: number;
+  EDDY_SERVER_ADMIN_KEY: string; EDDY_SERVER_MODEL_MEMORY_MB: number; EDDY_SERVER_FEATURE_TIMEOUT_MS: number; EDDY_SERVER_FEATURE_CACHE_ENTRIES: number;
   EDDY_SERVER_MAX_TEXT_CHARS: number; EDDY_SERVER_MAX_METADATA_ENTRIES: number; EDDY_SERVER_MAX_METADATA_BYTES: number;
   EDDY_SERVER_MAX_BATCH: number; EDDY_SERVER_TOP_K: number; EDDY_SERVER_PUBLISH_BUFFER: number; EDDY_SERVER_PUBLISHER: 'thread' | 'inline'; EDDY_SERVER_SPOOL: 'write' | 'fsync' | 'off'; EDDY_SERVER_SPOOL_DIR: string;
   EDDY_SERVER_CANARY_KEY: string; EDDY_SERVER_REPLICA_ID: string; EDDY_SERVER_METRICS_PORT: number; EDDY_SERVER_METRICS_HOST: string;
@@ -511,6 +517,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EddyConfig {
       adminKey: raw.EDDY_SERVER_ADMIN_KEY,
       modelMemoryBytes: raw.EDDY_SERVER_MODEL_MEMORY_MB * 1024 * 1024,
       featureTimeoutMs: raw.EDDY_SERVER_FEATURE_TIMEOUT_MS,
+      featureCacheEntries: raw.EDDY_SERVER_FEATURE_CACHE_ENTRIES,
       maxTextChars: raw.EDDY_SERVER_MAX_TEXT_CHARS,
       maxMetadataEntries: raw.EDDY_SERVER_MAX_METADATA_ENTRIES,
       maxMetadataBytes: raw.EDDY_SERVER_MAX_METADATA_BYTES,

@@ -1,4 +1,6 @@
-import type { RedisClient } from '../common/redis.ts';
+import type { Redis } from 'ioredis';
+import type { CounterCell } from '../common/metrics.ts';
+import { duplicateRedis, type RedisClient } from '../common/redis.ts';
 import { featureKeys } from '../common/keyspace.ts';
 
 /**
@@ -223,16 +225,164 @@ class Flush {
   }
 
   /** The entities of each client (on Redis Cluster a script call holds one client's keys: one slot). */
-  byClient(): number[][] {
+  byClient(indexes: readonly number[]): number[][] {
     const groups = new Map<string, number[]>();
-    this.entities.forEach((e, i) => {
-      const group = groups.get(e.clientId);
+    for (const i of indexes) {
+      const clientId = this.entities[i]!.clientId;
+      const group = groups.get(clientId);
       if (group) group.push(i);
-      else groups.set(e.clientId, [i]);
-    });
+      else groups.set(clientId, [i]);
+    }
     return [...groups.values()];
   }
 }
+
+/** No kept state is used after this long, invalidated or not (defence in depth: a lost invalidation is stale at most this long). */
+const MAX_STATE_AGE_MS = 10_000;
+
+/** What a script call in flight needs to know when it is answered: may its states be kept? */
+interface CallMark {
+  /** The cache's epoch when the call was sent while tracking was on (-1: it was not). */
+  epoch: number;
+  /** Keys invalidated while the call was in flight (a change after Redis read them may be announced before the answer is read). */
+  invalidated: Set<string> | undefined;
+  /** Everything was invalidated meanwhile (FLUSHDB, or a message that named no keys). */
+  all: boolean;
+}
+
+/**
+ * Entity states kept in this process between reads, for as long as Redis announces every change
+ * to them: server-assisted client-side caching in its RESP2 form. The reading connection has
+ * CLIENT TRACKING on, redirecting invalidations to a second connection subscribed to
+ * `__redis__:invalidate`; every key a read names is then tracked (keys read by the script
+ * included, missing keys too) and its first change after the read (a processor's update, expiry,
+ * deletion, a flush) sends its name, so the state is dropped and the next read goes to Redis.
+ * While either connection is down, or not yet set up again after a reconnection (a new
+ * connection has no tracking, and invalidations sent meanwhile are lost), nothing is kept or
+ * used. Bounded: the oldest state goes past `maxEntries`, and none is used past MAX_STATE_AGE_MS.
+ */
+class TrackedStates {
+  private readonly states = new Map<string, { state: Record<string, string>; at: number }>();
+  /** Tracking is on and its invalidations arrive: states may be kept and used. */
+  live = false;
+  /** Bumped whenever tracking may have lapsed: answers to calls sent before are not kept. */
+  private epoch = 0;
+  private readonly subscriber: Redis;
+  private readonly open = new Set<CallMark>();
+  private closed = false;
+
+  constructor(private readonly redis: Redis, private readonly maxEntries: number, readonly counts: { hit: CounterCell; miss: CounterCell }) {
+    // Resubscribed by setup (CLIENT ID first: a subscribed RESP2 connection cannot ask for it).
+    this.subscriber = duplicateRedis(redis, { autoResubscribe: false, enableOfflineQueue: false, maxRetriesPerRequest: 0 }) as Redis;
+    this.subscriber.on('error', () => undefined); // the reading connection's owner logs Redis errors
+    this.subscriber.on('messageBuffer', (_channel: Buffer, message: unknown) => this.invalidate(message));
+    this.subscriber.on('close', () => (this.subscriberId = undefined));
+    for (const connection of [redis, this.subscriber]) {
+      connection.on('close', this.onClose);
+      connection.on('ready', this.onReady);
+    }
+    this.subscriber.connect().catch(() => undefined); // retried by ioredis; setup runs on 'ready'
+  }
+
+  /** The kept state of `key`, if there is one that may be used. */
+  get(key: string, now: number): Record<string, string> | undefined {
+    const kept = this.states.get(key);
+    if (kept === undefined) return undefined;
+    if (now - kept.at < MAX_STATE_AGE_MS) return kept.state;
+    this.states.delete(key);
+    return undefined;
+  }
+
+  beginCall(): CallMark {
+    const mark: CallMark = { epoch: this.live ? this.epoch : -1, invalidated: undefined, all: false };
+    this.open.add(mark);
+    return mark;
+  }
+
+  /** Keeps what a call read for `key`, unless tracking lapsed or the key changed since the call was sent. */
+  keep(mark: CallMark, key: string, state: Record<string, string>, now: number): void {
+    if (!this.live || mark.epoch !== this.epoch || mark.all || mark.invalidated?.has(key)) return;
+    if (this.states.size >= this.maxEntries && !this.states.has(key)) this.states.delete(this.states.keys().next().value!);
+    this.states.set(key, { state, at: now });
+  }
+
+  endCall(mark: CallMark): void {
+    this.open.delete(mark);
+  }
+
+  private invalidate(message: unknown): void {
+    if (!Array.isArray(message)) {
+      // A flush (null) or a shape not understood: nothing kept can be trusted.
+      this.states.clear();
+      for (const mark of this.open) mark.all = true;
+      return;
+    }
+    for (const name of message) {
+      const key = String(name);
+      this.states.delete(key);
+      for (const mark of this.open) (mark.invalidated ??= new Set()).add(key);
+    }
+  }
+
+  /** The invalidation connection's client id once it is subscribed (per connection: a reconnection is a new client). */
+  private subscriberId: string | undefined;
+  private readonly onClose = () => this.reset();
+  /** One setup at a time (both connections come back together after a Redis restart); a 'ready' meanwhile runs it again after. */
+  private settingUp = false;
+  private setUpAgain = false;
+  private readonly onReady = () => {
+    if (this.settingUp) {
+      this.setUpAgain = true;
+      return;
+    }
+    this.settingUp = true;
+    void this.setup().finally(() => {
+      this.settingUp = false;
+      if (this.setUpAgain) {
+        this.setUpAgain = false;
+        this.onReady();
+      }
+    });
+  };
+
+  private reset(): void {
+    this.live = false;
+    this.epoch++;
+    this.states.clear();
+  }
+
+  /** Once both connections are ready: subscribe, turn tracking on for the reading connection, then use kept states. */
+  private async setup(): Promise<void> {
+    this.reset();
+    const epoch = this.epoch;
+    if (this.closed || this.redis.status !== 'ready' || this.subscriber.status !== 'ready') return;
+    try {
+      // The subscriber's id, asked once per connection (a subscribed RESP2 connection cannot answer CLIENT ID).
+      if (this.subscriberId === undefined) {
+        const id = String(await this.subscriber.client('ID'));
+        await this.subscriber.subscribe(INVALIDATIONS);
+        this.subscriberId = id;
+      }
+      await this.redis.call('CLIENT', 'TRACKING', 'on', 'REDIRECT', this.subscriberId);
+      if (epoch === this.epoch && !this.closed) this.live = true;
+    } catch {
+      // Stays off until the next 'ready' of either connection (reads go to Redis meanwhile).
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reset();
+    this.redis.off('close', this.onClose);
+    this.redis.off('ready', this.onReady);
+    // The reading connection is its owner's: it stops collecting keys for announcements no one hears.
+    if (this.redis.status === 'ready') this.redis.call('CLIENT', 'TRACKING', 'off').catch(() => undefined);
+    this.subscriber.disconnect();
+  }
+}
+
+const INVALIDATIONS = '__redis__:invalidate';
 
 /** keyOf keeps the keys of values up to this long, and at most this many (~200 bytes each: a few MB). */
 const MAX_CACHED_VALUE_LENGTH = 100;
@@ -274,6 +424,12 @@ export class RealtimeFeatureReader {
   /** Script calls sent and not yet answered (a flush's calls count as one). */
   private inFlight = 0;
   private readonly maxInFlight: number;
+  /** Entity states kept between reads (opts.cacheEntries; not on Redis Cluster). */
+  private readonly cache: TrackedStates | undefined;
+  /** One read's entity keys, fields and kept states (reused: at most one entity per field). */
+  private readonly readKeys: string[] = [];
+  private readonly readFields: number[] = [];
+  private readonly readStates: Array<Record<string, string> | undefined> = [];
   /** Entity keys built so far: client -> field index -> value -> key (see keyOf). */
   private readonly keys = new Map<string, Array<Map<string, string> | undefined>>();
   private cachedKeys = 0;
@@ -283,10 +439,19 @@ export class RealtimeFeatureReader {
   constructor(
     private readonly redis: RedisClient,
     private readonly keyPrefix: string,
-    private readonly opts: { timeoutMs: number; nowMs?: () => number; maxInFlight?: number },
+    private readonly opts: {
+      timeoutMs: number; nowMs?: () => number; maxInFlight?: number;
+      /** Entity states kept between reads (TrackedStates); 0 or absent: none. */
+      cacheEntries?: number;
+      /** Where entity lookups are counted while states are kept: answered from a kept state, or asked of Redis. */
+      cacheCounts?: { hit: CounterCell; miss: CounterCell };
+    },
   ) {
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     this.perClient = (redis as { isCluster?: boolean }).isCluster === true;
+    if (opts.cacheEntries && !this.perClient) {
+      this.cache = new TrackedStates(redis as Redis, opts.cacheEntries, opts.cacheCounts ?? { hit: { n: 0 }, miss: { n: 0 } });
+    }
     if (typeof (redis as unknown as Record<string, unknown>)[READ_STATES] !== 'function') {
       redis.defineCommand(READ_STATES, { lua: READ_STATES_LUA });
     }
@@ -315,14 +480,11 @@ export class RealtimeFeatureReader {
   }
 
   private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve'], batch: PendingBatch | undefined, slot: number): void {
-    let f = this.flush;
-    // A flush past its deadline (it waited for a reply that did not come) takes no more reads.
-    if (!f || f.done) {
-      f = this.flush = new Flush();
-      this.scheduleSend();
-    }
-    const start = f.readEntities.length;
-    const read: PendingRead = { start, count: 0, resolve, batch, slot, settled: false };
+    const read: PendingRead = { start: 0, count: 0, resolve, batch, slot, settled: false };
+    const cache = this.cache?.live ? this.cache : undefined;
+    const at = cache ? performance.now() : 0;
+    let n = 0;
+    let kept = 0;
     for (let fi = 0; fi < REALTIME_ENTITY_FIELDS.length; fi++) {
       const value = metadata[REALTIME_ENTITY_FIELDS[fi]!];
       if (value === undefined || value === '') continue;
@@ -331,17 +493,51 @@ export class RealtimeFeatureReader {
         key = this.keyOf(clientId, fi, value);
       } catch {
         // Never throws (a read must not fail a prediction): a key that cannot be built defaults the read.
-        f.readEntities.length = start;
         read.settled = true;
         answer(read, DEFAULTED);
         return;
       }
+      const state = cache?.get(key, at);
+      if (state) kept++;
+      this.readKeys[n] = key;
+      this.readFields[n] = fi;
+      this.readStates[n++] = state;
+    }
+    if (cache) {
+      cache.counts.hit.n += kept;
+      cache.counts.miss.n += n - kept;
+      if (kept === n) {
+        // Every entity's state is kept and current: answered now, no call, no wait.
+        read.settled = true;
+        const now = this.opts.nowMs?.() ?? Date.now();
+        const features: RealtimeFeatures = {};
+        for (let j = 0; j < n; j++) {
+          const own = entityFeatures(REALTIME_ENTITY_FIELDS[this.readFields[j]!]!, this.readStates[j]!, now);
+          for (const name in own) features[name] = own[name]!;
+        }
+        answer(read, { features, defaulted: false });
+        return;
+      }
+    }
+    let f = this.flush;
+    // A flush past its deadline (it waited for a reply that did not come) takes no more reads.
+    if (!f || f.done) {
+      f = this.flush = new Flush();
+      this.scheduleSend();
+    }
+    read.start = f.readEntities.length;
+    for (let j = 0; j < n; j++) {
+      const key = this.readKeys[j]!;
       // The turn's entities are told apart by key (the reader's own key strings, mostly the same instances).
       let i = f.find(key);
-      if (i < 0) i = f.add({ key, clientId, fi });
+      if (i < 0) {
+        i = f.add({ key, clientId, fi: this.readFields[j]! });
+        // A kept state is not asked for again.
+        if (this.readStates[j]) f.states[i] = this.readStates[j];
+      }
       f.readEntities.push(i);
     }
-    read.count = f.readEntities.length - start;
+    read.count = n;
     f.reads.push(read);
   }
 
@@ -399,36 +595,62 @@ export class RealtimeFeatureReader {
   private send(): void {
     const f = this.flush!;
     this.flush = undefined;
-    // Defaulted at its deadline while it waited for a reply (or named no key): nothing to ask.
-    if (f.done || f.entities.length === 0) {
+    // The entities whose state is not kept (see TrackedStates).
+    const asked: number[] = [];
+    for (let i = 0; i < f.entities.length; i++) if (f.states[i] === undefined) asked.push(i);
+    // Defaulted at its deadline while it waited for a reply, or nothing to ask: answered as it is.
+    if (f.done || asked.length === 0) {
       this.finish(f);
       return;
     }
     this.startDeadline(f);
     // One script call with every key, or one per client on Redis Cluster.
-    const groups = this.perClient ? f.byClient() : undefined;
-    let pending = groups ? groups.length : 1;
+    const groups = this.perClient ? f.byClient(asked) : [asked];
+    let pending = groups.length;
     const command = (this.redis as unknown as Record<string, (...args: unknown[]) => Promise<string[][]>>)[READ_STATES]!;
+    const cache = this.cache;
+    const mark = cache?.beginCall();
     this.inFlight++;
     const settled = () => {
       if (--pending > 0) return;
       this.inFlight--;
+      if (mark) cache!.endCall(mark);
       this.finish(f);
       if (this.flush) this.scheduleSend();
     };
-    const call = (keys: string[], indexes: number[] | undefined) => {
+    const call = (indexes: number[]) => {
+      const keys = indexes.map((i) => f.entities[i]!.key);
       try {
         // A late failure after the deadline is swallowed by the same handler (never unhandled).
         command.call(this.redis, keys.length, ...keys).then((replies) => {
-          for (let j = 0; j < keys.length; j++) f.states[indexes ? indexes[j]! : j] = pairsToObject(replies[j] ?? []);
+          const at = mark ? performance.now() : 0;
+          for (let j = 0; j < keys.length; j++) {
+            const state = pairsToObject(replies[j] ?? []);
+            f.states[indexes[j]!] = state;
+            if (mark) cache!.keep(mark, keys[j]!, state, at);
+          }
           settled();
         }, settled);
       } catch {
         settled();
       }
     };
-    if (groups) for (const indexes of groups) call(indexes.map((i) => f.entities[i]!.key), indexes);
-    else call(f.entities.map((e) => e.key), undefined);
+    for (const indexes of groups) call(indexes);
+  }
+
+  /** Whether entity states are kept between reads now (opts.cacheEntries, tracking set up). */
+  get caching(): boolean {
+    return this.cache?.live ?? false;
+  }
+
+  /** Entity lookups answered from kept states and asked of Redis while states were kept (since start). */
+  get cacheCounts(): { hits: number; misses: number } {
+    return { hits: this.cache?.counts.hit.n ?? 0, misses: this.cache?.counts.miss.n ?? 0 };
+  }
+
+  /** Stops keeping states (closes the invalidation connection; the reading connection is the caller's). */
+  close(): void {
+    this.cache?.close();
   }
 
   /** Answers every read of `f` not answered yet: from the states read, defaulted where one is missing. Once. */

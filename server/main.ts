@@ -22,7 +22,7 @@ import { ModelManager, type ArtifactLoader } from './model-manager.ts';
 import { PredictionService, type FeatureReader } from './prediction-service.ts';
 import { PredictionPublisher } from './publisher.ts';
 import { PredictionSpool } from './spool.ts';
-import { serverMetrics } from './metrics.ts';
+import { hotMetrics, serverMetrics } from './metrics.ts';
 import { ModelAdmin, ModelRegistry } from '../models/lifecycle.ts';
 import { LabelDirectory, redisExampleCounts } from './labels.ts';
 
@@ -89,7 +89,10 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   const redisSeconds = metricsRegistry.getSingleMetric('eddy_redis_command_seconds') as prom.Histogram<string> | undefined;
   const sampledRead = { ok: redisSeconds?.labels({ component: 'server', command: 'hgetall', outcome: 'ok' }), defaulted: redisSeconds?.labels({ component: 'server', command: 'hgetall', outcome: 'error' }) };
   let reads = 0;
-  const features = new RealtimeFeatureReader(redis, config.redisPrefix, { timeoutMs: s.featureTimeoutMs });
+  const states = hotMetrics.featureStates();
+  const features = new RealtimeFeatureReader(redis, config.redisPrefix, {
+    timeoutMs: s.featureTimeoutMs, cacheEntries: s.featureCacheEntries, cacheCounts: { hit: states.cell({ result: 'hit' }), miss: states.cell({ result: 'miss' }) },
+  });
   const sampled = <T>(read: Promise<T>, defaulted: (r: T) => boolean): Promise<T> => {
     if (++reads % FEATURE_READ_SAMPLE !== 0 || !sampledRead.ok) return read;
     const started = performance.now();
@@ -196,6 +199,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
         await publisher.close();
         await artifacts.close();
         await streams.close();
+        features.close();
         redis.disconnect();
         adminRedis.disconnect();
         logger.info('prediction server closed');

@@ -11,6 +11,11 @@ export const hotMetrics = {
     name: 'eddy_server_features_defaulted_total', help: 'Predictions answered with default real-time features (Redis slow or down)',
   }),
   cacheLookups: () => HotCounter.of({ name: 'eddy_server_model_cache_total', help: 'Model lookups by result: hit (loaded), miss (loaded on demand)', labelNames: ['result'] }),
+  featureStates: () => HotCounter.of({
+    name: 'eddy_server_feature_states_total',
+    help: 'Entity states a prediction needed while the server keeps them (EDDY_SERVER_FEATURE_CACHE_ENTRIES), by result: hit (kept, no Redis read), miss (read from Redis)',
+    labelNames: ['result'],
+  }),
 };
 
 /** Every metric the prediction server exports on /metrics (shared registry, created once). */

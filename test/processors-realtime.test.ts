@@ -263,4 +263,96 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     expect(got.later).toEqual({ features: { 'requester.log_count': expect.any(Number), 'requester.share:Network': 1 }, defaulted: false });
     expect(calls).toEqual([[key('ann')], [key('dan')]]);
   });
+
+  describe('kept entity states (client-side caching with CLIENT TRACKING)', () => {
+    const now = Date.UTC(2026, 10, 1);
+    const key = (prefix: string, value: string) => featureKeys.entity(prefix, 'c1', 'requester', value);
+    /** A reader keeping states, once tracking is set up; closed by the caller. */
+    const cachingReader = async (prefix: string) => {
+      const reader = new RealtimeFeatureReader(redis, prefix, { timeoutMs: 1000, nowMs: () => now, cacheEntries: 100 });
+      await waitFor('tracking to be set up', async () => reader.caching, 5_000, 10);
+      return reader;
+    };
+    /** A read, and the script calls it sent. */
+    const readOnce = (reader: RealtimeFeatureReader, metadata: Record<string, string>) => scriptCalls(redis, () => reader.read('c1', metadata));
+
+    it('answers a read of known entities without Redis, and reads them again once Redis announces a change, an expiry or a deletion', async () => {
+      const writer = redis.duplicate();
+      await redis.hset(key('kk', 'ann'), { _t: String(now), Network: '1' });
+      const reader = await cachingReader('kk');
+      try {
+        const first = await readOnce(reader, { requester: 'ann', channel: 'chat' }); // chat: never seen (kept as missing)
+        expect(first.calls).toEqual([[key('kk', 'ann'), featureKeys.entity('kk', 'c1', 'channel', 'chat')]]);
+        const again = await readOnce(reader, { requester: 'ann', channel: 'chat' });
+        expect(again.calls).toEqual([]);
+        expect(again.got).toEqual(first.got);
+        // Changes by another connection (a feature processor): the next read after the announcement sees them.
+        const fresh = async (metadata: Record<string, string>) =>
+          readRealtimeFeatures(redis, 'kk', 'c1', metadata, { timeoutMs: 1000, nowMs: now });
+        await writer.hset(key('kk', 'ann'), { Hardware: '3' });
+        await waitFor('the change to be read', async () => JSON.stringify(await reader.read('c1', { requester: 'ann' })) === JSON.stringify(await fresh({ requester: 'ann' })), 2_000, 5);
+        expect((await reader.read('c1', { requester: 'ann' })).features['requester.share:Hardware']).toBe(0.75);
+        await writer.hset(featureKeys.entity('kk', 'c1', 'channel', 'chat'), { _t: String(now), Printing: '1' });
+        await waitFor('the new entity to be read', async () => (await reader.read('c1', { channel: 'chat' })).features['channel.share:Printing'] === 1, 2_000, 5);
+        await writer.pexpire(key('kk', 'ann'), 1);
+        await waitFor('the expiry to be read', async () => Object.keys((await reader.read('c1', { requester: 'ann' })).features).length === 0, 2_000, 5);
+        expect(reader.cacheCounts.hits).toBeGreaterThan(0);
+      } finally {
+        reader.close();
+        writer.disconnect();
+      }
+    });
+
+    it('does not keep what a read in flight answered for a key whose change was announced meanwhile', async () => {
+      await redis.hset(key('kr', 'bob'), { _t: String(now), Network: '1' });
+      const reader = await cachingReader('kr');
+      try {
+        const { over } = await blockRedis(300);
+        const read = reader.read('c1', { requester: 'bob' });
+        await nextTurn(); // sent, waiting in the blocked Redis
+        // The order a real race can take but a test cannot force: a change made after Redis read the
+        // key is announced on the other connection before this process reads the answer.
+        const subscriber = (reader as unknown as { cache: { subscriber: Redis } }).cache.subscriber;
+        subscriber.emit('messageBuffer', Buffer.from('__redis__:invalidate'), [Buffer.from(key('kr', 'bob'))]);
+        await over;
+        expect((await read).defaulted).toBe(false); // the answer is used...
+        expect((await readOnce(reader, { requester: 'bob' })).calls).toEqual([[key('kr', 'bob')]]); // ...but not kept
+        expect((await readOnce(reader, { requester: 'bob' })).calls).toEqual([]);
+      } finally {
+        reader.close();
+      }
+    });
+
+    it('keeps nothing while either connection is down, and tracks again once both are back', async () => {
+      const writer = redis.duplicate();
+      await redis.hset(key('kd', 'cat'), { _t: String(now), Network: '1' });
+      const reader = await cachingReader('kd');
+      try {
+        await reader.read('c1', { requester: 'cat' });
+        // The invalidation connection dies: changes made meanwhile are announced to no one.
+        await writer.client('KILL', 'TYPE', 'pubsub');
+        await waitFor('the reader to stop keeping states', async () => !reader.caching, 5_000, 5);
+        await writer.hset(key('kd', 'cat'), { Hardware: '1' });
+        const during = await readOnce(reader, { requester: 'cat' });
+        expect(during.calls).toEqual([[key('kd', 'cat')]]);
+        expect(during.got.features['requester.share:Hardware']).toBe(0.5);
+        // Both reconnect (ioredis retries): tracking is set up again on the new connections.
+        await waitFor('tracking to be set up again', async () => reader.caching, 10_000, 10);
+        await reader.read('c1', { requester: 'cat' });
+        expect((await readOnce(reader, { requester: 'cat' })).calls).toEqual([]);
+        await writer.hset(key('kd', 'cat'), { Printing: '2' });
+        await waitFor('the change to be read', async () => (await reader.read('c1', { requester: 'cat' })).features['requester.share:Printing'] === 0.5, 2_000, 5);
+        // The reading connection itself reconnects: a new connection has no tracking until it is set up again.
+        const readerId = String(await redis.client('ID'));
+        await writer.client('KILL', 'ID', readerId);
+        await waitFor('tracking to be set up on the new reading connection', async () => redis.status === 'ready' && reader.caching && String(await redis.client('ID')) !== readerId, 10_000, 10);
+        await reader.read('c1', { requester: 'cat' });
+        await writer.hset(key('kd', 'cat'), { Network: '5' });
+        await waitFor('the change to be read', async () => (await reader.read('c1', { requester: 'cat' })).features['requester.share:Network'] === 0.625, 2_000, 5);
+      } finally {
+        reader.close();
+        writer.disconnect();
+      }
+    });
+  });
 });
