@@ -17,14 +17,16 @@
  *
  * Finally, A/B in the same run, each variant on a fresh server over the same models: the default
  * (PredictionMade produced by the publisher thread, artifacts loaded by the loader thread), loads
- * on the request thread, the publisher on the request thread, the PredictionMade spool off (reference) and with fsync;
+ * on the request thread, the publisher on the request thread, the PredictionMade spool off (reference) and with fsync,
+ * entity states not kept (EDDY_SERVER_FEATURE_CACHE_ENTRIES=0: a Redis read per prediction);
  * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
  *
  * After the cold loads (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
  * Eddy against the floor, a bare Fastify route with the same body schema answering a fixed
  * prediction in a process of its own, in alternating rounds (BENCH_SERVER_FLOOR_ROUNDS, default
  * 3): CPU per request of each and the ratio, bytes allocated per prediction, p99 and the share of
- * defaulted features at the fixed rate, batch predict throughput (10 and 100 per request).
+ * defaulted features and of entity states answered without Redis at the fixed rate, batch predict
+ * throughput (10 and 100 per request) against the floor's batch route.
  * BENCH_SERVER_PROFILE=<dir> adds a profiled run (CPU and allocation sampling) written there
  * (BENCH_SERVER_PROFILE_BATCH=<n>: of /predict/batch with n items per request).
  * BENCH_SERVER_ENTITIES=0 sends requests that name no entity (no real-time feature read).
@@ -337,8 +339,8 @@ async function floorSection(ctx: {
     await load({ ...base, url: floor.url, clients: k, mode: 'random', durationS: 3 });
     await load({ ...base, url: floorRedis.url, clients: k, mode: 'random', durationS: 3 });
     await load({ ...base, clients: k, mode: 'random', durationS: 3 });
-    const ratios: { max: number[]; fixed: number[]; floorMax: number[]; eddyMax: number[]; floorFixed: number[]; eddyFixed: number[]; alloc: number[]; floorAlloc: number[]; p99: number[]; defaulted: number[]; perCommit: number[]; redisMax: number[]; redisFixed: number[]; floorRedisMax: number[]; floorRedisFixed: number[] } =
-      { max: [], fixed: [], floorMax: [], eddyMax: [], floorFixed: [], eddyFixed: [], alloc: [], floorAlloc: [], p99: [], defaulted: [], perCommit: [], redisMax: [], redisFixed: [], floorRedisMax: [], floorRedisFixed: [] };
+    const ratios: { max: number[]; fixed: number[]; floorMax: number[]; eddyMax: number[]; floorFixed: number[]; eddyFixed: number[]; alloc: number[]; floorAlloc: number[]; p99: number[]; defaulted: number[]; kept: number[]; perCommit: number[]; redisMax: number[]; redisFixed: number[]; floorRedisMax: number[]; floorRedisFixed: number[] } =
+      { max: [], fixed: [], floorMax: [], eddyMax: [], floorFixed: [], eddyFixed: [], alloc: [], floorAlloc: [], p99: [], defaulted: [], kept: [], perCommit: [], redisMax: [], redisFixed: [], floorRedisMax: [], floorRedisFixed: [] };
     for (let round = 1; round <= ROUNDS; round++) {
       const fMax = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds }, floor);
       table.push({ scenario: `floor (bare Fastify route): max throughput (round ${round})`, r: fMax });
@@ -353,10 +355,13 @@ async function floorSection(ctx: {
       table.push({ scenario: `floor + one Redis read: ${rate} req/s (round ${round})`, r: rFixed });
       global.gc?.();
       const defaultedBefore = await counterTotal('eddy_server_features_defaulted_total');
+      const statesBefore = { hit: await counterTotal('eddy_server_feature_states_total', (l) => l.result === 'hit'), all: await counterTotal('eddy_server_feature_states_total') };
       const commitsBefore = await counterTotal('eddy_server_spool_commits_total');
       const predictionsBefore = await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'HTTP' && l.variant !== 'SHADOW');
       const eFixed = await measured({ ...base, clients: k, mode: 'random', durationS: seconds, rate });
       const defaulted = (await counterTotal('eddy_server_features_defaulted_total')) - defaultedBefore;
+      const statesHit = (await counterTotal('eddy_server_feature_states_total', (l) => l.result === 'hit')) - statesBefore.hit;
+      const statesAll = (await counterTotal('eddy_server_feature_states_total')) - statesBefore.all;
       const commits = (await counterTotal('eddy_server_spool_commits_total')) - commitsBefore;
       const predictions = (await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'HTTP' && l.variant !== 'SHADOW')) - predictionsBefore;
       table.push({ scenario: `Eddy: ${rate} req/s, ${k} models (round ${round})`, r: eFixed });
@@ -374,6 +379,7 @@ async function floorSection(ctx: {
       ratios.floorRedisFixed.push(rFixed.cpuUsPerReq);
       ratios.p99.push(eFixed.p99);
       ratios.defaulted.push(defaulted / Math.max(1, predictions));
+      ratios.kept.push(statesHit / Math.max(1, statesAll));
       ratios.perCommit.push(predictions / Math.max(1, commits));
       say(`round ${round}: CPU µs/req floor ${fMax.cpuUsPerReq.toFixed(1)} / Eddy ${eMax.cpuUsPerReq.toFixed(1)} at max (${(eMax.cpuUsPerReq / fMax.cpuUsPerReq).toFixed(2)}x); floor ${fFixed.cpuUsPerReq.toFixed(1)} / Eddy ${eFixed.cpuUsPerReq.toFixed(1)} at ${rate}/s (${(eFixed.cpuUsPerReq / fFixed.cpuUsPerReq).toFixed(2)}x); floor + Redis ${rMax.cpuUsPerReq.toFixed(1)} at max, ${rFixed.cpuUsPerReq.toFixed(1)} at ${rate}/s; p99 ${eFixed.p99.toFixed(2)} ms; defaulted ${defaulted}/${predictions}`);
     }
@@ -385,6 +391,8 @@ async function floorSection(ctx: {
     rows.push(['allocated per prediction (request thread)', `median ${(median(ratios.alloc) / 1024).toFixed(2)} KB (runs: ${ratios.alloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB); the floor's per request: median ${(median(ratios.floorAlloc) / 1024).toFixed(2)} KB (runs: ${ratios.floorAlloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB)`]);
     rows.push([`p99 at ${rate} req/s, ${k} models`, `median ${median(ratios.p99).toFixed(2)} ms (rounds: ${f(ratios.p99, 2)} ms)`]);
     rows.push([`predictions with defaulted features at ${rate} req/s`, `${ratios.defaulted.map((x) => `${(x * 100).toFixed(3)}%`).join(', ')}`]);
+    // The benchmark writes no entity state while it measures: the kept states' best case (docs/server.md, "Kept entity states").
+    rows.push([`entity states answered without a Redis read at ${rate} req/s (EDDY_SERVER_FEATURE_CACHE_ENTRIES=${process.env.EDDY_SERVER_FEATURE_CACHE_ENTRIES ?? 'default'}; no state changes during the run)`, `${ratios.kept.map((x) => `${(x * 100).toFixed(2)}%`).join(', ')}`]);
     rows.push([`predictions per spool commit at ${rate} req/s (EDDY_SERVER_SPOOL=${process.env.EDDY_SERVER_SPOOL ?? 'write'})`, ratios.perCommit.map((x) => x.toFixed(2)).join(', ')]);
     const profileDir = process.env.BENCH_SERVER_PROFILE;
     if (profileDir) {
@@ -614,15 +622,16 @@ async function main(): Promise<void> {
       server = undefined;
       // A full buffer answers 503 (it no longer drops), so "publishing off" is no longer a variant;
       // the spool's cost is: default (spool written before each answer) vs spool off vs fsync.
-      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; spool: 'write' | 'fsync' | 'off'; loadsInline?: boolean }> = [
+      const variants: Array<{ name: string; publisher: 'thread' | 'inline'; spool: 'write' | 'fsync' | 'off'; loadsInline?: boolean; featureCacheEntries?: number }> = [
         { name: 'default (publisher thread, loader thread, spool written)', publisher: 'thread', spool: 'write' },
         { name: 'loads on the request thread', publisher: 'thread', spool: 'write', loadsInline: true },
         { name: 'publisher on the request thread', publisher: 'inline', spool: 'write' },
         { name: 'spool off (reference)', publisher: 'thread', spool: 'off' },
         { name: 'spool with fsync', publisher: 'thread', spool: 'fsync' },
+        { name: 'entity states not kept (a Redis read per prediction)', publisher: 'thread', spool: 'write', featureCacheEntries: 0 },
       ];
       for (const [i, v] of variants.entries()) {
-        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, spool: v.spool, replicaId: `${config.server.replicaId}-ab${i}` } };
+        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, spool: v.spool, featureCacheEntries: v.featureCacheEntries ?? config.server.featureCacheEntries, replicaId: `${config.server.replicaId}-ab${i}` } };
         const s = await startServer(variantConfig, { kafkaPredict: false, wrapLoader: v.loadsInline ? () => storeLoader(config) : undefined });
         try {
           await s.ready;
