@@ -237,8 +237,12 @@ class Flush {
   }
 }
 
-/** No kept state is used after this long, invalidated or not (defence in depth: a lost invalidation is stale at most this long). */
-const MAX_STATE_AGE_MS = 10_000;
+/**
+ * No kept state is used after this long, invalidated or not (defence in depth: a lost invalidation
+ * is stale at most this long; decay is applied at read time, so only a new example counts late).
+ * 10 s re-read ~8 % of the benchmark's states at 3,000 req/s over 5,000 entities.
+ */
+const MAX_STATE_AGE_MS = 60_000;
 
 /** What a script call in flight needs to know when it is answered: may its states be kept? */
 interface CallMark {
@@ -389,11 +393,14 @@ const MAX_CACHED_VALUE_LENGTH = 100;
 const MAX_CACHED_KEYS = 20_000;
 
 /**
- * Script calls of one reader unanswered at once; reads asked for meanwhile wait for the reply and
- * then go together. One: ~4.8 requests per call instead of ~3.6 at 3,000–4,500 req/s, fewer
- * socket writes and less Redis CPU (docs/benchmarks/server.md, "One feature read in flight").
+ * Script calls of one reader unanswered at once; reads asked for meanwhile wait for a reply and
+ * then go together, so a slow Redis is not sent a call per event-loop turn. One call in flight
+ * batched more (~4.8 requests per call instead of ~3.6) and saved CPU at max throughput, but on an
+ * overloaded machine a waiting read's deadline covers two round trips and more reads defaulted;
+ * with entity states kept (TrackedStates) calls are few. Four: rarely reached while Redis keeps
+ * up, a bound when it does not (docs/benchmarks/server.md, "One feature read in flight").
  */
-const DEFAULT_MAX_IN_FLIGHT = 1;
+const DEFAULT_MAX_IN_FLIGHT = 4;
 
 /** Entities per turn found by a scan; a turn naming more (a batch) indexes them in a map. */
 const SCAN_ENTITIES = 16;
@@ -402,8 +409,8 @@ const SCAN_ENTITIES = 16;
  * Reads the real-time features of requests at serving time, coalesced: every read asked for in
  * one event-loop turn (the requests parsed from all sockets in one poll, the items of a batch)
  * goes to Redis as one script call (one per client on Redis Cluster), over the entities they
- * name without repeats, and shares one deadline timer. While a call is unanswered, the reads of
- * later turns wait for its reply and then go together (at most one call in flight). Per request that was two ioredis
+ * name without repeats, and shares one deadline timer. While DEFAULT_MAX_IN_FLIGHT calls are
+ * unanswered, the reads of later turns wait for a reply and then go together. Per request that was two ioredis
  * commands, their promises, reply transforms and a timer pair: ~55 µs of CPU and 13 KB allocated
  * per prediction on the 2-core machine, the largest stage of the predict path
  * (docs/benchmarks/server.md).

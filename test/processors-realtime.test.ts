@@ -276,7 +276,7 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
     /** A read, and the script calls it sent. */
     const readOnce = (reader: RealtimeFeatureReader, metadata: Record<string, string>) => scriptCalls(redis, () => reader.read('c1', metadata));
 
-    it('answers a read of known entities without Redis, and reads them again once Redis announces a change, an expiry or a deletion', async () => {
+    it('answers a read of known entities without Redis, and reads them again once Redis announces a change, an expiry or a flush', async () => {
       const writer = redis.duplicate();
       await redis.hset(key('kk', 'ann'), { _t: String(now), Network: '1' });
       const reader = await cachingReader('kk');
@@ -296,6 +296,10 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
         await waitFor('the new entity to be read', async () => (await reader.read('c1', { channel: 'chat' })).features['channel.share:Printing'] === 1, 2_000, 5);
         await writer.pexpire(key('kk', 'ann'), 1);
         await waitFor('the expiry to be read', async () => Object.keys((await reader.read('c1', { requester: 'ann' })).features).length === 0, 2_000, 5);
+        // A flush announces no keys (a null message): nothing kept survives it. (This test's Redis is private.)
+        expect((await readOnce(reader, { channel: 'chat' })).calls).toEqual([]);
+        await writer.flushdb();
+        await waitFor('the flush to be read', async () => Object.keys((await reader.read('c1', { channel: 'chat' })).features).length === 0, 2_000, 5);
         expect(reader.cacheCounts.hits).toBeGreaterThan(0);
       } finally {
         reader.close();
