@@ -244,6 +244,19 @@ class Flush {
  */
 const MAX_STATE_AGE_MS = 60_000;
 
+/** An entity state kept between reads, and its features as of the last read's clock (a batch's items read it in the same millisecond). */
+interface KeptState {
+  state: Record<string, string>;
+  /** When it was read from Redis (performance.now()). */
+  at: number;
+  /** entityFeatures of the state as of `featuresAt` (epoch ms); never handed to callers, only copied. */
+  features: RealtimeFeatures | undefined;
+  featuresAt: number;
+}
+
+/** A batch's answers from kept states: by the first entity's state, then the second's (undefined: none). */
+type KeptAnswers = Map<KeptState, Map<KeptState | undefined, { features: RealtimeFeatures; defaulted: boolean }>>;
+
 /** What a script call in flight needs to know when it is answered: may its states be kept? */
 interface CallMark {
   /** The cache's epoch when the call was sent while tracking was on (-1: it was not). */
@@ -266,7 +279,7 @@ interface CallMark {
  * used. Bounded: the oldest state goes past `maxEntries`, and none is used past MAX_STATE_AGE_MS.
  */
 class TrackedStates {
-  private readonly states = new Map<string, { state: Record<string, string>; at: number }>();
+  private readonly states = new Map<string, KeptState>();
   /** Tracking is on and its invalidations arrive: states may be kept and used. */
   live = false;
   /** Bumped whenever tracking may have lapsed: answers to calls sent before are not kept. */
@@ -289,10 +302,10 @@ class TrackedStates {
   }
 
   /** The kept state of `key`, if there is one that may be used. */
-  get(key: string, now: number): Record<string, string> | undefined {
+  get(key: string, now: number): KeptState | undefined {
     const kept = this.states.get(key);
     if (kept === undefined) return undefined;
-    if (now - kept.at < MAX_STATE_AGE_MS) return kept.state;
+    if (now - kept.at < MAX_STATE_AGE_MS) return kept;
     this.states.delete(key);
     return undefined;
   }
@@ -307,7 +320,7 @@ class TrackedStates {
   keep(mark: CallMark, key: string, state: Record<string, string>, now: number): void {
     if (!this.live || mark.epoch !== this.epoch || mark.all || mark.invalidated?.has(key)) return;
     if (this.states.size >= this.maxEntries && !this.states.has(key)) this.states.delete(this.states.keys().next().value!);
-    this.states.set(key, { state, at: now });
+    this.states.set(key, { state, at: now, features: undefined, featuresAt: 0 });
   }
 
   endCall(mark: CallMark): void {
@@ -436,7 +449,7 @@ export class RealtimeFeatureReader {
   /** One read's entity keys, fields and kept states (reused: at most one entity per field). */
   private readonly readKeys: string[] = [];
   private readonly readFields: number[] = [];
-  private readonly readStates: Array<Record<string, string> | undefined> = [];
+  private readonly readStates: Array<KeptState | undefined> = [];
   /** Entity keys built so far: client -> field index -> value -> key (see keyOf). */
   private readonly keys = new Map<string, Array<Map<string, string> | undefined>>();
   private cachedKeys = 0;
@@ -480,13 +493,17 @@ export class RealtimeFeatureReader {
     if (waiting === 0) return Promise.resolve(out);
     return new Promise((resolve) => {
       const batch: PendingBatch = { out, waiting, resolve };
+      const shared: KeptAnswers | undefined = this.cache?.live ? new Map() : undefined;
       for (let i = 0; i < metadatas.length; i++) {
-        if (out[i] !== NONE) this.enqueue(clientId, metadatas[i]!, undefined, batch, i);
+        if (out[i] !== NONE) this.enqueue(clientId, metadatas[i]!, undefined, batch, i, shared);
       }
     });
   }
 
-  private enqueue(clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve'], batch: PendingBatch | undefined, slot: number): void {
+  private enqueue(
+    clientId: string, metadata: Record<string, string>, resolve: PendingRead['resolve'], batch: PendingBatch | undefined, slot: number,
+    shared?: KeptAnswers,
+  ): void {
     const read: PendingRead = { start: 0, count: 0, resolve, batch, slot, settled: false };
     const cache = this.cache?.live ? this.cache : undefined;
     const at = cache ? performance.now() : 0;
@@ -516,13 +533,7 @@ export class RealtimeFeatureReader {
       if (kept === n) {
         // Every entity's state is kept and current: answered now, no call, no wait.
         read.settled = true;
-        const now = this.opts.nowMs?.() ?? Date.now();
-        const features: RealtimeFeatures = {};
-        for (let j = 0; j < n; j++) {
-          const own = entityFeatures(REALTIME_ENTITY_FIELDS[this.readFields[j]!]!, this.readStates[j]!, now);
-          for (const name in own) features[name] = own[name]!;
-        }
-        answer(read, { features, defaulted: false });
+        answer(read, this.keptAnswer(n, this.opts.nowMs?.() ?? Date.now(), shared));
         return;
       }
     }
@@ -540,12 +551,43 @@ export class RealtimeFeatureReader {
       if (i < 0) {
         i = f.add({ key, clientId, fi: this.readFields[j]! });
         // A kept state is not asked for again.
-        if (this.readStates[j]) f.states[i] = this.readStates[j];
+        const kept = this.readStates[j];
+        if (kept) f.states[i] = kept.state;
       }
       f.readEntities.push(i);
     }
     read.count = n;
     f.reads.push(read);
+  }
+
+  /**
+   * The answer of a read whose `n` entities (readStates) are all kept, as of `now`. Each kept
+   * state's features are computed once per clock tick (a batch's items name the same few
+   * requesters and channels), and within one batch (`shared`) items naming the same kept states
+   * share one answer, which callers only read (as within a turn). A state read again from Redis
+   * is a new KeptState, so nothing computed from the old one is reused.
+   */
+  private keptAnswer(n: number, now: number, shared: KeptAnswers | undefined): { features: RealtimeFeatures; defaulted: boolean } {
+    const first = this.readStates[0]!;
+    const second = n === 2 ? this.readStates[1]! : undefined;
+    const byFirst = shared && n <= 2 ? shared.get(first) : undefined;
+    const known = byFirst?.get(second);
+    if (known) return known;
+    const features: RealtimeFeatures = {};
+    for (let j = 0; j < n; j++) {
+      const kept = this.readStates[j]!;
+      if (kept.features === undefined || kept.featuresAt !== now) {
+        kept.features = entityFeatures(REALTIME_ENTITY_FIELDS[this.readFields[j]!]!, kept.state, now);
+        kept.featuresAt = now;
+      }
+      for (const name in kept.features) features[name] = kept.features[name]!;
+    }
+    const a = { features, defaulted: false };
+    if (shared && n <= 2) {
+      if (byFirst) byFirst.set(second, a);
+      else shared.set(first, new Map([[second, a]]));
+    }
+    return a;
   }
 
   /**

@@ -307,6 +307,30 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
       }
     });
 
+    it('answers a batch from kept states: each item as a read from Redis would, items naming the same states sharing one answer', async () => {
+      const channel = (value: string) => featureKeys.entity('kb', 'c1', 'channel', value);
+      await redis.hset(key('kb', 'ann'), { _t: String(now), Network: '3', Hardware: '1' });
+      await redis.hset(key('kb', 'bob'), { _t: String(now), Printing: '2' });
+      await redis.hset(channel('chat'), { _t: String(now), Hardware: '2' });
+      const reader = await cachingReader('kb');
+      try {
+        const items: Array<Record<string, string>> = [
+          { requester: 'ann', channel: 'chat' }, { requester: 'ann', channel: 'chat' }, { requester: 'bob', channel: 'chat' },
+          { requester: 'ann' }, { requester: 'bob' }, { requester: 'ann', channel: 'chat' }, { channel: 'chat' },
+        ];
+        await reader.readMany('c1', items); // keeps them
+        const { got, calls } = await scriptCalls(redis, () => reader.readMany('c1', items));
+        expect(calls).toEqual([]);
+        for (const [i, metadata] of items.entries()) {
+          expect(got[i]).toEqual(await readRealtimeFeatures(redis, 'kb', 'c1', metadata, { timeoutMs: 1000, nowMs: now }));
+        }
+        expect(got[1]).toBe(got[0]);
+        expect(got[2]).not.toEqual(got[0]);
+      } finally {
+        reader.close();
+      }
+    });
+
     it('does not keep what a read in flight answered for a key whose change was announced meanwhile', async () => {
       await redis.hset(key('kr', 'bob'), { _t: String(now), Network: '1' });
       const reader = await cachingReader('kr');
