@@ -397,7 +397,7 @@ export interface ServerConfig {
   adminKey: string;
   modelMemoryBytes: number;
   featureTimeoutMs: number;
-  /** Entity states kept between predictions (featurizer/realtime.ts TrackedStates); 0: none. */
+  /** Entity states kept between predictions (featurizer/tracked-states.ts); 0: none. */
   featureCacheEntries: number;
   maxTextChars: number;
   maxMetadataEntries: number;
