@@ -251,7 +251,7 @@ const MAX_CACHED_KEYS = 20_000;
  * batched more (~4.8 requests per call instead of ~3.6) and saved CPU at max throughput, but on an
  * overloaded machine a waiting read's deadline covers two round trips and more reads defaulted;
  * with entity states kept (TrackedStates) calls are few. Four: rarely reached while Redis keeps
- * up, a bound when it does not (docs/benchmarks/server.md, "One feature read in flight").
+ * up, a bound when it does not (docs/benchmarks/server.md, "One script call in flight").
  */
 const DEFAULT_MAX_IN_FLIGHT = 4;
 
@@ -259,13 +259,15 @@ const DEFAULT_MAX_IN_FLIGHT = 4;
 const SCAN_ENTITIES = 16;
 
 /**
- * Reads the real-time features of requests at serving time, coalesced: every read asked for in
- * one event-loop turn (the requests parsed from all sockets in one poll, the items of a batch)
- * goes to Redis as one script call (one per client on Redis Cluster), over the entities they
- * name without repeats, and shares one deadline timer. While DEFAULT_MAX_IN_FLIGHT calls are
- * unanswered, the reads of later turns wait for a reply and then go together. Per request that was two ioredis
- * commands, their promises, reply transforms and a timer pair: ~55 µs of CPU and 13 KB allocated
- * per prediction on the 2-core machine, the largest stage of the predict path
+ * Reads the real-time features of requests at serving time. With `cacheEntries`, entity states
+ * are kept between reads while Redis announces their changes (./tracked-states.ts): a read whose
+ * entities are all kept is answered at once. The rest is coalesced: every read asked for in one
+ * event-loop turn (the requests parsed from all sockets in one poll, the items of a batch) goes
+ * to Redis as one script call (one per client on Redis Cluster), over the entities they name
+ * without repeats and not kept, and shares one deadline timer; while DEFAULT_MAX_IN_FLIGHT calls
+ * are unanswered, the reads of later turns wait for a reply and then go together. Per request
+ * that was two ioredis commands, their promises, reply transforms and a timer pair: ~55 µs of CPU
+ * and 13 KB allocated per prediction on the 2-core machine, the largest stage of the predict path
  * (docs/benchmarks/server.md).
  *
  * Never throws: when Redis is down or slower than `timeoutMs`, a read returns no features and
