@@ -351,6 +351,30 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
       }
     });
 
+    it('keeps nothing across a Redis that dies (killed for real) and tracks again on the restarted one', async () => {
+      const writer = redis.duplicate();
+      writer.on('error', () => undefined);
+      await redis.hset(key('kx', 'eve'), { _t: String(now), Network: '1' });
+      const reader = await cachingReader('kx');
+      try {
+        await reader.read('c1', { requester: 'eve' });
+        expect((await readOnce(reader, { requester: 'eve' })).calls).toEqual([]);
+        await server.kill();
+        await waitFor('the reader to stop keeping states', async () => !reader.caching, 5_000, 5);
+        // Down: no kept state answers (Redis is where the truth is); the read defaults.
+        expect(await reader.read('c1', { requester: 'eve' })).toEqual({ features: {}, defaulted: true });
+        await server.start(); // its append-only file brings the state back
+        await waitFor('tracking to be set up on the restarted Redis', async () => reader.caching, 15_000, 20);
+        await waitFor('eve to be read from the restarted Redis', async () => (await reader.read('c1', { requester: 'eve' })).features['requester.share:Network'] === 1, 5_000, 10);
+        await waitFor('the writer to reconnect', async () => writer.status === 'ready', 15_000, 20);
+        await writer.hset(key('kx', 'eve'), { Printing: '1' });
+        await waitFor('the change to be read', async () => (await reader.read('c1', { requester: 'eve' })).features['requester.share:Printing'] === 0.5, 2_000, 5);
+      } finally {
+        reader.close();
+        writer.disconnect();
+      }
+    });
+
     it('keeps nothing while either connection is down, and tracks again once both are back', async () => {
       const writer = redis.duplicate();
       await redis.hset(key('kd', 'cat'), { _t: String(now), Network: '1' });
