@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { Logger } from '../common/log.ts';
 import type { CounterCell } from '../common/metrics.ts';
 import type { RedisClient } from '../common/redis.ts';
 import { featureKeys } from '../common/keyspace.ts';
@@ -307,12 +308,14 @@ export class RealtimeFeatureReader {
       cacheEntries?: number;
       /** Where entity lookups are counted while states are kept: answered from a kept state, or asked of Redis. */
       cacheCounts?: { hit: CounterCell; miss: CounterCell };
+      /** Told when Redis refuses client tracking (states are then not kept). */
+      logger?: Logger;
     },
   ) {
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     this.perClient = (redis as { isCluster?: boolean }).isCluster === true;
     if (opts.cacheEntries && !this.perClient) {
-      this.cache = new TrackedStates(redis as Redis, opts.cacheEntries, opts.cacheCounts ?? { hit: { n: 0 }, miss: { n: 0 } });
+      this.cache = new TrackedStates(redis as Redis, opts.cacheEntries, opts.cacheCounts ?? { hit: { n: 0 }, miss: { n: 0 } }, opts.logger);
     }
     if (typeof (redis as unknown as Record<string, unknown>)[READ_STATES] !== 'function') {
       redis.defineCommand(READ_STATES, { lua: READ_STATES_LUA });

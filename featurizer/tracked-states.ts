@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { CounterCell } from '../common/metrics.ts';
+import type { Logger } from '../common/log.ts';
 import { duplicateRedis } from '../common/redis.ts';
 
 /**
@@ -50,7 +51,10 @@ export class TrackedStates {
   private readonly open = new Set<CallMark>();
   private closed = false;
 
-  constructor(private readonly redis: Redis, private readonly maxEntries: number, readonly counts: { hit: CounterCell; miss: CounterCell }) {
+  constructor(
+    private readonly redis: Redis, private readonly maxEntries: number, readonly counts: { hit: CounterCell; miss: CounterCell },
+    private readonly logger?: Logger,
+  ) {
     // Resubscribed by setup (CLIENT ID first: a subscribed RESP2 connection cannot ask for it).
     this.subscriber = duplicateRedis(redis, { autoResubscribe: false, enableOfflineQueue: false, maxRetriesPerRequest: 0 }) as Redis;
     this.subscriber.on('error', () => undefined); // the reading connection's owner logs Redis errors
@@ -144,8 +148,12 @@ export class TrackedStates {
       }
       await this.redis.call('CLIENT', 'TRACKING', 'on', 'REDIRECT', this.subscriberId);
       if (epoch === this.epoch && !this.closed) this.live = true;
-    } catch {
-      // Stays off until the next 'ready' of either connection (reads go to Redis meanwhile).
+    } catch (err) {
+      // Stays off until the next 'ready' of either connection (reads go to Redis meanwhile). A
+      // Redis older than 6, or one whose CLIENT command is disabled, refuses every time: say so.
+      if (!this.closed && this.redis.status === 'ready' && this.subscriber.status === 'ready') {
+        this.logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'entity states are not kept: Redis refused client tracking (every feature read goes to Redis)');
+      }
     }
   }
 

@@ -91,7 +91,7 @@ export async function startServer(config: EddyConfig, opts: StartOptions = {}): 
   let reads = 0;
   const states = hotMetrics.featureStates();
   const features = new RealtimeFeatureReader(redis, config.redisPrefix, {
-    timeoutMs: s.featureTimeoutMs, cacheEntries: s.featureCacheEntries, cacheCounts: { hit: states.cell({ result: 'hit' }), miss: states.cell({ result: 'miss' }) },
+    timeoutMs: s.featureTimeoutMs, cacheEntries: s.featureCacheEntries, cacheCounts: { hit: states.cell({ result: 'hit' }), miss: states.cell({ result: 'miss' }) }, logger,
   });
   const sampled = <T>(read: Promise<T>, defaulted: (r: T) => boolean): Promise<T> => {
     if (++reads % FEATURE_READ_SAMPLE !== 0 || !sampledRead.ok) return read;

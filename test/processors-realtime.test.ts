@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { featureKeys } from '../common/keyspace.ts';
 import { featuresFromState, readRealtimeFeatures, RealtimeFeatureReader, REALTIME_HALF_LIFE_MS } from '../featurizer/realtime.ts';
 import { freePort, privateRedis, type PrivateServer } from './processors-support.ts';
@@ -372,6 +373,34 @@ describe('readRealtimeFeatures (the server side of contract 2)', () => {
       } finally {
         reader.close();
         writer.disconnect();
+      }
+    });
+
+    it('keeps nothing, reads Redis every time and says so when Redis refuses client tracking (its CLIENT command disabled)', async () => {
+      const locked = await privateRedis({ args: ['--rename-command', 'CLIENT', ''] });
+      await locked.start();
+      const connection = new Redis(locked.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+      connection.on('error', () => undefined);
+      const warnings: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(String(JSON.parse(line).msg)) });
+      try {
+        await new Promise((r) => connection.once('ready', r));
+        await connection.hset(key('kl', 'fay'), { _t: String(now), Network: '1' });
+        const reader = new RealtimeFeatureReader(connection, 'kl', { timeoutMs: 1000, nowMs: () => now, cacheEntries: 100, logger });
+        try {
+          await waitFor('the refusal to be logged', async () => warnings.some((m) => m.includes('refused client tracking')), 5_000, 10);
+          expect(reader.caching).toBe(false);
+          for (let i = 0; i < 2; i++) {
+            const { got, calls } = await scriptCalls(connection, () => reader.read('c1', { requester: 'fay' }));
+            expect(calls).toEqual([[key('kl', 'fay')]]);
+            expect(got).toEqual({ features: { 'requester.log_count': expect.any(Number), 'requester.share:Network': 1 }, defaulted: false });
+          }
+        } finally {
+          reader.close();
+        }
+      } finally {
+        connection.disconnect();
+        await locked.cleanup();
       }
     });
 

@@ -154,7 +154,7 @@ async function killChild(child: import('node:child_process').ChildProcess | unde
  * kill, what Redis acknowledged is still there (without persistence a restart would lose all
  * state, which is a different failure: that one is what `eddy replay` is for).
  */
-export async function privateRedis(): Promise<PrivateServer> {
+export async function privateRedis(opts: { args?: string[] } = {}): Promise<PrivateServer> {
   const fs = await import('node:fs');
   const os = await import('node:os');
   const path = await import('node:path');
@@ -175,7 +175,7 @@ export async function privateRedis(): Promise<PrivateServer> {
   return {
     url: `redis://127.0.0.1:${port}`,
     async start() {
-      child = await spawnAndWait('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir], dir, ping);
+      child = await spawnAndWait('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir, ...(opts.args ?? [])], dir, ping);
     },
     kill: () => killChild(child),
     async cleanup() {
