@@ -351,7 +351,7 @@ export class RealtimeFeatureReader {
   ): void {
     const read: PendingRead = { start: 0, count: 0, resolve, batch, slot, settled: false };
     const cache = this.cache?.live ? this.cache : undefined;
-    const at = cache ? performance.now() : 0;
+    const wall = cache ? Date.now() : 0;
     let n = 0;
     let kept = 0;
     for (let fi = 0; fi < REALTIME_ENTITY_FIELDS.length; fi++) {
@@ -366,7 +366,7 @@ export class RealtimeFeatureReader {
         answer(read, DEFAULTED);
         return;
       }
-      const state = cache?.get(key, at);
+      const state = cache?.get(key, wall);
       if (state) kept++;
       this.readKeys[n] = key;
       this.readFields[n] = fi;
@@ -378,7 +378,7 @@ export class RealtimeFeatureReader {
       if (kept === n) {
         // Every entity's state is kept and current: answered now, no call, no wait.
         read.settled = true;
-        answer(read, this.keptAnswer(n, this.opts.nowMs?.() ?? Date.now(), shared));
+        answer(read, this.keptAnswer(n, this.opts.nowMs?.() ?? wall, shared));
         return;
       }
     }
@@ -415,7 +415,9 @@ export class RealtimeFeatureReader {
   private keptAnswer(n: number, now: number, shared: KeptAnswers | undefined): { features: RealtimeFeatures; defaulted: boolean } {
     const first = this.readStates[0]!;
     const second = n === 2 ? this.readStates[1]! : undefined;
-    const byFirst = shared && n <= 2 ? shared.get(first) : undefined;
+    // Keyed by at most two states (REALTIME_ENTITY_FIELDS has two fields).
+    if (n > 2) shared = undefined;
+    const byFirst = shared?.get(first);
     const known = byFirst?.get(second);
     if (known) return known;
     const features: RealtimeFeatures = {};
@@ -428,7 +430,7 @@ export class RealtimeFeatureReader {
       for (const name in kept.features) features[name] = kept.features[name]!;
     }
     const a = { features, defaulted: false };
-    if (shared && n <= 2) {
+    if (shared) {
       if (byFirst) byFirst.set(second, a);
       else shared.set(first, new Map([[second, a]]));
     }
@@ -517,7 +519,7 @@ export class RealtimeFeatureReader {
       try {
         // A late failure after the deadline is swallowed by the same handler (never unhandled).
         command.call(this.redis, keys.length, ...keys).then((replies) => {
-          const at = mark ? performance.now() : 0;
+          const at = mark ? Date.now() : 0;
           for (let j = 0; j < keys.length; j++) {
             const state = pairsToObject(replies[j] ?? []);
             f.states[indexes[j]!] = state;

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { CounterCell } from '../common/metrics.ts';
 import type { Logger } from '../common/log.ts';
+import { errorMessage } from '../common/errors.ts';
 import { duplicateRedis } from '../common/redis.ts';
 
 /**
@@ -13,7 +14,7 @@ const MAX_STATE_AGE_MS = 60_000;
 /** An entity state kept between reads, and its features as of the last read's clock (a batch's items read it in the same millisecond). */
 export interface KeptState {
   state: Record<string, string>;
-  /** When it was read from Redis (performance.now()). */
+  /** When it was read from Redis (Date.now()). */
   at: number;
   /** entityFeatures of the state as of `featuresAt` (epoch ms); never handed to callers, only copied. */
   features: Record<string, number> | undefined;
@@ -50,6 +51,26 @@ export class TrackedStates {
   private readonly subscriber: Redis;
   private readonly open = new Set<CallMark>();
   private closed = false;
+  /** The invalidation connection's client id once it is subscribed (per connection: a reconnection is a new client). */
+  private subscriberId: string | undefined;
+  private readonly onClose = () => this.reset();
+  /** One setup at a time (both connections come back together after a Redis restart); a 'ready' meanwhile runs it again after. */
+  private settingUp = false;
+  private setUpAgain = false;
+  private readonly onReady = () => {
+    if (this.settingUp) {
+      this.setUpAgain = true;
+      return;
+    }
+    this.settingUp = true;
+    void this.setup().finally(() => {
+      this.settingUp = false;
+      if (this.setUpAgain) {
+        this.setUpAgain = false;
+        this.onReady();
+      }
+    });
+  };
 
   constructor(
     private readonly redis: Redis, private readonly maxEntries: number, readonly counts: { hit: CounterCell; miss: CounterCell },
@@ -107,27 +128,6 @@ export class TrackedStates {
     }
   }
 
-  /** The invalidation connection's client id once it is subscribed (per connection: a reconnection is a new client). */
-  private subscriberId: string | undefined;
-  private readonly onClose = () => this.reset();
-  /** One setup at a time (both connections come back together after a Redis restart); a 'ready' meanwhile runs it again after. */
-  private settingUp = false;
-  private setUpAgain = false;
-  private readonly onReady = () => {
-    if (this.settingUp) {
-      this.setUpAgain = true;
-      return;
-    }
-    this.settingUp = true;
-    void this.setup().finally(() => {
-      this.settingUp = false;
-      if (this.setUpAgain) {
-        this.setUpAgain = false;
-        this.onReady();
-      }
-    });
-  };
-
   private reset(): void {
     this.live = false;
     this.epoch++;
@@ -152,7 +152,7 @@ export class TrackedStates {
       // Stays off until the next 'ready' of either connection (reads go to Redis meanwhile). A
       // Redis older than 6, or one whose CLIENT command is disabled, refuses every time: say so.
       if (!this.closed && this.redis.status === 'ready' && this.subscriber.status === 'ready') {
-        this.logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'entity states are not kept: Redis refused client tracking (every feature read goes to Redis)');
+        this.logger?.warn({ err: errorMessage(err) }, 'entity states are not kept: Redis refused client tracking (every feature read goes to Redis)');
       }
     }
   }
