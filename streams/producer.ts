@@ -27,6 +27,18 @@ export function countProduced(name: EventName, n: number): void {
  * acks=all and idempotent, so retries do not duplicate; every consumer is still idempotent on
  * `eventId` because upstream producers and replays can repeat an event.
  */
+/**
+ * One frozen headers object per event type, shared by all its messages: the patched Kafka client
+ * serialises a headers object once per send when consecutive messages share it (docs/streams.md,
+ * "The library patch"), instead of a Buffer per header per message.
+ */
+const HEADERS = new Map<EventName, Readonly<Record<string, string>>>();
+function headersOf(name: EventName): Record<string, string> {
+  let h = HEADERS.get(name);
+  if (!h) HEADERS.set(name, (h = Object.freeze({ [EVENT_HEADER]: name })));
+  return h as Record<string, string>;
+}
+
 export class EventProducer {
   private readonly producer: ProducerDriver;
   private connected = false;
@@ -59,7 +71,7 @@ export class EventProducer {
     return {
       key: (event as { clientId: string }).clientId,
       value: this.codec.encode(name, event),
-      headers: { [EVENT_HEADER]: name },
+      headers: headersOf(name),
     };
   }
 

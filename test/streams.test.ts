@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import diagnostics from 'node:diagnostics_channel';
-import { compatibilityPartitioner } from '@platformatic/kafka';
+import { compatibilityPartitioner, Consumer, createRecordsBatch, createRecordsBatchByWriter, MessagesStreamModes, stringDeserializers } from '@platformatic/kafka';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DependencyUnavailableError, EddyError, InvalidEventError } from '../common/errors.ts';
 import type { DeadLetter, LabeledExample } from '../schemas/events.ts';
@@ -439,6 +439,85 @@ describe('consumer runner: record batches', () => {
     const big = 2n ** 60n;
     appendRecords(messages, commits, { topic: 't', partition: 0, firstOffset: big, firstTimestamp: 0n, records: records.slice(2), commit });
     expect(messages.at(-1)!.offset).toBe((big + 5n).toString());
+  });
+});
+
+describe('producing record batches (the library patch)', () => {
+  const batchHeaderBytes = 61; // firstOffset … record count (Kafka's RecordBatch v2)
+  /** Kafka's unsigned varint (the zigzag of a varint/varlong is decoded by the caller). */
+  const readVarint = (b: Buffer, pos: number): { value: bigint; pos: number } => {
+    let value = 0n;
+    for (let shift = 0n; ; shift += 7n) {
+      const byte = b[pos++]!;
+      value |= BigInt(byte & 0x7f) << shift;
+      if ((byte & 0x80) === 0) return { value, pos };
+    }
+  };
+  const unZigZag = (z: bigint) => (z >> 1n) ^ -(z & 1n);
+
+  it("writes every batch byte for byte as the library's own record writer does, keys, values and headers of every size, null or absent, with or without compression", () => {
+    let seed = 7;
+    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+    const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => rnd(256)));
+    const sizes = [0, 1, 63, 64, 127, 128, 300, 8191, 8192, 20_000]; // around each varint length step
+    const field = () => { const r = rnd(20); return r === 0 ? null : r === 1 ? undefined : bytes(sizes[rnd(sizes.length)]!); };
+    for (let t = 0; t < 400; t++) {
+      const now = 1_700_000_000_000n + BigInt(t);
+      const messages = Array.from({ length: 1 + rnd(t % 10 === 0 ? 200 : 8) }, () => ({
+        key: field(), value: field(), topic: 't', partition: 0,
+        headers: rnd(5) === 0 ? undefined : new Map(Array.from({ length: rnd(4) }, () => [bytes(rnd(20)), rnd(10) === 0 ? null : bytes(rnd(200))] as [Buffer, Buffer])),
+        timestamp: now + BigInt(rnd(2_000_000_000) - 1_000_000_000),
+      }));
+      const options = { producerId: BigInt(rnd(1000)), producerEpoch: rnd(5), compression: (['none', 'none', 'gzip', 'snappy', 'lz4'] as const)[rnd(5)]! };
+      const copy = () => messages.map((m) => ({ ...m })) as Parameters<typeof createRecordsBatch>[0];
+      expect(createRecordsBatch(copy(), options).buffer.equals(createRecordsBatchByWriter(copy(), options).buffer), `batch ${t}`).toBe(true);
+    }
+  });
+
+  it("writes a timestamp delta beyond 32 bits as Kafka's zigzag varlong", () => {
+    const first = 1_700_000_000_000n;
+    for (const delta of [2n ** 31n, 2n ** 40n + 12345n, -(2n ** 40n) - 7n]) {
+      const batch = createRecordsBatch([
+        { key: Buffer.from('a'), value: Buffer.from('b'), topic: 't', partition: 0, timestamp: first },
+        { key: Buffer.from('a'), value: Buffer.from('b'), topic: 't', partition: 0, timestamp: first + delta },
+      ], { compression: 'none' }).buffer;
+      const firstLength = readVarint(batch, batchHeaderBytes);
+      const second = readVarint(batch, firstLength.pos + Number(unZigZag(firstLength.value)));
+      const timestampDelta = readVarint(batch, second.pos + 1); // after the record's attributes byte
+      expect(unZigZag(timestampDelta.value)).toBe(delta);
+    }
+  });
+
+  describe('through Kafka', () => {
+    let s: TestStreams;
+    beforeAll(async () => { s = await testStreams(); });
+    afterAll(async () => { await s.cleanup(); });
+
+    it('gives each message of a send the headers it was given, when many share one headers object and others have their own', async () => {
+      const topic = s.topics.physical('examples');
+      const shared = { 'eddy-event': 'LabeledExample', origin: 'shared' };
+      const messages = Array.from({ length: 60 }, (_, i) => ({
+        key: `hdr-${i % 13}`, value: `v${i}`,
+        headers: i % 10 === 9 ? { 'eddy-event': 'LabeledExample', origin: `own-${i}` } : shared,
+      }));
+      await s.producer.sendMessages([{ topic, messages }]);
+      const consumer = new Consumer({
+        clientId: `${s.config.topicPrefix}headers`, groupId: `${s.config.topicPrefix}headers`, bootstrapBrokers: [...s.config.kafkaBrokers],
+        deserializers: stringDeserializers,
+      });
+      const seen = new Map<string, Record<string, string>>();
+      try {
+        const stream = await consumer.consume({ topics: [topic], mode: MessagesStreamModes.EARLIEST, autocommit: false });
+        for await (const m of stream) {
+          seen.set(m.value as string, Object.fromEntries(m.headers as Map<string, string>));
+          if (seen.size === messages.length) break;
+        }
+        await stream.close();
+      } finally {
+        await consumer.close(true);
+      }
+      for (const [i, m] of messages.entries()) expect(seen.get(`v${i}`), `v${i}`).toEqual(m.headers);
+    });
   });
 });
 
