@@ -21,13 +21,6 @@ export function countProduced(name: EventName, n: number): void {
 }
 
 /**
- * A typed producer: validates each event against its Avro schema before it leaves the process
- * (an invalid event is refused with the field named, never sent), encodes it through the registry,
- * keys it by clientId, and sends it to the topic the catalogue assigns to its type.
- * acks=all and idempotent, so retries do not duplicate; every consumer is still idempotent on
- * `eventId` because upstream producers and replays can repeat an event.
- */
-/**
  * One frozen headers object per event type, shared by all its messages: the patched Kafka client
  * serialises a headers object once per send when consecutive messages share it (docs/streams.md,
  * "The library patch"), instead of a Buffer per header per message.
@@ -39,6 +32,13 @@ function headersOf(name: EventName): Record<string, string> {
   return h as Record<string, string>;
 }
 
+/**
+ * A typed producer: validates each event against its Avro schema before it leaves the process
+ * (an invalid event is refused with the field named, never sent), encodes it through the registry,
+ * keys it by clientId, and sends it to the topic the catalogue assigns to its type.
+ * acks=all and idempotent, so retries do not duplicate; every consumer is still idempotent on
+ * `eventId` because upstream producers and replays can repeat an event.
+ */
 export class EventProducer {
   private readonly producer: ProducerDriver;
   private connected = false;
