@@ -30,7 +30,9 @@ import type { PredictionSpool } from './spool.ts';
  * the server's p99 at ~8 ms; handing a batch to the thread costs ~1.3 µs per event. The Kafka
  * client (@platformatic/kafka) is pure JavaScript, so it runs in the thread as kafkajs did (a
  * native client such as librdkafka's cannot be loaded by a second thread of the process; see
- * docs/streams.md). `EDDY_SERVER_PUBLISHER=inline`
+ * docs/streams.md). With the patched client producing costs ~4–5 µs per event, and the thread
+ * still wins (2026-11-29: inline cost 2.3–3.3× the floor's CPU per request against 2.1–2.4×, and
+ * batches of 100 ran at 28–30k against 36–65k predictions/s; docs/benchmarks/server.md). `EDDY_SERVER_PUBLISHER=inline`
  * keeps the sender on the request thread (one thread fewer, for tests and comparisons).
  */
 
