@@ -85,6 +85,8 @@ function isOutage(err: unknown): boolean {
 
 export class EventCodec {
   private readonly readers = new Map<EventName, avro.Type>();
+  /** Where {@link encode} writes an event before copying it out (grown for a larger event). */
+  private scratch = Buffer.allocUnsafeSlow(64 * 1024);
   private readonly writerIds = new Map<EventName, number>();
   /** schema id -> how to read it: the event name and a resolver from writer to reader schema. */
   private readonly byId = new Map<number, { name: EventName; read: (buf: Buffer) => unknown }>();
@@ -157,16 +159,20 @@ export class EventCodec {
    */
   validate<N extends EventName>(name: N, value: EventTypes[N]): void {
     const type = this.readers.get(name)!;
-    const problems: string[] = [];
-    const paths: string[] = [];
-    type.isValid(value, {
-      errorHook: (p: string[], v: unknown, t: avro.Type) => {
-        const field = p.join('.') || '(root)';
-        paths.push(field);
-        problems.push(`${field}: expected ${describeType(t)}, got ${describeValue(v)}`);
-      },
-    });
-    if (problems.length > 0) throw new InvalidEventError(name, paths, problems.join('; '));
+    // The check without a hook is the cheap one (a hook makes avsc walk every field on its slow
+    // path: ~1 µs more per event); the field-by-field report is for the refusal only.
+    if (!type.isValid(value)) {
+      const problems: string[] = [];
+      const paths: string[] = [];
+      type.isValid(value, {
+        errorHook: (p: string[], v: unknown, t: avro.Type) => {
+          const field = p.join('.') || '(root)';
+          paths.push(field);
+          problems.push(`${field}: expected ${describeType(t)}, got ${describeValue(v)}`);
+        },
+      });
+      throw new InvalidEventError(name, paths, problems.join('; ') || 'does not fit its schema');
+    }
     const clientId = (value as { clientId?: unknown }).clientId;
     if (typeof clientId === 'string' && clientId.length === 0) {
       throw new InvalidEventError(name, ['clientId'], 'clientId: must not be empty');
@@ -176,12 +182,22 @@ export class EventCodec {
   /** Validates, then encodes in the Confluent wire format. */
   encode<N extends EventName>(name: N, value: EventTypes[N]): Buffer {
     this.validate(name, value);
-    const body = this.readers.get(name)!.toBuffer(value);
-    const out = Buffer.allocUnsafe(HEADER_BYTES + body.length);
-    out.writeUInt8(MAGIC_BYTE, 0);
-    out.writeInt32BE(this.schemaId(name), 1);
-    body.copy(out, HEADER_BYTES);
-    return out;
+    const type = this.readers.get(name)!;
+    for (;;) {
+      // Written after the header's room in a reused buffer, then copied out at its exact size (one
+      // allocation, from Node's pool for small events): avsc's toBuffer plus a copy behind the
+      // header cost two allocations and two copies, ~1 µs more per event.
+      const end = type.encode(value, this.scratch, HEADER_BYTES);
+      if (end > 0) {
+        const out = Buffer.allocUnsafe(end);
+        this.scratch.copy(out, HEADER_BYTES, HEADER_BYTES, end);
+        out.writeUInt8(MAGIC_BYTE, 0);
+        out.writeInt32BE(this.schemaId(name), 1);
+        return out;
+      }
+      // Too small: avsc answered how many bytes were missing.
+      this.scratch = Buffer.allocUnsafeSlow(Math.max(2 * this.scratch.length, this.scratch.length - end));
+    }
   }
 
   /**

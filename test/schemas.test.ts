@@ -79,6 +79,20 @@ describe('schema registry (real Apicurio, Confluent API)', () => {
     }
   });
 
+  it('encodes in the Confluent wire format (magic byte, schema id, the Avro body), events far larger than its reused buffer too, each in a buffer of its own', async () => {
+    const codec = await EventCodec.connect({ url: config.schemaRegistryUrl });
+    const type = avro.Type.forSchema(JSON.parse(fs.readFileSync(path.join(AVRO_DIR, 'LabeledExample.avsc'), 'utf8')));
+    const event = (text: string) => ({ eventId: randomBytes(8).toString('hex'), clientId: 'acme', occurredAt: 1_700_000_000_000, exampleId: 'x', text, label: 'it', source: 'ASSIGNMENT' as const, metadata: { requester: 'ann' }, predictionId: null });
+    const header = Buffer.alloc(5);
+    header.writeInt32BE(codec.schemaId('LabeledExample'), 1);
+    const events = [event('short'), event('ü€'.repeat(150_000)), event('after the large one'), event('x'.repeat(1_000_000))];
+    const encoded = events.map((e) => codec.encode('LabeledExample', e));
+    for (const [i, e] of events.entries()) {
+      expect(encoded[i]!.equals(Buffer.concat([header, type.toBuffer(e)])), `event ${i}`).toBe(true);
+      expect(await codec.decode(encoded[i]!)).toEqual({ name: 'LabeledExample', value: e });
+    }
+  });
+
   it('refuses to start with SCHEMA_REGISTRATION_FAILED when the registry refuses a schema of this build', async () => {
     const registry = new SchemaRegistry({ host: config.schemaRegistryUrl, retry: { retries: 0 } });
     // A private subject namespace, so the shared subjects are never touched.
