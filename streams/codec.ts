@@ -85,7 +85,7 @@ function isOutage(err: unknown): boolean {
 
 export class EventCodec {
   private readonly readers = new Map<EventName, avro.Type>();
-  /** Where {@link encode} writes an event before copying it out (grown for a larger event). */
+  /** Where {@link encode} writes an event before copying it out (grown for a larger event and kept: at most the largest event produced, which Kafka bounds by its message size). */
   private scratch = Buffer.allocUnsafeSlow(64 * 1024);
   private readonly writerIds = new Map<EventName, number>();
   /** schema id -> how to read it: the event name and a resolver from writer to reader schema. */
