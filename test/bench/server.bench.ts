@@ -19,7 +19,10 @@
  * (PredictionMade produced by the publisher thread, artifacts loaded by the loader thread), loads
  * on the request thread, the publisher on the request thread, the PredictionMade spool off (reference) and with fsync,
  * entity states not kept (EDDY_SERVER_FEATURE_CACHE_ENTRIES=0: a Redis read per prediction);
- * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput.
+ * each at the fixed rate steady, at the fixed rate during a reload, and at max throughput, the
+ * steady and max-throughput runs each right after the same load on the bare floor, so that each
+ * variant's CPU per request is also reported as a multiple of a floor measured minutes, not
+ * quarters of an hour, from it.
  *
  * After the cold loads (BENCH_SERVER_FLOOR=0 skips it; BENCH_SERVER_ONLY=floor runs only it, over 1,000 clients):
  * Eddy against the floor, a bare Fastify route with the same body schema answering a fixed
@@ -299,6 +302,17 @@ async function counterTotal(name: string, keep: (labels: Record<string, unknown>
   return values.filter((v) => keep(v.labels)).reduce((a, v) => a + v.value, 0);
 }
 
+/** A load against a floor process, with that process's CPU and allocation per request (its GC is not observed). */
+async function floorMeasured(opts: LoadOptions, floor: Floor): Promise<Measured> {
+  await floor.allocStart();
+  const before = await floor.cpuUs();
+  const t = performance.now();
+  const r = await load(opts);
+  const cpuUs = (await floor.cpuUs()) - before;
+  const bytes = await floor.allocBytes();
+  return { ...r, gcMs: NaN, gcMaxMs: NaN, allocBytesPerReq: bytes / Math.max(1, r.requests), cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
+}
+
 /**
  * Eddy against the floor, in this run, on the same load generator: ROUNDS alternating rounds of
  * (floor, Eddy) at max throughput and at the fixed rate, over the same k hot models. CPU per
@@ -323,16 +337,6 @@ async function floorSection(ctx: {
   const ROUNDS = Number(process.env.BENCH_SERVER_FLOOR_ROUNDS ?? 3);
   const floor = await startFloor();
   const floorRedis = await startFloor(ctx.redis);
-  const noGc = { gcMs: NaN, gcMaxMs: NaN };
-  const floorMeasured = async (opts: LoadOptions, floor: Floor): Promise<Measured> => {
-    await floor.allocStart();
-    const before = await floor.cpuUs();
-    const t = performance.now();
-    const r = await load(opts);
-    const cpuUs = (await floor.cpuUs()) - before;
-    const bytes = await floor.allocBytes();
-    return { ...r, ...noGc, allocBytesPerReq: bytes / Math.max(1, r.requests), cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
-  };
   try {
     say(`floor: warm every one of ${k} models, then ${ROUNDS} alternating rounds of floor / Eddy`);
     await load({ ...base, clients: k, mode: 'sequence', amount: k });
@@ -630,23 +634,43 @@ async function main(): Promise<void> {
         { name: 'spool with fsync', publisher: 'thread', spool: 'fsync' },
         { name: 'entity states not kept (a Redis read per prediction)', publisher: 'thread', spool: 'write', featureCacheEntries: 0 },
       ];
-      for (const [i, v] of variants.entries()) {
-        const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, spool: v.spool, featureCacheEntries: v.featureCacheEntries ?? config.server.featureCacheEntries, replicaId: `${config.server.replicaId}-ab${i}` } };
-        const s = await startServer(variantConfig, { kafkaPredict: false, wrapLoader: v.loadsInline ? () => storeLoader(config) : undefined });
-        try {
-          await s.ready;
-          say(`A/B ${v.name}: warm ${k} models, then fixed ${RATE} req/s, steady and during a reload, then max throughput`);
-          await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'sequence', amount: k });
-          await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: 3 });
-          global.gc?.();
-          table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models, steady`, r: await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS, rate: RATE }) });
-          const reload = await reloadRun(s, s.url);
-          table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models, during reload (${reload.swapped}/${k} swapped)`, r: reload.r });
-          table.push({ scenario: `A/B ${v.name}: max throughput, ${k} models`, r: await measured({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: SECONDS }) });
-        } finally {
-          await s.close();
+      // The variants run one after the other, minutes apart, and this machine's speed moves 2-3x
+      // within minutes: each variant's CPU per request is also given as a multiple of the bare
+      // floor's, measured right before it under the same load (as in the floor section).
+      const floor = await startFloor();
+      const vsFloor: string[] = [];
+      try {
+        await load({ url: floor.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: 3 });
+        for (const [i, v] of variants.entries()) {
+          const variantConfig = { ...config, server: { ...config.server, publisher: v.publisher, spool: v.spool, featureCacheEntries: v.featureCacheEntries ?? config.server.featureCacheEntries, replicaId: `${config.server.replicaId}-ab${i}` } };
+          const s = await startServer(variantConfig, { kafkaPredict: false, wrapLoader: v.loadsInline ? () => storeLoader(config) : undefined });
+          try {
+            await s.ready;
+            say(`A/B ${v.name}: warm ${k} models, then fixed ${RATE} req/s, steady and during a reload, then max throughput (each after the floor)`);
+            await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'sequence', amount: k });
+            await load({ url: s.url, key: ADMIN, connections: 10, clients: k, mode: 'random', durationS: 3 });
+            global.gc?.();
+            const fixedLoad = { key: ADMIN, connections: 10, clients: k, mode: 'random' as const, durationS: SECONDS, rate: RATE };
+            const fFixed = await floorMeasured({ ...fixedLoad, url: floor.url }, floor);
+            table.push({ scenario: `A/B floor before "${v.name}": ${RATE} req/s`, r: fFixed });
+            const steady = await measured({ ...fixedLoad, url: s.url });
+            table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models, steady`, r: steady });
+            const reload = await reloadRun(s, s.url);
+            table.push({ scenario: `A/B ${v.name}: ${RATE} req/s, ${k} models, during reload (${reload.swapped}/${k} swapped)`, r: reload.r });
+            const maxLoad = { key: ADMIN, connections: 10, clients: k, mode: 'random' as const, durationS: SECONDS };
+            const fMax = await floorMeasured({ ...maxLoad, url: floor.url }, floor);
+            table.push({ scenario: `A/B floor before "${v.name}": max throughput`, r: fMax });
+            const max = await measured({ ...maxLoad, url: s.url });
+            table.push({ scenario: `A/B ${v.name}: max throughput, ${k} models`, r: max });
+            vsFloor.push(`${v.name}: ${(steady.cpuUsPerReq / fFixed.cpuUsPerReq).toFixed(2)}× at ${RATE} req/s (p99 ${steady.p99.toFixed(2)} ms, floor's ${fFixed.p99.toFixed(2)}), ${(max.cpuUsPerReq / fMax.cpuUsPerReq).toFixed(2)}× at max throughput (${Math.round(max.rps)} req/s, floor's ${Math.round(fMax.rps)})`);
+          } finally {
+            await s.close();
+          }
         }
+      } finally {
+        floor.close();
       }
+      rows.push(['A/B: server CPU per request ÷ the floor measured just before it', vsFloor.join('; ')]);
     }
 
     report();
