@@ -5,6 +5,7 @@ import { testConfig, testStreams, waitFor } from './helpers.ts';
 import { startProcessors, type RunningProcessors } from '../processors/run.ts';
 import { ADDED_COLUMNS, ANALYTICS_TABLE_NAMES, analyticsDdl, migrateAnalytics } from '../processors/analytics/schema.ts';
 import { ANALYTICS_TOPICS } from '../processors/analytics/processor.ts';
+import { analyticsRow } from '../processors/analytics/rows.ts';
 import type { AnyEvent } from '../streams/index.ts';
 import { caughtUp, count, example, feedback, labelAdded, prediction, tableRows } from './processors-support.ts';
 import { cleanupProcessorsTest, testStreamsRetrying } from './processors-support.ts';
@@ -94,6 +95,30 @@ describe('analytics processor', () => {
     } finally {
       await q(`DROP DATABASE IF EXISTS ${old}`);
     }
+  });
+
+  it('turns an event into its row: where it came from, then its columns, with defaults for the columns its type lacks', () => {
+    const at = (event: AnyEvent) => analyticsRow({ event, topic: 'predictions', partition: 2, offset: '41', key: c, timestamp: now });
+    const made = prediction(c, 'r9', 'Network', { latencyMs: 3, featuresDefaulted: true });
+    const from = { event_id: made.eventId, client_id: c, occurred_at: Math.floor(made.occurredAt / 1000), occurred_at_ms: made.occurredAt, kafka_partition: 2, kafka_offset: 41 };
+    const row = at({ name: 'PredictionMade', value: made });
+    expect(row).toEqual({
+      table: 'predictions',
+      row: {
+        ...from, request_id: 'r9', text: made.text, metadata: JSON.stringify(made.metadata), label: 'Network', score: made.scores[0]!.score,
+        scores: JSON.stringify(made.scores), model_version: made.modelVersion ?? '', variant: made.variant, latency_ms: 3, channel: made.channel, features_defaulted: 1,
+      },
+    });
+    expect(Object.keys(row!.row).slice(0, 6)).toEqual(Object.keys(from));
+    const promoted = { eventId: 'p1', clientId: c, occurredAt: now, modelVersion: 'v3', variant: 'CANARY' as const, share: 0.2, pinned: true, actor: 'ops', reason: 'try' };
+    expect(at({ name: 'ModelPromoted', value: promoted })).toEqual({
+      table: 'model_events',
+      row: {
+        event_id: 'p1', client_id: c, occurred_at: Math.floor(now / 1000), occurred_at_ms: now, kafka_partition: 2, kafka_offset: 41,
+        event_type: 'PROMOTED', model_version: 'v3', previous_version: '', variant: 'CANARY', share: 0.2, pinned: 1, stage: '', reasons: [], detail: 'try', actor: 'ops',
+        artifact_uri: '', artifact_sha256: '', featurizer: '', labels: [], metrics: '{}', training_examples: 0, retrain_event_id: '',
+      },
+    });
   });
 
   it('writes every event of every topic into its table, and redelivery leaves no visible duplicate', async () => {
