@@ -83,6 +83,23 @@ function isOutage(err: unknown): boolean {
   return status === undefined || status >= 500 || status === 408 || status === 429;
 }
 
+/**
+ * The error for an event that failed `type.isValid` (the cheap check, without a hook): checked
+ * again with avsc's error hook, which walks every field, to name each one that does not fit.
+ */
+function refusal(name: EventName, type: avro.Type, value: unknown): InvalidEventError {
+  const problems: string[] = [];
+  const paths: string[] = [];
+  type.isValid(value, {
+    errorHook: (p: string[], v: unknown, t: avro.Type) => {
+      const field = p.join('.') || '(root)';
+      paths.push(field);
+      problems.push(`${field}: expected ${describeType(t)}, got ${describeValue(v)}`);
+    },
+  });
+  return new InvalidEventError(name, paths, problems.join('; ') || 'does not fit its schema');
+}
+
 export class EventCodec {
   private readonly readers = new Map<EventName, avro.Type>();
   /** Where {@link encode} writes an event before copying it out (grown for a larger event and kept: at most the largest event produced, which Kafka bounds by its message size). */
@@ -161,18 +178,7 @@ export class EventCodec {
     const type = this.readers.get(name)!;
     // The check without a hook is the cheap one (a hook makes avsc walk every field on its slow
     // path: ~1 µs more per event); the field-by-field report is for the refusal only.
-    if (!type.isValid(value)) {
-      const problems: string[] = [];
-      const paths: string[] = [];
-      type.isValid(value, {
-        errorHook: (p: string[], v: unknown, t: avro.Type) => {
-          const field = p.join('.') || '(root)';
-          paths.push(field);
-          problems.push(`${field}: expected ${describeType(t)}, got ${describeValue(v)}`);
-        },
-      });
-      throw new InvalidEventError(name, paths, problems.join('; ') || 'does not fit its schema');
-    }
+    if (!type.isValid(value)) throw refusal(name, type, value);
     const clientId = (value as { clientId?: unknown }).clientId;
     if (typeof clientId === 'string' && clientId.length === 0) {
       throw new InvalidEventError(name, ['clientId'], 'clientId: must not be empty');
@@ -343,11 +349,7 @@ export class FramedEventWriter {
    * `isValid` without a hook is the cheap check; the hook's field-by-field report only for the refusal.
    */
   append(event: EventTypes[EventName] & { clientId: string }): void {
-    if (!this.type.isValid(event)) {
-      const problems: string[] = [];
-      this.type.isValid(event, { errorHook: (p: string[], v: unknown, t: avro.Type) => problems.push(`${p.join('.') || '(root)'}: expected ${describeType(t)}, got ${describeValue(v)}`) });
-      throw new InvalidEventError(this.name, [], problems.join('; '));
-    }
+    if (!this.type.isValid(event)) throw refusal(this.name, this.type, event);
     const key = event.clientId;
     for (;;) {
       const start = this.pos;
