@@ -242,6 +242,35 @@ describe('consumer runner: the fetch window', () => {
     expect(calls.window.length, `windowed calls ${calls.window.join(',')}`).toBeLessThanOrEqual(2);
     expect(calls.immediate.length, `immediate calls ${calls.immediate.join(',')}`).toBeGreaterThanOrEqual(5);
   });
+
+  it('takes at most 1 MiB of a partition per fetch, so a backlog larger than a whole fetch is worked on in all its partitions at once', async () => {
+    // Two partitions with ~12 MiB each, more than one fetch holds (10 MiB): were a fetch allowed its
+    // whole size from one partition, the first ten calls would all be that partition's.
+    const [first, second] = [...oneClientPerPartition(s, 'backlog').values()];
+    const text = 'x'.repeat(4_000);
+    for (let i = 0; i < 60; i++) { // sends of ~400 KB (a request is limited to 1 MB)
+      await s.producer.sendAll(Array.from({ length: 100 }, (_, j) => ({ name: 'LabeledExample' as const, value: example(j % 2 === 0 ? first! : second!, text) })));
+    }
+    const calls: number[] = [];
+    let handled = 0;
+    const runner = s.consumer({
+      group: 'backlog', topics: ['examples'], partitionsConsumedConcurrently: 2, maxRecordsPerCall: 250, fetch: { minBytes: 1 },
+      handler: {
+        async handle(records) {
+          // The topic also holds the test above's events: only the backlog's count.
+          const backlog = records.filter((r) => r.key === first || r.key === second).length;
+          if (backlog === 0) return;
+          calls.push(records[0]!.partition);
+          handled += backlog;
+          await new Promise((r) => setTimeout(r, 5));
+        },
+      },
+    });
+    await runner.start();
+    await waitFor('the backlog handled', () => handled === 6_000, 60_000);
+    await runner.stop();
+    expect(new Set(calls.slice(0, 4)).size, `partitions of the calls in order: ${calls.join(',')}`).toBe(2);
+  });
 });
 
 describe('consumer runner: commits', () => {
