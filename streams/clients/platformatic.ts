@@ -33,7 +33,8 @@ function assertPatched(): void {
  * Most bytes one fetch takes from one partition (Kafka's own default, the Java client's
  * max.partition.fetch.bytes). The library's default is its whole fetch size (10 MiB): against a
  * backlog, one fetch then brought the first partition's whole backlog and little of the others, and
- * a runner allowed several partitions at once worked on one, 2,000 records at a time.
+ * a runner allowed several partitions at once worked on one, 2,000 records at a time. A record
+ * batch larger than this still arrives whole (Kafka always returns a partition's first batch).
  */
 const FETCH_MAX_BYTES_PER_PARTITION = 1_048_576;
 
