@@ -6,7 +6,9 @@
  * generator is autocannon in a CHILD process (`server.bench.ts load ...`), so it does not share
  * the server's event loop — but it does share the machine's 2 cores, as do Kafka, Redis,
  * ClickHouse and whatever else runs here. Latency percentiles are exact (every response time is
- * kept), not autocannon's 1 ms-resolution histogram.
+ * kept), not autocannon's 1 ms-resolution histogram. A "fixed rate" is autocannon's rate limit:
+ * each second's requests sent back to back, then a wait (see runPaced; BENCH_SERVER_PACING=paced
+ * paces them instead).
  *
  * Scenarios: cold load of every client model once (10 connections, each request for a client
  * not yet loaded); max throughput over 1,000 and over 10,000 loaded client models; a fixed
@@ -33,6 +35,8 @@
  * BENCH_SERVER_PROFILE=<dir> adds a profiled run (CPU and allocation sampling) written there
  * (BENCH_SERVER_PROFILE_BATCH=<n>: of /predict/batch with n items per request).
  * BENCH_SERVER_ENTITIES=0 sends requests that name no entity (no real-time feature read).
+ * BENCH_SERVER_PACING=paced sends the fixed-rate loads paced, open loop (runPaced), instead of
+ * with autocannon's per-second rate limit.
  *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
  * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
@@ -72,7 +76,10 @@ interface LoadOptions {
 }
 
 interface LoadResult {
+  /** Responses counted (a paced load's warm-up excluded). */
   requests: number;
+  /** Responses to the warm-up (paced loads): part of the server's work, so of its CPU per request. */
+  warmup?: number;
   seconds: number;
   rps: number;
   non2xx: number;
@@ -92,15 +99,30 @@ function percentile(sorted: Float64Array, p: number): number {
 /** BENCH_SERVER_ENTITIES=0: requests name no requester or channel, so no real-time feature read (the Redis stage's cost, by difference). */
 const NO_ENTITIES = process.env.BENCH_SERVER_ENTITIES === '0';
 
-/** Child mode: drive the server with autocannon and print one JSON line with the result. */
+/**
+ * BENCH_SERVER_PACING=paced: fixed-rate loads are sent by runPaced (open loop) instead of
+ * autocannon's per-second rate limit (see runPaced for what each measures).
+ */
+const PACED = process.env.BENCH_SERVER_PACING === 'paced';
+
+/** Child mode: drive the server (autocannon, or runPaced at a fixed rate) and print one JSON line with the result. */
 async function runLoad(opts: LoadOptions): Promise<void> {
-  const { default: autocannon } = await import('autocannon');
   const item = (i: number) => ({ text: TEXTS[i % TEXTS.length]!, metadata: NO_ENTITIES ? {} : { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } });
   const bodies = opts.batch
     ? TEXTS.map((_, i) => JSON.stringify({ items: Array.from({ length: opts.batch! }, (_, j) => item(i + j)) }))
     : TEXTS.map((_, i) => JSON.stringify({ ...item(i), ...(opts.explain ? { explain: true } : {}) }));
   const route = opts.batch ? 'predict/batch' : 'predict';
   let seq = 0;
+  const nextClient = () => (opts.mode === 'sequence' ? seq++ % opts.clients : Math.floor(Math.random() * opts.clients));
+  if (opts.rate && PACED) {
+    const result = await runPaced(opts, opts.rate, () => {
+      const i = nextClient();
+      return { path: `/v1/clients/c${i}/${route}`, body: bodies[i % bodies.length]! };
+    });
+    process.stdout.write(JSON.stringify(result) + '\n');
+    return;
+  }
+  const { default: autocannon } = await import('autocannon');
   const latencies: number[] = [];
   const started = performance.now();
   const instance = autocannon({
@@ -114,7 +136,7 @@ async function runLoad(opts: LoadOptions): Promise<void> {
     headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.key}` },
     requests: [{
       setupRequest: (req: Record<string, unknown>) => {
-        const i = opts.mode === 'sequence' ? seq++ % opts.clients : Math.floor(Math.random() * opts.clients);
+        const i = nextClient();
         return { ...req, path: `/v1/clients/c${i}/${route}`, body: bodies[i % bodies.length] };
       },
     }],
@@ -124,12 +146,84 @@ async function runLoad(opts: LoadOptions): Promise<void> {
   });
   const result = (await instance) as unknown as { non2xx: number; errors: number; timeouts: number };
   const seconds = (performance.now() - started) / 1000;
+  process.stdout.write(JSON.stringify(summarise(latencies, seconds, result.non2xx, result.errors + result.timeouts)) + '\n');
+}
+
+/** Percentiles of response times (ms, every one kept) over a run of `seconds`. */
+function summarise(latencies: number[], seconds: number, non2xx: number, errors: number): LoadResult {
   const sorted = Float64Array.from(latencies).sort();
-  const out: LoadResult = {
-    requests: sorted.length, seconds, rps: sorted.length / seconds, non2xx: result.non2xx, errors: result.errors + result.timeouts,
+  return {
+    requests: sorted.length, seconds, rps: sorted.length / seconds, non2xx, errors,
     p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), p999: percentile(sorted, 99.9), max: sorted.at(-1) ?? NaN,
   };
-  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+/**
+ * A fixed rate, paced (open loop): request i is due at start + i / rate and is issued then, on a
+ * timer of about 1 ms (Node's shortest: ~5 requests at a time at 5,000/s), to `opts.connections`
+ * keep-alive connections; undici's Pool queues it while every connection is busy. Its latency is
+ * counted from when it was issued, queueing included, so a stall of the server counts for every
+ * request issued during it (no coordinated omission), while the timer's own lateness (up to a
+ * millisecond, the generator's) does not.
+ *
+ * What autocannon's own rate (the default) measures instead: each connection sends its share of
+ * a second's requests back to back from the start of every second, then waits for the next one,
+ * so "5,000 req/s" against a server that can do 7,500 is two thirds of each second at saturation
+ * and one third idle, and its p99 is saturation's (docs/benchmarks/server.md, "What the fixed
+ * rate measures").
+ */
+async function runPaced(opts: LoadOptions, rate: number, next: () => { path: string; body: string }): Promise<LoadResult> {
+  const { Pool } = await import('undici');
+  const pool = new Pool(opts.url, { connections: opts.connections, pipelining: 1 });
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${opts.key}` };
+  // Warm-up, not counted: the connections opened and the JIT warm on both sides, requests sent
+  // back to back on every connection (paced from a cold start, the first milliseconds' backlog
+  // would take seconds to drain and be measured as the server's).
+  const warmup = Math.round(rate);
+  let warmed = 0;
+  await Promise.all(Array.from({ length: opts.connections }, async () => {
+    while (warmed++ < warmup) {
+      const { path: p, body } = next();
+      await (await pool.request({ path: p, method: 'POST', headers, body })).body.dump();
+    }
+  }));
+  const total = Math.round(rate * (opts.durationS ?? 10));
+  const gapMs = 1000 / rate;
+  const latencies: number[] = [];
+  let non2xx = 0;
+  let errors = 0;
+  const inFlight = new Set<Promise<void>>();
+  const send = () => {
+    const { path: p, body } = next();
+    const issued = performance.now();
+    const done: Promise<void> = pool.request({ path: p, method: 'POST', headers, body }).then(
+      async (res) => {
+        await res.body.dump();
+        latencies.push(performance.now() - issued);
+        if (res.statusCode < 200 || res.statusCode > 299) non2xx++;
+      },
+      () => {
+        errors++;
+      },
+    ).finally(() => inFlight.delete(done));
+    inFlight.add(done);
+  };
+  const started = performance.now();
+  let sent = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      const dueNow = Math.min(total, Math.floor((now - started) / gapMs) + 1);
+      for (; sent < dueNow; sent++) send();
+      if (sent >= total) resolve();
+      else setTimeout(tick, Math.max(0, started + sent * gapMs - performance.now()));
+    };
+    tick();
+  });
+  await Promise.all(inFlight);
+  const seconds = (performance.now() - started) / 1000;
+  await pool.close();
+  return { ...summarise(latencies, seconds, non2xx, errors), warmup };
 }
 
 /**
@@ -258,10 +352,13 @@ async function measured(opts: LoadOptions): Promise<Measured> {
   gc.disconnect();
   const cpuUs = used.user + used.system;
   return {
-    ...r, cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t),
-    gcMs: pauses.reduce((a, b) => a + b, 0), gcMaxMs: Math.max(0, ...pauses), allocBytesPerReq: bytes / Math.max(1, r.requests),
+    ...r, cpuUsPerReq: cpuUs / served(r), cpuShare: cpuUs / 1000 / (performance.now() - t),
+    gcMs: pauses.reduce((a, b) => a + b, 0), gcMaxMs: Math.max(0, ...pauses), allocBytesPerReq: bytes / served(r),
   };
 }
+
+/** Every response the server gave during a load (the counted ones and a paced load's warm-up): what its CPU and allocation are divided by. */
+const served = (r: LoadResult) => Math.max(1, r.requests + (r.warmup ?? 0));
 
 function load(opts: LoadOptions): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
@@ -310,7 +407,7 @@ async function floorMeasured(opts: LoadOptions, floor: Floor): Promise<Measured>
   const r = await load(opts);
   const cpuUs = (await floor.cpuUs()) - before;
   const bytes = await floor.allocBytes();
-  return { ...r, gcMs: NaN, gcMaxMs: NaN, allocBytesPerReq: bytes / Math.max(1, r.requests), cpuUsPerReq: cpuUs / Math.max(1, r.requests), cpuShare: cpuUs / 1000 / (performance.now() - t) };
+  return { ...r, gcMs: NaN, gcMaxMs: NaN, allocBytesPerReq: bytes / served(r), cpuUsPerReq: cpuUs / served(r), cpuShare: cpuUs / 1000 / (performance.now() - t) };
 }
 
 /**
@@ -393,7 +490,7 @@ async function floorSection(ctx: {
     rows.push(['Eddy CPU per prediction ÷ (floor + one Redis read), max throughput', `median ${median(ratios.redisMax).toFixed(2)}× (rounds: ${f(ratios.redisMax, 2)}); µs/req floor + Redis ${f(ratios.floorRedisMax)}`]);
     rows.push([`Eddy CPU per prediction ÷ (floor + one Redis read), ${rate} req/s`, `median ${median(ratios.redisFixed).toFixed(2)}× (rounds: ${f(ratios.redisFixed, 2)}); µs/req floor + Redis ${f(ratios.floorRedisFixed)}`]);
     rows.push(['allocated per prediction (request thread)', `median ${(median(ratios.alloc) / 1024).toFixed(2)} KB (runs: ${ratios.alloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB); the floor's per request: median ${(median(ratios.floorAlloc) / 1024).toFixed(2)} KB (runs: ${ratios.floorAlloc.map((x) => (x / 1024).toFixed(2)).join(', ')} KB)`]);
-    rows.push([`p99 at ${rate} req/s, ${k} models`, `median ${median(ratios.p99).toFixed(2)} ms (rounds: ${f(ratios.p99, 2)} ms)`]);
+    rows.push([`p99 at ${rate} req/s offered, ${k} models (${PACED ? 'paced, open loop' : "autocannon's rate: each second's requests back to back"})`, `median ${median(ratios.p99).toFixed(2)} ms (rounds: ${f(ratios.p99, 2)} ms)`]);
     rows.push([`predictions with defaulted features at ${rate} req/s`, `${ratios.defaulted.map((x) => `${(x * 100).toFixed(3)}%`).join(', ')}`]);
     // The benchmark writes no entity state while it measures: the kept states' best case (docs/server.md, "Kept entity states").
     rows.push([`entity states answered without a Redis read at ${rate} req/s (EDDY_SERVER_FEATURE_CACHE_ENTRIES=${process.env.EDDY_SERVER_FEATURE_CACHE_ENTRIES ?? 'default'}; no state changes during the run)`, `${ratios.kept.map((x) => `${(x * 100).toFixed(2)}%`).join(', ')}`]);
