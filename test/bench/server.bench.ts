@@ -37,6 +37,8 @@
  * BENCH_SERVER_ENTITIES=0 sends requests that name no entity (no real-time feature read).
  * BENCH_SERVER_PACING=paced sends the fixed-rate loads paced, open loop (runPaced), instead of
  * with autocannon's per-second rate limit.
+ * The Kafka predict path (kafkaPathSection): BENCH_SERVER_KAFKA_REQUESTS requests (default 50,000;
+ * 0 skips it) over 1,000 clients, then over 10; BENCH_SERVER_ONLY=kafka runs only it.
  *
  * Env: BENCH_SERVER_CLIENTS (default 10000), BENCH_SERVER_SECONDS (default 10),
  * BENCH_SERVER_RATE (default 5000), BENCH_SERVER_FEATURES (stored features per model, default 3000),
@@ -224,6 +226,32 @@ async function runPaced(opts: LoadOptions, rate: number, next: () => { path: str
   const seconds = (performance.now() - started) / 1000;
   await pool.close();
   return { ...summarise(latencies, seconds, non2xx, errors), warmup };
+}
+
+/**
+ * Child mode: `n` PredictionRequested over clients c0..c(clients-1), produced as fast as the
+ * producer goes (chunks of 1,000), after printing one line once connected. Its own process, so
+ * that producing costs the server's process nothing.
+ */
+async function runKafkaLoad(opts: { config: import('../../common/config.ts').EddyConfig; n: number; clients: number }): Promise<void> {
+  const { connectStreams } = await import('../../streams/index.ts');
+  const streams = await connectStreams(opts.config, 'bench-kafka-load', { ensureTopics: false });
+  process.stdout.write('connected\n');
+  const now = Date.now();
+  for (let i = 0; i < opts.n; i += 1000) {
+    await streams.producer.sendAll(Array.from({ length: Math.min(1000, opts.n - i) }, (_, j) => {
+      const c = Math.floor(Math.random() * opts.clients);
+      const item = i + j;
+      return {
+        name: 'PredictionRequested' as const,
+        value: {
+          eventId: randomUUID(), clientId: `c${c}`, occurredAt: now, requestId: `k${item}`, text: TEXTS[item % TEXTS.length]!,
+          metadata: (NO_ENTITIES ? {} : { requester: `user${item % 3}`, channel: item % 2 ? 'chat' : 'email' }) as Record<string, string>,
+        },
+      };
+    }));
+  }
+  await streams.close();
 }
 
 /**
@@ -541,6 +569,59 @@ async function floorSection(ctx: {
   }
 }
 
+/**
+ * The Kafka predict path (PredictionRequested in, PredictionMade out): a server of its own with the
+ * Kafka predict consumer on, its k models warmed over HTTP, then BENCH_SERVER_KAFKA_REQUESTS
+ * (default 50,000) requests over `clients` clients produced by a child process as fast as it
+ * goes; measured from the child's first send until the server has counted them all: predictions
+ * per second and this process's CPU per prediction (consume and decode, predict, encode and produce
+ * PredictionMade, commit; the other servers here are idle).
+ */
+async function kafkaPathSection(ctx: {
+  config: import('../../common/config.ts').EddyConfig;
+  start: (config: import('../../common/config.ts').EddyConfig) => Promise<{ url: string; ready: Promise<unknown>; close(): Promise<void> }>;
+  key: string;
+  k: number;
+  clientsList: number[];
+  rows: Array<[string, string]>;
+  say: (line: string) => void;
+}): Promise<void> {
+  const n = Number(process.env.BENCH_SERVER_KAFKA_REQUESTS ?? 50_000);
+  if (n <= 0) return;
+  const config = { ...ctx.config, server: { ...ctx.config.server, replicaId: `${ctx.config.server.replicaId}-kafka` } };
+  const server = await ctx.start(config);
+  try {
+    await server.ready;
+    await load({ url: server.url, key: ctx.key, connections: 10, clients: ctx.k, mode: 'sequence', amount: ctx.k });
+    for (const clients of ctx.clientsList) {
+      ctx.say(`Kafka predict path: ${n} PredictionRequested over ${clients} clients, produced by a child process`);
+      global.gc?.();
+      const before = await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'KAFKA' && l.variant !== 'SHADOW');
+      const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'kafka-load', JSON.stringify({ config, n, clients })], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => (d.toString().includes('connected') ? resolve() : undefined));
+        child.on('exit', (code) => reject(new Error(`the Kafka load generator exited ${code} before connecting`)));
+      });
+      const cpu = process.cpuUsage();
+      const t = performance.now();
+      let answered = 0;
+      while ((answered = (await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'KAFKA' && l.variant !== 'SHADOW')) - before) < n) {
+        if (performance.now() - t > 120_000) throw new Error(`the Kafka predict path answered ${answered} of ${n} requests in 120 s`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const seconds = (performance.now() - t) / 1000;
+      const used = process.cpuUsage(cpu);
+      if ((await exited) !== 0) throw new Error('the Kafka load generator failed');
+      const perPrediction = (used.user + used.system) / n;
+      ctx.say(`Kafka predict path over ${clients} clients: ${(n / seconds).toFixed(0)} predictions/s, ${perPrediction.toFixed(1)} µs CPU each`);
+      ctx.rows.push([`Kafka predict path, ${n} requests over ${clients} clients (produced by a child process as fast as it goes)`, `${(n / seconds).toFixed(0)} predictions/s (first send to last answer counted); ${perPrediction.toFixed(1)} µs of the server process's CPU per prediction`]);
+    }
+  } finally {
+    await server.close();
+  }
+}
+
 async function main(): Promise<void> {
   const { Redis } = await import('ioredis');
   const { testConfig, testStreams } = await import('../helpers.ts');
@@ -551,7 +632,9 @@ async function main(): Promise<void> {
 
   // BENCH_SERVER_ONLY=floor: only the floor comparison, batches, allocation and defaulted features (over 1,000 clients).
   const ONLY_FLOOR = process.env.BENCH_SERVER_ONLY === 'floor';
-  const N = Number(process.env.BENCH_SERVER_CLIENTS ?? (ONLY_FLOOR ? 1000 : 10_000));
+  // BENCH_SERVER_ONLY=kafka: only the Kafka predict path (over 1,000 clients).
+  const ONLY_KAFKA = process.env.BENCH_SERVER_ONLY === 'kafka';
+  const N = Number(process.env.BENCH_SERVER_CLIENTS ?? (ONLY_FLOOR || ONLY_KAFKA ? 1000 : 10_000));
   const SECONDS = Number(process.env.BENCH_SERVER_SECONDS ?? 10);
   const RATE = Number(process.env.BENCH_SERVER_RATE ?? 5000);
   const FEATURES = Number(process.env.BENCH_SERVER_FEATURES ?? 3000);
@@ -626,8 +709,14 @@ async function main(): Promise<void> {
     await load({ ...base, clients: 50, mode: 'random', durationS: 3 });
 
     const FLOOR = (process.env.BENCH_SERVER_FLOOR ?? '1') !== '0';
+    if (ONLY_KAFKA) {
+      await kafkaPathSection({ config, start: (c) => startServer(c, {}), key: ADMIN, k, clientsList: [k, 10], rows, say });
+      report();
+      return;
+    }
     if (ONLY_FLOOR) {
       await floorSection({ server, redis: { url: config.redisUrl, prefix: config.redisPrefix }, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
+      await kafkaPathSection({ config, start: (c) => startServer(c, {}), key: ADMIN, k, clientsList: [k, 10], rows, say });
       report();
       return;
     }
@@ -655,6 +744,7 @@ async function main(): Promise<void> {
 
     // After the cold scenario (the floor section warms k models first).
     if (FLOOR) await floorSection({ server, redis: { url: config.redisUrl, prefix: config.redisPrefix }, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
+    await kafkaPathSection({ config, start: (c) => startServer(c, {}), key: ADMIN, k, clientsList: [k, 10], rows, say });
     say(`max throughput over ${k} models`);
     table.push({ scenario: `max throughput, ${k} models`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
     say(`max throughput over ${N} models`);
@@ -800,6 +890,8 @@ async function main(): Promise<void> {
 
 if (process.argv[2] === 'load') {
   await runLoad(JSON.parse(process.argv[3]!) as LoadOptions);
+} else if (process.argv[2] === 'kafka-load') {
+  await runKafkaLoad(JSON.parse(process.argv[3]!) as Parameters<typeof runKafkaLoad>[0]);
 } else if (process.argv[2] === 'floor') {
   await runFloor(JSON.parse(process.argv[3] ?? 'null') as FloorRedis | null);
 } else {
