@@ -2,7 +2,7 @@ import { DependencyUnavailableError, EddyError } from '../common/errors.ts';
 import type { EventHandler, ProcessorContext } from '../streams/index.ts';
 import type { PredictionMade } from '../schemas/events.ts';
 import type { ServerConfig } from '../common/config.ts';
-import { checkInputLimits, type PredictionService } from './prediction-service.ts';
+import { checkInputLimits, type PredictRequest, type PredictionService } from './prediction-service.ts';
 
 /** How long a batch with a request for an unknown client waits for the registry to catch up with the log. */
 export const CATCH_UP_TIMEOUT_MS = 10_000;
@@ -34,7 +34,11 @@ export function kafkaPredictHandler(
       emit = ctx.emit;
     },
     async handle(records) {
-      const out: PredictionMade[] = [];
+      // Every request is checked first, in order (a refusal throws for the call; the runner then
+      // calls again record by record to dead-letter the refused one), then the requests of each
+      // client are predicted together: the client's model borrowed once and their real-time
+      // features read in one go (PredictionService.predictMany), as /predict/batch does.
+      const requests: PredictRequest[] = [];
       for (const r of records) {
         if (r.event.name !== 'PredictionRequested') continue;
         const e = r.event.value;
@@ -48,14 +52,24 @@ export function kafkaPredictHandler(
         }
         if (e.text.length === 0) throw new EddyError('INVALID_REQUEST', `PredictionRequested ${e.eventId}: text is empty`);
         checkInputLimits(limits, e.text, e.metadata);
-        const { events } = await service.predict(
-          { clientId: e.clientId, text: e.text, metadata: e.metadata, requestId: e.requestId, sourceEventId: e.eventId },
-          'KAFKA',
-        );
-        out.push(...events);
+        requests.push({ clientId: e.clientId, text: e.text, metadata: e.metadata, requestId: e.requestId, sourceEventId: e.eventId });
       }
-      // Answers are written before the requests are committed: a crash in between re-answers (same ids).
-      await emit!(out.map((value) => ({ name: 'PredictionMade' as const, value })));
+      const byClient = new Map<string, number[]>();
+      for (let i = 0; i < requests.length; i++) {
+        const clientId = requests[i]!.clientId;
+        const of = byClient.get(clientId);
+        if (of) of.push(i);
+        else byClient.set(clientId, [i]);
+      }
+      const answers: PredictionMade[][] = new Array(requests.length);
+      for (const [clientId, indexes] of byClient) {
+        const answered = await service.predictMany(clientId, indexes.map((i) => requests[i]!), 'KAFKA');
+        for (let j = 0; j < indexes.length; j++) answers[indexes[j]!] = answered[j]!.events;
+      }
+      // In request order. Answers are written before the requests are committed: a crash in between re-answers (same ids).
+      const out: Array<{ name: 'PredictionMade'; value: PredictionMade }> = [];
+      for (const events of answers) for (const value of events) out.push({ name: 'PredictionMade', value });
+      await emit!(out);
     },
   };
 }

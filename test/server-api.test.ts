@@ -450,6 +450,30 @@ describe('prediction server: readiness, slow dependencies, redelivery', () => {
     expect(answer).toMatchObject({ clientId: 'newcomer', channel: 'KAFKA', modelVersion: null });
   }, 90_000);
 
+  it('answers the requests of one call together per client, each with its own answer, in request order', async () => {
+    // One sendAll: acme's three requests share a partition (keyed by client), so they reach the
+    // handler in one call and are predicted together (predictMany), interleaved with globex's.
+    const request = (clientId: string, requestId: string, text: string) => ({
+      name: 'PredictionRequested' as const, value: { eventId: randomUUID(), clientId, occurredAt: Date.now(), requestId, text, metadata: {} },
+    });
+    await streams.producer.sendAll([
+      request('acme', 'mix-1', 'the vpn is down again'),
+      request('globex', 'mix-2', 'my badge does not open the door'),
+      request('acme', 'mix-3', 'where is my payslip'),
+      request('globex', 'mix-4', 'invoice for the expenses'),
+      request('acme', 'mix-5', 'laptop screen is black'),
+    ]);
+    await waitFor('five answers', () => ['mix-1', 'mix-2', 'mix-3', 'mix-4', 'mix-5'].every((id) => predictions.some((p) => p.requestId === id)), 30_000);
+    const answer = (id: string) => predictions.find((p) => p.requestId === id)!;
+    expect(answer('mix-1')).toMatchObject({ clientId: 'acme', label: 'Network', variant: 'LIVE', channel: 'KAFKA', text: 'the vpn is down again' });
+    expect(answer('mix-3')).toMatchObject({ clientId: 'acme', label: 'Payroll', variant: 'LIVE', text: 'where is my payslip' });
+    expect(answer('mix-5')).toMatchObject({ clientId: 'acme', label: 'Hardware', variant: 'LIVE', text: 'laptop screen is black' });
+    expect(answer('mix-2')).toMatchObject({ clientId: 'globex', label: 'Security', variant: 'BASELINE' });
+    expect(answer('mix-4')).toMatchObject({ clientId: 'globex', label: 'Finance', variant: 'BASELINE' });
+    // acme's answers share one partition of the predictions topic: read in the order asked.
+    expect(predictions.filter((p) => p.requestId?.startsWith('mix-') && p.clientId === 'acme').map((p) => p.requestId)).toEqual(['mix-1', 'mix-3', 'mix-5']);
+  });
+
   it('answers a redelivered PredictionRequested with the same event id (consumers dedupe on it)', async () => {
     const request = { eventId: randomUUID(), clientId: 'acme', occurredAt: Date.now(), requestId: 'dup-1', text: 'vpn', metadata: {} };
     await streams.producer.send('PredictionRequested', request);
