@@ -46,6 +46,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -428,6 +429,63 @@ async function counterTotal(name: string, keep: (labels: Record<string, unknown>
 }
 
 /** A load against a floor process, with that process's CPU and allocation per request (its GC is not observed). */
+/**
+ * CPU time (seconds) of every thread on this machine, by who it is: the server's request thread
+ * (this process's main thread), its other threads (publisher, loader, V8's workers), the load
+ * generator, Kafka, Redis, everything else; and the machine's busy time from /proc/stat. Linux
+ * only (undefined elsewhere): for a budget of the 2 cores, not a figure of the server's.
+ */
+type MachineCpu = Record<'requestThread' | 'serverThreads' | 'loadGenerator' | 'kafka' | 'redis' | 'other' | 'machine', number>;
+
+function machineCpu(): MachineCpu | undefined {
+  const hz = 100; // USER_HZ: /proc reports ticks of 1/100 s on Linux
+  let stat: string;
+  try {
+    stat = readFileSync('/proc/stat', 'utf8');
+  } catch {
+    return undefined;
+  }
+  // cpu  user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+  const f = stat.split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const out: MachineCpu = { requestThread: 0, serverThreads: 0, loadGenerator: 0, kafka: 0, redis: 0, other: 0, machine: (f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0)) / hz };
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      const who: keyof MachineCpu = Number(pid) === process.pid ? 'serverThreads'
+        : cmd.includes(' load {') ? 'loadGenerator'
+          : cmd.includes('kafka.Kafka') || cmd.includes('/kafka') ? 'kafka'
+            : cmd.startsWith('redis-server') ? 'redis' : 'other';
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const fields = st.slice(st.lastIndexOf(')') + 2).split(' ');
+        const ticks = (Number(fields[11]) + Number(fields[12])) / hz;
+        out[who === 'serverThreads' && tid === pid ? 'requestThread' : who] += ticks;
+      }
+    } catch {
+      // a process or thread that ended while being read
+    }
+  }
+  return out;
+}
+
+/** `run`'s load, with the machine's CPU sampled from `fromS` seconds into it to `toS` (the load generator's start and end left out): shares of a core over that window. */
+async function withMachineCpu<T>(run: () => Promise<T>, fromS: number, toS: number): Promise<{ result: T; shares?: MachineCpu }> {
+  let a: MachineCpu | undefined;
+  let b: MachineCpu | undefined;
+  let ta = 0;
+  let tb = 0;
+  const first = setTimeout(() => ((a = machineCpu()), (ta = performance.now())), fromS * 1000);
+  const second = setTimeout(() => ((b = machineCpu()), (tb = performance.now())), toS * 1000);
+  const result = await run();
+  clearTimeout(first);
+  clearTimeout(second);
+  if (!a || !b) return { result };
+  const seconds = (tb - ta) / 1000;
+  const shares = Object.fromEntries(Object.keys(a).map((k) => [k, (b![k as keyof MachineCpu] - a![k as keyof MachineCpu]) / seconds])) as MachineCpu;
+  return { result, shares };
+}
+
 async function floorMeasured(opts: LoadOptions, floor: Floor): Promise<Measured> {
   await floor.allocStart();
   const before = await floor.cpuUs();
@@ -553,13 +611,18 @@ async function floorSection(ctx: {
       const fr = await floorMeasured({ ...base, url: floor.url, clients: k, mode: 'random', durationS: seconds, batch }, floor);
       table.push({ scenario: `floor (bare Fastify route): batch of ${batch}, max throughput (per request)`, r: fr });
       global.gc?.();
-      const r = await measured({ ...base, clients: k, mode: 'random', durationS: seconds, batch });
+      // The load child needs about a second to start: the machine is sampled from 2 s in to 1 s before the end.
+      const { result: r, shares } = await withMachineCpu(() => measured({ ...base, clients: k, mode: 'random', durationS: seconds, batch }), 2, Math.max(3, seconds));
       table.push({ scenario: `Eddy: batch of ${batch}, max throughput, ${k} models (per request)`, r });
       // Answered predictions only: a batch refused (503 while the PredictionMade backlog is full) predicted nothing.
       const perSecond = (m: Measured) => (((m.requests - m.non2xx) * batch) / m.seconds).toFixed(0);
       const refused = r.non2xx > 0 ? `, ${r.non2xx} of ${r.requests} requests refused` : '';
       // CPU and allocation per answered prediction (a refused batch was parsed and validated: its cost counts).
       const perPrediction = (m: Measured, x: number) => (x * m.requests) / Math.max(1, (m.requests - m.non2xx) * batch);
+      if (shares) {
+        const pct = (x: number) => `${(x * 100).toFixed(0)} %`;
+        rows.push([`the machine's CPU during batches of ${batch} (share of one core, from /proc; ${os.cpus().length} cores)`, `the request thread ${pct(shares.requestThread)}, the server's other threads ${pct(shares.serverThreads)}, the load generator ${pct(shares.loadGenerator)}, Kafka ${pct(shares.kafka)}, Redis ${pct(shares.redis)}, the rest ${pct(shares.other)}; the machine busy ${pct(shares.machine)} of ${os.cpus().length * 100} %`]);
+      }
       rows.push([`batch predict, ${batch} per request`, `${perSecond(r)} predictions/s (${r.rps.toFixed(0)} req/s${refused}, p99 ${r.p99.toFixed(2)} ms); ${perPrediction(r, r.cpuUsPerReq).toFixed(1)} µs CPU and ${(perPrediction(r, r.allocBytesPerReq) / 1024).toFixed(2)} KB allocated per prediction`]);
       rows.push([`floor's batch route, ${batch} per request`, `${perSecond(fr)} predictions/s (p99 ${fr.p99.toFixed(2)} ms); ${perPrediction(fr, fr.cpuUsPerReq).toFixed(1)} µs CPU and ${(perPrediction(fr, fr.allocBytesPerReq) / 1024).toFixed(2)} KB allocated per prediction; Eddy's CPU per prediction ${(perPrediction(r, r.cpuUsPerReq) / perPrediction(fr, fr.cpuUsPerReq)).toFixed(2)}× the floor's`]);
     }
