@@ -123,6 +123,12 @@ interface ClientState {
   lastRejection: string | null;
   alerts: QualityAlert[];
   signedUpAt: number;
+  /**
+   * The server has read the client's sign-up (its teams): requests go to it only from then on.
+   * Sooner, the server answers an HTTP request 404 CLIENT_UNKNOWN, as it answers any caller that
+   * asks before the client's labels reached it (a demo run counted one such failure).
+   */
+  known: boolean;
 }
 
 interface PendingRequest {
@@ -230,6 +236,7 @@ export class Simulator {
     this.clients.set(spec.clientId, {
       world, liveVersion: null, versions: new Set(), lastModelAt: null, lastLabels: [], recent: [], answered: 0,
       baselineAnswers: 0, feedback: 0, feedbackSinceModel: 0, retrains: [], rejected: 0, lastRejection: null, alerts: [], signedUpAt: now,
+      known: false,
     });
     const events: AnyEvent[] = [];
     for (const team of world.currentTeams()) {
@@ -238,6 +245,31 @@ export class Simulator {
     }
     for (let i = 0; i < spec.historyExamples; i++) events.push(this.example(world, world.sample(), 'IMPORT'));
     await this.send(events);
+    void this.untilKnown(spec.clientId).then(() => {
+      const state = this.clients.get(spec.clientId);
+      if (state) state.known = true;
+    });
+  }
+
+  /**
+   * Resolves once the server knows the client (GET /v1/clients/:id/model answers 200), asking every
+   * 50 ms; after 60 s it resolves anyway, so that a server that never learns of the client shows
+   * in the failed requests instead of in silence.
+   */
+  private async untilKnown(clientId: string): Promise<void> {
+    const until = Date.now() + 60_000;
+    while (this.running && Date.now() < until) {
+      try {
+        const res = await fetch(`${this.opts.serverUrl}/v1/clients/${encodeURIComponent(clientId)}/model`, {
+          headers: { authorization: `Bearer ${this.opts.apiKey}` }, signal: AbortSignal.timeout(2_000),
+        });
+        await res.arrayBuffer();
+        if (res.ok) return;
+      } catch {
+        // the server is restarting or slow: ask again
+      }
+      await sleep(50);
+    }
   }
 
   private example(world: ClientWorld, r: Request, source: 'DEFINITION' | 'ASSIGNMENT' | 'IMPORT'): AnyEvent {
@@ -247,15 +279,16 @@ export class Simulator {
     };
   }
 
-  private pickClient(): ClientState {
-    const all = [...this.clients.values()];
+  /** A client the server knows, by traffic weight; undefined while it knows none yet. */
+  private pickClient(): ClientState | undefined {
+    const all = [...this.clients.values()].filter((c) => c.known);
     const total = all.reduce((a, c) => a + c.world.spec.trafficWeight, 0);
     let r = Math.random() * total;
     for (const c of all) {
       r -= c.world.spec.trafficWeight;
       if (r <= 0) return c;
     }
-    return all[all.length - 1]!;
+    return all.at(-1);
   }
 
   private async trafficLoop(): Promise<void> {
@@ -269,6 +302,7 @@ export class Simulator {
       while (debt >= 1) {
         debt--;
         const client = this.pickClient();
+        if (!client) continue; // nobody to ask yet: the tick's requests are not owed later
         const request = client.world.sample();
         if (Math.random() < this.opts.kafkaShare) this.requestViaKafka(client, request);
         // HTTP requests run concurrently, but never more than a bounded number at once.
@@ -277,6 +311,7 @@ export class Simulator {
       while (manualDebt >= 1) {
         manualDebt--;
         const client = this.pickClient();
+        if (!client) continue;
         this.outbox.push(this.example(client.world, client.world.sample(), 'ASSIGNMENT'));
       }
       this.expireKafkaRequests();
