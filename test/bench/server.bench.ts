@@ -102,6 +102,11 @@ function percentile(sorted: Float64Array, p: number): number {
 /** BENCH_SERVER_ENTITIES=0: requests name no requester or channel, so no real-time feature read (the Redis stage's cost, by difference). */
 const NO_ENTITIES = process.env.BENCH_SERVER_ENTITIES === '0';
 
+/** The i-th request of a load (HTTP body item or PredictionRequested): one of TEXTS, three requesters, two channels. */
+function requestItem(i: number): { text: string; metadata: Record<string, string> } {
+  return { text: TEXTS[i % TEXTS.length]!, metadata: NO_ENTITIES ? {} : { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } };
+}
+
 /**
  * BENCH_SERVER_PACING=paced: fixed-rate loads are sent by runPaced (open loop) instead of
  * autocannon's per-second rate limit (see runPaced for what each measures).
@@ -110,10 +115,9 @@ const PACED = process.env.BENCH_SERVER_PACING === 'paced';
 
 /** Child mode: drive the server (autocannon, or runPaced at a fixed rate) and print one JSON line with the result. */
 async function runLoad(opts: LoadOptions): Promise<void> {
-  const item = (i: number) => ({ text: TEXTS[i % TEXTS.length]!, metadata: NO_ENTITIES ? {} : { requester: `user${i % 3}`, channel: i % 2 ? 'chat' : 'email' } });
   const bodies = opts.batch
-    ? TEXTS.map((_, i) => JSON.stringify({ items: Array.from({ length: opts.batch! }, (_, j) => item(i + j)) }))
-    : TEXTS.map((_, i) => JSON.stringify({ ...item(i), ...(opts.explain ? { explain: true } : {}) }));
+    ? TEXTS.map((_, i) => JSON.stringify({ items: Array.from({ length: opts.batch! }, (_, j) => requestItem(i + j)) }))
+    : TEXTS.map((_, i) => JSON.stringify({ ...requestItem(i), ...(opts.explain ? { explain: true } : {}) }));
   const route = opts.batch ? 'predict/batch' : 'predict';
   let seq = 0;
   const nextClient = () => (opts.mode === 'sequence' ? seq++ % opts.clients : Math.floor(Math.random() * opts.clients));
@@ -184,11 +188,12 @@ async function runPaced(opts: LoadOptions, rate: number, next: () => { path: str
   // would take seconds to drain and be measured as the server's).
   const warmup = Math.round(rate);
   let warmed = 0;
+  const post = () => {
+    const { path: p, body } = next();
+    return pool.request({ path: p, method: 'POST', headers, body });
+  };
   await Promise.all(Array.from({ length: opts.connections }, async () => {
-    while (warmed++ < warmup) {
-      const { path: p, body } = next();
-      await (await pool.request({ path: p, method: 'POST', headers, body })).body.dump();
-    }
+    while (warmed++ < warmup) await (await post()).body.dump();
   }));
   const total = Math.round(rate * (opts.durationS ?? 10));
   const gapMs = 1000 / rate;
@@ -197,9 +202,8 @@ async function runPaced(opts: LoadOptions, rate: number, next: () => { path: str
   let errors = 0;
   const inFlight = new Set<Promise<void>>();
   const send = () => {
-    const { path: p, body } = next();
     const issued = performance.now();
-    const done: Promise<void> = pool.request({ path: p, method: 'POST', headers, body }).then(
+    const done: Promise<void> = post().then(
       async (res) => {
         await res.body.dump();
         latencies.push(performance.now() - issued);
@@ -242,13 +246,9 @@ async function runKafkaLoad(opts: { config: import('../../common/config.ts').Edd
   for (let i = 0; i < opts.n; i += 1000) {
     await streams.producer.sendAll(Array.from({ length: Math.min(1000, opts.n - i) }, (_, j) => {
       const c = Math.floor(Math.random() * opts.clients);
-      const item = i + j;
       return {
         name: 'PredictionRequested' as const,
-        value: {
-          eventId: randomUUID(), clientId: `c${c}`, occurredAt: now, requestId: `k${item}`, text: TEXTS[item % TEXTS.length]!,
-          metadata: (NO_ENTITIES ? {} : { requester: `user${item % 3}`, channel: item % 2 ? 'chat' : 'email' }) as Record<string, string>,
-        },
+        value: { eventId: randomUUID(), clientId: `c${c}`, occurredAt: now, requestId: `k${i + j}`, ...requestItem(i + j) },
       };
     }));
   }
@@ -652,6 +652,7 @@ async function kafkaPathSection(ctx: {
   const n = Number(process.env.BENCH_SERVER_KAFKA_REQUESTS ?? 50_000);
   if (n <= 0) return;
   const config = { ...ctx.config, server: { ...ctx.config.server, replicaId: `${ctx.config.server.replicaId}-kafka` } };
+  const kafkaAnswers = () => counterTotal('eddy_server_predictions_total', (l) => l.channel === 'KAFKA' && l.variant !== 'SHADOW');
   const server = await ctx.start(config);
   try {
     await server.ready;
@@ -659,7 +660,7 @@ async function kafkaPathSection(ctx: {
     for (const clients of ctx.clientsList) {
       ctx.say(`Kafka predict path: ${n} PredictionRequested over ${clients} clients, produced by a child process`);
       global.gc?.();
-      const before = await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'KAFKA' && l.variant !== 'SHADOW');
+      const before = await kafkaAnswers();
       const child = spawn(process.execPath, [...childArgv(), fileURLToPath(import.meta.url), 'kafka-load', JSON.stringify({ config, n, clients })], { stdio: ['ignore', 'pipe', 'inherit'] });
       const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
       await new Promise<void>((resolve, reject) => {
@@ -669,7 +670,7 @@ async function kafkaPathSection(ctx: {
       const cpu = process.cpuUsage();
       const t = performance.now();
       let answered = 0;
-      while ((answered = (await counterTotal('eddy_server_predictions_total', (l) => l.channel === 'KAFKA' && l.variant !== 'SHADOW')) - before) < n) {
+      while ((answered = (await kafkaAnswers()) - before) < n) {
         if (performance.now() - t > 120_000) throw new Error(`the Kafka predict path answered ${answered} of ${n} requests in 120 s`);
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -772,14 +773,15 @@ async function main(): Promise<void> {
     await load({ ...base, clients: 50, mode: 'random', durationS: 3 });
 
     const FLOOR = (process.env.BENCH_SERVER_FLOOR ?? '1') !== '0';
+    const kafkaPath = () => kafkaPathSection({ config, start: (c) => startServer(c, {}), key: ADMIN, k, clientsList: [k, 10], rows, say });
     if (ONLY_KAFKA) {
-      await kafkaPathSection({ config, start: (c) => startServer(c, {}), key: ADMIN, k, clientsList: [k, 10], rows, say });
+      await kafkaPath();
       report();
       return;
     }
     if (ONLY_FLOOR) {
       await floorSection({ server, redis: { url: config.redisUrl, prefix: config.redisPrefix }, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
-      await kafkaPathSection({ config, start: (c) => startServer(c, {}), key: ADMIN, k, clientsList: [k, 10], rows, say });
+      await kafkaPath();
       report();
       return;
     }
@@ -807,7 +809,7 @@ async function main(): Promise<void> {
 
     // After the cold scenario (the floor section warms k models first).
     if (FLOOR) await floorSection({ server, redis: { url: config.redisUrl, prefix: config.redisPrefix }, base, k, seconds: SECONDS, rate: RATE, table, rows, say });
-    await kafkaPathSection({ config, start: (c) => startServer(c, {}), key: ADMIN, k, clientsList: [k, 10], rows, say });
+    await kafkaPath();
     say(`max throughput over ${k} models`);
     table.push({ scenario: `max throughput, ${k} models`, r: await measured({ ...base, clients: k, mode: 'random', durationS: SECONDS }) });
     say(`max throughput over ${N} models`);
